@@ -1,0 +1,122 @@
+"""COCO export, following the fidelity rules: ids as stored, xywh boxes, RLE counts as str, 1-based
+skeletons, keypoints untruncated, sorted ids, so two exports of the same data are byte-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import select
+
+from db import masks
+from db.schema import Annotation, Category, DatasetMeta, Image
+from db.store import Store
+
+SegFormat = Literal["asis", "rle", "polygons"]
+DEFAULT_INFO = {"description": "maskloop export", "version": "1.0"}
+
+
+def build(store: Store, *, include_proposals: bool = False, seg_format: SegFormat = "asis") -> dict[str, Any]:
+    """The COCO dataset as a dict. ``asis`` keeps polygons as polygons and masks as RLE."""
+    states = ("accepted", "proposed") if include_proposals else ("accepted",)
+    with store.session() as s:
+        meta = {m.key: m.value for m in s.scalars(select(DatasetMeta))}
+        cats = s.scalars(select(Category).order_by(Category.id)).all()
+        imgs = s.execute(select(Image.id, Image.file_name, Image.width, Image.height, Image.extra)
+                         .order_by(Image.id)).all()
+        anns = s.execute(
+            select(Annotation.id, Annotation.image_id, Annotation.category_id, Annotation.segmentation,
+                   Annotation.area, Annotation.bbox, Annotation.iscrowd, Annotation.keypoints,
+                   Annotation.num_keypoints, Annotation.score, Annotation.review_state, Annotation.extra)
+            .where(Annotation.review_state.in_(states)).order_by(Annotation.id)
+        ).all()
+    sizes = {r.id: (r.height, r.width) for r in imgs}
+    out_images = []
+    for r in imgs:
+        d = {"id": r.id, "file_name": r.file_name, "width": r.width, "height": r.height}
+        if r.extra:
+            d.update({k: r.extra[k] for k in sorted(r.extra) if k not in d})
+        out_images.append(d)
+    out_cats = []
+    for c in cats:
+        d = {"id": c.id, "name": c.name, "supercategory": c.supercategory}
+        if c.keypoints is not None:
+            d["keypoints"] = list(c.keypoints)
+            d["skeleton"] = [list(p) for p in (c.skeleton or [])]
+        out_cats.append(d)
+    out_anns = [_annotation(r, sizes[r.image_id], seg_format, include_proposals) for r in anns]
+    return {
+        "info": meta.get("info", DEFAULT_INFO),
+        "licenses": meta.get("licenses", []),
+        "images": out_images,
+        "annotations": out_anns,
+        "categories": out_cats,
+    }
+
+
+def _annotation(r, size: tuple[int, int], seg_format: SegFormat, with_score: bool) -> dict[str, Any]:
+    h, w = size
+    seg = r.segmentation if r.segmentation is not None else []
+    if seg_format == "rle" and isinstance(seg, list) and seg:
+        seg = masks.to_rle(seg, h, w)
+    elif seg_format == "polygons" and isinstance(seg, dict) and not r.iscrowd:
+        seg = masks.mask_to_polygons(masks.decode(seg, h, w))  # crowd regions stay RLE, as in COCO
+    d = {"id": r.id, "image_id": r.image_id, "category_id": r.category_id, "segmentation": seg,
+         "area": r.area, "bbox": r.bbox, "iscrowd": r.iscrowd}
+    if r.keypoints is not None:
+        d["keypoints"] = r.keypoints
+        d["num_keypoints"] = r.num_keypoints if r.num_keypoints is not None else \
+            sum(1 for v in r.keypoints[2::3] if v > 0)
+    if with_score and r.score is not None:
+        d["score"] = r.score
+    if r.extra:
+        d.update({k: r.extra[k] for k in sorted(r.extra) if k not in d})
+    return d
+
+
+def dumps(dataset: dict[str, Any]) -> bytes:
+    return json.dumps(dataset, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def export(store: Store, out: str | Path, *, images_dir: str | Path | None = None,
+           include_proposals: bool = False, seg_format: SegFormat = "asis") -> dict[str, int]:
+    """Write OUT.json (and copy images to ``images_dir``), or OUT.zip with annotations.json + images/."""
+    out = Path(out)
+    ds = build(store, include_proposals=include_proposals, seg_format=seg_format)
+    blob = dumps(ds)
+    with store.session() as s:
+        files = s.execute(select(Image.file_name, Image.media_path).order_by(Image.id)).all()
+    if out.suffix.lower() == ".zip":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".part")
+        os.close(fd)
+        with zipfile.ZipFile(tmp, "w") as z:
+            z.writestr(zipfile.ZipInfo("annotations.json", date_time=(1980, 1, 1, 0, 0, 0)), blob,
+                       compress_type=zipfile.ZIP_DEFLATED)
+            for name, media in files:
+                info = zipfile.ZipInfo(f"images/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+                z.writestr(info, store.media_file(media).read_bytes(), compress_type=zipfile.ZIP_STORED)
+        os.replace(tmp, out)
+    else:
+        _atomic_write(out, blob)
+        if images_dir is not None:
+            root = Path(images_dir)
+            for name, media in files:
+                dest = root / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(store.media_file(media), dest)
+    return {"images": len(ds["images"]), "annotations": len(ds["annotations"]),
+            "categories": len(ds["categories"]), "bytes": len(blob)}

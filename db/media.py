@@ -1,0 +1,114 @@
+"""Content-addressed media files and image normalisation at ingest.
+
+An image is identified by the SHA-256 of the bytes it arrived with (same bytes twice = one image). What
+is stored is what every later step sees: EXIF orientation already applied, a mode that browsers and
+``PIL.Image.convert("RGB")`` read the same way; the stored width and height are those of the stored file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Stored unchanged when no transform is needed; anything else is re-encoded losslessly as PNG.
+_KEEP_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+_KEEP_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
+
+
+class BadImage(ValueError):
+    """A file that cannot be ingested; the message is the reason shown to the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedImage:
+    content_hash: str
+    data: bytes  # what is written to the media store
+    ext: str
+    width: int
+    height: int
+
+    @property
+    def media_path(self) -> str:
+        return f"{self.content_hash[:2]}/{self.content_hash}{self.ext}"
+
+
+def prepare(raw: bytes, max_pixels: int) -> PreparedImage:
+    """Validate and normalise one image file's bytes; raises BadImage with the reason."""
+    if not raw:
+        raise BadImage("empty file (0 bytes)")
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise BadImage(f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}")
+            fmt = img.format
+            img.load()
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage("not an image (no known image format)") from None
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"over the pixel limit: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImage(f"corrupt or truncated image: {e}") from None
+    if w == 0 or h == 0:
+        raise BadImage("image has zero width or height")
+
+    orientation = img.getexif().get(0x0112, 1)
+    needs_transform = orientation not in (1, None) or fmt not in _KEEP_FORMATS or img.mode not in _KEEP_MODES
+    if not needs_transform:
+        return PreparedImage(digest, raw, _KEEP_FORMATS[fmt], w, h)
+
+    img = ImageOps.exif_transpose(img)
+    img = _normalise_mode(img)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return PreparedImage(digest, buf.getvalue(), ".png", img.width, img.height)
+
+
+def _normalise_mode(img: Image.Image) -> Image.Image:
+    if img.mode in _KEEP_MODES:
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        if img.mode.startswith("I;16") or (lo >= 0 and hi <= 65535 and img.mode == "I"):
+            a = a / 257.0  # 16-bit -> 8-bit keeps the full range mapping
+        elif hi > lo:
+            a = (a - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("PA",):
+        return img.convert("RGBA")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
+
+
+def write_media(media_dir: Path, prepared: PreparedImage) -> Path:
+    """Write atomically (temporary file, then rename); an existing file is left as it is."""
+    dest = Path(media_dir) / prepared.media_path
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(prepared.data)
+    os.replace(tmp, dest)
+    return dest
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """A stored media file as an RGB image (already oriented at ingest)."""
+    with Image.open(path) as img:
+        return img.convert("RGB")

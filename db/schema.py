@@ -1,0 +1,158 @@
+"""Database schema (SQLAlchemy 2.0 ORM).
+
+Conventions (the data contract for every other package):
+- ``Category.id``, ``Image.id`` and ``Annotation.id`` are COCO ids, kept as given on import.
+- ``Annotation.bbox`` is COCO xywh (a JSON list of 4 numbers), never xyxy.
+- ``Annotation.segmentation`` is COCO: a list of polygons ``[[x1, y1, x2, y2, ...], ...]`` or a compressed
+  RLE ``{"size": [h, w], "counts": str}`` (column-major, as pycocotools writes it).
+- ``Annotation.keypoints`` is the flat COCO list ``[x, y, v] * K`` in the category's keypoint order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+IMAGE_STATUSES = ("new", "proposed", "in_review", "done")
+REVIEW_STATES = ("proposed", "accepted", "rejected")
+SOURCES = ("model", "human")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Category(Base):
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    supercategory: Mapped[str] = mapped_column(String(200), default="")
+    keypoints: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
+    skeleton: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
+
+    annotations: Mapped[list["Annotation"]] = relationship(back_populates="category")
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    file_name: Mapped[str] = mapped_column(String(1000), unique=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    media_path: Mapped[str] = mapped_column(String(300))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="new", index=True)
+    row_version: Mapped[int] = mapped_column(Integer, default=1)
+    extra: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    annotations: Mapped[list["Annotation"]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", order_by="Annotation.id"
+    )
+
+    __mapper_args__ = {"version_id_col": row_version}
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    size: Mapped[str] = mapped_column(String(20))
+    checkpoint: Mapped[Optional[str]] = mapped_column(String(1000), nullable=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False)
+    images_used: Mapped[int] = mapped_column(Integer, default=0)
+    train_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    loss_curve: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
+    metrics: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    parent_metrics: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    category_map: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Annotation(Base):
+    __tablename__ = "annotations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
+    segmentation: Mapped[Optional[Any]] = mapped_column(JSON, nullable=True)
+    bbox: Mapped[list[Any]] = mapped_column(JSON)
+    area: Mapped[float] = mapped_column(Float)
+    iscrowd: Mapped[int] = mapped_column(Integer, default=0)
+    keypoints: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
+    num_keypoints: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    source: Mapped[str] = mapped_column(String(10), default="human")
+    score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    model_version_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("model_versions.id"), nullable=True
+    )
+    review_state: Mapped[str] = mapped_column(String(10), default="accepted")
+    # The proposal as the model made it, kept when a person edits or accepts it, so that the
+    # correction effort per model version can be measured (share accepted unchanged, IoU).
+    original: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    extra: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    reviewed_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    reviewed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+
+    image: Mapped[Image] = relationship(back_populates="annotations")
+    category: Mapped[Category] = relationship(back_populates="annotations")
+
+    __table_args__ = (
+        Index("ix_annotations_image_id", "image_id"),
+        Index("ix_annotations_category_id", "category_id"),
+        Index("ix_annotations_review_state", "review_state"),
+    )
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(12), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    params: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    detail: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    pid: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    result_version_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("model_versions.id"), nullable=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class DatasetMeta(Base):
+    """COCO top-level ``info`` and ``licenses`` as imported, so exports carry them unchanged."""
+
+    __tablename__ = "dataset_meta"
+
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)

@@ -1,0 +1,104 @@
+"""Opening a store: one folder with ``labels.db`` (SQLite) and ``media/``, or a database URL.
+
+The caller owns session lifetimes: ``with store.session() as s, s.begin(): ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every tunable of the application, passed down explicitly."""
+
+    store_dir: Path = Path("labelstore")
+    db_url: str | None = None  # None: SQLite file inside store_dir
+    max_pixels: int = 120_000_000  # images above this are refused at ingest
+    busy_timeout_ms: int = 30_000
+    device: str = "auto"  # model device: auto | cpu | cuda
+    weights: str = "coco"  # round-0 weights: coco | none | PATH
+    user: str = "local"
+
+    @property
+    def media_dir(self) -> Path:
+        return Path(self.store_dir) / "media"
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.store_dir) / "models"
+
+    @property
+    def url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(Path(self.store_dir) / 'labels.db').resolve()}"
+
+
+def _sqlite_pragmas(busy_timeout_ms: int):
+    def on_connect(dbapi_conn, _record):
+        # Let SQLAlchemy manage transactions explicitly (BEGIN issued by the 'begin' hook below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return on_connect
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.url
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas(settings.busy_timeout_ms))
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # a real BEGIN, so transactions are atomic in pysqlite
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """A database engine plus the folder for media and checkpoints."""
+
+    def __init__(self, settings: Settings, *, migrate: bool = True):
+        self.settings = settings
+        Path(settings.store_dir).mkdir(parents=True, exist_ok=True)
+        settings.media_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            from db.migrate import upgrade
+
+            upgrade(self.engine)
+
+    @classmethod
+    def open(cls, store_dir: str | Path = "labelstore", db_url: str | None = None, **kw) -> "Store":
+        return cls(Settings(store_dir=Path(store_dir), db_url=db_url, **kw))
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A short transaction: commits on success, rolls back on any error."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def media_file(self, media_path: str) -> Path:
+        return self.settings.media_dir / media_path
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Mask R-CNN proposals, fine-tuning, evaluation and model versions (torch, torchvision, pycocotools, db)."""
