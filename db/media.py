@@ -59,6 +59,9 @@ def prepare(raw: bytes, max_pixels: int) -> PreparedImage:
     except BadImage:
         raise
     except UnidentifiedImageError:
+        kind = _signature(raw)
+        if kind:
+            raise BadImage(f"corrupt image: starts like a {kind} file but cannot be decoded") from None
         raise BadImage("not an image (no known image format)") from None
     except Image.DecompressionBombError as e:
         raise BadImage(f"over the pixel limit: {e}") from None
@@ -77,6 +80,16 @@ def prepare(raw: bytes, max_pixels: int) -> PreparedImage:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return PreparedImage(digest, buf.getvalue(), ".png", img.width, img.height)
+
+
+_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
+               b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _signature(raw: bytes) -> str | None:
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "WEBP"
+    return next((kind for sig, kind in _SIGNATURES.items() if raw.startswith(sig)), None)
 
 
 def _normalise_mode(img: Image.Image) -> Image.Image:

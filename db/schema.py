@@ -11,6 +11,7 @@ Conventions (the data contract for every other package):
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Optional
 
 from sqlalchemy import (
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
 )
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 IMAGE_STATUSES = ("new", "proposed", "in_review", "done")
@@ -34,6 +36,22 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class JsonNumber(TypeDecorator):
+    """A number kept exactly as given: an int stays an int and a float stays a float (stored as its JSON
+    text, because SQLite's numeric affinity would turn 50.0 into 50)."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value, dialect):
+        if value is None or isinstance(value, (int, float)):
+            return value
+        return json.loads(value)
 
 
 class Base(DeclarativeBase):
@@ -101,7 +119,7 @@ class Annotation(Base):
     category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
     segmentation: Mapped[Optional[Any]] = mapped_column(JSON, nullable=True)
     bbox: Mapped[list[Any]] = mapped_column(JSON)
-    area: Mapped[float] = mapped_column(Float)
+    area: Mapped[Any] = mapped_column(JsonNumber)
     iscrowd: Mapped[int] = mapped_column(Integer, default=0)
     keypoints: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
     num_keypoints: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)

@@ -1,0 +1,119 @@
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from db.ingest import ingest
+from db.media import load_rgb
+from db.schema import Image as ImageRow
+from db.store import Settings, Store
+
+
+def _png(arr, mode=None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _rows(store):
+    with store.session() as s:
+        return {r.file_name: r for r in s.query(ImageRow).all()}
+
+
+def test_bad_files_are_named_skipped_and_rest_imported(store, tmp_path):
+    src = tmp_path / "src"
+    (src / "deep" / "er").mkdir(parents=True)
+    good = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    (src / "deep" / "er" / "good.png").write_bytes(_png(good))
+    (src / "zero.jpg").write_bytes(b"")
+    (src / "notes.txt").write_text("hello")
+    full = io.BytesIO()
+    Image.fromarray(good).save(full, "JPEG")
+    (src / "truncated.jpg").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
+    (src / "corrupt.png").write_bytes(_png(good)[:40] + b"\x00" * 200)
+    report = ingest(store, [src])
+    reasons = dict(report.skipped)
+    assert [n for _, n in report.added] == ["deep/er/good.png"]
+    assert "0 bytes" in reasons[str(src / "zero.jpg")]
+    assert "not an image" in reasons[str(src / "notes.txt")]
+    assert "truncated" in reasons[str(src / "truncated.jpg")]
+    assert "corrupt" in reasons[str(src / "corrupt.png")]
+
+
+def test_pixel_limit(tmp_path):
+    store = Store(Settings(store_dir=tmp_path / "s", max_pixels=100))
+    f = tmp_path / "big.png"
+    f.write_bytes(_png(np.zeros((11, 10), np.uint8)))
+    report = ingest(store, [f])
+    assert not report.added and "over the limit" in report.skipped[0][1]
+
+
+def test_duplicates_are_one_image(store, tmp_path):
+    data = _png(np.full((5, 5, 3), 9, np.uint8))
+    (tmp_path / "a.png").write_bytes(data)
+    (tmp_path / "b.png").write_bytes(data)
+    r = ingest(store, [tmp_path / "a.png", tmp_path / "b.png"])
+    assert len(r.added) == 1 and r.duplicates == [(str(tmp_path / "b.png"), 1)]
+    r2 = ingest(store, [tmp_path / "a.png"])
+    assert r2.duplicates and not r2.added
+
+
+def test_zip_archives_and_escaping_entries(store, tmp_path):
+    z = tmp_path / "pack.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("imgs/one.png", _png(np.full((4, 6, 3), 1, np.uint8)))
+        zf.writestr("imgs/two.png", _png(np.full((4, 6, 3), 2, np.uint8)))
+        zf.writestr("../evil.png", _png(np.full((4, 6, 3), 3, np.uint8)))
+        zf.writestr("/abs.png", _png(np.full((4, 6, 3), 4, np.uint8)))
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04garbage")
+    r = ingest(store, [z, tmp_path / "broken.zip"])
+    assert sorted(n for _, n in r.added) == ["imgs/one.png", "imgs/two.png"]
+    reasons = " ".join(reason for _, reason in r.skipped)
+    assert reasons.count("escapes its folder") == 2 and "not a readable zip" in reasons
+
+
+def test_same_name_different_content_gets_unique_name(store, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    (tmp_path / "x" / "p.png").write_bytes(_png(np.full((3, 3, 3), 1, np.uint8)))
+    (tmp_path / "y" / "p.png").write_bytes(_png(np.full((3, 3, 3), 2, np.uint8)))
+    r = ingest(store, [tmp_path / "x" / "p.png", tmp_path / "y" / "p.png"])
+    names = [n for _, n in r.added]
+    assert names[0] == "p.png" and names[1].startswith("p_") and len(set(names)) == 2
+
+
+def test_exif_orientation_applied_once_and_sizes_agree(store, tmp_path):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :10] = 255  # a white band on the left of the raw pixels
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    img.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    ingest(store, [tmp_path / "rot.jpg"])
+    row = _rows(store)["rot.jpg"]
+    stored = load_rgb(store.media_file(row.media_path))
+    assert (row.width, row.height) == stored.size == (20, 40)
+    a = np.asarray(stored)
+    assert a[:10, :, 0].mean() > 200 and a[-10:, :, 0].mean() < 50  # band now on top
+    with Image.open(store.media_file(row.media_path)) as again:
+        assert again.getexif().get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "1"])
+def test_image_modes_are_accepted(mode, store, tmp_path):
+    rng = np.random.default_rng(1)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65535, (8, 12), dtype=np.uint16))
+    else:
+        img = Image.fromarray(rng.integers(0, 255, (8, 12, 3), dtype=np.uint8)).convert(mode)
+    ext = "jpg" if mode == "CMYK" else "png"
+    img.save(tmp_path / f"m.{ext}")
+    r = ingest(store, [tmp_path / f"m.{ext}"])
+    assert r.added and not r.skipped
+    row = _rows(store)[f"m.{ext}"]
+    rgb = load_rgb(store.media_file(row.media_path))
+    assert rgb.size == (12, 8) == (row.width, row.height)
+    if mode == "I;16":
+        assert np.asarray(rgb).std() > 10  # 16-bit range kept visible, not clipped to white
