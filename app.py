@@ -8,6 +8,9 @@ from pathlib import Path
 
 
 def _store_args(p: argparse.ArgumentParser, top: bool = False) -> None:
+    p.add_argument("--weights", default="coco" if top else argparse.SUPPRESS, metavar="coco|none|PATH",
+                   help="round-0 weights: torchvision's COCO weights (default), none, or a local checkpoint")
+    p.add_argument("--device", default="auto" if top else argparse.SUPPRESS, help="auto, cpu or cuda")
     # On subcommands the defaults are suppressed, so `--store` works before or after the command.
     p.add_argument("--store", default="labelstore" if top else argparse.SUPPRESS,
                    help="folder holding labels.db and media (default ./labelstore)")
@@ -49,13 +52,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="print the store's counts")
     _store_args(p)
+
+    p = sub.add_parser("propose", help="run the active model and write proposals to review")
+    _store_args(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--image", type=int, action="append", help="an image id (repeatable)")
+    g.add_argument("--all", action="store_true", help="every image not marked done")
+    p.add_argument("--min-score", type=float, default=0.3)
+    p.add_argument("--batch-size", type=int, default=4)
+
+    p = sub.add_parser("train", help="fine-tune the model on the accepted labels")
+    _store_args(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--size", choices=["full", "tiny"], default=None,
+                   help="model configuration (default: the active model's; tiny when there is none)")
+    p.add_argument("--promote", choices=["better", "always"], default="better")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+
+    p = sub.add_parser("models", help="list model versions with their held-out metrics")
+    _store_args(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("activate", help="make a model version the active one")
+    _store_args(p)
+    p.add_argument("version", type=int)
+
+    p = sub.add_parser("demo", help="fill a store with synthetic images and held-out labels (offline)")
+    _store_args(p)
+    p.add_argument("--images", type=int, default=120)
+    p.add_argument("--labeled", type=int, default=48, help="training images that come labeled")
     return parser
 
 
 def open_store(args):
     from db.store import Settings, Store
 
-    return Store(Settings(store_dir=Path(args.store), db_url=args.db))
+    return Store(Settings(store_dir=Path(args.store), db_url=args.db, weights=args.weights, device=args.device))
+
+
+def round0(store) -> None:
+    """Register torchvision's COCO networks as round 0 when there is no model yet; offline, one line."""
+    from model.build import WeightsUnavailable
+    from model.predict import ensure_round0
+
+    try:
+        ensure_round0(store)
+    except WeightsUnavailable as e:
+        print(f"note: {e}", file=sys.stderr)
 
 
 def _progress(desc: str, total: int | None):
@@ -109,6 +155,93 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_propose(args) -> int:
+    from model.api import propose_images
+    from model.predict import Predictor, images_to_propose
+
+    store = open_store(args)
+    round0(store)
+    predictor = Predictor.for_version(store, batch_size=args.batch_size)
+    ids = images_to_propose(store) if args.all else args.image
+    bar, _ = _progress("proposing", len(ids))
+    with bar:
+        r = propose_images(store, ids, min_score=args.min_score, predictor=predictor,
+                           progress=lambda n, total: bar.update(n - bar.n))
+    print(f"wrote {r['proposals']} proposal(s) on {r['images']} image(s) with model version {predictor.version.id}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from model.api import TrainOptions, train_job
+
+    store = open_store(args)
+    round0(store)
+    opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
+                        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device)
+    from tqdm import tqdm
+
+    bar = tqdm(desc="training", unit="it", file=sys.stderr, disable=None)
+
+    def echo(p):
+        bar.total = p.total
+        bar.set_postfix(loss=f"{sum(p.losses.values()):.3f}" if p.losses else p.phase, refresh=False)
+        bar.update(p.iteration - bar.n)
+
+    with bar:
+        r = train_job(store, opts, echo=echo)
+    if r is None:
+        print("cancelled; the active model is unchanged")
+        return 1
+    for w in r.warnings:
+        print(f"warning: {w}")
+    fmt = lambda m: ", ".join(f"{k} AP {v:.3f}" for k, v in (m or {}).items() if k in ("bbox", "segm", "keypoints") and v is not None) or "n/a"  # noqa: E731
+    print(f"version {r.version_id}: {r.iterations} iterations in {r.seconds:.0f} s; held-out {fmt(r.metrics)}")
+    print(f"active model before: {fmt(r.parent_metrics)}")
+    print("promoted to active" if r.promoted else "not promoted: the active model is at least as good "
+          "(app.py activate VERSION to use it anyway)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    import json
+
+    from model.api import list_versions
+
+    rows = [dict(id=v.id, parent=v.parent_id, size=v.size, active=v.is_active, promoted=v.promoted,
+                 images_used=v.images_used, train_seconds=v.train_seconds, metrics=v.metrics,
+                 parent_metrics=v.parent_metrics, created_at=v.created_at.isoformat(timespec="seconds"), note=v.note)
+            for v in list_versions(open_store(args))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no model versions yet: app.py train --size tiny")
+    for r in rows:
+        m = r["metrics"] or {}
+        aps = "  ".join(f"{k} {m[k]:.3f}" if m.get(k) is not None else f"{k} -" for k in ("bbox", "segm", "keypoints"))
+        print(f"{'*' if r['active'] else ' '} v{r['id']:<4} {r['size']:<5} parent {str(r['parent'] or '-'):<4} "
+              f"images {r['images_used']:<5} {aps}  {r['created_at']}")
+    return 0
+
+
+def cmd_activate(args) -> int:
+    from model.api import activate
+
+    mv = activate(open_store(args), args.version)
+    print(f"version {mv.id} is now the active model")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from model.demo import fill_demo
+
+    r = fill_demo(open_store(args), n_images=args.images, labeled_train=args.labeled)
+    print(f"demo store {args.store}: {r['labeled']} labeled images ({r['heldout']} held out for evaluation), "
+          f"{r['unlabeled']} unlabeled.\nNext: app.py --store {args.store} train --size tiny --max-minutes 5, "
+          f"then app.py --store {args.store} propose --all, then open the UI: app.py --store {args.store}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     from annotator.ui import launch
 
@@ -123,6 +256,11 @@ COMMANDS = {
     "import-coco": cmd_import_coco,
     "export-coco": cmd_export_coco,
     "stats": cmd_stats,
+    "propose": cmd_propose,
+    "train": cmd_train,
+    "models": cmd_models,
+    "activate": cmd_activate,
+    "demo": cmd_demo,
 }
 
 

@@ -1,0 +1,89 @@
+"""The one narrow interface the annotator (and app.py) use to reach the model: training jobs in a separate
+process, proposals, model versions. Job state lives in the database, not in this process."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from db import jobs
+from db.errors import UserError
+from db.store import Store
+from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions
+
+__all__ = ["TrainOptions", "train_job", "start_training_process", "cancel", "activate", "list_versions",
+           "propose_images"]
+
+
+def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
+              echo: Callable[[Progress], None] | None = None) -> TrainResult | None:
+    """Run a fine-tune as a job: progress (iteration, loss terms, ETA) goes to the job row about once a
+    second, a cancel request stops it at the next iteration, and any failure marks the job failed while the
+    store and the active model stay as they were. Returns None when cancelled."""
+    if job_id is None:
+        job_id = jobs.create(store, "train", dataclasses.asdict(opts))
+    jobs.set_state(store, job_id, "running", "starting")
+    last = [0.0]
+
+    def on_progress(p: Progress) -> bool:
+        if echo:
+            echo(p)
+        now = time.monotonic()
+        if now - last[0] < 1.0 and p.iteration < p.total and p.phase == "training":
+            return False
+        last[0] = now
+        msg = (f"evaluating on the held-out images" if p.phase == "evaluating" else
+               f"iteration {p.iteration}/{p.total}, loss {sum(p.losses.values()):.3f}, ETA {p.eta:.0f} s")
+        return jobs.report(store, job_id, p.iteration / max(1, p.total), msg,
+                           {"iteration": p.iteration, "total": p.total, "losses": p.losses, "eta": p.eta,
+                            "elapsed": p.elapsed, "phase": p.phase})
+
+    try:
+        result = fine_tune(store, opts, on_progress)
+    except Cancelled:
+        jobs.set_state(store, job_id, "cancelled", "cancelled; the active model is unchanged")
+        return None
+    except UserError as e:
+        jobs.set_state(store, job_id, "failed", str(e))
+        raise
+    except BaseException as e:
+        jobs.set_state(store, job_id, "failed", f"{type(e).__name__}: {e}")
+        raise
+    verdict = "promoted to active" if result.promoted else "not promoted (the active model was better)"
+    jobs.set_state(store, job_id, "done", f"version {result.version_id} {verdict}", progress=1.0,
+                   result_version_id=result.version_id)
+    return result
+
+
+def start_training_process(store: Store, opts: TrainOptions) -> int:
+    """Start a fine-tune in a separate process (the UI stays responsive); returns the job id."""
+    running = jobs.running(store, "train")
+    if running is not None:
+        raise UserError(f"a fine-tune is already running (job {running.id})")
+    job_id = jobs.create(store, "train", dataclasses.asdict(opts))
+    args = [sys.executable, "-m", "model.worker", "--store", str(store.settings.store_dir), "--job", str(job_id),
+            "--weights", store.settings.weights]
+    if store.settings.db_url:
+        args += ["--db", store.settings.db_url]
+    log = Path(store.settings.store_dir) / "jobs"
+    log.mkdir(parents=True, exist_ok=True)
+    with open(log / f"job-{job_id}.log", "ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
+                                start_new_session=True)
+    jobs.set_state(store, job_id, "queued", "starting the training process", pid=proc.pid)
+    return job_id
+
+
+def cancel(store: Store, job_id: int) -> None:
+    jobs.request_cancel(store, job_id)
+
+
+def propose_images(store: Store, image_ids, min_score: float = 0.3, progress=None, predictor=None) -> dict:
+    from model.predict import Predictor, propose
+
+    predictor = predictor or Predictor.for_version(store)
+    return propose(store, image_ids, predictor, min_score=min_score, progress=progress)

@@ -1,0 +1,230 @@
+"""Building networks and loading weights. Heads are attached to torchvision's Mask R-CNN, not forked.
+
+Data contract of every network built here (torchvision's): input a list of float tensors (3, H, W) in
+[0, 1]; in training, targets with ``boxes`` float (N, 4) xyxy in pixels, ``labels`` int64 (N,) model
+labels 1..C, ``masks`` uint8 (N, H, W) and ``keypoints`` float (N, K, 3) (x, y, visibility) where K is the
+sum of every keypoint category's keypoint count (see CategoryMap.keypoint_slices). In eval, one dict per
+image with ``boxes`` xyxy, ``labels``, ``scores``, ``masks`` (N, 1, H, W) probabilities and
+``keypoints`` (N, K, 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import MaskRCNN, keypointrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from db.errors import UserError
+from model.categories import CategoryMap
+from model.config import ModelConfig, get
+
+CHECKPOINT_FORMAT = "maskloop-checkpoint-1"
+
+
+def build(config: ModelConfig, cmap: CategoryMap) -> MaskRCNN:
+    """A Mask R-CNN for the store's categories, with a keypoint head when any category has keypoints."""
+    common = dict(
+        min_size=config.min_size_train, max_size=config.max_size,
+        rpn_pre_nms_top_n_train=config.rpn_pre_nms_train, rpn_post_nms_top_n_train=config.rpn_post_nms_train,
+        rpn_pre_nms_top_n_test=config.rpn_pre_nms_test, rpn_post_nms_top_n_test=config.rpn_post_nms_test,
+        box_batch_size_per_image=config.box_batch_per_image, box_detections_per_img=config.detections_per_image,
+    )
+    if config.size == "full":
+        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=cmap.num_classes, **common)
+    else:
+        backbone = _resnet_fpn(config)
+        ch, dim = config.fpn_channels, config.box_head_dim
+        anchors = AnchorGenerator(tuple((s,) for s in config.anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
+        model = MaskRCNN(
+            backbone, num_classes=None, rpn_anchor_generator=anchors,
+            box_head=TwoMLPHead(ch * 7 * 7, dim), box_predictor=FastRCNNPredictor(dim, cmap.num_classes),
+            mask_head=MaskRCNNHeads(ch, list(config.mask_head_layers), 1),
+            mask_predictor=MaskRCNNPredictor(config.mask_head_layers[-1], config.mask_head_layers[-1],
+                                             cmap.num_classes),
+            **common,
+        )
+    if cmap.num_keypoints:
+        ch = config.fpn_channels
+        heads = model.roi_heads
+        heads.keypoint_roi_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+        heads.keypoint_head = KeypointRCNNHeads(ch, list(config.keypoint_head_layers))
+        heads.keypoint_predictor = KeypointRCNNPredictor(config.keypoint_head_layers[-1], cmap.num_keypoints)
+    model.transform.min_size = config.min_size_train
+    return model
+
+
+def _resnet_fpn(config: ModelConfig) -> BackboneWithFPN:
+    """ResNet-18/34 + FPN, trained from scratch (no ImageNet download): BatchNorm, not frozen BN."""
+    body = getattr(torchvision.models, config.backbone)(weights=None, norm_layer=nn.BatchNorm2d)
+    return BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+                           [64, 128, 256, 512], config.fpn_channels, extra_blocks=LastLevelMaxPool())
+
+
+def set_eval_size(model: MaskRCNN, config: ModelConfig) -> None:
+    model.transform.min_size = (config.min_size_test,)
+
+
+# --- moving class rows between label spaces --------------------------------------------------------
+
+_CLASS_ROWS = {  # parameter -> rows per class
+    "roi_heads.box_predictor.cls_score.weight": 1, "roi_heads.box_predictor.cls_score.bias": 1,
+    "roi_heads.box_predictor.bbox_pred.weight": 4, "roi_heads.box_predictor.bbox_pred.bias": 4,
+    "roi_heads.mask_predictor.mask_fcn_logits.weight": 1, "roi_heads.mask_predictor.mask_fcn_logits.bias": 1,
+}
+_KP_KEYS = {"roi_heads.keypoint_predictor.kps_score_lowres.weight": 1,  # ConvTranspose: (in, K, k, k)
+            "roi_heads.keypoint_predictor.kps_score_lowres.bias": 0}
+
+
+def transfer(model: nn.Module, src_state: dict[str, torch.Tensor], src_classes: list[str],
+             dst_classes: list[str], src_keypoints: dict[str, list[str]] | None = None,
+             dst_map: CategoryMap | None = None) -> list[str]:
+    """Copy ``src_state`` into ``model``: equal-shaped tensors as they are; class rows by class name
+    (background included); keypoint channels by (class name, keypoint name). Returns the classes that kept
+    pretrained rows."""
+    dst = model.state_dict()
+    src_index = {n: i for i, n in enumerate(src_classes)}
+    pairs = [(d, src_index[n]) for d, n in enumerate(dst_classes) if n in src_index]
+    for key, t in dst.items():
+        s = src_state.get(key)
+        if s is None:
+            continue
+        if key in _CLASS_ROWS:
+            r = _CLASS_ROWS[key]
+            for d, si in pairs:
+                t[d * r:(d + 1) * r] = s[si * r:(si + 1) * r]
+        elif key in _KP_KEYS and dst_map is not None and src_keypoints:
+            dim = _KP_KEYS[key]
+            src_slices = _slices(src_keypoints)
+            for label, sl in dst_map.keypoint_slices.items():
+                name = dst_map.names[label - 1]
+                if name not in src_slices:
+                    continue
+                s_names, s_sl = src_keypoints[name], src_slices[name]
+                for j, kp in enumerate(dst_map.keypoints[label - 1]):
+                    if kp in s_names:
+                        t.select(dim, sl.start + j).copy_(s.select(dim, s_sl.start + s_names.index(kp)))
+        elif s.shape == t.shape:
+            t.copy_(s)
+    model.load_state_dict(dst)
+    return [n for d, n in enumerate(dst_classes) if d > 0 and n in src_index]
+
+
+def _slices(kps: dict[str, list[str]]) -> dict[str, slice]:
+    out, start = {}, 0
+    for name, names in kps.items():
+        out[name] = slice(start, start + len(names))
+        start += len(names)
+    return out
+
+
+def classes_of(cmap: CategoryMap) -> list[str]:
+    return ["__background__", *cmap.names]
+
+
+def keypoints_of(cmap: CategoryMap) -> dict[str, list[str]]:
+    return {cmap.names[label - 1]: list(cmap.keypoints[label - 1]) for label in cmap.keypoint_slices}
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, model: nn.Module, config: ModelConfig, cmap: CategoryMap, extra: dict | None = None) -> None:
+    """Atomic: a temporary file in the same folder, then a rename; never a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    os.close(fd)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, "size": config.size, "category_map": cmap.to_dict(),
+                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    **(extra or {})}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise UserError(f"checkpoint {path} cannot be read: {e}") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint {path} is not a maskloop checkpoint")
+    return ck
+
+
+def load_checkpoint(path: str | Path, store_map: CategoryMap) -> tuple[MaskRCNN, ModelConfig, CategoryMap]:
+    """A trained network; refused with a message naming the classes when they disagree with the store."""
+    ck = read_checkpoint(path)
+    cmap = CategoryMap.from_dict(ck["category_map"])
+    cmap.check_matches(store_map)
+    config = get(ck["size"])
+    model = build(config, cmap)
+    model.load_state_dict(ck["state_dict"])
+    return model, config, cmap
+
+
+# --- torchvision's COCO weights (round 0) ----------------------------------------------------------
+
+@dataclasses.dataclass
+class CocoNets:
+    """Round 0: torchvision's COCO Mask R-CNN v2 and person Keypoint R-CNN."""
+
+    instances: nn.Module
+    keypoints: nn.Module
+    categories: list[str]  # index = COCO label of the instance net
+    keypoint_names: list[str]
+
+
+class WeightsUnavailable(UserError):
+    pass
+
+
+def load_coco_nets(weights: str = "coco") -> CocoNets:
+    """``coco``: torchvision's weights API (downloads once into the torch hub cache). A path: a local
+    state dict of ``maskrcnn_resnet50_fpn_v2`` (COCO, 91 classes); keypoints still come from torchvision.
+    Raises WeightsUnavailable with one clear line when they cannot be had (offline)."""
+    from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights, MaskRCNN_ResNet50_FPN_V2_Weights
+
+    mw, kw = MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, KeypointRCNN_ResNet50_FPN_Weights.COCO_V1
+    try:
+        if weights == "coco":
+            inst = maskrcnn_resnet50_fpn_v2(weights=mw)
+        else:
+            inst = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
+            inst.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        kp = keypointrcnn_resnet50_fpn(weights=kw)
+    except FileNotFoundError:
+        raise WeightsUnavailable(f"weights file {weights} not found") from None
+    except Exception as e:  # noqa: BLE001 - offline, proxy, disk: all mean the same to the user
+        raise WeightsUnavailable(
+            f"COCO weights could not be loaded ({type(e).__name__}: {str(e)[:120]}); proposals start after "
+            "the first fine-tune (app.py train --size tiny)") from None
+    return CocoNets(inst, kp, list(mw.meta["categories"]), list(kw.meta["keypoint_names"]))
+
+
+def init_from_coco(model: MaskRCNN, coco: CocoNets, cmap: CategoryMap) -> list[str]:
+    """Start a full-size network from the COCO nets: backbone, RPN and heads from the instance net, class rows
+    by name, the keypoint head from Keypoint R-CNN (person keypoints by name)."""
+    kept = transfer(model, coco.instances.state_dict(), coco.categories, classes_of(cmap))
+    kp_state = {k: v for k, v in coco.keypoints.state_dict().items() if k.startswith("roi_heads.keypoint_")}
+    if cmap.num_keypoints:
+        transfer(model, kp_state, ["__background__", "person"], classes_of(cmap),
+                 src_keypoints={"person": coco.keypoint_names}, dst_map=cmap)
+    return kept

@@ -1,0 +1,247 @@
+"""Fine-tuning: a plain training loop with before/after-step hooks (progress, cancel), and ``fine_tune``
+which wires data, model, evaluation on the fixed held-out split, checkpoint and model-version row."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import uuid
+from typing import Any, Callable
+
+import torch
+from sqlalchemy import select, update
+
+from db.errors import UserError
+from db.schema import ModelVersion
+from db.store import Store
+from model import evaluate as ev
+from model.build import (WeightsUnavailable, build, init_from_coco, load_coco_nets, read_checkpoint,
+                         save_checkpoint, set_eval_size, transfer, classes_of, keypoints_of)
+from model.categories import CategoryMap
+from model.config import ModelConfig, get
+from model.data import TrainDataset, collate, labeled_samples, store_category_map
+from model.predict import Predictor, active_version, pick_device
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    epochs: int = 10
+    max_minutes: float | None = None
+    size: str | None = None  # None: the active model's size (tiny when there is none)
+    promote: str = "better"  # better | always
+    batch_size: int = 4
+    lr: float | None = None
+    optimizer: str = "adamw"  # adamw | sgd
+    weight_decay: float = 1e-4
+    warmup_iters: int = 50
+    clip_norm: float = 10.0
+    keypoint_loss_weight: float = 0.1  # the keypoint loss is ~10x the others early on and would swamp them
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclasses.dataclass
+class Progress:
+    iteration: int
+    total: int
+    losses: dict[str, float]
+    elapsed: float
+    eta: float
+    phase: str = "training"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    version_id: int
+    promoted: bool
+    metrics: dict[str, Any]
+    parent_metrics: dict[str, Any] | None
+    iterations: int
+    seconds: float
+    warnings: list[str]
+
+
+def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: int, device: torch.device,
+               deadline: float | None, after_step: Callable[[Progress], None]) -> list[list[float]]:
+    """Iterate over ``loader`` until ``total_iters`` or the deadline; returns the loss curve [[it, loss]]."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = opts.lr or (1e-3 if opts.optimizer == "adamw" else 0.02 * opts.batch_size / 16)
+    if opts.optimizer == "sgd":
+        optim = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=opts.weight_decay)
+    elif opts.optimizer == "adamw":
+        optim = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay)
+    else:
+        raise UserError(f"--optimizer {opts.optimizer!r}: choose adamw or sgd")
+    warm = max(1, min(opts.warmup_iters, total_iters // 5))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda it: min(1.0, (it + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(it, total_iters) / total_iters)))
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    model.train().to(device)
+    curve: list[list[float]] = []
+    it, t0 = 0, time.monotonic()
+    while it < total_iters:
+        for images, targets in loader:
+            images = [i.to(device, non_blocking=True) for i in images]
+            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                losses = model(images, targets)
+                loss = sum(v * (opts.keypoint_loss_weight if k == "loss_keypoint" else 1.0) for k, v in losses.items())
+            if not torch.isfinite(loss):
+                raise UserError(f"training diverged at iteration {it} (loss {loss.item()}); try a lower --lr")
+            optim.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optim)
+            torch.nn.utils.clip_grad_norm_(params, opts.clip_norm)
+            scaler.step(optim)
+            scaler.update()
+            sched.step()
+            it += 1
+            elapsed = time.monotonic() - t0
+            curve.append([it, round(float(loss.item()), 5)])
+            rate = elapsed / it
+            remaining = total_iters - it
+            if deadline is not None:
+                remaining = min(remaining, max(0, int((deadline - time.monotonic()) / rate)))
+            after_step(Progress(it, total_iters, {k: round(float(v.item()), 4) for k, v in losses.items()},
+                                elapsed, remaining * rate))
+            if it >= total_iters or (deadline is not None and time.monotonic() >= deadline):
+                return curve
+    return curve
+
+
+def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress], bool] | None = None) -> TrainResult:
+    """Fine-tune the active model (or start a new line when ``opts.size`` differs) on accepted labels.
+
+    ``on_progress`` gets every step and returns True to cancel; a cancelled or failed run changes nothing.
+    """
+    t_start = time.monotonic()
+    cmap = store_category_map(store)
+    if not cmap.ids:
+        raise UserError("the store has no categories: import a COCO file or add categories first")
+    train_samples = labeled_samples(store, heldout=False)
+    train_samples = [s for s in train_samples if s.annotations] or train_samples
+    n_labels = sum(len(s.annotations) for s in train_samples)
+    if not train_samples or n_labels == 0:
+        raise UserError("no accepted labels to train on: accept proposals or import labels, and mark the images "
+                        "done (held-out images, one in five by id, are never trained on)")
+    counts = {cid: 0 for cid in cmap.ids}
+    for s in train_samples:
+        for a in s.annotations:
+            counts[a["category_id"]] = counts.get(a["category_id"], 0) + 1
+    warnings = [f"category {cid} '{cmap.names[cmap.ids.index(cid)]}' has no accepted instances in the training "
+                f"split; the model cannot learn it yet" for cid, n in counts.items() if n == 0]
+    heldout = labeled_samples(store, heldout=True)
+
+    active = active_version(store)
+    size = opts.size or (active.size if active is not None else "tiny")
+    config = get(size)
+    parent = active if active is not None and active.size == size else None
+    device = pick_device(opts.device)
+    torch.manual_seed(opts.seed)
+    model = _initial_model(store, config, cmap, parent, warnings)
+
+    ds = TrainDataset(train_samples, cmap, augment=True, seed=opts.seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=opts.batch_size, shuffle=True, collate_fn=collate,
+                                         num_workers=0, drop_last=len(ds) > opts.batch_size)
+    total = max(1, opts.epochs * len(loader))
+    deadline = time.monotonic() + opts.max_minutes * 60 if opts.max_minutes else None
+
+    def after_step(p: Progress) -> None:
+        if on_progress is not None and on_progress(p):
+            raise Cancelled()
+
+    try:
+        curve = train_loop(model, loader, opts, total, device, deadline, after_step)
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"out of GPU memory at batch size {opts.batch_size}: lower --batch-size or use "
+                        "--size tiny; the active model is unchanged") from None
+
+    if on_progress is not None:
+        on_progress(Progress(len(curve), total, {}, time.monotonic() - t_start, 0.0, phase="evaluating"))
+    set_eval_size(model, config)
+    new_pred = Predictor(cmap, net=model, device=opts.device)
+    metrics = ev.evaluate(new_pred, heldout) if heldout else {}
+    baseline = None
+    if active is not None and heldout:
+        try:
+            baseline = ev.evaluate(Predictor.for_version(store, active, device=opts.device), heldout)
+        except UserError as e:  # e.g. the old version's classes no longer match the store
+            warnings.append(f"active version {active.id} could not be evaluated: {e}")
+    promoted = _should_promote(opts.promote, metrics, baseline, active, warnings)
+
+    name = f"{size}-{uuid.uuid4().hex[:12]}.pt"
+    save_checkpoint(store.settings.models_dir / name, model.cpu(), config, cmap)
+    with store.transaction() as s:
+        mv = ModelVersion(parent_id=parent.id if parent else None, size=size, checkpoint=name,
+                          images_used=len(train_samples), train_seconds=round(time.monotonic() - t_start, 2),
+                          loss_curve=_thin(curve), metrics=metrics | {"heldout_images": len(heldout)},
+                          parent_metrics=baseline, category_map=cmap.to_dict(), promoted=promoted,
+                          is_active=promoted, note="; ".join(warnings))
+        if promoted:
+            s.execute(update(ModelVersion).values(is_active=False))
+        s.add(mv)
+        s.flush()
+        vid = mv.id
+    return TrainResult(vid, promoted, metrics, baseline, len(curve), time.monotonic() - t_start, warnings)
+
+
+def _initial_model(store: Store, config: ModelConfig, cmap: CategoryMap, parent: ModelVersion | None,
+                   warnings: list[str]) -> torch.nn.Module:
+    model = build(config, cmap)
+    if parent is not None and parent.checkpoint == "coco":
+        try:
+            init_from_coco(model, load_coco_nets(store.settings.weights if store.settings.weights != "none"
+                                                 else "coco"), cmap)
+        except WeightsUnavailable as e:
+            warnings.append(str(e))
+    elif parent is not None:
+        ck = read_checkpoint(store.settings.models_dir / parent.checkpoint)
+        src = CategoryMap.from_dict(ck["category_map"])
+        transfer(model, ck["state_dict"], classes_of(src), classes_of(cmap), keypoints_of(src), cmap)
+    elif config.size == "full" and store.settings.weights != "none":
+        try:
+            init_from_coco(model, load_coco_nets(store.settings.weights), cmap)
+        except WeightsUnavailable as e:
+            warnings.append(str(e) + " -- training from scratch")
+    return model
+
+
+def _should_promote(mode: str, metrics: dict, baseline: dict | None, active: ModelVersion | None,
+                    warnings: list[str]) -> bool:
+    if mode == "always" or active is None:
+        return True
+    if mode != "better":
+        raise UserError(f"--promote {mode!r}: choose better or always")
+    new, old = ev.summary_score(metrics), ev.summary_score(baseline)
+    if new is None:
+        warnings.append("no held-out labels to compare on: not promoted (use --promote always)")
+        return False
+    return old is None or new >= old
+
+
+def _thin(curve: list[list[float]], keep: int = 400) -> list[list[float]]:
+    step = max(1, len(curve) // keep)
+    return curve[::step] + ([curve[-1]] if curve and (len(curve) - 1) % step else [])
+
+
+def list_versions(store: Store) -> list[ModelVersion]:
+    with store.session() as s:
+        return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+
+def activate(store: Store, version_id: int) -> ModelVersion:
+    with store.transaction() as s:
+        mv = s.get(ModelVersion, version_id)
+        if mv is None:
+            raise UserError(f"no model version {version_id}; app.py models lists them")
+        if mv.checkpoint != "coco":
+            CategoryMap.from_dict(mv.category_map).check_matches(store_category_map(store))
+        s.execute(update(ModelVersion).values(is_active=False))
+        mv.is_active = True
+    return mv

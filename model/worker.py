@@ -1,0 +1,38 @@
+"""Entry point of the separate training process: ``python -m model.worker --store DIR --job ID``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from db import jobs
+from db.errors import UserError
+from db.store import Settings, Store
+from model.api import train_job
+from model.train import TrainOptions
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--db", default=None)
+    ap.add_argument("--job", type=int, required=True)
+    ap.add_argument("--weights", default="coco")
+    args = ap.parse_args(argv)
+    store = Store(Settings(store_dir=Path(args.store), db_url=args.db, weights=args.weights))
+    job = jobs.get(store, args.job)
+    if job is None:
+        print(f"no job {args.job}", file=sys.stderr)
+        return 2
+    opts = TrainOptions(**(job.params or {}))
+    try:
+        train_job(store, opts, job_id=args.job)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Model tests on CPU with the tiny configuration."""
+
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from db.coco_import import import_coco
+from db.errors import UserError
+from db.schema import ModelVersion
+from db.store import Settings, Store
+from model import build as mb
+from model.categories import CategoryMap
+from model.config import CONFIGS, FULL, TINY
+from model.data import TrainDataset, hflip, is_heldout, labeled_samples, store_category_map, target_for
+from model.predict import Prediction, Predictor, merge_person_keypoints, propose
+from model.synthetic import CATEGORIES, PERSON_KEYPOINTS
+
+
+def _cmap(cats=CATEGORIES) -> CategoryMap:
+    return CategoryMap.from_categories([types.SimpleNamespace(**{"keypoints": None, **c}) for c in cats])
+
+
+@pytest.mark.parametrize("size", sorted(CONFIGS))
+def test_every_configuration_builds_with_mask_and_keypoint_heads(size):
+    cmap = _cmap()
+    model = mb.build(CONFIGS[size], cmap)
+    assert model.roi_heads.has_mask() and model.roi_heads.has_keypoint()
+    assert model.roi_heads.box_predictor.cls_score.out_features == 5
+    assert model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels == 17
+
+
+def test_tiny_forward_train_and_eval_shapes():
+    cmap = _cmap()
+    model = mb.build(TINY, cmap)
+    img = torch.rand(3, 96, 96)
+    m = torch.zeros(1, 96, 96, dtype=torch.uint8)
+    m[0, 10:40, 10:40] = 1
+    target = {"boxes": torch.tensor([[10.0, 10, 40, 40]]), "labels": torch.tensor([2]), "masks": m,
+              "keypoints": torch.zeros(1, 17, 3)}
+    losses = model([img], [target])
+    assert {"loss_mask", "loss_keypoint", "loss_classifier"} <= set(losses)
+    model.eval()
+    out = model([img])[0]
+    assert out["masks"].shape[1:] == (1, 96, 96) and out["keypoints"].shape[1:] == (17, 3)
+
+
+def test_category_map_keeps_ids_and_refuses_mismatch_by_name():
+    cmap = _cmap()
+    assert cmap.ids == (1, 3, 5, 9) and cmap.label(9) == 4 and cmap.category_id(2) == 3
+    other = _cmap(CATEGORIES[:3] + [{"id": 9, "name": "rectangle", "supercategory": "shape"}])
+    with pytest.raises(UserError, match="category 9 is 'square' in the checkpoint, 'rectangle' in the store"):
+        cmap.check_matches(other)
+    fewer = _cmap(CATEGORIES[:3])
+    with pytest.raises(UserError, match="checkpoint has category 9 'square' that the store does not"):
+        cmap.check_matches(fewer)
+
+
+def test_flip_swaps_left_and_right_keypoints():
+    cmap = _cmap()
+    perm = cmap.flip_permutation()
+    names = PERSON_KEYPOINTS
+    assert names[perm[names.index("left_wrist")]] == "right_wrist" and perm[0] == 0
+    img = torch.zeros(3, 10, 20)
+    k = torch.zeros(1, 17, 3)
+    k[0, names.index("left_wrist")] = torch.tensor([3.0, 4.0, 2.0])
+    t = {"boxes": torch.tensor([[2.0, 1, 6, 5]]), "masks": torch.zeros(1, 10, 20, dtype=torch.uint8),
+         "labels": torch.tensor([1]), "keypoints": k}
+    _, f = hflip(img, t, perm)
+    assert f["boxes"].tolist() == [[14.0, 1, 18, 5]]
+    assert f["keypoints"][0, names.index("right_wrist")].tolist() == [17.0, 4.0, 2.0]
+    assert f["keypoints"][0, names.index("left_wrist")].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_transfer_keeps_rows_of_matching_class_names():
+    src_map = _cmap()
+    dst_map = _cmap([CATEGORIES[3], {"id": 20, "name": "star", "supercategory": "shape"}, CATEGORIES[0]])
+    src = mb.build(TINY, src_map)
+    dst = mb.build(TINY, dst_map)
+    kept = mb.transfer(dst, src.state_dict(), mb.classes_of(src_map), mb.classes_of(dst_map),
+                       mb.keypoints_of(src_map), dst_map)
+    assert dst_map.names == ("person", "square", "star")  # labels follow the store's ids
+    assert kept == ["person", "square"]
+    s, d = src.state_dict(), dst.state_dict()
+    w = "roi_heads.box_predictor.cls_score.weight"
+    src_labels = mb.classes_of(src_map)
+    assert torch.equal(d[w][2], s[w][src_labels.index("square")])
+    assert torch.equal(d[w][1], s[w][src_labels.index("person")])
+    assert torch.equal(d[w][0], s[w][0])  # background
+    b = "roi_heads.box_predictor.bbox_pred.weight"
+    assert torch.equal(d[b][8:12], s[b][4 * 4:5 * 4])
+    k = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
+    assert torch.equal(d[k], s[k])
+    assert torch.equal(d["backbone.body.conv1.weight"], s["backbone.body.conv1.weight"])
+
+
+def test_checkpoint_is_atomic_and_mismatch_refused(tmp_path, monkeypatch):
+    cmap = _cmap()
+    model = mb.build(TINY, cmap)
+    path = tmp_path / "m.pt"
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        mb.save_checkpoint(path, model, TINY, cmap)
+    assert not path.exists() and not list(tmp_path.iterdir())  # no half-written file, no temp left
+    monkeypatch.undo()
+    mb.save_checkpoint(path, model, TINY, cmap)
+    loaded, config, got = mb.load_checkpoint(path, cmap)
+    assert config == TINY and got == cmap
+    with pytest.raises(UserError, match="store has category 20 'star'"):
+        mb.load_checkpoint(path, _cmap(CATEGORIES + [{"id": 20, "name": "star", "supercategory": "x"}]))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot be read"):
+        mb.read_checkpoint(tmp_path / "junk.pt")
+
+
+def test_coco_weights_offline_is_one_clear_message(monkeypatch):
+    import model.build as build_mod
+
+    def offline(*a, **k):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(build_mod, "maskrcnn_resnet50_fpn_v2", offline)
+    with pytest.raises(mb.WeightsUnavailable, match="COCO weights could not be loaded.*proposals start after"):
+        mb.load_coco_nets("coco")
+
+
+def test_heldout_split_is_stable_and_about_one_in_five():
+    flags = [is_heldout(i) for i in range(1, 1001)]
+    assert 150 < sum(flags) < 250
+    assert [is_heldout(i) for i in range(1, 101)] == flags[:100]
+
+
+def test_prediction_to_coco_is_valid_rle_with_tight_box():
+    m = np.zeros((2, 20, 30), np.uint8)
+    m[0, 2:5, 3:9] = 1
+    m[1, 10:20, 0:4] = 1
+    from db.masks import encode_batch
+
+    p = Prediction(np.array([[3, 2, 9, 5], [0, 10, 4, 20]], np.float32), np.array([3, 1]), np.array([0.9, 0.4], np.float32),
+                   encode_batch(m), [None, np.ones((17, 3), np.float32)])
+    anns = p.to_coco(7)
+    assert anns[0]["bbox"] == [3.0, 2.0, 6.0, 3.0] and anns[0]["area"] == 18
+    assert isinstance(anns[0]["segmentation"]["counts"], str)
+    assert np.array_equal(mask_utils.decode({"size": [20, 30], "counts": anns[0]["segmentation"]["counts"].encode()}), m[0])
+    assert "keypoints" not in anns[0] and len(anns[1]["keypoints"]) == 51 and anns[1]["num_keypoints"] == 17
+    assert len(p.filter(p.scores > 0.5)) == 1
+
+
+def test_person_found_by_both_networks_becomes_one_proposal():
+    p = Prediction(np.array([[10, 10, 50, 90], [60, 5, 80, 20]], np.float32), np.array([1, 3]),
+                   np.array([0.9, 0.8], np.float32), [{"size": [1, 1], "counts": "01"}] * 2, [None, None])
+    kp = {"boxes": torch.tensor([[12.0, 11, 49, 88], [100, 100, 140, 180]]), "scores": torch.tensor([0.95, 0.9]),
+          "keypoints": torch.rand(2, 17, 3) * 50}
+    merged = merge_person_keypoints(p, kp, person_id=1)
+    assert len(merged) == 3  # the matched person gains keypoints; the unmatched one is added
+    assert merged.keypoints[0] is not None and merged.keypoints[1] is None and merged.rles[2] is None
+
+
+def test_training_targets_from_store(store, synth_dir):
+    import_coco(store, synth_dir / "annotations.json", synth_dir)
+    cmap = store_category_map(store)
+    samples = labeled_samples(store, heldout=False) + labeled_samples(store, heldout=True)
+    assert len(samples) == 12
+    s = next(s for s in samples if any(a["keypoints"] for a in s.annotations))
+    t = target_for(s, cmap)
+    person = [i for i, a in enumerate(s.annotations) if a["keypoints"]][0]
+    assert t["labels"][person] == 1 and t["keypoints"][person, :, 2].max() == 2
+    x, y, w, h = s.annotations[0]["bbox"]
+    assert t["boxes"][0].tolist() == [x, y, x + w, y + h]  # xywh -> xyxy
+    img, t2 = TrainDataset([s], cmap, augment=False)[0]
+    assert img.shape == (3, 96, 96) and t2["masks"].dtype == torch.uint8
