@@ -245,7 +245,9 @@ def cmd_demo(args) -> int:
 def cmd_ui(args) -> int:
     from annotator.ui import launch
 
-    launch(open_store(args), host=args.host, port=args.port, auth=args.auth, share=args.share)
+    store = open_store(args)
+    round0(store)
+    launch(store, host=args.host, port=args.port, auth=args.auth, share=args.share)
     return 0
 
 

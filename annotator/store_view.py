@@ -97,3 +97,15 @@ def export_file(store: Store, with_images: bool, include_proposals: bool, out_di
     name = "coco_dataset.zip" if with_images else "coco_annotations.json"
     coco_export.export(store, d / name, include_proposals=include_proposals)
     return str(d / name)
+
+
+def categories_rows(store: Store) -> list[list]:
+    from sqlalchemy import func
+
+    from db.schema import Annotation
+
+    with store.session() as s:
+        used = dict(s.execute(select(Annotation.category_id, func.count()).group_by(Annotation.category_id)).all())
+        return [[c.id, c.name, c.supercategory, ", ".join(c.keypoints or []),
+                 ", ".join(f"{a}-{b}" for a, b in (c.skeleton or [])), used.get(c.id, 0)]
+                for c in s.scalars(select(Category).order_by(Category.id))]

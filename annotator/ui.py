@@ -1,19 +1,346 @@
-"""The Gradio application. Callbacks are thin: they call plain functions in annotator/ modules."""
+"""The Gradio application. Callbacks are thin: they call plain functions in annotator/ (labeling, view,
+store_view), db/ and model.api, which the tests call too."""
 
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
+import pandas as pd
 
-from annotator import store_view
+from annotator import model_view, store_view, view
+from annotator.background import BackgroundProposer
+from annotator.labeling import LabelSession, SaveConflict
+from db import categories as cat_db
+from db.errors import UserError
 from db.store import Store
 
+TOOLS = ["select", "brush", "eraser", "polygon", "box", "keypoint"]
+VIS = {"visible (2)": 2, "occluded (1)": 1, "not labeled (0)": 0}
 
-def dataset_tab(store: Store) -> None:
+SHORTCUTS = """
+| key | action |
+|---|---|
+| `a` | accept the selected instance |
+| `r` | reject the selected instance |
+| `Delete` | delete the selected instance |
+| `n` or `→` | next image |
+| `p` or `←` | previous image |
+| `s` or `Ctrl+S` | save (marks the image done) |
+| `z` or `Ctrl+Z` | undo |
+| `y` or `Ctrl+Shift+Z` | redo |
+| `v` | select tool |
+| `b` | brush |
+| `e` | eraser |
+| `g` | polygon |
+| `k` | keypoint |
+
+Clicking the image: *select* picks the smallest instance under the pointer; *brush*/*eraser* paint a dab of
+the brush size on the selected mask (with nothing selected, the brush starts a new instance of the "new
+instance class"); *polygon* places vertices (then add, subtract or make a new instance); *box* takes two
+opposite corners; *keypoint* places the chosen keypoint on the selected instance.
+
+Moving to another image **saves** unsaved edits first. Saving marks the image done; proposals you did not
+accept are saved as rejected.
+"""
+
+HOTKEYS_JS = """
+<script>
+document.addEventListener('keydown', (e) => {
+  const t = e.target;
+  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+  const k = e.key;
+  const ctrl = e.ctrlKey || e.metaKey;
+  let id = null, tool = null;
+  if (ctrl && (k === 's' || k === 'S')) id = 'btn-save';
+  else if (ctrl && e.shiftKey && (k === 'z' || k === 'Z')) id = 'btn-redo';
+  else if (ctrl && (k === 'z' || k === 'Z')) id = 'btn-undo';
+  else if (ctrl) return;
+  else id = {a: 'btn-accept', r: 'btn-reject', Delete: 'btn-delete', n: 'btn-next', ArrowRight: 'btn-next',
+             p: 'btn-prev', ArrowLeft: 'btn-prev', s: 'btn-save', z: 'btn-undo', y: 'btn-redo'}[k] || null;
+  if (!id) tool = {v: 'select', b: 'brush', e: 'eraser', g: 'polygon', k: 'keypoint'}[k] || null;
+  if (tool) {
+    const input = document.querySelector('#tool input[value="' + tool + '"]');
+    if (input) { e.preventDefault(); input.click(); }
+    return;
+  }
+  if (!id) return;
+  const root = document.getElementById(id);
+  const el = root && (root.tagName === 'BUTTON' ? root : root.querySelector('button'));
+  if (el) { e.preventDefault(); el.click(); }
+});
+</script>
+"""
+
+
+def _user(request: gr.Request | None, store: Store) -> str:
+    return (getattr(request, "username", None) or store.settings.user) if request is not None else store.settings.user
+
+
+class LabelTab:
+    """The label view: queue, picture, instance list, tools, history, save."""
+
+    def __init__(self, store: Store, proposer: BackgroundProposer):
+        self.store, self.proposer = store, proposer
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def outputs(self, ls: LabelSession | None, min_score: float, pending: list, message: str = ""):
+        if ls is None:
+            return (None, [], message or "No images yet: import some in the Dataset tab.", "", None,
+                    gr.update(choices=[], value=None))
+        picture = view.compose(ls, min_score, pending)
+        rows = view.instance_rows(ls, min_score)
+        info = (f"**Image {ls.image_id}** · {ls.file_name} · {ls.width}×{ls.height} · status **{ls.status}**"
+                + (" · unsaved edits" if ls.dirty else ""))
+        kp_names = []
+        if ls.selected is not None:
+            kp_names = ls.categories[ls.instances[ls.selected].category_id].keypoints
+        if self.proposer.last_error:
+            message = (message + "\n" if message else "") + self.proposer.last_error
+            self.proposer.last_error = ""
+        return (picture, rows, message, info, ls.selected,
+                gr.update(choices=kp_names, value=kp_names[0] if kp_names else None))
+
+    def open(self, image_id, ls, min_score, request=None, note: str = ""):
+        """Open an image (saving unsaved edits of the current one first)."""
+        msg = note
+        if ls is not None and ls.dirty and image_id != ls.image_id:
+            try:
+                ls.save(_user(request, self.store))
+                msg = f"saved image {ls.image_id}. " + msg
+            except SaveConflict as e:
+                msg = str(e) + " " + msg
+        if image_id is None:
+            return (ls, []) + self.outputs(ls, min_score, [], msg or "Nothing more in this queue.")
+        try:
+            new = LabelSession(self.store, int(image_id))
+        except UserError as e:
+            return (ls, []) + self.outputs(ls, min_score, [], str(e))
+        ids = view.queue(self.store)
+        if new.image_id in ids:
+            k = ids.index(new.image_id)
+            self.proposer.want(ids[k + 1:k + 4])
+        return (new, []) + self.outputs(new, min_score, [], msg)
+
+    def step(self, which, ls, min_score, step, request=None):
+        ids = view.queue(self.store, which)
+        target = view.neighbour(ids, ls.image_id if ls else None, step)  # before saving moves it out
+        return self.open(target, ls, min_score, request)
+
+    def act(self, fn, ls, min_score, pending, clear_pending=False):
+        if ls is None:
+            return (ls, pending) + self.outputs(ls, min_score, pending, "Open an image first.")
+        try:
+            msg = fn(ls) or ""
+        except UserError as e:
+            msg = str(e)
+        else:
+            if clear_pending:
+                pending = []
+        return (ls, pending) + self.outputs(ls, min_score, pending, msg)
+
+    def click(self, ls, pending, tool, brush, min_score, kp_name, vis, new_class, evt: gr.SelectData):
+        if ls is None:
+            return (ls, pending) + self.outputs(ls, min_score, pending, "Open an image first.")
+        scale = view.display_scale(ls)
+        x, y = evt.index[0] / scale, evt.index[1] / scale
+        radius = float(brush) / scale
+
+        def do(ls):
+            if tool == "select":
+                i = ls.select_at(x, y, min_score)
+                return "nothing there" if i is None else f"selected #{i}"
+            if tool in ("brush", "eraser"):
+                if ls.selected is None and tool == "brush":
+                    if new_class is None:
+                        raise UserError("select an instance to paint on, or choose a new instance class")
+                    i = ls.new_instance(int(new_class), stroke=([(x, y)], radius))
+                    return f"new instance #{i}"
+                ls.paint([(x, y)], radius, erase=tool == "eraser")
+                return ""
+            if tool in ("polygon", "box"):
+                pending.append((x, y))
+                if tool == "box" and len(pending) == 2:
+                    (x0, y0), (x1, y1) = pending
+                    pending.clear()
+                    ls.set_box(x0, y0, x1, y1)
+                    return "box set"
+                return f"{len(pending)} point(s)"
+            if tool == "keypoint":
+                if not kp_name:
+                    raise UserError("select an instance whose class has keypoints, then pick a keypoint name")
+                ls.set_keypoint(kp_name, x, y, VIS.get(vis, 2))
+                return f"placed {kp_name}"
+            return ""
+
+        try:
+            msg = do(ls)
+        except UserError as e:
+            msg = str(e)
+        return (ls, pending) + self.outputs(ls, min_score, pending, msg)
+
+    def save(self, ls, min_score, request=None):
+        if ls is None:
+            return (ls, []) + self.outputs(ls, min_score, [], "Open an image first.")
+        try:
+            ls.save(_user(request, self.store))
+            return (ls, []) + self.outputs(ls, min_score, [], f"saved image {ls.image_id}: done")
+        except SaveConflict as e:
+            return self.open(ls.image_id, None, min_score, request, note=str(e))
+
+    def propose_again(self, ls, min_score, request=None):
+        if ls is None:
+            return (ls, []) + self.outputs(ls, min_score, [], "Open an image first.")
+        if ls.dirty:
+            return (ls, []) + self.outputs(ls, min_score, [], "Save or undo your edits before proposing again.")
+        try:
+            r = self.proposer.propose_now(ls.image_id)
+        except UserError as e:
+            return (ls, []) + self.outputs(ls, min_score, [], str(e))
+        return self.open(ls.image_id, None, min_score, request, note=f"{r['proposals']} new proposal(s)")
+
+    # --- layout ---------------------------------------------------------------------------------------
+    def build(self, demo: gr.Blocks):
+        store = self.store
+        sess, pending = gr.State(None), gr.State([])
+        with gr.Row():
+            which = gr.Dropdown(view.QUEUE_FILTERS, value=view.QUEUE_FILTERS[0], label="Queue", scale=2,
+                                elem_id="queue-filter")
+            prev_b = gr.Button("◀ Previous (p)", elem_id="btn-prev", scale=1)
+            next_b = gr.Button("Next (n) ▶", elem_id="btn-next", scale=1)
+            jump = gr.Number(label="Image id", precision=0, scale=1, elem_id="jump-id")
+            go = gr.Button("Open", elem_id="btn-open", scale=1)
+        info = gr.Markdown(elem_id="image-info")
+        with gr.Row():
+            with gr.Column(scale=3):
+                canvas = gr.Image(label="Click to select / paint / place", interactive=False, type="numpy",
+                                  format="jpeg", elem_id="canvas", show_label=False)
+                msg = gr.Markdown(elem_id="message")
+            with gr.Column(scale=2):
+                tool = gr.Radio(TOOLS, value="select", label="Tool", elem_id="tool")
+                with gr.Row():
+                    brush = gr.Slider(1, 60, value=8, step=1, label="Brush size (px on screen)", elem_id="brush-size")
+                    min_score = gr.Slider(0, 1, value=0.0, step=0.05, label="Hide proposals below score",
+                                          elem_id="score-slider")
+                table = gr.Dataframe(headers=["#", "class", "score", "source", "state", "keypoints"],
+                                     interactive=False, elem_id="instances", label="Instances (click a row)")
+                selected = gr.Number(label="Selected #", precision=0, elem_id="selected")
+                with gr.Row():
+                    accept_b = gr.Button("Accept (a)", elem_id="btn-accept", variant="primary")
+                    reject_b = gr.Button("Reject (r)", elem_id="btn-reject")
+                    delete_b = gr.Button("Delete (Del)", elem_id="btn-delete", variant="stop")
+                    accept_all_b = gr.Button("Accept all shown", elem_id="btn-accept-all")
+                with gr.Row():
+                    cls = gr.Dropdown(label="Class", elem_id="class-dropdown")
+                    set_cls_b = gr.Button("Set class", elem_id="btn-set-class")
+                with gr.Row():
+                    new_cls = gr.Dropdown(label="New instance class", elem_id="new-class")
+                    poly_new_b = gr.Button("Polygon → new instance", elem_id="btn-poly-new")
+                with gr.Row():
+                    poly_add_b = gr.Button("Polygon: add", elem_id="btn-poly-add")
+                    poly_sub_b = gr.Button("Polygon: subtract", elem_id="btn-poly-sub")
+                    clear_b = gr.Button("Clear points", elem_id="btn-clear-points")
+                    box_mask_b = gr.Button("Box from mask", elem_id="btn-box-from-mask")
+                with gr.Row():
+                    kp = gr.Dropdown(label="Keypoint", elem_id="kp-name")
+                    vis = gr.Radio(list(VIS), value="visible (2)", label="Visibility", elem_id="kp-vis")
+                    vis_b = gr.Button("Set visibility", elem_id="btn-kp-vis")
+                with gr.Row():
+                    undo_b = gr.Button("Undo (z)", elem_id="btn-undo")
+                    redo_b = gr.Button("Redo (y)", elem_id="btn-redo")
+                    save_b = gr.Button("Save (s)", elem_id="btn-save", variant="primary")
+                    again_b = gr.Button("Propose again", elem_id="btn-propose-again")
+        with gr.Accordion("Keyboard shortcuts and help", open=False, elem_id="help-panel"):
+            gr.Markdown(SHORTCUTS)
+
+        outs = [sess, pending, canvas, table, msg, info, selected, kp]
+
+        def cat_choices():
+            cats = cat_db_list(store)
+            choices = [(f"{c.name} ({c.id})", c.id) for c in cats]
+            return gr.update(choices=choices), gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+        def first(ls, ms, request: gr.Request):
+            ids = view.queue(store)
+            return self.open(ids[0] if ids else None, ls, ms, request)
+
+        def prev_image(w, ls, ms, request: gr.Request):
+            return self.step(w, ls, ms, -1, request)
+
+        def next_image(w, ls, ms, request: gr.Request):
+            return self.step(w, ls, ms, +1, request)
+
+        def open_id(i, ls, ms, request: gr.Request):
+            return self.open(None if i is None else int(i), ls, ms, request)
+
+        def save(ls, ms, request: gr.Request):
+            return self.save(ls, ms, request)
+
+        def again(ls, ms, request: gr.Request):
+            return self.propose_again(ls, ms, request)
+
+        demo.load(first, [sess, min_score], outs).then(cat_choices, None, [cls, new_cls])
+        prev_b.click(prev_image, [which, sess, min_score], outs)
+        next_b.click(next_image, [which, sess, min_score], outs)
+        go.click(open_id, [jump, sess, min_score], outs)
+        canvas.select(self.click, [sess, pending, tool, brush, min_score, kp, vis, new_cls], outs)
+
+        def simple(fn, clear=False):
+            return lambda ls, p, ms: self.act(fn, ls, ms, p, clear)
+
+        std_in = [sess, pending, min_score]
+        accept_b.click(simple(lambda ls: ls.accept()), std_in, outs)
+        reject_b.click(simple(lambda ls: ls.reject()), std_in, outs)
+        delete_b.click(simple(lambda ls: ls.delete()), std_in, outs)
+        accept_all_b.click(lambda ls, p, ms: self.act(lambda s: f"accepted {s.accept_all_shown(ms)}", ls, ms, p),
+                           std_in, outs)
+        undo_b.click(simple(lambda ls: None if ls.undo() else "nothing to undo"), std_in, outs)
+        redo_b.click(simple(lambda ls: None if ls.redo() else "nothing to redo"), std_in, outs)
+        box_mask_b.click(simple(lambda ls: ls.box_from_mask()), std_in, outs)
+        clear_b.click(lambda ls, p, ms: self.act(lambda s: "points cleared", ls, ms, p, True), std_in, outs)
+        poly_add_b.click(lambda ls, p, ms: self.act(lambda s: s.polygon(p), ls, ms, p, True), std_in, outs)
+        poly_sub_b.click(lambda ls, p, ms: self.act(lambda s: s.polygon(p, subtract=True), ls, ms, p, True),
+                         std_in, outs)
+        poly_new_b.click(lambda ls, p, ms, c: self.act(
+            lambda s: f"new instance #{s.new_instance(int(c) if c is not None else -1, polygon=p)}", ls, ms, p, True),
+            std_in + [new_cls], outs)
+        set_cls_b.click(lambda ls, p, ms, c: self.act(
+            lambda s: s.set_class(int(c) if c is not None else -1), ls, ms, p), std_in + [cls], outs)
+        vis_b.click(lambda ls, p, ms, k, v: self.act(lambda s: s.set_keypoint_visibility(k, VIS[v]), ls, ms, p),
+                    std_in + [kp, vis], outs)
+        selected.submit(lambda ls, p, ms, i: self.act(lambda s: s.select(None if i is None else int(i)), ls, ms, p),
+                        std_in + [selected], outs)
+
+        def row_select(ls, p, ms, evt: gr.SelectData):
+            rows = view.instance_rows(ls, ms) if ls is not None else []
+            r = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            return self.act(lambda s: s.select(rows[r][0]) if r < len(rows) else None, ls, ms, p)
+
+        table.select(row_select, std_in, outs)
+        min_score.release(simple(lambda ls: None), std_in, outs)
+        save_b.click(save, [sess, min_score], outs)
+        again_b.click(again, [sess, min_score], outs)
+        return cat_choices, [cls, new_cls]
+
+
+def cat_db_list(store: Store):
+    from sqlalchemy import select
+
+    from db.schema import Category
+
+    with store.session() as s:
+        return s.scalars(select(Category).order_by(Category.id)).all()
+
+
+def dataset_tab(store: Store):
     with gr.Row():
         by_status = gr.Dataframe(headers=["status", "images"], label="Images by status", interactive=False,
                                  elem_id="counts-status")
         by_cat = gr.Dataframe(headers=["category", "accepted", "proposed", "rejected"],
                               label="Annotations by category", interactive=False, elem_id="counts-category")
+    with gr.Row():
+        status_plot = gr.BarPlot(x="status", y="images", label="Images by status", elem_id="plot-status")
+        cat_plot = gr.BarPlot(x="category", y="count", color="state", label="Annotations by category",
+                              elem_id="plot-category")
     gallery = gr.Gallery(label="Images (masks drawn)", columns=6, height=420, elem_id="store-gallery")
     refresh = gr.Button("Refresh", elem_id="refresh-store")
     with gr.Row():
@@ -27,37 +354,129 @@ def dataset_tab(store: Store) -> None:
             as_props = gr.Checkbox(label="Import as proposals to review")
             import_coco = gr.Button("Import COCO", elem_id="import-coco")
     report = gr.Textbox(label="Import report", lines=6, elem_id="import-report")
+    with gr.Accordion("Categories", open=False, elem_id="categories-panel"):
+        cats_table = gr.Dataframe(headers=["id", "name", "supercategory", "keypoints", "skeleton", "annotations"],
+                                  interactive=False, elem_id="categories-table")
+        with gr.Row():
+            c_id = gr.Number(label="Category id (blank: new)", precision=0)
+            c_name = gr.Textbox(label="Name")
+            c_super = gr.Textbox(label="Supercategory")
+        with gr.Row():
+            c_kps = gr.Textbox(label="Keypoint names (comma separated, in order)")
+            c_skel = gr.Textbox(label="Skeleton (1-based pairs: 1-2, 2-3)")
+        with gr.Row():
+            c_save = gr.Button("Add / update category", elem_id="btn-category-save")
+            c_move = gr.Number(label="Move its annotations to category id", precision=0)
+            c_del_anns = gr.Checkbox(label="or delete its annotations")
+            c_delete = gr.Button("Delete category", variant="stop", elem_id="btn-category-delete")
+        c_msg = gr.Markdown()
 
     def refresh_all():
         s, c = store_view.counts_tables(store)
-        return s, c, store_view.gallery(store)
+        sdf = pd.DataFrame(s, columns=["status", "images"])
+        cdf = pd.DataFrame([(r[0], st, r[k]) for r in c for k, st in ((1, "accepted"), (2, "proposed"), (3, "rejected"))],
+                           columns=["category", "state", "count"])
+        return s, c, sdf, cdf, store_view.gallery(store), store_view.categories_rows(store)
 
-    outputs = [by_status, by_cat, gallery]
-    refresh.click(refresh_all, outputs=outputs)
-    upload.click(lambda p: store_view.upload_images(store, p or []), inputs=files, outputs=report).then(
+    outputs = [by_status, by_cat, status_plot, cat_plot, gallery, cats_table]
+    refresh.click(refresh_all, outputs=outputs, api_name="refresh_store")
+    upload.click(lambda p: store_view.upload_images(store, p or []), inputs=files, outputs=report,
+                 api_name="import_images").then(
         refresh_all, outputs=outputs)
     import_coco.click(lambda j, im, a: store_view.upload_coco(store, j, im or [], a),
-                      inputs=[coco_json, coco_images, as_props], outputs=report).then(refresh_all, outputs=outputs)
+                      inputs=[coco_json, coco_images, as_props], outputs=report, api_name="import_coco").then(
+        refresh_all, outputs=outputs)
+
+    def save_cat(cid, name, sup, kps, skel):
+        try:
+            names = cat_db.parse_keypoints(kps)
+            pairs = cat_db.parse_skeleton(skel, len(names))
+            if cid is None:
+                new = cat_db.add(store, name, sup, names, pairs)
+                return f"added category {new} '{name}'"
+            cat_db.update_category(store, int(cid), name=name, supercategory=sup, keypoints=names, skeleton=pairs)
+            return f"updated category {int(cid)}"
+        except UserError as e:
+            return str(e)
+
+    def delete_cat(cid, move, del_anns):
+        if cid is None:
+            return "enter the id of the category to delete"
+        try:
+            n = cat_db.delete(store, int(cid), move_to=None if move is None else int(move), delete_annotations=del_anns)
+            return f"deleted category {int(cid)}" + (f" ({n} annotation(s) moved or deleted)" if n else "")
+        except UserError as e:
+            return str(e)
+
+    c_save.click(save_cat, [c_id, c_name, c_super, c_kps, c_skel], c_msg).then(refresh_all, outputs=outputs)
+    c_delete.click(delete_cat, [c_id, c_move, c_del_anns], c_msg).then(refresh_all, outputs=outputs)
     return refresh_all, outputs
 
 
 def export_tab(store: Store) -> None:
     with gr.Row():
-        with_images = gr.Checkbox(label="Zip with images")
-        include_props = gr.Checkbox(label="Include unreviewed proposals (with score)")
+        with_images = gr.Checkbox(label="Zip with images", elem_id="export-with-images")
+        include_props = gr.Checkbox(label="Include unreviewed proposals (with score)", elem_id="export-proposals")
     go = gr.Button("Prepare COCO export", elem_id="export-button")
     out = gr.File(label="Download", elem_id="export-file")
-    go.click(lambda wi, ip: store_view.export_file(store, wi, ip), inputs=[with_images, include_props], outputs=out)
+    go.click(lambda wi, ip: store_view.export_file(store, wi, ip), inputs=[with_images, include_props], outputs=out,
+             api_name="export")
 
 
-def build_app(store: Store) -> gr.Blocks:
+def model_tab(store: Store):
+    with gr.Row():
+        epochs = gr.Number(value=10, label="Epochs", precision=0, elem_id="train-epochs")
+        minutes = gr.Number(value=5, label="At most minutes", elem_id="train-minutes")
+        size = gr.Radio(["tiny", "full"], value=None, label="Size (blank: the active model's)", elem_id="train-size")
+        start = gr.Button("Fine-tune", variant="primary", elem_id="btn-finetune")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="btn-cancel")
+    job_md = gr.Markdown(elem_id="job-status")
+    progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="job-progress")
+    loss_plot = gr.LinePlot(x="iteration", y="loss", label="Training loss", elem_id="loss-plot")
+    versions = gr.Dataframe(headers=model_view.VERSION_HEADERS, interactive=False, elem_id="versions-table",
+                            label="Model versions (* = active)")
+    with gr.Row():
+        v_id = gr.Number(label="Version", precision=0)
+        activate_b = gr.Button("Make active", elem_id="btn-activate")
+        v_msg = gr.Markdown()
+    with gr.Row():
+        ap_plot = gr.LinePlot(x="version", y="AP", color="metric", label="Held-out AP per version", elem_id="ap-plot")
+        fix_plot = gr.LinePlot(x="version", y="value", color="measure", label="How much labelers changed proposals",
+                               elem_id="corrections-plot")
+    timer = gr.Timer(2.0, active=True)
+
+    def poll():
+        j = model_view.job_panel(store)
+        return j["markdown"], j["percent"], j["curve"]
+
+    def tables():
+        return model_view.version_rows(store), model_view.ap_frame(store), model_view.corrections_frame(store)
+
+    def start_job(e, m, sz):
+        return model_view.start(store, e, m, sz)
+
+    timer.tick(poll, None, [job_md, progress, loss_plot])
+    start.click(start_job, [epochs, minutes, size], job_md)
+    cancel.click(lambda: model_view.cancel_latest(store), None, job_md)
+    activate_b.click(lambda v: model_view.activate_version(store, v), v_id, v_msg).then(
+        tables, None, [versions, ap_plot, fix_plot])
+    return tables, [versions, ap_plot, fix_plot], timer
+
+
+def build_app(store: Store, proposer: BackgroundProposer | None = None) -> gr.Blocks:
+    proposer = proposer or BackgroundProposer(store)
     with gr.Blocks(title="maskloop") as demo:
         gr.Markdown("# maskloop")
-        with gr.Tab("Dataset"):
+        with gr.Tab("Label", id="label"):
+            cat_choices, cat_outs = LabelTab(store, proposer).build(demo)
+        with gr.Tab("Dataset", id="dataset"):
             refresh_all, outputs = dataset_tab(store)
-        with gr.Tab("Export"):
+        with gr.Tab("Model", id="model"):
+            tables, t_outs, _ = model_tab(store)
+        with gr.Tab("Export", id="export"):
             export_tab(store)
         demo.load(refresh_all, outputs=outputs)
+        demo.load(tables, outputs=t_outs)
     return demo
 
 
@@ -66,8 +485,6 @@ def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
     for p in pairs:
         user, sep, pw = p.partition(":")
         if not sep or not user or not pw:
-            from db.errors import UserError
-
             raise UserError(f"--auth {p!r}: expected USER:PASSWORD")
         out.append((user, pw))
     return out or None
@@ -78,5 +495,5 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
     demo = build_app(store)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=parse_auth(auth or []), share=share,
-                prevent_thread_lock=not block, show_error=True)
+                prevent_thread_lock=not block, show_error=True, head=HOTKEYS_JS)
     return demo

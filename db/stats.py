@@ -42,3 +42,49 @@ def stats(store: Store) -> StoreStats:
     for cid, state, n in counts:
         per.setdefault(cid, dict.fromkeys(REVIEW_STATES, 0))[state] = n
     return StoreStats(by_status, {name: per[cid] for cid, name in cats})
+
+
+@dataclasses.dataclass
+class CorrectionStats:
+    """How much labelers changed one model version's proposals."""
+
+    version_id: int
+    reviewed: int  # accepted or rejected
+    accepted_unchanged: int
+    accepted_edited: int
+    rejected: int
+    mean_iou: float | None  # between the proposal's mask and the saved mask, over accepted proposals
+
+    @property
+    def share_unchanged(self) -> float | None:
+        return self.accepted_unchanged / self.reviewed if self.reviewed else None
+
+
+def correction_stats(store: Store) -> list[CorrectionStats]:
+    from db import masks
+    from db.schema import Image
+
+    out: dict[int, dict] = {}
+    with store.session() as s:
+        rows = s.execute(
+            select(Annotation.model_version_id, Annotation.review_state, Annotation.segmentation,
+                   Annotation.category_id, Annotation.original, Image.height, Image.width)
+            .join(Image, Image.id == Annotation.image_id)
+            .where(Annotation.source == "model", Annotation.model_version_id.is_not(None),
+                   Annotation.review_state.in_(("accepted", "rejected")))
+        ).all()
+    for vid, state, seg, cat, orig, h, w in rows:
+        d = out.setdefault(vid, {"reviewed": 0, "unchanged": 0, "edited": 0, "rejected": 0, "ious": []})
+        d["reviewed"] += 1
+        if state == "rejected":
+            d["rejected"] += 1
+            continue
+        orig = orig or {}
+        same = orig.get("segmentation") == seg and orig.get("category_id", cat) == cat
+        d["unchanged" if same else "edited"] += 1
+        if orig.get("segmentation") and seg:
+            d["ious"].append(1.0 if orig["segmentation"] == seg else
+                             masks.iou(masks.decode(orig["segmentation"], h, w), masks.decode(seg, h, w)))
+    return [CorrectionStats(vid, d["reviewed"], d["unchanged"], d["edited"], d["rejected"],
+                            sum(d["ious"]) / len(d["ious"]) if d["ious"] else None)
+            for vid, d in sorted(out.items())]

@@ -28,10 +28,15 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
         job_id = jobs.create(store, "train", dataclasses.asdict(opts))
     jobs.set_state(store, job_id, "running", "starting")
     last = [0.0]
+    curve: list[list[float]] = []
 
     def on_progress(p: Progress) -> bool:
         if echo:
             echo(p)
+        if p.losses:
+            curve.append([p.iteration, round(sum(p.losses.values()), 4)])
+            if len(curve) > 300:
+                del curve[1:-1:2]  # keep the plot's points bounded: thin out the older half
         now = time.monotonic()
         if now - last[0] < 1.0 and p.iteration < p.total and p.phase == "training":
             return False
@@ -40,7 +45,7 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
                f"iteration {p.iteration}/{p.total}, loss {sum(p.losses.values()):.3f}, ETA {p.eta:.0f} s")
         return jobs.report(store, job_id, p.iteration / max(1, p.total), msg,
                            {"iteration": p.iteration, "total": p.total, "losses": p.losses, "eta": p.eta,
-                            "elapsed": p.elapsed, "phase": p.phase})
+                            "elapsed": p.elapsed, "phase": p.phase, "curve": curve})
 
     try:
         result = fine_tune(store, opts, on_progress)

@@ -41,7 +41,8 @@ def build(config: ModelConfig, cmap: CategoryMap) -> MaskRCNN:
         min_size=config.min_size_train, max_size=config.max_size,
         rpn_pre_nms_top_n_train=config.rpn_pre_nms_train, rpn_post_nms_top_n_train=config.rpn_post_nms_train,
         rpn_pre_nms_top_n_test=config.rpn_pre_nms_test, rpn_post_nms_top_n_test=config.rpn_post_nms_test,
-        box_batch_size_per_image=config.box_batch_per_image, box_detections_per_img=config.detections_per_image,
+        box_batch_size_per_image=config.box_batch_per_image, box_positive_fraction=config.box_positive_fraction,
+        box_detections_per_img=config.detections_per_image,
     )
     if config.size == "full":
         model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=cmap.num_classes, **common)
@@ -49,8 +50,10 @@ def build(config: ModelConfig, cmap: CategoryMap) -> MaskRCNN:
         backbone = _resnet_fpn(config)
         ch, dim = config.fpn_channels, config.box_head_dim
         anchors = AnchorGenerator(tuple((s,) for s in config.anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
+        levels, sr = ["0", "1", "2", "3"], config.roi_sampling_ratio
         model = MaskRCNN(
             backbone, num_classes=None, rpn_anchor_generator=anchors,
+            box_roi_pool=MultiScaleRoIAlign(levels, 7, sr), mask_roi_pool=MultiScaleRoIAlign(levels, 14, sr),
             box_head=TwoMLPHead(ch * 7 * 7, dim), box_predictor=FastRCNNPredictor(dim, cmap.num_classes),
             mask_head=MaskRCNNHeads(ch, list(config.mask_head_layers), 1),
             mask_predictor=MaskRCNNPredictor(config.mask_head_layers[-1], config.mask_head_layers[-1],
@@ -60,7 +63,7 @@ def build(config: ModelConfig, cmap: CategoryMap) -> MaskRCNN:
     if cmap.num_keypoints:
         ch = config.fpn_channels
         heads = model.roi_heads
-        heads.keypoint_roi_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+        heads.keypoint_roi_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, config.roi_sampling_ratio)
         heads.keypoint_head = KeypointRCNNHeads(ch, list(config.keypoint_head_layers))
         heads.keypoint_predictor = KeypointRCNNPredictor(config.keypoint_head_layers[-1], cmap.num_keypoints)
     model.transform.min_size = config.min_size_train

@@ -24,6 +24,8 @@ class ModelConfig:
     mask_head_layers: tuple[int, ...]
     keypoint_head_layers: tuple[int, ...]
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    roi_sampling_ratio: int = 2  # RoIAlign samples per bin side; 1 quarters its (CPU-heavy) backward
+    box_positive_fraction: float = 0.25
     detections_per_image: int = 100
 
     def as_dict(self) -> dict:
@@ -38,10 +40,10 @@ FULL = ModelConfig(
 )
 
 TINY = ModelConfig(
-    size="tiny", backbone="resnet18", fpn_channels=128, min_size_train=(112, 128, 144), min_size_test=128,
-    max_size=256, rpn_pre_nms_train=600, rpn_post_nms_train=300, rpn_pre_nms_test=300, rpn_post_nms_test=100,
+    size="tiny", backbone="resnet18", fpn_channels=64, min_size_train=(80, 96, 112), min_size_test=96,
+    max_size=192, rpn_pre_nms_train=600, rpn_post_nms_train=300, rpn_pre_nms_test=300, rpn_post_nms_test=100,
     box_batch_per_image=64, box_head_dim=256, mask_head_layers=(64, 64, 64, 64), keypoint_head_layers=(64,) * 4,
-    detections_per_image=50, anchor_sizes=(16, 32, 64, 128, 256),
+    detections_per_image=50, anchor_sizes=(16, 32, 64, 128, 256), roi_sampling_ratio=1,
 )
 
 CONFIGS = {"full": FULL, "tiny": TINY}

@@ -44,7 +44,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 def _shape_mask(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     img = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(img)
-    r = rng.uniform(0.09, 0.2) * size
+    r = rng.uniform(0.12, 0.24) * size
     cx, cy = rng.uniform(r, size - r, 2)
     if kind == "disc":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)
@@ -79,7 +79,7 @@ def _person(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray
     ])
     img = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(img)
-    width = max(2, int(0.45 * u))
+    width = max(3, int(0.9 * u))  # limbs as thick as a body part, not a wire
     for a, b in [(5, 7), (7, 9), (6, 8), (8, 10), (11, 13), (13, 15), (12, 14), (14, 16)]:
         d.line([tuple(kp[a]), tuple(kp[b])], fill=1, width=width)
     d.polygon([tuple(kp[5]), tuple(kp[6]), tuple(kp[12]), tuple(kp[11])], fill=1)  # torso

@@ -78,13 +78,22 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     else:
         raise UserError(f"--optimizer {opts.optimizer!r}: choose adamw or sgd")
     warm = max(1, min(opts.warmup_iters, total_iters // 5))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda it: min(1.0, (it + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(it, total_iters) / total_iters)))
+    t0 = time.monotonic()
+    budget = (deadline - t0) if deadline is not None else None
+
+    def lr_factor(it: int) -> float:
+        # warm-up, then cosine decay over whichever runs out first: iterations or the time budget
+        done = it / total_iters
+        if budget:
+            done = max(done, (time.monotonic() - t0) / budget)
+        return min(1.0, (it + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_factor)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     model.train().to(device)
     curve: list[list[float]] = []
-    it, t0 = 0, time.monotonic()
+    it = 0
     while it < total_iters:
         for images, targets in loader:
             images = [i.to(device, non_blocking=True) for i in images]

@@ -1,0 +1,77 @@
+"""Proposals for the next images, computed in a background thread while the person works, so opening an
+image shows its proposals at once. Uses the active model through model.api; one image at a time."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Iterable
+
+from sqlalchemy import select
+
+from db.errors import UserError
+from db.schema import Image
+from db.store import Store
+from model import api
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundProposer:
+    def __init__(self, store: Store, min_score: float = 0.3):
+        self.store, self.min_score = store, min_score
+        self._queue: "queue.Queue[int]" = queue.Queue()
+        self._pending: set[int] = set()
+        self._lock = threading.Lock()  # one model run at a time, shared with "propose again"
+        self._predictor = None
+        self._version_id = None
+        self.last_error = ""
+        self._thread = threading.Thread(target=self._run, name="maskloop-proposals", daemon=True)
+        self._thread.start()
+
+    def predictor(self):
+        """The active model's predictor, reloaded when another version becomes active. None: no model."""
+        from model.predict import Predictor, active_version
+
+        v = active_version(self.store)
+        if v is None:
+            return None
+        if self._predictor is None or self._version_id != v.id:
+            self._predictor = Predictor.for_version(self.store, v)
+            self._version_id = v.id
+        return self._predictor
+
+    def want(self, image_ids: Iterable[int]) -> None:
+        """Queue these images for proposals if they have none yet (status new)."""
+        ids = list(image_ids)
+        with self.store.session() as s:
+            new = set(s.scalars(select(Image.id).where(Image.id.in_(ids), Image.status == "new")))
+        for i in ids:
+            if i in new and i not in self._pending:
+                self._pending.add(i)
+                self._queue.put(i)
+
+    def propose_now(self, image_id: int) -> dict:
+        with self._lock:
+            p = self.predictor()
+            if p is None:
+                raise UserError("no model yet: fine-tune one in the Model tab first")
+            return api.propose_images(self.store, [image_id], self.min_score, predictor=p)
+
+    def _run(self) -> None:
+        while True:
+            image_id = self._queue.get()
+            try:
+                with self._lock:
+                    with self.store.session() as s:
+                        im = s.get(Image, image_id)
+                        still_new = im is not None and im.status == "new"
+                    p = self.predictor() if still_new else None
+                    if p is not None:
+                        api.propose_images(self.store, [image_id], self.min_score, predictor=p)
+            except Exception as e:  # noqa: BLE001 - a background failure is shown in the UI, never fatal
+                self.last_error = f"background proposals for image {image_id} failed: {e}"
+                log.warning(self.last_error)
+            finally:
+                self._pending.discard(image_id)

@@ -1,0 +1,381 @@
+"""Labeling logic for one image, without a browser: review state, edits, undo/redo, save with optimistic
+locking. The Gradio callbacks call these methods; so do the tests and bench/ui.py.
+
+Coordinates are full-resolution image pixels; masks are kept at full resolution. Boxes are COCO xywh.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image as PILImage, ImageDraw
+from sqlalchemy import delete, func, insert, select, update
+
+from db import masks as mask_codec
+from db.errors import UserError
+from db.media import load_rgb
+from db.schema import Annotation, Category, Image, utcnow
+from db.store import Store
+
+
+class SaveConflict(UserError):
+    """Another browser saved this image first; nothing was written, the image must be reloaded."""
+
+
+@dataclasses.dataclass
+class Instance:
+    ann_id: int | None  # None: new, not yet in the store
+    category_id: int
+    mask: np.ndarray | None  # full-resolution bool (H, W), or None (keypoint- or box-only)
+    bbox: list[float]  # xywh
+    keypoints: list[float] | None
+    source: str  # model | human
+    score: float | None
+    state: str  # proposed | accepted | rejected
+    iscrowd: int = 0
+    edited: bool = False  # changed by a person since it was loaded
+    deleted: bool = False
+
+    @property
+    def area(self) -> float:
+        if self.mask is not None:
+            return float(self.mask.sum())
+        return float(self.bbox[2] * self.bbox[3])
+
+
+@dataclasses.dataclass
+class CategoryInfo:
+    id: int
+    name: str
+    keypoints: list[str]
+    skeleton: list[list[int]]
+
+
+class LabelSession:
+    """The labels of one image while a person works on it."""
+
+    def __init__(self, store: Store, image_id: int):
+        self.store = store
+        with store.session() as s:
+            im = s.get(Image, image_id)
+            if im is None:
+                raise UserError(f"no image with id {image_id}")
+            self.image_id, self.width, self.height = im.id, im.width, im.height
+            self.file_name, self.status, self.row_version = im.file_name, im.status, im.row_version
+            self.media_path = im.media_path
+            self.categories = {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or []))
+                               for c in s.scalars(select(Category).order_by(Category.id))}
+            anns = s.scalars(select(Annotation).where(Annotation.image_id == image_id).order_by(Annotation.id)).all()
+            self.instances = [self._from_row(a) for a in anns]
+            if im.status in ("new", "proposed"):  # someone is looking at it now; the row version stays
+                s.execute(update(Image).where(Image.id == image_id).values(status="in_review"))
+                s.commit()
+        self.selected: int | None = None
+        self._undo: list[list[tuple[int, Instance | None]]] = []
+        self._redo: list[list[tuple[int, Instance | None]]] = []
+        self.dirty = False
+        self._pixels: np.ndarray | None = None
+
+    def _from_row(self, a: Annotation) -> Instance:
+        m = mask_codec.decode(a.segmentation, self.height, self.width) if a.segmentation else None
+        return Instance(a.id, a.category_id, m, list(a.bbox), list(a.keypoints) if a.keypoints else None, a.source,
+                        a.score, a.review_state, a.iscrowd)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        if self._pixels is None:
+            self._pixels = np.asarray(load_rgb(self.store.media_file(self.media_path)))
+        return self._pixels
+
+    # --- history ------------------------------------------------------------------------------------
+    def _record(self, indices: Sequence[int]) -> None:
+        self._undo.append([(i, copy.deepcopy(self.instances[i]) if i < len(self.instances) else None)
+                           for i in indices])
+        self._redo.clear()
+        self.dirty = True
+
+    def _swap(self, src: list, dst: list) -> bool:
+        if not src:
+            return False
+        entry = src.pop()
+        back = []
+        for i, before in entry:
+            back.append((i, copy.deepcopy(self.instances[i]) if i < len(self.instances) else None))
+            if before is None:  # the edit created instance i
+                del self.instances[i]
+            elif i < len(self.instances):
+                self.instances[i] = before
+            else:
+                self.instances.append(before)
+        dst.append(back)
+        self.dirty = True
+        if self.selected is not None and self.selected >= len(self.instances):
+            self.selected = None
+        return True
+
+    def undo(self) -> bool:
+        return self._swap(self._undo, self._redo)
+
+    def redo(self) -> bool:
+        return self._swap(self._redo, self._undo)
+
+    # --- selection ----------------------------------------------------------------------------------
+    def visible(self, min_score: float = 0.0) -> list[int]:
+        """Indices drawn and listed: not deleted, and proposals only at or above ``min_score``."""
+        return [i for i, it in enumerate(self.instances) if not it.deleted and
+                not (it.state == "proposed" and it.score is not None and it.score < min_score)]
+
+    def select(self, index: int | None) -> None:
+        if index is not None and not (0 <= index < len(self.instances)) or \
+                (index is not None and self.instances[index].deleted):
+            raise UserError(f"no instance #{index}")
+        self.selected = index
+
+    def select_at(self, x: float, y: float, min_score: float = 0.0) -> int | None:
+        """The smallest visible instance whose mask (or box, without a mask) holds the point."""
+        xi, yi = int(x), int(y)
+        hits = []
+        for i in self.visible(min_score):
+            it = self.instances[i]
+            if it.state == "rejected":
+                continue
+            if it.mask is not None and 0 <= yi < self.height and 0 <= xi < self.width:
+                inside = bool(it.mask[yi, xi])
+            else:
+                bx, by, bw, bh = it.bbox
+                inside = bx <= x <= bx + bw and by <= y <= by + bh
+            if inside:
+                hits.append((it.area, i))
+        self.selected = min(hits)[1] if hits else None
+        return self.selected
+
+    def _need(self, index: int | None) -> int:
+        index = self.selected if index is None else index
+        if index is None or not (0 <= index < len(self.instances)) or self.instances[index].deleted:
+            raise UserError("select an instance first (click it, or pick it in the list)")
+        return index
+
+    # --- review -------------------------------------------------------------------------------------
+    def set_state(self, state: str, index: int | None = None) -> None:
+        i = self._need(index)
+        self._record([i])
+        self.instances[i].state = state
+
+    def accept(self, index: int | None = None) -> None:
+        self.set_state("accepted", index)
+
+    def reject(self, index: int | None = None) -> None:
+        self.set_state("rejected", index)
+
+    def delete(self, index: int | None = None) -> None:
+        i = self._need(index)
+        self._record([i])
+        self.instances[i].deleted = True
+        self.selected = None
+
+    def accept_all_shown(self, min_score: float) -> int:
+        idx = [i for i in self.visible(min_score) if self.instances[i].state == "proposed"]
+        if idx:
+            self._record(idx)
+            for i in idx:
+                self.instances[i].state = "accepted"
+        return len(idx)
+
+    # --- edits --------------------------------------------------------------------------------------
+    def _edited(self, i: int) -> Instance:
+        it = self.instances[i]
+        it.edited = True
+        if it.state == "proposed":
+            it.state = "accepted"  # correcting a proposal accepts the corrected version
+        return it
+
+    def set_class(self, category_id: int, index: int | None = None) -> None:
+        if category_id not in self.categories:
+            raise UserError(f"no category with id {category_id}")
+        i = self._need(index)
+        self._record([i])
+        it = self._edited(i)
+        if self.categories[category_id].keypoints != self.categories[it.category_id].keypoints:
+            it.keypoints = None  # keypoints belong to the old category's list
+        it.category_id = category_id
+
+    def _disk(self, x: float, y: float, radius: float) -> np.ndarray:
+        yy, xx = np.ogrid[:self.height, :self.width]
+        return (xx - x) ** 2 + (yy - y) ** 2 <= radius ** 2
+
+    def paint(self, points: Sequence[tuple[float, float]], radius: float, erase: bool = False,
+              index: int | None = None) -> None:
+        """Brush (or eraser) dabs of ``radius`` pixels along ``points`` on the selected instance's mask."""
+        i = self._need(index)
+        stroke = self._stroke(points, radius)
+        self._apply(i, stroke, erase)
+
+    def _stroke(self, points: Sequence[tuple[float, float]], radius: float) -> np.ndarray:
+        img = PILImage.new("1", (self.width, self.height), 0)
+        d = ImageDraw.Draw(img)
+        r = max(0.5, float(radius))
+        pts = [(float(x), float(y)) for x, y in points]
+        if len(pts) > 1:
+            d.line(pts, fill=1, width=max(1, int(round(2 * r))))
+        for x, y in pts:
+            d.ellipse([x - r, y - r, x + r, y + r], fill=1)
+        return np.asarray(img, dtype=bool)
+
+    def _apply(self, i: int, region: np.ndarray, erase: bool) -> None:
+        self._record([i])
+        it = self._edited(i)
+        m = it.mask if it.mask is not None else np.zeros((self.height, self.width), bool)
+        it.mask = (m & ~region) if erase else (m | region)
+        it.bbox = mask_codec.mask_bbox_xywh(it.mask)
+
+    def polygon(self, vertices: Sequence[tuple[float, float]], subtract: bool = False, index: int | None = None) -> None:
+        """Add (or subtract) the polygon to the selected instance's mask."""
+        if len(vertices) < 3:
+            raise UserError(f"a polygon needs at least 3 points; {len(vertices)} placed")
+        i = self._need(index)
+        self._apply(i, self._polygon_mask(vertices), subtract)
+
+    def _polygon_mask(self, vertices: Sequence[tuple[float, float]]) -> np.ndarray:
+        flat = [float(v) for p in vertices for v in p]
+        return mask_codec.decode([flat], self.height, self.width)
+
+    def set_mask(self, mask: np.ndarray, index: int | None = None) -> None:
+        """Replace the mask (e.g. from the paint canvas, resized to full resolution)."""
+        i = self._need(index)
+        if mask.shape != (self.height, self.width):
+            raise UserError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image {self.width}x{self.height}")
+        self._record([i])
+        it = self._edited(i)
+        it.mask = mask.astype(bool)
+        it.bbox = mask_codec.mask_bbox_xywh(it.mask)
+
+    def set_box(self, x0: float, y0: float, x1: float, y1: float, index: int | None = None) -> None:
+        """Set the box from two corners; a mask is cut to the new box."""
+        i = self._need(index)
+        x0, x1 = sorted((max(0.0, min(x0, self.width)), max(0.0, min(x1, self.width))))
+        y0, y1 = sorted((max(0.0, min(y0, self.height)), max(0.0, min(y1, self.height))))
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            raise UserError("the box is empty: click two opposite corners")
+        self._record([i])
+        it = self._edited(i)
+        if it.mask is not None:
+            keep = np.zeros_like(it.mask)
+            keep[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
+            it.mask = it.mask & keep
+            it.bbox = mask_codec.mask_bbox_xywh(it.mask)
+        else:
+            it.bbox = [x0, y0, x1 - x0, y1 - y0]
+
+    def box_from_mask(self, index: int | None = None) -> None:
+        i = self._need(index)
+        it = self.instances[i]
+        if it.mask is None or not it.mask.any():
+            raise UserError("this instance has no mask to take the box from")
+        self._record([i])
+        self._edited(i).bbox = mask_codec.mask_bbox_xywh(it.mask)
+
+    def set_keypoint(self, name: str, x: float, y: float, visibility: int = 2, index: int | None = None) -> None:
+        """Place a keypoint of the selected instance (it stays on that instance's annotation)."""
+        i = self._need(index)
+        cat = self.categories[self.instances[i].category_id]
+        if name not in cat.keypoints:
+            raise UserError(f"category '{cat.name}' has no keypoint '{name}'"
+                            + (f"; it has {', '.join(cat.keypoints)}" if cat.keypoints else ""))
+        if visibility not in (0, 1, 2):
+            raise UserError("visibility is 0 (not labeled), 1 (occluded) or 2 (visible)")
+        self._record([i])
+        it = self._edited(i)
+        k = list(it.keypoints) if it.keypoints else [0.0] * (3 * len(cat.keypoints))
+        j = cat.keypoints.index(name)
+        k[3 * j:3 * j + 3] = [0, 0, 0] if visibility == 0 else [round(float(x), 2), round(float(y), 2), visibility]
+        it.keypoints = k
+
+    def set_keypoint_visibility(self, name: str, visibility: int, index: int | None = None) -> None:
+        i = self._need(index)
+        it = self.instances[i]
+        cat = self.categories[it.category_id]
+        j = cat.keypoints.index(name) if name in cat.keypoints else None
+        if j is None or not it.keypoints or (it.keypoints[3 * j + 2] == 0 and visibility != 0):
+            raise UserError(f"place keypoint '{name}' first")
+        x, y = it.keypoints[3 * j], it.keypoints[3 * j + 1]
+        self.set_keypoint(name, x, y, visibility, i)
+
+    def new_instance(self, category_id: int, *, polygon: Sequence[tuple[float, float]] | None = None,
+                     mask: np.ndarray | None = None, stroke: tuple[Sequence[tuple[float, float]], float] | None = None) -> int:
+        """Draw a new instance (polygon, brush stroke or mask) of a category; it is selected."""
+        if category_id not in self.categories:
+            raise UserError("choose the new instance's class first")
+        if polygon is not None:
+            if len(polygon) < 3:
+                raise UserError(f"a polygon needs at least 3 points; {len(polygon)} placed")
+            m = self._polygon_mask(polygon)
+        elif stroke is not None:
+            m = self._stroke(*stroke)
+        elif mask is not None:
+            m = mask.astype(bool)
+        else:
+            raise UserError("draw the new instance first (polygon points or a brush stroke)")
+        if not m.any():
+            raise UserError("the drawn shape covers no pixels")
+        i = len(self.instances)
+        self._record([i])
+        self.instances.append(Instance(None, category_id, m, mask_codec.mask_bbox_xywh(m), None, "human", None,
+                                       "accepted", edited=True))
+        self.selected = i
+        return i
+
+    # --- save ---------------------------------------------------------------------------------------
+    def save(self, user: str) -> None:
+        """Write all labels of the image in one transaction and mark it done. Refused (SaveConflict) if
+        another browser saved this image since it was opened; nothing is then written."""
+        now = utcnow()
+        with self.store.transaction() as s:
+            res = s.execute(update(Image).where(Image.id == self.image_id, Image.row_version == self.row_version)
+                            .values(status="done", row_version=self.row_version + 1, updated_at=now))
+            if res.rowcount != 1:
+                raise SaveConflict(f"image {self.image_id} was saved from another browser since you opened it; "
+                                   "your edits were not written. The image is reloaded with the saved labels.")
+            existing = set(s.scalars(select(Annotation.id).where(Annotation.image_id == self.image_id)))
+            next_id = (s.scalar(select(func.max(Annotation.id))) or 0) + 1
+            new_rows = []
+            for it in self.instances:
+                if it.deleted:
+                    if it.ann_id is not None:
+                        s.execute(delete(Annotation).where(Annotation.id == it.ann_id))
+                    continue
+                state = "rejected" if it.state == "proposed" else it.state  # saved = reviewed
+                fields = self._fields(it)
+                if it.ann_id is None:
+                    new_rows.append(dict(id=next_id, image_id=self.image_id, source="human", score=None,
+                                         review_state=state, created_by=user, reviewed_by=user, created_at=now,
+                                         reviewed_at=now, iscrowd=it.iscrowd, **fields))
+                    it.ann_id = next_id
+                    next_id += 1
+                elif it.ann_id in existing:
+                    vals = dict(review_state=state, reviewed_by=user, reviewed_at=now)
+                    if it.edited:
+                        vals.update(fields)
+                    s.execute(update(Annotation).where(Annotation.id == it.ann_id).values(**vals))
+                it.state, it.edited = state, False
+            if new_rows:
+                s.execute(insert(Annotation), new_rows)
+        self.row_version += 1
+        self.status = "done"
+        self.dirty = False
+        self._undo.clear()
+        self._redo.clear()
+
+    def _fields(self, it: Instance) -> dict[str, Any]:
+        cat = self.categories[it.category_id]
+        if it.mask is not None:
+            seg = mask_codec.encode(it.mask)
+            bbox = mask_codec.mask_bbox_xywh(it.mask)  # tight around the mask
+            area = float(it.mask.sum())
+        else:
+            seg, bbox, area = None, list(it.bbox), float(it.bbox[2] * it.bbox[3])
+        kps = it.keypoints if cat.keypoints else None
+        return dict(category_id=it.category_id, segmentation=seg, bbox=bbox, area=area, keypoints=kps,
+                    num_keypoints=sum(1 for v in kps[2::3] if v > 0) if kps else None)

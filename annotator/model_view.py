@@ -1,0 +1,89 @@
+"""The model view's data: the training job's progress, version table, AP and correction plots.
+
+Plain functions over the store and model.api (no gradio), called by the UI and the tests."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from db import jobs
+from db.errors import UserError
+from db.stats import correction_stats
+from db.store import Store
+from model import api
+
+VERSION_HEADERS = ["version", "active", "size", "parent", "images", "bbox AP", "segm AP", "keypoints AP",
+                   "parent segm AP", "promoted", "created", "note"]
+
+
+def _ap(m, k):
+    v = (m or {}).get(k)
+    return "" if v is None else round(v, 3)
+
+
+def version_rows(store: Store) -> list[list]:
+    return [[v.id, "*" if v.is_active else "", v.size, v.parent_id or "", v.images_used, _ap(v.metrics, "bbox"),
+             _ap(v.metrics, "segm"), _ap(v.metrics, "keypoints"), _ap(v.parent_metrics, "segm"),
+             "yes" if v.promoted else "no", v.created_at.isoformat(timespec="seconds"), v.note]
+            for v in api.list_versions(store)]
+
+
+def ap_frame(store: Store) -> pd.DataFrame:
+    rows = [(v.id, k, v.metrics[k]) for v in api.list_versions(store) if v.metrics
+            for k in ("bbox", "segm", "keypoints") if v.metrics.get(k) is not None]
+    return pd.DataFrame(rows, columns=["version", "metric", "AP"])
+
+
+def corrections_frame(store: Store) -> pd.DataFrame:
+    rows = []
+    for c in correction_stats(store):
+        if c.share_unchanged is not None:
+            rows.append((c.version_id, "share accepted unchanged", c.share_unchanged))
+        if c.mean_iou is not None:
+            rows.append((c.version_id, "mean IoU proposal vs saved", c.mean_iou))
+    return pd.DataFrame(rows, columns=["version", "measure", "value"])
+
+
+def job_panel(store: Store) -> dict:
+    """The latest training job as the UI shows it; every browser reads the same row."""
+    jobs.fail_orphans(store)
+    j = jobs.latest(store, "train")
+    empty = pd.DataFrame([], columns=["iteration", "loss"])
+    if j is None:
+        return {"markdown": "No fine-tune has run yet.", "percent": 0, "curve": empty, "state": None}
+    d = j.detail or {}
+    text = f"**Job {j.id}: {j.state}** — {j.message}"
+    if j.state == "running" and d.get("eta") is not None:
+        text += f" · ETA {int(d['eta'] // 60)} min {int(d['eta'] % 60)} s"
+    if d.get("losses"):
+        text += " · " + ", ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in d["losses"].items())
+    curve = pd.DataFrame(d.get("curve", []), columns=["iteration", "loss"]) if d.get("curve") else empty
+    return {"markdown": text, "percent": round(100 * (j.progress or 0), 1), "curve": curve, "state": j.state}
+
+
+def start(store: Store, epochs, minutes, size) -> str:
+    try:
+        opts = api.TrainOptions(epochs=int(epochs or 10), max_minutes=float(minutes) if minutes else None,
+                                size=size or None, device=store.settings.device)
+        job_id = api.start_training_process(store, opts)
+    except UserError as e:
+        return str(e)
+    return f"**Job {job_id}: queued** — starting the training process"
+
+
+def cancel_latest(store: Store) -> str:
+    j = jobs.running(store, "train")
+    if j is None:
+        return "No fine-tune is running."
+    api.cancel(store, j.id)
+    return f"**Job {j.id}**: cancel requested; it stops at the next iteration and keeps the active model."
+
+
+def activate_version(store: Store, version) -> str:
+    if version is None:
+        return "Enter a version number."
+    try:
+        mv = api.activate(store, int(version))
+    except UserError as e:
+        return str(e)
+    return f"version {mv.id} is now the active model"

@@ -1,0 +1,129 @@
+"""What the label view shows: the composed picture at display scale, the instance table, the queue."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image as PILImage, ImageDraw
+from sqlalchemy import func, select
+
+from annotator.labeling import LabelSession
+from annotator.render import color
+from db.schema import Annotation, Image
+from db.store import Store
+
+MAX_DISPLAY = 1600  # long side of the picture sent to the browser; masks stay full resolution
+
+
+def display_scale(ls: LabelSession) -> float:
+    return min(1.0, MAX_DISPLAY / max(ls.width, ls.height))
+
+
+def _small(ls: LabelSession, scale: float) -> np.ndarray:
+    cache = getattr(ls, "_display_cache", None)
+    if cache is None or cache[0] != scale:
+        pix = ls.pixels
+        if scale < 1.0:
+            w, h = max(1, round(ls.width * scale)), max(1, round(ls.height * scale))
+            pix = np.asarray(PILImage.fromarray(pix).resize((w, h), PILImage.BILINEAR))
+        cache = (scale, pix)
+        ls._display_cache = cache
+    return cache[1]
+
+
+def compose(ls: LabelSession, min_score: float = 0.0, pending: Sequence[tuple[float, float]] = ()) -> np.ndarray:
+    """The image with every shown instance: masks in distinct colours (one label map, one blend), boxes
+    (proposals dashed-looking thin, accepted solid, rejected grey), class names, keypoints with skeleton, the
+    selected instance highlighted, and pending polygon/box points."""
+    scale = display_scale(ls)
+    base = _small(ls, scale)
+    h, w = base.shape[:2]
+    shown = [i for i in ls.visible(min_score) if ls.instances[i].state != "rejected"]
+    labels = np.zeros((h, w), np.int32)
+    for i in shown:
+        m = ls.instances[i].mask
+        if m is None:
+            continue
+        if scale < 1.0:
+            ys = (np.arange(h) / scale).astype(np.int64).clip(0, ls.height - 1)
+            xs = (np.arange(w) / scale).astype(np.int64).clip(0, ls.width - 1)
+            m = m[ys[:, None], xs[None, :]]
+        labels[m] = i + 1
+    lut = np.zeros((len(ls.instances) + 1, 3), np.float32)
+    alpha = np.zeros(len(ls.instances) + 1, np.float32)
+    for i in shown:
+        lut[i + 1] = color(i)
+        alpha[i + 1] = 0.6 if i == ls.selected else 0.4
+    a = alpha[labels][..., None]
+    out = (base.astype(np.float32) * (1 - a) + lut[labels] * a).astype(np.uint8)
+    pil = PILImage.fromarray(out)
+    d = ImageDraw.Draw(pil)
+    for i in shown:
+        it = ls.instances[i]
+        c = color(i)
+        x, y, bw, bh = (v * scale for v in it.bbox)
+        width = 3 if i == ls.selected else (2 if it.state == "accepted" else 1)
+        d.rectangle([x, y, x + bw, y + bh], outline=c, width=width)
+        name = ls.categories[it.category_id].name if it.category_id in ls.categories else str(it.category_id)
+        tag = f"#{i} {name}" + (f" {it.score:.2f}" if it.score is not None and it.state == "proposed" else "")
+        d.text((x + 2, max(0, y - 11)), tag, fill=c)
+        if it.keypoints:
+            k = np.asarray(it.keypoints, float).reshape(-1, 3)
+            for pa, pb in ls.categories[it.category_id].skeleton:
+                if pa <= len(k) and pb <= len(k) and k[pa - 1, 2] > 0 and k[pb - 1, 2] > 0:
+                    d.line([tuple(k[pa - 1, :2] * scale), tuple(k[pb - 1, :2] * scale)], fill=c, width=2)
+            for kx, ky, v in k:
+                if v > 0:
+                    r = 4 if i == ls.selected else 3
+                    d.ellipse([kx * scale - r, ky * scale - r, kx * scale + r, ky * scale + r],
+                              fill=(255, 255, 255) if v == 2 else (90, 90, 90), outline=c)
+    for n, (px, py) in enumerate(pending):
+        d.ellipse([px * scale - 3, py * scale - 3, px * scale + 3, py * scale + 3], fill=(255, 255, 0))
+        if n:
+            qx, qy = pending[n - 1]
+            d.line([(qx * scale, qy * scale), (px * scale, py * scale)], fill=(255, 255, 0), width=1)
+    return np.asarray(pil)
+
+
+def instance_rows(ls: LabelSession, min_score: float = 0.0) -> list[list]:
+    rows = []
+    for i in ls.visible(min_score):
+        it = ls.instances[i]
+        name = ls.categories[it.category_id].name if it.category_id in ls.categories else str(it.category_id)
+        kp = ""
+        if it.keypoints:
+            kp = f"{sum(1 for v in it.keypoints[2::3] if v > 0)}/{len(it.keypoints) // 3}"
+        rows.append([i, name, "" if it.score is None else round(it.score, 3), it.source,
+                     it.state + (" (edited)" if it.edited else ""), kp])
+    return rows
+
+
+QUEUE_FILTERS = ["to label (most uncertain first)", "new", "proposed", "in_review", "done", "all"]
+
+
+def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:
+    """Image ids in labeling order. The default puts unlabeled images first: those with proposals ordered by
+    uncertainty (mean proposal score nearest 0.5 first), then those still waiting for proposals."""
+    with store.session() as s:
+        if which in ("new", "proposed", "in_review", "done"):
+            return list(s.scalars(select(Image.id).where(Image.status == which).order_by(Image.id)))
+        if which == "all":
+            return list(s.scalars(select(Image.id).order_by(Image.id)))
+        todo = s.execute(select(Image.id).where(Image.status != "done").order_by(Image.id)).scalars().all()
+        means = dict(s.execute(
+            select(Annotation.image_id, func.avg(Annotation.score))
+            .join(Image, Image.id == Annotation.image_id)
+            .where(Image.status != "done", Annotation.review_state == "proposed", Annotation.score.is_not(None))
+            .group_by(Annotation.image_id)).all())
+    with_props = sorted((i for i in todo if i in means), key=lambda i: (abs(means[i] - 0.5), i))
+    return with_props + [i for i in todo if i not in means]
+
+
+def neighbour(ids: list[int], current: int | None, step: int) -> int | None:
+    if not ids:
+        return None
+    if current not in ids:
+        return ids[0] if step > 0 else ids[-1]
+    k = ids.index(current) + step
+    return ids[k] if 0 <= k < len(ids) else None

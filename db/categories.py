@@ -1,0 +1,99 @@
+"""Category management: add, rename, keypoint names and skeleton, delete (never while in use)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+
+from db.errors import UserError
+from db.schema import Annotation, Category
+from db.store import Store
+
+
+def parse_keypoints(text: str) -> list[str]:
+    names = [n.strip() for n in (text or "").replace("\n", ",").split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise UserError("keypoint names must be unique")
+    return names
+
+
+def parse_skeleton(text: str, n_keypoints: int) -> list[list[int]]:
+    """'1-2, 2-3' -> [[1, 2], [2, 3]] (1-based, as in COCO)."""
+    pairs = []
+    for part in (text or "").replace("\n", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        a, sep, b = part.partition("-")
+        if not sep or not a.strip().isdigit() or not b.strip().isdigit():
+            raise UserError(f"skeleton pair {part!r}: write pairs of 1-based keypoint numbers like 1-2")
+        pa, pb = int(a), int(b)
+        if not (1 <= pa <= n_keypoints and 1 <= pb <= n_keypoints):
+            raise UserError(f"skeleton pair {part!r}: keypoint numbers go from 1 to {n_keypoints}")
+        pairs.append([pa, pb])
+    return pairs
+
+
+def add(store: Store, name: str, supercategory: str = "", keypoints: list[str] | None = None,
+        skeleton: list[list[int]] | None = None, category_id: int | None = None) -> int:
+    name = (name or "").strip()
+    if not name:
+        raise UserError("a category needs a name")
+    with store.transaction() as s:
+        if s.scalar(select(Category.id).where(Category.name == name)) is not None:
+            raise UserError(f"a category named '{name}' exists already")
+        if category_id is None:
+            category_id = (s.scalar(select(func.max(Category.id))) or 0) + 1
+        elif category_id <= 0 or s.get(Category, category_id) is not None:
+            raise UserError(f"category id {category_id} is taken or not positive")
+        s.add(Category(id=category_id, name=name, supercategory=supercategory or "",
+                       keypoints=keypoints or None, skeleton=skeleton if keypoints else None))
+    return category_id
+
+
+def update_category(store: Store, category_id: int, *, name: str | None = None, supercategory: str | None = None,
+                    keypoints: list[str] | None = None, skeleton: list[list[int]] | None = None) -> None:
+    with store.transaction() as s:
+        c = s.get(Category, category_id)
+        if c is None:
+            raise UserError(f"no category with id {category_id}")
+        if name is not None and name.strip() and name.strip() != c.name:
+            if s.scalar(select(Category.id).where(Category.name == name.strip())) is not None:
+                raise UserError(f"a category named '{name.strip()}' exists already")
+            c.name = name.strip()
+        if supercategory is not None:
+            c.supercategory = supercategory
+        if keypoints is not None:
+            if keypoints != list(c.keypoints or []):
+                used = s.scalar(select(func.count()).select_from(Annotation).where(
+                    Annotation.category_id == category_id, Annotation.keypoints.is_not(None)))
+                if used and len(keypoints) != len(c.keypoints or []):
+                    raise UserError(f"{used} annotation(s) of '{c.name}' hold keypoints in the current order; "
+                                    "rename keypoints, but do not add or remove them while labels use them")
+            c.keypoints = keypoints or None
+        if skeleton is not None:
+            c.skeleton = skeleton if c.keypoints else None
+
+
+def delete(store: Store, category_id: int, *, move_to: int | None = None, delete_annotations: bool = False) -> int:
+    """Delete a category. One that annotations use is refused unless they are moved or deleted."""
+    with store.transaction() as s:
+        c = s.get(Category, category_id)
+        if c is None:
+            raise UserError(f"no category with id {category_id}")
+        used = s.scalar(select(func.count()).select_from(Annotation).where(Annotation.category_id == category_id))
+        if used:
+            if move_to is not None:
+                target = s.get(Category, move_to)
+                if target is None or move_to == category_id:
+                    raise UserError(f"cannot move to category {move_to}: no such other category")
+                if (target.keypoints or []) != (c.keypoints or []):
+                    s.execute(update(Annotation).where(Annotation.category_id == category_id)
+                              .values(keypoints=None, num_keypoints=None))
+                s.execute(update(Annotation).where(Annotation.category_id == category_id).values(category_id=move_to))
+            elif delete_annotations:
+                s.query(Annotation).filter(Annotation.category_id == category_id).delete()
+            else:
+                raise UserError(f"category '{c.name}' is used by {used} annotation(s): move them to another "
+                                "category or delete them first")
+        s.delete(c)
+    return used or 0

@@ -1,0 +1,28 @@
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_app(tmp_path_factory):
+    """The full app on a temporary store holding synthetic images, launched on a free local port."""
+    from annotator.ui import build_app
+    from db.store import Settings, Store
+    from model.demo import fill_demo
+
+    store = Store(Settings(store_dir=tmp_path_factory.mktemp("app"), weights="none"))
+    fill_demo(store, n_images=20, labeled_train=8, size=96, seed=5)
+    demo = build_app(store)
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield store, f"http://127.0.0.1:{port}/"
+    demo.close()

@@ -1,0 +1,25 @@
+"""The running app answers through gradio_client."""
+
+import json
+from pathlib import Path
+
+from gradio_client import Client, handle_file
+from pycocotools.coco import COCO
+
+
+def test_store_counts_upload_and_export_through_the_api(running_app, tmp_path, synth_dir):
+    store, url = running_app
+    client = Client(url, verbose=False)
+    by_status, by_cat, *_ = client.predict(api_name="/refresh_store")
+    counts = {row[0]: row[1] for row in by_status["data"]}
+    assert counts["done"] > 0 and counts["new"] > 0
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 nothing else")
+    report = client.predict([handle_file(str(synth_dir / "synth_000001.png")), handle_file(str(bad))],
+                            api_name="/import_images")
+    assert "imported 1 image(s)" in report and "broken.jpg: corrupt image" in report
+    path = client.predict(False, False, api_name="/export")
+    coco = COCO(path)
+    assert len(coco.dataset["images"]) == counts["done"] + counts["new"] + 1
+    for ann in coco.dataset["annotations"]:
+        assert coco.annToMask(ann).sum() == ann["area"]

@@ -1,0 +1,165 @@
+"""Labeling logic without a browser: review state, edits, undo/redo, save and the two-browser conflict."""
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from annotator.labeling import LabelSession, SaveConflict
+from db import masks
+from db.coco_import import import_coco
+from db.errors import UserError
+from db.schema import Annotation, Image
+from db.stats import correction_stats
+
+
+@pytest.fixture
+def proposed_store(store, synth_dir):
+    """The synthetic dataset imported as model proposals (scores spread over 0.2..0.95)."""
+    import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
+    with store.transaction() as s:
+        for k, a in enumerate(s.scalars(select(Annotation).order_by(Annotation.id))):
+            a.score = 0.2 + (k % 4) * 0.25
+            a.original = {"category_id": a.category_id, "segmentation": a.segmentation, "bbox": a.bbox}
+    return store
+
+
+def _rows(store, image_id):
+    with store.session() as s:
+        return s.scalars(select(Annotation).where(Annotation.image_id == image_id).order_by(Annotation.id)).all()
+
+
+def test_accept_reject_delete_and_save_marks_done(proposed_store):
+    ls = LabelSession(proposed_store, 2)
+    n = len(ls.instances)
+    assert n >= 2 and all(i.state == "proposed" for i in ls.instances)
+    with proposed_store.session() as s:
+        assert s.get(Image, 2).status == "in_review"
+    ls.accept(0)
+    ls.reject(1)
+    if n > 2:
+        ls.delete(2)
+    ls.save("alice")
+    rows = _rows(proposed_store, 2)
+    assert rows[0].review_state == "accepted" and rows[0].reviewed_by == "alice"
+    assert rows[1].review_state == "rejected"
+    assert len(rows) == (n - 1 if n > 2 else n)
+    assert all(r.review_state != "proposed" for r in rows)  # saved = reviewed
+    with proposed_store.session() as s:
+        assert s.get(Image, 2).status == "done"
+
+
+def test_undo_redo_every_edit(proposed_store):
+    ls = LabelSession(proposed_store, 1)
+    before = ls.instances[0].mask.copy()
+    ls.select(0)
+    ls.paint([(5, 5), (20, 5)], radius=3)
+    painted = ls.instances[0].mask.copy()
+    assert painted.sum() > before.sum() and ls.instances[0].state == "accepted"
+    ls.set_class(9)
+    ls.undo()
+    assert ls.instances[0].category_id != 9 or before is None
+    ls.undo()
+    assert np.array_equal(ls.instances[0].mask, before) and ls.instances[0].state == "proposed"
+    ls.redo()
+    assert np.array_equal(ls.instances[0].mask, painted)
+    k = ls.new_instance(3, polygon=[(1, 1), (10, 1), (10, 10)])
+    assert len(ls.instances) == k + 1
+    ls.undo()
+    assert len(ls.instances) == k
+    ls.redo()
+    assert ls.instances[k].category_id == 3
+
+
+def test_mask_edits_keep_box_tight_and_area_exact(proposed_store):
+    ls = LabelSession(proposed_store, 1)
+    ls.select(0)
+    m = np.zeros((ls.height, ls.width), bool)
+    m[10:20, 30:50] = True
+    ls.set_mask(m)
+    ls.polygon([(30, 10), (40, 10), (40, 20), (30, 20)], subtract=True)
+    assert ls.instances[0].bbox == [40.0, 10.0, 10.0, 10.0]
+    ls.paint([(45, 15)], radius=2, erase=True)
+    ls.save("bob")
+    row = _rows(proposed_store, 1)[0]
+    saved = masks.decode(row.segmentation, ls.height, ls.width)
+    assert row.area == saved.sum() and row.bbox == masks.mask_bbox_xywh(saved)
+    assert not saved[10:20, 30:40].any() and not saved[15, 45]
+
+
+def test_box_cut_and_derive(proposed_store):
+    ls = LabelSession(proposed_store, 1)
+    ls.select(0)
+    m = np.zeros((ls.height, ls.width), bool)
+    m[10:30, 10:30] = True
+    ls.set_mask(m)
+    ls.set_box(15, 15, 25, 40)
+    assert ls.instances[0].bbox == [15.0, 15.0, 10.0, 15.0]
+    with pytest.raises(UserError, match="empty"):
+        ls.set_box(5, 5, 5, 9)
+
+
+def test_keypoints_stay_on_the_person(proposed_store):
+    with proposed_store.session() as s:
+        person = s.scalars(select(Annotation).where(Annotation.category_id == 1)).first()
+    ls = LabelSession(proposed_store, person.image_id)
+    i = next(k for k, it in enumerate(ls.instances) if it.ann_id == person.id)
+    ls.select(i)
+    ls.set_keypoint("left_wrist", 12.5, 30.25, 1)
+    ls.set_keypoint_visibility("left_wrist", 2)
+    with pytest.raises(UserError, match="has no keypoint 'tail'"):
+        ls.set_keypoint("tail", 1, 1)
+    ls.save("carol")
+    row = next(r for r in _rows(proposed_store, person.image_id) if r.id == person.id)
+    j = 9  # left_wrist
+    assert row.keypoints[3 * j:3 * j + 3] == [12.5, 30.25, 2]
+    assert row.num_keypoints == sum(1 for v in row.keypoints[2::3] if v > 0)
+
+
+def test_second_browser_save_is_refused_and_nothing_overwritten(proposed_store):
+    a = LabelSession(proposed_store, 3)
+    b = LabelSession(proposed_store, 3)
+    a.accept(0)
+    a.save("alice")
+    b.reject(0)
+    with pytest.raises(SaveConflict, match="another browser"):
+        b.save("bob")
+    assert _rows(proposed_store, 3)[0].review_state == "accepted"
+    c = LabelSession(proposed_store, 3)  # reload shows alice's labels
+    assert c.instances[0].state == "accepted"
+
+
+def test_select_at_picks_smallest_instance_under_point_and_score_filter(proposed_store):
+    ls = LabelSession(proposed_store, 1)
+    it = ls.instances[0]
+    ys, xs = np.nonzero(it.mask)
+    assert ls.select_at(xs[0], ys[0]) is not None
+    assert ls.select_at(-5, -5) is None
+    shown = ls.visible(min_score=0.5)
+    assert all(ls.instances[i].score >= 0.5 for i in shown)
+    n = ls.accept_all_shown(0.5)
+    assert n == len(shown)
+    assert all(ls.instances[i].state == "accepted" for i in shown)
+
+
+def test_correction_stats_per_version(proposed_store):
+    from db.schema import ModelVersion
+
+    with proposed_store.transaction() as s:
+        mv = ModelVersion(size="tiny", checkpoint="x.pt")
+        s.add(mv)
+        s.flush()
+        for a in s.scalars(select(Annotation).where(Annotation.image_id.in_([1, 2]))):
+            a.model_version_id = mv.id
+        vid = mv.id
+    assert correction_stats(proposed_store) == []  # nothing reviewed yet
+    one = LabelSession(proposed_store, 1)
+    one.accept(0)  # unchanged
+    one.select(1)
+    one.paint([(0, 0)], radius=4)  # edited
+    one.save("x")
+    two = LabelSession(proposed_store, 2)
+    two.save("x")  # everything left unreviewed is rejected on save
+    (st,) = correction_stats(proposed_store)
+    assert st.version_id == vid and st.accepted_unchanged == 1 and st.accepted_edited == 1
+    assert st.rejected == st.reviewed - 2 and 0 < st.mean_iou < 1
+    assert st.share_unchanged == pytest.approx(1 / st.reviewed)

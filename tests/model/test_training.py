@@ -1,0 +1,128 @@
+"""Fine-tuning, proposals, cancel and failure paths against a real store (CPU, tiny configuration)."""
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import select
+
+from db import jobs
+from db.errors import UserError
+from db.masks import decode
+from db.schema import Annotation, Image, Job, ModelVersion
+from db.store import Settings, Store
+from model import train as train_mod
+from model.api import train_job
+from model.demo import fill_demo
+from model.predict import Predictor, active_version, images_to_propose, propose
+from model.train import TrainOptions, activate, fine_tune, list_versions
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory):
+    st = Store(Settings(store_dir=tmp_path_factory.mktemp("demo"), weights="none"))
+    fill_demo(st, n_images=40, labeled_train=24, size=96, seed=3)
+    return st
+
+
+@pytest.fixture(scope="module")
+def trained(demo_store):
+    """A quickly trained tiny model (a few iterations): enough to test plumbing, not quality."""
+    r = fine_tune(demo_store, TrainOptions(epochs=1, size="tiny", batch_size=4))
+    return r
+
+
+def _versions(store):
+    return [(v.id, v.is_active) for v in list_versions(store)]
+
+
+def test_first_version_is_active_with_metrics_and_checkpoint(demo_store, trained):
+    v = active_version(demo_store)
+    assert v.id == trained.version_id and v.promoted
+    assert set(v.metrics) >= {"bbox", "segm", "keypoints", "heldout_images"} and v.metrics["heldout_images"] > 0
+    assert (demo_store.settings.models_dir / v.checkpoint).is_file()
+    assert v.images_used > 0 and v.loss_curve and v.parent_id is None
+
+
+def test_propose_writes_valid_proposals_and_replaces_only_unreviewed(demo_store, trained):
+    ids = images_to_propose(demo_store)
+    assert ids
+    pred = Predictor.for_version(demo_store)
+    r1 = propose(demo_store, ids[:3], pred, min_score=0.0)
+    with demo_store.session() as s:
+        props = s.scalars(select(Annotation).where(Annotation.image_id.in_(ids[:3]))).all()
+        assert len(props) == r1["proposals"] > 0
+        for a in props:
+            assert a.source == "model" and a.review_state == "proposed" and a.model_version_id == trained.version_id
+            im = s.get(Image, a.image_id)
+            assert a.segmentation["size"] == [im.height, im.width] and isinstance(a.segmentation["counts"], str)
+            m = decode(a.segmentation, im.height, im.width)
+            assert a.area == m.sum()
+        assert s.get(Image, ids[0]).status == "proposed"
+        keep = props[0]
+        keep.review_state = "accepted"
+        s.commit()
+        kept_id = keep.id
+    r2 = propose(demo_store, ids[:3], pred, min_score=0.0)
+    with demo_store.session() as s:
+        after = s.scalars(select(Annotation).where(Annotation.image_id.in_(ids[:3]))).all()
+        assert s.get(Annotation, kept_id).review_state == "accepted"
+        assert len([a for a in after if a.review_state == "proposed"]) == r2["proposals"]
+        assert kept_id not in {a.id for a in after if a.review_state == "proposed"}
+
+
+def test_cancel_stops_cleanly_and_keeps_active_model(demo_store, trained):
+    before = _versions(demo_store)
+    job_id = jobs.create(demo_store, "train", {})
+    jobs.request_cancel(demo_store, job_id)
+    assert train_job(demo_store, TrainOptions(epochs=3, size="tiny"), job_id=job_id) is None
+    assert jobs.get(demo_store, job_id).state == "cancelled"
+    assert _versions(demo_store) == before
+
+
+def test_out_of_memory_gives_a_clear_message_and_changes_nothing(demo_store, trained, monkeypatch):
+    before = _versions(demo_store)
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(train_mod, "train_loop", oom)
+    with pytest.raises(UserError, match="out of GPU memory.*--batch-size"):
+        train_job(demo_store, TrainOptions(epochs=1, size="tiny"))
+    assert _versions(demo_store) == before
+    with demo_store.session() as s:
+        assert s.scalars(select(Job).order_by(Job.id.desc())).first().state == "failed"
+
+
+def test_no_accepted_labels_is_refused(tmp_path):
+    st = Store(Settings(store_dir=tmp_path / "empty", weights="none"))
+    with pytest.raises(UserError, match="no categories"):
+        fine_tune(st, TrainOptions(epochs=1, size="tiny"))
+    fill_demo(st, n_images=6, labeled_train=0, size=64)
+    with st.transaction() as s:
+        for a in s.scalars(select(Annotation)):
+            s.delete(a)
+    with pytest.raises(UserError, match="no accepted labels to train on"):
+        fine_tune(st, TrainOptions(epochs=1, size="tiny"))
+    assert list_versions(st) == []
+
+
+def test_activate_any_version(demo_store, trained):
+    r = fine_tune(demo_store, TrainOptions(epochs=1, size="tiny", promote="always"))
+    assert active_version(demo_store).id == r.version_id
+    assert active_version(demo_store).parent_id == trained.version_id
+    activate(demo_store, trained.version_id)
+    assert active_version(demo_store).id == trained.version_id
+    with pytest.raises(UserError, match="no model version 999"):
+        activate(demo_store, 999)
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_within_three_minutes_and_beats_untrained(tmp_path):
+    st = Store(Settings(store_dir=tmp_path / "learn", weights="none"))
+    fill_demo(st, n_images=200, labeled_train=150, size=128, seed=0)
+    untrained = fine_tune(st, TrainOptions(epochs=1, max_minutes=0.02, size="tiny"))
+    assert untrained.promoted  # the first version
+    r = fine_tune(st, TrainOptions(epochs=100, max_minutes=3.0, size="tiny"))
+    assert r.metrics["segm"] >= 0.3, r.metrics
+    assert r.promoted and r.metrics["segm"] > r.parent_metrics["segm"]
+    assert active_version(st).id == r.version_id
