@@ -57,8 +57,24 @@ def job_panel(store: Store) -> dict:
         text += f" · ETA {int(d['eta'] // 60)} min {int(d['eta'] % 60)} s"
     if d.get("losses"):
         text += " · " + ", ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in d["losses"].items())
+    if j.state == "done" and j.result_version_id is not None:
+        text += "\n\n" + version_verdict(store, j.result_version_id)
     curve = pd.DataFrame(d.get("curve", []), columns=["iteration", "loss"]) if d.get("curve") else empty
     return {"markdown": text, "percent": round(100 * (j.progress or 0), 1), "curve": curve, "state": j.state}
+
+
+def version_verdict(store: Store, version_id: int) -> str:
+    """'version 4: segm AP 0.41 (active before: 0.37) — promoted', as the fine-tune's outcome."""
+    v = next((v for v in api.list_versions(store) if v.id == version_id), None)
+    if v is None:
+        return ""
+    parts = []
+    for k in ("bbox", "segm", "keypoints"):
+        new, old = (v.metrics or {}).get(k), (v.parent_metrics or {}).get(k)
+        if new is not None:
+            parts.append(f"{k} AP {new:.3f}" + (f" (active before: {old:.3f})" if old is not None else ""))
+    verdict = "promoted to active" if v.promoted else "not promoted: the active model is at least as good"
+    return f"Version {v.id} on the held-out images: " + ", ".join(parts or ["no held-out labels"]) + f" — **{verdict}**"
 
 
 def start(store: Store, epochs, minutes, size) -> str:

@@ -59,7 +59,10 @@ def upload_images(store: Store, paths: Sequence[str], user: str = "") -> str:
     if not paths:
         return "Choose image files or a zip archive first."
     report = ingest(store, [Path(p) for p in paths])
-    return "\n".join(report.lines())
+    text = "\n".join(report.lines())
+    for p in paths:  # uploads sit in a temporary folder: name them as the user knows them
+        text = text.replace(str(Path(p)), Path(p).name)
+    return text
 
 
 def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_proposals: bool) -> str:

@@ -282,7 +282,9 @@ class LabelTab:
         prev_b.click(prev_image, [which, sess, min_score], outs)
         next_b.click(next_image, [which, sess, min_score], outs)
         go.click(open_id, [jump, sess, min_score], outs)
-        canvas.select(self.click, [sess, pending, tool, brush, min_score, kp, vis, new_cls], outs)
+        # one label event at a time, in order: quick clicks must each see the previous click's state
+        canvas.select(self.click, [sess, pending, tool, brush, min_score, kp, vis, new_cls], outs,
+                      concurrency_limit=1, concurrency_id="label")
 
         def simple(fn, clear=False):
             return lambda ls, p, ms: self.act(fn, ls, ms, p, clear)
@@ -444,18 +446,21 @@ def model_tab(store: Store):
         fix_plot = gr.LinePlot(x="version", y="value", color="measure", label="How much labelers changed proposals",
                                elem_id="corrections-plot")
     timer = gr.Timer(2.0, active=True)
-
-    def poll():
-        j = model_view.job_panel(store)
-        return j["markdown"], j["percent"], j["curve"]
+    last_state = gr.State(None)
 
     def tables():
         return model_view.version_rows(store), model_view.ap_frame(store), model_view.corrections_frame(store)
 
+    def poll(last):
+        j = model_view.job_panel(store)
+        ended = j["state"] != last and j["state"] in ("done", "failed", "cancelled")
+        refreshed = tables() if ended else (gr.update(), gr.update(), gr.update())
+        return (j["markdown"], j["percent"], j["curve"], j["state"]) + refreshed
+
     def start_job(e, m, sz):
         return model_view.start(store, e, m, sz)
 
-    timer.tick(poll, None, [job_md, progress, loss_plot])
+    timer.tick(poll, last_state, [job_md, progress, loss_plot, last_state, versions, ap_plot, fix_plot])
     start.click(start_job, [epochs, minutes, size], job_md)
     cancel.click(lambda: model_view.cancel_latest(store), None, job_md)
     activate_b.click(lambda v: model_view.activate_version(store, v), v_id, v_msg).then(
@@ -495,5 +500,5 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
     demo = build_app(store)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=parse_auth(auth or []), share=share,
-                prevent_thread_lock=not block, show_error=True, head=HOTKEYS_JS)
+                prevent_thread_lock=not block, show_error=True, head=HOTKEYS_JS, quiet=not block)
     return demo

@@ -14,19 +14,21 @@ from db.schema import Annotation, Image
 from db.store import Store
 
 MAX_DISPLAY = 1600  # long side of the picture sent to the browser; masks stay full resolution
+MIN_DISPLAY = 768  # small images are enlarged (nearest neighbour) so pixels can be clicked
 
 
 def display_scale(ls: LabelSession) -> float:
-    return min(1.0, MAX_DISPLAY / max(ls.width, ls.height))
+    long_side = max(ls.width, ls.height)
+    return min(MAX_DISPLAY, max(MIN_DISPLAY, long_side)) / long_side
 
 
 def _small(ls: LabelSession, scale: float) -> np.ndarray:
     cache = getattr(ls, "_display_cache", None)
     if cache is None or cache[0] != scale:
         pix = ls.pixels
-        if scale < 1.0:
+        if scale != 1.0:
             w, h = max(1, round(ls.width * scale)), max(1, round(ls.height * scale))
-            pix = np.asarray(PILImage.fromarray(pix).resize((w, h), PILImage.BILINEAR))
+            pix = np.asarray(PILImage.fromarray(pix).resize((w, h), PILImage.BILINEAR if scale < 1 else PILImage.NEAREST))
         cache = (scale, pix)
         ls._display_cache = cache
     return cache[1]
@@ -45,7 +47,7 @@ def compose(ls: LabelSession, min_score: float = 0.0, pending: Sequence[tuple[fl
         m = ls.instances[i].mask
         if m is None:
             continue
-        if scale < 1.0:
+        if scale != 1.0:
             ys = (np.arange(h) / scale).astype(np.int64).clip(0, ls.height - 1)
             xs = (np.arange(w) / scale).astype(np.int64).clip(0, ls.width - 1)
             m = m[ys[:, None], xs[None, :]]

@@ -55,7 +55,7 @@ def build(config: ModelConfig, cmap: CategoryMap) -> MaskRCNN:
             backbone, num_classes=None, rpn_anchor_generator=anchors,
             box_roi_pool=MultiScaleRoIAlign(levels, 7, sr), mask_roi_pool=MultiScaleRoIAlign(levels, 14, sr),
             box_head=TwoMLPHead(ch * 7 * 7, dim), box_predictor=FastRCNNPredictor(dim, cmap.num_classes),
-            mask_head=MaskRCNNHeads(ch, list(config.mask_head_layers), 1),
+            mask_head=MaskRCNNHeads(ch, list(config.mask_head_layers), 1, norm_layer=nn.BatchNorm2d),
             mask_predictor=MaskRCNNPredictor(config.mask_head_layers[-1], config.mask_head_layers[-1],
                                              cmap.num_classes),
             **common,

@@ -40,7 +40,7 @@ FULL = ModelConfig(
 )
 
 TINY = ModelConfig(
-    size="tiny", backbone="resnet18", fpn_channels=64, min_size_train=(80, 96, 112), min_size_test=96,
+    size="tiny", backbone="resnet18", fpn_channels=64, min_size_train=(80, 96, 112), min_size_test=112,
     max_size=192, rpn_pre_nms_train=600, rpn_post_nms_train=300, rpn_pre_nms_test=300, rpn_post_nms_test=100,
     box_batch_per_image=64, box_head_dim=256, mask_head_layers=(64, 64, 64, 64), keypoint_head_layers=(64,) * 4,
     detections_per_image=50, anchor_sizes=(16, 32, 64, 128, 256), roi_sampling_ratio=1,

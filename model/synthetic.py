@@ -44,7 +44,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 def _shape_mask(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     img = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(img)
-    r = rng.uniform(0.12, 0.24) * size
+    r = rng.uniform(0.09, 0.2) * size
     cx, cy = rng.uniform(r, size - r, 2)
     if kind == "disc":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=1)

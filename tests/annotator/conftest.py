@@ -15,14 +15,13 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def running_app(tmp_path_factory):
     """The full app on a temporary store holding synthetic images, launched on a free local port."""
-    from annotator.ui import build_app
+    from annotator.ui import launch
     from db.store import Settings, Store
     from model.demo import fill_demo
 
     store = Store(Settings(store_dir=tmp_path_factory.mktemp("app"), weights="none"))
     fill_demo(store, n_images=20, labeled_train=8, size=96, seed=5)
-    demo = build_app(store)
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo = launch(store, port=port, block=False)
     yield store, f"http://127.0.0.1:{port}/"
     demo.close()

@@ -17,7 +17,7 @@ def test_store_counts_upload_and_export_through_the_api(running_app, tmp_path, s
     bad.write_bytes(b"\xff\xd8\xff\xe0 nothing else")
     report = client.predict([handle_file(str(synth_dir / "synth_000001.png")), handle_file(str(bad))],
                             api_name="/import_images")
-    assert "imported 1 image(s)" in report and "broken.jpg: corrupt image" in report
+    assert "imported 1 image(s)" in report and "skipped: broken.jpg: corrupt or truncated image" in report
     path = client.predict(False, False, api_name="/export")
     coco = COCO(path)
     assert len(coco.dataset["images"]) == counts["done"] + counts["new"] + 1

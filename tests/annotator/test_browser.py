@@ -25,7 +25,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 @pytest.fixture(scope="module")
 def app_with_model(tmp_path_factory):
-    from annotator.ui import build_app
+    from annotator.ui import launch
     from db.schema import Annotation
     from db.store import Settings, Store
     from model.api import propose_images
@@ -41,9 +41,8 @@ def app_with_model(tmp_path_factory):
         image_id = s.execute(select(Annotation.image_id, func.count()).where(Annotation.review_state == "proposed")
                              .group_by(Annotation.image_id).having(func.count() >= 2)
                              .order_by(Annotation.image_id)).first()[0]
-    demo = build_app(store)
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo = launch(store, port=port, block=False)
     yield store, f"http://127.0.0.1:{port}/", image_id
     demo.close()
 
@@ -92,7 +91,8 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     expect(table).to_contain_text("proposed")
 
     _select(page, 0)
-    page.locator("#btn-accept").click()
+    page.locator("#image-info").click()  # focus off the number field, so keys go to the shortcuts
+    page.keyboard.press("a")  # the accept shortcut
     expect(table).to_contain_text("accepted")
     _select(page, 1)
     page.locator("#btn-reject").click()
@@ -104,9 +104,9 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     expect(table).to_contain_text("accepted (edited)")
 
     _tool(page, "polygon")  # a new person, then a keypoint on it
-    for fx, fy in ((0.6, 0.6), (0.9, 0.6), (0.9, 0.9)):
+    for n, (fx, fy) in enumerate(((0.6, 0.6), (0.9, 0.6), (0.9, 0.9)), start=1):
         _click_image(page, fx, fy)
-    expect(page.locator("#message")).to_contain_text("3 point(s)")
+        expect(page.locator("#message")).to_contain_text(f"{n} point(s)")
     page.locator("#btn-poly-new").click()
     expect(page.locator("#message")).to_contain_text("new instance #")
     _tool(page, "keypoint")

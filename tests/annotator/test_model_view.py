@@ -1,0 +1,46 @@
+"""The model view's data without a browser: job progress as every browser sees it, verdict, tables."""
+
+import os
+import time
+
+from db import jobs
+from db.schema import ModelVersion
+from annotator import model_view
+
+
+def test_job_panel_reads_the_job_row(store):
+    assert "No fine-tune has run yet" in model_view.job_panel(store)["markdown"]
+    jid = jobs.create(store, "train", {})
+    jobs.set_state(store, jid, "running", "starting")
+    jobs.report(store, jid, 0.5, "iteration 5/10, loss 1.234, ETA 12 s",
+                {"iteration": 5, "total": 10, "losses": {"loss_mask": 0.5}, "eta": 72.0, "curve": [[1, 2.0], [5, 1.2]]})
+    p = model_view.job_panel(store)
+    assert p["state"] == "running" and p["percent"] == 50.0
+    assert "ETA 1 min 12 s" in p["markdown"] and "mask 0.500" in p["markdown"]
+    assert list(p["curve"]["loss"]) == [2.0, 1.2]
+    assert "already running" in model_view.start(store, 1, 1, "tiny")
+    assert "cancel requested" in model_view.cancel_latest(store)
+    assert jobs.get(store, jid).cancel_requested
+
+
+def test_orphaned_job_is_marked_failed(store):
+    jid = jobs.create(store, "train", {})
+    jobs.set_state(store, jid, "running", "training", pid=2**22 + 12345)  # no such process
+    assert model_view.job_panel(store)["state"] == "failed"
+    assert "ended without finishing" in jobs.get(store, jid).message
+
+
+def test_verdict_and_version_tables(store):
+    with store.transaction() as s:
+        s.add(ModelVersion(size="tiny", checkpoint="a.pt", metrics={"bbox": 0.2, "segm": 0.3},
+                           is_active=False, promoted=True))
+        s.add(ModelVersion(size="tiny", checkpoint="b.pt", parent_id=1, metrics={"bbox": 0.25, "segm": 0.4},
+                           parent_metrics={"bbox": 0.2, "segm": 0.3}, is_active=True, promoted=True))
+    text = model_view.version_verdict(store, 2)
+    assert "segm AP 0.400 (active before: 0.300)" in text and "promoted to active" in text
+    rows = model_view.version_rows(store)
+    assert rows[1][0] == 2 and rows[1][1] == "*" and rows[1][6] == 0.4
+    ap = model_view.ap_frame(store)
+    assert set(ap["metric"]) == {"bbox", "segm"} and len(ap) == 4
+    assert "Enter a version" in model_view.activate_version(store, None)
+    assert "no model version 9" in model_view.activate_version(store, 9)
