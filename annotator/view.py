@@ -34,6 +34,34 @@ def _small(ls: LabelSession, scale: float) -> np.ndarray:
     return cache[1]
 
 
+
+
+def _display_mask(ls: LabelSession, mask: np.ndarray | None, scale: float, h: int, w: int):
+    """The mask's bounding crop at display scale: ((y0, x0), bool crop), or None. Cached on the session per
+    mask array, so only masks that changed are scaled again (edits assign new arrays)."""
+    if mask is None:
+        return None
+    cache = ls.__dict__.setdefault("_display_masks", {})
+    key = (id(mask), scale)
+    hit = cache.get(key)
+    if hit is not None and hit[0] is mask:
+        return hit[1]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        result = None
+    else:
+        y0, y1 = int(np.floor(rows[0] * scale)), min(h, int(np.ceil((rows[-1] + 1) * scale)))
+        x0, x1 = int(np.floor(cols[0] * scale)), min(w, int(np.ceil((cols[-1] + 1) * scale)))
+        H, W = mask.shape
+        ys = (np.arange(y0, y1) / scale).astype(np.int64).clip(0, H - 1)
+        xs = (np.arange(x0, x1) / scale).astype(np.int64).clip(0, W - 1)
+        result = ((y0, x0), mask[ys[:, None], xs[None, :]])
+    if len(cache) > 2 * len(ls.instances) + 64:  # drop crops of masks that edits replaced
+        cache.clear()
+    cache[key] = (mask, result)
+    return result
+
+
 def compose(ls: LabelSession, min_score: float = 0.0, pending: Sequence[tuple[float, float]] = ()) -> np.ndarray:
     """The image with every shown instance: masks in distinct colours (one label map, one blend), boxes
     (proposals dashed-looking thin, accepted solid, rejected grey), class names, keypoints with skeleton, the
@@ -44,21 +72,20 @@ def compose(ls: LabelSession, min_score: float = 0.0, pending: Sequence[tuple[fl
     shown = [i for i in ls.visible(min_score) if ls.instances[i].state != "rejected"]
     labels = np.zeros((h, w), np.int32)
     for i in shown:
-        m = ls.instances[i].mask
-        if m is None:
-            continue
-        if scale != 1.0:
-            ys = (np.arange(h) / scale).astype(np.int64).clip(0, ls.height - 1)
-            xs = (np.arange(w) / scale).astype(np.int64).clip(0, ls.width - 1)
-            m = m[ys[:, None], xs[None, :]]
-        labels[m] = i + 1
+        crop = _display_mask(ls, ls.instances[i].mask, scale, h, w)
+        if crop is not None:
+            (y0, x0), small = crop
+            labels[y0:y0 + small.shape[0], x0:x0 + small.shape[1]][small] = i + 1
     lut = np.zeros((len(ls.instances) + 1, 3), np.float32)
     alpha = np.zeros(len(ls.instances) + 1, np.float32)
     for i in shown:
         lut[i + 1] = color(i)
         alpha[i + 1] = 0.6 if i == ls.selected else 0.4
-    a = alpha[labels][..., None]
-    out = (base.astype(np.float32) * (1 - a) + lut[labels] * a).astype(np.uint8)
+    out = base.copy()
+    sel = labels > 0  # blend only where some mask is
+    lab = labels[sel]
+    a = alpha[lab][:, None]
+    out[sel] = (base[sel] * (1 - a) + lut[lab] * a).astype(np.uint8)
     pil = PILImage.fromarray(out)
     d = ImageDraw.Draw(pil)
     for i in shown:

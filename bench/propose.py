@@ -27,7 +27,9 @@ from model.config import get  # noqa: E402
 from model.demo import fill_demo  # noqa: E402
 from model.predict import Predictor, pick_device, propose  # noqa: E402
 from model.data import store_category_map  # noqa: E402
-from model.predict import images_to_propose  # noqa: E402
+from db.media import load_rgb  # noqa: E402
+from db.schema import Image  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 
 
 def _sync(device):
@@ -53,15 +55,10 @@ def main() -> None:
         net = mb.build(config, cmap)
         net.roi_heads.score_thresh = 0.0  # a full set of detections per image: the worst case for decoding
         mb.set_eval_size(net, config)
-        ids = images_to_propose(store)
-        from db.media import load_rgb
-        from db.schema import Image
-        from sqlalchemy import select
-
         with store.session() as s:
-            paths = [store.media_file(p) for p in s.scalars(select(Image.media_path).order_by(Image.id))]
-        pixels = [np.asarray(load_rgb(p)) for p in paths]
-        ids_all = list(range(1, len(pixels) + 1))
+            rows = s.execute(select(Image.id, Image.media_path).order_by(Image.id)).all()
+        ids_all = [r.id for r in rows]
+        pixels = [np.asarray(load_rgb(store.media_file(r.media_path))) for r in rows]
 
         # plain torchvision eager float32, one image at a time
         plain = net.to(device).eval()
