@@ -25,21 +25,13 @@ class BackgroundProposer:
         self._pending: set[int] = set()
         self._lock = threading.Lock()  # one model run at a time, shared with "propose again"
         self._predictor = None
-        self._version_id = None
         self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="maskloop-proposals", daemon=True)
         self._thread.start()
 
     def predictor(self):
         """The active model's predictor, reloaded when another version becomes active. None: no model."""
-        from model.predict import Predictor, active_version
-
-        v = active_version(self.store)
-        if v is None:
-            return None
-        if self._predictor is None or self._version_id != v.id:
-            self._predictor = Predictor.for_version(self.store, v)
-            self._version_id = v.id
+        self._predictor = api.active_predictor(self.store, self._predictor)
         return self._predictor
 
     def want(self, image_ids: Iterable[int]) -> None:

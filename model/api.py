@@ -16,7 +16,7 @@ from db.store import Store
 from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions
 
 __all__ = ["TrainOptions", "train_job", "start_training_process", "cancel", "activate", "list_versions",
-           "propose_images"]
+           "active_predictor", "propose_images"]
 
 
 def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
@@ -85,6 +85,19 @@ def start_training_process(store: Store, opts: TrainOptions) -> int:
 
 def cancel(store: Store, job_id: int) -> None:
     jobs.request_cancel(store, job_id)
+
+
+def active_predictor(store: Store, current=None):
+    """A predictor for the active model version, reusing ``current`` while that version stays active.
+    None when there is no model yet."""
+    from model.predict import Predictor, active_version
+
+    v = active_version(store)
+    if v is None:
+        return None
+    if current is not None and current.version is not None and current.version.id == v.id:
+        return current
+    return Predictor.for_version(store, v)
 
 
 def propose_images(store: Store, image_ids, min_score: float = 0.3, progress=None, predictor=None) -> dict:

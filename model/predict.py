@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
+import uuid
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -16,7 +18,7 @@ from db.errors import UserError
 from db.media import load_rgb
 from db.schema import Annotation, Image, ModelVersion, utcnow
 from db.store import Store
-from model.build import CocoNets, load_checkpoint, load_coco_nets, set_eval_size
+from model.build import CocoNets, load_checkpoint, load_coco_nets, read_checkpoint, set_eval_size
 from model.categories import CategoryMap
 from model.data import image_tensor, store_category_map
 
@@ -216,20 +218,14 @@ def ensure_round0(store: Store) -> ModelVersion | None:
     if w not in ("coco",) and not w.endswith((".pth", ".pt")):
         raise UserError(f"--weights {w!r}: expected coco, none or a checkpoint path")
     if w != "coco":
-        from model.build import read_checkpoint
-
         try:
             ck = read_checkpoint(w)
         except UserError:
             ck = None
         if ck is not None:  # a maskloop checkpoint from elsewhere: becomes the active model if classes agree
-            import shutil
-
-            from model.categories import CategoryMap
-
             CategoryMap.from_dict(ck["category_map"]).check_matches(store_category_map(store))
             store.settings.models_dir.mkdir(parents=True, exist_ok=True)
-            name = f"imported-{abs(hash(w)) % 10**8}.pt"
+            name = f"imported-{uuid.uuid4().hex[:12]}.pt"
             shutil.copyfile(w, store.settings.models_dir / name)
             return _register(store, ModelVersion(size=ck["size"], checkpoint=name, note=f"imported from {w}",
                                                  category_map=ck["category_map"]))

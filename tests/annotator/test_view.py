@@ -1,0 +1,67 @@
+"""Queue order, picture composition and the background proposer."""
+
+import time
+
+import numpy as np
+from sqlalchemy import select, update
+
+from annotator import view
+from annotator.background import BackgroundProposer
+from annotator.labeling import LabelSession
+from db.coco_import import import_coco
+from db.schema import Annotation, Image
+from db.store import Settings, Store
+
+
+def test_queue_puts_unlabeled_first_most_uncertain_first(store, synth_dir):
+    import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
+    scores = {1: 0.9, 2: 0.52, 3: 0.3, 4: 0.45}
+    with store.transaction() as s:
+        for iid, sc in scores.items():
+            s.execute(update(Annotation).where(Annotation.image_id == iid).values(score=sc))
+        s.execute(update(Annotation).where(Annotation.image_id.in_([5, 6])).values(score=None))
+        s.execute(update(Image).where(Image.id == 7).values(status="done"))
+    q = view.queue(store)
+    assert q[:4] == [2, 4, 3, 1]  # |mean - 0.5|: 0.02, 0.05, 0.2, 0.4
+    assert 7 not in q and {5, 6} <= set(q[4:])
+    assert view.queue(store, "done") == [7]
+    assert view.neighbour(q, q[0], 1) == q[1] and view.neighbour(q, q[0], -1) is None
+
+
+def test_compose_shows_instances_and_scales_large_images(store, synth_dir):
+    import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
+    with store.transaction() as s:
+        s.execute(update(Annotation).values(score=0.8))
+    ls = LabelSession(store, 1)
+    pic = view.compose(ls)
+    s = view.display_scale(ls)
+    assert pic.shape == (round(96 * s), round(96 * s), 3)
+    assert not np.array_equal(pic, view.compose(ls, min_score=1.1))  # hiding proposals changes the picture
+    ls.select(0)
+    assert not np.array_equal(pic, view.compose(ls))  # the selected one is highlighted
+    rows = view.instance_rows(ls)
+    assert [r[0] for r in rows] == list(range(len(ls.instances)))
+
+
+def test_background_proposer_fills_the_next_images(tmp_path):
+    from model.demo import fill_demo
+    from model.train import TrainOptions, fine_tune
+
+    st = Store(Settings(store_dir=tmp_path / "bg", weights="none"))
+    fill_demo(st, n_images=16, labeled_train=6, size=64, seed=2)
+    fine_tune(st, TrainOptions(epochs=1, size="tiny"))
+    with st.session() as s:
+        new = list(s.scalars(select(Image.id).where(Image.status == "new").order_by(Image.id)))[:2]
+    bp = BackgroundProposer(st, min_score=0.0)
+    bp.want(new)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with st.session() as s:
+            statuses = set(s.scalars(select(Image.status).where(Image.id.in_(new))))
+        if statuses == {"proposed"}:
+            break
+        time.sleep(0.2)
+    assert statuses == {"proposed"}, bp.last_error
+    with st.session() as s:
+        n = s.scalar(select(Annotation.id).where(Annotation.image_id == new[0], Annotation.source == "model"))
+    assert n is not None
