@@ -177,3 +177,41 @@ def test_training_targets_from_store(store, synth_dir):
     assert t["boxes"][0].tolist() == [x, y, x + w, y + h]  # xywh -> xyxy
     img, t2 = TrainDataset([s], cmap, augment=False)[0]
     assert img.shape == (3, 96, 96) and t2["masks"].dtype == torch.uint8
+
+
+def test_keypoint_categories_with_their_own_lists_get_their_own_channels():
+    hand = {"id": 30, "name": "hand", "supercategory": "body", "keypoints": ["wrist", "thumb", "index"],
+            "skeleton": [[1, 2], [1, 3]]}
+    cmap = _cmap(CATEGORIES + [hand])
+    assert cmap.keypoint_slices == {1: slice(0, 17), 5: slice(17, 20)} and cmap.num_keypoints == 20
+    model = mb.build(TINY, cmap)
+    assert model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels == 20
+    sample = types.SimpleNamespace(height=40, width=40, annotations=[
+        {"category_id": 30, "bbox": [5, 5, 20, 20], "segmentation": None, "iscrowd": 0,
+         "keypoints": [6, 6, 2, 10, 10, 1, 0, 0, 0]}])
+    t = target_for(sample, cmap)
+    assert t["keypoints"].shape == (1, 20, 3)
+    assert t["keypoints"][0, 17].tolist() == [6, 6, 2] and t["keypoints"][0, :17].abs().sum() == 0
+    from model.predict import _to_prediction
+
+    out = {"boxes": torch.tensor([[1.0, 1, 9, 9], [2, 2, 8, 8]]), "labels": torch.tensor([5, 2]),
+           "scores": torch.tensor([0.9, 0.8]), "masks": torch.ones(2, 1, 40, 40),
+           "keypoints": torch.arange(2 * 20 * 3, dtype=torch.float32).reshape(2, 20, 3)}
+    p = _to_prediction(out, cmap.ids, cmap.category_id, cmap.keypoint_slices.get)
+    assert list(p.category_ids) == [30, 3]
+    assert p.keypoints[0].shape == (3, 3) and p.keypoints[0][0, 0] == 17 * 3 and p.keypoints[1] is None
+
+
+def test_weights_path_imports_a_maskloop_checkpoint_as_the_active_model(tmp_path, synth_dir):
+    from model.predict import active_version, ensure_round0
+
+    st = Store(Settings(store_dir=tmp_path / "s", weights="none"))
+    import_coco(st, synth_dir / "annotations.json", synth_dir)
+    cmap = store_category_map(st)
+    path = tmp_path / "elsewhere.pt"
+    mb.save_checkpoint(path, mb.build(TINY, cmap), TINY, cmap)
+    st2 = Store(Settings(store_dir=tmp_path / "s", weights=str(path)))
+    v = ensure_round0(st2)
+    assert v.is_active and v.size == "tiny" and active_version(st2).id == v.id
+    pred = Predictor.for_version(st2)
+    assert len(pred.predict([np.zeros((50, 60, 3), np.uint8)])) == 1
