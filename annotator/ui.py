@@ -35,7 +35,8 @@ SHORTCUTS = """
 | `k` | keypoint |
 
 Clicking the image: *select* picks the smallest instance under the pointer; *brush*/*eraser* paint a dab of
-the brush size on the selected mask (with nothing selected, the brush starts a new instance of the "new
+the brush size on the selected mask (for drag strokes, load the mask into the paint canvas below the image,
+paint or erase there, then apply) (with nothing selected, the brush starts a new instance of the "new
 instance class"); *polygon* places vertices (then add, subtract or make a new instance); *box* takes two
 opposite corners; *keypoint* places the chosen keypoint on the selected instance.
 
@@ -249,6 +250,16 @@ class LabelTab:
                     redo_b = gr.Button("Redo (y)", elem_id="btn-redo")
                     save_b = gr.Button("Save (s)", elem_id="btn-save", variant="primary")
                     again_b = gr.Button("Propose again", elem_id="btn-propose-again")
+        with gr.Accordion("Paint with strokes (drag the brush or eraser over the selected mask)", open=False,
+                          elem_id="paint-panel"):
+            painter = gr.ImageEditor(type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
+                                     layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
+                                     brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=12),
+                                     eraser=gr.Eraser(default_size=12), label="Selected mask", elem_id="painter")
+            with gr.Row():
+                paint_load = gr.Button("Load the selected mask", elem_id="btn-paint-load")
+                paint_apply = gr.Button("Apply strokes to the selected mask", variant="primary",
+                                        elem_id="btn-paint-apply")
         with gr.Accordion("Keyboard shortcuts and help", open=False, elem_id="help-panel"):
             gr.Markdown(SHORTCUTS)
 
@@ -318,6 +329,16 @@ class LabelTab:
             return self.act(lambda s: s.select(rows[r][0]) if r < len(rows) else None, ls, ms, p)
 
         table.select(row_select, std_in, outs)
+
+        def load_painter(ls):
+            if ls is None or ls.selected is None:
+                return gr.update(), "Select an instance first, then load it into the paint canvas."
+            return view.paint_canvas(ls), f"painting instance #{ls.selected}"
+
+        paint_load.click(load_painter, sess, [painter, msg])
+        paint_apply.click(lambda ls, p, ms, v: self.act(lambda s: s.set_mask(view.mask_from_canvas(s, v)) or
+                                                        "strokes applied", ls, ms, p),
+                          std_in + [painter], outs)
         min_score.release(simple(lambda ls: None), std_in, outs)
         save_b.click(save, [sess, min_score], outs)
         again_b.click(again, [sess, min_score], outs)

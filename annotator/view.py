@@ -156,3 +156,36 @@ def neighbour(ids: list[int], current: int | None, step: int) -> int | None:
         return ids[0] if step > 0 else ids[-1]
     k = ids.index(current) + step
     return ids[k] if 0 <= k < len(ids) else None
+
+
+PAINT_RGBA = (255, 0, 255, 255)
+
+
+def paint_canvas(ls: LabelSession) -> dict:
+    """The paint canvas's full value: the picture as background and the selected mask as the one layer
+    (magenta, opaque), both at display scale. Always the whole dict (gradio's layer duplication bugs)."""
+    scale = display_scale(ls)
+    base = _small(ls, scale)
+    h, w = base.shape[:2]
+    layer = np.zeros((h, w, 4), np.uint8)
+    if ls.selected is not None:
+        crop = _display_mask(ls, ls.instances[ls.selected].mask, scale, h, w)
+        if crop is not None:
+            (y0, x0), small = crop
+            layer[y0:y0 + small.shape[0], x0:x0 + small.shape[1]][small] = PAINT_RGBA
+    background = np.dstack([base, np.full((h, w), 255, np.uint8)])
+    return {"background": background, "layers": [layer], "composite": None}
+
+
+def mask_from_canvas(ls: LabelSession, value: dict | None) -> np.ndarray:
+    """The painted layer's alpha, back at full resolution (nearest neighbour)."""
+    if not value or not value.get("layers"):
+        from db.errors import UserError
+
+        raise UserError("load the selected mask into the paint canvas first")
+    layer = np.asarray(value["layers"][0])
+    painted = layer[..., 3] > 127 if layer.ndim == 3 and layer.shape[2] == 4 else layer > 0
+    if painted.ndim == 3:
+        painted = painted.any(axis=2)
+    img = PILImage.fromarray(painted.astype(np.uint8) * 255).resize((ls.width, ls.height), PILImage.NEAREST)
+    return np.asarray(img) > 127

@@ -65,3 +65,17 @@ def test_background_proposer_fills_the_next_images(tmp_path):
     with st.session() as s:
         n = s.scalar(select(Annotation.id).where(Annotation.image_id == new[0], Annotation.source == "model"))
     assert n is not None
+
+
+def test_paint_canvas_round_trip_at_full_resolution(store, synth_dir):
+    import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
+    ls = LabelSession(store, 1)
+    ls.select(0)
+    value = view.paint_canvas(ls)
+    layer = value["layers"][0]
+    assert layer.shape[:2] == value["background"].shape[:2] and (layer[..., 3] > 0).any()
+    back = view.mask_from_canvas(ls, value)
+    assert back.shape == (96, 96) and np.array_equal(back, ls.instances[0].mask)
+    layer[:40, :40] = view.PAINT_RGBA  # a stroke in the top-left corner
+    ls.set_mask(view.mask_from_canvas(ls, value))
+    assert ls.instances[0].mask[:4, :4].all() and ls.instances[0].state == "accepted"
