@@ -124,9 +124,11 @@ class LabelSession:
 
     # --- selection ----------------------------------------------------------------------------------
     def visible(self, min_score: float = 0.0) -> list[int]:
-        """Indices drawn and listed: not deleted, and proposals only at or above ``min_score``."""
+        """Indices drawn and listed: not deleted; model proposals (unreviewed or rejected) only at or above
+        ``min_score``. Accepted and hand-drawn instances always show."""
         return [i for i, it in enumerate(self.instances) if not it.deleted and
-                not (it.state == "proposed" and it.score is not None and it.score < min_score)]
+                not (it.source == "model" and it.state != "accepted" and it.score is not None
+                     and it.score < min_score)]
 
     def select(self, index: int | None) -> None:
         if index is not None and not (0 <= index < len(self.instances)) or \

@@ -280,6 +280,10 @@ class LabelTab:
         def next_image(w, ls, ms, request: gr.Request):
             return self.step(w, ls, ms, +1, request)
 
+        def first_in(w, ls, ms, request: gr.Request):
+            ids = view.queue(store, w)
+            return self.open(ids[0] if ids else None, ls, ms, request)
+
         def open_id(i, ls, ms, request: gr.Request):
             return self.open(None if i is None else int(i), ls, ms, request)
 
@@ -293,6 +297,7 @@ class LabelTab:
         prev_b.click(prev_image, [which, sess, min_score], outs)
         next_b.click(next_image, [which, sess, min_score], outs)
         go.click(open_id, [jump, sess, min_score], outs)
+        which.input(first_in, [which, sess, min_score], outs)
         # one label event at a time, in order: quick clicks must each see the previous click's state
         canvas.select(self.click, [sess, pending, tool, brush, min_score, kp, vis, new_cls], outs,
                       concurrency_limit=1, concurrency_id="label")
@@ -339,7 +344,7 @@ class LabelTab:
         paint_apply.click(lambda ls, p, ms, v: self.act(lambda s: s.set_mask(view.mask_from_canvas(s, v)) or
                                                         "strokes applied", ls, ms, p),
                           std_in + [painter], outs)
-        min_score.release(simple(lambda ls: None), std_in, outs)
+        min_score.change(simple(lambda ls: None), std_in, outs)
         save_b.click(save, [sess, min_score], outs)
         again_b.click(again, [sess, min_score], outs)
         return cat_choices, [cls, new_cls]
