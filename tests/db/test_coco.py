@@ -14,6 +14,7 @@ from db import coco_export, masks
 from db.coco_import import CocoRejected, import_coco
 from db.stats import stats
 from db.store import Settings, Store
+from tests.helpers import uncompressed_rle
 
 
 def _export_bytes(store, **kw) -> bytes:
@@ -28,14 +29,7 @@ def _handmade(tmp_path: Path) -> tuple[dict, Path]:
     Image.new("L", (20, 10), 7).save(d / "b.png")
     crowd = np.zeros((10, 20), bool)
     crowd[2:6, 3:9] = True
-    flat = crowd.flatten(order="F").astype(int)
-    counts, cur, run = [], 0, 0
-    for v in flat:
-        if v != cur:
-            counts.append(run)
-            cur, run = v, 0
-        run += 1
-    counts.append(run)
+    counts = uncompressed_rle(crowd)["counts"]
     kps = [5.25, 6.5, 2] + [0, 0, 0] * 15 + [7.125, 8.75, 1]
     coco = {
         "info": {"description": "hand made", "year": 2026},

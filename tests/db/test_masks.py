@@ -6,6 +6,7 @@ from hypothesis.extra.numpy import arrays
 from pycocotools import mask as mask_utils
 
 from db import masks
+from tests.helpers import uncompressed_rle
 
 small_masks = st.integers(1, 24).flatmap(
     lambda h: st.integers(1, 24).flatmap(lambda w: arrays(np.bool_, (h, w)))
@@ -25,16 +26,7 @@ def test_rle_round_trip_is_exact(m):
 @given(small_masks)
 @settings(max_examples=100, deadline=None)
 def test_uncompressed_rle_is_accepted(m):
-    # build COCO's uncompressed (column-major run lengths) form by hand
-    flat = m.flatten(order="F").astype(np.uint8)
-    counts, cur, run = [], 0, 0
-    for v in flat:
-        if v != cur:
-            counts.append(run)
-            cur, run = v, 0
-        run += 1
-    counts.append(run)
-    rle = {"size": list(m.shape), "counts": counts}
+    rle = uncompressed_rle(m)
     assert np.array_equal(masks.decode(rle, *m.shape), m)
     assert masks.to_compressed(rle) == masks.encode(m)
 

@@ -127,3 +127,15 @@ def test_tiny_model_learns_within_three_minutes_and_beats_untrained(tmp_path):
     assert r.metrics["segm"] >= 0.3, r.metrics
     assert r.promoted and r.metrics["segm"] > r.parent_metrics["segm"]
     assert active_version(st).id == r.version_id
+
+
+def test_category_without_instances_is_named_in_a_warning(tmp_path):
+    from db import categories
+
+    st = Store(Settings(store_dir=tmp_path / "w", weights="none"))
+    fill_demo(st, n_images=10, labeled_train=6, size=64, seed=4)
+    categories.add(st, "star", "shape")
+    r = fine_tune(st, TrainOptions(epochs=1, size="tiny"))
+    assert any("'star' has no accepted instances" in w for w in r.warnings)
+    with st.session() as s:
+        assert "'star'" in s.get(ModelVersion, r.version_id).note
