@@ -78,6 +78,7 @@ class LabelSession:
         self._redo: list[list[tuple[int, Instance | None]]] = []
         self.dirty = False
         self._pixels: np.ndarray | None = None
+        self.display_cache: dict = {}  # annotator.view's scaled picture and mask crops, per session
 
     def _from_row(self, a: Annotation) -> Instance:
         m = mask_codec.decode(a.segmentation, self.height, self.width) if a.segmentation else None
@@ -131,8 +132,7 @@ class LabelSession:
                      and it.score < min_score)]
 
     def select(self, index: int | None) -> None:
-        if index is not None and not (0 <= index < len(self.instances)) or \
-                (index is not None and self.instances[index].deleted):
+        if index is not None and not (0 <= index < len(self.instances) and not self.instances[index].deleted):
             raise UserError(f"no instance #{index}")
         self.selected = index
 

@@ -46,8 +46,9 @@ def corrections_frame(store: Store) -> pd.DataFrame:
 
 def job_panel(store: Store) -> dict:
     """The latest training job as the UI shows it; every browser reads the same row."""
-    jobs.fail_orphans(store)
     j = jobs.latest(store, "train")
+    if j is not None and j.state in jobs.ACTIVE and jobs.fail_orphans(store):
+        j = jobs.latest(store, "train")
     empty = pd.DataFrame([], columns=["iteration", "loss"])
     if j is None:
         return {"markdown": "No fine-tune has run yet.", "percent": 0, "curve": empty, "state": None}

@@ -62,16 +62,21 @@ def draw(image: np.ndarray, items: Sequence[Shown], selected: int | None = None,
             d.rectangle([x, y, x + w, y + h], outline=c, width=width)
         d.text((x + 2, max(0, y - 11)), it.label, fill=c)
         if it.keypoints:
-            k = np.asarray(it.keypoints, dtype=float).reshape(-1, 3)
-            for a, b in it.skeleton or []:
-                if 0 < a <= len(k) and 0 < b <= len(k) and k[a - 1, 2] > 0 and k[b - 1, 2] > 0:
-                    d.line([tuple(k[a - 1, :2] * scale), tuple(k[b - 1, :2] * scale)], fill=c, width=2)
-            for px, py, v in k:
-                if v > 0:
-                    r = 3 if v == 2 else 2
-                    d.ellipse([px * scale - r, py * scale - r, px * scale + r, py * scale + r],
-                              fill=(255, 255, 255) if v == 2 else None, outline=c)
+            draw_keypoints(d, it.keypoints, it.skeleton or [], scale, c, radius=3)
     return np.asarray(pil)
+
+
+def draw_keypoints(d: ImageDraw.ImageDraw, keypoints: Sequence[float], skeleton: Sequence[Sequence[int]],
+                   scale: float, c: tuple[int, int, int], radius: int) -> None:
+    """Keypoints [x, y, v] * K joined by their 1-based skeleton: visible white, occluded grey."""
+    k = np.asarray(keypoints, dtype=float).reshape(-1, 3)
+    for a, b in skeleton:
+        if 0 < a <= len(k) and 0 < b <= len(k) and k[a - 1, 2] > 0 and k[b - 1, 2] > 0:
+            d.line([tuple(k[a - 1, :2] * scale), tuple(k[b - 1, :2] * scale)], fill=c, width=2)
+    for px, py, v in k:
+        if v > 0:
+            d.ellipse([px * scale - radius, py * scale - radius, px * scale + radius, py * scale + radius],
+                      fill=(255, 255, 255) if v == 2 else (90, 90, 90), outline=c)
 
 
 def _resize_mask(m: np.ndarray, w: int, h: int) -> np.ndarray:

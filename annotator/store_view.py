@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from annotator.render import draw, shown_from_annotation
@@ -21,7 +21,7 @@ from db import coco_export
 from db.coco_import import CocoRejected, import_coco
 from db.ingest import ingest
 from db.media import load_rgb
-from db.schema import Category, Image
+from db.schema import Annotation, Category, Image
 from db.stats import stats
 from db.store import Store
 
@@ -58,11 +58,9 @@ def upload_images(store: Store, paths: Sequence[str], user: str = "") -> str:
     """Import uploaded files or zips; returns a report naming every skipped file with its reason."""
     if not paths:
         return "Choose image files or a zip archive first."
-    report = ingest(store, [Path(p) for p in paths])
-    text = "\n".join(report.lines())
-    for p in paths:  # uploads sit in a temporary folder: name them as the user knows them
-        text = text.replace(str(Path(p)), Path(p).name)
-    return text
+    # uploads sit in temporary folders: name them as the user knows them
+    report = ingest(store, [Path(p) for p in paths], shown=lambda p: p.name)
+    return "\n".join(report.lines())
 
 
 def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_proposals: bool) -> str:
@@ -102,11 +100,14 @@ def export_file(store: Store, with_images: bool, include_proposals: bool, out_di
     return str(d / name)
 
 
+def category_choices(store: Store) -> list[tuple[str, int]]:
+    """Dropdown choices: ("name (id)", id), by id."""
+    with store.session() as s:
+        return [(f"{name} ({cid})", cid) for cid, name in s.execute(select(Category.id, Category.name)
+                                                                     .order_by(Category.id))]
+
+
 def categories_rows(store: Store) -> list[list]:
-    from sqlalchemy import func
-
-    from db.schema import Annotation
-
     with store.session() as s:
         used = dict(s.execute(select(Annotation.category_id, func.count()).group_by(Annotation.category_id)).all())
         return [[c.id, c.name, c.supercategory, ", ".join(c.keypoints or []),

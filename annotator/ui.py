@@ -74,7 +74,8 @@ document.addEventListener('keydown', (e) => {
 
 
 def _user(request: gr.Request | None, store: Store) -> str:
-    return (getattr(request, "username", None) or store.settings.user) if request is not None else store.settings.user
+    """Who saves: the logged-in user under --auth, else the store's default user."""
+    return getattr(request, "username", None) or store.settings.user
 
 
 class LabelTab:
@@ -266,8 +267,7 @@ class LabelTab:
         outs = [sess, pending, canvas, table, msg, info, selected, kp]
 
         def cat_choices():
-            cats = cat_db_list(store)
-            choices = [(f"{c.name} ({c.id})", c.id) for c in cats]
+            choices = store_view.category_choices(store)
             return gr.update(choices=choices), gr.update(choices=choices, value=choices[0][1] if choices else None)
 
         def first(ls, ms, request: gr.Request):
@@ -348,15 +348,6 @@ class LabelTab:
         save_b.click(save, [sess, min_score], outs)
         again_b.click(again, [sess, min_score], outs)
         return cat_choices, [cls, new_cls]
-
-
-def cat_db_list(store: Store):
-    from sqlalchemy import select
-
-    from db.schema import Category
-
-    with store.session() as s:
-        return s.scalars(select(Category).order_by(Category.id)).all()
 
 
 def dataset_tab(store: Store):

@@ -9,7 +9,7 @@ from PIL import Image as PILImage, ImageDraw
 from sqlalchemy import func, select
 
 from annotator.labeling import LabelSession
-from annotator.render import color
+from annotator.render import color, draw_keypoints
 from db.schema import Annotation, Image
 from db.store import Store
 
@@ -23,14 +23,14 @@ def display_scale(ls: LabelSession) -> float:
 
 
 def _small(ls: LabelSession, scale: float) -> np.ndarray:
-    cache = getattr(ls, "_display_cache", None)
+    cache = ls.display_cache.get("picture")
     if cache is None or cache[0] != scale:
         pix = ls.pixels
         if scale != 1.0:
             w, h = max(1, round(ls.width * scale)), max(1, round(ls.height * scale))
             pix = np.asarray(PILImage.fromarray(pix).resize((w, h), PILImage.BILINEAR if scale < 1 else PILImage.NEAREST))
         cache = (scale, pix)
-        ls._display_cache = cache
+        ls.display_cache["picture"] = cache
     return cache[1]
 
 
@@ -41,7 +41,7 @@ def _display_mask(ls: LabelSession, mask: np.ndarray | None, scale: float, h: in
     mask array, so only masks that changed are scaled again (edits assign new arrays)."""
     if mask is None:
         return None
-    cache = ls.__dict__.setdefault("_display_masks", {})
+    cache = ls.display_cache.setdefault("masks", {})
     key = (id(mask), scale)
     hit = cache.get(key)
     if hit is not None and hit[0] is mask:
@@ -98,15 +98,8 @@ def compose(ls: LabelSession, min_score: float = 0.0, pending: Sequence[tuple[fl
         tag = f"#{i} {name}" + (f" {it.score:.2f}" if it.score is not None and it.state == "proposed" else "")
         d.text((x + 2, max(0, y - 11)), tag, fill=c)
         if it.keypoints:
-            k = np.asarray(it.keypoints, float).reshape(-1, 3)
-            for pa, pb in ls.categories[it.category_id].skeleton:
-                if pa <= len(k) and pb <= len(k) and k[pa - 1, 2] > 0 and k[pb - 1, 2] > 0:
-                    d.line([tuple(k[pa - 1, :2] * scale), tuple(k[pb - 1, :2] * scale)], fill=c, width=2)
-            for kx, ky, v in k:
-                if v > 0:
-                    r = 4 if i == ls.selected else 3
-                    d.ellipse([kx * scale - r, ky * scale - r, kx * scale + r, ky * scale + r],
-                              fill=(255, 255, 255) if v == 2 else (90, 90, 90), outline=c)
+            draw_keypoints(d, it.keypoints, ls.categories[it.category_id].skeleton, scale, c,
+                           radius=4 if i == ls.selected else 3)
     for n, (px, py) in enumerate(pending):
         d.ellipse([px * scale - 3, py * scale - 3, px * scale + 3, py * scale + 3], fill=(255, 255, 0))
         if n:

@@ -47,34 +47,36 @@ def _safe_zip_name(name: str) -> str | None:
     return str(p)
 
 
-def iter_sources(paths: Iterable[str | Path], report: IngestReport) -> Iterator[Source]:
+def iter_sources(paths: Iterable[str | Path], report: IngestReport,
+                 shown: Callable[[Path], str] = str) -> Iterator[Source]:
+    """Every candidate file under ``paths``; ``shown`` names a given path in messages."""
     for raw in paths:
         path = Path(raw)
         if not path.exists():
-            report.skipped.append((str(path), "no such file or folder"))
+            report.skipped.append((shown(path), "no such file or folder"))
         elif path.is_dir():
             for f in sorted(p for p in path.rglob("*") if p.is_file()):
                 if f.suffix.lower() == ".zip":
-                    yield from _zip_sources(f, report)
+                    yield from _zip_sources(f, report, str(f))
                 else:
                     yield Source(str(f), f.relative_to(path).as_posix(), f.read_bytes)
         elif path.suffix.lower() == ".zip":
-            yield from _zip_sources(path, report)
+            yield from _zip_sources(path, report, shown(path))
         else:
-            yield Source(str(path), path.name, path.read_bytes)
+            yield Source(shown(path), path.name, path.read_bytes)
 
 
-def _zip_sources(path: Path, report: IngestReport) -> Iterator[Source]:
+def _zip_sources(path: Path, report: IngestReport, name: str) -> Iterator[Source]:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        report.skipped.append((str(path), f"not a readable zip archive: {e}"))
+        report.skipped.append((name, f"not a readable zip archive: {e}"))
         return
     with zf:
         for info in sorted(zf.infolist(), key=lambda i: i.filename):
             if info.is_dir():
                 continue
-            display = f"{path}:{info.filename}"
+            display = f"{name}:{info.filename}"
             safe = _safe_zip_name(info.filename)
             if safe is None:
                 report.skipped.append((display, "zip entry escapes its folder (absolute path or '..')"))
@@ -102,8 +104,10 @@ def ingest(
     *,
     progress: Callable[[int, str], None] | None = None,
     batch_size: int = 200,
+    shown: Callable[[Path], str] = str,
 ) -> IngestReport:
-    """Import image files, folders and zips into the store. ``progress(n_done, name)`` per file."""
+    """Import image files, folders and zips into the store. ``progress(n_done, name)`` per file;
+    ``shown`` names each given path in the report (its full path by default)."""
     report = IngestReport()
     with store.session() as s:
         known_hash = dict(s.execute(select(Image.content_hash, Image.id)).all())
@@ -117,7 +121,7 @@ def ingest(
                 s.execute(insert(Image), batch)
             batch.clear()
 
-    for n, src in enumerate(iter_sources(paths, report), start=1):
+    for n, src in enumerate(iter_sources(paths, report, shown), start=1):
         if progress:
             progress(n, src.display)
         try:

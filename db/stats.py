@@ -6,6 +6,7 @@ import dataclasses
 
 from sqlalchemy import func, select
 
+from db import masks
 from db.schema import IMAGE_STATUSES, REVIEW_STATES, Annotation, Category, Image
 from db.store import Store
 
@@ -61,9 +62,6 @@ class CorrectionStats:
 
 
 def correction_stats(store: Store) -> list[CorrectionStats]:
-    from db import masks
-    from db.schema import Image
-
     out: dict[int, dict] = {}
     with store.session() as s:
         rows = s.execute(

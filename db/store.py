@@ -28,6 +28,11 @@ class Settings:
     user: str = "local"
 
     @property
+    def coco_weights(self) -> str:
+        """Where COCO weights come from once a round-0 version exists: the given file, else torchvision's."""
+        return "coco" if self.weights == "none" else self.weights
+
+    @property
     def media_dir(self) -> Path:
         return Path(self.store_dir) / "media"
 

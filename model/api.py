@@ -13,6 +13,7 @@ from typing import Callable
 from db import jobs
 from db.errors import UserError
 from db.store import Store
+from model.predict import Predictor, active_version, propose
 from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions
 
 __all__ = ["TrainOptions", "train_job", "start_training_process", "cancel", "activate", "list_versions",
@@ -90,8 +91,6 @@ def cancel(store: Store, job_id: int) -> None:
 def active_predictor(store: Store, current=None):
     """A predictor for the active model version, reusing ``current`` while that version stays active.
     None when there is no model yet."""
-    from model.predict import Predictor, active_version
-
     v = active_version(store)
     if v is None:
         return None
@@ -101,7 +100,5 @@ def active_predictor(store: Store, current=None):
 
 
 def propose_images(store: Store, image_ids, min_score: float = 0.3, progress=None, predictor=None) -> dict:
-    from model.predict import Predictor, propose
-
     predictor = predictor or Predictor.for_version(store)
     return propose(store, image_ids, predictor, min_score=min_score, progress=progress)

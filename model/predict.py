@@ -81,7 +81,7 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _to_prediction(out: dict[str, torch.Tensor], cmap_ids: Sequence[int], label_to_cat: Callable[[int], int | None],
+def _to_prediction(out: dict[str, torch.Tensor], label_to_cat: Callable[[int], int | None],
                    kp_slice: Callable[[int], slice | None], mask_threshold: float = 0.5) -> Prediction:
     labels = out["labels"].cpu().numpy()
     cats = np.array([label_to_cat(int(lab)) or -1 for lab in labels], dtype=np.int64)
@@ -136,8 +136,7 @@ class Predictor:
             raise UserError("no model yet: fine-tune one first (app.py train --size tiny), "
                             "or load COCO weights (--weights coco, needs a download once)")
         if version.checkpoint == "coco":
-            w = store.settings.weights
-            coco = load_coco_nets(w if w not in ("none",) else "coco")
+            coco = load_coco_nets(store.settings.coco_weights)
             return cls(cmap, coco=coco, version=version, device=device, batch_size=batch_size)
         net, config, _ = load_checkpoint(store.settings.models_dir / version.checkpoint, cmap)
         set_eval_size(net, config)
@@ -154,7 +153,7 @@ class Predictor:
                 else:
                     res = self.net(batch)
                     slices = self.cmap.keypoint_slices
-                    out += [_to_prediction(r, self.cmap.ids, lambda lab: self.cmap.category_id(lab)
+                    out += [_to_prediction(r, lambda lab: self.cmap.category_id(lab)
                                            if 0 < lab <= len(self.cmap.ids) else None, slices.get) for r in res]
         return out
 
@@ -163,7 +162,7 @@ class Predictor:
         kp = self.coco.keypoints(batch) if self._person_id is not None else [None] * len(batch)
         preds = []
         for r, k in zip(inst, kp):
-            p = _to_prediction(r, self.cmap.ids, self._coco_label_to_cat.get, lambda lab: None)
+            p = _to_prediction(r, self._coco_label_to_cat.get, lambda lab: None)
             if k is not None:
                 p = merge_person_keypoints(p, k, self._person_id)
             preds.append(p)

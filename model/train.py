@@ -208,8 +208,7 @@ def _initial_model(store: Store, config: ModelConfig, cmap: CategoryMap, parent:
     model = build(config, cmap)
     if parent is not None and parent.checkpoint == "coco":
         try:
-            init_from_coco(model, load_coco_nets(store.settings.weights if store.settings.weights != "none"
-                                                 else "coco"), cmap)
+            init_from_coco(model, load_coco_nets(store.settings.coco_weights), cmap)
         except WeightsUnavailable as e:
             warnings.append(str(e))
     elif parent is not None:

@@ -197,7 +197,7 @@ def test_keypoint_categories_with_their_own_lists_get_their_own_channels():
     out = {"boxes": torch.tensor([[1.0, 1, 9, 9], [2, 2, 8, 8]]), "labels": torch.tensor([5, 2]),
            "scores": torch.tensor([0.9, 0.8]), "masks": torch.ones(2, 1, 40, 40),
            "keypoints": torch.arange(2 * 20 * 3, dtype=torch.float32).reshape(2, 20, 3)}
-    p = _to_prediction(out, cmap.ids, cmap.category_id, cmap.keypoint_slices.get)
+    p = _to_prediction(out, cmap.category_id, cmap.keypoint_slices.get)
     assert list(p.category_ids) == [30, 3]
     assert p.keypoints[0].shape == (3, 3) and p.keypoints[0][0, 0] == 17 * 3 and p.keypoints[1] is None
 
