@@ -16,7 +16,7 @@ from model.data import is_heldout
 from model.synthetic import make_coco
 
 
-def fill_demo(store: Store, n_images: int = 120, labeled_train: int = 48, size: int = 128, seed: int = 0) -> dict:
+def fill_demo(store: Store, n_images: int = 120, labeled_train: int = 48, size: int = 96, seed: int = 0) -> dict:
     files, coco = make_coco(n_images, size=size, seed=seed)
     labeled, unlabeled, n_train = set(), [], 0
     for im in coco["images"]:
