@@ -237,7 +237,7 @@ def cmd_demo(args) -> int:
 
     r = fill_demo(open_store(args), n_images=args.images, labeled_train=args.labeled)
     print(f"demo store {args.store}: {r['labeled']} labeled images ({r['heldout']} held out for evaluation), "
-          f"{r['unlabeled']} unlabeled.\nNext: app.py --store {args.store} train --size tiny --max-minutes 5, "
+          f"{r['unlabeled']} unlabeled.\nNext: app.py --store {args.store} train --size tiny --epochs 40 --max-minutes 4, "
           f"then app.py --store {args.store} propose --all, then open the UI: app.py --store {args.store}")
     return 0
 
