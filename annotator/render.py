@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from db import masks as mask_codec
+
+DRAW_REACH = 4  # boxes and keypoints further than this many image sizes away are not drawable
 
 
 @dataclasses.dataclass
@@ -31,12 +34,38 @@ def color(i: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+class CannotDraw(ValueError):
+    """One annotation row that cannot be drawn; the message names it and says why."""
+
+
 def shown_from_annotation(ann: Any, height: int, width: int, label: str, category: Any = None) -> Shown:
-    seg = ann.segmentation
-    m = mask_codec.decode(seg, height, width) if seg else None
-    return Shown(mask=m, bbox=list(ann.bbox), label=label, keypoints=ann.keypoints,
+    """An annotation row as drawn. Raises CannotDraw (naming the annotation id) for a row whose
+    segmentation, box or keypoints cannot be drawn, so a caller can show everything else."""
+    try:
+        seg = ann.segmentation
+        m = mask_codec.decode(seg, height, width) if seg else None
+        if m is not None and m.shape != (height, width):
+            raise ValueError(f"its mask is {m.shape[1]}x{m.shape[0]}, the image {width}x{height}")
+        bbox = _coordinates(ann.bbox, height, width, step=2)
+        if len(bbox) != 4:
+            raise ValueError(f"bbox has {len(bbox)} values, not 4")
+        keypoints = _coordinates(ann.keypoints, height, width, step=3) if ann.keypoints else None
+    except Exception as e:  # any bad value in one row: that row is named, the view goes on
+        raise CannotDraw(f"annotation {ann.id} cannot be drawn: {e}") from e
+    return Shown(mask=m, bbox=bbox, label=label, keypoints=keypoints,
                  skeleton=(category.skeleton if category is not None else None),
                  dashed=ann.review_state == "proposed")
+
+
+def _coordinates(values: Sequence[float], height: int, width: int, step: int) -> list[float]:
+    """``values`` as floats, refusing x, y pairs (every ``step`` values) that are not finite or lie more
+    than DRAW_REACH image sizes away (PIL cannot draw them)."""
+    out = [float(v) for v in values]
+    reach = DRAW_REACH * max(height, width, 1)
+    for k in range(0, len(out) - 1, step):
+        if not all(math.isfinite(v) and abs(v) <= reach for v in out[k:k + 2]):
+            raise ValueError(f"coordinate {out[k:k + 2]} is not finite or lies far outside the image")
+    return out
 
 
 def draw(image: np.ndarray, items: Sequence[Shown], selected: int | None = None, scale: float = 1.0,

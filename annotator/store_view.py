@@ -5,6 +5,8 @@ Plain functions (no gradio): the UI callbacks and the tests call these.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import shutil
 import tempfile
 import zipfile
@@ -14,9 +16,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
 
-from annotator.render import draw, shown_from_annotation
+from annotator.render import CannotDraw, draw, shown_from_annotation
 from db import coco_export
 from db.coco_import import CocoRejected, import_coco
 from db.ingest import ingest
@@ -33,25 +34,58 @@ def counts_tables(store: Store) -> tuple[list[list], list[list]]:
     return by_status, by_cat
 
 
-def gallery(store: Store, limit: int = 48, thumb: int = 256) -> list[tuple[np.ndarray, str]]:
-    """Up to ``limit`` images (lowest ids first) with accepted and proposed annotations drawn."""
+GALLERY_PAGE_SIZE = 24
+
+
+@dataclasses.dataclass
+class GalleryPage:
+    """One page of the store's gallery: (picture, caption) per image, lowest ids first."""
+
+    items: list[tuple[np.ndarray, str]]
+    page: int  # 1-based, clamped to the pages there are
+    pages: int
+
+    @property
+    def label(self) -> str:
+        return f"page {self.page} of {self.pages}"
+
+
+def gallery(store: Store, page: int = 1, page_size: int = GALLERY_PAGE_SIZE, thumb: int = 256) -> GalleryPage:
+    """Page ``page`` of the images with their accepted and proposed annotations drawn. Only that page's
+    images and their annotations are read. An annotation or image that cannot be drawn is named in its
+    caption; the rest of the page is shown."""
     with store.session() as s:
+        total = s.scalar(select(func.count()).select_from(Image)) or 0
+        pages = max(1, math.ceil(total / page_size))
+        page = min(max(1, int(page or 1)), pages)
+        imgs = s.scalars(select(Image).order_by(Image.id).offset((page - 1) * page_size).limit(page_size)).all()
+        anns: dict[int, list[Annotation]] = {im.id: [] for im in imgs}
+        for a in s.scalars(select(Annotation).where(Annotation.image_id.in_(list(anns)),
+                                                    Annotation.review_state != "rejected").order_by(Annotation.id)):
+            anns[a.image_id].append(a)
         cats = {c.id: c for c in s.scalars(select(Category))}
-        imgs = s.scalars(select(Image).order_by(Image.id).limit(limit)
-                         .options(selectinload(Image.annotations))).all()
-        out = []
-        for im in imgs:
-            pix = np.asarray(load_rgb(store.media_file(im.media_path)))
-            anns = [a for a in im.annotations if a.review_state != "rejected"]
-            items = [shown_from_annotation(a, im.height, im.width, cats[a.category_id].name, cats[a.category_id])
-                     for a in anns]
-            picture = draw(pix, items)
-            scale = thumb / max(im.width, im.height)
-            if scale < 1:
-                picture = np.asarray(PILImage.fromarray(picture).resize(
-                    (max(1, int(im.width * scale)), max(1, int(im.height * scale))), PILImage.BILINEAR))
-            out.append((picture, f"#{im.id} {im.file_name} · {im.status} · {len(anns)} inst."))
-    return out
+        items = [_thumbnail(store, im, anns[im.id], cats, thumb) for im in imgs]
+    return GalleryPage(items, page, pages)
+
+
+def _thumbnail(store: Store, im: Image, anns: list[Annotation], cats: dict, thumb: int) -> tuple[np.ndarray, str]:
+    caption = f"#{im.id} {im.file_name} · {im.status} · {len(anns)} inst."
+    try:
+        pix = load_rgb(store.media_file(im.media_path))
+    except Exception as e:  # a missing or unreadable media file names its image; the page goes on
+        return np.full((thumb // 2, thumb // 2, 3), 128, np.uint8), f"{caption} · image cannot be read: {e}"
+    scale = min(1.0, thumb / max(im.width, im.height, 1))
+    if scale < 1:
+        pix = pix.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), PILImage.BILINEAR)
+    items, problems = [], []
+    for a in anns:
+        cat = cats.get(a.category_id)
+        try:
+            items.append(shown_from_annotation(a, im.height, im.width, cat.name if cat else str(a.category_id), cat))
+        except CannotDraw as e:
+            problems.append(str(e))
+    picture = draw(np.asarray(pix), items, scale=scale)
+    return picture, " · ".join([caption] + problems)
 
 
 def upload_images(store: Store, paths: Sequence[str], user: str = "") -> str:

@@ -361,7 +361,12 @@ def dataset_tab(store: Store):
         cat_plot = gr.BarPlot(x="category", y="count", color="state", label="Annotations by category",
                               elem_id="plot-category")
     gallery = gr.Gallery(label="Images (masks drawn)", columns=6, height=420, elem_id="store-gallery")
-    refresh = gr.Button("Refresh", elem_id="refresh-store")
+    with gr.Row():
+        g_prev = gr.Button("◀ Previous page", elem_id="gallery-prev", scale=1)
+        g_label = gr.Markdown(elem_id="gallery-page")
+        g_next = gr.Button("Next page ▶", elem_id="gallery-next", scale=1)
+        refresh = gr.Button("Refresh", elem_id="refresh-store", scale=1)
+    g_page = gr.State(1)
     with gr.Row():
         with gr.Column():
             files = gr.File(label="Images or zip archives", file_count="multiple", type="filepath",
@@ -390,21 +395,33 @@ def dataset_tab(store: Store):
             c_delete = gr.Button("Delete category", variant="stop", elem_id="btn-category-delete")
         c_msg = gr.Markdown()
 
-    def refresh_all():
+    def refresh_counts():
         s, c = store_view.counts_tables(store)
         sdf = pd.DataFrame(s, columns=["status", "images"])
         cdf = pd.DataFrame([(r[0], st, r[k]) for r in c for k, st in ((1, "accepted"), (2, "proposed"), (3, "rejected"))],
                            columns=["category", "state", "count"])
-        return s, c, sdf, cdf, store_view.gallery(store), store_view.categories_rows(store)
+        return s, c, sdf, cdf, store_view.categories_rows(store)
 
-    outputs = [by_status, by_cat, status_plot, cat_plot, gallery, cats_table]
-    refresh.click(refresh_all, outputs=outputs, api_name="refresh_store")
+    def show_page(page):
+        """The gallery is drawn only here: when the tab is opened, on Refresh, paging and imports."""
+        gp = store_view.gallery(store, page)
+        return gp.items, gp.page, gp.label
+
+    def refresh_all(page):
+        return refresh_counts() + show_page(page)
+
+    counts = [by_status, by_cat, status_plot, cat_plot, cats_table]
+    page_outs = [gallery, g_page, g_label]
+    outputs = counts + page_outs
+    refresh.click(refresh_all, g_page, outputs, api_name="refresh_store")
+    g_prev.click(lambda p: show_page(p - 1), g_page, page_outs)
+    g_next.click(lambda p: show_page(p + 1), g_page, page_outs)
     upload.click(lambda p: store_view.upload_images(store, p or []), inputs=files, outputs=report,
                  api_name="import_images").then(
-        refresh_all, outputs=outputs)
+        refresh_all, g_page, outputs)
     import_coco.click(lambda j, im, a: store_view.upload_coco(store, j, im or [], a),
                       inputs=[coco_json, coco_images, as_props], outputs=report, api_name="import_coco").then(
-        refresh_all, outputs=outputs)
+        refresh_all, g_page, outputs)
 
     def save_cat(cid, name, sup, kps, skel):
         try:
@@ -427,9 +444,9 @@ def dataset_tab(store: Store):
         except UserError as e:
             return str(e)
 
-    c_save.click(save_cat, [c_id, c_name, c_super, c_kps, c_skel], c_msg).then(refresh_all, outputs=outputs)
-    c_delete.click(delete_cat, [c_id, c_move, c_del_anns], c_msg).then(refresh_all, outputs=outputs)
-    return refresh_all, outputs
+    c_save.click(save_cat, [c_id, c_name, c_super, c_kps, c_skel], c_msg).then(refresh_all, g_page, outputs)
+    c_delete.click(delete_cat, [c_id, c_move, c_del_anns], c_msg).then(refresh_all, g_page, outputs)
+    return (refresh_counts, counts), (show_page, g_page, page_outs)
 
 
 def export_tab(store: Store) -> None:
@@ -491,13 +508,14 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None) -> gr.Bl
         gr.Markdown("# maskloop")
         with gr.Tab("Label", id="label"):
             cat_choices, cat_outs = LabelTab(store, proposer).build(demo)
-        with gr.Tab("Dataset", id="dataset"):
-            refresh_all, outputs = dataset_tab(store)
+        with gr.Tab("Dataset", id="dataset") as dataset:
+            (refresh_counts, counts), (show_page, g_page, page_outs) = dataset_tab(store)
         with gr.Tab("Model", id="model"):
             tables, t_outs, _ = model_tab(store)
         with gr.Tab("Export", id="export"):
             export_tab(store)
-        demo.load(refresh_all, outputs=outputs)
+        demo.load(refresh_counts, outputs=counts)
+        dataset.select(show_page, g_page, page_outs)  # the gallery is drawn when the tab is opened, not on load
         demo.load(tables, outputs=t_outs)
     return demo
 

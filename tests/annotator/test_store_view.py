@@ -12,7 +12,7 @@ def test_counts_and_gallery(store, synth_dir):
     by_status, by_cat = store_view.counts_tables(store)
     assert ["done", 12] in by_status
     assert sum(row[1] for row in by_cat) == len(json.loads((synth_dir / "annotations.json").read_text())["annotations"])
-    g = store_view.gallery(store, limit=5)
+    g = store_view.gallery(store, page_size=5).items
     assert len(g) == 5 and g[0][0].shape == (96, 96, 3) and g[0][1].startswith("#1 ")
     raw = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(synth_dir / "synth_000001.png").convert("RGB"))
     assert not np.array_equal(g[0][0], raw)  # something was drawn
