@@ -88,9 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_store(args):
+    from db.ingest import clean_orphan_media
     from db.store import Settings, Store
 
-    return Store(Settings(store_dir=Path(args.store), db_url=args.db, weights=args.weights, device=args.device))
+    store = Store(Settings(store_dir=Path(args.store), db_url=args.db, weights=args.weights, device=args.device))
+    removed = clean_orphan_media(store)
+    if removed:
+        print(f"note: removed {removed} media file(s) that no image refers to (left by an interrupted import)",
+              file=sys.stderr)
+    return store
 
 
 def round0(store) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 
 from db.errors import UserError
+from db.ids import advance_sequences, id_problem
 from db.schema import Annotation, Category
 from db.store import Store
 
@@ -41,13 +42,18 @@ def add(store: Store, name: str, supercategory: str = "", keypoints: list[str] |
     with store.transaction() as s:
         if s.scalar(select(Category.id).where(Category.name == name)) is not None:
             raise UserError(f"a category named '{name}' exists already")
-        if category_id is None:
-            category_id = (s.scalar(select(func.max(Category.id))) or 0) + 1
-        elif category_id <= 0 or s.get(Category, category_id) is not None:
-            raise UserError(f"category id {category_id} is taken or not positive")
-        s.add(Category(id=category_id, name=name, supercategory=supercategory or "",
-                       keypoints=keypoints or None, skeleton=skeleton if keypoints else None))
-    return category_id
+        if category_id is not None:
+            if id_problem(category_id):
+                raise UserError(f"category id: {id_problem(category_id)}")
+            if s.get(Category, category_id) is not None:
+                raise UserError(f"category id {category_id} is taken")
+        cat = Category(id=category_id, name=name, supercategory=supercategory or "",
+                       keypoints=keypoints or None, skeleton=skeleton if keypoints else None)
+        s.add(cat)
+        s.flush()  # the database allocates the id when none was given
+        if category_id is not None:
+            advance_sequences(s, "categories")
+        return cat.id
 
 
 def update_category(store: Store, category_id: int, *, name: str | None = None, supercategory: str | None = None,

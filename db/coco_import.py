@@ -7,15 +7,18 @@ field; nothing of it is written. Ids (images, annotations, categories) are kept 
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from db import masks
 from db.errors import UserError
-from db.media import BadImage, PreparedImage, prepare, write_media
+from db.ids import advance_sequences, id_problem
+from db.media import BadImage, PreparedImage, media_writer, prepare, read_file, write_media
 from db.schema import Annotation, Category, DatasetMeta, Image, utcnow
 from db.store import Store
 
@@ -23,6 +26,7 @@ _IMAGE_FIELDS = {"id", "file_name", "width", "height"}
 _ANN_FIELDS = {"id", "image_id", "category_id", "segmentation", "bbox", "area", "iscrowd", "keypoints",
                "num_keypoints", "score"}
 _CAT_FIELDS = {"id", "name", "supercategory", "keypoints", "skeleton"}
+_MAX_SIDE = 1_000_000  # pixels; the store's pixel limit refuses far smaller images anyway
 
 
 class CocoRejected(UserError):
@@ -68,8 +72,10 @@ def _check_categories(raw: Any, ck: _Checker) -> dict[int, dict]:
             continue
         cid = c.get("id")
         where = f"category id {cid!r}" if "id" in c else f"categories[{i}]"
-        if not _is_int(cid) or cid <= 0:
-            ck.bad(where, "id", "must be a positive integer (COCO ids start at 1)")
+        if id_problem(cid):
+            ck.bad(where, "id", id_problem(cid))
+            continue
+        if not _check_finite(c, where, ck):
             continue
         if cid in cats:
             ck.bad(where, "id", "duplicate category id")
@@ -111,8 +117,10 @@ def _check_images(raw: Any, ck: _Checker) -> dict[int, dict]:
             continue
         iid = im.get("id")
         where = f"image id {iid!r}" if "id" in im else f"images[{i}]"
-        if not _is_int(iid):
-            ck.bad(where, "id", "missing or not an integer")
+        if id_problem(iid):
+            ck.bad(where, "id", id_problem(iid))
+            continue
+        if not _check_finite(im, where, ck):
             continue
         if iid in imgs:
             ck.bad(where, "id", "duplicate image id")
@@ -128,8 +136,8 @@ def _check_images(raw: Any, ck: _Checker) -> dict[int, dict]:
         else:
             names[fn] = iid
         for f in ("width", "height"):
-            if not _is_int(im.get(f)) or im[f] <= 0:
-                ck.bad(where, f, "missing or not a positive integer")
+            if not _is_int(im.get(f)) or not 0 < im[f] <= _MAX_SIDE:
+                ck.bad(where, f, f"missing or not an integer in 1..{_MAX_SIDE}")
                 ok = False
         if ok:
             imgs[iid] = im
@@ -137,31 +145,38 @@ def _check_images(raw: Any, ck: _Checker) -> dict[int, dict]:
 
 
 def _check_segmentation(seg: Any, where: str, im: dict, ck: _Checker) -> None:
-    if isinstance(seg, list):
-        for k, poly in enumerate(seg):
-            if not _nums(poly):
-                ck.bad(where, "segmentation", f"polygon {k} must be a list of numbers")
-            elif len(poly) % 2:
-                ck.bad(where, "segmentation", f"polygon {k} has an odd number of coordinates")
-            elif len(poly) < 6:
-                ck.bad(where, "segmentation", f"polygon {k} has {len(poly) // 2} point(s); at least 3 are needed")
-    elif isinstance(seg, dict):
-        size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
-            ck.bad(where, "segmentation", "RLE 'size' must be [height, width]")
-        elif size != [im["height"], im["width"]]:
-            ck.bad(where, "segmentation", f"RLE size {size} disagrees with its image's [height, width] "
-                                          f"[{im['height']}, {im['width']}]")
-        elif isinstance(counts, list):
-            if not all(_is_int(c) and c >= 0 for c in counts):
-                ck.bad(where, "segmentation", "uncompressed RLE 'counts' must be non-negative integers")
-            elif sum(counts) != size[0] * size[1]:
-                ck.bad(where, "segmentation", f"uncompressed RLE counts sum to {sum(counts)}, "
-                                              f"not height*width = {size[0] * size[1]}")
-        elif not isinstance(counts, str):
-            ck.bad(where, "segmentation", "RLE 'counts' must be a string or a list of integers")
-    else:
-        ck.bad(where, "segmentation", "must be a list of polygons or an RLE object")
+    h, w = im["height"], im["width"]
+    problem = masks.rle_problem(seg, h, w) if isinstance(seg, dict) else masks.polygon_problem(seg, h, w)
+    if problem:
+        ck.bad(where, "segmentation", problem)
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinity inside ``value`` (Python's json reader accepts NaN, Infinity
+    and 1e999), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "value")
+    if isinstance(value, list):
+        if all(type(v) is int or (type(v) is float and math.isfinite(v)) for v in value):
+            return None
+        for k, v in enumerate(value):
+            found = _non_finite(v, f"{path}[{k}]")
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    return None
+
+
+def _check_finite(entity: dict, where: str, ck: _Checker) -> bool:
+    found = _non_finite(entity)
+    if found:
+        ck.bad(where, found.split(".")[0].split("[")[0], f"{found} is NaN or infinite; COCO JSON holds only "
+                                                          "finite numbers")
+    return found is None
 
 
 def _check_annotations(raw: Any, imgs: dict, cats: dict, ck: _Checker) -> dict[int, dict]:
@@ -175,13 +190,15 @@ def _check_annotations(raw: Any, imgs: dict, cats: dict, ck: _Checker) -> dict[i
             continue
         aid = a.get("id")
         where = f"annotation id {aid!r}" if "id" in a else f"annotations[{i}]"
-        if not _is_int(aid):
-            ck.bad(where, "id", "missing or not an integer")
+        if id_problem(aid):
+            ck.bad(where, "id", id_problem(aid))
             continue
         if aid in anns:
             ck.bad(where, "id", "duplicate annotation id")
             continue
         anns[aid] = a
+        if not _check_finite(a, where, ck):
+            continue
         im = imgs.get(a.get("image_id"))
         if not _is_int(a.get("image_id")):
             ck.bad(where, "image_id", "missing or not an integer")
@@ -197,6 +214,11 @@ def _check_annotations(raw: Any, imgs: dict, cats: dict, ck: _Checker) -> dict[i
             ck.bad(where, "bbox", "must be [x, y, width, height] (4 numbers)")
         elif bbox[2] < 0 or bbox[3] < 0:
             ck.bad(where, "bbox", "width and height must not be negative")
+        elif im is not None:
+            far = masks.coordinate_problem([bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]],
+                                           im["height"], im["width"])
+            if far:
+                ck.bad(where, "bbox", far)
         if "area" in a and (not _is_num(a["area"]) or a["area"] < 0):
             ck.bad(where, "area", "must be a non-negative number")
         if "iscrowd" in a and a["iscrowd"] not in (0, 1) or isinstance(a.get("iscrowd"), bool):
@@ -217,8 +239,12 @@ def _check_annotations(raw: Any, imgs: dict, cats: dict, ck: _Checker) -> dict[i
                                            f"('{cat.get('name')}') lists {len(names)}")
             elif any(v not in (0, 1, 2) for v in kps[2::3]):
                 ck.bad(where, "keypoints", "visibility flags must be 0, 1 or 2")
-        if "num_keypoints" in a and (not _is_int(a["num_keypoints"]) or a["num_keypoints"] < 0):
-            ck.bad(where, "num_keypoints", "must be a non-negative integer")
+            elif im is not None and masks.coordinate_problem(kps, im["height"], im["width"], step=3):
+                ck.bad(where, "keypoints", masks.coordinate_problem(kps, im["height"], im["width"], step=3))
+        if "num_keypoints" in a:
+            k = len((cat or {}).get("keypoints") or [])
+            if not _is_int(a["num_keypoints"]) or not 0 <= a["num_keypoints"] <= k:
+                ck.bad(where, "num_keypoints", f"must be an integer in 0..{k} (the category's keypoint count)")
     return anns
 
 
@@ -251,6 +277,9 @@ def import_coco(
             ck.bad("file", key, "missing")
     if ck.problems:
         raise CocoRejected(ck.problems)
+    for key in ("info", "licenses"):
+        if key in data:
+            _check_finite({key: data[key]}, "file", ck)
     cats = _check_categories(data["categories"], ck)
     imgs = _check_images(data["images"], ck)
     anns = _check_annotations(data["annotations"], imgs, cats, ck)
@@ -262,6 +291,14 @@ def import_coco(
     if ck.problems:
         raise CocoRejected(ck.problems)
 
+    with media_writer(store.settings):
+        _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user)
+    return {"images": len(imgs), "annotations": len(anns), "categories": len(cats),
+            "images_already_in_store": len(existing)}
+
+
+def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user) -> None:
+    """Media files first, then every row in one transaction; a failure removes the media it wrote."""
     written: list[Path] = []
     try:
         for p in prepared.values():
@@ -271,12 +308,15 @@ def import_coco(
                 written.append(dest)
         with store.transaction() as s:
             _write(s, data, cats, imgs, anns, prepared, existing, as_proposals, user)
+    except IntegrityError as e:  # another import took an id or file name after the checks above
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise CocoRejected([f"file: an id or file name was taken by a concurrent import ({e.orig}); "
+                            "run the import again"]) from None
     except BaseException:
         for path in written:  # nothing of a refused import stays behind
             path.unlink(missing_ok=True)
         raise
-    return {"images": len(imgs), "annotations": len(anns), "categories": len(cats),
-            "images_already_in_store": len(existing)}
 
 
 def _read_images(store: Store, imgs: dict, images_dir: Path, ck: _Checker,
@@ -292,7 +332,7 @@ def _read_images(store: Store, imgs: dict, images_dir: Path, ck: _Checker,
             ck.bad(where, "file_name", f"'{im['file_name']}' points outside the images folder")
             continue
         try:
-            p = prepare(path.read_bytes(), store.settings.max_pixels)
+            p = prepare(read_file(path, store.settings.max_image_bytes), store.settings.max_pixels)
         except FileNotFoundError:
             ck.bad(where, "file_name", f"'{im['file_name']}' not found in {images_dir}")
             continue
@@ -392,6 +432,7 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, user) -> No
         ))
     for k in range(0, len(arows), 5000):
         s.execute(insert(Annotation), arows[k:k + 5000])
+    advance_sequences(s, "categories", "images", "annotations")
 
 
 def _area(seg, im) -> float:

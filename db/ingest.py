@@ -9,14 +9,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
-from db.media import BadImage, prepare, write_media
+from db.media import BadImage, media_exclusive, media_writer, prepare, read_file, write_media
 from db.schema import Image, utcnow
-from db.store import Store
+from db.store import Settings, Store
+
 
 @dataclasses.dataclass
 class IngestReport:
@@ -47,31 +50,52 @@ def _safe_zip_name(name: str) -> str | None:
     return str(p)
 
 
-def iter_sources(paths: Iterable[str | Path], report: IngestReport,
+def iter_sources(paths: Iterable[str | Path], report: IngestReport, settings: Settings,
                  shown: Callable[[Path], str] = str) -> Iterator[Source]:
-    """Every candidate file under ``paths``; ``shown`` names a given path in messages."""
+    """Every candidate file under ``paths``; ``shown`` names a given path in messages.
+
+    Symbolic links inside a given folder are followed only when they point inside that folder (the same
+    rule as COCO import's file names); a linked folder is not descended into, since what it points to
+    inside the folder is imported where it lies."""
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             report.skipped.append((shown(path), "no such file or folder"))
         elif path.is_dir():
-            for f in sorted(p for p in path.rglob("*") if p.is_file()):
-                if f.suffix.lower() == ".zip":
-                    yield from _zip_sources(f, report, str(f))
+            root = path.resolve()
+            for f in _walk(path):
+                if f.is_symlink() and not f.resolve().is_relative_to(root):
+                    report.skipped.append((str(f), "symbolic link to a file outside the folder (only links "
+                                                   "inside the imported folder are followed)"))
+                elif f.suffix.lower() == ".zip":
+                    yield from _zip_sources(f, report, str(f), settings)
                 else:
-                    yield Source(str(f), f.relative_to(path).as_posix(), f.read_bytes)
+                    yield Source(str(f), f.relative_to(path).as_posix(),
+                                 lambda f=f: read_file(f, settings.max_image_bytes))
         elif path.suffix.lower() == ".zip":
-            yield from _zip_sources(path, report, shown(path))
+            yield from _zip_sources(path, report, shown(path), settings)
         else:
-            yield Source(shown(path), path.name, path.read_bytes)
+            yield Source(shown(path), path.name, lambda path=path: read_file(path, settings.max_image_bytes))
 
 
-def _zip_sources(path: Path, report: IngestReport, name: str) -> Iterator[Source]:
+def _walk(folder: Path) -> list[Path]:
+    """Files under ``folder`` (recursive, links to folders not descended), sorted."""
+    out = []
+    for dirpath, _dirs, files in os.walk(folder):
+        out += [Path(dirpath) / f for f in files]
+    return sorted(p for p in out if p.is_file())
+
+
+def _zip_sources(path: Path, report: IngestReport, name: str, settings: Settings) -> Iterator[Source]:
+    """The archive stays open while its entries are read (reopening it per entry is quadratic). Each
+    entry's declared size and expansion ratio are checked before it is read, and reading stops at the
+    size limit whatever the header claims, so a zip bomb costs neither memory nor time."""
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         report.skipped.append((name, f"not a readable zip archive: {e}"))
         return
+    limit, ratio = settings.max_image_bytes, settings.max_zip_ratio
     with zf:
         for info in sorted(zf.infolist(), key=lambda i: i.filename):
             if info.is_dir():
@@ -83,12 +107,30 @@ def _zip_sources(path: Path, report: IngestReport, name: str) -> Iterator[Source
                 continue
             if PurePosixPath(safe).name.startswith("__MACOSX") or "/__MACOSX/" in f"/{safe}":
                 continue
+            problem = zip_entry_problem(info, limit, ratio)
+            if problem:
+                report.skipped.append((display, problem))
+                continue
+            yield Source(display, safe, lambda info=info: read_zip_entry(zf, info, limit))
 
-            def read(info=info, zf_path=path):
-                with zipfile.ZipFile(zf_path) as z:
-                    return z.read(info)
 
-            yield Source(display, safe, read)
+def zip_entry_problem(info: zipfile.ZipInfo, limit: int, ratio: int) -> str | None:
+    """Why a zip entry is refused before reading it (None when it may be read)."""
+    if info.file_size > limit:
+        return f"declares {info.file_size} bytes, over the limit of {limit} bytes for one image file"
+    if info.file_size > 2 ** 20 and info.file_size > ratio * max(1, info.compress_size):
+        return (f"expands {info.file_size // max(1, info.compress_size)}x ({info.compress_size} -> "
+                f"{info.file_size} bytes): refused as a zip bomb (limit {ratio}x)")
+    return None
+
+
+def read_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """An entry's bytes, read in a stream that stops at ``limit`` (headers can lie about sizes)."""
+    with zf.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BadImage(f"expands past the limit of {limit} bytes for one image file")
+    return data
 
 
 def _unique_name(name: str, content_hash: str, taken: set[str]) -> str:
@@ -107,52 +149,104 @@ def ingest(
     shown: Callable[[Path], str] = str,
 ) -> IngestReport:
     """Import image files, folders and zips into the store. ``progress(n_done, name)`` per file;
-    ``shown`` names each given path in the report (its full path by default)."""
+    ``shown`` names each given path in the report (its full path by default).
+
+    Image ids come from the database. Another import running at the same time (a second CLI import, an
+    upload in the UI) cannot make this one fail: a batch that collides with it on a file's bytes or name
+    is written again row by row, reporting the duplicate or renaming the file."""
     report = IngestReport()
     with store.session() as s:
         known_hash = dict(s.execute(select(Image.content_hash, Image.id)).all())
         taken = set(s.scalars(select(Image.file_name)))
-        next_id = (s.scalar(select(func.max(Image.id))) or 0) + 1
     batch: list[dict] = []
+    shown_names: list[str] = []
+    new_ids: dict[str, int] = {}  # content hash -> id, for images added by this run
+    repeats: list[tuple[str, str]] = []  # (name, content hash) of second copies of files added by this run
 
     def flush():
-        if batch:
+        if not batch:
+            return
+        try:
             with store.transaction() as s:
-                s.execute(insert(Image), batch)
-            batch.clear()
+                ids = s.scalars(insert(Image).returning(Image.id, sort_by_parameter_order=True), batch).all()
+            report.added += [(i, row["file_name"]) for i, row in zip(ids, batch)]
+            new_ids.update((row["content_hash"], i) for i, row in zip(ids, batch))
+        except IntegrityError:
+            for row, display in zip(batch, shown_names):
+                got = _insert_one(store, row, display, report)
+                if got is not None:
+                    new_ids[row["content_hash"]] = got
+        batch.clear()
+        shown_names.clear()
 
-    for n, src in enumerate(iter_sources(paths, report, shown), start=1):
-        if progress:
-            progress(n, src.display)
-        try:
-            raw = src.read()
-        except (OSError, zipfile.BadZipFile, RuntimeError) as e:
-            report.skipped.append((src.display, f"cannot be read: {e}"))
-            continue
-        try:
-            prepared = prepare(raw, store.settings.max_pixels)
-        except BadImage as e:
-            report.skipped.append((src.display, str(e)))
-            continue
-        if prepared.content_hash in known_hash:
-            report.duplicates.append((src.display, known_hash[prepared.content_hash]))
-            continue
-        write_media(store.settings.media_dir, prepared)
-        name = _unique_name(src.file_name, prepared.content_hash, taken)
-        taken.add(name)
-        now = utcnow()
-        batch.append(
-            dict(id=next_id, file_name=name, content_hash=prepared.content_hash, media_path=prepared.media_path,
-                 width=prepared.width, height=prepared.height, status="new", row_version=1,
-                 created_at=now, updated_at=now)
-        )
-        known_hash[prepared.content_hash] = next_id
-        report.added.append((next_id, name))
-        next_id += 1
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+    with media_writer(store.settings):
+        for n, src in enumerate(iter_sources(paths, report, store.settings, shown), start=1):
+            if progress:
+                progress(n, src.display)
+            try:
+                raw = src.read()
+                prepared = prepare(raw, store.settings.max_pixels)
+            except BadImage as e:
+                report.skipped.append((src.display, str(e)))
+                continue
+            except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, zlib.error, NotImplementedError) as e:
+                report.skipped.append((src.display, f"cannot be read: {e}"))
+                continue
+            if prepared.content_hash in known_hash:
+                report.duplicates.append((src.display, known_hash[prepared.content_hash]))
+                continue
+            if prepared.content_hash in new_ids or any(r["content_hash"] == prepared.content_hash for r in batch):
+                repeats.append((src.display, prepared.content_hash))
+                continue
+            write_media(store.settings.media_dir, prepared)
+            name = _unique_name(src.file_name, prepared.content_hash, taken)
+            taken.add(name)
+            now = utcnow()
+            batch.append(dict(file_name=name, content_hash=prepared.content_hash, media_path=prepared.media_path,
+                              width=prepared.width, height=prepared.height, status="new", row_version=1,
+                              created_at=now, updated_at=now))
+            shown_names.append(src.display)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    report.duplicates += [(name, new_ids[h]) for name, h in repeats if h in new_ids]
     return report
+
+
+def _insert_one(store: Store, row: dict, display: str, report: IngestReport) -> int | None:
+    """One image row after its batch collided with a concurrent import."""
+    for attempt in range(2):
+        try:
+            with store.transaction() as s:
+                new_id = s.scalar(insert(Image).returning(Image.id), row)
+            report.added.append((new_id, row["file_name"]))
+            return new_id
+        except IntegrityError:
+            with store.session() as s:
+                same = s.scalar(select(Image.id).where(Image.content_hash == row["content_hash"]))
+            if same is not None:
+                report.duplicates.append((display, same))
+                return same
+            row = {**row, "file_name": _unique_name(row["file_name"], row["content_hash"], {row["file_name"]})}
+    report.skipped.append((display, "could not be written: its file name kept colliding with a concurrent import"))
+    return None
+
+
+def clean_orphan_media(store: Store) -> int:
+    """Remove media files no image row refers to (left by an import that was killed or refused) and
+    half-written ``.part`` files. Skipped while another process is importing. Returns how many went."""
+    with media_exclusive(store.settings) as free:
+        if not free:
+            return 0
+        with store.session() as s:
+            used = set(s.scalars(select(Image.media_path)))
+        removed = 0
+        root = store.settings.media_dir
+        for f in root.glob("*/*"):
+            if f.is_file() and f.relative_to(root).as_posix() not in used:
+                f.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
 
 def count_sources(paths: Iterable[str | Path]) -> int:

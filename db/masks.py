@@ -7,10 +7,118 @@ Masks are ``numpy`` arrays of shape (H, W), dtype bool or uint8. RLE is COCO RLE
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+# Polygon vertices, boxes and keypoints may lie at most this many image sizes from the origin. Rasterising
+# a polygon costs memory in proportion to its extent, so a vertex at 2**63 would exhaust memory (or crash
+# pycocotools); nothing real lies that far outside its image.
+COORD_LIMIT = 4
+
+
+class MaskError(ValueError):
+    """A segmentation that is not valid COCO (the message says what is wrong); nothing was decoded."""
+
+
+def rle_counts(counts: str) -> np.ndarray:
+    """Decode a compressed COCO RLE ``counts`` string into run lengths, checking it the way pycocotools'
+    C decoder does not (it trusts its input and writes past the mask on a bad one). Raises MaskError."""
+    if not isinstance(counts, str) or not counts.isascii():
+        raise MaskError("RLE counts must be an ASCII string")
+    c = np.frombuffer(counts.encode("ascii"), np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, np.int64)
+    if c.min() < 0 or c.max() > 63:
+        raise MaskError("RLE counts hold characters outside COCO's alphabet ('0'..'o')")
+    ends = np.flatnonzero((c & 0x20) == 0)  # the last character of each number
+    if ends.size == 0 or ends[-1] != c.size - 1:
+        raise MaskError("RLE counts end in the middle of a number")
+    starts = np.r_[0, ends[:-1] + 1]
+    lengths = ends - starts + 1
+    if lengths.max() > 12:
+        raise MaskError("RLE counts hold a number too large for any image")
+    group = np.repeat(np.arange(ends.size), lengths)
+    shift = 5 * (np.arange(c.size) - starts[group])
+    d = np.add.reduceat((c & 0x1F) << shift, starts)
+    negative = (c[ends] & 0x10) != 0
+    d = d - np.where(negative, np.left_shift(1, 5 * lengths), 0)
+    x = d.copy()  # from the fourth number on, each is a difference to the one two places earlier
+    x[2::2] = np.cumsum(d[2::2])
+    x[1::2] = np.cumsum(d[1::2])
+    return x
+
+
+def rle_problem(rle: Any, height: int, width: int) -> str | None:
+    """Why ``rle`` is not a COCO RLE of an image of this size (None when it is)."""
+    if not isinstance(rle, dict):
+        return "RLE must be an object with size and counts"
+    size, counts = rle.get("size"), rle.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in size)):
+        return "RLE 'size' must be [height, width]"
+    if size != [height, width]:
+        return f"RLE size {size} disagrees with its image's [height, width] [{height}, {width}]"
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            return "uncompressed RLE 'counts' must be non-negative integers"
+        runs = counts
+    elif isinstance(counts, (str, bytes)):
+        try:
+            runs = rle_counts(counts.decode("ascii") if isinstance(counts, bytes) else counts).tolist()
+        except (MaskError, UnicodeDecodeError) as e:
+            return f"compressed RLE is not valid COCO RLE: {e}"
+        if any(v < 0 for v in runs):
+            return "compressed RLE is not valid COCO RLE: a run length is negative"
+    else:
+        return "RLE 'counts' must be a string or a list of integers"
+    if sum(runs) != height * width:
+        return f"RLE run lengths sum to {sum(runs)}, not height*width = {height * width}"
+    return None
+
+
+def polygon_problem(segmentation: Any, height: int, width: int) -> str | None:
+    """Why ``segmentation`` is not a list of COCO polygons within reach of the image (None when it is)."""
+    if not isinstance(segmentation, list):
+        return "must be a list of polygons or an RLE object"
+    for k, poly in enumerate(segmentation):
+        if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in poly):
+            return f"polygon {k} must be a list of numbers"
+        if len(poly) % 2:
+            return f"polygon {k} has an odd number of coordinates"
+        if len(poly) < 6:
+            return f"polygon {k} has {len(poly) // 2} point(s); at least 3 are needed"
+        bad = coordinate_problem(poly, height, width)
+        if bad:
+            return f"polygon {k}: {bad}"
+    return None
+
+
+def coordinate_problem(flat_xy: list, height: int, width: int, step: int = 2) -> str | None:
+    """Why the x, y pairs in ``flat_xy`` (every ``step`` values: 2 for polygons, 3 for keypoints) are
+    unusable: not finite, or more than COORD_LIMIT image sizes away. None when they are fine."""
+    xs, ys = flat_xy[0::step], flat_xy[1::step]
+    for axis, vals, size in (("x", xs, width), ("y", ys, height)):
+        for v in vals:
+            try:
+                ok = math.isfinite(v) and -COORD_LIMIT * size <= v <= COORD_LIMIT * size
+            except OverflowError:
+                ok = False
+            if not ok:
+                return (f"{axis} coordinate {v!r} is not finite or more than {COORD_LIMIT}x the image's "
+                        f"{'width' if axis == 'x' else 'height'} ({size}) away")
+    return None
+
+
+def check(segmentation: Any, height: int, width: int) -> None:
+    """Raise MaskError unless ``segmentation`` is a valid COCO segmentation for an image of this size."""
+    problem = (rle_problem(segmentation, height, width) if isinstance(segmentation, dict)
+               else polygon_problem(segmentation, height, width))
+    if problem:
+        raise MaskError(problem)
 
 
 def encode(mask: np.ndarray) -> dict[str, Any]:
@@ -32,8 +140,13 @@ def encode_batch(masks: np.ndarray) -> list[dict[str, Any]]:
 
 
 def to_compressed(rle: dict[str, Any]) -> dict[str, Any]:
-    """Any COCO RLE (compressed, bytes or uncompressed list counts) -> compressed with str counts."""
-    h, w = (int(v) for v in rle["size"])
+    """Any COCO RLE (compressed, bytes or uncompressed list counts) -> compressed with str counts.
+    Raises MaskError for anything that is not valid COCO RLE."""
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if not (isinstance(size, list) and len(size) == 2):
+        raise MaskError("RLE 'size' must be [height, width]")
+    h, w = (int(v) for v in size)
+    check(rle, h, w)
     counts = rle["counts"]
     if isinstance(counts, list):
         r = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
@@ -49,11 +162,13 @@ def _as_pycoco(rle: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """COCO segmentation (polygons or RLE) -> bool mask (H, W)."""
+    """COCO segmentation (polygons or RLE) -> bool mask (H, W). Raises MaskError for an invalid one."""
     if isinstance(segmentation, dict):
+        check(segmentation, height, width)
         return mask_utils.decode(_as_pycoco(segmentation)).astype(bool)
     if not segmentation:
         return np.zeros((height, width), dtype=bool)
+    check(segmentation, height, width)
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in segmentation], height, width)
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
@@ -62,6 +177,7 @@ def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     """COCO segmentation (polygons or any RLE) -> compressed RLE with str counts."""
     if isinstance(segmentation, dict):
         return to_compressed(segmentation)
+    check(segmentation, height, width)
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in segmentation], height, width)
     r = mask_utils.merge(rles)
     return {"size": [height, width], "counts": r["counts"].decode("ascii")}

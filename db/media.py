@@ -8,12 +8,15 @@ is stored is what every later step sees: EXIF orientation already applied, a mod
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import io
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -71,7 +74,8 @@ def prepare(raw: bytes, max_pixels: int) -> PreparedImage:
         raise BadImage("image has zero width or height")
 
     orientation = img.getexif().get(0x0112, 1)
-    needs_transform = orientation not in (1, None) or fmt not in _KEEP_FORMATS or img.mode not in _KEEP_MODES
+    needs_transform = (orientation not in (1, None) or fmt not in _KEEP_FORMATS or img.mode not in _KEEP_MODES
+                       or _png_bit_depth(raw) == 16)
     if not needs_transform:
         return PreparedImage(digest, raw, _KEEP_FORMATS[fmt], w, h)
 
@@ -80,6 +84,14 @@ def prepare(raw: bytes, max_pixels: int) -> PreparedImage:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return PreparedImage(digest, buf.getvalue(), ".png", img.width, img.height)
+
+
+def _png_bit_depth(raw: bytes) -> int | None:
+    """A PNG's bits per channel from its header. Pillow opens 16-bit RGB(A) PNGs as 8-bit modes, so the
+    mode alone does not show that the file itself is 16-bit."""
+    if raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR" and len(raw) > 24:
+        return raw[24]
+    return None
 
 
 _SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
@@ -106,6 +118,47 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
     if img.mode in ("PA",):
         return img.convert("RGBA")
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
+
+
+@contextmanager
+def media_writer(settings) -> Iterator[None]:
+    """Held (shared) while a process writes media files whose rows are not yet committed, so that the
+    orphan clean-up at start (which takes it exclusively) never removes a file an import is about to use."""
+    lock = Path(settings.store_dir) / "media.lock"
+    with open(lock, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def media_exclusive(settings) -> Iterator[bool]:
+    """Yields True when no process is writing media (the lock was free), False when one is."""
+    lock = Path(settings.store_dir) / "media.lock"
+    with open(lock, "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_file(path: Path, limit: int) -> bytes:
+    """A file's bytes, refused (BadImage) unread when it is larger than ``limit``."""
+    size = Path(path).stat().st_size
+    if size > limit:
+        raise BadImage(f"{size} bytes is over the limit of {limit} bytes for one image file")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # the file grew while being read
+        raise BadImage(f"over the limit of {limit} bytes for one image file")
+    return data
 
 
 def write_media(media_dir: Path, prepared: PreparedImage) -> Path:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any, Optional
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -46,12 +48,31 @@ class JsonNumber(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
-        return None if value is None else json.dumps(value)
+        return None if value is None else json.dumps(value, allow_nan=False)
 
     def process_result_value(self, value, dialect):
         if value is None or isinstance(value, (int, float)):
             return value
         return json.loads(value)
+
+
+class FiniteFloat(TypeDecorator):
+    """A float column that refuses NaN and infinities instead of storing them (SQLite would store NULL)."""
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"not a finite number: {value!r}")
+        return value
+
+
+# COCO ids: 64-bit on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the 64-bit rowid, which allocates
+# new ids itself. Ids given on import must lie in 1..MAX_ID: JSON readers that hold numbers as doubles
+# (browsers, JavaScript, many COCO tools) read larger ones wrongly.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2 ** 53 - 1
 
 
 class Base(DeclarativeBase):
@@ -61,7 +82,7 @@ class Base(DeclarativeBase):
 class Category(Base):
     __tablename__ = "categories"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     supercategory: Mapped[str] = mapped_column(String(200), default="")
     keypoints: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
@@ -73,7 +94,7 @@ class Category(Base):
 class Image(Base):
     __tablename__ = "images"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     file_name: Mapped[str] = mapped_column(String(1000), unique=True)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     media_path: Mapped[str] = mapped_column(String(300))
@@ -102,7 +123,7 @@ class ModelVersion(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=False)
     promoted: Mapped[bool] = mapped_column(Boolean, default=False)
     images_used: Mapped[int] = mapped_column(Integer, default=0)
-    train_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    train_seconds: Mapped[float] = mapped_column(FiniteFloat, default=0.0)
     loss_curve: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
     metrics: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     parent_metrics: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
@@ -114,9 +135,9 @@ class ModelVersion(Base):
 class Annotation(Base):
     __tablename__ = "annotations"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id", ondelete="CASCADE"))
+    category_id: Mapped[int] = mapped_column(IdType, ForeignKey("categories.id"))
     segmentation: Mapped[Optional[Any]] = mapped_column(JSON, nullable=True)
     bbox: Mapped[list[Any]] = mapped_column(JSON)
     area: Mapped[Any] = mapped_column(JsonNumber)
@@ -124,7 +145,7 @@ class Annotation(Base):
     keypoints: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
     num_keypoints: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     source: Mapped[str] = mapped_column(String(10), default="human")
-    score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    score: Mapped[Optional[float]] = mapped_column(FiniteFloat, nullable=True)
     model_version_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("model_versions.id"), nullable=True
     )
@@ -154,12 +175,16 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     state: Mapped[str] = mapped_column(String(12), default="queued", index=True)
-    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    progress: Mapped[float] = mapped_column(FiniteFloat, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
     params: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     detail: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     pid: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    host: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
+    # Written every few seconds by the process doing the job; an active job whose heartbeat is older than
+    # db.jobs.STALE_AFTER is failed, whatever its pid (pids are reused, and the process may be elsewhere).
+    heartbeat_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     result_version_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("model_versions.id"), nullable=True
     )

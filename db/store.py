@@ -6,6 +6,7 @@ The caller owns session lifetimes: ``with store.session() as s, s.begin(): ...``
 from __future__ import annotations
 
 import dataclasses
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +23,8 @@ class Settings:
     store_dir: Path = Path("labelstore")
     db_url: str | None = None  # None: SQLite file inside store_dir
     max_pixels: int = 120_000_000  # images above this are refused at ingest
+    max_image_bytes: int = 512 * 2 ** 20  # an image file (or zip entry) larger than this is refused unread
+    max_zip_ratio: int = 200  # a zip entry expanding more than this is refused unread (a zip bomb)
     busy_timeout_ms: int = 30_000
     device: str = "auto"  # model device: auto | cpu | cuda
     weights: str = "coco"  # round-0 weights: coco | none | PATH
@@ -61,10 +64,16 @@ def _sqlite_pragmas(busy_timeout_ms: int):
     return on_connect
 
 
+def _strict_json(value) -> str:
+    """JSON columns never hold NaN or Infinity: the json module would write them, and every later export
+    (or any other strict reader) would then fail. A ValueError here aborts the write."""
+    return json.dumps(value, allow_nan=False)
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.url
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, json_serializer=_strict_json)
         event.listen(engine, "connect", _sqlite_pragmas(settings.busy_timeout_ms))
 
         @event.listens_for(engine, "begin")
@@ -72,7 +81,7 @@ def make_engine(settings: Settings) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, json_serializer=_strict_json)
 
 
 class Store:

@@ -47,3 +47,27 @@ def test_round_trip_and_conflict_on_postgres(pg_store, synth_dir, tmp_path):
     two.accept(0)
     with pytest.raises(SaveConflict):
         two.save("bob")
+
+
+def test_ids_come_from_sequences_moved_past_imported_ids(pg_store, synth_dir, tmp_path):
+    """After a COCO import with given ids, new images, categories and labels get fresh ids (issue 7)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from db import categories
+    from db.ingest import ingest
+
+    coco = json.loads((synth_dir / "annotations.json").read_text())
+    import_coco(pg_store, coco, synth_dir)
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "new.png")
+    r = ingest(pg_store, [tmp_path / "new.png"])
+    assert not r.skipped and r.added[0][0] > max(im["id"] for im in coco["images"])
+    assert categories.add(pg_store, "fresh") > max(c["id"] for c in coco["categories"])
+    ls = LabelSession(pg_store, r.added[0][0])
+    m = np.zeros((8, 8), bool)
+    m[1:4, 1:4] = True
+    ls.new_instance(coco["categories"][0]["id"], mask=m)
+    ls.save("alice")
+    assert ls.instances[-1].ann_id > max(a["id"] for a in coco["annotations"])

@@ -1,0 +1,168 @@
+"""Values that used to be accepted and then broke every later export, save or view (issue 7): each is now
+refused at import, by id and field, and the store is left exactly as it was."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from db import coco_export, masks
+from db.coco_import import CocoRejected, import_coco
+from db.ingest import ingest
+from db.schema import Annotation, Image as ImageRow
+from db.stats import stats
+from tests.db.test_coco import _handmade
+
+
+def _refused(store, coco, images_dir) -> str:
+    before = coco_export.dumps(coco_export.build(store))
+    with pytest.raises(CocoRejected) as e:
+        import_coco(store, coco, images_dir)
+    assert coco_export.dumps(coco_export.build(store)) == before  # nothing written, export still works
+    assert not [p for p in (store.settings.media_dir).rglob("*") if p.is_file()]
+    return str(e.value)
+
+
+@pytest.mark.parametrize("where, path, value", [
+    ("annotations", ("bbox", 2), math.nan),
+    ("annotations", ("bbox", 0), math.inf),
+    ("annotations", ("area",), -math.inf),
+    ("annotations", ("keypoints", 0), math.nan),  # annotation 6 holds keypoints
+    ("annotations", ("segmentation", 0, 3), math.nan),
+    ("annotations", ("score",), math.nan),
+    ("annotations", ("my_extra", "deep"), math.inf),
+    ("images", ("my_extra",), math.nan),
+])
+def test_non_finite_numbers_are_refused_by_id_and_field(store, tmp_path, where, path, value):
+    coco, d = _handmade(tmp_path)
+    item = coco[where][-1] if where == "annotations" else coco[where][0]
+    target = item
+    for k in path[:-1]:
+        target = target.setdefault(k, {}) if isinstance(k, str) else target[k]
+    target[path[-1]] = value
+    msg = _refused(store, coco, d)
+    assert f"id {item['id']}" in msg and f"'{path[0]}'" in msg and "NaN or infinite" in msg
+
+
+def test_nan_and_infinity_literals_in_the_file_text_are_refused(store, tmp_path):
+    coco, d = _handmade(tmp_path)
+    text = json.dumps(coco).replace('"area": 123.5', '"area": NaN').replace('"year": 2026', '"year": 1e999')
+    (d / "annotations.json").write_text(text)
+    msg = _refused(store, d / "annotations.json", d)
+    assert "annotation id 900: field 'area'" in msg and "'info'" in msg
+
+
+@pytest.mark.parametrize("value", [0, -1, 2 ** 63, 2 ** 63 - 1, 2 ** 53])
+@pytest.mark.parametrize("kind", ["images", "annotations", "categories"])
+def test_ids_outside_one_range_are_refused_by_name(store, tmp_path, kind, value):
+    coco, d = _handmade(tmp_path)
+    old = coco[kind][0]["id"]
+    coco[kind][0]["id"] = value
+    for a in coco["annotations"]:  # keep references consistent so the id itself is what is refused
+        key = {"images": "image_id", "categories": "category_id"}.get(kind)
+        if key and a[key] == old:
+            a[key] = value
+    msg = _refused(store, coco, d)
+    assert f"{kind[:-1].replace('categorie', 'category')} id {value}: field 'id'" in msg
+    assert "outside 1.." in msg
+
+
+def test_largest_allowed_ids_leave_new_images_and_new_labels_working(store, tmp_path):
+    from annotator.labeling import LabelSession
+
+    coco, d = _handmade(tmp_path)
+    big = 2 ** 53 - 1
+    coco["annotations"][0]["id"] = big
+    coco["images"][0]["id"] = big - 5
+    for a in coco["annotations"]:
+        if a["image_id"] == 17:
+            a["image_id"] = big - 5
+    import_coco(store, coco, d)
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(tmp_path / "new.png")
+    report = ingest(store, [tmp_path / "new.png"])
+    assert len(report.added) == 1 and not report.skipped
+    ls = LabelSession(store, report.added[0][0])
+    m = np.zeros((9, 9), bool)
+    m[2:5, 2:5] = True
+    ls.new_instance(42, mask=m)
+    ls.save("alice")
+    assert stats(store).images == 3
+
+
+def test_num_keypoints_beyond_the_category_is_refused(store, tmp_path):
+    coco, d = _handmade(tmp_path)
+    coco["annotations"][2]["num_keypoints"] = 2 ** 63
+    assert "annotation id 6: field 'num_keypoints'" in _refused(store, coco, d)
+
+
+@pytest.mark.parametrize("counts", ["!!garbage!!", "ÿÿÿÿ", "0", "PP", "1O00"])
+def test_invalid_compressed_rle_is_refused_by_id(store, tmp_path, counts):
+    coco, d = _handmade(tmp_path)
+    coco["annotations"][1]["segmentation"] = {"size": [10, 20], "counts": counts}
+    msg = _refused(store, coco, d)
+    assert "annotation id 5: field 'segmentation'" in msg
+
+
+@pytest.mark.parametrize("with_area", [True, False])
+def test_polygon_coordinates_far_outside_the_image_are_refused(store, tmp_path, with_area):
+    coco, d = _handmade(tmp_path)
+    a = coco["annotations"][0]
+    a["segmentation"] = [[1, 2, 2 ** 63, 2, 11, 10]]
+    if not with_area:
+        del a["area"]
+    msg = _refused(store, coco, d)
+    assert "annotation id 900: field 'segmentation'" in msg and "coordinate" in msg
+
+
+def test_keypoints_and_boxes_far_outside_the_image_are_refused(store, tmp_path):
+    coco, d = _handmade(tmp_path)
+    coco["annotations"][2]["keypoints"][0] = 1e12
+    coco["annotations"][0]["bbox"] = [-1e9, 0, 1, 1]
+    msg = _refused(store, coco, d)
+    assert "annotation id 6: field 'keypoints'" in msg and "annotation id 900: field 'bbox'" in msg
+
+
+def test_decoding_checks_rle_before_pycocotools_sees_it():
+    with pytest.raises(masks.MaskError):
+        masks.decode({"size": [4, 4], "counts": "o"}, 4, 4)
+    with pytest.raises(masks.MaskError):  # runs summing past the mask would be written out of bounds
+        masks.decode({"size": [2, 2], "counts": "0?"}, 2, 2)
+    with pytest.raises(masks.MaskError):
+        masks.decode([[0, 0, 2 ** 40, 0, 5, 5]], 10, 10)
+
+
+def test_compressed_rle_decoder_agrees_with_pycocotools():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        m = rng.random((h, w)) < rng.random()
+        rle = masks.encode(m)
+        runs = masks.rle_counts(rle["counts"])
+        assert runs.sum() == h * w and (runs >= 0).all()
+        assert masks.rle_problem(rle, h, w) is None
+        assert np.array_equal(masks.decode(rle, h, w), m)
+
+
+def test_the_database_itself_refuses_non_finite_values(store, tmp_path):
+    coco, d = _handmade(tmp_path)
+    import_coco(store, coco, d)
+    for values in ({"score": math.nan}, {"bbox": [0, 0, math.inf, 1]}, {"area": math.nan}):
+        with pytest.raises(Exception) as e, store.transaction() as s:
+            s.query(Annotation).filter(Annotation.id == 900).update(values)
+        assert "finite" in str(e.value) or "Out of range" in str(e.value)
+    assert {a["id"]: a["bbox"] for a in coco_export.build(store)["annotations"]}[900] == [1, 2, 10, 8]
+
+
+def test_image_ids_zero_and_negative_follow_the_category_rule(store, tmp_path):
+    coco, d = _handmade(tmp_path)
+    bad = copy.deepcopy(coco)
+    bad["images"][1]["id"] = 0
+    for a in bad["annotations"]:
+        if a["image_id"] == 3:
+            a["image_id"] = 0
+    assert "image id 0: field 'id'" in _refused(store, bad, d)
+    with store.session() as s:
+        assert s.query(ImageRow).count() == 0

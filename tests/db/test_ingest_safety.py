@@ -1,0 +1,162 @@
+"""Ingest under attack or contention (issue 7): zip bombs, huge archives, concurrent imports, symbolic
+links, orphan media and 16-bit PNGs."""
+
+import dataclasses
+import io
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from db.coco_import import CocoRejected, import_coco
+from db.ingest import clean_orphan_media, ingest
+from db.media import media_writer, prepare
+from db.schema import Image as ImageRow
+from db.store import Store
+
+
+def _png(seed: int, size=(12, 10)) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_zip_bomb_entry_is_refused_unread(store, tmp_path):
+    z = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ok.png", _png(1))
+        zf.writestr("zeros.bmp", b"\0" * (64 * 2 ** 20))  # 64 MiB that deflate to about 64 KiB
+    read = []
+    real_open = zipfile.ZipFile.open
+
+    def spy(self, name, *a, **kw):
+        read.append(getattr(name, "filename", name))
+        return real_open(self, name, *a, **kw)
+
+    zipfile.ZipFile.open = spy
+    try:
+        r = ingest(store, [z])
+    finally:
+        zipfile.ZipFile.open = real_open
+    assert [n for _, n in r.added] == ["ok.png"]
+    reason = dict(r.skipped)[f"{z}:zeros.bmp"]
+    assert "zip bomb" in reason and "zeros.bmp" not in read
+
+
+def test_entry_larger_than_declared_stops_at_the_limit(tmp_path):
+    s = Store(dataclasses.replace(Store.open(tmp_path / "st").settings, max_image_bytes=50_000,
+                                  store_dir=tmp_path / "st2"))
+    z = tmp_path / "big.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("big.bmp", os.urandom(80_000))
+    r = ingest(s, [z])
+    assert "over the limit of 50000 bytes" in dict(r.skipped)[f"{z}:big.bmp"]
+    (tmp_path / "big.png").write_bytes(os.urandom(60_000))
+    r = ingest(s, [tmp_path / "big.png"])
+    assert "over the limit" in dict(r.skipped)[str(tmp_path / "big.png")]
+
+
+def test_a_zip_is_opened_once_however_many_entries(store, tmp_path):
+    z = tmp_path / "many.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for i in range(60):
+            zf.writestr(f"img{i:03d}.png", _png(i, (4, 4)))
+    opened = []
+    real_init = zipfile.ZipFile.__init__
+
+    def counting(self, file, *a, **kw):
+        opened.append(file)
+        real_init(self, file, *a, **kw)
+
+    zipfile.ZipFile.__init__ = counting
+    try:
+        r = ingest(store, [z])
+    finally:
+        zipfile.ZipFile.__init__ = real_init
+    assert len(r.added) == 60 and len(opened) == 1
+
+
+def test_two_imports_at_once_both_finish_with_ids_from_the_database(store, tmp_path):
+    """The second import runs entirely while the first is between reading the store and writing its batch
+    (as a UI upload during a CLI import): before, the first died with UNIQUE images.id."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for i in range(5):
+        (a / f"a{i}.png").write_bytes(_png(i))
+        (b / f"b{i}.png").write_bytes(_png(100 + i))
+    (b / "shared.png").write_bytes(_png(3))  # the same bytes as a/a3.png
+    (b / "a0.png").write_bytes(_png(55))  # another file under a name the first import also uses
+    done = []
+
+    def in_between(n, name):
+        if n == 1 and not done:
+            done.append(ingest(store, [b / p for p in sorted(os.listdir(b))]))
+
+    r1 = ingest(store, [a], progress=in_between)
+    r2 = done[0]
+    assert not r1.skipped and not r2.skipped
+    added = r1.added + r2.added
+    assert len({i for i, _ in added}) == len(added) == 11
+    with store.session() as s:
+        rows = s.query(ImageRow).all()
+    assert len(rows) == 11 and len({r.file_name for r in rows}) == 11
+    assert [n for n, _ in r1.duplicates] == [str(a / "a3.png")]
+    assert clean_orphan_media(store) == 0
+
+
+def test_orphan_media_are_removed_at_start_unless_an_import_is_writing(store, tmp_path):
+    (tmp_path / "x.png").write_bytes(_png(7))
+    ingest(store, [tmp_path / "x.png"])
+    p = prepare(_png(8), 10 ** 6)
+    orphan = store.settings.media_dir / p.media_path
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(p.data)
+    (orphan.parent / "half.part").write_bytes(b"x")
+    with media_writer(store.settings):
+        assert clean_orphan_media(store) == 0 and orphan.exists()
+    assert clean_orphan_media(store) == 2 and not orphan.exists()
+    assert len(list(store.settings.media_dir.rglob("*.png"))) == 1
+
+
+def test_symlinks_follow_one_rule_for_folders_and_coco(store, tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    (outside / "secret.png").write_bytes(_png(9))
+    (root / "real.png").write_bytes(_png(10))
+    (root / "out.png").symlink_to(outside / "secret.png")
+    (root / "in.png").symlink_to(root / "real.png")
+    r = ingest(store, [root])
+    assert "outside the folder" in dict(r.skipped)[str(root / "out.png")]
+    assert [n for _, n in r.added] == ["in.png"]  # the link inside is followed; real.png is its duplicate
+    coco = {"images": [{"id": 1, "file_name": "out.png", "width": 12, "height": 10}],
+            "annotations": [], "categories": []}
+    with pytest.raises(CocoRejected, match="outside the images folder"):
+        import_coco(store, coco, root)
+
+
+def test_sixteen_bit_rgb_png_is_stored_as_eight_bit(store, tmp_path):
+    arr = (np.random.default_rng(1).integers(0, 65535, (6, 5, 3))).astype(">u2")
+    raw = _png16(arr)
+    assert raw[24] == 16
+    p = prepare(raw, 10 ** 6)
+    assert p.data[24] == 8 and p.ext == ".png"
+    with Image.open(io.BytesIO(p.data)) as im:
+        assert im.mode == "RGB" and im.size == (5, 6)
+
+
+def _png16(arr: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    h, w, _ = arr.shape
+    raw = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
