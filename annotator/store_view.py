@@ -9,6 +9,7 @@ import dataclasses
 import math
 import shutil
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -126,12 +127,37 @@ def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_p
             f"{r['categories']} categor(y/ies)")
 
 
-def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | None = None) -> str:
-    """Write the export into a fresh temp folder; returns the file's path for download."""
-    d = Path(out_dir or tempfile.mkdtemp(prefix="maskloop-export-"))
+def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path) -> str:
+    """Write the export into ``out_dir``; returns the file's path for download."""
     name = "coco_dataset.zip" if with_images else "coco_annotations.json"
-    coco_export.export(store, d / name, include_proposals=include_proposals)
-    return str(d / name)
+    coco_export.export(store, Path(out_dir) / name, include_proposals=include_proposals)
+    return str(Path(out_dir) / name)
+
+
+class ExportFolder:
+    """The UI's latest export, in its own temporary folder under ``parent`` (the system's temp folder by
+    default). Preparing an export deletes the previous one's folder; ``close`` (at app shutdown) deletes the
+    last. Gradio copies the returned file into its cache, whose cleanup ``gr.Blocks(delete_cache=...)`` owns."""
+
+    def __init__(self, parent: str | Path | None = None):
+        self.parent = parent
+        self.current: Path | None = None
+        self._lock = threading.Lock()
+
+    def prepare(self, store: Store, with_images: bool, include_proposals: bool) -> str:
+        with self._lock:
+            self._remove()
+            self.current = Path(tempfile.mkdtemp(prefix="maskloop-export-", dir=self.parent))
+            return export_file(store, with_images, include_proposals, self.current)
+
+    def close(self) -> None:
+        with self._lock:
+            self._remove()
+
+    def _remove(self) -> None:
+        if self.current is not None:
+            shutil.rmtree(self.current, ignore_errors=True)
+            self.current = None
 
 
 def category_choices(store: Store) -> list[tuple[str, int]]:

@@ -3,6 +3,8 @@ store_view), db/ and model.api, which the tests call too."""
 
 from __future__ import annotations
 
+import contextlib
+
 import gradio as gr
 import numpy as np
 import pandas as pd
@@ -449,14 +451,15 @@ def dataset_tab(store: Store):
     return (refresh_counts, counts), (show_page, g_page, page_outs)
 
 
-def export_tab(store: Store) -> None:
+def export_tab(store: Store, exports: store_view.ExportFolder) -> None:
     with gr.Row():
         with_images = gr.Checkbox(label="Zip with images", elem_id="export-with-images")
         include_props = gr.Checkbox(label="Include unreviewed proposals (with score)", elem_id="export-proposals")
     go = gr.Button("Prepare COCO export", elem_id="export-button")
     out = gr.File(label="Download", elem_id="export-file")
-    go.click(lambda wi, ip: store_view.export_file(store, wi, ip), inputs=[with_images, include_props], outputs=out,
-             api_name="export")
+    # one export at a time: preparing one deletes the previous folder, after Gradio copied its file
+    go.click(lambda wi, ip: exports.prepare(store, wi, ip), inputs=[with_images, include_props], outputs=out,
+             api_name="export", concurrency_limit=1)
 
 
 def model_tab(store: Store):
@@ -502,9 +505,16 @@ def model_tab(store: Store):
     return tables, [versions, ap_plot, fix_plot], timer
 
 
-def build_app(store: Store, proposer: BackgroundProposer | None = None) -> gr.Blocks:
+# Gradio keeps a copy of every upload and download (an export with images is a full copy of the dataset):
+# every 30 minutes, delete those older than an hour; all of them when the app closes.
+CACHE_CLEANUP = (1800, 3600)
+
+
+def build_app(store: Store, proposer: BackgroundProposer | None = None,
+              exports: store_view.ExportFolder | None = None) -> gr.Blocks:
     proposer = proposer or BackgroundProposer(store)
-    with gr.Blocks(title="maskloop") as demo:
+    exports = exports or store_view.ExportFolder()
+    with gr.Blocks(title="maskloop", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("# maskloop")
         with gr.Tab("Label", id="label"):
             cat_choices, cat_outs = LabelTab(store, proposer).build(demo)
@@ -513,7 +523,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None) -> gr.Bl
         with gr.Tab("Model", id="model"):
             tables, t_outs, _ = model_tab(store)
         with gr.Tab("Export", id="export"):
-            export_tab(store)
+            export_tab(store, exports)
         demo.load(refresh_counts, outputs=counts)
         dataset.select(show_page, g_page, page_outs)  # the gallery is drawn when the tab is opened, not on load
         demo.load(tables, outputs=t_outs)
@@ -532,8 +542,16 @@ def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
 
 def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[str] | None = None,
            share: bool = False, block: bool = True) -> gr.Blocks:
-    demo = build_app(store)
+    exports = store_view.ExportFolder()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        exports.close()  # the server is shutting down: the last export goes too
+
+    demo = build_app(store, exports=exports)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=parse_auth(auth or []), share=share,
-                prevent_thread_lock=not block, show_error=True, head=HOTKEYS_JS, quiet=not block)
+                prevent_thread_lock=not block, show_error=True, head=HOTKEYS_JS, quiet=not block,
+                app_kwargs={"lifespan": lifespan})
     return demo
