@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from db import masks as mask_codec
 from db.errors import UserError
@@ -22,7 +22,9 @@ from db.store import Store
 
 
 class SaveConflict(UserError):
-    """Another browser saved this image first; nothing was written, the image must be reloaded."""
+    """The image changed in the store since it was opened (another browser saved it, or proposals were
+    made again); nothing was written. ``LabelSession.rebase`` keeps the person's edits on top of the
+    current labels, to be saved again."""
 
 
 @dataclasses.dataclass
@@ -38,6 +40,12 @@ class Instance:
     iscrowd: int = 0
     edited: bool = False  # changed by a person since it was loaded
     deleted: bool = False
+    loaded_state: str | None = None  # review state as read from the store (None: drawn here)
+
+    @property
+    def touched(self) -> bool:
+        """Changed by the person in any way since it was loaded (new, edited, reviewed or deleted)."""
+        return self.ann_id is None or self.edited or self.deleted or self.state != self.loaded_state
 
     @property
     def area(self) -> float:
@@ -59,20 +67,8 @@ class LabelSession:
 
     def __init__(self, store: Store, image_id: int):
         self.store = store
-        with store.session() as s:
-            im = s.get(Image, image_id)
-            if im is None:
-                raise UserError(f"no image with id {image_id}")
-            self.image_id, self.width, self.height = im.id, im.width, im.height
-            self.file_name, self.status, self.row_version = im.file_name, im.status, im.row_version
-            self.media_path = im.media_path
-            self.categories = {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or []))
-                               for c in s.scalars(select(Category).order_by(Category.id))}
-            anns = s.scalars(select(Annotation).where(Annotation.image_id == image_id).order_by(Annotation.id)).all()
-            self.instances = [self._from_row(a) for a in anns]
-            if im.status in ("new", "proposed"):  # someone is looking at it now; the row version stays
-                s.execute(update(Image).where(Image.id == image_id).values(status="in_review"))
-                s.commit()
+        self.image_id = image_id
+        self._load(mark_in_review=True)
         self.selected: int | None = None
         self._undo: list[list[tuple[int, Instance | None]]] = []
         self._redo: list[list[tuple[int, Instance | None]]] = []
@@ -80,10 +76,68 @@ class LabelSession:
         self._pixels: np.ndarray | None = None
         self.display_cache: dict = {}  # annotator.view's scaled picture and mask crops, per session
 
+    def _load(self, mark_in_review: bool = False) -> None:
+        """Read the image and its labels. A row that cannot be decoded is left out of the session (and
+        untouched in the store) and named in ``broken``, so one bad row never hides the rest."""
+        with self.store.session() as s:
+            im = s.get(Image, self.image_id)
+            if im is None:
+                raise UserError(f"no image with id {self.image_id}")
+            self.width, self.height = im.width, im.height
+            self.file_name, self.status, self.row_version = im.file_name, im.status, im.row_version
+            self.media_path = im.media_path
+            self.categories = {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or []))
+                               for c in s.scalars(select(Category).order_by(Category.id))}
+            anns = s.scalars(select(Annotation).where(Annotation.image_id == self.image_id)
+                             .order_by(Annotation.id)).all()
+            self.instances, self.broken = [], []
+            for a in anns:
+                try:
+                    self.instances.append(self._from_row(a))
+                except (ValueError, TypeError, KeyError, IndexError) as e:
+                    self.broken.append(f"annotation {a.id} cannot be shown ({e}); it is kept unchanged")
+            if mark_in_review and im.status in ("new", "proposed"):  # someone is looking at it now
+                s.execute(update(Image).where(Image.id == self.image_id).values(status="in_review"))
+                s.commit()
+
     def _from_row(self, a: Annotation) -> Instance:
         m = mask_codec.decode(a.segmentation, self.height, self.width) if a.segmentation else None
+        if a.category_id not in self.categories:
+            raise KeyError(f"category {a.category_id} does not exist")
         return Instance(a.id, a.category_id, m, list(a.bbox), list(a.keypoints) if a.keypoints else None, a.source,
-                        a.score, a.review_state, a.iscrowd)
+                        a.score, a.review_state, a.iscrowd, loaded_state=a.review_state)
+
+    def rebase(self) -> str:
+        """After a SaveConflict: read the image's current labels and put this person's changes back on
+        top of them: what they drew, edited, reviewed or deleted is kept as theirs (an instance whose row
+        is gone, e.g. a proposal made again, comes back as a new instance); the rest is the store's
+        current state. Nothing is written; the session stays unsaved. Returns a summary for the person."""
+        mine = [it for it in self.instances if it.touched]
+        self._load()
+        current = {it.ann_id: k for k, it in enumerate(self.instances)}
+        kept = revived = 0
+        for it in mine:
+            if it.ann_id is not None and it.ann_id in current:
+                k = current[it.ann_id]
+                theirs = self.instances[k]
+                it.loaded_state, it.edited = theirs.state, True  # write the whole instance as this person has it
+                self.instances[k] = it
+                kept += 1
+            elif not it.deleted:  # drawn here, or its row is gone: it comes back as a new instance
+                it.ann_id, it.loaded_state, it.edited = None, None, True
+                if it.source == "model":
+                    it.state = "accepted" if it.state == "proposed" else it.state
+                self.instances.append(it)
+                revived += 1
+        self.selected = None
+        self._undo.clear()
+        self._redo.clear()
+        self.display_cache.clear()
+        self.dirty = True
+        return (f"image {self.image_id} changed in the store since you opened it (saved from another browser, "
+                f"or proposed again); nothing was written. Your {kept + revived} change(s) are kept on top of "
+                f"the current labels ({revived} of them as new instances because their rows are gone): check "
+                "them and save again.")
 
     @property
     def pixels(self) -> np.ndarray:
@@ -331,39 +385,50 @@ class LabelSession:
 
     # --- save ---------------------------------------------------------------------------------------
     def save(self, user: str) -> None:
-        """Write all labels of the image in one transaction and mark it done. Refused (SaveConflict) if
-        another browser saved this image since it was opened; nothing is then written."""
+        """Write all labels of the image in one transaction and mark it done. Refused (SaveConflict) if the
+        image changed in the store since it was opened, or a row this session holds is gone; nothing is then
+        written and the session keeps every edit (``rebase`` puts them on top of the current labels)."""
         now = utcnow()
         with self.store.transaction() as s:
             res = s.execute(update(Image).where(Image.id == self.image_id, Image.row_version == self.row_version)
                             .values(status="done", row_version=self.row_version + 1, updated_at=now))
             if res.rowcount != 1:
-                raise SaveConflict(f"image {self.image_id} was saved from another browser since you opened it; "
-                                   "your edits were not written. The image is reloaded with the saved labels.")
+                raise SaveConflict(f"image {self.image_id} changed in the store since you opened it (saved from "
+                                   "another browser, or proposed again); nothing was written")
             existing = set(s.scalars(select(Annotation.id).where(Annotation.image_id == self.image_id)))
-            next_id = (s.scalar(select(func.max(Annotation.id))) or 0) + 1
-            new_rows = []
+            gone = [it.ann_id for it in self.instances if it.ann_id is not None and it.ann_id not in existing
+                    and not it.deleted]
+            if gone:  # never drop an edit silently: the whole save is refused (and rolled back)
+                raise SaveConflict(f"annotation(s) {', '.join(map(str, gone))} of image {self.image_id} are no "
+                                   "longer in the store; nothing was written")
+            new_rows, new_items, states = [], [], []
             for it in self.instances:
                 if it.deleted:
                     if it.ann_id is not None:
                         s.execute(delete(Annotation).where(Annotation.id == it.ann_id))
                     continue
                 state = "rejected" if it.state == "proposed" else it.state  # saved = reviewed
+                states.append((it, state))
                 fields = self._fields(it)
                 if it.ann_id is None:
-                    new_rows.append(dict(id=next_id, image_id=self.image_id, source="human", score=None,
+                    new_rows.append(dict(image_id=self.image_id, source="human", score=None,
                                          review_state=state, created_by=user, reviewed_by=user, created_at=now,
                                          reviewed_at=now, iscrowd=it.iscrowd, **fields))
-                    it.ann_id = next_id
-                    next_id += 1
-                elif it.ann_id in existing:
+                    new_items.append(it)
+                else:
                     vals = dict(review_state=state, reviewed_by=user, reviewed_at=now)
                     if it.edited:
                         vals.update(fields)
                     s.execute(update(Annotation).where(Annotation.id == it.ann_id).values(**vals))
-                it.state, it.edited = state, False
-            if new_rows:
-                s.execute(insert(Annotation), new_rows)
+            if new_rows:  # ids come from the database
+                ids = s.scalars(insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True),
+                                new_rows).all()
+            else:
+                ids = []
+        for it, new_id in zip(new_items, ids):
+            it.ann_id = new_id
+        for it, state in states:
+            it.state, it.edited, it.loaded_state = state, False, state
         self.row_version += 1
         self.status = "done"
         self.dirty = False

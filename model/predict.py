@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, insert, select, update
 
 from db import masks as mask_codec
 from db.errors import UserError
@@ -263,14 +263,16 @@ def propose(store: Store, image_ids: Sequence[int], predictor: Predictor, *, min
 
 
 def write_proposals(store: Store, image_id: int, pred: Prediction, version_id: int) -> int:
+    """Replace the image's unreviewed model proposals with ``pred``. Rows a person reviewed, edited or drew
+    are never touched. The image's row version always moves on, so a browser that has the image open
+    cannot save over the new proposals: its save is refused and its edits are kept (LabelSession.rebase)."""
     now = utcnow()
     with store.transaction() as s:
         s.execute(delete(Annotation).where(Annotation.image_id == image_id, Annotation.review_state == "proposed",
                                            Annotation.source == "model"))
-        next_id = (s.scalar(select(func.max(Annotation.id))) or 0) + 1
         rows = []
-        for j, d in enumerate(pred.to_coco(image_id)):
-            rows.append(dict(id=next_id + j, image_id=image_id, category_id=d["category_id"],
+        for d in pred.to_coco(image_id):
+            rows.append(dict(image_id=image_id, category_id=d["category_id"],
                              segmentation=d.get("segmentation"), bbox=d["bbox"], area=d["area"], iscrowd=0,
                              keypoints=d.get("keypoints"), num_keypoints=d.get("num_keypoints"), source="model",
                              score=d["score"], model_version_id=version_id, review_state="proposed",
@@ -278,8 +280,9 @@ def write_proposals(store: Store, image_id: int, pred: Prediction, version_id: i
                              created_by="model", created_at=now))
         if rows:
             s.execute(insert(Annotation), rows)
-        s.execute(update(Image).where(Image.id == image_id, Image.status == "new")
-                  .values(status="proposed", row_version=Image.row_version + 1, updated_at=now))
+        s.execute(update(Image).where(Image.id == image_id)
+                  .values(status=case((Image.status == "new", "proposed"), else_=Image.status),
+                          row_version=Image.row_version + 1, updated_at=now))
     return len(rows)
 
 

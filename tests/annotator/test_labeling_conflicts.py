@@ -1,0 +1,122 @@
+"""Edits are never lost (issue 7): proposals made again while a person has the image open, rows that
+vanish, and rows that cannot be decoded."""
+
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+
+from annotator.labeling import LabelSession, SaveConflict
+from db import masks
+from db.schema import Annotation, ModelVersion
+from model.predict import Prediction, write_proposals
+from tests.annotator.test_labeling import _busiest_image, _rows, proposed_store  # noqa: F401 - fixture
+
+
+def _version(store) -> int:
+    with store.transaction() as s:
+        mv = ModelVersion(size="tiny", checkpoint=None, note="test")
+        s.add(mv)
+        s.flush()
+        return mv.id
+
+
+def _one_proposal(store, image_id) -> Prediction:
+    ls = LabelSession(store, image_id)
+    m = np.zeros((ls.height, ls.width), bool)
+    m[2:9, 3:12] = True
+    cat = ls.instances[0].category_id
+    return Prediction(np.array([[3, 2, 12, 9]], np.float32), np.array([cat]), np.array([0.9], np.float32),
+                      [masks.encode(m)], [None])
+
+
+def test_proposing_again_while_a_person_has_the_image_open_loses_nothing(proposed_store):
+    store = proposed_store
+    image_id = _busiest_image(store)
+    a = LabelSession(store, image_id)
+    a.accept(0)
+    a.accept(1)
+    accepted = [a.instances[0].mask.copy(), a.instances[1].mask.copy()]
+    write_proposals(store, image_id, _one_proposal(store, image_id), _version(store))  # browser B / CLI
+    with pytest.raises(SaveConflict):
+        a.save("alice")
+    assert a.dirty  # the edits are still in the session
+    summary = a.rebase()
+    assert "2 change(s) are kept" in summary
+    a.save("alice")
+    rows = _rows(store, image_id)
+    kept = [r for r in rows if r.review_state == "accepted"]
+    assert len(kept) == 2
+    got = sorted(masks.decode(r.segmentation, a.height, a.width).sum() for r in kept)
+    assert got == sorted(int(m.sum()) for m in accepted)
+    assert any(r.source == "model" and r.score == pytest.approx(0.9) for r in rows)  # B's proposal stays
+
+
+def test_a_save_that_would_skip_a_vanished_row_is_refused_whole(proposed_store):
+    store = proposed_store
+    image_id = _busiest_image(store)
+    ls = LabelSession(store, image_id)
+    ls.accept(0)
+    ls.accept(1)
+    gone = ls.instances[0].ann_id
+    with store.transaction() as s:  # a writer that does not move the row version on
+        s.execute(Annotation.__table__.delete().where(Annotation.id == gone))
+    with pytest.raises(SaveConflict, match=str(gone)):
+        ls.save("alice")
+    assert all(r.review_state == "proposed" for r in _rows(store, image_id))  # nothing half-written
+    ls.rebase()
+    ls.save("alice")
+    assert sum(r.review_state == "accepted" for r in _rows(store, image_id)) == 2
+
+
+def test_untouched_instances_follow_the_store_after_rebase(proposed_store):
+    store = proposed_store
+    image_id = _busiest_image(store)
+    a, b = LabelSession(store, image_id), LabelSession(store, image_id)
+    b.reject(2)
+    b.save("bob")
+    a.accept(0)
+    with pytest.raises(SaveConflict):
+        a.save("alice")
+    a.rebase()
+    assert a.instances[2].state == "rejected" and a.instances[0].state == "accepted"
+    a.save("alice")
+    states = [r.review_state for r in _rows(store, image_id)]
+    assert states[0] == "accepted" and states[2] == "rejected"
+
+
+def test_one_undecodable_row_never_hides_the_others(proposed_store):
+    store = proposed_store
+    image_id = _busiest_image(store)
+    first = _rows(store, image_id)[0].id
+    with store.transaction() as s:
+        s.execute(update(Annotation).where(Annotation.id == first)
+                  .values(segmentation={"size": [1, 1], "counts": "!!garbage"}))
+    ls = LabelSession(store, image_id)
+    assert len(ls.instances) == len(_rows(store, image_id)) - 1
+    assert ls.broken and f"annotation {first}" in ls.broken[0]
+    ls.accept(0)
+    ls.save("alice")
+    with store.session() as s:  # the broken row is kept as it was, for a person to fix
+        assert s.scalar(select(Annotation.segmentation).where(Annotation.id == first))["counts"] == "!!garbage"
+
+
+def test_label_tab_keeps_edits_on_conflict_and_stays_on_the_image(proposed_store):
+    from annotator.ui import LabelTab
+
+    class NoProposer:
+        last_error = ""
+
+        def want(self, ids):
+            pass
+
+    store = proposed_store
+    image_id = _busiest_image(store)
+    tab = LabelTab(store, NoProposer())
+    ls = LabelSession(store, image_id)
+    ls.accept(0)
+    write_proposals(store, image_id, _one_proposal(store, image_id), _version(store))
+    out = tab.open(image_id + 1, ls, 0.0)  # moving on saves first: refused, so it stays
+    assert out[0] is ls and ls.dirty and "kept" in out[4]
+    out = tab.save(ls, 0.0)
+    assert "saved image" in out[4]
+    assert any(r.review_state == "accepted" for r in _rows(store, image_id))
