@@ -1,10 +1,20 @@
 """Job rows: long work (training, batch proposals) keeps its state here, so a page reload or a second
-browser sees the same progress, and a crash leaves the job marked failed."""
+browser sees the same progress, and a crash leaves the job marked failed.
+
+The process doing a job writes a heartbeat into its row every HEARTBEAT_EVERY seconds (``keep_alive``).
+An active job whose heartbeat is older than STALE_AFTER is failed, whatever its pid says: pids are reused
+(in containers almost at once), and with PostgreSQL the process may run on another machine. On the same
+host, a pid that is gone fails the job at once.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-from typing import Any
+import socket
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from sqlalchemy import select, update
 
@@ -12,11 +22,14 @@ from db.schema import Job, utcnow
 from db.store import Store
 
 ACTIVE = ("queued", "running")
+HEARTBEAT_EVERY = 10.0  # seconds
+STALE_AFTER = 60.0  # seconds without a heartbeat before an active job counts as dead
 
 
 def create(store: Store, kind: str, params: dict[str, Any] | None = None) -> int:
     with store.transaction() as s:
-        job = Job(kind=kind, state="queued", params=params or {}, detail={}, message="queued")
+        job = Job(kind=kind, state="queued", params=params or {}, detail={}, message="queued",
+                  heartbeat_at=utcnow())
         s.add(job)
         s.flush()
         return job.id
@@ -45,29 +58,78 @@ def set_state(store: Store, job_id: int, state: str, message: str | None = None,
         vals["message"] = message
     if state == "running":
         vals.setdefault("pid", os.getpid())
+        vals.setdefault("host", socket.gethostname())
+    if state in ACTIVE:
+        vals["heartbeat_at"] = utcnow()
     with store.transaction() as s:
         s.execute(update(Job).where(Job.id == job_id).values(**vals))
 
 
 def report(store: Store, job_id: int, progress: float, message: str, detail: dict[str, Any]) -> bool:
-    """Write progress; returns True when a cancel was requested."""
+    """Write progress (which is also a heartbeat); returns True when a cancel was requested."""
+    now = utcnow()
     with store.transaction() as s:
         s.execute(update(Job).where(Job.id == job_id).values(progress=progress, message=message, detail=detail,
-                                                              updated_at=utcnow()))
+                                                              updated_at=now, heartbeat_at=now))
         return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def request_cancel(store: Store, job_id: int) -> None:
+def heartbeat(store: Store, job_id: int) -> None:
     with store.transaction() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True, updated_at=utcnow()))
+        s.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE)).values(heartbeat_at=utcnow()))
+
+
+@contextmanager
+def keep_alive(store: Store, job_id: int, every: float = HEARTBEAT_EVERY) -> Iterator[None]:
+    """A background thread writes the job's heartbeat while the block runs (through long steps that report
+    no progress: loading weights, evaluating, writing a checkpoint)."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(every):
+            try:
+                heartbeat(store, job_id)
+            except Exception:  # noqa: BLE001 - a missed beat must not kill the job; the next one may work
+                pass
+
+    t = threading.Thread(target=beat, name=f"maskloop-heartbeat-{job_id}", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+def request_cancel(store: Store, job_id: int) -> None:
+    """Ask the job to stop at its next step. A job nobody is running any more (no heartbeat for
+    STALE_AFTER) is marked cancelled at once."""
+    now = utcnow()
+    with store.transaction() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True, updated_at=now))
+        job = s.get(Job, job_id)
+        if job is not None and job.state in ACTIVE and _stale(job, now):
+            job.state, job.message = "cancelled", "cancelled (its process had stopped answering)"
+
+
+def _stale(job: Job, now: dt.datetime) -> bool:
+    last = job.heartbeat_at or job.updated_at or job.created_at
+    return last is None or (now - last).total_seconds() > STALE_AFTER
 
 
 def fail_orphans(store: Store) -> int:
-    """Jobs whose process is gone (crash, kill, reboot) are marked failed, never left 'running'."""
+    """Active jobs nobody is running any more (crash, kill, reboot, a reused pid) are marked failed,
+    never left 'running': no heartbeat for STALE_AFTER seconds, or, on this host, a process that is gone."""
     n = 0
+    now = utcnow()
+    here = socket.gethostname()
     with store.transaction() as s:
         for job in s.scalars(select(Job).where(Job.state.in_(ACTIVE))):
-            if job.pid and not _alive(job.pid):
+            if _stale(job, now):
+                age = (now - (job.heartbeat_at or job.updated_at or job.created_at)).total_seconds()
+                job.state, job.message = "failed", f"the job's process stopped answering (no heartbeat for {age:.0f} s)"
+                n += 1
+            elif job.pid and job.host in (None, here) and not _alive(job.pid):
                 job.state, job.message = "failed", f"the job's process ({job.pid}) ended without finishing"
                 n += 1
     return n

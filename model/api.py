@@ -49,7 +49,8 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
                             "elapsed": p.elapsed, "phase": p.phase, "curve": curve})
 
     try:
-        result = fine_tune(store, opts, on_progress)
+        with jobs.keep_alive(store, job_id):
+            result = fine_tune(store, opts, on_progress)
     except Cancelled:
         jobs.set_state(store, job_id, "cancelled", "cancelled; the active model is unchanged")
         return None

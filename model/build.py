@@ -173,14 +173,44 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, store_map: CategoryMap) -> tuple[MaskRCNN, ModelConfig, CategoryMap]:
-    """A trained network; refused with a message naming the classes when they disagree with the store."""
+    """A trained network; refused with a message naming the classes when they disagree with the store, and
+    with one naming the mismatch when the weights are not of the configuration the file claims."""
     ck = read_checkpoint(path)
-    cmap = CategoryMap.from_dict(ck["category_map"])
+    try:
+        cmap = CategoryMap.from_dict(ck["category_map"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"checkpoint {path}: its category map is unreadable ({e})") from None
     cmap.check_matches(store_map)
-    config = get(ck["size"])
+    config = get(ck.get("size"))
     model = build(config, cmap)
-    model.load_state_dict(ck["state_dict"])
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"checkpoint {path} does not fit a maskloop '{config.size}' model of this store's "
+                        f"classes: {' '.join(first[:3])[:300]}") from None
     return model, config, cmap
+
+
+def verify_checkpoint(path: str | Path, store_map: CategoryMap) -> None:
+    """Load a checkpoint and run one tiny forward pass, so that a file of another architecture, size or
+    class list is refused (UserError) before it is registered or made active, never after."""
+    model, _, _ = load_checkpoint(path, store_map)
+    model.eval()
+    t = model.transform
+    sizes = (t.min_size, t.max_size)
+    t.min_size, t.max_size = (64,), 64  # a cheap pass: the point is that every layer runs
+    try:
+        with torch.inference_mode():
+            out = model([torch.zeros(3, 64, 64)])
+        if not (isinstance(out, list) and len(out) == 1 and "boxes" in out[0]):
+            raise UserError(f"checkpoint {path}: the network does not return detections")
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of the pass means the file is unusable here
+        raise UserError(f"checkpoint {path} loads but cannot run: {type(e).__name__}: {str(e)[:200]}") from None
+    finally:
+        t.min_size, t.max_size = sizes
 
 
 # --- torchvision's COCO weights (round 0) ----------------------------------------------------------

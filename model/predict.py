@@ -18,7 +18,7 @@ from db.errors import UserError
 from db.media import load_rgb
 from db.schema import Annotation, Image, ModelVersion, utcnow
 from db.store import Store
-from model.build import CocoNets, load_checkpoint, load_coco_nets, read_checkpoint, set_eval_size
+from model.build import CocoNets, load_checkpoint, load_coco_nets, read_checkpoint, set_eval_size, verify_checkpoint
 from model.categories import CategoryMap
 from model.data import image_tensor, store_category_map
 
@@ -221,8 +221,8 @@ def ensure_round0(store: Store) -> ModelVersion | None:
             ck = read_checkpoint(w)
         except UserError:
             ck = None
-        if ck is not None:  # a maskloop checkpoint from elsewhere: becomes the active model if classes agree
-            CategoryMap.from_dict(ck["category_map"]).check_matches(store_category_map(store))
+        if ck is not None:  # a maskloop checkpoint from elsewhere: becomes the active model once it runs
+            verify_checkpoint(w, store_category_map(store))
             store.settings.models_dir.mkdir(parents=True, exist_ok=True)
             name = f"imported-{uuid.uuid4().hex[:12]}.pt"
             shutil.copyfile(w, store.settings.models_dir / name)

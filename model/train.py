@@ -17,7 +17,7 @@ from db.schema import ModelVersion
 from db.store import Store
 from model import evaluate as ev
 from model.build import (WeightsUnavailable, build, init_from_coco, load_coco_nets, read_checkpoint,
-                         save_checkpoint, set_eval_size, transfer, classes_of, keypoints_of)
+                         save_checkpoint, set_eval_size, transfer, classes_of, keypoints_of, verify_checkpoint)
 from model.categories import CategoryMap
 from model.config import ModelConfig, get
 from model.data import TrainDataset, collate, labeled_samples, store_category_map
@@ -247,12 +247,18 @@ def list_versions(store: Store) -> list[ModelVersion]:
 
 
 def activate(store: Store, version_id: int) -> ModelVersion:
+    """Make a version active, once its checkpoint has loaded and run (a broken one is refused and the
+    active model stays as it was)."""
+    with store.session() as s:
+        mv = s.get(ModelVersion, version_id)
+    if mv is None:
+        raise UserError(f"no model version {version_id}; app.py models lists them")
+    if mv.checkpoint != "coco":
+        if not mv.checkpoint:
+            raise UserError(f"model version {version_id} has no checkpoint to load")
+        verify_checkpoint(store.settings.models_dir / mv.checkpoint, store_category_map(store))
     with store.transaction() as s:
         mv = s.get(ModelVersion, version_id)
-        if mv is None:
-            raise UserError(f"no model version {version_id}; app.py models lists them")
-        if mv.checkpoint != "coco":
-            CategoryMap.from_dict(mv.category_map).check_matches(store_category_map(store))
         s.execute(update(ModelVersion).values(is_active=False))
         mv.is_active = True
     return mv

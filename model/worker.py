@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     if job is None:
         print(f"no job {args.job}", file=sys.stderr)
         return 2
+    if job.state != "queued":  # failed or cancelled while this process was starting
+        print(f"job {args.job} is {job.state}; not starting it", file=sys.stderr)
+        return 1
     opts = TrainOptions(**(job.params or {}))
     try:
         train_job(store, opts, job_id=args.job)

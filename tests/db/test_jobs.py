@@ -1,0 +1,54 @@
+"""Job liveness by heartbeat (issue 7): a reused pid cannot keep a dead job 'running' forever."""
+
+import datetime as dt
+import os
+import time
+
+from sqlalchemy import update
+
+from db import jobs
+from db.schema import Job, utcnow
+
+
+def _age_heartbeat(store, job_id, seconds):
+    with store.transaction() as s:
+        s.execute(update(Job).where(Job.id == job_id)
+                  .values(heartbeat_at=utcnow() - dt.timedelta(seconds=seconds)))
+
+
+def test_job_whose_pid_belongs_to_another_live_process_fails_without_heartbeat(store):
+    jid = jobs.create(store, "train", {})
+    jobs.set_state(store, jid, "running", "training", pid=os.getpid())  # alive: this very test process
+    assert jobs.running(store, "train").id == jid
+    _age_heartbeat(store, jid, jobs.STALE_AFTER + 5)
+    assert jobs.running(store, "train") is None  # a new fine-tune may start
+    j = jobs.get(store, jid)
+    assert j.state == "failed" and "no heartbeat" in j.message
+
+
+def test_cancel_of_a_job_nobody_runs_takes_effect_at_once(store):
+    jid = jobs.create(store, "train", {})
+    jobs.set_state(store, jid, "running", "training", pid=os.getpid())
+    _age_heartbeat(store, jid, jobs.STALE_AFTER + 1)
+    jobs.request_cancel(store, jid)
+    assert jobs.get(store, jid).state == "cancelled"
+
+
+def test_cancel_of_a_live_job_only_asks(store):
+    jid = jobs.create(store, "train", {})
+    jobs.set_state(store, jid, "running", "training")
+    jobs.request_cancel(store, jid)
+    j = jobs.get(store, jid)
+    assert j.state == "running" and j.cancel_requested
+
+
+def test_keep_alive_writes_heartbeats_while_work_reports_nothing(store):
+    jid = jobs.create(store, "train", {})
+    jobs.set_state(store, jid, "running", "evaluating")
+    _age_heartbeat(store, jid, 1000)
+    with jobs.keep_alive(store, jid, every=0.05):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (utcnow() - jobs.get(store, jid).heartbeat_at).total_seconds() > 10:
+            time.sleep(0.05)
+    assert (utcnow() - jobs.get(store, jid).heartbeat_at).total_seconds() < 10
+    assert jobs.fail_orphans(store) == 0

@@ -1,0 +1,67 @@
+"""A checkpoint is loaded and run before it is registered or made active (issue 7)."""
+
+import pytest
+import torch
+
+from db.coco_import import import_coco
+from db.errors import UserError
+from db.schema import ModelVersion
+from db.store import Settings, Store
+from model import build as mb
+from model.config import get
+from model.data import store_category_map
+from model.predict import active_version, ensure_round0
+from model.train import activate
+
+TINY = get("tiny")
+
+
+def _save(path, cmap, mutate=None, size="tiny"):
+    state = {k: v.detach().clone() for k, v in mb.build(TINY, cmap).state_dict().items()}
+    if mutate:
+        mutate(state)
+    torch.save({"format": mb.CHECKPOINT_FORMAT, "size": size, "category_map": cmap.to_dict(),
+                "state_dict": state}, path)
+
+
+def _wider_head(state):
+    key = next(k for k in state if k.endswith("box_head.fc6.weight"))
+    state[key] = torch.zeros(state[key].shape[0] * 2, state[key].shape[1])
+
+
+@pytest.fixture
+def store(tmp_path, synth_dir):
+    st = Store(Settings(store_dir=tmp_path / "s", weights="none"))
+    import_coco(st, synth_dir / "annotations.json", synth_dir)
+    yield st
+    st.close()
+
+
+@pytest.mark.parametrize("mutate, size, says", [
+    (_wider_head, "tiny", "does not fit"),
+    (lambda st: st.pop(next(iter(st))), "tiny", "does not fit"),
+    (None, "huge", "unknown model size"),
+])
+def test_weights_path_of_another_architecture_is_refused_before_registering(store, tmp_path, mutate, size, says):
+    path = tmp_path / "other.pt"
+    _save(path, store_category_map(store), mutate, size)
+    st2 = Store(Settings(store_dir=store.settings.store_dir, weights=str(path)))
+    with pytest.raises(UserError, match=says):
+        ensure_round0(st2)
+    assert active_version(st2) is None
+    with st2.session() as s:
+        assert s.query(ModelVersion).count() == 0
+
+
+def test_activating_a_version_whose_checkpoint_does_not_load_keeps_the_active_one(store, tmp_path):
+    cmap = store_category_map(store)
+    store.settings.models_dir.mkdir(parents=True, exist_ok=True)
+    _save(store.settings.models_dir / "good.pt", cmap)
+    _save(store.settings.models_dir / "bad.pt", cmap, _wider_head)
+    with store.transaction() as s:
+        s.add_all([ModelVersion(size="tiny", checkpoint="good.pt", category_map=cmap.to_dict()),
+                   ModelVersion(size="tiny", checkpoint="bad.pt", category_map=cmap.to_dict())])
+    assert activate(store, 1).is_active
+    with pytest.raises(UserError, match="bad.pt does not fit"):
+        activate(store, 2)
+    assert active_version(store).id == 1
