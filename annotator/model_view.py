@@ -1,11 +1,13 @@
 """The model view's data: the training job's progress, version table, AP and correction plots.
 
-Plain functions over the store and model.api (no gradio), called by the UI and the tests."""
+Plain functions over the store and model.api (no gradio), called by the UI and the tests. They return
+Markdown: any user-given text in it (job and error messages) goes through annotator.text.escape."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from annotator.text import escape
 from db import jobs
 from db.errors import UserError
 from db.stats import correction_stats
@@ -53,7 +55,7 @@ def job_panel(store: Store) -> dict:
     if j is None:
         return {"markdown": "No fine-tune has run yet.", "percent": 0, "curve": empty, "state": None}
     d = j.detail or {}
-    text = f"**Job {j.id}: {j.state}** — {j.message}"
+    text = f"**Job {j.id}: {j.state}** — {escape(j.message)}"
     if j.state == "running" and d.get("eta") is not None:
         text += f" · ETA {int(d['eta'] // 60)} min {int(d['eta'] % 60)} s"
     if d.get("losses"):
@@ -84,7 +86,7 @@ def start(store: Store, epochs, minutes, size) -> str:
                                 size=size or None, device=store.settings.device)
         job_id = api.start_training_process(store, opts)
     except UserError as e:
-        return str(e)
+        return escape(e)
     return f"**Job {job_id}: queued** — starting the training process"
 
 
@@ -102,5 +104,5 @@ def activate_version(store: Store, version) -> str:
     try:
         mv = api.activate(store, int(version))
     except UserError as e:
-        return str(e)
+        return escape(e)
     return f"version {mv.id} is now the active model"

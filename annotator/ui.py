@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from annotator import model_view, store_view, view
+from annotator import model_view, store_view, text, view
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
 from db import categories as cat_db
@@ -89,11 +89,12 @@ class LabelTab:
     # --- helpers --------------------------------------------------------------------------------------
     def outputs(self, ls: LabelSession | None, min_score: float, pending: list, message: str = ""):
         if ls is None:
-            return (None, [], message or "No images yet: import some in the Dataset tab.", "", None,
+            return (None, [], text.escape(message or "No images yet: import some in the Dataset tab."), "", None,
                     gr.update(choices=[], value=None))
         picture = view.compose(ls, min_score, pending)
         rows = view.instance_rows(ls, min_score)
-        info = (f"**Image {ls.image_id}** · {ls.file_name} · {ls.width}×{ls.height} · status **{ls.status}**"
+        info = (f"**Image {ls.image_id}** · {text.escape(ls.file_name)} · {ls.width}×{ls.height} · "
+                f"status **{text.escape(ls.status)}**"
                 + (" · unsaved edits" if ls.dirty else ""))
         kp_names = []
         if ls.selected is not None:
@@ -101,7 +102,7 @@ class LabelTab:
         if self.proposer.last_error:
             message = (message + "\n" if message else "") + self.proposer.last_error
             self.proposer.last_error = ""
-        return (picture, rows, message, info, ls.selected,
+        return (picture, rows, text.escape(message), info, ls.selected,
                 gr.update(choices=kp_names, value=kp_names[0] if kp_names else None))
 
     def open(self, image_id, ls, min_score, request=None, note: str = ""):
@@ -339,8 +340,8 @@ class LabelTab:
 
         def load_painter(ls):
             if ls is None or ls.selected is None:
-                return gr.update(), "Select an instance first, then load it into the paint canvas."
-            return view.paint_canvas(ls), f"painting instance #{ls.selected}"
+                return gr.update(), text.escape("Select an instance first, then load it into the paint canvas.")
+            return view.paint_canvas(ls), text.escape(f"painting instance #{ls.selected}")
 
         paint_load.click(load_painter, sess, [painter, msg])
         paint_apply.click(lambda ls, p, ms, v: self.act(lambda s: s.set_mask(view.mask_from_canvas(s, v)) or
@@ -350,6 +351,11 @@ class LabelTab:
         save_b.click(save, [sess, min_score], outs)
         again_b.click(again, [sess, min_score], outs)
         return cat_choices, [cls, new_cls]
+
+
+def _blank(number) -> bool:
+    """An empty id field: the browser sends 0 (or None) for it, and ids are never 0."""
+    return number is None or int(number) == 0
 
 
 def dataset_tab(store: Store):
@@ -395,7 +401,7 @@ def dataset_tab(store: Store):
             c_move = gr.Number(label="Move its annotations to category id", precision=0)
             c_del_anns = gr.Checkbox(label="or delete its annotations")
             c_delete = gr.Button("Delete category", variant="stop", elem_id="btn-category-delete")
-        c_msg = gr.Markdown()
+        c_msg = gr.Markdown(elem_id="category-message")
 
     def refresh_counts():
         s, c = store_view.counts_tables(store)
@@ -429,7 +435,7 @@ def dataset_tab(store: Store):
         try:
             names = cat_db.parse_keypoints(kps)
             pairs = cat_db.parse_skeleton(skel, len(names))
-            if cid is None:
+            if _blank(cid):
                 new = cat_db.add(store, name, sup, names, pairs)
                 return f"added category {new} '{name}'"
             cat_db.update_category(store, int(cid), name=name, supercategory=sup, keypoints=names, skeleton=pairs)
@@ -438,16 +444,19 @@ def dataset_tab(store: Store):
             return str(e)
 
     def delete_cat(cid, move, del_anns):
-        if cid is None:
+        if _blank(cid):
             return "enter the id of the category to delete"
         try:
-            n = cat_db.delete(store, int(cid), move_to=None if move is None else int(move), delete_annotations=del_anns)
+            n = cat_db.delete(store, int(cid), move_to=None if _blank(move) else int(move), delete_annotations=del_anns)
             return f"deleted category {int(cid)}" + (f" ({n} annotation(s) moved or deleted)" if n else "")
         except UserError as e:
             return str(e)
 
-    c_save.click(save_cat, [c_id, c_name, c_super, c_kps, c_skel], c_msg).then(refresh_all, g_page, outputs)
-    c_delete.click(delete_cat, [c_id, c_move, c_del_anns], c_msg).then(refresh_all, g_page, outputs)
+    # the messages quote category names: plain text, escaped for the Markdown component
+    c_save.click(lambda *a: text.escape(save_cat(*a)), [c_id, c_name, c_super, c_kps, c_skel], c_msg).then(
+        refresh_all, g_page, outputs)
+    c_delete.click(lambda *a: text.escape(delete_cat(*a)), [c_id, c_move, c_del_anns], c_msg).then(
+        refresh_all, g_page, outputs)
     return (refresh_counts, counts), (show_page, g_page, page_outs)
 
 

@@ -1,0 +1,95 @@
+"""In a real browser (headless Debian Chromium): user-given names containing HTML are shown as text and
+never become elements, and the Dataset tab draws its gallery only when it is opened."""
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from tests.annotator.conftest import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("MASKLOOP_REQUIRE_BROWSER"):
+        raise RuntimeError("Chromium is required (apt-get install -y chromium) but /usr/bin/chromium is missing")
+    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+TRAP = "http://127.0.0.1:1/x"
+HOSTILE = f"<img src={TRAP} onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def hostile_app(tmp_path_factory, synth_dir):
+    """A store whose image 1 has a file name, and whose categories names, holding HTML; gallery calls counted."""
+    from annotator import store_view
+    from annotator.ui import launch
+    from db.coco_import import import_coco
+    from db.schema import Category, Image
+    from db.store import Settings, Store
+
+    store = Store(Settings(store_dir=tmp_path_factory.mktemp("hostile"), weights="none"))
+    import_coco(store, synth_dir / "annotations.json", synth_dir)
+    with store.session() as s:
+        s.execute(update(Image).where(Image.id == 1).values(file_name=HOSTILE + ".png"))
+        for cid in list(s.scalars(select(Category.id))):
+            s.execute(update(Category).where(Category.id == cid).values(name=f"{HOSTILE} {cid}"))
+        s.commit()
+    calls = []
+    real = store_view.gallery
+    mp = pytest.MonkeyPatch()
+    mp.setattr(store_view, "gallery", lambda *a, **k: calls.append(a) or real(*a, **k))
+    port = free_port()
+    demo = launch(store, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/", calls
+    demo.close()
+    mp.undo()
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    pg = browser.new_page(viewport={"width": 1500, "height": 1200})
+    pg.set_default_timeout(30_000)
+    yield pg
+    pg.close()
+
+
+def test_hostile_names_are_shown_as_text(hostile_app, page):
+    url, gallery_calls = hostile_app
+    fetched = []
+    page.on("request", lambda r: fetched.append(r.url) if "127.0.0.1:1/" in r.url else None)
+    page.goto(url)
+    page.locator("#jump-id input").fill("1")
+    page.locator("#btn-open").click()
+    info = page.locator("#image-info")
+    expect(info).to_contain_text(HOSTILE + ".png")  # the name, literally
+    expect(page.locator("#instances")).to_contain_text(HOSTILE)
+    assert gallery_calls == []  # loading the page drew no gallery
+
+    page.get_by_role("tab", name="Dataset").click()
+    expect(page.locator("#gallery-page")).to_contain_text("page 1 of 1")
+    expect(page.locator("#store-gallery")).to_contain_text(HOSTILE + ".png")
+    assert len(gallery_calls) == 1
+    page.locator("#categories-panel").get_by_text("Categories").click()
+    page.get_by_label("Name", exact=True).fill(HOSTILE + " new")
+    page.locator("#btn-category-save").click()
+    expect(page.locator("#category-message")).to_contain_text(f"'{HOSTILE} new'")
+
+    assert page.locator(f'img[src="{TRAP}"]').count() == 0
+    assert page.locator("img[onerror]").count() == 0
+    assert fetched == []

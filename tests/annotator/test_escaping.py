@@ -1,0 +1,56 @@
+"""User-given text (file names, category and keypoint names, messages quoting them) is escaped wherever
+it goes into a Markdown component, so it is shown literally and never becomes HTML."""
+
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import update
+
+from annotator import model_view, text
+from annotator.labeling import LabelSession
+from annotator.ui import LabelTab
+from db import jobs
+from db.coco_import import import_coco
+from db.errors import UserError
+from db.schema import Image
+
+HOSTILE = "<img src=http://127.0.0.1:1/x onerror=alert(1)>"
+
+
+def test_escape_leaves_no_html_and_no_markdown():
+    out = text.escape(HOSTILE + " **bold** [link](http://a) # h & &amp;")
+    assert "<" not in out and ">" not in out
+    assert "&lt;img" in out and "&amp;amp;" in out  # entities are shown as typed
+    assert "**" not in out and "](" not in out and "http://" not in out  # no emphasis, links or autolinks
+    assert text.escape("plain name 7") == "plain name 7"
+
+
+def test_label_view_info_and_message_escape_file_name_and_messages(store, synth_dir):
+    import_coco(store, synth_dir / "annotations.json", synth_dir)
+    with store.session() as s:
+        s.execute(update(Image).where(Image.id == 1).values(file_name=HOSTILE + ".png"))
+        s.commit()
+    proposer = SimpleNamespace(last_error=f"proposals failed for {HOSTILE}.png", want=lambda ids: None)
+    tab = LabelTab(store, proposer)
+    ls = LabelSession(store, 1)
+    _, _, message, info, _, _ = tab.outputs(ls, 0.0, [], f"placed {HOSTILE}")
+    for shown in (message, info):
+        assert "<img" not in shown and "&lt;img src=http\\://127\\.0\\.0\\.1" in shown
+    assert info.startswith("**Image 1** · ")  # the view's own formatting stays
+    _, _, empty_message, *_ = tab.outputs(None, 0.0, [], f"no image {HOSTILE}")
+    assert "<img" not in empty_message
+
+
+def test_model_view_escapes_job_and_error_messages(store, monkeypatch):
+    jid = jobs.create(store, "train", {})
+    jobs.set_state(store, jid, "failed", f"category {HOSTILE} has no accepted instances")
+    panel = model_view.job_panel(store)["markdown"]
+    assert "<img" not in panel and panel.startswith(f"**Job {jid}: failed** — category &lt;img")
+
+    def refuse(*a, **k):
+        raise UserError(f"category {HOSTILE} has no accepted instances")
+
+    monkeypatch.setattr(model_view.api, "start_training_process", refuse)
+    monkeypatch.setattr(model_view.api, "activate", refuse)
+    for shown in (model_view.start(store, 1, 1, "tiny"), model_view.activate_version(store, 3)):
+        assert "<img" not in shown and "&lt;img" in shown
