@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,6 +20,20 @@ from db.errors import UserError
 from db.media import load_rgb
 from db.schema import Annotation, Category, Image, utcnow
 from db.store import Store
+
+
+def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Pointer positions as floats; NaN or infinite coordinates (a malformed request) are refused."""
+    out = []
+    for p in points:
+        try:
+            x, y = float(p[0]), float(p[1])
+        except (TypeError, ValueError, IndexError):
+            raise UserError(f"not a point: {p!r}") from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise UserError(f"not a point in the image: ({x}, {y})")
+        out.append((x, y))
+    return out
 
 
 class SaveConflict(UserError):
@@ -192,6 +207,7 @@ class LabelSession:
 
     def select_at(self, x: float, y: float, min_score: float = 0.0) -> int | None:
         """The smallest visible instance whose mask (or box, without a mask) holds the point."""
+        ((x, y),) = _points([(x, y)])
         xi, yi = int(x), int(y)
         hits = []
         for i in self.visible(min_score):
@@ -272,8 +288,11 @@ class LabelSession:
     def _stroke(self, points: Sequence[tuple[float, float]], radius: float) -> np.ndarray:
         img = PILImage.new("1", (self.width, self.height), 0)
         d = ImageDraw.Draw(img)
-        r = max(0.5, float(radius))
-        pts = [(float(x), float(y)) for x, y in points]
+        r = float(radius)
+        if not math.isfinite(r):
+            raise UserError(f"brush radius {radius!r} is not a number")
+        r = min(max(0.5, r), float(max(self.width, self.height)))
+        pts = [(min(max(x, -r), self.width + r), min(max(y, -r), self.height + r)) for x, y in _points(points)]
         if len(pts) > 1:
             d.line(pts, fill=1, width=max(1, int(round(2 * r))))
         for x, y in pts:
@@ -295,8 +314,11 @@ class LabelSession:
         self._apply(i, self._polygon_mask(vertices), subtract)
 
     def _polygon_mask(self, vertices: Sequence[tuple[float, float]]) -> np.ndarray:
-        flat = [float(v) for p in vertices for v in p]
-        return mask_codec.decode([flat], self.height, self.width)
+        flat = [v for p in _points(vertices) for v in p]
+        try:
+            return mask_codec.decode([flat], self.height, self.width)
+        except mask_codec.MaskError as e:
+            raise UserError(f"polygon refused: {e}") from None
 
     def set_mask(self, mask: np.ndarray, index: int | None = None) -> None:
         """Replace the mask (e.g. from the paint canvas, resized to full resolution)."""
@@ -311,6 +333,7 @@ class LabelSession:
     def set_box(self, x0: float, y0: float, x1: float, y1: float, index: int | None = None) -> None:
         """Set the box from two corners; a mask is cut to the new box."""
         i = self._need(index)
+        (x0, y0), (x1, y1) = _points([(x0, y0), (x1, y1)])
         x0, x1 = sorted((max(0.0, min(x0, self.width)), max(0.0, min(x1, self.width))))
         y0, y1 = sorted((max(0.0, min(y0, self.height)), max(0.0, min(y1, self.height))))
         if x1 - x0 < 1 or y1 - y0 < 1:
@@ -342,6 +365,9 @@ class LabelSession:
                             + (f"; it has {', '.join(cat.keypoints)}" if cat.keypoints else ""))
         if visibility not in (0, 1, 2):
             raise UserError("visibility is 0 (not labeled), 1 (occluded) or 2 (visible)")
+        ((x, y),) = _points([(x, y)])
+        if not (-0.5 <= x <= self.width + 0.5 and -0.5 <= y <= self.height + 0.5):
+            raise UserError(f"({x:g}, {y:g}) is outside the {self.width}x{self.height} image")
         self._record([i])
         it = self._edited(i)
         k = list(it.keypoints) if it.keypoints else [0.0] * (3 * len(cat.keypoints))

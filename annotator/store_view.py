@@ -21,7 +21,8 @@ from sqlalchemy import func, select
 from annotator.render import CannotDraw, draw, shown_from_annotation
 from db import coco_export
 from db.coco_import import CocoRejected, import_coco
-from db.ingest import ingest
+from db.errors import UserError
+from db.ingest import extract_zip, ingest
 from db.media import load_rgb
 from db.schema import Annotation, Category, Image
 from db.stats import stats
@@ -99,32 +100,28 @@ def upload_images(store: Store, paths: Sequence[str], user: str = "") -> str:
 
 
 def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_proposals: bool) -> str:
-    """Import a COCO file whose images come as uploaded files or zips (unpacked into a temp folder)."""
+    """Import a COCO file whose images come as uploaded files or zips (unpacked into a temp folder under the
+    same size and zip-bomb limits as image imports)."""
     if not json_path:
         return "Choose a COCO JSON file first."
+    skipped: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for p in images or []:
             p = Path(p)
             if p.suffix.lower() == ".zip":
                 try:
-                    with zipfile.ZipFile(p) as z:
-                        for info in z.infolist():
-                            target = (root / info.filename).resolve()
-                            if info.is_dir() or not target.is_relative_to(root.resolve()):
-                                continue
-                            target.parent.mkdir(parents=True, exist_ok=True)
-                            target.write_bytes(z.read(info))
-                except zipfile.BadZipFile as e:
-                    return f"{p.name}: not a readable zip archive: {e}"
+                    skipped += extract_zip(p, root, store.settings)
+                except UserError as e:
+                    return str(e)
             else:
                 shutil.copyfile(p, root / p.name)
         try:
             r = import_coco(store, json_path, root, as_proposals=as_proposals)
         except CocoRejected as e:
-            return str(e)
-    return (f"imported {r['images']} image(s), {r['annotations']} annotation(s), "
-            f"{r['categories']} categor(y/ies)")
+            return "\n".join([str(e)] + [f"skipped: {n}: {why}" for n, why in skipped])
+    return "\n".join([f"imported {r['images']} image(s), {r['annotations']} annotation(s), "
+                      f"{r['categories']} categor(y/ies)"] + [f"skipped: {n}: {why}" for n, why in skipped])
 
 
 def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path) -> str:

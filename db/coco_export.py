@@ -14,6 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from db import masks
+from db.errors import UserError
 from db.schema import Annotation, Category, DatasetMeta, Image
 from db.store import Store
 
@@ -49,7 +50,13 @@ def build(store: Store, *, include_proposals: bool = False, seg_format: SegForma
             d["keypoints"] = list(c.keypoints)
             d["skeleton"] = [list(p) for p in (c.skeleton or [])]
         out_cats.append(d)
-    out_anns = [_annotation(r, sizes[r.image_id], seg_format, include_proposals) for r in anns]
+    out_anns = []
+    for r in anns:
+        try:
+            out_anns.append(_annotation(r, sizes[r.image_id], seg_format, include_proposals))
+        except masks.MaskError as e:  # a row stored before import checked segmentations
+            raise UserError(f"annotation {r.id} (image {r.image_id}) cannot be exported: its segmentation is "
+                            f"invalid ({e}); fix or delete it in the Label tab") from None
     return {
         "info": meta.get("info", DEFAULT_INFO),
         "licenses": meta.get("licenses", []),
@@ -62,6 +69,8 @@ def build(store: Store, *, include_proposals: bool = False, seg_format: SegForma
 def _annotation(r, size: tuple[int, int], seg_format: SegFormat, with_score: bool) -> dict[str, Any]:
     h, w = size
     seg = r.segmentation if r.segmentation is not None else []
+    if isinstance(seg, dict):
+        masks.check(seg, h, w)  # never write an RLE that COCO readers would choke on
     if seg_format == "rle" and isinstance(seg, list) and seg:
         seg = masks.to_rle(seg, h, w)
     elif seg_format == "polygons" and isinstance(seg, dict) and not r.iscrowd:

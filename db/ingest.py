@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from db.errors import UserError
 from db.media import BadImage, media_exclusive, media_writer, prepare, read_file, write_media
 from db.schema import Image, utcnow
 from db.store import Settings, Store
@@ -131,6 +132,27 @@ def read_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> by
     if len(data) > limit:
         raise BadImage(f"expands past the limit of {limit} bytes for one image file")
     return data
+
+
+def extract_zip(path: Path, dest: Path, settings: Settings) -> list[tuple[str, str]]:
+    """Unpack an archive of images into ``dest`` (for a COCO import whose file names are relative paths),
+    under the same rules as ingest: entries escaping the folder, over the size limit or expanding like a
+    bomb are skipped unread. Returns (entry, reason) for each one skipped; raises UserError for an
+    unreadable archive."""
+    report = IngestReport()
+    for src in _zip_sources(path, report, path.name, settings):
+        target = dest / src.file_name
+        try:
+            data = src.read()
+        except (BadImage, OSError, zipfile.BadZipFile, RuntimeError, EOFError, zlib.error, NotImplementedError) as e:
+            report.skipped.append((src.display, str(e)))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    bad_archive = [(n, r) for n, r in report.skipped if n == path.name]
+    if bad_archive:
+        raise UserError(f"{bad_archive[0][0]}: {bad_archive[0][1]}")
+    return report.skipped
 
 
 def _unique_name(name: str, content_hash: str, taken: set[str]) -> str:

@@ -42,6 +42,7 @@ class Sample:
     width: int
     height: int
     annotations: list[dict[str, Any]]
+    skipped: list[str] = dataclasses.field(default_factory=list)  # rows left out, each named with its reason
 
 
 def labeled_samples(store: Store, heldout: bool) -> list[Sample]:
@@ -54,10 +55,19 @@ def labeled_samples(store: Store, heldout: bool) -> list[Sample]:
         for im in imgs:
             if is_heldout(im.id) != heldout:
                 continue
-            anns = [dict(id=a.id, category_id=a.category_id, bbox=list(a.bbox), segmentation=a.segmentation,
-                         iscrowd=a.iscrowd, keypoints=a.keypoints, area=a.area, num_keypoints=a.num_keypoints)
-                    for a in im.annotations if a.review_state == "accepted"]
-            out.append(Sample(im.id, str(store.media_file(im.media_path)), im.width, im.height, anns))
+            anns, skipped = [], []
+            for a in im.annotations:
+                if a.review_state != "accepted":
+                    continue
+                if a.segmentation:
+                    try:
+                        mask_codec.check(a.segmentation, im.height, im.width)
+                    except mask_codec.MaskError as e:  # one bad row is named and left out, never fatal
+                        skipped.append(f"annotation {a.id} (image {im.id}) is left out: {e}")
+                        continue
+                anns.append(dict(id=a.id, category_id=a.category_id, bbox=list(a.bbox), segmentation=a.segmentation,
+                                 iscrowd=a.iscrowd, keypoints=a.keypoints, area=a.area, num_keypoints=a.num_keypoints))
+            out.append(Sample(im.id, str(store.media_file(im.media_path)), im.width, im.height, anns, skipped))
     return out
 
 

@@ -149,6 +149,7 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     warnings = [f"category {cid} '{cmap.names[cmap.ids.index(cid)]}' has no accepted instances in the training "
                 f"split; the model cannot learn it yet" for cid, n in counts.items() if n == 0]
     heldout = labeled_samples(store, heldout=True)
+    warnings += [w for smp in train_samples + heldout for w in smp.skipped]
 
     active = active_version(store)
     size = opts.size or (active.size if active is not None else "tiny")

@@ -120,3 +120,42 @@ def test_label_tab_keeps_edits_on_conflict_and_stays_on_the_image(proposed_store
     out = tab.save(ls, 0.0)
     assert "saved image" in out[4]
     assert any(r.review_state == "accepted" for r in _rows(store, image_id))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda ls: ls.paint([(float("nan"), 3.0)], 4),
+    lambda ls: ls.paint([(3.0, 3.0)], float("inf")),
+    lambda ls: ls.polygon([(0, 0), (2 ** 63, 0), (5, 5)]),
+    lambda ls: ls.set_box(0, 0, float("nan"), 5),
+    lambda ls: ls.select_at(float("inf"), 1),
+])
+def test_malformed_coordinates_are_refused_with_a_message(proposed_store, edit):
+    from db.errors import UserError
+
+    ls = LabelSession(proposed_store, _busiest_image(proposed_store))
+    ls.select(0)
+    before = ls.instances[0].mask.copy()
+    with pytest.raises(UserError):
+        edit(ls)
+    assert np.array_equal(ls.instances[0].mask, before)
+    ls.save("alice")  # the store stays writable
+
+
+def test_training_samples_and_export_name_an_undecodable_row(proposed_store):
+    from db import coco_export
+    from db.errors import UserError
+    from model.data import labeled_samples
+
+    store = proposed_store
+    image_id = _busiest_image(store)
+    ls = LabelSession(store, image_id)
+    ls.accept_all_shown(0.0)
+    ls.save("alice")
+    first = _rows(store, image_id)[0].id
+    with store.transaction() as s:
+        s.execute(update(Annotation).where(Annotation.id == first).values(segmentation={"size": [1, 1], "counts": "0"}))
+    samples = [smp for split in (True, False) for smp in labeled_samples(store, split) if smp.image_id == image_id]
+    assert f"annotation {first}" in samples[0].skipped[0]
+    assert first not in [a["id"] for a in samples[0].annotations]
+    with pytest.raises(UserError, match=f"annotation {first}"):
+        coco_export.build(store)

@@ -160,3 +160,21 @@ def _png16(arr: np.ndarray) -> bytes:
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_coco_upload_zip_is_unpacked_under_the_same_limits(store, tmp_path):
+    from annotator.store_view import upload_coco
+
+    z = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", _png(1))
+        zf.writestr("../escape.png", _png(2))
+        zf.writestr("bomb.bmp", b"\0" * (64 * 2 ** 20))
+    coco = tmp_path / "c.json"
+    coco.write_text('{"images": [{"id": 1, "file_name": "a.png", "width": 12, "height": 10}], '
+                    '"annotations": [], "categories": []}')
+    msg = upload_coco(store, str(coco), [str(z)], False)
+    assert msg.startswith("imported 1 image(s)")
+    assert "imgs.zip:bomb.bmp" in msg and "zip bomb" in msg and "escapes its folder" in msg
+    (tmp_path / "broken.zip").write_bytes(b"PK not really")
+    assert "not a readable zip archive" in upload_coco(store, str(coco), [str(tmp_path / "broken.zip")], False)
