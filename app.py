@@ -18,6 +18,11 @@ def _store_args(p: argparse.ArgumentParser, top: bool = False) -> None:
                    help="database URL (e.g. postgresql+psycopg://...) instead of the store's SQLite file")
 
 
+def _upload_arg(p: argparse.ArgumentParser, top: bool = False) -> None:
+    p.add_argument("--max-upload-mb", type=float, default=None if top else argparse.SUPPRESS, metavar="MB",
+                   help="refuse UI uploads larger than this many MiB (default 2048, i.e. 2 GiB)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="app.py", description="maskloop: label instance masks and keypoints")
     _store_args(parser, top=True)
@@ -26,10 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
                         help="require a login (repeatable)")
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
+    _upload_arg(parser, top=True)
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("ui", help="start the labeling UI (the default)")
     _store_args(p)
+    _upload_arg(p)
 
     p = sub.add_parser("import-images", help="import image files, folders (recursive) and zip archives")
     _store_args(p)
@@ -253,7 +260,7 @@ def cmd_ui(args) -> int:
 
     store = open_store(args)
     round0(store)
-    launch(store, host=args.host, port=args.port, auth=args.auth, share=args.share)
+    launch(store, host=args.host, port=args.port, auth=args.auth, share=args.share, max_upload_mb=args.max_upload_mb)
     return 0
 
 

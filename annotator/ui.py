@@ -8,8 +8,10 @@ import contextlib
 import gradio as gr
 import numpy as np
 import pandas as pd
+from starlette.middleware import Middleware
 
 from annotator import model_view, store_view, text, view
+from annotator.access import LoginGuard, LoginRequired
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
 from db import categories as cat_db
@@ -539,6 +541,9 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
     return demo
 
 
+DEFAULT_MAX_UPLOAD_MB = 2048  # uploads (images, zips, COCO files) larger than 2 GiB are refused
+
+
 def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
     out = []
     for p in pairs:
@@ -550,7 +555,15 @@ def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
 
 
 def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[str] | None = None,
-           share: bool = False, block: bool = True) -> gr.Blocks:
+           share: bool = False, block: bool = True, max_upload_mb: float | None = None) -> gr.Blocks:
+    """Serve the app. With ``auth`` (USER:PASSWORD strings) a login is required for everything that changes
+    state, and failed logins are answered slower and slower (annotator.access). Uploads larger than
+    ``max_upload_mb`` MiB (default DEFAULT_MAX_UPLOAD_MB) are refused."""
+    max_upload_mb = DEFAULT_MAX_UPLOAD_MB if max_upload_mb is None else max_upload_mb
+    if not max_upload_mb > 0:
+        raise UserError(f"--max-upload-mb must be a positive number of MiB, not {max_upload_mb}")
+    accounts = parse_auth(auth or [])
+    guard = LoginGuard(accounts) if accounts else None
     exports = store_view.ExportFolder()
 
     @contextlib.asynccontextmanager
@@ -560,7 +573,8 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
 
     demo = build_app(store, exports=exports)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, auth=parse_auth(auth or []), share=share,
+    demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
                 prevent_thread_lock=not block, show_error=True, head=HOTKEYS_JS, quiet=not block,
-                app_kwargs={"lifespan": lifespan})
+                max_file_size=int(max_upload_mb * 2**20),
+                app_kwargs={"lifespan": lifespan, "middleware": [Middleware(LoginRequired)] if guard else []})
     return demo

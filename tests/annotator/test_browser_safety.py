@@ -93,3 +93,30 @@ def test_hostile_names_are_shown_as_text(hostile_app, page):
     assert page.locator(f'img[src="{TRAP}"]').count() == 0
     assert page.locator("img[onerror]").count() == 0
     assert fetched == []
+
+
+@pytest.fixture(scope="module")
+def login_app(tmp_path_factory, synth_dir):
+    from annotator.ui import launch
+    from db.coco_import import import_coco
+    from db.store import Settings, Store
+
+    store = Store(Settings(store_dir=tmp_path_factory.mktemp("login"), weights="none"))
+    import_coco(store, synth_dir / "annotations.json", synth_dir)
+    port = free_port()
+    demo = launch(store, port=port, block=False, auth=["alice:secret"])
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+    store.close()
+
+
+def test_login_form_refuses_a_wrong_password_and_lets_the_right_one_in(login_app, page):
+    page.goto(login_app)
+    page.get_by_label("username").fill("alice")
+    page.get_by_label("password").fill("wrong")
+    page.get_by_role("button", name="Login").click()
+    expect(page.get_by_text("Incorrect Credentials")).to_be_visible()
+    page.get_by_label("username").fill("alice")  # the form clears its fields after a refusal
+    page.get_by_label("password").fill("secret")
+    page.get_by_role("button", name="Login").click()
+    expect(page.locator("#message")).to_contain_text("Nothing more in this queue")  # its load events ran

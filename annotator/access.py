@@ -1,0 +1,126 @@
+"""The login under ``--auth``: passwords checked in constant time, failed attempts answered slower and slower
+(per user name and per client address), and every route that changes state closed until the login.
+
+Gradio's ``/login`` route awaits an ``async`` auth callable on its event loop, so the delay is an
+``asyncio.sleep``: other users' requests go on while a failed attempt waits. Attempts on one user name, and
+from one client, are answered one at a time, so parallel guesses wait in line instead of running side by
+side. Gradio checks the login on its queue, call, upload and file routes but not on a few others that act
+on a session (cancel, stream, reset, heartbeat); ``LoginRequired`` closes those and any route added later."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hmac
+import time
+from typing import Awaitable, Callable
+
+from starlette.requests import cookie_parser
+
+FIRST_DELAY = 1.0  # seconds before a failed attempt is answered
+DOUBLE_AFTER = 3  # failures answered after FIRST_DELAY; from then on the delay doubles
+MAX_DELAY = 30.0
+FORGET_AFTER = 15 * 60  # seconds without a failure after which a name's or client's failures are forgotten
+MAX_TRACKED = 10_000  # names and clients remembered at most (the oldest are forgotten first)
+
+_client: contextvars.ContextVar[str] = contextvars.ContextVar("maskloop_login_client", default="unknown")
+
+
+def delay_after(failures: int) -> float:
+    """Seconds before the answer to the ``failures``-th failed attempt in a row: 1, 1, 1, 2, 4, ... 30."""
+    if failures <= 0:
+        return 0.0
+    return min(MAX_DELAY, FIRST_DELAY * 2 ** max(0, failures - DOUBLE_AFTER))
+
+
+class LoginGuard:
+    """``check`` is the auth callable for Gradio's ``launch(auth=...)``."""
+
+    def __init__(self, accounts: list[tuple[str, str]],
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+        self.accounts = {user: pw.encode() for user, pw in accounts}
+        self._sleep, self._clock = sleep, clock
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # key -> (count, time of the last)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def check(self, username: str, password: str) -> bool:
+        keys = [("client", _client.get()), ("user", username)]  # always locked in this order
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                await stack.enter_async_context(self._locks.setdefault(key, asyncio.Lock()))
+            expected = self.accounts.get(username)
+            # compared even for an unknown name, so the answer takes as long either way
+            ok = hmac.compare_digest(password.encode(), expected if expected is not None else b"\0" * 32)
+            if ok and expected is not None:
+                for key in keys:
+                    self._failures.pop(key, None)
+                self._forget_locks(keys)
+                return True
+            counts = [self._failed(key) for key in keys]
+            await self._sleep(delay_after(max(counts)))
+        self._forget_locks(keys)
+        return False
+
+    def _failed(self, key: tuple[str, str]) -> int:
+        now = self._clock()
+        count, last = self._failures.pop(key, (0, now))
+        count = 1 if now - last > FORGET_AFTER else count + 1
+        self._failures[key] = (count, now)  # re-inserted: the dict stays ordered oldest first
+        while len(self._failures) > MAX_TRACKED:
+            del self._failures[next(iter(self._failures))]
+        return count
+
+    def _forget_locks(self, keys) -> None:
+        for key in keys:
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked() and key not in self._failures:
+                del self._locks[key]
+
+
+class LoginRequired:
+    """ASGI middleware: notes the client address for the login's delays, and refuses (401) a request that
+    changes state (any method but GET/HEAD/OPTIONS, and the session heartbeat) without a login, except the
+    login itself. Installed only when the app has accounts."""
+
+    OPEN_METHODS = {"GET", "HEAD", "OPTIONS"}
+    GUARDED_GETS = ("/gradio_api/heartbeat/",)  # a GET that ends a session's state when it disconnects
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        token = _client.set((scope.get("client") or ("unknown",))[0])
+        try:
+            if self._needs_login(scope) and not _logged_in(scope):
+                return await _refuse(send)
+            await self.app(scope, receive, send)
+        finally:
+            _client.reset(token)
+
+    def _needs_login(self, scope) -> bool:
+        path = scope["path"].rstrip("/")
+        if path.endswith("/login"):
+            return False
+        return scope["method"] not in self.OPEN_METHODS or scope["path"].startswith(self.GUARDED_GETS)
+
+
+def _logged_in(scope) -> bool:
+    """Whether the request carries a token of Gradio's login (the cookies its /login route sets)."""
+    app = scope["app"]  # Gradio's App, which holds the tokens it handed out
+    cookies = {}
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            cookies.update(cookie_parser(value.decode("latin-1")))
+    names = (f"access-token-{app.cookie_id}", f"access-token-unsecure-{app.cookie_id}")
+    return any(cookies.get(n) in app.tokens for n in names)
+
+
+async def _refuse(send) -> None:
+    body = b'{"detail": "Not authenticated"}'
+    await send({"type": "http.response.start", "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
