@@ -1,23 +1,15 @@
 """In a real browser (headless Debian Chromium): user-given names containing HTML are shown as text and
-never become elements, and the Dataset tab draws its gallery only when it is opened."""
-
-import os
-from pathlib import Path
+never become elements, the Dataset tab draws its gallery only when it is opened, and the login form works
+with the login guard in front of the app."""
 
 import pytest
 from sqlalchemy import select, update
 
 from tests.annotator.conftest import free_port
+# the same Chromium page fixture; importing it skips (or, in CI, fails) where Chromium is missing
+from tests.annotator.test_browser import expect, page  # noqa: F401
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
-
-if not Path(CHROMIUM).exists():
-    if os.environ.get("MASKLOOP_REQUIRE_BROWSER"):
-        raise RuntimeError("Chromium is required (apt-get install -y chromium) but /usr/bin/chromium is missing")
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 TRAP = "http://127.0.0.1:1/x"
 HOSTILE = f"<img src={TRAP} onerror=alert(1)>"
@@ -49,24 +41,6 @@ def hostile_app(tmp_path_factory, synth_dir):
     demo.close()
     mp.undo()
     store.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    pg = browser.new_page(viewport={"width": 1500, "height": 1200})
-    pg.set_default_timeout(30_000)
-    yield pg
-    pg.close()
 
 
 def test_hostile_names_are_shown_as_text(hostile_app, page):
