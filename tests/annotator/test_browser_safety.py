@@ -17,7 +17,7 @@ HOSTILE = f"<img src={TRAP} onerror=alert(1)>"
 
 @pytest.fixture(scope="module")
 def hostile_app(tmp_path_factory, synth_dir):
-    """A store whose image 1 has a file name, and whose categories names, holding HTML; gallery calls counted."""
+    """A store whose image 1's file name and whose category and keypoint names hold HTML; gallery calls counted."""
     from annotator import store_view
     from annotator.ui import launch
     from db.coco_import import import_coco
@@ -28,8 +28,9 @@ def hostile_app(tmp_path_factory, synth_dir):
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     with store.session() as s:
         s.execute(update(Image).where(Image.id == 1).values(file_name=HOSTILE + ".png"))
-        for cid in list(s.scalars(select(Category.id))):
-            s.execute(update(Category).where(Category.id == cid).values(name=f"{HOSTILE} {cid}"))
+        for cat in list(s.execute(select(Category.id, Category.keypoints))):
+            kps = [f"{HOSTILE} kp{k}" for k in range(len(cat.keypoints or []))] or None
+            s.execute(update(Category).where(Category.id == cat.id).values(name=f"{HOSTILE} {cat.id}", keypoints=kps))
         s.commit()
     calls = []
     real = store_view.gallery
@@ -60,6 +61,7 @@ def test_hostile_names_are_shown_as_text(hostile_app, page):
     expect(page.locator("#store-gallery")).to_contain_text(HOSTILE + ".png")
     assert len(gallery_calls) == 1
     page.locator("#categories-panel").get_by_text("Categories").click()
+    expect(page.locator("#categories-table")).to_contain_text(f"{HOSTILE} kp0")
     page.get_by_label("Name", exact=True).fill(HOSTILE + " new")
     page.locator("#btn-category-save").click()
     expect(page.locator("#category-message")).to_contain_text(f"'{HOSTILE} new'")
