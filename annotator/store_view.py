@@ -10,7 +10,6 @@ import math
 import shutil
 import tempfile
 import threading
-import zipfile
 from pathlib import Path
 from typing import Sequence
 

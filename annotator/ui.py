@@ -104,6 +104,8 @@ class LabelTab:
         if self.proposer.last_error:
             message = (message + "\n" if message else "") + self.proposer.last_error
             self.proposer.last_error = ""
+        if ls.broken:  # rows that cannot be shown are named, never hidden silently
+            message = "\n".join([message] * bool(message) + ls.broken)
         return (picture, rows, text.escape(message), info, ls.selected,
                 gr.update(choices=kp_names, value=kp_names[0] if kp_names else None))
 
@@ -114,8 +116,8 @@ class LabelTab:
             try:
                 ls.save(_user(request, self.store))
                 msg = f"saved image {ls.image_id}. " + msg
-            except SaveConflict as e:
-                msg = str(e) + " " + msg
+            except SaveConflict:  # stay on this image: its edits must not be left behind unsaved
+                return (ls, []) + self.outputs(ls, min_score, [], ls.rebase() + " (You stayed on this image.)")
         if image_id is None:
             return (ls, []) + self.outputs(ls, min_score, [], msg or "Nothing more in this queue.")
         try:
@@ -191,8 +193,8 @@ class LabelTab:
         try:
             ls.save(_user(request, self.store))
             return (ls, []) + self.outputs(ls, min_score, [], f"saved image {ls.image_id}: done")
-        except SaveConflict as e:
-            return self.open(ls.image_id, None, min_score, request, note=str(e))
+        except SaveConflict:
+            return (ls, []) + self.outputs(ls, min_score, [], ls.rebase())
 
     def propose_again(self, ls, min_score, request=None):
         if ls is None:
