@@ -8,10 +8,8 @@ import queue
 import threading
 from typing import Iterable
 
-from sqlalchemy import select
-
+from db import annotations
 from db.errors import UserError
-from db.schema import Image
 from db.store import Store
 from model import api
 
@@ -37,8 +35,7 @@ class BackgroundProposer:
     def want(self, image_ids: Iterable[int]) -> None:
         """Queue these images for proposals if they have none yet (status new)."""
         ids = list(image_ids)
-        with self.store.session() as s:
-            new = set(s.scalars(select(Image.id).where(Image.id.in_(ids), Image.status == "new")))
+        new = {i for i, im in annotations.images(self.store, ids).items() if im.status == "new"}
         for i in ids:
             if i in new and i not in self._pending:
                 self._pending.add(i)
@@ -56,9 +53,8 @@ class BackgroundProposer:
             image_id = self._queue.get()
             try:
                 with self._lock:
-                    with self.store.session() as s:
-                        im = s.get(Image, image_id)
-                        still_new = im is not None and im.status == "new"
+                    im = annotations.images(self.store, [image_id]).get(image_id)
+                    still_new = im is not None and im.status == "new"
                     p = self.predictor() if still_new else None
                     if p is not None:
                         api.propose_images(self.store, [image_id], self.min_score, predictor=p)

@@ -13,13 +13,15 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
-from sqlalchemy import delete, insert, select, update
-
+from db import annotations
 from db import masks as mask_codec
+from db.annotations import SaveConflict
 from db.errors import UserError
 from db.media import load_rgb
-from db.schema import Annotation, Category, Image, utcnow
+from db.schema import Annotation
 from db.store import Store
+
+__all__ = ["LabelSession", "Instance", "CategoryInfo", "SaveConflict"]
 
 
 def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -34,12 +36,6 @@ def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
             raise UserError(f"not a point in the image: ({x}, {y})")
         out.append((x, y))
     return out
-
-
-class SaveConflict(UserError):
-    """The image changed in the store since it was opened (another browser saved it, or proposals were
-    made again); nothing was written. ``LabelSession.rebase`` keeps the person's edits on top of the
-    current labels, to be saved again."""
 
 
 @dataclasses.dataclass
@@ -94,26 +90,19 @@ class LabelSession:
     def _load(self, mark_in_review: bool = False) -> None:
         """Read the image and its labels. A row that cannot be decoded is left out of the session (and
         untouched in the store) and named in ``broken``, so one bad row never hides the rest."""
-        with self.store.session() as s:
-            im = s.get(Image, self.image_id)
-            if im is None:
-                raise UserError(f"no image with id {self.image_id}")
-            self.width, self.height = im.width, im.height
-            self.file_name, self.status, self.row_version = im.file_name, im.status, im.row_version
-            self.media_path = im.media_path
-            self.categories = {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or []))
-                               for c in s.scalars(select(Category).order_by(Category.id))}
-            anns = s.scalars(select(Annotation).where(Annotation.image_id == self.image_id)
-                             .order_by(Annotation.id)).all()
-            self.instances, self.broken = [], []
-            for a in anns:
-                try:
-                    self.instances.append(self._from_row(a))
-                except (ValueError, TypeError, KeyError, IndexError) as e:
-                    self.broken.append(f"annotation {a.id} cannot be shown ({e}); it is kept unchanged")
-            if mark_in_review and im.status in ("new", "proposed"):  # someone is looking at it now
-                s.execute(update(Image).where(Image.id == self.image_id).values(status="in_review"))
-                s.commit()
+        got = annotations.load(self.store, self.image_id, opening=mark_in_review)
+        im = got.image
+        self.width, self.height = im.width, im.height
+        self.file_name, self.status, self.row_version = im.file_name, im.status, im.row_version
+        self.media_path = im.media_path
+        self.categories = {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or []))
+                           for c in got.categories}
+        self.instances, self.broken = [], []
+        for a in got.annotations:
+            try:
+                self.instances.append(self._from_row(a))
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                self.broken.append(f"annotation {a.id} cannot be shown ({e}); it is kept unchanged")
 
     def _from_row(self, a: Annotation) -> Instance:
         m = mask_codec.decode(a.segmentation, self.height, self.width) if a.segmentation else None
@@ -414,45 +403,17 @@ class LabelSession:
         """Write all labels of the image in one transaction and mark it done. Refused (SaveConflict) if the
         image changed in the store since it was opened, or a row this session holds is gone; nothing is then
         written and the session keeps every edit (``rebase`` puts them on top of the current labels)."""
-        now = utcnow()
-        with self.store.transaction() as s:
-            res = s.execute(update(Image).where(Image.id == self.image_id, Image.row_version == self.row_version)
-                            .values(status="done", row_version=self.row_version + 1, updated_at=now))
-            if res.rowcount != 1:
-                raise SaveConflict(f"image {self.image_id} changed in the store since you opened it (saved from "
-                                   "another browser, or proposed again); nothing was written")
-            existing = set(s.scalars(select(Annotation.id).where(Annotation.image_id == self.image_id)))
-            gone = [it.ann_id for it in self.instances if it.ann_id is not None and it.ann_id not in existing
-                    and not it.deleted]
-            if gone:  # never drop an edit silently: the whole save is refused (and rolled back)
-                raise SaveConflict(f"annotation(s) {', '.join(map(str, gone))} of image {self.image_id} are no "
-                                   "longer in the store; nothing was written")
-            new_rows, new_items, states = [], [], []
-            for it in self.instances:
-                if it.deleted:
-                    if it.ann_id is not None:
-                        s.execute(delete(Annotation).where(Annotation.id == it.ann_id))
-                    continue
-                state = "rejected" if it.state == "proposed" else it.state  # saved = reviewed
+        reviews, states = [], []
+        for it in self.instances:
+            state = "rejected" if it.state == "proposed" else it.state  # saved = reviewed
+            if not it.deleted:
                 states.append((it, state))
-                fields = self._fields(it)
-                if it.ann_id is None:
-                    new_rows.append(dict(image_id=self.image_id, source="human", score=None,
-                                         review_state=state, created_by=user, reviewed_by=user, created_at=now,
-                                         reviewed_at=now, iscrowd=it.iscrowd, **fields))
-                    new_items.append(it)
-                else:
-                    vals = dict(review_state=state, reviewed_by=user, reviewed_at=now)
-                    if it.edited:
-                        vals.update(fields)
-                    s.execute(update(Annotation).where(Annotation.id == it.ann_id).values(**vals))
-            if new_rows:  # ids come from the database
-                ids = s.scalars(insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True),
-                                new_rows).all()
-            else:
-                ids = []
-        for it, new_id in zip(new_items, ids):
-            it.ann_id = new_id
+            fields = self._fields(it) if (it.ann_id is None or it.edited) and not it.deleted else None
+            reviews.append(annotations.Review(it.ann_id, state, it.deleted, fields, it.iscrowd))
+        new_ids = iter(annotations.save_review(self.store, self.image_id, self.row_version, reviews, user))
+        for it in self.instances:
+            if it.ann_id is None and not it.deleted:
+                it.ann_id = next(new_ids)
         for it, state in states:
             it.state, it.edited, it.loaded_state = state, False, state
         self.row_version += 1

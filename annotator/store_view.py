@@ -15,15 +15,15 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import func, select
 
 from annotator.render import CannotDraw, draw, shown_from_annotation
-from db import coco_export
+from db import annotations, coco_export
+from db import categories as cat_db
 from db.coco_import import CocoRejected, import_coco
 from db.errors import UserError
 from db.ingest import extract_zip, ingest
 from db.media import load_rgb
-from db.schema import Annotation, Category, Image
+from db.schema import Annotation
 from db.stats import stats
 from db.store import Store
 
@@ -55,21 +55,14 @@ def gallery(store: Store, page: int = 1, page_size: int = GALLERY_PAGE_SIZE, thu
     """Page ``page`` of the images with their accepted and proposed annotations drawn. Only that page's
     images and their annotations are read. An annotation or image that cannot be drawn is named in its
     caption; the rest of the page is shown."""
-    with store.session() as s:
-        total = s.scalar(select(func.count()).select_from(Image)) or 0
-        pages = max(1, math.ceil(total / page_size))
-        page = min(max(1, int(page or 1)), pages)
-        imgs = s.scalars(select(Image).order_by(Image.id).offset((page - 1) * page_size).limit(page_size)).all()
-        anns: dict[int, list[Annotation]] = {im.id: [] for im in imgs}
-        for a in s.scalars(select(Annotation).where(Annotation.image_id.in_(list(anns)),
-                                                    Annotation.review_state != "rejected").order_by(Annotation.id)):
-            anns[a.image_id].append(a)
-        cats = {c.id: c for c in s.scalars(select(Category))}
-        items = [_thumbnail(store, im, anns[im.id], cats, thumb) for im in imgs]
-    return GalleryPage(items, page, pages)
+    got = annotations.page_of_images(store, page, page_size)
+    cats = {c.id: c for c in cat_db.all_categories(store)}
+    items = [_thumbnail(store, im, got.annotations[im.id], cats, thumb) for im in got.images]
+    return GalleryPage(items, got.page, got.pages)
 
 
-def _thumbnail(store: Store, im: Image, anns: list[Annotation], cats: dict, thumb: int) -> tuple[np.ndarray, str]:
+def _thumbnail(store: Store, im: annotations.ImageRecord, anns: list[Annotation], cats: dict,
+               thumb: int) -> tuple[np.ndarray, str]:
     caption = f"#{im.id} {im.file_name} · {im.status} · {len(anns)} inst."
     try:
         pix = load_rgb(store.media_file(im.media_path))
@@ -158,14 +151,11 @@ class ExportFolder:
 
 def category_choices(store: Store) -> list[tuple[str, int]]:
     """Dropdown choices: ("name (id)", id), by id."""
-    with store.session() as s:
-        return [(f"{name} ({cid})", cid) for cid, name in s.execute(select(Category.id, Category.name)
-                                                                     .order_by(Category.id))]
+    return [(f"{c.name} ({c.id})", c.id) for c in cat_db.all_categories(store)]
 
 
 def categories_rows(store: Store) -> list[list]:
-    with store.session() as s:
-        used = dict(s.execute(select(Annotation.category_id, func.count()).group_by(Annotation.category_id)).all())
-        return [[c.id, c.name, c.supercategory, ", ".join(c.keypoints or []),
-                 ", ".join(f"{a}-{b}" for a, b in (c.skeleton or [])), used.get(c.id, 0)]
-                for c in s.scalars(select(Category).order_by(Category.id))]
+    used = annotations.annotations_per_category(store)
+    return [[c.id, c.name, c.supercategory, ", ".join(c.keypoints or []),
+             ", ".join(f"{a}-{b}" for a, b in (c.skeleton or [])), used.get(c.id, 0)]
+            for c in cat_db.all_categories(store)]

@@ -6,11 +6,10 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
-from sqlalchemy import func, select
 
 from annotator.labeling import LabelSession
 from annotator.render import color, draw_keypoints
-from db.schema import Annotation, Image
+from db import annotations
 from db.store import Store
 
 MAX_DISPLAY = 1600  # long side of the picture sent to the browser; masks stay full resolution
@@ -121,25 +120,12 @@ def instance_rows(ls: LabelSession, min_score: float = 0.0) -> list[list]:
     return rows
 
 
-QUEUE_FILTERS = ["to label (most uncertain first)", "new", "proposed", "in_review", "done", "all"]
+QUEUE_FILTERS = annotations.QUEUE_FILTERS
 
 
 def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:
-    """Image ids in labeling order. The default puts unlabeled images first: those with proposals ordered by
-    uncertainty (mean proposal score nearest 0.5 first), then those still waiting for proposals."""
-    with store.session() as s:
-        if which in ("new", "proposed", "in_review", "done"):
-            return list(s.scalars(select(Image.id).where(Image.status == which).order_by(Image.id)))
-        if which == "all":
-            return list(s.scalars(select(Image.id).order_by(Image.id)))
-        todo = s.execute(select(Image.id).where(Image.status != "done").order_by(Image.id)).scalars().all()
-        means = dict(s.execute(
-            select(Annotation.image_id, func.avg(Annotation.score))
-            .join(Image, Image.id == Annotation.image_id)
-            .where(Image.status != "done", Annotation.review_state == "proposed", Annotation.score.is_not(None))
-            .group_by(Annotation.image_id)).all())
-    with_props = sorted((i for i in todo if i in means), key=lambda i: (abs(means[i] - 0.5), i))
-    return with_props + [i for i in todo if i not in means]
+    """Image ids in labeling order (db.annotations.queue)."""
+    return annotations.queue(store, which)
 
 
 def neighbour(ids: list[int], current: int | None, step: int) -> int | None:

@@ -28,8 +28,7 @@ from model.demo import fill_demo  # noqa: E402
 from model.predict import Predictor, pick_device, propose  # noqa: E402
 from model.data import store_category_map  # noqa: E402
 from db.media import load_rgb  # noqa: E402
-from db.schema import Image  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from db import annotations  # noqa: E402
 
 
 def _sync(device):
@@ -55,8 +54,7 @@ def main() -> None:
         net = mb.build(config, cmap)
         net.roi_heads.score_thresh = 0.0  # a full set of detections per image: the worst case for decoding
         mb.set_eval_size(net, config)
-        with store.session() as s:
-            rows = s.execute(select(Image.id, Image.media_path).order_by(Image.id)).all()
+        rows = list(annotations.images(store, annotations.image_ids(store)).values())
         ids_all = [r.id for r in rows]
         pixels = [np.asarray(load_rgb(store.media_file(r.media_path))) for r in rows]
 

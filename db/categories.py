@@ -6,8 +6,14 @@ from sqlalchemy import func, select, update
 
 from db.errors import UserError
 from db.ids import advance_sequences, id_problem
-from db.schema import Annotation, Category
+from db.schema import Annotation, Category, Image
 from db.store import Store
+
+
+def all_categories(store: Store) -> list[Category]:
+    """Every category by id (detached rows)."""
+    with store.session() as s:
+        return list(s.scalars(select(Category).order_by(Category.id)))
 
 
 def parse_keypoints(text: str) -> list[str]:
@@ -87,6 +93,10 @@ def delete(store: Store, category_id: int, *, move_to: int | None = None, delete
         if c is None:
             raise UserError(f"no category with id {category_id}")
         used = s.scalar(select(func.count()).select_from(Annotation).where(Annotation.category_id == category_id))
+        if used and (move_to is not None or delete_annotations):  # their images' labels change: move the lock on
+            s.execute(update(Image).where(Image.id.in_(select(Annotation.image_id)
+                                                       .where(Annotation.category_id == category_id)))
+                      .values(row_version=Image.row_version + 1))
         if used:
             if move_to is not None:
                 target = s.get(Category, move_to)

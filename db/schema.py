@@ -101,6 +101,9 @@ class Image(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default="new", index=True)
+    # The one optimistic lock on an image's labels: moved on by every write that changes them (save, proposals,
+    # import onto the image), compared by db.annotations.save_review. Bumped by hand in those writes, not by
+    # the ORM, so that every writer (Core statements included) follows the same rule.
     row_version: Mapped[int] = mapped_column(Integer, default=1)
     extra: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -109,8 +112,6 @@ class Image(Base):
     annotations: Mapped[list["Annotation"]] = relationship(
         back_populates="image", cascade="all, delete-orphan", order_by="Annotation.id"
     )
-
-    __mapper_args__ = {"version_id_col": row_version}
 
 
 class ModelVersion(Base):

@@ -78,7 +78,10 @@ def make_engine(settings: Settings) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # a real BEGIN, so transactions are atomic in pysqlite
-            conn.exec_driver_sql("BEGIN")
+            # Writing transactions take the write lock at BEGIN (waiting up to busy_timeout): a deferred
+            # transaction that reads first and then writes fails at once with "database is locked" when
+            # another writer got in between, since SQLite cannot wait for a snapshot to become current.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, json_serializer=_strict_json)
@@ -107,8 +110,10 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A short transaction: commits on success, rolls back on any error."""
+        """A short writing transaction: commits on success, rolls back on any error. On SQLite it holds the
+        write lock from its start, so reads inside it see what it will write over."""
         with self._sessions() as s, s.begin():
+            s.connection(execution_options={"write": True})
             yield s
 
     def media_file(self, media_path: str) -> Path:

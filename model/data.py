@@ -12,21 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
+from db import annotations
 from db import masks as mask_codec
+from db.annotations import HELDOUT_EVERY, is_heldout  # noqa: F401 - the split is the store's rule
 from db.media import load_rgb
-from db.schema import Annotation, Category, Image
+from db.schema import Category
 from db.store import Store
 from model.categories import CategoryMap
-
-HELDOUT_EVERY = 5  # one image in five is held out, chosen by a hash of its id
-
-
-def is_heldout(image_id: int) -> bool:
-    """Fixed held-out split by image id: stable as the store grows (Knuth's multiplicative hash)."""
-    return ((image_id * 2654435761) % 2**32) % HELDOUT_EVERY == 0
-
 
 def store_category_map(store: Store) -> CategoryMap:
     with store.session() as s:
@@ -46,28 +39,15 @@ class Sample:
 
 
 def labeled_samples(store: Store, heldout: bool) -> list[Sample]:
-    """Images marked done, with their accepted labels (rejected proposals are never labels; a done image's
-    unlabeled area is background). ``heldout`` picks the fixed held-out split or the training split."""
-    with store.session() as s:
-        imgs = s.scalars(select(Image).where(Image.status == "done").order_by(Image.id)
-                         .options(selectinload(Image.annotations))).all()
-        out = []
-        for im in imgs:
-            if is_heldout(im.id) != heldout:
-                continue
-            anns, skipped = [], []
-            for a in im.annotations:
-                if a.review_state != "accepted":
-                    continue
-                if a.segmentation:
-                    try:
-                        mask_codec.check(a.segmentation, im.height, im.width)
-                    except mask_codec.MaskError as e:  # one bad row is named and left out, never fatal
-                        skipped.append(f"annotation {a.id} (image {im.id}) is left out: {e}")
-                        continue
-                anns.append(dict(id=a.id, category_id=a.category_id, bbox=list(a.bbox), segmentation=a.segmentation,
-                                 iscrowd=a.iscrowd, keypoints=a.keypoints, area=a.area, num_keypoints=a.num_keypoints))
-            out.append(Sample(im.id, str(store.media_file(im.media_path)), im.width, im.height, anns, skipped))
+    """Images marked done, with their accepted labels as COCO dicts (db.annotations.labeled_images);
+    ``heldout`` picks the fixed held-out split or the training split."""
+    out = []
+    for li in annotations.labeled_images(store, heldout):
+        im = li.image
+        anns = [dict(id=a.id, category_id=a.category_id, bbox=list(a.bbox), segmentation=a.segmentation,
+                     iscrowd=a.iscrowd, keypoints=a.keypoints, area=a.area, num_keypoints=a.num_keypoints)
+                for a in li.annotations]
+        out.append(Sample(im.id, str(store.media_file(im.media_path)), im.width, im.height, anns, li.skipped))
     return out
 
 

@@ -11,12 +11,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy import select
 
+from db import annotations
 from db import masks as mask_codec
 from db.errors import UserError
 from db.media import load_rgb
-from db.schema import Annotation, Image, ModelVersion, utcnow
+from db.schema import ModelVersion
 from db.store import Store
 from model.build import CocoNets, load_checkpoint, load_coco_nets, read_checkpoint, set_eval_size, verify_checkpoint
 from model.categories import CategoryMap
@@ -247,8 +248,7 @@ def propose(store: Store, image_ids: Sequence[int], predictor: Predictor, *, min
     written = 0
     for k in range(0, len(image_ids), chunk):
         ids = list(image_ids[k:k + chunk])
-        with store.session() as s:
-            rows = {im.id: im for im in s.scalars(select(Image).where(Image.id.in_(ids)))}
+        rows = annotations.images(store, ids)
         missing = [i for i in ids if i not in rows]
         if missing:
             raise UserError(f"no image with id {', '.join(map(str, missing))} in the store")
@@ -263,30 +263,9 @@ def propose(store: Store, image_ids: Sequence[int], predictor: Predictor, *, min
 
 
 def write_proposals(store: Store, image_id: int, pred: Prediction, version_id: int) -> int:
-    """Replace the image's unreviewed model proposals with ``pred``. Rows a person reviewed, edited or drew
-    are never touched. The image's row version always moves on, so a browser that has the image open
-    cannot save over the new proposals: its save is refused and its edits are kept (LabelSession.rebase)."""
-    now = utcnow()
-    with store.transaction() as s:
-        s.execute(delete(Annotation).where(Annotation.image_id == image_id, Annotation.review_state == "proposed",
-                                           Annotation.source == "model"))
-        rows = []
-        for d in pred.to_coco(image_id):
-            rows.append(dict(image_id=image_id, category_id=d["category_id"],
-                             segmentation=d.get("segmentation"), bbox=d["bbox"], area=d["area"], iscrowd=0,
-                             keypoints=d.get("keypoints"), num_keypoints=d.get("num_keypoints"), source="model",
-                             score=d["score"], model_version_id=version_id, review_state="proposed",
-                             original={k: d[k] for k in ("category_id", "segmentation", "bbox", "keypoints") if k in d},
-                             created_by="model", created_at=now))
-        if rows:
-            s.execute(insert(Annotation), rows)
-        s.execute(update(Image).where(Image.id == image_id)
-                  .values(status=case((Image.status == "new", "proposed"), else_=Image.status),
-                          row_version=Image.row_version + 1, updated_at=now))
-    return len(rows)
+    """Replace the image's unreviewed proposals with ``pred`` (see db.annotations.write_proposals)."""
+    return annotations.write_proposals(store, image_id, pred.to_coco(image_id), version_id)
 
 
 def images_to_propose(store: Store) -> list[int]:
-    with store.session() as s:
-        return list(s.scalars(select(Image.id).where(Image.status != "done").order_by(Image.id)))
-
+    return annotations.images_to_propose(store)

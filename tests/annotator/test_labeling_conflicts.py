@@ -7,17 +7,10 @@ from sqlalchemy import select, update
 
 from annotator.labeling import LabelSession, SaveConflict
 from db import masks
-from db.schema import Annotation, ModelVersion
+from db.schema import Annotation
 from model.predict import Prediction, write_proposals
 from tests.annotator.test_labeling import _busiest_image, _rows, proposed_store  # noqa: F401 - fixture
-
-
-def _version(store) -> int:
-    with store.transaction() as s:
-        mv = ModelVersion(size="tiny", checkpoint=None, note="test")
-        s.add(mv)
-        s.flush()
-        return mv.id
+from tests.db.test_annotations import _version
 
 
 def _one_proposal(store, image_id) -> Prediction:

@@ -2,6 +2,7 @@
 database (.ci/run starts a local server and sets it); CI requires it."""
 
 import os
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -71,3 +72,48 @@ def test_ids_come_from_sequences_moved_past_imported_ids(pg_store, synth_dir, tm
     ls.new_instance(coco["categories"][0]["id"], mask=m)
     ls.save("alice")
     assert ls.instances[-1].ann_id > max(a["id"] for a in coco["annotations"])
+
+
+def _concurrent_worker(url: str, store_dir: str, role: str, image_ids: list[int], out) -> None:
+    """One process of the two-process test: writes proposals again and again, or reviews every image."""
+    from tests.db.test_annotations import _version, proposals_for, review_until_saved
+
+    st = Store(Settings(store_dir=Path(store_dir), db_url=url))
+    try:
+        if role == "proposer":
+            version = _version(st)
+            for k in range(4):
+                for i in image_ids:
+                    from db import annotations
+
+                    annotations.write_proposals(st, i, proposals_for(st, i, k), version)
+            out.put(("proposer", {}))
+        else:
+            out.put(("reviewer", {i: sorted(review_until_saved(st, i, "alice")) for i in image_ids}))
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        out.put(("error", repr(e)))
+    finally:
+        st.close()
+
+
+def test_two_processes_propose_and_review_at_once_on_postgres(pg_store, synth_dir, tmp_path):
+    """Issue 8: two processes writing proposals and saving reviews on one PostgreSQL store."""
+    import multiprocessing as mp
+
+    from db import annotations
+    from tests.db.test_annotations import assert_saves_kept
+
+    import_coco(pg_store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
+    ids = annotations.image_ids(pg_store)[:8]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_concurrent_worker, args=(URL, str(pg_store.settings.store_dir), role, ids, out))
+             for role in ("proposer", "reviewer")]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert not [r for r in results if r[0] == "error"], results
+    saved = next(r[1] for r in results if r[0] == "reviewer")
+    assert_saves_kept(pg_store, {int(k): set(v) for k, v in saved.items()})

@@ -1,0 +1,263 @@
+"""Every read and write of annotation and image rows, and every image status transition.
+
+No module outside ``db/`` runs SQL on the ``images`` or ``annotations`` tables: the labeling logic, the
+proposal writer, the training data, the queue and the gallery all come here. Ids of new rows come from the
+database. One optimistic lock guards an image's labels: its ``row_version``, moved on by every write that
+changes them (a save, a proposal run, an import onto an existing image), compared by ``save_review``.
+
+Image statuses move ``new`` -> ``proposed`` (proposals written) -> ``in_review`` (someone opened it) ->
+``done`` (saved); an import as labels writes ``done``, as proposals ``proposed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import case, delete, func, insert, select, update
+
+from db import masks as mask_codec
+from db.errors import UserError
+from db.schema import Annotation, Category, Image, utcnow
+from db.store import Store
+
+HELDOUT_EVERY = 5  # one image in five is held out, chosen by a hash of its id
+QUEUE_FILTERS = ["to label (most uncertain first)", "new", "proposed", "in_review", "done", "all"]
+
+
+class SaveConflict(UserError):
+    """The image changed in the store since it was read (another browser saved it, or proposals were made
+    again), or a row being saved is gone; nothing was written."""
+
+
+def is_heldout(image_id: int) -> bool:
+    """Fixed held-out split by image id: stable as the store grows (Knuth's multiplicative hash)."""
+    return ((image_id * 2654435761) % 2**32) % HELDOUT_EVERY == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    file_name: str
+    media_path: str
+    width: int
+    height: int
+    status: str
+    row_version: int
+
+
+def _record(im: Image) -> ImageRecord:
+    return ImageRecord(im.id, im.file_name, im.media_path, im.width, im.height, im.status, im.row_version)
+
+
+@dataclasses.dataclass
+class ImageLabels:
+    """One image as read for labeling: the image, every category (by id) and its annotation rows (detached
+    ORM objects, by id)."""
+
+    image: ImageRecord
+    categories: list[Category]
+    annotations: list[Annotation]
+
+
+def load(store: Store, image_id: int, *, opening: bool = False) -> ImageLabels:
+    """The image with its labels; ``opening`` it for labeling, a ``new`` or ``proposed`` image becomes
+    ``in_review`` (someone is looking at it; its row version stays, since its labels did not change)."""
+    with store.session() as s:
+        im = s.get(Image, image_id)
+        if im is None:
+            raise UserError(f"no image with id {image_id}")
+        cats = list(s.scalars(select(Category).order_by(Category.id)))
+        anns = list(s.scalars(select(Annotation).where(Annotation.image_id == image_id).order_by(Annotation.id)))
+        record = _record(im)
+    if opening and record.status in ("new", "proposed"):
+        mark_in_review(store, image_id)
+        record = dataclasses.replace(record, status="in_review")
+    return ImageLabels(record, cats, anns)
+
+
+def mark_in_review(store: Store, image_id: int) -> None:
+    """Someone opened the image: ``new`` or ``proposed`` becomes ``in_review``."""
+    with store.transaction() as s:
+        s.execute(update(Image).where(Image.id == image_id, Image.status.in_(("new", "proposed")))
+                  .values(status="in_review"))
+
+
+@dataclasses.dataclass
+class Review:
+    """One instance as a person leaves it: ``ann_id`` None for a new one; ``fields`` (category_id,
+    segmentation, bbox, area, keypoints, num_keypoints) when its content is to be written, None to keep the
+    row's content and only record the review."""
+
+    ann_id: int | None
+    state: str
+    deleted: bool = False
+    fields: dict[str, Any] | None = None
+    iscrowd: int = 0
+
+
+def save_review(store: Store, image_id: int, row_version: int, reviews: Sequence[Review], user: str) -> list[int]:
+    """The optimistic-locking save: in one transaction, mark the image done and write every review, only if
+    the image's row version is still ``row_version`` and every row being saved still exists. Raises
+    SaveConflict otherwise, writing nothing. Returns the ids the database gave the new instances, in order."""
+    now = utcnow()
+    with store.transaction() as s:
+        res = s.execute(update(Image).where(Image.id == image_id, Image.row_version == row_version)
+                        .values(status="done", row_version=row_version + 1, updated_at=now))
+        if res.rowcount != 1:
+            raise SaveConflict(f"image {image_id} changed in the store since you opened it (saved from another "
+                               "browser, or proposed again); nothing was written")
+        existing = set(s.scalars(select(Annotation.id).where(Annotation.image_id == image_id)))
+        gone = [r.ann_id for r in reviews if r.ann_id is not None and r.ann_id not in existing and not r.deleted]
+        if gone:  # never drop an edit silently: the whole save is refused (and rolled back)
+            raise SaveConflict(f"annotation(s) {', '.join(map(str, gone))} of image {image_id} are no longer in "
+                               "the store; nothing was written")
+        new_rows = []
+        for r in reviews:
+            if r.deleted:
+                if r.ann_id is not None:
+                    s.execute(delete(Annotation).where(Annotation.id == r.ann_id))
+            elif r.ann_id is None:
+                new_rows.append(dict(image_id=image_id, source="human", score=None, review_state=r.state,
+                                     created_by=user, reviewed_by=user, created_at=now, reviewed_at=now,
+                                     iscrowd=r.iscrowd, **(r.fields or {})))
+            else:
+                vals = dict(review_state=r.state, reviewed_by=user, reviewed_at=now, **(r.fields or {}))
+                s.execute(update(Annotation).where(Annotation.id == r.ann_id).values(**vals))
+        if not new_rows:
+            return []
+        return list(s.scalars(insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True), new_rows))
+
+
+def write_proposals(store: Store, image_id: int, proposals: Sequence[dict[str, Any]], model_version_id: int) -> int:
+    """Replace the image's unreviewed model proposals with ``proposals`` (COCO annotation dicts with
+    ``score``). Rows a person reviewed, edited or drew are never touched. The image's row version always
+    moves on, so a browser that has the image open cannot save over the new proposals: its save is refused
+    and its edits are kept (annotator.labeling.LabelSession.rebase). Returns how many were written."""
+    now = utcnow()
+    rows = [dict(image_id=image_id, category_id=d["category_id"], segmentation=d.get("segmentation"),
+                 bbox=d["bbox"], area=d["area"], iscrowd=0, keypoints=d.get("keypoints"),
+                 num_keypoints=d.get("num_keypoints"), source="model", score=d["score"],
+                 model_version_id=model_version_id, review_state="proposed",
+                 original={k: d[k] for k in ("category_id", "segmentation", "bbox", "keypoints") if k in d},
+                 created_by="model", created_at=now) for d in proposals]
+    with store.transaction() as s:
+        s.execute(delete(Annotation).where(Annotation.image_id == image_id, Annotation.review_state == "proposed",
+                                           Annotation.source == "model"))
+        if rows:
+            s.execute(insert(Annotation), rows)
+        s.execute(update(Image).where(Image.id == image_id)
+                  .values(status=case((Image.status == "new", "proposed"), else_=Image.status),
+                          row_version=Image.row_version + 1, updated_at=now))
+    return len(rows)
+
+
+def images(store: Store, image_ids: Iterable[int]) -> dict[int, ImageRecord]:
+    """The images with these ids that exist, by id."""
+    ids = list(image_ids)
+    out: dict[int, ImageRecord] = {}
+    with store.session() as s:
+        for k in range(0, len(ids), 900):
+            out.update((im.id, _record(im)) for im in s.scalars(select(Image).where(Image.id.in_(ids[k:k + 900]))))
+    return out
+
+
+def image_ids(store: Store, status: str | None = None, *, not_status: str | None = None) -> list[int]:
+    """Image ids by id, all or those with (or without) a status."""
+    q = select(Image.id).order_by(Image.id)
+    if status is not None:
+        q = q.where(Image.status == status)
+    if not_status is not None:
+        q = q.where(Image.status != not_status)
+    with store.session() as s:
+        return list(s.scalars(q))
+
+
+def images_to_propose(store: Store) -> list[int]:
+    return image_ids(store, not_status="done")
+
+
+def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:
+    """Image ids in labeling order. The default puts unlabeled images first: those with proposals ordered by
+    uncertainty (mean proposal score nearest 0.5 first), then those still waiting for proposals."""
+    if which in ("new", "proposed", "in_review", "done"):
+        return image_ids(store, which)
+    if which == "all":
+        return image_ids(store)
+    todo = image_ids(store, not_status="done")
+    with store.session() as s:
+        means = dict(s.execute(
+            select(Annotation.image_id, func.avg(Annotation.score))
+            .join(Image, Image.id == Annotation.image_id)
+            .where(Image.status != "done", Annotation.review_state == "proposed", Annotation.score.is_not(None))
+            .group_by(Annotation.image_id)).all())
+    with_props = sorted((i for i in todo if i in means), key=lambda i: (abs(means[i] - 0.5), i))
+    return with_props + [i for i in todo if i not in means]
+
+
+@dataclasses.dataclass
+class LabeledImage:
+    """A done image and its accepted rows; ``skipped`` names rows left out because they cannot be decoded."""
+
+    image: ImageRecord
+    annotations: list[Annotation]
+    skipped: list[str]
+
+
+def labeled_images(store: Store, heldout: bool) -> list[LabeledImage]:
+    """Images marked done, with their accepted labels (rejected proposals are never labels; a done image's
+    unlabeled area is background). ``heldout`` picks the fixed held-out split or the training split. A row
+    whose segmentation is invalid is named in ``skipped`` and left out, never fatal."""
+    out = []
+    with store.session() as s:
+        imgs = [im for im in s.scalars(select(Image).where(Image.status == "done").order_by(Image.id))
+                if is_heldout(im.id) == heldout]
+        by_image: dict[int, list[Annotation]] = {im.id: [] for im in imgs}
+        ids = list(by_image)
+        for k in range(0, len(ids), 900):
+            for a in s.scalars(select(Annotation).where(Annotation.image_id.in_(ids[k:k + 900]),
+                                                        Annotation.review_state == "accepted")
+                               .order_by(Annotation.id)):
+                by_image[a.image_id].append(a)
+    for im in imgs:
+        keep, skipped = [], []
+        for a in by_image[im.id]:
+            if a.segmentation:
+                try:
+                    mask_codec.check(a.segmentation, im.height, im.width)
+                except mask_codec.MaskError as e:
+                    skipped.append(f"annotation {a.id} (image {im.id}) is left out: {e}")
+                    continue
+            keep.append(a)
+        out.append(LabeledImage(_record(im), keep, skipped))
+    return out
+
+
+@dataclasses.dataclass
+class Page:
+    """One page of images with their shown (not rejected) annotation rows."""
+
+    images: list[ImageRecord]
+    annotations: dict[int, list[Annotation]]
+    page: int  # 1-based, clamped to the pages there are
+    pages: int
+
+
+def page_of_images(store: Store, page: int, page_size: int) -> Page:
+    """Images by id, page ``page``; only that page's images and their annotations are read."""
+    with store.session() as s:
+        total = s.scalar(select(func.count()).select_from(Image)) or 0
+        pages = max(1, -(-total // page_size))
+        page = min(max(1, int(page or 1)), pages)
+        imgs = [_record(im) for im in
+                s.scalars(select(Image).order_by(Image.id).offset((page - 1) * page_size).limit(page_size))]
+        anns: dict[int, list[Annotation]] = {im.id: [] for im in imgs}
+        for a in s.scalars(select(Annotation).where(Annotation.image_id.in_(list(anns)),
+                                                    Annotation.review_state != "rejected").order_by(Annotation.id)):
+            anns[a.image_id].append(a)
+    return Page(imgs, anns, page, pages)
+
+
+def annotations_per_category(store: Store) -> dict[int, int]:
+    with store.session() as s:
+        return dict(s.execute(select(Annotation.category_id, func.count()).group_by(Annotation.category_id)).all())
