@@ -18,6 +18,7 @@ from sqlalchemy import case, delete, func, insert, select, update
 
 from db import masks as mask_codec
 from db.errors import UserError
+from db.instances import Instances
 from db.schema import Annotation, Category, Image, utcnow
 from db.store import Store
 
@@ -129,18 +130,20 @@ def save_review(store: Store, image_id: int, row_version: int, reviews: Sequence
         return list(s.scalars(insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True), new_rows))
 
 
-def write_proposals(store: Store, image_id: int, proposals: Sequence[dict[str, Any]], model_version_id: int) -> int:
-    """Replace the image's unreviewed model proposals with ``proposals`` (COCO annotation dicts with
-    ``score``). Rows a person reviewed, edited or drew are never touched. The image's row version always
-    moves on, so a browser that has the image open cannot save over the new proposals: its save is refused
-    and its edits are kept (annotator.labeling.LabelSession.rebase). Returns how many were written."""
+def write_proposals(store: Store, image_id: int, proposals: Instances, model_version_id: int) -> int:
+    """Replace the image's unreviewed model proposals with ``proposals``. Rows a person reviewed, edited or
+    drew are never touched. The image's row version always moves on, so a browser that has the image open
+    cannot save over the new proposals: its save is refused and its edits are kept
+    (annotator.labeling.LabelSession.rebase). Returns how many were written."""
     now = utcnow()
-    rows = [dict(image_id=image_id, category_id=d["category_id"], segmentation=d.get("segmentation"),
-                 bbox=d["bbox"], area=d["area"], iscrowd=0, keypoints=d.get("keypoints"),
-                 num_keypoints=d.get("num_keypoints"), source="model", score=d["score"],
-                 model_version_id=model_version_id, review_state="proposed",
-                 original={k: d[k] for k in ("category_id", "segmentation", "bbox", "keypoints") if k in d},
-                 created_by="model", created_at=now) for d in proposals]
+    rows = []
+    for i in range(len(proposals)):
+        values = proposals.row_values(i)
+        original = {k: values[k] for k in ("category_id", "segmentation", "bbox", "keypoints")
+                    if values[k] is not None}  # the proposal as made, to measure corrections against
+        rows.append(dict(image_id=image_id, **values, source="model", score=proposals.scores[i],
+                         model_version_id=model_version_id, review_state="proposed", original=original,
+                         created_by="model", created_at=now))
     with store.transaction() as s:
         s.execute(delete(Annotation).where(Annotation.image_id == image_id, Annotation.review_state == "proposed",
                                            Annotation.source == "model"))
@@ -197,10 +200,10 @@ def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:
 
 @dataclasses.dataclass
 class LabeledImage:
-    """A done image and its accepted rows; ``skipped`` names rows left out because they cannot be decoded."""
+    """A done image and its accepted labels; ``skipped`` names rows left out because they cannot be decoded."""
 
     image: ImageRecord
-    annotations: list[Annotation]
+    instances: Instances
     skipped: list[str]
 
 
@@ -229,7 +232,7 @@ def labeled_images(store: Store, heldout: bool) -> list[LabeledImage]:
                     skipped.append(f"annotation {a.id} (image {im.id}) is left out: {e}")
                     continue
             keep.append(a)
-        out.append(LabeledImage(_record(im), keep, skipped))
+        out.append(LabeledImage(_record(im), Instances.from_rows(keep, im.height, im.width), skipped))
     return out
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from db import masks
 from db.errors import UserError
+from db.instances import Instances
 from db.schema import Annotation, Category, DatasetMeta, Image
 from db.store import Store
 
@@ -30,12 +31,12 @@ def build(store: Store, *, include_proposals: bool = False, seg_format: SegForma
         cats = s.scalars(select(Category).order_by(Category.id)).all()
         imgs = s.execute(select(Image.id, Image.file_name, Image.width, Image.height, Image.extra)
                          .order_by(Image.id)).all()
-        anns = s.execute(
+        anns = s.execute(  # plain rows with the columns Instances.from_rows reads (no ORM identity map)
             select(Annotation.id, Annotation.image_id, Annotation.category_id, Annotation.segmentation,
                    Annotation.area, Annotation.bbox, Annotation.iscrowd, Annotation.keypoints,
-                   Annotation.num_keypoints, Annotation.score, Annotation.review_state, Annotation.extra)
-            .where(Annotation.review_state.in_(states)).order_by(Annotation.id)
-        ).all()
+                   Annotation.num_keypoints, Annotation.score, Annotation.source, Annotation.review_state,
+                   Annotation.extra)
+            .where(Annotation.review_state.in_(states)).order_by(Annotation.id)).all()
     sizes = {r.id: (r.height, r.width) for r in imgs}
     out_images = []
     for r in imgs:
@@ -50,13 +51,20 @@ def build(store: Store, *, include_proposals: bool = False, seg_format: SegForma
             d["keypoints"] = list(c.keypoints)
             d["skeleton"] = [list(p) for p in (c.skeleton or [])]
         out_cats.append(d)
+    by_image: dict[int, list] = {}
+    for a in anns:
+        by_image.setdefault(a.image_id, []).append(a)
     out_anns = []
-    for r in anns:
-        try:
-            out_anns.append(_annotation(r, sizes[r.image_id], seg_format, include_proposals))
-        except masks.MaskError as e:  # a row stored before import checked segmentations
-            raise UserError(f"annotation {r.id} (image {r.image_id}) cannot be exported: its segmentation is "
-                            f"invalid ({e}); fix or delete it in the Label tab") from None
+    for image_id, rows in by_image.items():
+        inst = Instances.from_rows(rows, *sizes[image_id])
+        for i in range(len(inst)):
+            try:
+                out_anns.append(inst.coco(i, image_id, with_score=include_proposals,
+                                          segmentation=_segmentation(inst, i, seg_format)))
+            except masks.MaskError as e:  # a row stored before import checked segmentations
+                raise UserError(f"annotation {inst.ann_ids[i]} (image {image_id}) cannot be exported: its "
+                                f"segmentation is invalid ({e}); fix or delete it in the Label tab") from None
+    out_anns.sort(key=lambda d: d["id"])
     return {
         "info": meta.get("info", DEFAULT_INFO),
         "licenses": meta.get("licenses", []),
@@ -66,26 +74,19 @@ def build(store: Store, *, include_proposals: bool = False, seg_format: SegForma
     }
 
 
-def _annotation(r, size: tuple[int, int], seg_format: SegFormat, with_score: bool) -> dict[str, Any]:
-    h, w = size
-    seg = r.segmentation if r.segmentation is not None else []
+def _segmentation(inst: Instances, i: int, seg_format: SegFormat):
+    """Instance ``i``'s segmentation in the asked format: ``asis`` keeps polygons as polygons and masks as
+    RLE; crowd regions stay RLE under ``polygons``, as in COCO."""
+    seg = inst.segmentations[i]
+    if not seg:
+        return []
     if isinstance(seg, dict):
-        masks.check(seg, h, w)  # never write an RLE that COCO readers would choke on
-    if seg_format == "rle" and isinstance(seg, list) and seg:
-        seg = masks.to_rle(seg, h, w)
-    elif seg_format == "polygons" and isinstance(seg, dict) and not r.iscrowd:
-        seg = masks.mask_to_polygons(masks.decode(seg, h, w))  # crowd regions stay RLE, as in COCO
-    d = {"id": r.id, "image_id": r.image_id, "category_id": r.category_id, "segmentation": seg,
-         "area": r.area, "bbox": r.bbox, "iscrowd": r.iscrowd}
-    if r.keypoints is not None:
-        d["keypoints"] = r.keypoints
-        d["num_keypoints"] = r.num_keypoints if r.num_keypoints is not None else \
-            sum(1 for v in r.keypoints[2::3] if v > 0)
-    if with_score and r.score is not None:
-        d["score"] = r.score
-    if r.extra:
-        d.update({k: r.extra[k] for k in sorted(r.extra) if k not in d})
-    return d
+        masks.check(seg, inst.height, inst.width)  # never write an RLE that COCO readers would choke on
+    if seg_format == "rle" and isinstance(seg, list):
+        return inst.rle(i)
+    if seg_format == "polygons" and isinstance(seg, dict) and not inst.iscrowd[i]:
+        return masks.mask_to_polygons(inst.mask(i))
+    return seg
 
 
 def dumps(dataset: dict[str, Any]) -> bytes:

@@ -21,16 +21,7 @@ COCO_PERSON_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62,
 
 def ground_truth(samples: Sequence[Sample], cmap: CategoryMap) -> dict:
     images = [{"id": s.image_id, "width": s.width, "height": s.height, "file_name": str(s.image_id)} for s in samples]
-    anns = []
-    for s in samples:
-        for a in s.annotations:
-            d = {k: a[k] for k in ("id", "category_id", "bbox", "area", "iscrowd")}
-            d["image_id"] = s.image_id
-            d["segmentation"] = a["segmentation"] or []
-            if a["keypoints"]:
-                d["keypoints"] = a["keypoints"]
-                d["num_keypoints"] = sum(1 for v in a["keypoints"][2::3] if v > 0)
-            anns.append(d)
+    anns = [s.instances.coco(i, s.image_id) for s in samples for i in range(len(s.instances))]
     cats = [{"id": cid, "name": n, **({"keypoints": list(k)} if k else {})}
             for cid, n, k in zip(cmap.ids, cmap.names, cmap.keypoints)]
     return {"images": images, "annotations": anns, "categories": cats}
@@ -54,7 +45,7 @@ def coco_ap(gt_dict: dict, dets: list[dict], cmap: CategoryMap) -> dict[str, flo
         if cmap.num_keypoints:
             result["keypoints"] = 0.0
         return result
-    dt = _quiet(lambda: gt.loadRes(copy.deepcopy([d for d in dets if "segmentation" in d] or dets)))
+    dt = _quiet(lambda: gt.loadRes(copy.deepcopy([d for d in dets if d.get("segmentation")] or dets)))
     for iou_type in ("bbox", "segm"):
         ev = COCOeval(gt, dt, iou_type)
         _quiet(lambda: (ev.evaluate(), ev.accumulate(), ev.summarize()))
@@ -89,7 +80,8 @@ def evaluate(predictor, samples: Sequence[Sample]) -> dict[str, float | None]:
         chunk = samples[k:k + 8]
         preds = predictor.predict([np.asarray(load_rgb(s.path)) for s in chunk])
         for s, p in zip(chunk, preds):
-            dets += p.to_coco(s.image_id)
+            dets += [{k: v for k, v in d.items() if k != "segmentation" or v}  # keypoint-only: no mask
+                     for d in p.to_coco(s.image_id, with_score=True)]
     return coco_ap(gt, dets, cmap)
 
 

@@ -137,15 +137,15 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     if not cmap.ids:
         raise UserError("the store has no categories: import a COCO file or add categories first")
     train_samples = labeled_samples(store, heldout=False)
-    train_samples = [s for s in train_samples if s.annotations] or train_samples
-    n_labels = sum(len(s.annotations) for s in train_samples)
+    train_samples = [s for s in train_samples if len(s.instances)] or train_samples
+    n_labels = sum(len(s.instances) for s in train_samples)
     if not train_samples or n_labels == 0:
         raise UserError("no accepted labels to train on: accept proposals or import labels, and mark the images "
                         "done (held-out images, one in five by id, are never trained on)")
     counts = {cid: 0 for cid in cmap.ids}
     for s in train_samples:
-        for a in s.annotations:
-            counts[a["category_id"]] = counts.get(a["category_id"], 0) + 1
+        for cid in s.instances.category_ids:
+            counts[cid] = counts.get(cid, 0) + 1
     warnings = [f"category {cid} '{cmap.names[cmap.ids.index(cid)]}' has no accepted instances in the training "
                 f"split; the model cannot learn it yet" for cid, n in counts.items() if n == 0]
     heldout = labeled_samples(store, heldout=True)

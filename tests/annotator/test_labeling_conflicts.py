@@ -8,18 +8,19 @@ from sqlalchemy import select, update
 from annotator.labeling import LabelSession, SaveConflict
 from db import masks
 from db.schema import Annotation
-from model.predict import Prediction, write_proposals
+from db.annotations import write_proposals
+from db.instances import Instances
 from tests.annotator.test_labeling import _busiest_image, _rows, proposed_store  # noqa: F401 - fixture
 from tests.db.test_annotations import _version
 
 
-def _one_proposal(store, image_id) -> Prediction:
+def _one_proposal(store, image_id) -> Instances:
     ls = LabelSession(store, image_id)
     m = np.zeros((ls.height, ls.width), bool)
     m[2:9, 3:12] = True
-    cat = ls.instances[0].category_id
-    return Prediction(np.array([[3, 2, 12, 9]], np.float32), np.array([cat]), np.array([0.9], np.float32),
-                      [masks.encode(m)], [None])
+    out = Instances(ls.height, ls.width)
+    out.add(ls.instances[0].category_id, [3, 2, 9, 7], mask=m, score=0.9, source="model", state="proposed")
+    return out
 
 
 def test_proposing_again_while_a_person_has_the_image_open_loses_nothing(proposed_store):
@@ -149,6 +150,6 @@ def test_training_samples_and_export_name_an_undecodable_row(proposed_store):
         s.execute(update(Annotation).where(Annotation.id == first).values(segmentation={"size": [1, 1], "counts": "0"}))
     samples = [smp for split in (True, False) for smp in labeled_samples(store, split) if smp.image_id == image_id]
     assert f"annotation {first}" in samples[0].skipped[0]
-    assert first not in [a["id"] for a in samples[0].annotations]
+    assert first not in samples[0].instances.ann_ids
     with pytest.raises(UserError, match=f"annotation {first}"):
         coco_export.build(store)

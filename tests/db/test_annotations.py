@@ -9,24 +9,23 @@ import numpy as np
 import pytest
 
 from annotator.labeling import LabelSession, SaveConflict
-from db import annotations, masks
+from db import annotations
+from db.instances import Instances
 from db.coco_import import import_coco
 from db.schema import Annotation
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def proposals_for(store, image_id, k: int) -> list[dict]:
+def proposals_for(store, image_id, k: int) -> Instances:
     """A few proposals that differ per round ``k``."""
     im = annotations.images(store, [image_id])[image_id]
     cat = store_first_category(store)
-    out = []
+    out = Instances(im.height, im.width)
     for j in range(3):
         m = np.zeros((im.height, im.width), bool)
         m[2 + j:10 + j + k % 3, 3:12 + j] = True
-        rle = masks.encode(m)
-        out.append({"category_id": cat, "segmentation": rle, "bbox": masks.bbox_xywh(rle, im.height, im.width),
-                    "area": float(m.sum()), "score": 0.5 + 0.1 * j})
+        out.add(cat, [0, 0, 0, 0], mask=m, score=0.5 + 0.1 * j, source="model", state="proposed")
     return out
 
 

@@ -17,7 +17,9 @@ from model import build as mb
 from model.categories import CategoryMap
 from model.config import CONFIGS, FULL, TINY
 from model.data import TrainDataset, hflip, is_heldout, labeled_samples, store_category_map, target_for
-from model.predict import Prediction, Predictor, merge_person_keypoints, propose
+from db.instances import Instances
+from model.convert import add_detection, instances_from_output, merge_person_keypoints
+from model.predict import Predictor, propose
 from model.synthetic import CATEGORIES, PERSON_KEYPOINTS
 
 
@@ -144,24 +146,27 @@ def test_prediction_to_coco_is_valid_rle_with_tight_box():
     m[1, 10:20, 0:4] = 1
     from db.masks import encode_batch
 
-    p = Prediction(np.array([[3, 2, 9, 5], [0, 10, 4, 20]], np.float32), np.array([3, 1]), np.array([0.9, 0.4], np.float32),
-                   encode_batch(m), [None, np.ones((17, 3), np.float32)])
-    anns = p.to_coco(7)
+    p = Instances(20, 30)
+    for box, cat, score, rle, kps in zip([[3, 2, 9, 5], [0, 10, 4, 20]], [3, 1], [0.9, 0.4], encode_batch(m),
+                                         [None, [1.0] * 51]):
+        add_detection(p, cat, box, score, rle, kps)
+    anns = p.to_coco(7, with_score=True)
     assert anns[0]["bbox"] == [3.0, 2.0, 6.0, 3.0] and anns[0]["area"] == 18
     assert isinstance(anns[0]["segmentation"]["counts"], str)
     assert np.array_equal(mask_utils.decode({"size": [20, 30], "counts": anns[0]["segmentation"]["counts"].encode()}), m[0])
     assert "keypoints" not in anns[0] and len(anns[1]["keypoints"]) == 51 and anns[1]["num_keypoints"] == 17
-    assert len(p.filter(p.scores > 0.5)) == 1
+    assert len(p.take(p.score_array() > 0.5)) == 1
 
 
 def test_person_found_by_both_networks_becomes_one_proposal():
-    p = Prediction(np.array([[10, 10, 50, 90], [60, 5, 80, 20]], np.float32), np.array([1, 3]),
-                   np.array([0.9, 0.8], np.float32), [{"size": [1, 1], "counts": "01"}] * 2, [None, None])
+    p = Instances(100, 100)
+    for box, cat, score in zip([[10, 10, 50, 90], [60, 5, 80, 20]], [1, 3], [0.9, 0.8]):
+        add_detection(p, cat, box, score, None, None)
     kp = {"boxes": torch.tensor([[12.0, 11, 49, 88], [100, 100, 140, 180]]), "scores": torch.tensor([0.95, 0.9]),
           "keypoints": torch.rand(2, 17, 3) * 50}
     merged = merge_person_keypoints(p, kp, person_id=1)
     assert len(merged) == 3  # the matched person gains keypoints; the unmatched one is added
-    assert merged.keypoints[0] is not None and merged.keypoints[1] is None and merged.rles[2] is None
+    assert merged.keypoints[0] is not None and merged.keypoints[1] is None and merged.segmentations[2] is None
 
 
 def test_training_targets_from_store(store, synth_dir):
@@ -169,11 +174,11 @@ def test_training_targets_from_store(store, synth_dir):
     cmap = store_category_map(store)
     samples = labeled_samples(store, heldout=False) + labeled_samples(store, heldout=True)
     assert len(samples) == 12
-    s = next(s for s in samples if any(a["keypoints"] for a in s.annotations))
+    s = next(s for s in samples if any(k is not None for k in s.instances.keypoints))
     t = target_for(s, cmap)
-    person = [i for i, a in enumerate(s.annotations) if a["keypoints"]][0]
+    person = [i for i, k in enumerate(s.instances.keypoints) if k is not None][0]
     assert t["labels"][person] == 1 and t["keypoints"][person, :, 2].max() == 2
-    x, y, w, h = s.annotations[0]["bbox"]
+    x, y, w, h = s.instances.bboxes[0]
     assert t["boxes"][0].tolist() == [x, y, x + w, y + h]  # xywh -> xyxy
     img, t2 = TrainDataset([s], cmap, augment=False)[0]
     assert img.shape == (3, 96, 96) and t2["masks"].dtype == torch.uint8
@@ -186,20 +191,19 @@ def test_keypoint_categories_with_their_own_lists_get_their_own_channels():
     assert cmap.keypoint_slices == {1: slice(0, 17), 5: slice(17, 20)} and cmap.num_keypoints == 20
     model = mb.build(TINY, cmap)
     assert model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels == 20
-    sample = types.SimpleNamespace(height=40, width=40, annotations=[
+    sample = types.SimpleNamespace(height=40, width=40, instances=Instances.from_coco([
         {"category_id": 30, "bbox": [5, 5, 20, 20], "segmentation": None, "iscrowd": 0,
-         "keypoints": [6, 6, 2, 10, 10, 1, 0, 0, 0]}])
+         "keypoints": [6, 6, 2, 10, 10, 1, 0, 0, 0]}], 40, 40))
     t = target_for(sample, cmap)
     assert t["keypoints"].shape == (1, 20, 3)
     assert t["keypoints"][0, 17].tolist() == [6, 6, 2] and t["keypoints"][0, :17].abs().sum() == 0
-    from model.predict import _to_prediction
-
     out = {"boxes": torch.tensor([[1.0, 1, 9, 9], [2, 2, 8, 8]]), "labels": torch.tensor([5, 2]),
            "scores": torch.tensor([0.9, 0.8]), "masks": torch.ones(2, 1, 40, 40),
            "keypoints": torch.arange(2 * 20 * 3, dtype=torch.float32).reshape(2, 20, 3)}
-    p = _to_prediction(out, cmap.category_id, cmap.keypoint_slices.get)
+    p = instances_from_output(out, 40, 40, cmap.category_id, cmap.keypoint_slices.get)
     assert list(p.category_ids) == [30, 3]
-    assert p.keypoints[0].shape == (3, 3) and p.keypoints[0][0, 0] == 17 * 3 and p.keypoints[1] is None
+    k = p.keypoints_xyv(0)
+    assert k.shape == (3, 3) and k[0, 0] == 17 * 3 and p.keypoints[1] is None
 
 
 def test_weights_path_imports_a_maskloop_checkpoint_as_the_active_model(tmp_path, synth_dir):

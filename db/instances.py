@@ -1,0 +1,242 @@
+"""``Instances``: the instances of one image, the one shape an instance has everywhere (a proposal, a label
+being edited, a training sample, what the gallery draws, what the export writes).
+
+Data contract (N instances of one image of ``height`` x ``width`` pixels; one list entry per instance):
+- ``ann_ids``: store annotation id, or None for an instance not stored yet.
+- ``category_ids``: store (COCO) category id, never a contiguous model label.
+- ``bboxes``: COCO xywh in pixels, ``[x, y, w, h]`` with x, y the top-left corner; kept as given (an imported
+  ``[1, 2, 10, 8]`` stays ints, so exports are byte-identical). ``boxes()`` is the (N, 4) float64 array.
+- ``segmentations``: a COCO segmentation: polygons ``[[x1, y1, x2, y2, ...], ...]``, a compressed RLE
+  ``{"size": [h, w], "counts": str}`` (column-major), or None for a box- or keypoint-only instance.
+  ``mask(i)`` decodes it to a bool (H, W) array on demand and caches it; ``set_mask`` stores an edited mask
+  as RLE with its tight box.
+- ``keypoints``: the flat COCO list ``[x, y, v] * K`` in the category's keypoint order, or None; K depends on
+  the category. ``keypoints_xyv(i)`` is the (K, 3) float64 array.
+- ``scores``: the model's score, or None for an instance a person drew.
+- ``sources``: "model" | "human"; ``states``: "proposed" | "accepted" | "rejected".
+- ``iscrowd``: 0 or 1. ``extras``: COCO fields beyond the standard ones, written back as given, or None.
+- ``areas`` / ``num_keypoints``: the values as imported, or None; ``area(i)`` and ``num_keypoints_of(i)``
+  return them, else derive them (mask pixels, box area; keypoints with v > 0). ``tight_bbox(i)`` is the box
+  around the mask. These derivations exist only here.
+- Review bookkeeping of a labeling session: ``edited`` (changed by a person since loaded), ``deleted``,
+  ``loaded_states`` (state as read from the store, None for a new instance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from db import masks as mask_codec
+
+STANDARD_FIELDS = {"id", "image_id", "category_id", "segmentation", "bbox", "area", "iscrowd", "keypoints",
+                   "num_keypoints", "score"}
+_COLUMNS = ("ann_ids", "category_ids", "bboxes", "segmentations", "keypoints", "scores", "sources", "states",
+            "iscrowd", "areas", "num_keypoints", "extras", "edited", "deleted", "loaded_states", "_masks")
+
+
+@dataclasses.dataclass(eq=False)
+class Instances:
+    height: int
+    width: int
+    ann_ids: list = dataclasses.field(default_factory=list)
+    category_ids: list = dataclasses.field(default_factory=list)
+    bboxes: list = dataclasses.field(default_factory=list)
+    segmentations: list = dataclasses.field(default_factory=list)
+    keypoints: list = dataclasses.field(default_factory=list)
+    scores: list = dataclasses.field(default_factory=list)
+    sources: list = dataclasses.field(default_factory=list)
+    states: list = dataclasses.field(default_factory=list)
+    iscrowd: list = dataclasses.field(default_factory=list)
+    areas: list = dataclasses.field(default_factory=list)
+    num_keypoints: list = dataclasses.field(default_factory=list)
+    extras: list = dataclasses.field(default_factory=list)
+    edited: list = dataclasses.field(default_factory=list)
+    deleted: list = dataclasses.field(default_factory=list)
+    loaded_states: list = dataclasses.field(default_factory=list)
+    _masks: list = dataclasses.field(default_factory=list, repr=False)  # decoded masks, None until asked for
+
+    # --- building --------------------------------------------------------------------------------------
+    def add(self, category_id: int, bbox: Sequence[float], *, segmentation: Any = None, mask: np.ndarray | None = None,
+            keypoints: Sequence[float] | None = None, score: float | None = None, source: str = "human",
+            state: str = "accepted", ann_id: int | None = None, iscrowd: int = 0, area: Any = None,
+            num_keypoints: int | None = None, extra: dict | None = None, loaded_state: str | None = None) -> int:
+        """Append one instance (a ``mask`` is stored as RLE with its tight box); returns its index."""
+        self.ann_ids.append(ann_id)
+        self.category_ids.append(int(category_id))
+        self.bboxes.append(list(bbox))
+        self.segmentations.append(segmentation)
+        self.keypoints.append(list(keypoints) if keypoints is not None else None)
+        self.scores.append(None if score is None else float(score))
+        self.sources.append(source)
+        self.states.append(state)
+        self.iscrowd.append(int(iscrowd))
+        self.areas.append(area)
+        self.num_keypoints.append(num_keypoints)
+        self.extras.append(extra)
+        self.edited.append(False)
+        self.deleted.append(False)
+        self.loaded_states.append(loaded_state)
+        self._masks.append(None)
+        i = len(self) - 1
+        if mask is not None:
+            self.set_mask(i, mask)
+        return i
+
+    @classmethod
+    def from_coco(cls, anns: Iterable[dict[str, Any]], height: int, width: int, *, source: str = "human",
+                  state: str = "accepted") -> "Instances":
+        """From COCO annotation dicts (ids, when present, become ``ann_ids``)."""
+        out = cls(height, width)
+        for a in anns:
+            out.add(a["category_id"], a["bbox"], segmentation=a.get("segmentation"), keypoints=a.get("keypoints"),
+                    score=a.get("score"), source=source, state=state, ann_id=a.get("id"),
+                    iscrowd=a.get("iscrowd", 0), area=a.get("area"), num_keypoints=a.get("num_keypoints"),
+                    extra={k: v for k, v in a.items() if k not in STANDARD_FIELDS} or None)
+        return out
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Any], height: int, width: int) -> "Instances":
+        """From annotation rows (db.schema.Annotation), as stored."""
+        out = cls(height, width)
+        for a in rows:
+            out.add(a.category_id, a.bbox, segmentation=a.segmentation, keypoints=a.keypoints, score=a.score,
+                    source=a.source, state=a.review_state, ann_id=a.id, iscrowd=a.iscrowd, area=a.area,
+                    num_keypoints=a.num_keypoints, extra=a.extra, loaded_state=a.review_state)
+        return out
+
+    # --- columns as a whole ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.category_ids)
+
+    def take(self, index: Sequence[int] | np.ndarray) -> "Instances":
+        """The instances at ``index`` (integer positions or a boolean mask over all N), copied."""
+        idx = np.flatnonzero(index) if np.asarray(index).dtype == bool else [int(i) for i in index]
+        out = Instances(self.height, self.width)
+        for col in _COLUMNS:
+            src = getattr(self, col)
+            setattr(out, col, [_copy(src[i]) for i in idx])
+        return out
+
+    def put(self, i: int, one: "Instances") -> None:
+        """Replace instance ``i`` with the single instance in ``one`` (an undo snapshot)."""
+        for col in _COLUMNS:
+            getattr(self, col)[i] = _copy(getattr(one, col)[0])
+
+    def remove(self, i: int) -> None:
+        for col in _COLUMNS:
+            del getattr(self, col)[i]
+
+    @classmethod
+    def cat(cls, parts: Sequence["Instances"]) -> "Instances":
+        out = cls(parts[0].height, parts[0].width)
+        for p in parts:
+            if (p.height, p.width) != (out.height, out.width):
+                raise ValueError("cannot concatenate instances of images of different sizes")
+            for col in _COLUMNS:
+                getattr(out, col).extend(getattr(p, col))
+        return out
+
+    def boxes(self) -> np.ndarray:
+        """(N, 4) float64 COCO xywh."""
+        return np.asarray(self.bboxes, np.float64).reshape(-1, 4)
+
+    def score_array(self) -> np.ndarray:
+        """(N,) float64, NaN where there is no score."""
+        return np.array([np.nan if s is None else s for s in self.scores], np.float64)
+
+    # --- derived values (their only home) --------------------------------------------------------------
+    def mask(self, i: int) -> np.ndarray | None:
+        """Instance ``i``'s bool (H, W) mask, decoded once; None without a segmentation. Raises
+        db.masks.MaskError for an invalid segmentation."""
+        if self._masks[i] is None and self.segmentations[i]:
+            self._masks[i] = mask_codec.decode(self.segmentations[i], self.height, self.width)
+        return self._masks[i]
+
+    def set_mask(self, i: int, mask: np.ndarray) -> None:
+        """Store an edited mask: RLE, its tight box, its pixel area (the given values no longer apply)."""
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (self.height, self.width):
+            raise ValueError(f"mask is {m.shape[1]}x{m.shape[0]}, the image {self.width}x{self.height}")
+        self._masks[i] = m
+        self.segmentations[i] = mask_codec.encode(m)
+        self.bboxes[i] = mask_codec.mask_bbox_xywh(m)
+        self.areas[i] = None
+
+    def rle(self, i: int) -> dict[str, Any] | None:
+        seg = self.segmentations[i]
+        return mask_codec.to_rle(seg, self.height, self.width) if seg else None
+
+    def area(self, i: int) -> float | int:
+        """The area as given, else the mask's pixel count, else the box's area."""
+        if self.areas[i] is not None:
+            return self.areas[i]
+        if self.segmentations[i]:
+            m = self._masks[i]
+            return float(m.sum()) if m is not None else mask_codec.area(self.segmentations[i], self.height, self.width)
+        return float(self.bboxes[i][2] * self.bboxes[i][3])
+
+    def tight_bbox(self, i: int) -> list[float]:
+        """The xywh box around the mask (COCO's convention: pixel extents); the stored box when the mask is
+        empty or there is none."""
+        seg = self.segmentations[i]
+        if seg:
+            box = (mask_codec.mask_bbox_xywh(self._masks[i]) if self._masks[i] is not None
+                   else mask_codec.bbox_xywh(seg, self.height, self.width))
+            if box[2] > 0 and box[3] > 0:
+                return box
+        return [float(v) for v in self.bboxes[i]]
+
+    def num_keypoints_of(self, i: int) -> int | None:
+        """As given, else the keypoints with v > 0; None without keypoints."""
+        k = self.keypoints[i]
+        if k is None:
+            return None
+        given = self.num_keypoints[i]
+        return given if given is not None else sum(1 for v in k[2::3] if v > 0)
+
+    def keypoints_xyv(self, i: int) -> np.ndarray | None:
+        k = self.keypoints[i]
+        return None if k is None else np.asarray(k, np.float64).reshape(-1, 3)
+
+    # --- COCO and rows ---------------------------------------------------------------------------------
+    def coco(self, i: int, image_id: int, *, with_score: bool = False, segmentation: Any = ...) -> dict[str, Any]:
+        """Instance ``i`` as a COCO annotation dict, keys in COCO's order, extras after (sorted). The one
+        place such a dict is built."""
+        seg = self.segmentations[i] if segmentation is ... else segmentation
+        d: dict[str, Any] = {}
+        if self.ann_ids[i] is not None:
+            d["id"] = self.ann_ids[i]
+        d.update(image_id=image_id, category_id=self.category_ids[i], segmentation=seg if seg is not None else [],
+                 area=self.area(i), bbox=self.bboxes[i], iscrowd=self.iscrowd[i])
+        if self.keypoints[i] is not None:
+            d["keypoints"] = self.keypoints[i]
+            d["num_keypoints"] = self.num_keypoints_of(i)
+        if with_score and self.scores[i] is not None:
+            d["score"] = self.scores[i]
+        extra = self.extras[i]
+        if extra:
+            d.update({k: extra[k] for k in sorted(extra) if k not in d})
+        return d
+
+    def to_coco(self, image_id: int, *, with_score: bool = False) -> list[dict[str, Any]]:
+        return [self.coco(i, image_id, with_score=with_score) for i in range(len(self))]
+
+    def row_values(self, i: int) -> dict[str, Any]:
+        """The annotation row's content columns for instance ``i``."""
+        k = self.keypoints[i]
+        return dict(category_id=self.category_ids[i], segmentation=self.segmentations[i], bbox=self.bboxes[i],
+                    area=self.area(i), iscrowd=self.iscrowd[i], keypoints=k,
+                    num_keypoints=self.num_keypoints_of(i))
+
+
+def _copy(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    return v
