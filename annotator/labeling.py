@@ -6,7 +6,6 @@ Coordinates are full-resolution image pixels; masks are kept at full resolution.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import Any, Sequence
@@ -18,10 +17,10 @@ from db import masks as mask_codec
 from db.annotations import SaveConflict
 from db.errors import UserError
 from db.media import load_rgb
-from db.schema import Annotation
+from db.instances import Instances
 from db.store import Store
 
-__all__ = ["LabelSession", "Instance", "CategoryInfo", "SaveConflict"]
+__all__ = ["LabelSession", "CategoryInfo", "SaveConflict"]
 
 
 def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -36,33 +35,6 @@ def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
             raise UserError(f"not a point in the image: ({x}, {y})")
         out.append((x, y))
     return out
-
-
-@dataclasses.dataclass
-class Instance:
-    ann_id: int | None  # None: new, not yet in the store
-    category_id: int
-    mask: np.ndarray | None  # full-resolution bool (H, W), or None (keypoint- or box-only)
-    bbox: list[float]  # xywh
-    keypoints: list[float] | None
-    source: str  # model | human
-    score: float | None
-    state: str  # proposed | accepted | rejected
-    iscrowd: int = 0
-    edited: bool = False  # changed by a person since it was loaded
-    deleted: bool = False
-    loaded_state: str | None = None  # review state as read from the store (None: drawn here)
-
-    @property
-    def touched(self) -> bool:
-        """Changed by the person in any way since it was loaded (new, edited, reviewed or deleted)."""
-        return self.ann_id is None or self.edited or self.deleted or self.state != self.loaded_state
-
-    @property
-    def area(self) -> float:
-        if self.mask is not None:
-            return float(self.mask.sum())
-        return float(self.bbox[2] * self.bbox[3])
 
 
 @dataclasses.dataclass
@@ -81,8 +53,8 @@ class LabelSession:
         self.image_id = image_id
         self._load(mark_in_review=True)
         self.selected: int | None = None
-        self._undo: list[list[tuple[int, Instance | None]]] = []
-        self._redo: list[list[tuple[int, Instance | None]]] = []
+        self._undo: list[list[tuple[int, Instances | None]]] = []  # (index, that instance before) per edit
+        self._redo: list[list[tuple[int, Instances | None]]] = []
         self.dirty = False
         self._pixels: np.ndarray | None = None
         self.display_cache: dict = {}  # annotator.view's scaled picture and mask crops, per session
@@ -97,41 +69,43 @@ class LabelSession:
         self.media_path = im.media_path
         self.categories = {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or []))
                            for c in got.categories}
-        self.instances, self.broken = [], []
+        good, self.broken = [], []
+        masks = []
         for a in got.annotations:
             try:
-                self.instances.append(self._from_row(a))
+                if a.category_id not in self.categories:
+                    raise KeyError(f"category {a.category_id} does not exist")
+                masks.append(mask_codec.decode(a.segmentation, self.height, self.width) if a.segmentation else None)
+                good.append(a)
             except (ValueError, TypeError, KeyError, IndexError) as e:
                 self.broken.append(f"annotation {a.id} cannot be shown ({e}); it is kept unchanged")
-
-    def _from_row(self, a: Annotation) -> Instance:
-        m = mask_codec.decode(a.segmentation, self.height, self.width) if a.segmentation else None
-        if a.category_id not in self.categories:
-            raise KeyError(f"category {a.category_id} does not exist")
-        return Instance(a.id, a.category_id, m, list(a.bbox), list(a.keypoints) if a.keypoints else None, a.source,
-                        a.score, a.review_state, a.iscrowd, loaded_state=a.review_state)
+        self.instances = Instances.from_rows(good, self.height, self.width)
+        self.instances._masks[:] = masks  # decoded once, above
 
     def rebase(self) -> str:
         """After a SaveConflict: read the image's current labels and put this person's changes back on
         top of them: what they drew, edited, reviewed or deleted is kept as theirs (an instance whose row
         is gone, e.g. a proposal made again, comes back as a new instance); the rest is the store's
         current state. Nothing is written; the session stays unsaved. Returns a summary for the person."""
-        mine = [it for it in self.instances if it.touched]
+        old = self.instances
+        mine = [i for i, it in enumerate(old) if it.touched]
         self._load()
         current = {it.ann_id: k for k, it in enumerate(self.instances)}
         kept = revived = 0
-        for it in mine:
+        for i in mine:
+            it = old[i]
             if it.ann_id is not None and it.ann_id in current:
                 k = current[it.ann_id]
-                theirs = self.instances[k]
-                it.loaded_state, it.edited = theirs.state, True  # write the whole instance as this person has it
-                self.instances[k] = it
+                theirs_state = self.instances[k].state
+                self.instances.put(k, old.take([i]))  # this person's version of the whole instance
+                self.instances[k].loaded_state, self.instances[k].edited = theirs_state, True
                 kept += 1
             elif not it.deleted:  # drawn here, or its row is gone: it comes back as a new instance
-                it.ann_id, it.loaded_state, it.edited = None, None, True
-                if it.source == "model":
-                    it.state = "accepted" if it.state == "proposed" else it.state
-                self.instances.append(it)
+                self.instances.append(old.take([i]))
+                new = self.instances[len(self.instances) - 1]
+                new.ann_id, new.loaded_state, new.edited = None, None, True
+                if new.source == "model" and new.state == "proposed":
+                    new.state = "accepted"
                 revived += 1
         self.selected = None
         self._undo.clear()
@@ -150,9 +124,11 @@ class LabelSession:
         return self._pixels
 
     # --- history ------------------------------------------------------------------------------------
+    def _snapshot(self, i: int) -> Instances | None:
+        return self.instances.take([i]) if i < len(self.instances) else None
+
     def _record(self, indices: Sequence[int]) -> None:
-        self._undo.append([(i, copy.deepcopy(self.instances[i]) if i < len(self.instances) else None)
-                           for i in indices])
+        self._undo.append([(i, self._snapshot(i)) for i in indices])
         self._redo.clear()
         self.dirty = True
 
@@ -162,11 +138,11 @@ class LabelSession:
         entry = src.pop()
         back = []
         for i, before in entry:
-            back.append((i, copy.deepcopy(self.instances[i]) if i < len(self.instances) else None))
+            back.append((i, self._snapshot(i)))
             if before is None:  # the edit created instance i
-                del self.instances[i]
+                self.instances.remove(i)
             elif i < len(self.instances):
-                self.instances[i] = before
+                self.instances.put(i, before)
             else:
                 self.instances.append(before)
         dst.append(back)
@@ -292,8 +268,7 @@ class LabelSession:
         self._record([i])
         it = self._edited(i)
         m = it.mask if it.mask is not None else np.zeros((self.height, self.width), bool)
-        it.mask = (m & ~region) if erase else (m | region)
-        it.bbox = mask_codec.mask_bbox_xywh(it.mask)
+        it.mask = (m & ~region) if erase else (m | region)  # stored as RLE with its tight box
 
     def polygon(self, vertices: Sequence[tuple[float, float]], subtract: bool = False, index: int | None = None) -> None:
         """Add (or subtract) the polygon to the selected instance's mask."""
@@ -317,7 +292,6 @@ class LabelSession:
         self._record([i])
         it = self._edited(i)
         it.mask = mask.astype(bool)
-        it.bbox = mask_codec.mask_bbox_xywh(it.mask)
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float, index: int | None = None) -> None:
         """Set the box from two corners; a mask is cut to the new box."""
@@ -333,7 +307,6 @@ class LabelSession:
             keep = np.zeros_like(it.mask)
             keep[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
             it.mask = it.mask & keep
-            it.bbox = mask_codec.mask_bbox_xywh(it.mask)
         else:
             it.bbox = [x0, y0, x1 - x0, y1 - y0]
 
@@ -343,7 +316,7 @@ class LabelSession:
         if it.mask is None or not it.mask.any():
             raise UserError("this instance has no mask to take the box from")
         self._record([i])
-        self._edited(i).bbox = mask_codec.mask_bbox_xywh(it.mask)
+        self._edited(i).bbox = self.instances.tight_bbox(i)
 
     def set_keypoint(self, name: str, x: float, y: float, visibility: int = 2, index: int | None = None) -> None:
         """Place a keypoint of the selected instance (it stays on that instance's annotation)."""
@@ -393,8 +366,8 @@ class LabelSession:
             raise UserError("the drawn shape covers no pixels")
         i = len(self.instances)
         self._record([i])
-        self.instances.append(Instance(None, category_id, m, mask_codec.mask_bbox_xywh(m), None, "human", None,
-                                       "accepted", edited=True))
+        self.instances.add(category_id, [0, 0, 0, 0], mask=m, source="human", state="accepted")
+        self.instances[i].edited = True
         self.selected = i
         return i
 
@@ -403,33 +376,15 @@ class LabelSession:
         """Write all labels of the image in one transaction and mark it done. Refused (SaveConflict) if the
         image changed in the store since it was opened, or a row this session holds is gone; nothing is then
         written and the session keeps every edit (``rebase`` puts them on top of the current labels)."""
-        reviews, states = [], []
-        for it in self.instances:
-            state = "rejected" if it.state == "proposed" else it.state  # saved = reviewed
-            if not it.deleted:
-                states.append((it, state))
-            fields = self._fields(it) if (it.ann_id is None or it.edited) and not it.deleted else None
-            reviews.append(annotations.Review(it.ann_id, state, it.deleted, fields, it.iscrowd))
-        new_ids = iter(annotations.save_review(self.store, self.image_id, self.row_version, reviews, user))
-        for it in self.instances:
-            if it.ann_id is None and not it.deleted:
-                it.ann_id = next(new_ids)
-        for it, state in states:
-            it.state, it.edited, it.loaded_state = state, False, state
+        saved_states = ["rejected" if st == "proposed" else st for st in self.instances.states]  # saved = reviewed
+        annotations.save_review(self.store, self.image_id, self.row_version, self.instances, user,
+                                states=saved_states)
+        for k, st in enumerate(saved_states):
+            if not self.instances.deleted[k]:
+                self.instances.states[k] = self.instances.loaded_states[k] = st
+                self.instances.edited[k] = False
         self.row_version += 1
         self.status = "done"
         self.dirty = False
         self._undo.clear()
         self._redo.clear()
-
-    def _fields(self, it: Instance) -> dict[str, Any]:
-        cat = self.categories[it.category_id]
-        if it.mask is not None:
-            seg = mask_codec.encode(it.mask)
-            bbox = mask_codec.mask_bbox_xywh(it.mask)  # tight around the mask
-            area = float(it.mask.sum())
-        else:
-            seg, bbox, area = None, list(it.bbox), float(it.bbox[2] * it.bbox[3])
-        kps = it.keypoints if cat.keypoints else None
-        return dict(category_id=it.category_id, segmentation=seg, bbox=bbox, area=area, keypoints=kps,
-                    num_keypoints=sum(1 for v in kps[2::3] if v > 0) if kps else None)

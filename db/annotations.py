@@ -84,23 +84,14 @@ def mark_in_review(store: Store, image_id: int) -> None:
                   .values(status="in_review"))
 
 
-@dataclasses.dataclass
-class Review:
-    """One instance as a person leaves it: ``ann_id`` None for a new one; ``fields`` (category_id,
-    segmentation, bbox, area, keypoints, num_keypoints) when its content is to be written, None to keep the
-    row's content and only record the review."""
-
-    ann_id: int | None
-    state: str
-    deleted: bool = False
-    fields: dict[str, Any] | None = None
-    iscrowd: int = 0
-
-
-def save_review(store: Store, image_id: int, row_version: int, reviews: Sequence[Review], user: str) -> list[int]:
-    """The optimistic-locking save: in one transaction, mark the image done and write every review, only if
-    the image's row version is still ``row_version`` and every row being saved still exists. Raises
-    SaveConflict otherwise, writing nothing. Returns the ids the database gave the new instances, in order."""
+def save_review(store: Store, image_id: int, row_version: int, instances: Instances, user: str,
+                states: Sequence[str] | None = None) -> list[int]:
+    """The optimistic-locking save of a labeling session: in one transaction, mark the image done and write
+    every instance (``deleted`` ones are deleted, new ones inserted, ``edited`` ones rewritten, the rest get
+    their review state), with ``states`` in place of ``instances.states`` when given. Only if the image's row
+    version is still ``row_version`` and every row being saved still exists: otherwise SaveConflict, and
+    nothing is written. New instances get their ids from the database (set in ``instances.ann_ids``)."""
+    states = list(states if states is not None else instances.states)
     now = utcnow()
     with store.transaction() as s:
         res = s.execute(update(Image).where(Image.id == image_id, Image.row_version == row_version)
@@ -109,25 +100,31 @@ def save_review(store: Store, image_id: int, row_version: int, reviews: Sequence
             raise SaveConflict(f"image {image_id} changed in the store since you opened it (saved from another "
                                "browser, or proposed again); nothing was written")
         existing = set(s.scalars(select(Annotation.id).where(Annotation.image_id == image_id)))
-        gone = [r.ann_id for r in reviews if r.ann_id is not None and r.ann_id not in existing and not r.deleted]
+        gone = [a for a, d in zip(instances.ann_ids, instances.deleted) if a is not None and a not in existing and not d]
         if gone:  # never drop an edit silently: the whole save is refused (and rolled back)
             raise SaveConflict(f"annotation(s) {', '.join(map(str, gone))} of image {image_id} are no longer in "
                                "the store; nothing was written")
-        new_rows = []
-        for r in reviews:
-            if r.deleted:
-                if r.ann_id is not None:
-                    s.execute(delete(Annotation).where(Annotation.id == r.ann_id))
-            elif r.ann_id is None:
-                new_rows.append(dict(image_id=image_id, source="human", score=None, review_state=r.state,
-                                     created_by=user, reviewed_by=user, created_at=now, reviewed_at=now,
-                                     iscrowd=r.iscrowd, **(r.fields or {})))
+        new_rows, new_at = [], []
+        for i in range(len(instances)):
+            ann_id = instances.ann_ids[i]
+            if instances.deleted[i]:
+                if ann_id is not None:
+                    s.execute(delete(Annotation).where(Annotation.id == ann_id))
+            elif ann_id is None:
+                new_rows.append(dict(image_id=image_id, **instances.row_values(i), source="human", score=None,
+                                     review_state=states[i], created_by=user, reviewed_by=user, created_at=now,
+                                     reviewed_at=now))
+                new_at.append(i)
             else:
-                vals = dict(review_state=r.state, reviewed_by=user, reviewed_at=now, **(r.fields or {}))
-                s.execute(update(Annotation).where(Annotation.id == r.ann_id).values(**vals))
-        if not new_rows:
-            return []
-        return list(s.scalars(insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True), new_rows))
+                vals = dict(review_state=states[i], reviewed_by=user, reviewed_at=now)
+                if instances.edited[i]:
+                    vals.update(instances.row_values(i))
+                s.execute(update(Annotation).where(Annotation.id == ann_id).values(**vals))
+        ids = list(s.scalars(insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True),
+                             new_rows)) if new_rows else []
+    for i, new_id in zip(new_at, ids):
+        instances.ann_ids[i] = new_id
+    return ids
 
 
 def write_proposals(store: Store, image_id: int, proposals: Instances, model_version_id: int) -> int:

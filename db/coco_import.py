@@ -18,13 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from db import masks
 from db.errors import UserError
 from db.ids import advance_sequences, id_problem
+from db.instances import Instances
 from db.media import BadImage, PreparedImage, media_writer, prepare, read_file, write_media
 from db.schema import Annotation, Category, DatasetMeta, Image, utcnow
 from db.store import Store
 
 _IMAGE_FIELDS = {"id", "file_name", "width", "height"}
-_ANN_FIELDS = {"id", "image_id", "category_id", "segmentation", "bbox", "area", "iscrowd", "keypoints",
-               "num_keypoints", "score"}
 _CAT_FIELDS = {"id", "name", "supercategory", "keypoints", "skeleton"}
 _MAX_SIDE = 1_000_000  # pixels; the store's pixel limit refuses far smaller images anyway
 
@@ -411,29 +410,22 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, user) -> No
                                                                          row_version=Image.row_version + 1))
     s.flush()
     arows = []
+    by_image: dict[int, list[dict]] = {}
     for aid, a in sorted(anns.items()):
-        im = imgs[a["image_id"]]
         seg = a.get("segmentation")
         if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-            seg = masks.to_compressed(seg)
-        area = a["area"] if "area" in a else _area(seg, im)
-        kps = a.get("keypoints")
-        nk = a.get("num_keypoints")
-        if kps is not None and nk is None:
-            nk = sum(1 for v in kps[2::3] if v > 0)
-        arows.append(dict(
-            id=aid, image_id=a["image_id"], category_id=a["category_id"], segmentation=seg, bbox=a["bbox"],
-            area=area, iscrowd=a.get("iscrowd", 0), keypoints=kps, num_keypoints=nk,
-            source="model" if as_proposals else "human", score=a.get("score"),
-            review_state="proposed" if as_proposals else "accepted",
-            extra={k: v for k, v in a.items() if k not in _ANN_FIELDS} or None,
-            created_by=user, reviewed_by="" if as_proposals else user, created_at=now,
-            reviewed_at=None if as_proposals else now,
-        ))
+            a = {**a, "segmentation": masks.to_compressed(seg)}  # stored (and exported) compressed
+        by_image.setdefault(a["image_id"], []).append(a)
+    source, state = ("model", "proposed") if as_proposals else ("human", "accepted")
+    for image_id, group in by_image.items():
+        im = imgs[image_id]
+        inst = Instances.from_coco(group, im["height"], im["width"], source=source, state=state)
+        for i in range(len(inst)):
+            arows.append(dict(
+                id=inst.ann_ids[i], image_id=image_id, **inst.row_values(i), source=source, score=inst.scores[i],
+                review_state=state, extra=inst.extras[i], created_by=user, reviewed_by="" if as_proposals else user,
+                created_at=now, reviewed_at=None if as_proposals else now))
+    arows.sort(key=lambda r: r["id"])
     for k in range(0, len(arows), 5000):
         s.execute(insert(Annotation), arows[k:k + 5000])
     advance_sequences(s, "categories", "images", "annotations")
-
-
-def _area(seg, im) -> float:
-    return masks.area(seg, im["height"], im["width"]) if seg else 0.0

@@ -111,6 +111,19 @@ class Instances:
     def __len__(self) -> int:
         return len(self.category_ids)
 
+    def __getitem__(self, i: int) -> "Instance":
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"instance {i} of {len(self)}")
+        return Instance(self, i % len(self))
+
+    def __iter__(self):
+        return (Instance(self, i) for i in range(len(self)))
+
+    def append(self, one: "Instances") -> None:
+        """Append the single instance in ``one`` (copied)."""
+        for col in _COLUMNS:
+            getattr(self, col).append(_copy(getattr(one, col)[0]))
+
     def take(self, index: Sequence[int] | np.ndarray) -> "Instances":
         """The instances at ``index`` (integer positions or a boolean mask over all N), copied."""
         idx = np.flatnonzero(index) if np.asarray(index).dtype == bool else [int(i) for i in index]
@@ -162,7 +175,7 @@ class Instances:
             raise ValueError(f"mask is {m.shape[1]}x{m.shape[0]}, the image {self.width}x{self.height}")
         self._masks[i] = m
         self.segmentations[i] = mask_codec.encode(m)
-        self.bboxes[i] = mask_codec.mask_bbox_xywh(m)
+        self.bboxes[i] = self._mask_box(i)
         self.areas[i] = None
 
     def rle(self, i: int) -> dict[str, Any] | None:
@@ -173,21 +186,23 @@ class Instances:
         """The area as given, else the mask's pixel count, else the box's area."""
         if self.areas[i] is not None:
             return self.areas[i]
-        if self.segmentations[i]:
+        seg = self.segmentations[i]
+        if seg is not None:  # an empty polygon list has area 0
             m = self._masks[i]
-            return float(m.sum()) if m is not None else mask_codec.area(self.segmentations[i], self.height, self.width)
+            return float(m.sum()) if m is not None else (mask_codec.area(seg, self.height, self.width) if seg else 0.0)
         return float(self.bboxes[i][2] * self.bboxes[i][3])
 
     def tight_bbox(self, i: int) -> list[float]:
         """The xywh box around the mask (COCO's convention: pixel extents); the stored box when the mask is
         empty or there is none."""
-        seg = self.segmentations[i]
-        if seg:
-            box = (mask_codec.mask_bbox_xywh(self._masks[i]) if self._masks[i] is not None
-                   else mask_codec.bbox_xywh(seg, self.height, self.width))
+        if self.segmentations[i]:
+            box = self._mask_box(i)
             if box[2] > 0 and box[3] > 0:
                 return box
         return [float(v) for v in self.bboxes[i]]
+
+    def _mask_box(self, i: int) -> list[float]:
+        return mask_codec.bbox_xywh(self.segmentations[i], self.height, self.width)
 
     def num_keypoints_of(self, i: int) -> int | None:
         """As given, else the keypoints with v > 0; None without keypoints."""
@@ -240,3 +255,55 @@ def _copy(v: Any) -> Any:
     if isinstance(v, np.ndarray):
         return v.copy()
     return v
+
+
+class Instance:
+    """Instance ``index`` of an ``Instances``, read and written by attribute (what a labeling edit touches).
+    It refers to the container; it holds no data of its own."""
+
+    __slots__ = ("_of", "_i")
+
+    def __init__(self, of: Instances, index: int):
+        self._of, self._i = of, index
+
+    ann_id = property(lambda self: self._of.ann_ids[self._i], lambda self, v: self._set("ann_ids", v))
+    category_id = property(lambda self: self._of.category_ids[self._i],
+                           lambda self, v: self._set("category_ids", int(v)))
+    bbox = property(lambda self: self._of.bboxes[self._i], lambda self, v: self._set("bboxes", list(v)))
+    source = property(lambda self: self._of.sources[self._i], lambda self, v: self._set("sources", v))
+    score = property(lambda self: self._of.scores[self._i], lambda self, v: self._set("scores", v))
+    state = property(lambda self: self._of.states[self._i], lambda self, v: self._set("states", v))
+    iscrowd = property(lambda self: self._of.iscrowd[self._i], lambda self, v: self._set("iscrowd", int(v)))
+    edited = property(lambda self: self._of.edited[self._i], lambda self, v: self._set("edited", bool(v)))
+    deleted = property(lambda self: self._of.deleted[self._i], lambda self, v: self._set("deleted", bool(v)))
+    loaded_state = property(lambda self: self._of.loaded_states[self._i],
+                            lambda self, v: self._set("loaded_states", v))
+
+    def _set(self, column: str, value: Any) -> None:
+        getattr(self._of, column)[self._i] = value
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        return self._of.mask(self._i)
+
+    @mask.setter
+    def mask(self, value: np.ndarray) -> None:
+        self._of.set_mask(self._i, value)
+
+    @property
+    def keypoints(self) -> list | None:
+        return self._of.keypoints[self._i]
+
+    @keypoints.setter
+    def keypoints(self, value: Sequence[float] | None) -> None:
+        self._of.keypoints[self._i] = None if value is None else list(value)
+        self._of.num_keypoints[self._i] = None  # counted from the new keypoints
+
+    @property
+    def area(self) -> float:
+        return self._of.area(self._i)
+
+    @property
+    def touched(self) -> bool:
+        """Changed by a person in any way since it was loaded (new, edited, reviewed or deleted)."""
+        return self.ann_id is None or self.edited or self.deleted or self.state != self.loaded_state

@@ -117,7 +117,7 @@ def test_no_sql_on_images_or_annotations_outside_db():
 def test_save_review_refuses_a_stale_row_version(store, synth_dir):
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
     got = annotations.load(store, 1)
-    reviews = [annotations.Review(a.id, "accepted") for a in got.annotations]
-    annotations.save_review(store, 1, got.image.row_version, reviews, "alice")
+    inst = Instances.from_rows(got.annotations, got.image.height, got.image.width)
+    annotations.save_review(store, 1, got.image.row_version, inst, "alice", states=["accepted"] * len(inst))
     with pytest.raises(annotations.SaveConflict):
-        annotations.save_review(store, 1, got.image.row_version, reviews, "bob")
+        annotations.save_review(store, 1, got.image.row_version, inst, "bob")
