@@ -1,31 +1,22 @@
-"""Drawing instances over an image: masks in distinct colours, boxes, class names, keypoints joined by
-their skeleton, and the selected instance highlighted."""
+"""The one renderer: instances drawn over an image for the label view and the gallery alike: masks in
+distinct colours (one label map, one blend), boxes (proposals dashed, accepted solid, the selected one
+thick), a tag per instance, keypoints joined by their skeleton."""
 
 from __future__ import annotations
 
 import colorsys
-import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from db import masks as mask_codec
+from db.instances import Instances
 
 DRAW_REACH = 4  # boxes and keypoints further than this many image sizes away are not drawable
 
-
-@dataclasses.dataclass
-class Shown:
-    """One instance as drawn: mask (H, W) bool or None, box xywh, label text, keypoints flat or None."""
-
-    mask: np.ndarray | None
-    bbox: Sequence[float]
-    label: str
-    keypoints: Sequence[float] | None = None
-    skeleton: Sequence[Sequence[int]] | None = None
-    dashed: bool = False  # proposals are drawn dashed
+Crop = tuple[tuple[int, int], np.ndarray] | None  # (y0, x0) and a bool crop at display scale, or None
 
 
 def color(i: int) -> tuple[int, int, int]:
@@ -38,23 +29,20 @@ class CannotDraw(ValueError):
     """One annotation row that cannot be drawn; the message names it and says why."""
 
 
-def shown_from_annotation(ann: Any, height: int, width: int, label: str, category: Any = None) -> Shown:
-    """An annotation row as drawn. Raises CannotDraw (naming the annotation id) for a row whose
-    segmentation, box or keypoints cannot be drawn, so a caller can show everything else."""
+def check_drawable(ann: Any, height: int, width: int) -> None:
+    """Raise CannotDraw (naming the annotation id) for a row whose segmentation, box or keypoints cannot be
+    drawn, so a caller can show everything else."""
     try:
         seg = ann.segmentation
-        m = mask_codec.decode(seg, height, width) if seg else None
-        if m is not None and m.shape != (height, width):
-            raise ValueError(f"its mask is {m.shape[1]}x{m.shape[0]}, the image {width}x{height}")
+        if seg:
+            mask_codec.check(seg, height, width)
         bbox = _coordinates(ann.bbox, height, width, step=2)
         if len(bbox) != 4:
             raise ValueError(f"bbox has {len(bbox)} values, not 4")
-        keypoints = _coordinates(ann.keypoints, height, width, step=3) if ann.keypoints else None
+        if ann.keypoints:
+            _coordinates(ann.keypoints, height, width, step=3)
     except Exception as e:  # any bad value in one row: that row is named, the view goes on
         raise CannotDraw(f"annotation {ann.id} cannot be drawn: {e}") from e
-    return Shown(mask=m, bbox=bbox, label=label, keypoints=keypoints,
-                 skeleton=(category.skeleton if category is not None else None),
-                 dashed=ann.review_state == "proposed")
 
 
 def _coordinates(values: Sequence[float], height: int, width: int, step: int) -> list[float]:
@@ -68,31 +56,59 @@ def _coordinates(values: Sequence[float], height: int, width: int, step: int) ->
     return out
 
 
-def draw(image: np.ndarray, items: Sequence[Shown], selected: int | None = None, scale: float = 1.0,
-         alpha: float = 0.45) -> np.ndarray:
-    """``image`` HxWx3 uint8 (already at display scale ``scale`` of the masks' resolution)."""
-    out = image.astype(np.float32).copy()
-    H, W = out.shape[:2]
-    for i, it in enumerate(items):
-        if it.mask is None:
-            continue
-        m = it.mask if scale == 1.0 else _resize_mask(it.mask, W, H)
-        a = 0.65 if i == selected else alpha
-        out[m] = out[m] * (1 - a) + np.array(color(i), np.float32) * a
-    pil = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+def display_crop(mask: np.ndarray | None, scale: float, h: int, w: int) -> Crop:
+    """The mask's bounding crop sampled at display scale (nearest neighbour), clipped to an (h, w) picture."""
+    if mask is None:
+        return None
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return None
+    y0, y1 = int(np.floor(rows[0] * scale)), min(h, int(np.ceil((rows[-1] + 1) * scale)))
+    x0, x1 = int(np.floor(cols[0] * scale)), min(w, int(np.ceil((cols[-1] + 1) * scale)))
+    H, W = mask.shape
+    ys = (np.arange(y0, y1) / scale).astype(np.int64).clip(0, H - 1)
+    xs = (np.arange(x0, x1) / scale).astype(np.int64).clip(0, W - 1)
+    return (y0, x0), mask[ys[:, None], xs[None, :]]
+
+
+def draw_instances(base: np.ndarray, inst: Instances, scale: float, shown: Sequence[int], *,
+                   tag: Callable[[int], str], skeleton: Callable[[int], Sequence[Sequence[int]]],
+                   selected: int | None = None, crop: Callable[[int], Crop] | None = None) -> Image.Image:
+    """``base`` is the picture (h, w, 3) uint8 at ``scale`` of the instances' resolution; ``shown`` the
+    instance indices to draw; ``tag(i)`` its text, ``skeleton(i)`` its category's 1-based pairs; ``crop(i)``
+    its display-scale mask crop (a caller may cache them)."""
+    h, w = base.shape[:2]
+    crop = crop or (lambda i: display_crop(inst.mask(i), scale, h, w))
+    labels = np.zeros((h, w), np.int32)
+    for i in shown:
+        c = crop(i)
+        if c is not None:
+            (y0, x0), small = c
+            labels[y0:y0 + small.shape[0], x0:x0 + small.shape[1]][small] = i + 1
+    lut = np.zeros((len(inst) + 1, 3), np.float32)
+    alpha = np.zeros(len(inst) + 1, np.float32)
+    for i in shown:
+        lut[i + 1] = color(i)
+        alpha[i + 1] = 0.6 if i == selected else 0.4
+    out = base.copy()
+    sel = labels > 0  # blend only where some mask is
+    lab = labels[sel]
+    a = alpha[lab][:, None]
+    out[sel] = (base[sel] * (1 - a) + lut[lab] * a).astype(np.uint8)
+    pil = Image.fromarray(out)
     d = ImageDraw.Draw(pil)
-    for i, it in enumerate(items):
+    for i in shown:
         c = color(i)
-        x, y, w, h = (v * scale for v in it.bbox)
-        width = 3 if i == selected else 1
-        if it.dashed:
-            _dashed_rect(d, x, y, x + w, y + h, c, width)
+        x, y, bw, bh = (float(v) * scale for v in inst.bboxes[i])
+        width = 3 if i == selected else (2 if inst.states[i] == "accepted" else 1)
+        if inst.states[i] == "proposed":
+            _dashed_rect(d, x, y, x + bw, y + bh, c, width)
         else:
-            d.rectangle([x, y, x + w, y + h], outline=c, width=width)
-        d.text((x + 2, max(0, y - 11)), it.label, fill=c)
-        if it.keypoints:
-            draw_keypoints(d, it.keypoints, it.skeleton or [], scale, c, radius=3)
-    return np.asarray(pil)
+            d.rectangle([x, y, x + bw, y + bh], outline=c, width=width)
+        d.text((x + 2, max(0, y - 11)), tag(i), fill=c)
+        if inst.keypoints[i]:
+            draw_keypoints(d, inst.keypoints[i], skeleton(i), scale, c, radius=4 if i == selected else 3)
+    return pil
 
 
 def draw_keypoints(d: ImageDraw.ImageDraw, keypoints: Sequence[float], skeleton: Sequence[Sequence[int]],
@@ -106,10 +122,6 @@ def draw_keypoints(d: ImageDraw.ImageDraw, keypoints: Sequence[float], skeleton:
         if v > 0:
             d.ellipse([px * scale - radius, py * scale - radius, px * scale + radius, py * scale + radius],
                       fill=(255, 255, 255) if v == 2 else (90, 90, 90), outline=c)
-
-
-def _resize_mask(m: np.ndarray, w: int, h: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
 
 
 def _dashed_rect(d: ImageDraw.ImageDraw, x0, y0, x1, y1, c, width, dash=6) -> None:

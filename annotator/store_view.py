@@ -16,12 +16,13 @@ from typing import Sequence
 import numpy as np
 from PIL import Image as PILImage
 
-from annotator.render import CannotDraw, draw, shown_from_annotation
+from annotator.render import CannotDraw, check_drawable, draw_instances
 from db import annotations, coco_export
 from db import categories as cat_db
 from db.coco_import import CocoRejected, import_coco
 from db.errors import UserError
 from db.ingest import extract_zip, ingest
+from db.instances import Instances
 from db.media import load_rgb
 from db.schema import Annotation
 from db.stats import stats
@@ -71,15 +72,25 @@ def _thumbnail(store: Store, im: annotations.ImageRecord, anns: list[Annotation]
     scale = min(1.0, thumb / max(im.width, im.height, 1))
     if scale < 1:
         pix = pix.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), PILImage.BILINEAR)
-    items, problems = [], []
+    good, problems = [], []
     for a in anns:
-        cat = cats.get(a.category_id)
         try:
-            items.append(shown_from_annotation(a, im.height, im.width, cat.name if cat else str(a.category_id), cat))
+            check_drawable(a, im.height, im.width)
+            good.append(a)
         except CannotDraw as e:
             problems.append(str(e))
-    picture = draw(np.asarray(pix), items, scale=scale)
-    return picture, " · ".join([caption] + problems)
+    inst = Instances.from_rows(good, im.height, im.width)
+
+    def name(i: int) -> str:
+        cat = cats.get(inst.category_ids[i])
+        return cat.name if cat else str(inst.category_ids[i])
+
+    def skeleton(i: int):
+        cat = cats.get(inst.category_ids[i])
+        return (cat.skeleton or []) if cat else []
+
+    picture = draw_instances(np.asarray(pix), inst, scale, range(len(inst)), tag=name, skeleton=skeleton)
+    return np.asarray(picture), " · ".join([caption] + problems)
 
 
 def upload_images(store: Store, paths: Sequence[str], user: str = "") -> str:

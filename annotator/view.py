@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image as PILImage, ImageDraw
 
 from annotator.labeling import LabelSession
-from annotator.render import color, draw_keypoints
+from annotator.render import display_crop, draw_instances
 from db import annotations
 from db.store import Store
 
@@ -36,8 +36,8 @@ def _small(ls: LabelSession, scale: float) -> np.ndarray:
 
 
 def _display_mask(ls: LabelSession, mask: np.ndarray | None, scale: float, h: int, w: int):
-    """The mask's bounding crop at display scale: ((y0, x0), bool crop), or None. Cached on the session per
-    mask array, so only masks that changed are scaled again (edits assign new arrays)."""
+    """render.display_crop, cached on the session per mask array, so only masks that changed are scaled
+    again (edits assign new arrays)."""
     if mask is None:
         return None
     cache = ls.display_cache.setdefault("masks", {})
@@ -45,16 +45,7 @@ def _display_mask(ls: LabelSession, mask: np.ndarray | None, scale: float, h: in
     hit = cache.get(key)
     if hit is not None and hit[0] is mask:
         return hit[1]
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0:
-        result = None
-    else:
-        y0, y1 = int(np.floor(rows[0] * scale)), min(h, int(np.ceil((rows[-1] + 1) * scale)))
-        x0, x1 = int(np.floor(cols[0] * scale)), min(w, int(np.ceil((cols[-1] + 1) * scale)))
-        H, W = mask.shape
-        ys = (np.arange(y0, y1) / scale).astype(np.int64).clip(0, H - 1)
-        xs = (np.arange(x0, x1) / scale).astype(np.int64).clip(0, W - 1)
-        result = ((y0, x0), mask[ys[:, None], xs[None, :]])
+    result = display_crop(mask, scale, h, w)
     if len(cache) > 2 * len(ls.instances) + 64:  # drop crops of masks that edits replaced
         cache.clear()
     cache[key] = (mask, result)
@@ -62,43 +53,27 @@ def _display_mask(ls: LabelSession, mask: np.ndarray | None, scale: float, h: in
 
 
 def compose(ls: LabelSession, min_score: float = 0.0, pending: Sequence[tuple[float, float]] = ()) -> np.ndarray:
-    """The image with every shown instance: masks in distinct colours (one label map, one blend), boxes
-    (proposals dashed-looking thin, accepted solid, rejected grey), class names, keypoints with skeleton, the
-    selected instance highlighted, and pending polygon/box points."""
+    """The image with every shown instance (render.draw_instances: the gallery's renderer too), tagged
+    "#index class [score]", the selected instance highlighted, and pending polygon/box points."""
     scale = display_scale(ls)
     base = _small(ls, scale)
     h, w = base.shape[:2]
-    shown = [i for i in ls.visible(min_score) if ls.instances[i].state != "rejected"]
-    labels = np.zeros((h, w), np.int32)
-    for i in shown:
-        crop = _display_mask(ls, ls.instances[i].mask, scale, h, w)
-        if crop is not None:
-            (y0, x0), small = crop
-            labels[y0:y0 + small.shape[0], x0:x0 + small.shape[1]][small] = i + 1
-    lut = np.zeros((len(ls.instances) + 1, 3), np.float32)
-    alpha = np.zeros(len(ls.instances) + 1, np.float32)
-    for i in shown:
-        lut[i + 1] = color(i)
-        alpha[i + 1] = 0.6 if i == ls.selected else 0.4
-    out = base.copy()
-    sel = labels > 0  # blend only where some mask is
-    lab = labels[sel]
-    a = alpha[lab][:, None]
-    out[sel] = (base[sel] * (1 - a) + lut[lab] * a).astype(np.uint8)
-    pil = PILImage.fromarray(out)
+    inst = ls.instances
+    shown = [i for i in ls.visible(min_score) if inst.states[i] != "rejected"]
+
+    def tag(i: int) -> str:
+        cid = inst.category_ids[i]
+        name = ls.categories[cid].name if cid in ls.categories else str(cid)
+        score = inst.scores[i]
+        return f"#{i} {name}" + (f" {score:.2f}" if score is not None and inst.states[i] == "proposed" else "")
+
+    def skeleton(i: int):
+        cid = inst.category_ids[i]
+        return ls.categories[cid].skeleton if cid in ls.categories else []
+
+    pil = draw_instances(base, inst, scale, shown, tag=tag, skeleton=skeleton, selected=ls.selected,
+                         crop=lambda i: _display_mask(ls, inst.mask(i), scale, h, w))
     d = ImageDraw.Draw(pil)
-    for i in shown:
-        it = ls.instances[i]
-        c = color(i)
-        x, y, bw, bh = (v * scale for v in it.bbox)
-        width = 3 if i == ls.selected else (2 if it.state == "accepted" else 1)
-        d.rectangle([x, y, x + bw, y + bh], outline=c, width=width)
-        name = ls.categories[it.category_id].name if it.category_id in ls.categories else str(it.category_id)
-        tag = f"#{i} {name}" + (f" {it.score:.2f}" if it.score is not None and it.state == "proposed" else "")
-        d.text((x + 2, max(0, y - 11)), tag, fill=c)
-        if it.keypoints:
-            draw_keypoints(d, it.keypoints, ls.categories[it.category_id].skeleton, scale, c,
-                           radius=4 if i == ls.selected else 3)
     for n, (px, py) in enumerate(pending):
         d.ellipse([px * scale - 3, py * scale - 3, px * scale + 3, py * scale + 3], fill=(255, 255, 0))
         if n:

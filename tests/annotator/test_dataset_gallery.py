@@ -112,4 +112,4 @@ def test_a_row_that_cannot_be_drawn_is_named_and_the_rest_is_shown(store, synth_
     with store.session() as s:
         ann = s.get(Annotation, garbage)
         with pytest.raises(render.CannotDraw, match=f"annotation {garbage} cannot be drawn"):
-            render.shown_from_annotation(ann, 96, 96, "x")
+            render.check_drawable(ann, 96, 96)

@@ -5,6 +5,7 @@ import numpy as np
 
 from annotator import render, store_view
 from db.coco_import import import_coco
+from db.instances import Instances
 
 
 def test_counts_and_gallery(store, synth_dir):
@@ -44,6 +45,11 @@ def test_draw_highlights_selected_instance():
     img = np.zeros((20, 20, 3), np.uint8)
     m = np.zeros((20, 20), bool)
     m[5:10, 5:10] = True
-    items = [render.Shown(mask=m, bbox=[5, 5, 5, 5], label="a")]
-    plain, sel = render.draw(img, items), render.draw(img, items, selected=0)
+    inst = Instances(20, 20)
+    inst.add(1, [5, 5, 5, 5], mask=m)
+
+    def draw(**kw):
+        return np.asarray(render.draw_instances(img, inst, 1.0, [0], tag=lambda i: "a", skeleton=lambda i: [], **kw))
+
+    plain, sel = draw(), draw(selected=0)
     assert plain[7, 7].sum() > 0 and sel[7, 7].sum() > plain[7, 7].sum()
