@@ -98,7 +98,7 @@ def open_store(args):
     from db.ingest import clean_orphan_media
     from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=Path(args.store), db_url=args.db, weights=args.weights, device=args.device))
+    store = Store(Settings(store_dir=Path(args.store), db_url=args.db))
     removed = clean_orphan_media(store)
     if removed:
         print(f"note: removed {removed} media file(s) that no image refers to (left by an interrupted import)",
@@ -106,13 +106,18 @@ def open_store(args):
     return store
 
 
-def round0(store) -> None:
+def model_options(args):
+    from model.api import ModelOptions
+
+    return ModelOptions(device=args.device, weights=args.weights)
+
+
+def round0(store, args) -> None:
     """Register torchvision's COCO networks as round 0 when there is no model yet; offline, one line."""
-    from model.build import WeightsUnavailable
-    from model.predict import ensure_round0
+    from model.api import WeightsUnavailable, ensure_round0
 
     try:
-        ensure_round0(store)
+        ensure_round0(store, model_options(args))
     except WeightsUnavailable as e:
         print(f"note: {e}", file=sys.stderr)
 
@@ -169,16 +174,16 @@ def cmd_stats(args) -> int:
 
 
 def cmd_propose(args) -> int:
-    from model.api import propose_images
-    from model.predict import Predictor, images_to_propose
+    from model.api import images_to_propose, predictor as make_predictor, propose_images
 
     store = open_store(args)
-    round0(store)
-    predictor = Predictor.for_version(store, batch_size=args.batch_size)
+    round0(store, args)
+    options = model_options(args)
+    predictor = make_predictor(store, options, batch_size=args.batch_size)
     ids = images_to_propose(store) if args.all else args.image
     bar, _ = _progress("proposing", len(ids))
     with bar:
-        r = propose_images(store, ids, min_score=args.min_score, predictor=predictor,
+        r = propose_images(store, ids, options, min_score=args.min_score, predictor=predictor,
                            progress=lambda n, total: bar.update(n - bar.n))
     print(f"wrote {r['proposals']} proposal(s) on {r['images']} image(s) with model version {predictor.version.id}")
     return 0
@@ -188,9 +193,10 @@ def cmd_train(args) -> int:
     from model.api import TrainOptions, train_job
 
     store = open_store(args)
-    round0(store)
+    round0(store, args)
     opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
-                        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device)
+                        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device,
+                        weights=args.weights)
     from tqdm import tqdm
 
     bar = tqdm(desc="training", unit="it", file=sys.stderr, disable=None)
@@ -246,7 +252,7 @@ def cmd_activate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from model.demo import fill_demo
+    from model.api import fill_demo
 
     r = fill_demo(open_store(args), n_images=args.images, labeled_train=args.labeled)
     print(f"demo store {args.store}: {r['labeled']} labeled images ({r['heldout']} held out for evaluation), "
@@ -259,8 +265,9 @@ def cmd_ui(args) -> int:
     from annotator.ui import launch
 
     store = open_store(args)
-    round0(store)
-    launch(store, host=args.host, port=args.port, auth=args.auth, share=args.share, max_upload_mb=args.max_upload_mb)
+    round0(store, args)
+    launch(store, host=args.host, port=args.port, auth=args.auth, share=args.share, max_upload_mb=args.max_upload_mb,
+           options=model_options(args))
     return 0
 
 

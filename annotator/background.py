@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class BackgroundProposer:
-    def __init__(self, store: Store, min_score: float = 0.3):
+    def __init__(self, store: Store, options: api.ModelOptions | None = None, min_score: float = 0.3):
         self.store, self.min_score = store, min_score
+        self.options = options or api.ModelOptions()
         self._queue: "queue.Queue[int]" = queue.Queue()
         self._pending: set[int] = set()
         self._lock = threading.Lock()  # one model run at a time, shared with "propose again"
@@ -29,7 +30,7 @@ class BackgroundProposer:
 
     def predictor(self):
         """The active model's predictor, reloaded when another version becomes active. None: no model."""
-        self._predictor = api.active_predictor(self.store, self._predictor)
+        self._predictor = api.active_predictor(self.store, self.options, self._predictor)
         return self._predictor
 
     def want(self, image_ids: Iterable[int]) -> None:
@@ -46,7 +47,7 @@ class BackgroundProposer:
             p = self.predictor()
             if p is None:
                 raise UserError("no model yet: fine-tune one in the Model tab first")
-            return api.propose_images(self.store, [image_id], self.min_score, predictor=p)
+            return api.propose_images(self.store, [image_id], self.options, self.min_score, predictor=p)
 
     def _run(self) -> None:
         while True:
@@ -57,7 +58,7 @@ class BackgroundProposer:
                     still_new = im is not None and im.status == "new"
                     p = self.predictor() if still_new else None
                     if p is not None:
-                        api.propose_images(self.store, [image_id], self.min_score, predictor=p)
+                        api.propose_images(self.store, [image_id], self.options, self.min_score, predictor=p)
             except Exception as e:  # noqa: BLE001 - a background failure is shown in the UI, never fatal
                 self.last_error = f"background proposals for image {image_id} failed: {e}"
                 log.warning(self.last_error)

@@ -80,10 +80,11 @@ def version_verdict(store: Store, version_id: int) -> str:
     return f"Version {v.id} on the held-out images: " + ", ".join(parts or ["no held-out labels"]) + f" — **{verdict}**"
 
 
-def start(store: Store, epochs, minutes, size) -> str:
+def start(store: Store, epochs, minutes, size, options: api.ModelOptions | None = None) -> str:
+    options = options or api.ModelOptions()
     try:
         opts = api.TrainOptions(epochs=int(epochs or 10), max_minutes=float(minutes) if minutes else None,
-                                size=size or None, device=store.settings.device)
+                                size=size or None, device=options.device, weights=options.weights)
         job_id = api.start_training_process(store, opts)
     except UserError as e:
         return escape(e)

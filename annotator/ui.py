@@ -17,6 +17,7 @@ from annotator.labeling import LabelSession, SaveConflict
 from db import categories as cat_db
 from db.errors import UserError
 from db.store import Store
+from model.api import ModelOptions
 
 TOOLS = ["select", "brush", "eraser", "polygon", "box", "keypoint"]
 VIS = {"visible (2)": 2, "occluded (1)": 1, "not labeled (0)": 0}
@@ -475,7 +476,7 @@ def export_tab(store: Store, exports: store_view.ExportFolder) -> None:
              api_name="export", concurrency_limit=1)
 
 
-def model_tab(store: Store):
+def model_tab(store: Store, options: ModelOptions):
     with gr.Row():
         epochs = gr.Number(value=10, label="Epochs", precision=0, elem_id="train-epochs")
         minutes = gr.Number(value=5, label="At most minutes", elem_id="train-minutes")
@@ -508,7 +509,7 @@ def model_tab(store: Store):
         return (j["markdown"], j["percent"], j["curve"], j["state"]) + refreshed
 
     def start_job(e, m, sz):
-        return model_view.start(store, e, m, sz)
+        return model_view.start(store, e, m, sz, options)
 
     timer.tick(poll, last_state, [job_md, progress, loss_plot, last_state, versions, ap_plot, fix_plot])
     start.click(start_job, [epochs, minutes, size], job_md)
@@ -524,8 +525,10 @@ CACHE_CLEANUP = (1800, 3600)
 
 
 def build_app(store: Store, proposer: BackgroundProposer | None = None,
-              exports: store_view.ExportFolder | None = None) -> gr.Blocks:
-    proposer = proposer or BackgroundProposer(store)
+              exports: store_view.ExportFolder | None = None, options: ModelOptions | None = None) -> gr.Blocks:
+    """The page: Label, Dataset, Model and Export tabs on ``store``; the model runs with ``options``."""
+    options = options or ModelOptions()
+    proposer = proposer or BackgroundProposer(store, options)
     exports = exports or store_view.ExportFolder()
     with gr.Blocks(title="maskloop", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("# maskloop")
@@ -534,7 +537,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
         with gr.Tab("Dataset", id="dataset") as dataset:
             (refresh_counts, counts), (show_page, g_page, page_outs) = dataset_tab(store)
         with gr.Tab("Model", id="model"):
-            tables, t_outs, _ = model_tab(store)
+            tables, t_outs, _ = model_tab(store, options)
         with gr.Tab("Export", id="export"):
             export_tab(store, exports)
         demo.load(refresh_counts, outputs=counts)
@@ -557,7 +560,8 @@ def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
 
 
 def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[str] | None = None,
-           share: bool = False, block: bool = True, max_upload_mb: float | None = None) -> gr.Blocks:
+           share: bool = False, block: bool = True, max_upload_mb: float | None = None,
+           options: ModelOptions | None = None) -> gr.Blocks:
     """Serve the app. With ``auth`` (USER:PASSWORD strings) a login is required for everything that changes
     state, and failed logins are answered slower and slower (annotator.access). Uploads larger than
     ``max_upload_mb`` MiB (default DEFAULT_MAX_UPLOAD_MB) are refused."""
@@ -573,7 +577,7 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
         yield
         exports.close()  # the server is shutting down: the last export goes too
 
-    demo = build_app(store, exports=exports)
+    demo = build_app(store, exports=exports, options=options)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
                 prevent_thread_lock=not block, show_error=True, head=HOTKEYS_JS, quiet=not block,

@@ -47,7 +47,7 @@ def main() -> None:
     device = pick_device(args.device)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Settings(store_dir=Path(tmp), weights="none", device=str(device)))
+        store = Store(Settings(store_dir=Path(tmp)))
         fill_demo(store, n_images=args.images, labeled_train=0, size=args.image_size)
         cmap = store_category_map(store)
         config = get(args.size)

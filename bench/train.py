@@ -37,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Settings(store_dir=Path(tmp), weights="none"))
+        store = Store(Settings(store_dir=Path(tmp)))
         fill_demo(store, n_images=60, labeled_train=60, size=args.image_size)
         cmap = store_category_map(store)
         samples = labeled_samples(store, heldout=False)

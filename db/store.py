@@ -26,14 +26,7 @@ class Settings:
     max_image_bytes: int = 512 * 2 ** 20  # an image file (or zip entry) larger than this is refused unread
     max_zip_ratio: int = 200  # a zip entry expanding more than this is refused unread (a zip bomb)
     busy_timeout_ms: int = 30_000
-    device: str = "auto"  # model device: auto | cpu | cuda
-    weights: str = "coco"  # round-0 weights: coco | none | PATH
     user: str = "local"
-
-    @property
-    def coco_weights(self) -> str:
-        """Where COCO weights come from once a round-0 version exists: the given file, else torchvision's."""
-        return "coco" if self.weights == "none" else self.weights
 
     @property
     def media_dir(self) -> Path:

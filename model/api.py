@@ -1,5 +1,6 @@
-"""The one narrow interface the annotator (and app.py) use to reach the model: training jobs in a separate
-process, proposals, model versions. Job state lives in the database, not in this process."""
+"""The one narrow interface the annotator and app.py use to reach the model: round 0, proposals, training
+jobs in a separate process, model versions, the demo store. Job state lives in the database, not in this
+process; a training job's row holds every setting its worker needs."""
 
 from __future__ import annotations
 
@@ -13,11 +14,18 @@ from typing import Callable
 from db import jobs
 from db.errors import UserError
 from db.store import Store
-from model.predict import Predictor, active_version, propose
+from db.instances import Instances
+from db.schema import ModelVersion
+from model.build import WeightsUnavailable
+from model.demo import fill_demo
+from model.options import ModelOptions
+from model.predict import Predictor, active_version, ensure_round0, images_to_propose, propose
 from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions
 
-__all__ = ["TrainOptions", "train_job", "start_training_process", "cancel", "activate", "list_versions",
-           "active_predictor", "propose_images"]
+__all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor", "Instances",
+           "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
+           "list_versions", "active_version", "active_predictor", "predictor", "propose_images",
+           "images_to_propose", "fill_demo"]
 
 
 def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
@@ -72,8 +80,7 @@ def start_training_process(store: Store, opts: TrainOptions) -> int:
     if running is not None:
         raise UserError(f"a fine-tune is already running (job {running.id})")
     job_id = jobs.create(store, "train", dataclasses.asdict(opts))
-    args = [sys.executable, "-m", "model.worker", "--store", str(store.settings.store_dir), "--job", str(job_id),
-            "--weights", store.settings.weights]
+    args = [sys.executable, "-m", "model.worker", "--store", str(store.settings.store_dir), "--job", str(job_id)]
     if store.settings.db_url:
         args += ["--db", store.settings.db_url]
     log = Path(store.settings.store_dir) / "jobs"
@@ -89,17 +96,26 @@ def cancel(store: Store, job_id: int) -> None:
     jobs.request_cancel(store, job_id)
 
 
-def active_predictor(store: Store, current=None):
+def predictor(store: Store, options: ModelOptions, batch_size: int = 4) -> Predictor:
+    """The active model version's predictor (UserError when there is no model yet)."""
+    return Predictor.for_version(store, options, batch_size=batch_size)
+
+
+def active_predictor(store: Store, options: ModelOptions, current: Predictor | None = None) -> Predictor | None:
     """A predictor for the active model version, reusing ``current`` while that version stays active.
     None when there is no model yet."""
-    v = active_version(store)
+    v: ModelVersion | None = active_version(store)
     if v is None:
         return None
     if current is not None and current.version is not None and current.version.id == v.id:
         return current
-    return Predictor.for_version(store, v)
+    return Predictor.for_version(store, options, v)
 
 
-def propose_images(store: Store, image_ids, min_score: float = 0.3, progress=None, predictor=None) -> dict:
-    predictor = predictor or Predictor.for_version(store)
+def propose_images(store: Store, image_ids: list[int], options: ModelOptions, min_score: float = 0.3,
+                   progress: Callable[[int, int], None] | None = None,
+                   predictor: Predictor | None = None) -> dict[str, int]:
+    """Proposals for these images from the active model (or ``predictor``), replacing their unreviewed ones;
+    returns {"images": n, "proposals": m}."""
+    predictor = predictor or Predictor.for_version(store, options)
     return propose(store, image_ids, predictor, min_score=min_score, progress=progress)

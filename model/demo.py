@@ -12,7 +12,7 @@ from PIL import Image
 from db.coco_import import import_coco
 from db.ingest import ingest
 from db.store import Store
-from model.data import is_heldout
+from db.annotations import is_heldout
 from model.synthetic import make_coco
 
 

@@ -22,6 +22,7 @@ from model.build import (CocoNets, load_checkpoint, load_coco_nets, read_checkpo
                          verify_checkpoint)
 from model.categories import CategoryMap
 from model.convert import instances_from_output, merge_person_keypoints
+from model.options import ModelOptions
 from model.data import image_tensor, store_category_map
 
 
@@ -57,17 +58,18 @@ class Predictor:
             self._person_id = person[0] if person else None
 
     @classmethod
-    def for_version(cls, store: Store, version: ModelVersion | None = None, device: str | None = None,
+    def for_version(cls, store: Store, options: ModelOptions, version: ModelVersion | None = None,
                     batch_size: int = 4) -> "Predictor":
-        """The active model version (or ``version``), refused if its classes disagree with the store."""
+        """The active model version (or ``version``) on ``options.device``, refused if its classes disagree
+        with the store."""
         version = version if version is not None else active_version(store)
-        device = device or store.settings.device
+        device = options.device
         cmap = store_category_map(store)
         if version is None:
             raise UserError("no model yet: fine-tune one first (app.py train --size tiny), "
                             "or load COCO weights (--weights coco, needs a download once)")
         if version.checkpoint == "coco":
-            coco = load_coco_nets(store.settings.coco_weights)
+            coco = load_coco_nets(options.coco_weights)
             return cls(cmap, coco=coco, version=version, device=device, batch_size=batch_size)
         net, config, _ = load_checkpoint(store.settings.models_dir / version.checkpoint, cmap)
         set_eval_size(net, config)
@@ -109,12 +111,12 @@ def active_version(store: Store) -> ModelVersion | None:
         return s.scalars(select(ModelVersion).where(ModelVersion.is_active)).first()
 
 
-def ensure_round0(store: Store) -> ModelVersion | None:
+def ensure_round0(store: Store, options: ModelOptions) -> ModelVersion | None:
     """With ``--weights coco`` (or a local COCO file) and no model yet, register torchvision's COCO networks
     as version 1 (round 0). Prints nothing; raises WeightsUnavailable when they cannot be loaded."""
-    if active_version(store) is not None or store.settings.weights == "none":
+    if active_version(store) is not None or options.weights == "none":
         return active_version(store)
-    w = store.settings.weights
+    w = options.weights
     if w not in ("coco",) and not w.endswith((".pth", ".pt")):
         raise UserError(f"--weights {w!r}: expected coco, none or a checkpoint path")
     if w != "coco":

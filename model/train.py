@@ -19,6 +19,7 @@ from model import evaluate as ev
 from model.build import (WeightsUnavailable, build, init_from_coco, load_coco_nets, read_checkpoint,
                          save_checkpoint, set_eval_size, transfer, classes_of, keypoints_of, verify_checkpoint)
 from model.categories import CategoryMap
+from model.options import ModelOptions
 from model.config import ModelConfig, get
 from model.data import TrainDataset, collate, labeled_samples, store_category_map
 from model.predict import Predictor, active_version, pick_device
@@ -42,7 +43,12 @@ class TrainOptions:
     clip_norm: float = 10.0
     keypoint_loss_weight: float = 0.1  # the keypoint loss is ~10x the others early on and would swamp them
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda
+    weights: str = "coco"  # round-0 weights (ModelOptions.weights): a full model starts from them
+
+    @property
+    def model_options(self) -> ModelOptions:
+        return ModelOptions(device=self.device, weights=self.weights)
 
 
 @dataclasses.dataclass
@@ -157,7 +163,7 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     parent = active if active is not None and active.size == size else None
     device = pick_device(opts.device)
     torch.manual_seed(opts.seed)
-    model = _initial_model(store, config, cmap, parent, warnings)
+    model = _initial_model(store, opts, config, cmap, parent, warnings)
 
     ds = TrainDataset(train_samples, cmap, augment=True, seed=opts.seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=opts.batch_size, shuffle=True, collate_fn=collate,
@@ -183,7 +189,7 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     baseline = None
     if active is not None and heldout:
         try:
-            baseline = ev.evaluate(Predictor.for_version(store, active, device=opts.device), heldout)
+            baseline = ev.evaluate(Predictor.for_version(store, opts.model_options, active), heldout)
         except UserError as e:  # e.g. the old version's classes no longer match the store
             warnings.append(f"active version {active.id} could not be evaluated: {e}")
     promoted = _should_promote(opts.promote, metrics, baseline, active, warnings)
@@ -204,21 +210,21 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     return TrainResult(vid, promoted, metrics, baseline, len(curve), time.monotonic() - t_start, warnings)
 
 
-def _initial_model(store: Store, config: ModelConfig, cmap: CategoryMap, parent: ModelVersion | None,
-                   warnings: list[str]) -> torch.nn.Module:
+def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: CategoryMap,
+                   parent: ModelVersion | None, warnings: list[str]) -> torch.nn.Module:
     model = build(config, cmap)
     if parent is not None and parent.checkpoint == "coco":
         try:
-            init_from_coco(model, load_coco_nets(store.settings.coco_weights), cmap)
+            init_from_coco(model, load_coco_nets(opts.model_options.coco_weights), cmap)
         except WeightsUnavailable as e:
             warnings.append(str(e))
     elif parent is not None:
         ck = read_checkpoint(store.settings.models_dir / parent.checkpoint)
         src = CategoryMap.from_dict(ck["category_map"])
         transfer(model, ck["state_dict"], classes_of(src), classes_of(cmap), keypoints_of(src), cmap)
-    elif config.size == "full" and store.settings.weights != "none":
+    elif config.size == "full" and opts.weights != "none":
         try:
-            init_from_coco(model, load_coco_nets(store.settings.weights), cmap)
+            init_from_coco(model, load_coco_nets(opts.weights), cmap)
         except WeightsUnavailable as e:
             warnings.append(str(e) + " -- training from scratch")
     return model

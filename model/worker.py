@@ -1,4 +1,5 @@
-"""Entry point of the separate training process: ``python -m model.worker --store DIR --job ID``."""
+"""Entry point of the separate training process: ``python -m model.worker --store DIR [--db URL] --job ID``.
+Everything else it needs (epochs, size, device, weights, ...) is in the job row's params (TrainOptions)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", required=True)
     ap.add_argument("--db", default=None)
     ap.add_argument("--job", type=int, required=True)
-    ap.add_argument("--weights", default="coco")
     args = ap.parse_args(argv)
-    store = Store(Settings(store_dir=Path(args.store), db_url=args.db, weights=args.weights))
+    store = Store(Settings(store_dir=Path(args.store), db_url=args.db))
     job = jobs.get(store, args.job)
     if job is None:
         print(f"no job {args.job}", file=sys.stderr)

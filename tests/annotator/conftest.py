@@ -19,7 +19,7 @@ def running_app(tmp_path_factory):
     from db.store import Settings, Store
     from model.demo import fill_demo
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("app"), weights="none"))
+    store = Store(Settings(store_dir=tmp_path_factory.mktemp("app")))
     fill_demo(store, n_images=20, labeled_train=8, size=96, seed=5)
     port = free_port()
     demo = launch(store, port=port, block=False)

@@ -71,7 +71,7 @@ def auth_app(tmp_path_factory, synth_dir):
     from annotator.ui import launch
     from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("auth"), weights="none"))
+    store = Store(Settings(store_dir=tmp_path_factory.mktemp("auth")))
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     port = free_port()
     demo = launch(store, port=port, block=False, auth=["alice:secret"], max_upload_mb=0.05)  # 51,200 bytes

@@ -29,15 +29,15 @@ def app_with_model(tmp_path_factory):
     from annotator.ui import launch
     from db.schema import Annotation
     from db.store import Settings, Store
-    from model.api import propose_images
+    from model.api import ModelOptions, propose_images
     from model.demo import fill_demo
     from model.predict import images_to_propose
     from model.train import TrainOptions, fine_tune
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("e2e"), weights="none"))
+    store = Store(Settings(store_dir=tmp_path_factory.mktemp("e2e")))
     fill_demo(store, n_images=40, labeled_train=24, size=128, seed=7)
     fine_tune(store, TrainOptions(epochs=100, max_minutes=1.0, size="tiny"))
-    propose_images(store, images_to_propose(store), min_score=0.05)
+    propose_images(store, images_to_propose(store), ModelOptions(weights="none"), min_score=0.05)
     with store.session() as s:
         image_id = s.execute(select(Annotation.image_id, func.count()).where(Annotation.review_state == "proposed")
                              .group_by(Annotation.image_id).having(func.count() >= 2)

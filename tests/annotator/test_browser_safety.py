@@ -24,7 +24,7 @@ def hostile_app(tmp_path_factory, synth_dir):
     from db.schema import Category, Image
     from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("hostile"), weights="none"))
+    store = Store(Settings(store_dir=tmp_path_factory.mktemp("hostile")))
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     with store.session() as s:
         s.execute(update(Image).where(Image.id == 1).values(file_name=HOSTILE + ".png"))
@@ -77,7 +77,7 @@ def login_app(tmp_path_factory, synth_dir):
     from db.coco_import import import_coco
     from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("login"), weights="none"))
+    store = Store(Settings(store_dir=tmp_path_factory.mktemp("login")))
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     port = free_port()
     demo = launch(store, port=port, block=False, auth=["alice:secret"])

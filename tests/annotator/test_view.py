@@ -47,7 +47,7 @@ def test_background_proposer_fills_the_next_images(tmp_path):
     from model.demo import fill_demo
     from model.train import TrainOptions, fine_tune
 
-    st = Store(Settings(store_dir=tmp_path / "bg", weights="none"))
+    st = Store(Settings(store_dir=tmp_path / "bg"))
     fill_demo(st, n_images=16, labeled_train=6, size=64, seed=2)
     fine_tune(st, TrainOptions(epochs=1, size="tiny"))
     with st.session() as s:

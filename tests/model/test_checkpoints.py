@@ -10,6 +10,7 @@ from db.store import Settings, Store
 from model import build as mb
 from model.config import get
 from model.data import store_category_map
+from model.options import ModelOptions
 from model.predict import active_version, ensure_round0
 from model.train import activate
 
@@ -31,7 +32,7 @@ def _wider_head(state):
 
 @pytest.fixture
 def store(tmp_path, synth_dir):
-    st = Store(Settings(store_dir=tmp_path / "s", weights="none"))
+    st = Store(Settings(store_dir=tmp_path / "s"))
     import_coco(st, synth_dir / "annotations.json", synth_dir)
     yield st
     st.close()
@@ -45,9 +46,9 @@ def store(tmp_path, synth_dir):
 def test_weights_path_of_another_architecture_is_refused_before_registering(store, tmp_path, mutate, size, says):
     path = tmp_path / "other.pt"
     _save(path, store_category_map(store), mutate, size)
-    st2 = Store(Settings(store_dir=store.settings.store_dir, weights=str(path)))
+    st2 = Store(Settings(store_dir=store.settings.store_dir))
     with pytest.raises(UserError, match=says):
-        ensure_round0(st2)
+        ensure_round0(st2, ModelOptions(weights=str(path)))
     assert active_version(st2) is None
     with st2.session() as s:
         assert s.query(ModelVersion).count() == 0

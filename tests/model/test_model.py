@@ -19,6 +19,7 @@ from model.config import CONFIGS, FULL, TINY
 from model.data import TrainDataset, hflip, is_heldout, labeled_samples, store_category_map, target_for
 from db.instances import Instances
 from model.convert import add_detection, instances_from_output, merge_person_keypoints
+from model.options import ModelOptions
 from model.predict import Predictor, propose
 from model.synthetic import CATEGORIES, PERSON_KEYPOINTS
 
@@ -209,13 +210,13 @@ def test_keypoint_categories_with_their_own_lists_get_their_own_channels():
 def test_weights_path_imports_a_maskloop_checkpoint_as_the_active_model(tmp_path, synth_dir):
     from model.predict import active_version, ensure_round0
 
-    st = Store(Settings(store_dir=tmp_path / "s", weights="none"))
+    st = Store(Settings(store_dir=tmp_path / "s"))
     import_coco(st, synth_dir / "annotations.json", synth_dir)
     cmap = store_category_map(st)
     path = tmp_path / "elsewhere.pt"
     mb.save_checkpoint(path, mb.build(TINY, cmap), TINY, cmap)
-    st2 = Store(Settings(store_dir=tmp_path / "s", weights=str(path)))
-    v = ensure_round0(st2)
+    st2 = Store(Settings(store_dir=tmp_path / "s"))
+    v = ensure_round0(st2, ModelOptions(weights=str(path)))
     assert v.is_active and v.size == "tiny" and active_version(st2).id == v.id
-    pred = Predictor.for_version(st2)
+    pred = Predictor.for_version(st2, ModelOptions(weights=str(path)))
     assert len(pred.predict([np.zeros((50, 60, 3), np.uint8)])) == 1

@@ -13,13 +13,14 @@ from db.store import Settings, Store
 from model import train as train_mod
 from model.api import train_job
 from model.demo import fill_demo
+from model.options import ModelOptions
 from model.predict import Predictor, active_version, images_to_propose, propose
 from model.train import TrainOptions, activate, fine_tune, list_versions
 
 
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory):
-    st = Store(Settings(store_dir=tmp_path_factory.mktemp("demo"), weights="none"))
+    st = Store(Settings(store_dir=tmp_path_factory.mktemp("demo")))
     fill_demo(st, n_images=40, labeled_train=24, size=96, seed=3)
     return st
 
@@ -46,7 +47,7 @@ def test_first_version_is_active_with_metrics_and_checkpoint(demo_store, trained
 def test_propose_writes_valid_proposals_and_replaces_only_unreviewed(demo_store, trained):
     ids = images_to_propose(demo_store)
     assert ids
-    pred = Predictor.for_version(demo_store)
+    pred = Predictor.for_version(demo_store, ModelOptions(weights="none"))
     r1 = propose(demo_store, ids[:3], pred, min_score=0.0)
     with demo_store.session() as s:
         props = s.scalars(select(Annotation).where(Annotation.image_id.in_(ids[:3]))).all()
@@ -94,7 +95,7 @@ def test_out_of_memory_gives_a_clear_message_and_changes_nothing(demo_store, tra
 
 
 def test_no_accepted_labels_is_refused(tmp_path):
-    st = Store(Settings(store_dir=tmp_path / "empty", weights="none"))
+    st = Store(Settings(store_dir=tmp_path / "empty"))
     with pytest.raises(UserError, match="no categories"):
         fine_tune(st, TrainOptions(epochs=1, size="tiny"))
     fill_demo(st, n_images=6, labeled_train=0, size=64)
@@ -118,7 +119,7 @@ def test_activate_any_version(demo_store, trained):
 
 @pytest.mark.slow
 def test_tiny_model_learns_within_three_minutes_and_beats_untrained(tmp_path):
-    st = Store(Settings(store_dir=tmp_path / "learn", weights="none"))
+    st = Store(Settings(store_dir=tmp_path / "learn"))
     fill_demo(st, n_images=200, labeled_train=150, size=96, seed=0)
     untrained = fine_tune(st, TrainOptions(epochs=1, max_minutes=0.02, size="tiny"))
     assert untrained.promoted  # the first version
@@ -132,7 +133,7 @@ def test_tiny_model_learns_within_three_minutes_and_beats_untrained(tmp_path):
 def test_category_without_instances_is_named_in_a_warning(tmp_path):
     from db import categories
 
-    st = Store(Settings(store_dir=tmp_path / "w", weights="none"))
+    st = Store(Settings(store_dir=tmp_path / "w"))
     fill_demo(st, n_images=10, labeled_train=6, size=64, seed=4)
     categories.add(st, "star", "shape")
     r = fine_tune(st, TrainOptions(epochs=1, size="tiny"))
