@@ -16,6 +16,7 @@ from sqlalchemy import select
 from db import masks
 from db.errors import UserError
 from db.instances import Instances
+from db.media import file_name_problem
 from db.schema import Annotation, Category, DatasetMeta, Image
 from db.store import Store
 
@@ -108,7 +109,12 @@ def export(store: Store, out: str | Path, *, images_dir: str | Path | None = Non
     ds = build(store, include_proposals=include_proposals, seg_format=seg_format)
     blob = dumps(ds)
     with store.session() as s:
-        files = s.execute(select(Image.file_name, Image.media_path).order_by(Image.id)).all()
+        files = s.execute(select(Image.id, Image.file_name, Image.media_path).order_by(Image.id)).all()
+    if out.suffix.lower() == ".zip" or images_dir is not None:
+        for image_id, name, _ in files:  # a name stored before import checked them must not write elsewhere
+            if file_name_problem(name):
+                raise UserError(f"image {image_id}: file_name {name!r} {file_name_problem(name)}; nothing was "
+                                "written (rename it to export images)")
     if out.suffix.lower() == ".zip":
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".part")
@@ -116,7 +122,7 @@ def export(store: Store, out: str | Path, *, images_dir: str | Path | None = Non
         with zipfile.ZipFile(tmp, "w") as z:
             z.writestr(zipfile.ZipInfo("annotations.json", date_time=(1980, 1, 1, 0, 0, 0)), blob,
                        compress_type=zipfile.ZIP_DEFLATED)
-            for name, media in files:
+            for _, name, media in files:
                 info = zipfile.ZipInfo(f"images/{name}", date_time=(1980, 1, 1, 0, 0, 0))
                 z.writestr(info, store.media_file(media).read_bytes(), compress_type=zipfile.ZIP_STORED)
         os.replace(tmp, out)
@@ -124,7 +130,7 @@ def export(store: Store, out: str | Path, *, images_dir: str | Path | None = Non
         _atomic_write(out, blob)
         if images_dir is not None:
             root = Path(images_dir)
-            for name, media in files:
+            for _, name, media in files:
                 dest = root / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(store.media_file(media), dest)

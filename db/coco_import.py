@@ -19,7 +19,8 @@ from db import masks
 from db.errors import UserError
 from db.ids import advance_sequences, id_problem
 from db.instances import Instances
-from db.media import BadImage, PreparedImage, media_writer, prepare, read_file, write_media
+from db.media import (BadImage, PreparedImage, file_name_problem, media_writer, prepare, read_file,
+                      write_new_media)
 from db.schema import Annotation, Category, DatasetMeta, Image, utcnow
 from db.store import Store
 
@@ -126,8 +127,9 @@ def _check_images(raw: Any, ck: _Checker) -> dict[int, dict]:
             continue
         ok = True
         fn = im.get("file_name")
-        if not isinstance(fn, str) or not fn:
-            ck.bad(where, "file_name", "missing or not a string")
+        if file_name_problem(fn):
+            ck.bad(where, "file_name", f"{fn!r} {file_name_problem(fn)}" if isinstance(fn, str) else
+                   "missing or not a string")
             ok = False
         elif fn in names:
             ck.bad(where, "file_name", f"'{fn}' is also the file of image id {names[fn]}")
@@ -290,23 +292,23 @@ def import_coco(
     if ck.problems:
         raise CocoRejected(ck.problems)
 
-    with media_writer(store.settings):
-        _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user)
+    with media_writer(store.settings) as journal:
+        _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user, journal)
     return {"images": len(imgs), "annotations": len(anns), "categories": len(cats),
             "images_already_in_store": len(existing)}
 
 
-def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user) -> None:
-    """Media files first, then every row in one transaction; a failure removes the media it wrote."""
+def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user, journal) -> None:
+    """Media files first (journaled), then every row in one transaction; a failure removes the media it
+    wrote, and a kill leaves them to the next start's clean-up."""
     written: list[Path] = []
     try:
         for p in prepared.values():
-            dest = store.settings.media_dir / p.media_path
-            if not dest.exists():
-                write_media(store.settings.media_dir, p)
-                written.append(dest)
+            if write_new_media(store.settings.media_dir, p, journal):
+                written.append(store.settings.media_dir / p.media_path)
         with store.transaction() as s:
             _write(s, data, cats, imgs, anns, prepared, existing, as_proposals, user)
+        journal.committed()
     except IntegrityError as e:  # another import took an id or file name after the checks above
         for path in written:
             path.unlink(missing_ok=True)

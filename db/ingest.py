@@ -17,7 +17,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from db.errors import UserError
-from db.media import BadImage, media_exclusive, media_writer, prepare, read_file, write_media
+from db.media import (BadImage, media_exclusive, media_writer, prepare, read_file, safe_file_name,
+                      write_new_media)
 from db.schema import Image, utcnow
 from db.store import Settings, Store
 
@@ -191,6 +192,7 @@ def ingest(
         try:
             with store.transaction() as s:
                 ids = s.scalars(insert(Image).returning(Image.id, sort_by_parameter_order=True), batch).all()
+            journal.committed()
             report.added += [(i, row["file_name"]) for i, row in zip(ids, batch)]
             new_ids.update((row["content_hash"], i) for i, row in zip(ids, batch))
         except IntegrityError:
@@ -198,10 +200,11 @@ def ingest(
                 got = _insert_one(store, row, display, report)
                 if got is not None:
                     new_ids[row["content_hash"]] = got
+            journal.committed()  # each row is in (or its bytes belong to an image that is)
         batch.clear()
         shown_names.clear()
 
-    with media_writer(store.settings):
+    with media_writer(store.settings) as journal:
         for n, src in enumerate(iter_sources(paths, report, store.settings, shown), start=1):
             if progress:
                 progress(n, src.display)
@@ -220,8 +223,8 @@ def ingest(
             if prepared.content_hash in new_ids or any(r["content_hash"] == prepared.content_hash for r in batch):
                 repeats.append((src.display, prepared.content_hash))
                 continue
-            write_media(store.settings.media_dir, prepared)
-            name = _unique_name(src.file_name, prepared.content_hash, taken)
+            write_new_media(store.settings.media_dir, prepared, journal)
+            name = _unique_name(safe_file_name(src.file_name), prepared.content_hash, taken)
             taken.add(name)
             now = utcnow()
             batch.append(dict(file_name=name, content_hash=prepared.content_hash, media_path=prepared.media_path,
@@ -255,19 +258,28 @@ def _insert_one(store: Store, row: dict, display: str, report: IngestReport) -> 
 
 
 def clean_orphan_media(store: Store) -> int:
-    """Remove media files no image row refers to (left by an import that was killed or refused) and
-    half-written ``.part`` files. Skipped while another process is importing. Returns how many went."""
+    """Remove the media files a killed import wrote without committing their rows (its journal under
+    ``store_dir/pending`` lists them) unless an image row of this store uses them, and half-written
+    ``.part`` files. No other file is ever looked at. Skipped while another process is importing. Returns
+    how many files went."""
     with media_exclusive(store.settings) as free:
         if not free:
             return 0
-        with store.session() as s:
-            used = set(s.scalars(select(Image.media_path)))
-        removed = 0
         root = store.settings.media_dir
-        for f in root.glob("*/*"):
-            if f.is_file() and f.relative_to(root).as_posix() not in used:
-                f.unlink(missing_ok=True)
-                removed += 1
+        removed = 0
+        for journal in sorted((Path(store.settings.store_dir) / "pending").glob("import-*.txt")):
+            listed = [line.strip() for line in journal.read_text().splitlines() if line.strip()]
+            with store.session() as s:
+                used = set(s.scalars(select(Image.media_path).where(Image.media_path.in_(listed)))) if listed else set()
+            for rel in listed:
+                f = root / rel
+                if rel not in used and f.resolve().is_relative_to(root.resolve()) and f.is_file():
+                    f.unlink()
+                    removed += 1
+            journal.unlink(missing_ok=True)
+        for part in root.glob("*/*.part"):
+            part.unlink(missing_ok=True)
+            removed += 1
         return removed
 
 

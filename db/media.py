@@ -120,16 +120,57 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
 
 
+class MediaJournal:
+    """The media files an import wrote whose image rows are not committed yet, one path per line in a file
+    of its own under ``store_dir/pending``. Cleared when their rows commit, removed when the import ends; a
+    journal left behind is an import that was killed, and exactly its files are the orphans. The clean-up
+    never looks at any other file, so a media folder shared by several databases (``--db``) loses nothing."""
+
+    def __init__(self, settings):
+        folder = Path(settings.store_dir) / "pending"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f"import-{os.getpid()}-", suffix=".txt")
+        self.path, self._f = Path(name), os.fdopen(fd, "w")
+
+    def add(self, media_path: str) -> None:
+        """Called before the file is written."""
+        self._f.write(media_path + "\n")
+        self._f.flush()
+
+    def committed(self) -> None:
+        """Every file added so far now has its committed row."""
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+        self.path.unlink(missing_ok=True)
+
+
+def write_new_media(media_dir: Path, prepared: PreparedImage, journal: MediaJournal) -> bool:
+    """Write a media file unless it exists; a new one is journaled first. Returns True when written."""
+    dest = Path(media_dir) / prepared.media_path
+    if dest.exists():
+        return False
+    journal.add(prepared.media_path)
+    write_media(media_dir, prepared)
+    return True
+
+
 @contextmanager
-def media_writer(settings) -> Iterator[None]:
+def media_writer(settings) -> Iterator[MediaJournal]:
     """Held (shared) while a process writes media files whose rows are not yet committed, so that the
-    orphan clean-up at start (which takes it exclusively) never removes a file an import is about to use."""
+    orphan clean-up at start (which takes it exclusively) never runs during an import. Yields the import's
+    journal of uncommitted files."""
     lock = Path(settings.store_dir) / "media.lock"
     with open(lock, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_SH)
+        journal = MediaJournal(settings)
         try:
-            yield
+            yield journal
         finally:
+            journal.close()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
@@ -147,6 +188,30 @@ def media_exclusive(settings) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an image's file_name (None when it can). A file_name is where an export
+    writes the image, under its images folder or in its zip: a relative path of plain names joined by '/'
+    (no absolute path, '..', '.', empty part, trailing '/', backslash or control character)."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if len(name) > 1000:
+        return "is longer than 1000 characters"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "holds a control character (a line break, tab or NUL)"
+    if "\\" in name:
+        return "holds a backslash; use '/' between folders"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path; file names are relative to the images folder"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "holds an empty, '.' or '..' part (or ends with '/')"
+    return None
+
+
+def safe_file_name(name: str) -> str:
+    """A file name found on disk or in a zip made valid: control characters and backslashes become '_'."""
+    return "".join("_" if ord(ch) < 32 or ord(ch) == 127 or ch == "\\" else ch for ch in name)
 
 
 def read_file(path: Path, limit: int) -> bytes:

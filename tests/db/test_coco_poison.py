@@ -166,3 +166,26 @@ def test_image_ids_zero_and_negative_follow_the_category_rule(store, tmp_path):
     assert "image id 0: field 'id'" in _refused(store, bad, d)
     with store.session() as s:
         assert s.query(ImageRow).count() == 0
+
+
+@pytest.mark.parametrize("name", ["/tmp/raw/a.png", "x/../../a.png", "./a.png", "a.png/", "a\u0000.png",
+                                  "sub\\a.png", "a//b.png", "C:/a.png", "line\nbreak.png"])
+def test_file_names_that_would_write_outside_an_export_are_refused(store, tmp_path, name):
+    coco, d = _handmade(tmp_path)
+    coco["images"][0]["file_name"] = name
+    assert "image id 17: field 'file_name'" in _refused(store, coco, d)
+
+
+def test_export_never_writes_outside_its_folder_for_a_stored_bad_name(store, tmp_path):
+    from db.errors import UserError
+
+    coco, d = _handmade(tmp_path)
+    import_coco(store, coco, d)
+    with store.transaction() as s:
+        s.query(ImageRow).filter(ImageRow.id == 17).update({"file_name": "../../escaped.png"})
+    for out, kw in ((tmp_path / "o.zip", {}), (tmp_path / "o.json", {"images_dir": tmp_path / "out" / "images"})):
+        with pytest.raises(UserError, match="image 17: file_name"):
+            coco_export.export(store, out, **kw)
+        assert not out.exists()
+    assert not (tmp_path / "escaped.png").exists() and not (tmp_path / "out").exists()
+    coco_export.export(store, tmp_path / "labels-only.json")  # annotations alone write no image files

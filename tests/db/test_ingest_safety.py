@@ -5,16 +5,18 @@ import dataclasses
 import io
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from db.coco_import import CocoRejected, import_coco
 from db.ingest import clean_orphan_media, ingest
 from db.media import media_writer, prepare
 from db.schema import Image as ImageRow
-from db.store import Store
+from db.store import Settings, Store
 
 
 def _png(seed: int, size=(12, 10)) -> bytes:
@@ -107,18 +109,52 @@ def test_two_imports_at_once_both_finish_with_ids_from_the_database(store, tmp_p
     assert clean_orphan_media(store) == 0
 
 
-def test_orphan_media_are_removed_at_start_unless_an_import_is_writing(store, tmp_path):
-    (tmp_path / "x.png").write_bytes(_png(7))
-    ingest(store, [tmp_path / "x.png"])
-    p = prepare(_png(8), 10 ** 6)
-    orphan = store.settings.media_dir / p.media_path
-    orphan.parent.mkdir(parents=True, exist_ok=True)
-    orphan.write_bytes(p.data)
-    (orphan.parent / "half.part").write_bytes(b"x")
-    with media_writer(store.settings):
-        assert clean_orphan_media(store) == 0 and orphan.exists()
-    assert clean_orphan_media(store) == 2 and not orphan.exists()
-    assert len(list(store.settings.media_dir.rglob("*.png"))) == 1
+def test_a_killed_import_leaves_no_orphans_after_the_next_start(store, tmp_path):
+    """The import kills itself (SIGKILL) after its first batch of 4 committed and 3 more files were
+    written: those 3 are removed at the next start, the 4 committed stay, and re-running finishes."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(9):
+        (src / f"im{i}.png").write_bytes(_png(200 + i))
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from db.ingest import ingest\n"
+        "from db.store import Settings, Store\n"
+        "st = Store(Settings(store_dir=Path(sys.argv[1])))\n"
+        "def progress(n, name):\n"
+        "    if n == 8:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "ingest(st, [Path(sys.argv[2])], progress=progress, batch_size=4)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(store.settings.store_dir), str(src)],
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == -9
+    files = lambda: sorted(p.name for p in store.settings.media_dir.rglob("*.png"))  # noqa: E731
+    assert len(files()) == 7
+    with media_writer(store.settings):  # another import is running: nothing is touched
+        assert clean_orphan_media(store) == 0
+    assert clean_orphan_media(store) == 3
+    with store.session() as s:
+        assert sorted(Path(p).name for p in s.scalars(select(ImageRow.media_path))) == files()
+    r = ingest(store, [src])
+    assert len(r.added) == 5 and len(r.duplicates) == 4 and len(files()) == 9
+
+
+def test_a_media_folder_shared_by_two_databases_loses_nothing(tmp_path):
+    root = tmp_path / "shared"
+    a = Store(Settings(store_dir=root, db_url=f"sqlite:///{tmp_path / 'a.db'}"))
+    b = Store(Settings(store_dir=root, db_url=f"sqlite:///{tmp_path / 'b.db'}"))
+    (tmp_path / "a.png").write_bytes(_png(1))
+    (tmp_path / "b.png").write_bytes(_png(2))
+    ingest(a, [tmp_path / "a.png"])
+    ingest(b, [tmp_path / "b.png"])
+    assert clean_orphan_media(a) == 0 and clean_orphan_media(b) == 0
+    empty = Store(Settings(store_dir=root, db_url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    assert clean_orphan_media(empty) == 0
+    assert len(list((root / "media").rglob("*.png"))) == 2
 
 
 def test_symlinks_follow_one_rule_for_folders_and_coco(store, tmp_path):
