@@ -92,8 +92,12 @@ class LabelSession:
         self._load()
         current = {it.ann_id: k for k, it in enumerate(self.instances)}
         kept = revived = 0
+        dropped = []
         for i in mine:
             it = old[i]
+            if it.category_id not in self.categories and not it.deleted:
+                dropped.append(f"#{i}")  # its class was deleted meanwhile: it cannot be saved as it is
+                continue
             if it.ann_id is not None and it.ann_id in current:
                 k = current[it.ann_id]
                 theirs_state = self.instances[k].state
@@ -112,10 +116,12 @@ class LabelSession:
         self._redo.clear()
         self.display_cache.clear()
         self.dirty = True
+        lost = (f" Instance(s) {', '.join(dropped)} could not be kept: their class was deleted meanwhile."
+                if dropped else "")
         return (f"image {self.image_id} changed in the store since you opened it (saved from another browser, "
-                f"or proposed again); nothing was written. Your {kept + revived} change(s) are kept on top of "
-                f"the current labels ({revived} of them as new instances because their rows are gone): check "
-                "them and save again.")
+                f"proposed again, or a category changed); nothing was written. Your {kept + revived} change(s) "
+                f"are kept on top of the current labels ({revived} of them as new instances because their rows "
+                f"are gone): check them and save again.{lost}")
 
     @property
     def pixels(self) -> np.ndarray:

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from db import masks as mask_codec
 from db.errors import UserError
@@ -92,6 +93,15 @@ def save_review(store: Store, image_id: int, row_version: int, instances: Instan
     version is still ``row_version`` and every row being saved still exists: otherwise SaveConflict, and
     nothing is written. New instances get their ids from the database (set in ``instances.ann_ids``)."""
     states = list(states if states is not None else instances.states)
+    try:
+        return _save_review(store, image_id, row_version, instances, user, states)
+    except IntegrityError as e:  # e.g. a category deleted meanwhile while a new instance uses it
+        raise SaveConflict(f"image {image_id}: the labels refer to something changed meanwhile (a category "
+                           f"deleted or merged?); nothing was written ({str(e.orig).splitlines()[0]})") from None
+
+
+def _save_review(store: Store, image_id: int, row_version: int, instances: Instances, user: str,
+                 states: list[str]) -> list[int]:
     now = utcnow()
     with store.transaction() as s:
         res = s.execute(update(Image).where(Image.id == image_id, Image.row_version == row_version)
@@ -110,10 +120,12 @@ def save_review(store: Store, image_id: int, row_version: int, instances: Instan
             if instances.deleted[i]:
                 if ann_id is not None:
                     s.execute(delete(Annotation).where(Annotation.id == ann_id))
-            elif ann_id is None:
-                new_rows.append(dict(image_id=image_id, **instances.row_values(i), source="human", score=None,
-                                     review_state=states[i], created_by=user, reviewed_by=user, created_at=now,
-                                     reviewed_at=now))
+            elif ann_id is None:  # drawn here, or a proposal whose row was replaced meanwhile (it keeps where
+                new_rows.append(dict(image_id=image_id, **instances.row_values(i),  # it came from)
+                                     source=instances.sources[i], score=instances.scores[i],
+                                     model_version_id=instances.model_version_ids[i],
+                                     original=instances.originals[i], review_state=states[i], created_by=user,
+                                     reviewed_by=user, created_at=now, reviewed_at=now))
                 new_at.append(i)
             else:
                 vals = dict(review_state=states[i], reviewed_by=user, reviewed_at=now)

@@ -21,7 +21,7 @@ from db.ids import advance_sequences, id_problem
 from db.instances import Instances
 from db.media import (BadImage, PreparedImage, file_name_problem, media_writer, prepare, read_file,
                       write_new_media)
-from db.schema import Annotation, Category, DatasetMeta, Image, utcnow
+from db.schema import MAX_ID, Annotation, Category, DatasetMeta, Image, utcnow
 from db.store import Store
 
 _IMAGE_FIELDS = {"id", "file_name", "width", "height"}
@@ -152,31 +152,40 @@ def _check_segmentation(seg: Any, where: str, im: dict, ck: _Checker) -> None:
         ck.bad(where, "segmentation", problem)
 
 
-def _non_finite(value: Any, path: str = "") -> str | None:
-    """The path of the first NaN or infinity inside ``value`` (Python's json reader accepts NaN, Infinity
-    and 1e999), or None."""
+_MAX_DEPTH = 32  # nesting of lists and objects inside one entity; COCO itself needs 3
+_HUGE = 2 ** 1023  # an integer beyond this is no number any float reader can hold
+
+
+def _unusable_number(value: Any, path: str = "", depth: int = 0) -> str | None:
+    """Where the first unusable value inside ``value`` is, and why: NaN or infinity (Python's json reader
+    accepts NaN, Infinity and 1e999), an integer too large for any float, or nesting deeper than
+    _MAX_DEPTH. None when there is none."""
+    if depth > _MAX_DEPTH:
+        return f"{path or 'value'} is nested deeper than {_MAX_DEPTH} levels"
     if isinstance(value, float):
-        return None if math.isfinite(value) else (path or "value")
+        return None if math.isfinite(value) else f"{path or 'value'} is NaN or infinite"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if -_HUGE < value < _HUGE else f"{path or 'value'} is an integer too large for any number type"
     if isinstance(value, list):
-        if all(type(v) is int or (type(v) is float and math.isfinite(v)) for v in value):
+        if all((type(v) is int and -_HUGE < v < _HUGE) or (type(v) is float and math.isfinite(v)) for v in value):
             return None
         for k, v in enumerate(value):
-            found = _non_finite(v, f"{path}[{k}]")
+            found = _unusable_number(v, f"{path}[{k}]", depth + 1)
             if found:
                 return found
     elif isinstance(value, dict):
         for k, v in value.items():
-            found = _non_finite(v, f"{path}.{k}" if path else str(k))
+            found = _unusable_number(v, f"{path}.{k}" if path else str(k), depth + 1)
             if found:
                 return found
     return None
 
 
 def _check_finite(entity: dict, where: str, ck: _Checker) -> bool:
-    found = _non_finite(entity)
+    found = _unusable_number(entity)
     if found:
-        ck.bad(where, found.split(".")[0].split("[")[0], f"{found} is NaN or infinite; COCO JSON holds only "
-                                                          "finite numbers")
+        ck.bad(where, found.split(".")[0].split("[")[0].split(" ")[0], f"{found}; COCO JSON holds only "
+                                                                        "finite numbers of ordinary size")
     return found is None
 
 
@@ -220,8 +229,8 @@ def _check_annotations(raw: Any, imgs: dict, cats: dict, ck: _Checker) -> dict[i
                                            im["height"], im["width"])
             if far:
                 ck.bad(where, "bbox", far)
-        if "area" in a and (not _is_num(a["area"]) or a["area"] < 0):
-            ck.bad(where, "area", "must be a non-negative number")
+        if "area" in a and (not _is_num(a["area"]) or not 0 <= a["area"] <= MAX_ID):
+            ck.bad(where, "area", f"must be a number in 0..{MAX_ID}")
         if "iscrowd" in a and a["iscrowd"] not in (0, 1) or isinstance(a.get("iscrowd"), bool):
             ck.bad(where, "iscrowd", "must be 0 or 1")
         if "score" in a and not _is_num(a["score"]):
@@ -257,6 +266,8 @@ def load_json(path: str | Path) -> Any:
         raise CocoRejected([f"file: {path}: no such file"]) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CocoRejected([f"file: {path}: not valid JSON: {e}"]) from None
+    except (ValueError, RecursionError) as e:  # integers of thousands of digits, nesting too deep to read
+        raise CocoRejected([f"file: {path}: cannot be read as COCO JSON: {str(e)[:200] or type(e).__name__}"]) from None
 
 
 def import_coco(

@@ -15,6 +15,8 @@ Data contract (N instances of one image of ``height`` x ``width`` pixels; one li
 - ``scores``: the model's score, or None for an instance a person drew.
 - ``sources``: "model" | "human"; ``states``: "proposed" | "accepted" | "rejected".
 - ``iscrowd``: 0 or 1. ``extras``: COCO fields beyond the standard ones, written back as given, or None.
+- ``model_version_ids`` / ``originals``: for a model proposal, the version that made it and the proposal as
+  made (to measure corrections), else None.
 - ``areas`` / ``num_keypoints``: the values as imported, or None; ``area(i)`` and ``num_keypoints_of(i)``
   return them, else derive them (mask pixels, box area; keypoints with v > 0). ``tight_bbox(i)`` is the box
   around the mask. These derivations exist only here.
@@ -34,7 +36,8 @@ from db import masks as mask_codec
 STANDARD_FIELDS = {"id", "image_id", "category_id", "segmentation", "bbox", "area", "iscrowd", "keypoints",
                    "num_keypoints", "score"}
 _COLUMNS = ("ann_ids", "category_ids", "bboxes", "segmentations", "keypoints", "scores", "sources", "states",
-            "iscrowd", "areas", "num_keypoints", "extras", "edited", "deleted", "loaded_states", "_masks")
+            "iscrowd", "areas", "num_keypoints", "extras", "model_version_ids", "originals", "edited", "deleted",
+            "loaded_states", "_masks")
 
 
 @dataclasses.dataclass(eq=False)
@@ -53,6 +56,8 @@ class Instances:
     areas: list = dataclasses.field(default_factory=list)
     num_keypoints: list = dataclasses.field(default_factory=list)
     extras: list = dataclasses.field(default_factory=list)
+    model_version_ids: list = dataclasses.field(default_factory=list)
+    originals: list = dataclasses.field(default_factory=list)
     edited: list = dataclasses.field(default_factory=list)
     deleted: list = dataclasses.field(default_factory=list)
     loaded_states: list = dataclasses.field(default_factory=list)
@@ -62,7 +67,8 @@ class Instances:
     def add(self, category_id: int, bbox: Sequence[float], *, segmentation: Any = None, mask: np.ndarray | None = None,
             keypoints: Sequence[float] | None = None, score: float | None = None, source: str = "human",
             state: str = "accepted", ann_id: int | None = None, iscrowd: int = 0, area: Any = None,
-            num_keypoints: int | None = None, extra: dict | None = None, loaded_state: str | None = None) -> int:
+            num_keypoints: int | None = None, extra: dict | None = None, loaded_state: str | None = None,
+            model_version_id: int | None = None, original: dict | None = None) -> int:
         """Append one instance (a ``mask`` is stored as RLE with its tight box); returns its index."""
         self.ann_ids.append(ann_id)
         self.category_ids.append(int(category_id))
@@ -76,6 +82,8 @@ class Instances:
         self.areas.append(area)
         self.num_keypoints.append(num_keypoints)
         self.extras.append(extra)
+        self.model_version_ids.append(model_version_id)
+        self.originals.append(original)
         self.edited.append(False)
         self.deleted.append(False)
         self.loaded_states.append(loaded_state)
@@ -104,7 +112,8 @@ class Instances:
         for a in rows:
             out.add(a.category_id, a.bbox, segmentation=a.segmentation, keypoints=a.keypoints, score=a.score,
                     source=a.source, state=a.review_state, ann_id=a.id, iscrowd=a.iscrowd, area=a.area,
-                    num_keypoints=a.num_keypoints, extra=a.extra, loaded_state=a.review_state)
+                    num_keypoints=a.num_keypoints, extra=a.extra, loaded_state=a.review_state,
+                    model_version_id=getattr(a, "model_version_id", None), original=getattr(a, "original", None))
         return out
 
     # --- columns as a whole ----------------------------------------------------------------------------

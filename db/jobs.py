@@ -113,8 +113,11 @@ def request_cancel(store: Store, job_id: int) -> None:
 
 
 def _stale(job: Job, now: dt.datetime) -> bool:
+    """No heartbeat within STALE_AFTER, either way: one from the future is as untrustworthy as an old one
+    (a wrong clock, or a hand-edited row), and would otherwise keep the job 'running' forever. Hosts that
+    share a database keep their clocks in step (NTP)."""
     last = job.heartbeat_at or job.updated_at or job.created_at
-    return last is None or (now - last).total_seconds() > STALE_AFTER
+    return last is None or abs((now - last).total_seconds()) > STALE_AFTER
 
 
 def fail_orphans(store: Store) -> int:

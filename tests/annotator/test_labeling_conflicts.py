@@ -153,3 +153,40 @@ def test_training_samples_and_export_name_an_undecodable_row(proposed_store):
     assert first not in samples[0].instances.ann_ids
     with pytest.raises(UserError, match=f"annotation {first}"):
         coco_export.build(store)
+
+
+def test_a_category_deleted_while_its_new_instance_is_open_gives_a_conflict_not_a_crash(proposed_store):
+    from db import categories
+
+    store = proposed_store
+    image_id = _busiest_image(store)
+    extra = categories.add(store, "added-later")
+    ls = LabelSession(store, image_id)
+    m = np.zeros((ls.height, ls.width), bool)
+    m[1:5, 1:5] = True
+    ls.new_instance(extra, mask=m)
+    ls.accept(0)
+    categories.delete(store, extra)  # another browser, or the Dataset tab
+    with pytest.raises(SaveConflict, match="category"):
+        ls.save("alice")
+    assert "could not be kept: their class was deleted" in ls.rebase()
+    ls.save("alice")
+    assert _rows(store, image_id)[0].review_state == "accepted"
+
+
+def test_a_proposal_kept_through_a_conflict_stays_a_model_proposal(proposed_store):
+    store = proposed_store
+    image_id = _busiest_image(store)
+    version = _version(store)
+    with store.transaction() as s:  # proposals as the proposer writes them: with their version
+        s.execute(update(Annotation).where(Annotation.image_id == image_id).values(model_version_id=version))
+    a = LabelSession(store, image_id)
+    a.accept(0)
+    write_proposals(store, image_id, _one_proposal(store, image_id), _version(store))
+    with pytest.raises(SaveConflict):
+        a.save("alice")
+    a.rebase()
+    a.save("alice")
+    kept = [r for r in _rows(store, image_id) if r.review_state == "accepted"]
+    assert len(kept) == 1 and kept[0].source == "model" and kept[0].score is not None
+    assert kept[0].model_version_id is not None and kept[0].original is not None

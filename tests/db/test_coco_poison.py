@@ -189,3 +189,29 @@ def test_export_never_writes_outside_its_folder_for_a_stored_bad_name(store, tmp
         assert not out.exists()
     assert not (tmp_path / "escaped.png").exists() and not (tmp_path / "out").exists()
     coco_export.export(store, tmp_path / "labels-only.json")  # annotations alone write no image files
+
+
+@pytest.mark.parametrize("text, says", [
+    ('"score": 1' + "0" * 400, "too large"),
+    ('"area": 1' + "0" * 400, "too large"),
+    ('"my_extra": ' + "[" * 100 + "]" * 100, "nested deeper"),
+])
+def test_numbers_too_large_and_nesting_too_deep_are_refused(store, tmp_path, text, says):
+    coco, d = _handmade(tmp_path)
+    raw = json.dumps(coco).replace('"area": 123.5', text)
+    (d / "annotations.json").write_text(raw)
+    msg = _refused(store, d / "annotations.json", d)
+    assert "annotation id 900" in msg and says in msg
+
+
+@pytest.mark.parametrize("raw", ['{"images": [' + "1" * 5000 + ']}', "[" * 5000 + "]" * 5000])
+def test_files_json_cannot_read_are_refused_not_crashed(store, tmp_path, raw):
+    (tmp_path / "bad.json").write_text(raw)
+    with pytest.raises(CocoRejected, match="cannot be read"):
+        import_coco(store, tmp_path / "bad.json", tmp_path)
+
+
+def test_area_beyond_any_image_is_refused(store, tmp_path):
+    coco, d = _handmade(tmp_path)
+    coco["annotations"][0]["area"] = 2 ** 60
+    assert "annotation id 900: field 'area'" in _refused(store, coco, d)

@@ -52,3 +52,11 @@ def test_keep_alive_writes_heartbeats_while_work_reports_nothing(store):
             time.sleep(0.05)
     assert (utcnow() - jobs.get(store, jid).heartbeat_at).total_seconds() < 10
     assert jobs.fail_orphans(store) == 0
+
+
+def test_a_heartbeat_from_the_future_does_not_keep_a_job_running_forever(store):
+    jid = jobs.create(store, "train", {})
+    jobs.set_state(store, jid, "running", "training", pid=os.getpid())
+    _age_heartbeat(store, jid, -86400)  # a day ahead: a wrong clock or a hand-edited row
+    assert jobs.running(store, "train") is None
+    assert jobs.get(store, jid).state == "failed"
