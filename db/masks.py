@@ -94,6 +94,25 @@ def polygon_problem(segmentation: Any, height: int, width: int) -> str | None:
         bad = coordinate_problem(poly, height, width)
         if bad:
             return f"polygon {k}: {bad}"
+    return _perimeter_problem(segmentation, height, width)
+
+
+def _perimeter_problem(polygons: list, height: int, width: int) -> str | None:
+    """Rasterising polygons (pycocotools) costs memory in proportion to their total outline, measured as
+    the sum over edges of max(|dx|, |dy|); a zig-zag of far-apart vertices, each within reach, could need
+    gigabytes. The bound, twice the image's pixels plus its border, admits the outline of any mask of the
+    image (a checkerboard's included)."""
+    limit = 2 * height * width + 8 * (height + width)
+    reach = 2 * COORD_LIMIT * max(height, width)  # the longest edge between two allowed vertices
+    if sum(len(p) // 2 for p in polygons) * reach <= limit:
+        return None  # cannot exceed it: skip the exact sum
+    total = 0.0
+    for poly in polygons:
+        a = np.asarray(poly, np.float64).reshape(-1, 2)
+        total += float(np.abs(np.diff(np.vstack([a, a[:1]]), axis=0)).max(axis=1).sum())
+    if total > limit:
+        return (f"the outline is {total:.0f} pixels long, over the limit of {limit} for a "
+                f"{width}x{height} image (2 x pixels + border)")
     return None
 
 

@@ -215,3 +215,16 @@ def test_area_beyond_any_image_is_refused(store, tmp_path):
     coco, d = _handmade(tmp_path)
     coco["annotations"][0]["area"] = 2 ** 60
     assert "annotation id 900: field 'area'" in _refused(store, coco, d)
+
+
+def test_a_zigzag_polygon_within_reach_but_with_an_endless_outline_is_refused(store, tmp_path):
+    coco, d = _handmade(tmp_path)  # image 17 is 40x30: vertices may lie within +-160 x +-120
+    zigzag = [v for k in range(2000) for v in ((-150, -100) if k % 2 else (150, 100))]
+    coco["annotations"][0]["segmentation"] = [zigzag]
+    del coco["annotations"][0]["area"]
+    msg = _refused(store, coco, d)
+    assert "annotation id 900: field 'segmentation'" in msg and "outline" in msg
+    with pytest.raises(masks.MaskError, match="outline"):
+        masks.decode([zigzag], 30, 40)
+    checker = np.indices((30, 40)).sum(axis=0) % 2 == 0  # the longest honest outline: every pixel apart
+    assert masks.polygon_problem(masks.mask_to_polygons(checker), 30, 40) is None
