@@ -78,6 +78,12 @@ document.addEventListener('keydown', (e) => {
 """
 
 
+def markdown(*args, **kwargs) -> gr.Markdown:
+    """A Markdown component with LaTeX off: a file name like ``$$\\Huge{x}$$`` is text to show, not a formula
+    (annotator.text.escape handles HTML and Markdown; KaTeX would still render text between dollars)."""
+    return gr.Markdown(*args, latex_delimiters=[], **kwargs)
+
+
 def _user(request: gr.Request | None, store: Store) -> str:
     """Who saves: the logged-in user under --auth, else the store's default user."""
     return getattr(request, "username", None) or store.settings.user
@@ -219,12 +225,12 @@ class LabelTab:
             next_b = gr.Button("Next (n) ▶", elem_id="btn-next", scale=1)
             jump = gr.Number(label="Image id", precision=0, scale=1, elem_id="jump-id")
             go = gr.Button("Open", elem_id="btn-open", scale=1)
-        info = gr.Markdown(elem_id="image-info")
+        info = markdown(elem_id="image-info")
         with gr.Row():
             with gr.Column(scale=3):
                 canvas = gr.Image(label="Click to select / paint / place", interactive=False, type="numpy",
                                   format="jpeg", elem_id="canvas", show_label=False)
-                msg = gr.Markdown(elem_id="message")
+                msg = markdown(elem_id="message")
             with gr.Column(scale=2):
                 tool = gr.Radio(TOOLS, value="select", label="Tool", elem_id="tool")
                 with gr.Row():
@@ -270,7 +276,7 @@ class LabelTab:
                 paint_apply = gr.Button("Apply strokes to the selected mask", variant="primary",
                                         elem_id="btn-paint-apply")
         with gr.Accordion("Keyboard shortcuts and help", open=False, elem_id="help-panel"):
-            gr.Markdown(SHORTCUTS)
+            markdown(SHORTCUTS)
 
         outs = [sess, pending, canvas, table, msg, info, selected, kp]
 
@@ -376,7 +382,7 @@ def dataset_tab(store: Store):
     gallery = gr.Gallery(label="Images (masks drawn)", columns=6, height=420, elem_id="store-gallery")
     with gr.Row():
         g_prev = gr.Button("◀ Previous page", elem_id="gallery-prev", scale=1)
-        g_label = gr.Markdown(elem_id="gallery-page")
+        g_label = markdown(elem_id="gallery-page")
         g_next = gr.Button("Next page ▶", elem_id="gallery-next", scale=1)
         refresh = gr.Button("Refresh", elem_id="refresh-store", scale=1)
     g_page = gr.State(1)
@@ -406,7 +412,7 @@ def dataset_tab(store: Store):
             c_move = gr.Number(label="Move its annotations to category id", precision=0)
             c_del_anns = gr.Checkbox(label="or delete its annotations")
             c_delete = gr.Button("Delete category", variant="stop", elem_id="btn-category-delete")
-        c_msg = gr.Markdown(elem_id="category-message")
+        c_msg = markdown(elem_id="category-message")
 
     def refresh_counts():
         s, c = store_view.counts_tables(store)
@@ -483,7 +489,7 @@ def model_tab(store: Store, options: ModelOptions):
         size = gr.Radio(["tiny", "full"], value=None, label="Size (blank: the active model's)", elem_id="train-size")
         start = gr.Button("Fine-tune", variant="primary", elem_id="btn-finetune")
         cancel = gr.Button("Cancel", variant="stop", elem_id="btn-cancel")
-    job_md = gr.Markdown(elem_id="job-status")
+    job_md = markdown(elem_id="job-status")
     progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="job-progress")
     loss_plot = gr.LinePlot(x="iteration", y="loss", label="Training loss", elem_id="loss-plot")
     versions = gr.Dataframe(headers=model_view.VERSION_HEADERS, interactive=False, elem_id="versions-table",
@@ -491,7 +497,7 @@ def model_tab(store: Store, options: ModelOptions):
     with gr.Row():
         v_id = gr.Number(label="Version", precision=0)
         activate_b = gr.Button("Make active", elem_id="btn-activate")
-        v_msg = gr.Markdown()
+        v_msg = markdown()
     with gr.Row():
         ap_plot = gr.LinePlot(x="version", y="AP", color="metric", label="Held-out AP per version", elem_id="ap-plot")
         fix_plot = gr.LinePlot(x="version", y="value", color="measure", label="How much labelers changed proposals",
@@ -531,7 +537,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
     proposer = proposer or BackgroundProposer(store, options)
     exports = exports or store_view.ExportFolder()
     with gr.Blocks(title="maskloop", delete_cache=CACHE_CLEANUP) as demo:
-        gr.Markdown("# maskloop")
+        markdown("# maskloop")
         with gr.Tab("Label", id="label"):
             cat_choices, cat_outs = LabelTab(store, proposer).build(demo)
         with gr.Tab("Dataset", id="dataset") as dataset:

@@ -12,7 +12,7 @@ from tests.annotator.test_browser import expect, page  # noqa: F401
 pytestmark = pytest.mark.browser
 
 TRAP = "http://127.0.0.1:1/x"
-HOSTILE = f"<img src={TRAP} onerror=alert(1)>"
+HOSTILE = f"<img src={TRAP} onerror=alert(1)> $$\\Huge{{BIG}}$$"
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,7 @@ def test_hostile_names_are_shown_as_text(hostile_app, page):
     page.locator("#btn-category-save").click()
     expect(page.locator("#category-message")).to_contain_text(f"'{HOSTILE} new'")
 
+    assert page.locator(".katex").count() == 0  # text between dollars stays text
     assert page.locator(f'img[src="{TRAP}"]').count() == 0
     assert page.locator("img[onerror]").count() == 0
     assert fetched == []

@@ -54,3 +54,15 @@ def test_model_view_escapes_job_and_error_messages(store, monkeypatch):
     monkeypatch.setattr(model_view.api, "activate", refuse)
     for shown in (model_view.start(store, 1, 1, "tiny"), model_view.activate_version(store, 3)):
         assert "<img" not in shown and "&lt;img" in shown
+
+
+def test_no_markdown_component_renders_latex(store):
+    """A file name like $$\\Huge{BIG}$$ must show as text: KaTeX is off in every Markdown component."""
+    import gradio as gr
+
+    from annotator.background import BackgroundProposer
+    from annotator.ui import build_app
+
+    demo = build_app(store, BackgroundProposer(store))
+    mds = [b for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
+    assert len(mds) >= 6 and all(b.latex_delimiters == [] for b in mds)
