@@ -114,8 +114,12 @@ def model_options(args):
 
 def round0(store, args) -> None:
     """Register torchvision's COCO networks as round 0 when there is no model yet; offline, one line."""
-    from model.api import WeightsUnavailable, ensure_round0
+    from model.api import WeightsUnavailable, active_version, ensure_round0
 
+    before = active_version(store)
+    if before is not None and args.weights not in ("coco", "none"):
+        print(f"note: the store already has a model (version {before.id}); --weights {args.weights} is used only "
+              "by a store without one (app.py activate VERSION switches models)", file=sys.stderr)
     try:
         ensure_round0(store, model_options(args))
     except WeightsUnavailable as e:

@@ -166,7 +166,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"checkpoint {path}: no such file") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise UserError(f"checkpoint {path} cannot be read: {e}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"checkpoint {path} cannot be read ({first[:200]})") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {path} is not a maskloop checkpoint")
     return ck
@@ -236,15 +237,26 @@ def load_coco_nets(weights: str = "coco") -> CocoNets:
     from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights, MaskRCNN_ResNet50_FPN_V2_Weights
 
     mw, kw = MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, KeypointRCNN_ResNet50_FPN_Weights.COCO_V1
+    inst = None
+    if weights != "coco":  # a local file: a wrong one is the user's mistake, named as such
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise UserError(f"--weights {weights}: no such file") from None
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"--weights {weights}: not a file torch can read ({first[:160]})") from None
+        inst = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
+        try:
+            inst.load_state_dict(state)
+        except Exception as e:  # noqa: BLE001 - wrong keys or shapes, or not a dict at all
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"--weights {weights}: neither a maskloop checkpoint nor a state dict of torchvision's "
+                            f"maskrcnn_resnet50_fpn_v2 with 91 COCO classes ({first[:160]})") from None
     try:
-        if weights == "coco":
+        if inst is None:
             inst = maskrcnn_resnet50_fpn_v2(weights=mw)
-        else:
-            inst = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
-            inst.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         kp = keypointrcnn_resnet50_fpn(weights=kw)
-    except FileNotFoundError:
-        raise WeightsUnavailable(f"weights file {weights} not found") from None
     except Exception as e:  # noqa: BLE001 - offline, proxy, disk: all mean the same to the user
         raise WeightsUnavailable(
             f"COCO weights could not be loaded ({type(e).__name__}: {str(e)[:120]}); proposals start after "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -71,7 +72,11 @@ class Predictor:
         if version.checkpoint == "coco":
             coco = load_coco_nets(options.coco_weights)
             return cls(cmap, coco=coco, version=version, device=device, batch_size=batch_size)
-        net, config, _ = load_checkpoint(store.settings.models_dir / version.checkpoint, cmap)
+        try:
+            net, config, _ = load_checkpoint(store.settings.models_dir / version.checkpoint, cmap)
+        except UserError as e:
+            raise UserError(f"the model version {version.id} cannot be loaded: {e}. Train a new version (app.py "
+                            "train), or make another one active (app.py models, app.py activate VERSION)") from None
         set_eval_size(net, config)
         return cls(cmap, net=net, version=version, device=device, batch_size=batch_size)
 
@@ -117,9 +122,9 @@ def ensure_round0(store: Store, options: ModelOptions) -> ModelVersion | None:
     if active_version(store) is not None or options.weights == "none":
         return active_version(store)
     w = options.weights
-    if w not in ("coco",) and not w.endswith((".pth", ".pt")):
-        raise UserError(f"--weights {w!r}: expected coco, none or a checkpoint path")
-    if w != "coco":
+    if w != "coco":  # a path: a maskloop checkpoint, else a COCO state dict (load_coco_nets names a bad one)
+        if not Path(w).is_file():
+            raise UserError(f"--weights {w}: no such file (expected coco, none or the path of a checkpoint)")
         try:
             ck = read_checkpoint(w)
         except UserError:

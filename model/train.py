@@ -219,7 +219,11 @@ def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: 
         except WeightsUnavailable as e:
             warnings.append(str(e))
     elif parent is not None:
-        ck = read_checkpoint(store.settings.models_dir / parent.checkpoint)
+        try:
+            ck = read_checkpoint(store.settings.models_dir / parent.checkpoint)
+        except UserError as e:  # its file is gone or broken: never a dead end
+            warnings.append(f"the active version {parent.id} cannot be loaded ({e}); training from scratch")
+            return model
         src = CategoryMap.from_dict(ck["category_map"])
         transfer(model, ck["state_dict"], classes_of(src), classes_of(cmap), keypoints_of(src), cmap)
     elif config.size == "full" and opts.weights != "none":

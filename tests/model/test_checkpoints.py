@@ -1,5 +1,6 @@
 """A checkpoint is loaded and run before it is registered or made active (issue 7)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,3 +67,36 @@ def test_activating_a_version_whose_checkpoint_does_not_load_keeps_the_active_on
     with pytest.raises(UserError, match="bad.pt does not fit"):
         activate(store, 2)
     assert active_version(store).id == 1
+
+
+def test_weights_files_that_are_no_checkpoint_are_refused_by_name(store, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    notes = tmp_path / "notes.pth"
+    torch.save({101: 1}, notes)
+    for path, says in ((garbage, "not a file torch can read"), (notes, "neither a maskloop checkpoint"),
+                       (tmp_path / "missing.pt", "no such file")):
+        with pytest.raises(UserError, match=says):
+            ensure_round0(store, ModelOptions(weights=str(path)))
+    assert active_version(store) is None
+
+
+def test_a_maskloop_checkpoint_is_accepted_whatever_its_extension(store, tmp_path):
+    path = tmp_path / "model.ckpt"
+    _save(path, store_category_map(store))
+    assert ensure_round0(store, ModelOptions(weights=str(path))).is_active
+
+
+def test_a_deleted_active_checkpoint_is_not_a_dead_end(store, tmp_path):
+    from model.predict import Predictor
+    from model.train import TrainOptions, fine_tune
+
+    path = tmp_path / "model.pt"
+    _save(path, store_category_map(store))
+    v = ensure_round0(store, ModelOptions(weights=str(path)))
+    (store.settings.models_dir / v.checkpoint).unlink()
+    with pytest.raises(UserError, match="activate another|train a new version|Train a new version"):
+        Predictor.for_version(store, ModelOptions(weights="none"))
+    r = fine_tune(store, TrainOptions(epochs=1, size="tiny", weights="none", promote="always"))
+    assert any("training from scratch" in w for w in r.warnings) and r.promoted
+    assert len(Predictor.for_version(store, ModelOptions()).predict([np.zeros((40, 40, 3), np.uint8)])) == 1
