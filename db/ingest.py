@@ -66,7 +66,10 @@ def iter_sources(paths: Iterable[str | Path], report: IngestReport, settings: Se
         elif path.is_dir():
             root = path.resolve()
             for f in _walk(path):
-                if f.is_symlink() and not f.resolve().is_relative_to(root):
+                why = _not_regular(f)
+                if why:
+                    report.skipped.append((str(f), why))
+                elif f.is_symlink() and not f.resolve().is_relative_to(root):
                     report.skipped.append((str(f), "symbolic link to a file outside the folder (only links "
                                                    "inside the imported folder are followed)"))
                 elif f.suffix.lower() == ".zip":
@@ -74,18 +77,31 @@ def iter_sources(paths: Iterable[str | Path], report: IngestReport, settings: Se
                 else:
                     yield Source(str(f), f.relative_to(path).as_posix(),
                                  lambda f=f: read_file(f, settings.max_image_bytes))
+        elif _not_regular(path):
+            report.skipped.append((shown(path), _not_regular(path)))
         elif path.suffix.lower() == ".zip":
             yield from _zip_sources(path, report, shown(path), settings)
         else:
             yield Source(shown(path), path.name, lambda path=path: read_file(path, settings.max_image_bytes))
 
 
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` is not read as a file (reading a FIFO would wait forever), or None."""
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link (or a loop of links)"
+    if not path.is_file():
+        return "not a regular file (a FIFO, socket or device)"
+    return None
+
+
 def _walk(folder: Path) -> list[Path]:
-    """Files under ``folder`` (recursive, links to folders not descended), sorted."""
+    """Every entry under ``folder`` that is not a folder (recursive, links to folders not descended), sorted."""
     out = []
-    for dirpath, _dirs, files in os.walk(folder):
+    for dirpath, dirs, files in os.walk(folder):
         out += [Path(dirpath) / f for f in files]
-    return sorted(p for p in out if p.is_file())
+        out += [Path(dirpath) / d for d in dirs if (Path(dirpath) / d).is_symlink()
+                and not (Path(dirpath) / d).exists()]
+    return sorted(out)
 
 
 def _zip_sources(path: Path, report: IngestReport, name: str, settings: Settings) -> Iterator[Source]:

@@ -214,3 +214,23 @@ def test_coco_upload_zip_is_unpacked_under_the_same_limits(store, tmp_path):
     assert "imgs.zip:bomb.bmp" in msg and "zip bomb" in msg and "escapes its folder" in msg
     (tmp_path / "broken.zip").write_bytes(b"PK not really")
     assert "not a readable zip archive" in upload_coco(store, str(coco), [str(tmp_path / "broken.zip")], False)
+
+
+def test_fifos_and_broken_links_are_named_not_waited_on(store, tmp_path):
+    import os
+
+    root = tmp_path / "odd"
+    root.mkdir()
+    (root / "ok.png").write_bytes(_png(31))
+    os.mkfifo(root / "pipe.png")
+    (root / "dangling.png").symlink_to(root / "nowhere.png")
+    (root / "loop_a").symlink_to(root / "loop_b")
+    (root / "loop_b").symlink_to(root / "loop_a")
+    r = ingest(store, [root])
+    reasons = dict(r.skipped)
+    assert [n for _, n in r.added] == ["ok.png"]
+    assert "FIFO" in reasons[str(root / "pipe.png")]
+    assert "broken symbolic link" in reasons[str(root / "dangling.png")]
+    assert "loop" in reasons[str(root / "loop_a")]
+    r = ingest(store, [root / "pipe.png"])  # given directly: refused at once, not read
+    assert "FIFO" in dict(r.skipped)[str(root / "pipe.png")]
