@@ -4,6 +4,7 @@ No module outside ``db/`` runs SQL on the ``images`` or ``annotations`` tables: 
 proposal writer, the training data, the queue and the gallery all come here. Ids of new rows come from the
 database. One optimistic lock guards an image's labels: its ``row_version``, moved on by every write that
 changes them (a save, a proposal run, an import onto an existing image), compared by ``save_review``.
+Every writer locks the image row before its annotation rows, so concurrent writers wait but never deadlock.
 
 Image statuses move ``new`` -> ``proposed`` (proposals written) -> ``in_review`` (someone opened it) ->
 ``done`` (saved); an import as labels writes ``done``, as proposals ``proposed``.
@@ -154,13 +155,15 @@ def write_proposals(store: Store, image_id: int, proposals: Instances, model_ver
                          model_version_id=model_version_id, review_state="proposed", original=original,
                          created_by="model", created_at=now))
     with store.transaction() as s:
+        # The image row first, then its annotations: every writer takes locks in this order (save_review,
+        # category moves, imports), so two of them can wait for each other but never deadlock.
+        s.execute(update(Image).where(Image.id == image_id)
+                  .values(status=case((Image.status == "new", "proposed"), else_=Image.status),
+                          row_version=Image.row_version + 1, updated_at=now))
         s.execute(delete(Annotation).where(Annotation.image_id == image_id, Annotation.review_state == "proposed",
                                            Annotation.source == "model"))
         if rows:
             s.execute(insert(Annotation), rows)
-        s.execute(update(Image).where(Image.id == image_id)
-                  .values(status=case((Image.status == "new", "proposed"), else_=Image.status),
-                          row_version=Image.row_version + 1, updated_at=now))
     return len(rows)
 
 
