@@ -95,16 +95,17 @@ def draw_instances(base: np.ndarray, inst: Instances, scale: float, shown: Seque
     lab = labels[sel]
     a = alpha[lab][:, None]
     out[sel] = (base[sel] * (1 - a) + lut[lab] * a).astype(np.uint8)
+    for i in shown:  # proposals' dashed boxes, straight into the pixels (a PIL line per dash is slow)
+        if inst.states[i] == "proposed":
+            x, y, bw, bh = (float(v) * scale for v in inst.bboxes[i])
+            _dashed_rect(out, x, y, x + bw, y + bh, color(i), 3 if i == selected else 1)
     pil = Image.fromarray(out)
     d = ImageDraw.Draw(pil)
     for i in shown:
         c = color(i)
         x, y, bw, bh = (float(v) * scale for v in inst.bboxes[i])
-        width = 3 if i == selected else (2 if inst.states[i] == "accepted" else 1)
-        if inst.states[i] == "proposed":
-            _dashed_rect(d, x, y, x + bw, y + bh, c, width)
-        else:
-            d.rectangle([x, y, x + bw, y + bh], outline=c, width=width)
+        if inst.states[i] != "proposed":
+            d.rectangle([x, y, x + bw, y + bh], outline=c, width=3 if i == selected else 2)
         d.text((x + 2, max(0, y - 11)), tag(i), fill=c)
         if inst.keypoints[i]:
             draw_keypoints(d, inst.keypoints[i], skeleton(i), scale, c, radius=4 if i == selected else 3)
@@ -124,11 +125,21 @@ def draw_keypoints(d: ImageDraw.ImageDraw, keypoints: Sequence[float], skeleton:
                       fill=(255, 255, 255) if v == 2 else (90, 90, 90), outline=c)
 
 
-def _dashed_rect(d: ImageDraw.ImageDraw, x0, y0, x1, y1, c, width, dash=6) -> None:
-    for (ax, ay, bx, by) in ((x0, y0, x1, y0), (x1, y0, x1, y1), (x1, y1, x0, y1), (x0, y1, x0, y0)):
-        length = max(abs(bx - ax), abs(by - ay))
-        n = max(1, int(length // dash))
-        for k in range(0, n, 2):
-            t0, t1 = k / n, min(1.0, (k + 1) / n)
-            d.line([(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
-                   fill=c, width=width)
+_DASHES = (np.arange(4096) // 6) % 2 == 0  # dash, gap, dash, ... (6 pixels each)
+
+
+def _dashes(n: int) -> np.ndarray:
+    return _DASHES[:n] if n <= len(_DASHES) else (np.arange(n) // 6) % 2 == 0
+
+
+def _dashed_rect(out: np.ndarray, x0: float, y0: float, x1: float, y1: float, c, width: int) -> None:
+    """A rectangle outline ``width`` pixels thick, in dashes, drawn into the picture ``out`` (h, w, 3)."""
+    h, w = out.shape[:2]
+    xa, xb = int(min(max(round(x0), 0), w - 1)), int(min(max(round(x1), 0), w - 1))
+    ya, yb = int(min(max(round(y0), 0), h - 1)), int(min(max(round(y1), 0), h - 1))
+    across, down = _dashes(xb - xa + 1), _dashes(yb - ya + 1)
+    for k in range(width):
+        for row in (min(ya + k, h - 1), max(yb - k, 0)):
+            out[row, xa:xb + 1][across] = c
+        for col in (min(xa + k, w - 1), max(xb - k, 0)):
+            out[ya:yb + 1, col][down] = c

@@ -47,7 +47,7 @@ class Instances:
     ann_ids: list = dataclasses.field(default_factory=list)
     category_ids: list = dataclasses.field(default_factory=list)
     bboxes: list = dataclasses.field(default_factory=list)
-    segmentations: list = dataclasses.field(default_factory=list)
+    _segs: list = dataclasses.field(default_factory=list, repr=False)  # read through ``segmentations``
     keypoints: list = dataclasses.field(default_factory=list)
     scores: list = dataclasses.field(default_factory=list)
     sources: list = dataclasses.field(default_factory=list)
@@ -62,6 +62,21 @@ class Instances:
     deleted: list = dataclasses.field(default_factory=list)
     loaded_states: list = dataclasses.field(default_factory=list)
     _masks: list = dataclasses.field(default_factory=list, repr=False)  # decoded masks, None until asked for
+    _pending: set = dataclasses.field(default_factory=set, repr=False)  # edited masks not yet encoded to RLE
+
+    @property
+    def segmentations(self) -> list:
+        """The COCO segmentations; a mask edited since the last read is encoded to RLE now (edits come
+        faster than anyone reads them, so each is encoded once, when it is saved or drawn from RLE)."""
+        if self._pending:
+            for i in self._pending:
+                self._segs[i] = mask_codec.encode(self._masks[i])
+            self._pending.clear()
+        return self._segs
+
+    @segmentations.setter
+    def segmentations(self, value: list) -> None:
+        self._segs, self._pending = value, set()
 
     # --- building --------------------------------------------------------------------------------------
     def add(self, category_id: int, bbox: Sequence[float], *, segmentation: Any = None, mask: np.ndarray | None = None,
@@ -148,6 +163,7 @@ class Instances:
             getattr(self, col)[i] = _copy(getattr(one, col)[0])
 
     def remove(self, i: int) -> None:
+        self.segmentations  # encode pending edits while their indices are valid  # noqa: B018
         for col in _COLUMNS:
             del getattr(self, col)[i]
 
@@ -173,8 +189,8 @@ class Instances:
     def mask(self, i: int) -> np.ndarray | None:
         """Instance ``i``'s bool (H, W) mask, decoded once; None without a segmentation. Raises
         db.masks.MaskError for an invalid segmentation."""
-        if self._masks[i] is None and self.segmentations[i]:
-            self._masks[i] = mask_codec.decode(self.segmentations[i], self.height, self.width)
+        if self._masks[i] is None and self._segs[i]:
+            self._masks[i] = mask_codec.decode(self._segs[i], self.height, self.width)
         return self._masks[i]
 
     def set_mask(self, i: int, mask: np.ndarray) -> None:
@@ -183,7 +199,7 @@ class Instances:
         if m.shape != (self.height, self.width):
             raise ValueError(f"mask is {m.shape[1]}x{m.shape[0]}, the image {self.width}x{self.height}")
         self._masks[i] = m
-        self.segmentations[i] = mask_codec.encode(m)
+        self._pending.add(i)  # its RLE is encoded when the segmentations are next read
         self.bboxes[i] = self._mask_box(i)
         self.areas[i] = None
 
@@ -195,23 +211,27 @@ class Instances:
         """The area as given, else the mask's pixel count, else the box's area."""
         if self.areas[i] is not None:
             return self.areas[i]
-        seg = self.segmentations[i]
+        if self._masks[i] is not None:
+            return float(self._masks[i].sum())
+        seg = self._segs[i]  # no mask decoded, so nothing pending for it
         if seg is not None:  # an empty polygon list has area 0
-            m = self._masks[i]
-            return float(m.sum()) if m is not None else (mask_codec.area(seg, self.height, self.width) if seg else 0.0)
+            return mask_codec.area(seg, self.height, self.width) if seg else 0.0
         return float(self.bboxes[i][2] * self.bboxes[i][3])
 
     def tight_bbox(self, i: int) -> list[float]:
         """The xywh box around the mask (COCO's convention: pixel extents); the stored box when the mask is
         empty or there is none."""
-        if self.segmentations[i]:
+        if self._masks[i] is not None or self._segs[i]:
             box = self._mask_box(i)
             if box[2] > 0 and box[3] > 0:
                 return box
         return [float(v) for v in self.bboxes[i]]
 
     def _mask_box(self, i: int) -> list[float]:
-        return mask_codec.bbox_xywh(self.segmentations[i], self.height, self.width)
+        """The box around the decoded mask when there is one (no encoding needed), else from the RLE."""
+        if self._masks[i] is not None:
+            return mask_codec.mask_bbox_xywh(self._masks[i])
+        return mask_codec.bbox_xywh(self._segs[i], self.height, self.width)
 
     def num_keypoints_of(self, i: int) -> int | None:
         """As given, else the keypoints with v > 0; None without keypoints."""
@@ -262,7 +282,7 @@ def _copy(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _copy(x) for k, x in v.items()}
     if isinstance(v, np.ndarray):
-        return v.copy()
+        return v.copy(order="K")  # decoded masks are column-major: a C-order copy would transpose them
     return v
 
 
