@@ -112,23 +112,36 @@ class Instances:
     def from_coco(cls, anns: Iterable[dict[str, Any]], height: int, width: int, *, source: str = "human",
                   state: str = "accepted") -> "Instances":
         """From COCO annotation dicts (ids, when present, become ``ann_ids``)."""
-        out = cls(height, width)
-        for a in anns:
-            out.add(a["category_id"], a["bbox"], segmentation=a.get("segmentation"), keypoints=a.get("keypoints"),
-                    score=a.get("score"), source=source, state=state, ann_id=a.get("id"),
-                    iscrowd=a.get("iscrowd", 0), area=a.get("area"), num_keypoints=a.get("num_keypoints"),
-                    extra={k: v for k, v in a.items() if k not in STANDARD_FIELDS} or None)
-        return out
+        a = list(anns)
+        return cls._columns(
+            height, width, ann_ids=[d.get("id") for d in a], category_ids=[int(d["category_id"]) for d in a],
+            bboxes=[list(d["bbox"]) for d in a], segmentations=[d.get("segmentation") for d in a],
+            keypoints=[_listed(d.get("keypoints")) for d in a], scores=[_float(d.get("score")) for d in a],
+            sources=[source] * len(a), states=[state] * len(a), iscrowd=[int(d.get("iscrowd", 0)) for d in a],
+            areas=[d.get("area") for d in a], num_keypoints=[d.get("num_keypoints") for d in a],
+            extras=[{k: v for k, v in d.items() if k not in STANDARD_FIELDS} or None for d in a],
+            loaded_states=[None] * len(a))
 
     @classmethod
     def from_rows(cls, rows: Iterable[Any], height: int, width: int) -> "Instances":
-        """From annotation rows (db.schema.Annotation), as stored."""
+        """From annotation rows (db.schema.Annotation, or result rows with its columns), as stored."""
+        r = list(rows)
+        full = bool(r) and hasattr(r[0], "model_version_id")  # ORM rows carry it; a narrower select may not
+        return cls._columns(
+            height, width, ann_ids=[a.id for a in r], category_ids=[a.category_id for a in r],
+            bboxes=[a.bbox for a in r], segmentations=[a.segmentation for a in r],
+            keypoints=[a.keypoints for a in r], scores=[a.score for a in r], sources=[a.source for a in r],
+            states=[a.review_state for a in r], iscrowd=[a.iscrowd for a in r], areas=[a.area for a in r],
+            num_keypoints=[a.num_keypoints for a in r], extras=[a.extra for a in r],
+            model_version_ids=[a.model_version_id for a in r] if full else None,
+            originals=[a.original for a in r] if full else None, loaded_states=[a.review_state for a in r])
+
+    @classmethod
+    def _columns(cls, height: int, width: int, **columns: list) -> "Instances":
         out = cls(height, width)
-        for a in rows:
-            out.add(a.category_id, a.bbox, segmentation=a.segmentation, keypoints=a.keypoints, score=a.score,
-                    source=a.source, state=a.review_state, ann_id=a.id, iscrowd=a.iscrowd, area=a.area,
-                    num_keypoints=a.num_keypoints, extra=a.extra, loaded_state=a.review_state,
-                    model_version_id=getattr(a, "model_version_id", None), original=getattr(a, "original", None))
+        n = len(columns["category_ids"])
+        for col in _COLUMNS:
+            setattr(out, col, columns.get(col) or ([False] * n if col in ("edited", "deleted") else [None] * n))
         return out
 
     # --- columns as a whole ----------------------------------------------------------------------------
@@ -274,6 +287,14 @@ class Instances:
         return dict(category_id=self.category_ids[i], segmentation=self.segmentations[i], bbox=self.bboxes[i],
                     area=self.area(i), iscrowd=self.iscrowd[i], keypoints=k,
                     num_keypoints=self.num_keypoints_of(i))
+
+
+def _listed(v: Any) -> list | None:
+    return None if v is None else list(v)
+
+
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)
 
 
 def _copy(v: Any) -> Any:

@@ -36,7 +36,9 @@ def rle_counts(counts: str) -> np.ndarray:
     ends = np.flatnonzero((c & 0x20) == 0)  # the last character of each number
     if ends.size == 0 or ends[-1] != c.size - 1:
         raise MaskError("RLE counts end in the middle of a number")
-    starts = np.r_[0, ends[:-1] + 1]
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
     lengths = ends - starts + 1
     if lengths.max() > 12:
         raise MaskError("RLE counts hold a number too large for any image")
@@ -64,18 +66,19 @@ def rle_problem(rle: Any, height: int, width: int) -> str | None:
     if isinstance(counts, list):
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
             return "uncompressed RLE 'counts' must be non-negative integers"
-        runs = counts
+        total = sum(counts)
     elif isinstance(counts, (str, bytes)):
         try:
-            runs = rle_counts(counts.decode("ascii") if isinstance(counts, bytes) else counts).tolist()
+            runs = rle_counts(counts.decode("ascii") if isinstance(counts, bytes) else counts)
         except (MaskError, UnicodeDecodeError) as e:
             return f"compressed RLE is not valid COCO RLE: {e}"
-        if any(v < 0 for v in runs):
+        if runs.size and runs.min() < 0:
             return "compressed RLE is not valid COCO RLE: a run length is negative"
+        total = int(runs.sum())
     else:
         return "RLE 'counts' must be a string or a list of integers"
-    if sum(runs) != height * width:
-        return f"RLE run lengths sum to {sum(runs)}, not height*width = {height * width}"
+    if total != height * width:
+        return f"RLE run lengths sum to {total}, not height*width = {height * width}"
     return None
 
 
