@@ -89,7 +89,7 @@ def instance_rows(ls: LabelSession, min_score: float = 0.0) -> list[list]:
         name = ls.categories[it.category_id].name if it.category_id in ls.categories else str(it.category_id)
         kp = ""
         if it.keypoints:
-            kp = f"{sum(1 for v in it.keypoints[2::3] if v > 0)}/{len(it.keypoints) // 3}"
+            kp = f"{ls.instances.num_keypoints_of(i)}/{len(it.keypoints) // 3}"
         rows.append([i, name, "" if it.score is None else round(it.score, 3), it.source,
                      it.state + (" (edited)" if it.edited else ""), kp])
     return rows

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from db import masks as mask_codec
+from db.instances import Instances
 
 PERSON_KEYPOINTS = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -143,15 +143,11 @@ def make_coco(n_images: int, *, size: int = 128, seed: int = 0, first_image_id: 
         name = f"{prefix}_{iid:06d}.png"
         files.append((name, pix))
         images.append({"id": iid, "file_name": name, "width": size, "height": size})
+        inst = Instances(size, size)  # exact labels: RLE, tight box, pixel area, num_keypoints derived there
         for o in objs:
-            rle = mask_codec.encode(o["mask"])
-            a = {"id": aid, "image_id": iid, "category_id": o["category_id"], "segmentation": rle,
-                 "area": float(o["mask"].sum()), "bbox": mask_codec.mask_bbox_xywh(o["mask"]), "iscrowd": 0}
-            if o["keypoints"] is not None:
-                a["keypoints"] = o["keypoints"]
-                a["num_keypoints"] = sum(1 for v in o["keypoints"][2::3] if v > 0)
-            anns.append(a)
+            inst.add(o["category_id"], [0, 0, 0, 0], mask=o["mask"], keypoints=o["keypoints"], ann_id=aid)
             aid += 1
+        anns += inst.to_coco(iid)
     return files, {"images": images, "annotations": anns, "categories": json.loads(json.dumps(CATEGORIES))}
 
 
