@@ -24,6 +24,7 @@ class BackgroundProposer:
         self._pending: set[int] = set()
         self._lock = threading.Lock()  # one model run at a time, shared with "propose again"
         self._predictor = None
+        self._assistant = None
         self.last_error = ""
         self._thread = threading.Thread(target=self._run, name="maskloop-proposals", daemon=True)
         self._thread.start()
@@ -41,6 +42,13 @@ class BackgroundProposer:
             if i in new and i not in self._pending:
                 self._pending.add(i)
                 self._queue.put(i)
+
+    def assist_box(self, image_id: int, box_xyxy, category_id: int | None = None) -> dict:
+        """The active model's instance for a box a labeler drew (model.api.assist_box); writes nothing. Shares
+        the one-model-run-at-a-time lock and the model with the background proposals."""
+        with self._lock:
+            self._assistant = api.assistant(self.store, self.options, self._assistant)
+            return api.assist_box(self.store, self._assistant, image_id, box_xyxy, category_id)
 
     def propose_now(self, image_id: int) -> dict:
         with self._lock:

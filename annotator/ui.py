@@ -546,10 +546,32 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
             tables, t_outs, _ = model_tab(store, options)
         with gr.Tab("Export", id="export"):
             export_tab(store, exports)
+        def assist(image_id: float, box: list[float], category_id: float | None = None) -> dict:
+            return assist_box(proposer, image_id, box, category_id)
+
+        gr.api(assist, api_name="assist_box", api_description=assist_box.__doc__)
         demo.load(refresh_counts, outputs=counts)
         dataset.select(show_page, g_page, page_outs)  # the gallery is drawn when the tab is opened, not on load
         demo.load(tables, outputs=t_outs)
     return demo
+
+
+def assist_box(proposer: BackgroundProposer, image_id: int, box: list[float], category_id: int | None = None) -> dict:
+    """/assist_box: (image_id, [x0, y0, x1, y1] in image pixels, category_id or None) -> {"category_id",
+    "score", "bbox" (xywh), "segmentation" (COCO RLE, counts a string), "keypoints" (flat x, y, v, or
+    null)}: the active model's instance for exactly that box. Writes nothing; bad input gets a message."""
+    try:
+        return proposer.assist_box(_whole(image_id, "image id"), box,
+                                   None if category_id is None else _whole(category_id, "category id"))
+    except UserError as e:
+        raise gr.Error(str(e)) from None
+
+
+def _whole(value, what: str) -> int:
+    """A JSON number that must be an integer (clients may send 3.0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise UserError(f"{what} {value!r} is not an integer")
+    return int(value)
 
 
 DEFAULT_MAX_UPLOAD_MB = 2048  # uploads (images, zips, COCO files) larger than 2 GiB are refused

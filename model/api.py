@@ -9,13 +9,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from db import jobs
 from db.errors import UserError
 from db.store import Store
+from db import annotations
 from db.instances import Instances
+from db.media import load_rgb
 from db.schema import ModelVersion
+from model.assist import Assistant
 from model.build import WeightsUnavailable
 from model.demo import fill_demo
 from model.options import ModelOptions
@@ -25,7 +30,7 @@ from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate
 __all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor", "Instances",
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
            "list_versions", "active_version", "active_predictor", "predictor", "propose_images",
-           "images_to_propose", "fill_demo"]
+           "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box"]
 
 
 def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
@@ -94,6 +99,39 @@ def start_training_process(store: Store, opts: TrainOptions) -> int:
 
 def cancel(store: Store, job_id: int) -> None:
     jobs.request_cancel(store, job_id)
+
+
+def assistant(store: Store, options: ModelOptions, current: Assistant | None = None) -> Assistant | None:
+    """A box-assist for the active model version, reusing ``current`` (and its cached image features) while
+    that version stays active. None when there is no model yet."""
+    p = active_predictor(store, options, current.predictor if current is not None else None)
+    if p is None:
+        return None
+    return current if current is not None and current.predictor is p else Assistant(p)
+
+
+def assist_box(store: Store, helper: Assistant | None, image_id: int, box_xyxy: Sequence[float],
+               category_id: int | None = None) -> dict[str, Any]:
+    """What the model sees in this box of an image (image pixels, x0 y0 x1 y1; the class from the box head
+    unless ``category_id`` is given): {"category_id", "score", "bbox" (xywh, tight around the mask),
+    "segmentation" (COCO RLE, counts a str), "keypoints" (flat x, y, v, or None)}. Writes nothing."""
+    if helper is None:
+        raise UserError("no model yet: fine-tune one first (Model tab, or app.py train --size tiny)")
+    if not isinstance(image_id, int) or isinstance(image_id, bool):
+        raise UserError(f"image id {image_id!r} is not an integer")
+    if category_id is not None and (not isinstance(category_id, int) or isinstance(category_id, bool)):
+        raise UserError(f"category id {category_id!r} is not an integer")
+    if not isinstance(box_xyxy, (list, tuple)) or len(box_xyxy) != 4:
+        raise UserError("the box must be [x0, y0, x1, y1] in image pixels")
+    im = annotations.images(store, [image_id]).get(image_id)
+    if im is None:
+        raise UserError(f"no image with id {image_id}")
+    inst = helper.box((helper.predictor.version.id, image_id, im.media_path),
+                      lambda: np.asarray(load_rgb(store.media_file(im.media_path))), (im.height, im.width),
+                      box_xyxy, category_id)
+    d = inst.coco(0, image_id, with_score=True)
+    return {"category_id": d["category_id"], "score": d["score"], "bbox": d["bbox"],
+            "segmentation": d["segmentation"], "keypoints": d.get("keypoints")}
 
 
 def predictor(store: Store, options: ModelOptions, batch_size: int = 4) -> Predictor:

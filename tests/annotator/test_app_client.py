@@ -23,3 +23,13 @@ def test_store_counts_upload_and_export_through_the_api(running_app, tmp_path, s
     assert len(coco.dataset["images"]) == counts["done"] + counts["new"] + 1
     for ann in coco.dataset["annotations"]:
         assert coco.annToMask(ann).sum() == ann["area"]
+
+
+def test_assist_box_without_a_model_says_so(running_app):
+    """The /assist_box endpoint exists and answers bad input with a message (the store has no model yet)."""
+    import pytest
+
+    _, url = running_app
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="no model yet"):
+        client.predict(1, [0, 0, 10, 10], None, api_name="/assist_box")

@@ -140,3 +140,63 @@ def test_category_without_instances_is_named_in_a_warning(tmp_path):
     assert any("'star' has no accepted instances" in w for w in r.warnings)
     with st.session() as s:
         assert "'star'" in s.get(ModelVersion, r.version_id).note
+
+
+def test_box_assist_answers_for_exactly_the_box_with_cached_features(demo_store, trained):
+    """The heads run on the box given: the model's own detection box and class give back its own mask."""
+    from db import annotations
+    from db.masks import decode, iou
+    from db.media import load_rgb
+    from model import api
+    from model.data import image_tensor
+
+    helper = api.assistant(demo_store, ModelOptions(weights="none"))
+    image_id = images_to_propose(demo_store)[0]
+    im = annotations.images(demo_store, [image_id])[image_id]
+    pix = np.asarray(load_rgb(demo_store.media_file(im.media_path)))
+    net, cmap = helper.predictor.net, helper.predictor.cmap
+    net.roi_heads.score_thresh = 0.0
+    with torch.inference_mode():
+        det = net([image_tensor(pix)])[0]
+    box, label = det["boxes"][0].tolist(), int(det["labels"][0])
+    own = (det["masks"][0, 0] > 0.5).numpy()
+    loads = []
+    real_load = helper.features
+
+    def counting(key, load):
+        return real_load(key, lambda: loads.append(1) or load())
+
+    helper.features = counting
+    got = api.assist_box(demo_store, helper, image_id, box, cmap.category_id(label))
+    assert got["category_id"] == cmap.category_id(label) and 0.0 <= got["score"] <= 1.0
+    m = decode(got["segmentation"], im.height, im.width)
+    assert own.sum() > 0 and iou(m, own) >= 0.95
+    x, y, w, h = got["bbox"]
+    if m.any():
+        ys, xs = np.nonzero(m)
+        assert [x, y, x + w, y + h] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # tight around the mask
+    free = api.assist_box(demo_store, helper, image_id, [10, 10, 60, 70])  # class from the box head
+    assert free["category_id"] in cmap.ids and isinstance(free["segmentation"]["counts"], str)
+    if free["category_id"] == 1:  # the stick figures carry keypoints
+        assert free["keypoints"] is not None and len(free["keypoints"]) == 51
+    assert loads == [1]  # the image was read and its features computed once for both boxes
+    with demo_store.session() as s:
+        assert s.query(Annotation).filter(Annotation.source == "assist").count() == 0  # nothing written
+
+
+@pytest.mark.parametrize("args, says", [
+    ((10 ** 6, [0, 0, 10, 10], None), "no image with id"),
+    ((None, [5, 5, 5, 20], None), "box is empty"),
+    ((None, [500, 500, 900, 900], None), "box is empty"),
+    ((None, [0, 0, 10, float("nan")], None), "finite"),
+    ((None, [0, 0, 10], None), "x0, y0, x1, y1"),
+    ((None, ["a", 0, 1, 1], None), "four numbers"),
+    ((None, [0, 0, 10, 10], 999), "no category with id 999"),
+])
+def test_box_assist_refuses_bad_input_with_a_message(demo_store, trained, args, says):
+    from model import api
+
+    helper = api.assistant(demo_store, ModelOptions(weights="none"))
+    image_id, box, cat = args
+    with pytest.raises(UserError, match=says):
+        api.assist_box(demo_store, helper, image_id or images_to_propose(demo_store)[0], box, cat)
