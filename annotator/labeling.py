@@ -353,6 +353,20 @@ class LabelSession:
         x, y = it.keypoints[3 * j], it.keypoints[3 * j + 1]
         self.set_keypoint(name, x, y, visibility, i)
 
+    def add_found(self, found: Instances) -> int:
+        """Add the single instance ``found`` (e.g. what box assist saw) as a new instance, selected and
+        ready to accept or edit; undo removes it."""
+        if len(found) != 1 or (found.height, found.width) != (self.height, self.width):
+            raise UserError("expected one instance of this image")
+        if found.category_ids[0] not in self.categories:
+            raise UserError(f"no category with id {found.category_ids[0]}")
+        i = len(self.instances)
+        self._record([i])
+        self.instances.append(found)
+        self.instances.ann_ids[i], self.instances.edited[i], self.instances.loaded_states[i] = None, True, None
+        self.selected = i
+        return i
+
     def new_instance(self, category_id: int, *, polygon: Sequence[tuple[float, float]] | None = None,
                      mask: np.ndarray | None = None, stroke: tuple[Sequence[tuple[float, float]], float] | None = None) -> int:
         """Draw a new instance (polygon, brush stroke or mask) of a category; it is selected."""

@@ -16,10 +16,11 @@ from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
 from db import categories as cat_db
 from db.errors import UserError
+from db.instances import Instances
 from db.store import Store
 from model.api import ModelOptions
 
-TOOLS = ["select", "brush", "eraser", "polygon", "box", "keypoint"]
+TOOLS = ["select", "brush", "eraser", "polygon", "box", "assist", "keypoint"]
 VIS = {"visible (2)": 2, "occluded (1)": 1, "not labeled (0)": 0}
 
 SHORTCUTS = """
@@ -38,12 +39,15 @@ SHORTCUTS = """
 | `e` | eraser |
 | `g` | polygon |
 | `k` | keypoint |
+| `x` | assist (two corners of a rough box: the model finds the object in it) |
 
 Clicking the image: *select* picks the smallest instance under the pointer; *brush*/*eraser* paint a dab of
 the brush size on the selected mask (for drag strokes, load the mask into the paint canvas below the image,
 paint or erase there, then apply) (with nothing selected, the brush starts a new instance of the "new
 instance class"); *polygon* places vertices (then add, subtract or make a new instance); *box* takes two
-opposite corners; *keypoint* places the chosen keypoint on the selected instance.
+opposite corners; *assist* takes two opposite corners of a rough box around an object the proposals missed,
+and the active model's heads find that object's mask (and keypoints) in exactly that box: it arrives as a new
+selected instance, to accept (`a`) or edit; *keypoint* places the chosen keypoint on the selected instance.
 
 Moving to another image **saves** unsaved edits first. Saving marks the image done; proposals you did not
 accept are saved as rejected.
@@ -63,7 +67,7 @@ document.addEventListener('keydown', (e) => {
   else if (ctrl) return;
   else id = {a: 'btn-accept', r: 'btn-reject', Delete: 'btn-delete', n: 'btn-next', ArrowRight: 'btn-next',
              p: 'btn-prev', ArrowLeft: 'btn-prev', s: 'btn-save', z: 'btn-undo', y: 'btn-redo'}[k] || null;
-  if (!id) tool = {v: 'select', b: 'brush', e: 'eraser', g: 'polygon', k: 'keypoint'}[k] || null;
+  if (!id) tool = {v: 'select', b: 'brush', e: 'eraser', g: 'polygon', k: 'keypoint', x: 'assist'}[k] || null;
   if (tool) {
     const input = document.querySelector('#tool input[value="' + tool + '"]');
     if (input) { e.preventDefault(); input.click(); }
@@ -173,13 +177,17 @@ class LabelTab:
                     return f"new instance #{i}"
                 ls.paint([(x, y)], radius, erase=tool == "eraser")
                 return ""
-            if tool in ("polygon", "box"):
+            if tool in ("polygon", "box", "assist"):
                 pending.append((x, y))
                 if tool == "box" and len(pending) == 2:
                     (x0, y0), (x1, y1) = pending
                     pending.clear()
                     ls.set_box(x0, y0, x1, y1)
                     return "box set"
+                if tool == "assist" and len(pending) == 2:
+                    (x0, y0), (x1, y1) = pending
+                    pending.clear()
+                    return self.assist(ls, [x0, y0, x1, y1])
                 return f"{len(pending)} point(s)"
             if tool == "keypoint":
                 if not kp_name:
@@ -193,6 +201,15 @@ class LabelTab:
         except UserError as e:
             msg = str(e)
         return (ls, pending) + self.outputs(ls, min_score, pending, msg)
+
+    def assist(self, ls: LabelSession, box: list[float]) -> str:
+        """Box assist on the open image: the model's instance in that box becomes a new selected instance."""
+        got = self.proposer.assist_box(ls.image_id, box, None)
+        found = Instances.from_coco([{k: v for k, v in got.items() if v is not None}], ls.height, ls.width,
+                                    source="assist", state="proposed")
+        i = ls.add_found(found)
+        name = ls.categories[found.category_ids[0]].name
+        return f"assist found #{i} {name} (score {got['score']:.2f}): accept (a), edit, or set its class"
 
     def save(self, ls, min_score, request=None):
         if ls is None:

@@ -200,3 +200,35 @@ def test_box_assist_refuses_bad_input_with_a_message(demo_store, trained, args, 
     image_id, box, cat = args
     with pytest.raises(UserError, match=says):
         api.assist_box(demo_store, helper, image_id or images_to_propose(demo_store)[0], box, cat)
+
+
+def test_assist_tool_in_the_label_tab_adds_a_selected_instance_that_saves_as_assist(demo_store, trained):
+    import types
+
+    from annotator import view
+    from annotator.background import BackgroundProposer
+    from annotator.labeling import LabelSession
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(demo_store, BackgroundProposer(demo_store, ModelOptions(weights="none")))
+    image_id = images_to_propose(demo_store)[-1]
+    ls = LabelSession(demo_store, image_id)
+    n = len(ls.instances)
+    scale = view.display_scale(ls)
+    pending: list = []
+    for x, y in ((8, 8), (80, 88)):  # two corners of a rough box, clicked on the displayed picture
+        evt = types.SimpleNamespace(index=[x * scale, y * scale])
+        out = tab.click(ls, pending, "assist", 8, 0.0, None, "visible (2)", None, evt)
+    message = out[4]
+    assert "assist found" in message and len(ls.instances) == n + 1 and ls.selected == n
+    assert ls.instances[n].source == "assist" and ls.instances[n].mask is not None
+    ls.accept()
+    ls.undo()  # the accept
+    ls.undo()  # the assist itself
+    assert len(ls.instances) == n
+    ls.redo()
+    ls.accept(n)
+    ls.save("alice")
+    with demo_store.session() as s:
+        row = s.scalars(select(Annotation).where(Annotation.image_id == image_id, Annotation.source == "assist")).one()
+    assert row.review_state == "accepted" and row.segmentation["size"] == [ls.height, ls.width]
