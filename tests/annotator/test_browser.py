@@ -158,3 +158,23 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     assert person and person[0]["keypoints"][2] == 2
     for a in mine:
         assert coco.annToMask(a).sum() == a["area"]
+
+
+def test_assist_tool_finds_an_object_in_a_rough_box(app_with_model, page):
+    """The assist tool in a real browser: two clicks around an object, a new selected instance appears."""
+    store, url, image_id = app_with_model
+    page.goto(url)
+    expect(page.locator("#canvas img")).to_be_visible(timeout=60_000)
+    _open(page, image_id)
+    page.locator("#image-info").click()  # keys go to the shortcuts
+    page.keyboard.press("x")  # the assist tool
+    expect(page.locator("#tool input[value='assist']")).to_be_checked()
+    _click_image(page, 0.1, 0.1)
+    expect(page.locator("#message")).to_contain_text("1 point(s)")
+    _click_image(page, 0.9, 0.9)
+    expect(page.locator("#message")).to_contain_text("assist found")
+    box = page.locator("#score-slider input[type='number']")
+    box.fill("1")  # hide the model's proposals: what the labeler asked for stays
+    box.press("Enter")
+    expect(page.locator("#instances")).to_contain_text("assist")
+    expect(page.locator("#instances")).not_to_contain_text("model")
