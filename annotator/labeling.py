@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
@@ -17,7 +17,7 @@ from db import masks as mask_codec
 from db.annotations import SaveConflict
 from db.errors import UserError
 from db.media import load_rgb
-from db.instances import Instances
+from db.instances import Instance, Instances
 from db.store import Store
 
 __all__ = ["LabelSession", "CategoryInfo", "SaveConflict"]

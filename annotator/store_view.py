@@ -6,7 +6,6 @@ Plain functions (no gradio): the UI callbacks and the tests call these.
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import tempfile
 import threading

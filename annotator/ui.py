@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 from starlette.middleware import Middleware
 

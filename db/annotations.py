@@ -13,7 +13,7 @@ Image statuses move ``new`` -> ``proposed`` (proposals written) -> ``in_review``
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError

@@ -23,6 +23,11 @@ from db.schema import Image, utcnow
 from db.store import Settings, Store
 
 
+# What reading one file or zip entry can raise besides BadImage: an unreadable file, a corrupt archive
+# member (bad CRC, truncated deflate stream, an unsupported compression method or an encrypted entry).
+READ_ERRORS = (OSError, zipfile.BadZipFile, RuntimeError, EOFError, zlib.error, NotImplementedError)
+
+
 @dataclasses.dataclass
 class IngestReport:
     added: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (image id, file name)
@@ -77,8 +82,8 @@ def iter_sources(paths: Iterable[str | Path], report: IngestReport, settings: Se
                 else:
                     yield Source(str(f), f.relative_to(path).as_posix(),
                                  lambda f=f: read_file(f, settings.max_image_bytes))
-        elif _not_regular(path):
-            report.skipped.append((shown(path), _not_regular(path)))
+        elif why := _not_regular(path):
+            report.skipped.append((shown(path), why))
         elif path.suffix.lower() == ".zip":
             yield from _zip_sources(path, report, shown(path), settings)
         else:
@@ -98,9 +103,9 @@ def _walk(folder: Path) -> list[Path]:
     """Every entry under ``folder`` that is not a folder (recursive, links to folders not descended), sorted."""
     out = []
     for dirpath, dirs, files in os.walk(folder):
-        out += [Path(dirpath) / f for f in files]
-        out += [Path(dirpath) / d for d in dirs if (Path(dirpath) / d).is_symlink()
-                and not (Path(dirpath) / d).exists()]
+        here = Path(dirpath)
+        out += [here / f for f in files]
+        out += [here / d for d in dirs if (here / d).is_symlink() and not (here / d).exists()]  # broken links
     return sorted(out)
 
 
@@ -161,7 +166,7 @@ def extract_zip(path: Path, dest: Path, settings: Settings) -> list[tuple[str, s
         target = dest / src.file_name
         try:
             data = src.read()
-        except (BadImage, OSError, zipfile.BadZipFile, RuntimeError, EOFError, zlib.error, NotImplementedError) as e:
+        except (BadImage, *READ_ERRORS) as e:
             report.skipped.append((src.display, str(e)))
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +204,7 @@ def ingest(
         taken = set(s.scalars(select(Image.file_name)))
     batch: list[dict] = []
     shown_names: list[str] = []
+    batch_hashes: set[str] = set()  # content hashes in ``batch``
     new_ids: dict[str, int] = {}  # content hash -> id, for images added by this run
     repeats: list[tuple[str, str]] = []  # (name, content hash) of second copies of files added by this run
 
@@ -219,6 +225,7 @@ def ingest(
             journal.committed()  # each row is in (or its bytes belong to an image that is)
         batch.clear()
         shown_names.clear()
+        batch_hashes.clear()
 
     with media_writer(store.settings) as journal:
         for n, src in enumerate(iter_sources(paths, report, store.settings, shown), start=1):
@@ -230,13 +237,13 @@ def ingest(
             except BadImage as e:
                 report.skipped.append((src.display, str(e)))
                 continue
-            except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, zlib.error, NotImplementedError) as e:
+            except READ_ERRORS as e:
                 report.skipped.append((src.display, f"cannot be read: {e}"))
                 continue
             if prepared.content_hash in known_hash:
                 report.duplicates.append((src.display, known_hash[prepared.content_hash]))
                 continue
-            if prepared.content_hash in new_ids or any(r["content_hash"] == prepared.content_hash for r in batch):
+            if prepared.content_hash in new_ids or prepared.content_hash in batch_hashes:
                 repeats.append((src.display, prepared.content_hash))
                 continue
             write_new_media(store.settings.media_dir, prepared, journal)
@@ -247,6 +254,7 @@ def ingest(
                               width=prepared.width, height=prepared.height, status="new", row_version=1,
                               created_at=now, updated_at=now))
             shown_names.append(src.display)
+            batch_hashes.add(prepared.content_hash)
             if len(batch) >= batch_size:
                 flush()
         flush()

@@ -40,28 +40,33 @@ _COLUMNS = ("ann_ids", "category_ids", "bboxes", "segmentations", "keypoints", "
             "loaded_states", "_masks")
 
 
+def _column(repr: bool = True) -> Any:  # noqa: A002 - dataclasses.field's own name
+    """One list per column, one entry per instance."""
+    return dataclasses.field(default_factory=list, repr=repr)
+
+
 @dataclasses.dataclass(eq=False)
 class Instances:
     height: int
     width: int
-    ann_ids: list = dataclasses.field(default_factory=list)
-    category_ids: list = dataclasses.field(default_factory=list)
-    bboxes: list = dataclasses.field(default_factory=list)
-    _segs: list = dataclasses.field(default_factory=list, repr=False)  # read through ``segmentations``
-    keypoints: list = dataclasses.field(default_factory=list)
-    scores: list = dataclasses.field(default_factory=list)
-    sources: list = dataclasses.field(default_factory=list)
-    states: list = dataclasses.field(default_factory=list)
-    iscrowd: list = dataclasses.field(default_factory=list)
-    areas: list = dataclasses.field(default_factory=list)
-    num_keypoints: list = dataclasses.field(default_factory=list)
-    extras: list = dataclasses.field(default_factory=list)
-    model_version_ids: list = dataclasses.field(default_factory=list)
-    originals: list = dataclasses.field(default_factory=list)
-    edited: list = dataclasses.field(default_factory=list)
-    deleted: list = dataclasses.field(default_factory=list)
-    loaded_states: list = dataclasses.field(default_factory=list)
-    _masks: list = dataclasses.field(default_factory=list, repr=False)  # decoded masks, None until asked for
+    ann_ids: list = _column()
+    category_ids: list = _column()
+    bboxes: list = _column()
+    _segs: list = _column(repr=False)  # read through ``segmentations``
+    keypoints: list = _column()
+    scores: list = _column()
+    sources: list = _column()
+    states: list = _column()
+    iscrowd: list = _column()
+    areas: list = _column()
+    num_keypoints: list = _column()
+    extras: list = _column()
+    model_version_ids: list = _column()
+    originals: list = _column()
+    edited: list = _column()
+    deleted: list = _column()
+    loaded_states: list = _column()
+    _masks: list = _column(repr=False)  # decoded masks, None until asked for
     _pending: set = dataclasses.field(default_factory=set, repr=False)  # edited masks not yet encoded to RLE
 
     @property

@@ -179,14 +179,21 @@ def to_compressed(rle: dict[str, Any]) -> dict[str, Any]:
 
 
 def _as_pycoco(rle: dict[str, Any]) -> dict[str, Any]:
+    """Any COCO RLE as pycocotools takes it (bytes counts), checked once (to_compressed)."""
     r = to_compressed(rle)
     return {"size": r["size"], "counts": r["counts"].encode("ascii")}
+
+
+def _encoded(rle: dict[str, Any]) -> dict[str, Any]:
+    """An RLE this module just made (compressed, str counts) as pycocotools takes it: nothing to check."""
+    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
 
 
 def decode(segmentation: Any, height: int, width: int) -> np.ndarray:
     """COCO segmentation (polygons or RLE) -> bool mask (H, W). Raises MaskError for an invalid one."""
     if isinstance(segmentation, dict):
-        check(segmentation, height, width)
+        if segmentation.get("size") != [height, width]:
+            check(segmentation, height, width)  # names the size mismatch
         return mask_utils.decode(_as_pycoco(segmentation)).astype(bool)
     if not segmentation:
         return np.zeros((height, width), dtype=bool)
@@ -208,14 +215,14 @@ def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
 def area(segmentation: Any, height: int, width: int) -> float:
     if isinstance(segmentation, dict):
         return float(mask_utils.area(_as_pycoco(segmentation)))
-    return float(mask_utils.area(_as_pycoco(to_rle(segmentation, height, width))))
+    return float(mask_utils.area(_encoded(to_rle(segmentation, height, width))))
 
 
 def bbox_xywh(segmentation: Any, height: int, width: int) -> list[float]:
     """Tight xywh box around the mask (COCO's convention: pixel extents, not centres)."""
     if isinstance(segmentation, dict):
         return [float(v) for v in mask_utils.toBbox(_as_pycoco(segmentation))]
-    return [float(v) for v in mask_utils.toBbox(_as_pycoco(to_rle(segmentation, height, width)))]
+    return [float(v) for v in mask_utils.toBbox(_encoded(to_rle(segmentation, height, width)))]
 
 
 def mask_bbox_xywh(mask: np.ndarray) -> list[float]:

@@ -55,7 +55,7 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
         if now - last[0] < 1.0 and p.iteration < p.total and p.phase == "training":
             return False
         last[0] = now
-        msg = (f"evaluating on the held-out images" if p.phase == "evaluating" else
+        msg = ("evaluating on the held-out images" if p.phase == "evaluating" else
                f"iteration {p.iteration}/{p.total}, loss {sum(p.losses.values()):.3f}, ETA {p.eta:.0f} s")
         return jobs.report(store, job_id, p.iteration / max(1, p.total), msg,
                            {"iteration": p.iteration, "total": p.total, "losses": p.losses, "eta": p.eta,

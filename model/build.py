@@ -160,14 +160,18 @@ def save_checkpoint(path: Path, model: nn.Module, config: ModelConfig, cmap: Cat
             os.unlink(tmp)
 
 
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's first line, cut to ``limit`` characters (torch's load errors run to paragraphs)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path}: no such file") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"checkpoint {path} cannot be read ({first[:200]})") from None
+        raise UserError(f"checkpoint {path} cannot be read ({_first_line(e)})") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {path} is not a maskloop checkpoint")
     return ck
@@ -244,15 +248,13 @@ def load_coco_nets(weights: str = "coco") -> CocoNets:
         except FileNotFoundError:
             raise UserError(f"--weights {weights}: no such file") from None
         except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"--weights {weights}: not a file torch can read ({first[:160]})") from None
+            raise UserError(f"--weights {weights}: not a file torch can read ({_first_line(e, 160)})") from None
         inst = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
         try:
             inst.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - wrong keys or shapes, or not a dict at all
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"--weights {weights}: neither a maskloop checkpoint nor a state dict of torchvision's "
-                            f"maskrcnn_resnet50_fpn_v2 with 91 COCO classes ({first[:160]})") from None
+                            f"maskrcnn_resnet50_fpn_v2 with 91 COCO classes ({_first_line(e, 160)})") from None
     try:
         if inst is None:
             inst = maskrcnn_resnet50_fpn_v2(weights=mw)
