@@ -1,11 +1,15 @@
-"""Proposals for the next images, computed in a background thread while the person works, so opening an
-image shows its proposals at once. Uses the active model through model.api; one image at a time."""
+"""Model work done in a background thread while the person works, so opening an image shows its proposals at
+once and the assist tool answers at once: proposals for the next images, and the backbone features that assist
+prompts use for the opened image and the next ones. Uses the active model through model.api; one model run at
+a time."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
+import time
 from typing import Iterable
 
 from db import annotations
@@ -15,14 +19,20 @@ from model import api
 
 log = logging.getLogger(__name__)
 
+_NOW, _SOON = 0, 1  # queue priorities: the opened image's assist features, then everything else in order
+
 
 class BackgroundProposer:
     def __init__(self, store: Store, options: api.ModelOptions | None = None, min_score: float = 0.3):
         self.store, self.min_score = store, min_score
         self.options = options or api.ModelOptions()
-        self._queue: "queue.Queue[int]" = queue.Queue()
+        # (priority, order, kind "propose" | "warm", warm generation, image id)
+        self._queue: "queue.PriorityQueue[tuple[int, int, str, int, int]]" = queue.PriorityQueue()
+        self._order = itertools.count()
         self._pending: set[int] = set()
-        self._lock = threading.Lock()  # one model run at a time, shared with "propose again"
+        self._generations = itertools.count(1)
+        self._warm_generation = 0  # a warm() supersedes the features still queued by the ones before it
+        self._lock = threading.Lock()  # one model run at a time, shared with "propose again" and assist
         self._predictor = None
         self._assistant = None
         self.last_error = ""
@@ -34,6 +44,12 @@ class BackgroundProposer:
         self._predictor = api.active_predictor(self.store, self.options, self._predictor)
         return self._predictor
 
+    def assistant(self):
+        """The active model's assist (keeping its cached features while that version stays active). None: no
+        model; UserError: a round-0 model, which cannot be prompted. Call with the lock held."""
+        self._assistant = api.assistant(self.store, self.options, self._assistant)
+        return self._assistant
+
     def want(self, image_ids: Iterable[int]) -> None:
         """Queue these images for proposals if they have none yet (status new)."""
         ids = list(image_ids)
@@ -41,14 +57,31 @@ class BackgroundProposer:
         for i in ids:
             if i in new and i not in self._pending:
                 self._pending.add(i)
-                self._queue.put(i)
+                self._queue.put((_SOON, next(self._order), "propose", 0, i))
+
+    def warm(self, image_ids: Iterable[int]) -> None:
+        """Compute the assist features of these images in the background: the first (the opened image) before
+        any other queued work, the rest (the next images) in turn. Features still queued by an earlier call are
+        dropped. Does nothing without a fine-tuned model."""
+        generation = self._warm_generation = next(self._generations)
+        for k, i in enumerate(image_ids):
+            self._queue.put((_NOW if k == 0 else _SOON, next(self._order), "warm", generation, i))
+
+    def features_ready(self, image_id: int) -> bool:
+        """Whether the assist features of this image are cached for the active model's assist."""
+        return api.assist_features_ready(self.store, self._assistant, image_id)
 
     def assist_box(self, image_id: int, box_xyxy, category_id: int | None = None) -> dict:
         """The active model's instance for a box a labeler drew (model.api.assist_box); writes nothing. Shares
         the one-model-run-at-a-time lock and the model with the background proposals."""
         with self._lock:
-            self._assistant = api.assistant(self.store, self.options, self._assistant)
-            return api.assist_box(self.store, self._assistant, image_id, box_xyxy, category_id)
+            return api.assist_box(self.store, self.assistant(), image_id, box_xyxy, category_id)
+
+    def assist_point(self, image_id: int, x: float, y: float, category_id: int | None = None) -> dict:
+        """The active model's best detection covering a point a labeler clicked (model.api.assist_point);
+        writes nothing. Shares the lock and the model as ``assist_box`` does."""
+        with self._lock:
+            return api.assist_point(self.store, self.assistant(), image_id, x, y, category_id)
 
     def propose_now(self, image_id: int) -> dict:
         with self._lock:
@@ -59,16 +92,42 @@ class BackgroundProposer:
 
     def _run(self) -> None:
         while True:
-            image_id = self._queue.get()
+            _, _, kind, generation, image_id = self._queue.get()
             try:
-                with self._lock:
-                    im = annotations.images(self.store, [image_id]).get(image_id)
-                    still_new = im is not None and im.status == "new"
-                    p = self.predictor() if still_new else None
-                    if p is not None:
-                        api.propose_images(self.store, [image_id], self.options, self.min_score, predictor=p)
+                if kind == "warm":
+                    self._warm_one(image_id, generation)
+                else:
+                    self._propose_one(image_id)
             except Exception as e:  # noqa: BLE001 - a background failure is shown in the UI, never fatal
-                self.last_error = f"background proposals for image {image_id} failed: {e}"
+                what = "assist features" if kind == "warm" else "proposals"
+                self.last_error = f"background {what} for image {image_id} failed: {e}"
                 log.warning(self.last_error)
             finally:
-                self._pending.discard(image_id)
+                if kind == "propose":
+                    self._pending.discard(image_id)
+                self._queue.task_done()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the queued work to be done; whether it is."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self._queue.unfinished_tasks
+
+    def _propose_one(self, image_id: int) -> None:
+        with self._lock:
+            im = annotations.images(self.store, [image_id]).get(image_id)
+            p = self.predictor() if im is not None and im.status == "new" else None
+            if p is not None:
+                api.propose_images(self.store, [image_id], self.options, self.min_score, predictor=p)
+
+    def _warm_one(self, image_id: int, generation: int) -> None:
+        with self._lock:
+            if generation != self._warm_generation:  # the person has moved on since this was queued
+                return
+            try:
+                helper = self.assistant()
+                if helper is not None:
+                    api.assist_features(self.store, helper, image_id)
+            except UserError as e:  # a round-0 model (no assist), or an image gone since: nothing to warm
+                log.debug("no assist features for image %s: %s", image_id, e)

@@ -20,7 +20,7 @@ from db import annotations
 from db.instances import Instances
 from db.media import load_rgb
 from db.schema import ModelVersion
-from model.assist import Assistant
+from model.assist import ROUND0_REFUSED, Assistant
 from model.build import WeightsUnavailable
 from model.demo import fill_demo
 from model.options import ModelOptions
@@ -30,7 +30,8 @@ from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate
 __all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor", "Instances",
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
            "list_versions", "active_version", "active_predictor", "predictor", "propose_images",
-           "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box"]
+           "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box", "assist_point",
+           "assist_features", "assist_features_ready"]
 
 
 def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
@@ -103,7 +104,11 @@ def cancel(store: Store, job_id: int) -> None:
 
 def assistant(store: Store, options: ModelOptions, current: Assistant | None = None) -> Assistant | None:
     """A box-assist for the active model version, reusing ``current`` (and its cached image features) while
-    that version stays active. None when there is no model yet."""
+    that version stays active. None when there is no model yet; UserError for the round-0 COCO networks,
+    refused before they are loaded."""
+    v = active_version(store)
+    if v is not None and v.checkpoint == "coco":
+        raise UserError(ROUND0_REFUSED)
     p = active_predictor(store, options, current.predictor if current is not None else None)
     if p is None:
         return None
@@ -115,20 +120,56 @@ def assist_box(store: Store, helper: Assistant | None, image_id: int, box_xyxy: 
     """What the model sees in this box of an image (image pixels, x0 y0 x1 y1; the class from the box head
     unless ``category_id`` is given): {"category_id", "score", "bbox" (xywh, tight around the mask),
     "segmentation" (COCO RLE, counts a str), "keypoints" (flat x, y, v, or None)}. Writes nothing."""
+    key, load, size_hw = _prompted(store, helper, image_id, category_id)
+    if not isinstance(box_xyxy, (list, tuple)) or len(box_xyxy) != 4:
+        raise UserError("the box must be [x0, y0, x1, y1] in image pixels")
+    return _answer(helper.box(key, load, size_hw, box_xyxy, category_id), image_id)
+
+
+def assist_point(store: Store, helper: Assistant | None, image_id: int, x: float, y: float,
+                 category_id: int | None = None) -> dict[str, Any]:
+    """The model's best detection covering the point (x, y) of an image (image pixels), however low its
+    score (only of ``category_id`` when given), as ``assist_box`` answers: {"category_id", "score", "bbox",
+    "segmentation", "keypoints"}. UserError when the model sees nothing there. Writes nothing."""
+    key, load, size_hw = _prompted(store, helper, image_id, category_id)
+    return _answer(helper.point(key, load, size_hw, x, y, category_id), image_id)
+
+
+def assist_features(store: Store, helper: Assistant, image_id: int) -> None:
+    """Compute (or, when cached, mark as just used) the features assist prompts of this image will use."""
+    key, load, _ = _prompted(store, helper, image_id)
+    helper.features(key, load)
+
+
+def assist_features_ready(store: Store, helper: Assistant | None, image_id: int) -> bool:
+    """Whether the features assist prompts of this image will use are cached."""
+    if helper is None:
+        return False
+    im = annotations.images(store, [image_id]).get(image_id)
+    return im is not None and helper.has_features(_assist_key(helper, image_id, im.media_path))
+
+
+def _assist_key(helper: Assistant, image_id: int, media_path: str) -> tuple:
+    return helper.predictor.version.id, image_id, media_path
+
+
+def _prompted(store: Store, helper: Assistant | None, image_id: int, category_id: int | None = None
+              ) -> tuple[tuple, Callable[[], np.ndarray], tuple[int, int]]:
+    """An assist prompt's image, checked: (cache key, pixel loader, (height, width))."""
     if helper is None:
         raise UserError("no model yet: fine-tune one first (Model tab, or app.py train --size tiny)")
     if not isinstance(image_id, int) or isinstance(image_id, bool):
         raise UserError(f"image id {image_id!r} is not an integer")
     if category_id is not None and (not isinstance(category_id, int) or isinstance(category_id, bool)):
         raise UserError(f"category id {category_id!r} is not an integer")
-    if not isinstance(box_xyxy, (list, tuple)) or len(box_xyxy) != 4:
-        raise UserError("the box must be [x0, y0, x1, y1] in image pixels")
     im = annotations.images(store, [image_id]).get(image_id)
     if im is None:
         raise UserError(f"no image with id {image_id}")
-    inst = helper.box((helper.predictor.version.id, image_id, im.media_path),
-                      lambda: np.asarray(load_rgb(store.media_file(im.media_path))), (im.height, im.width),
-                      box_xyxy, category_id)
+    return (_assist_key(helper, image_id, im.media_path),
+            lambda: np.asarray(load_rgb(store.media_file(im.media_path))), (im.height, im.width))
+
+
+def _answer(inst: Instances, image_id: int) -> dict[str, Any]:
     d = inst.coco(0, image_id, with_score=True)
     return {"category_id": d["category_id"], "score": d["score"], "bbox": d["bbox"],
             "segmentation": d["segmentation"], "keypoints": d.get("keypoints")}
