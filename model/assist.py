@@ -28,7 +28,6 @@ from model.convert import instances_from_output
 from model.data import image_tensor
 from model.predict import Predictor
 
-
 ROUND0_REFUSED = ("assist needs a fine-tuned model: the round-0 COCO networks cannot be prompted with a box or a "
                   "point here; fine-tune once (Model tab or app.py train)")
 
