@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -52,7 +53,11 @@ class LabelSession:
         self.store = store
         self.image_id = image_id
         self._load(mark_in_review=True)
+        self.min_score = 0.0  # the view's "hide proposals below" threshold: what "shown" and "next" mean
+        self.seq = 0  # the last canvas message applied (annotator.canvas)
+        self.lock = threading.RLock()  # one edit at a time, whichever way it came
         self.selected: int | None = None
+        self.selected = self.next_unreviewed()
         self._undo: list[list[tuple[int, Instances | None]]] = []  # (index, that instance before) per edit
         self._redo: list[list[tuple[int, Instances | None]]] = []
         self.dirty = False
@@ -195,6 +200,18 @@ class LabelSession:
         self.selected = min(hits)[1] if hits else None
         return self.selected
 
+    def next_unreviewed(self) -> int | None:
+        """The shown, unreviewed proposal to look at next: the highest score first (never the selected one
+        while others are left)."""
+        todo = [i for i in self.visible(self.min_score) if self.instances[i].state == "proposed"]
+        todo.sort(key=lambda i: (-(self.instances[i].score or 0.0), i))
+        others = [i for i in todo if i != self.selected]
+        return (others or todo or [None])[0]
+
+    def unreviewed(self) -> int:
+        """How many instances are still proposals nobody accepted or rejected (shown or not)."""
+        return sum(1 for it in self.instances if not it.deleted and it.state == "proposed")
+
     def _need(self, index: int | None) -> int:
         index = self.selected if index is None else index
         if index is None or not (0 <= index < len(self.instances)) or self.instances[index].deleted:
@@ -212,6 +229,22 @@ class LabelSession:
 
     def reject(self, index: int | None = None) -> None:
         self.set_state("rejected", index)
+
+    def review(self, state: str, index: int | None = None) -> int | None:
+        """Accept or reject one instance, then select the next unreviewed one (the keyboard review: one key
+        per instance). Returns the newly selected index (None when none are left)."""
+        self.set_state(state, index)
+        self.selected = self.next_unreviewed()
+        return self.selected
+
+    def reject_rest(self) -> int:
+        """Reject every proposal still unreviewed (shown or hidden by the score threshold); one undo step."""
+        idx = [i for i, it in enumerate(self.instances) if not it.deleted and it.state == "proposed"]
+        if idx:
+            self._record(idx)
+            for i in idx:
+                self.instances[i].state = "rejected"
+        return len(idx)
 
     def delete(self, index: int | None = None) -> None:
         i = self._need(index)
@@ -367,6 +400,37 @@ class LabelSession:
         self.selected = i
         return i
 
+    def replace_found(self, index: int, found: Instances) -> None:
+        """Put ``found`` (assist's answer for a moved box) in place of instance ``index``; one undo step."""
+        i = self._need(index)
+        if len(found) != 1 or (found.height, found.width) != (self.height, self.width):
+            raise UserError("expected one instance of this image")
+        self._record([i])
+        ann_id, loaded = self.instances.ann_ids[i], self.instances.loaded_states[i]
+        self.instances.put(i, found)
+        self.instances.ann_ids[i], self.instances.loaded_states[i], self.instances.edited[i] = ann_id, loaded, True
+
+    def move_vertex(self, part: int, vertex: int, x: float, y: float, index: int | None = None) -> None:
+        """Move one vertex of a polygon annotation; it stays a polygon (COCO polygons, not RLE)."""
+        i = self._need(index)
+        seg = self.instances.segmentations[i]
+        if not isinstance(seg, list) or not seg:
+            raise UserError("this instance's mask is not a polygon: edit it with the brush or eraser")
+        if not (isinstance(part, int) and isinstance(vertex, int) and 0 <= part < len(seg)
+                and 0 <= vertex < len(seg[part]) // 2):
+            raise UserError(f"the polygon has no vertex {vertex} in part {part}")
+        ((x, y),) = _points([(x, y)])
+        x, y = min(max(x, 0.0), float(self.width)), min(max(y, 0.0), float(self.height))
+        polygons = [list(p) for p in seg]
+        polygons[part][2 * vertex:2 * vertex + 2] = [round(x, 2), round(y, 2)]
+        try:
+            mask_codec.check(polygons, self.height, self.width)
+        except mask_codec.MaskError as e:
+            raise UserError(f"polygon refused: {e}") from None
+        self._record([i])
+        self._edited(i)
+        self.instances.set_polygons(i, polygons)
+
     def new_instance(self, category_id: int, *, polygon: Sequence[tuple[float, float]] | None = None,
                      mask: np.ndarray | None = None, stroke: tuple[Sequence[tuple[float, float]], float] | None = None) -> int:
         """Draw a new instance (polygon, brush stroke or mask) of a category; it is selected."""
@@ -392,19 +456,31 @@ class LabelSession:
         return i
 
     # --- save ---------------------------------------------------------------------------------------
-    def save(self, user: str) -> None:
-        """Write all labels of the image in one transaction and mark it done. Refused (SaveConflict) if the
-        image changed in the store since it was opened, or a row this session holds is gone; nothing is then
-        written and the session keeps every edit (``rebase`` puts them on top of the current labels)."""
-        saved_states = ["rejected" if st == "proposed" else st for st in self.instances.states]  # saved = reviewed
-        annotations.save_review(self.store, self.image_id, self.row_version, self.instances, user,
-                                states=saved_states)
-        for k, st in enumerate(saved_states):
+    def save(self, user: str) -> int:
+        """Write all labels of the image in one transaction. A proposal nobody accepted or rejected stays a
+        proposal: the image is then left in review, else it is done. Returns how many are unreviewed.
+        Refused (SaveConflict) if the image changed in the store since it was opened, or a row this session
+        holds is gone; nothing is then written and the session keeps every edit (``rebase`` puts them on top
+        of the current labels)."""
+        left = self.unreviewed()
+        status = "in_review" if left else "done"
+        annotations.save_review(self.store, self.image_id, self.row_version, self.instances, user, status=status)
+        for k, st in enumerate(self.instances.states):
             if not self.instances.deleted[k]:
-                self.instances.states[k] = self.instances.loaded_states[k] = st
+                self.instances.loaded_states[k] = st
                 self.instances.edited[k] = False
         self.row_version += 1
-        self.status = "done"
+        self.status = status
         self.dirty = False
         self._undo.clear()
         self._redo.clear()
+        return left
+
+    def discard(self) -> None:
+        """Forget every unsaved edit: the image's labels as the store has them now."""
+        self._load()
+        self.selected = self.next_unreviewed()
+        self._undo.clear()
+        self._redo.clear()
+        self.display_cache.clear()
+        self.dirty = False

@@ -9,69 +9,66 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from annotator import model_view, store_view, text, view
+from annotator import canvas, model_view, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
 from db import categories as cat_db
 from db.errors import UserError
-from db.instances import Instances
 from db.store import Store
 from model.api import ModelOptions
-
-TOOLS = ["select", "brush", "eraser", "polygon", "box", "assist", "keypoint"]
-VIS = {"visible (2)": 2, "occluded (1)": 1, "not labeled (0)": 0}
 
 SHORTCUTS = """
 | key | action |
 |---|---|
-| `a` | accept the selected instance |
-| `r` | reject the selected instance |
+| `Tab` / `Shift+Tab` | select the next / previous instance |
+| `a` | accept the selected instance and go to the next unreviewed one |
+| `r` | reject the selected instance and go to the next unreviewed one |
+| `Shift+A` | accept every unreviewed proposal shown (at or above the min score) |
+| `Shift+R` | reject the rest: every proposal still unreviewed |
 | `Delete` | delete the selected instance |
-| `n` or `→` | next image |
-| `p` or `←` | previous image |
-| `s` or `Ctrl+S` | save (marks the image done) |
-| `z` or `Ctrl+Z` | undo |
-| `y` or `Ctrl+Shift+Z` | redo |
-| `v` | select tool |
-| `b` | brush |
-| `e` | eraser |
-| `g` | polygon |
-| `k` | keypoint |
-| `x` | assist (two corners of a rough box: the model finds the object in it) |
+| `s` or `Ctrl+S` | save |
+| `n` or `→` / `p` or `←` | next / previous image (moving on saves) |
+| `z` or `Ctrl+Z` / `y` or `Ctrl+Shift+Z` | undo / redo |
+| `v` `b` `e` `g` `m` `k` `x` | tools: select, brush, eraser, polygon, box, keypoint, assist |
+| `[` / `]` | brush and eraser smaller / larger |
+| `Enter` / `Escape` | close the polygon / cancel it (or deselect) |
+| `o` or right click | keypoint under the pointer: visible ⇄ occluded |
+| wheel | zoom around the pointer |
+| `Space`+drag, middle drag, or drag empty space with *select* | pan |
+| `f` / `1` | fit the image / one image pixel per screen pixel |
 
-Clicking the image: *select* picks the smallest instance under the pointer; *brush*/*eraser* paint a dab of
-the brush size on the selected mask (for drag strokes, load the mask into the paint canvas below the image,
-paint or erase there, then apply) (with nothing selected, the brush starts a new instance of the "new
-instance class"); *polygon* places vertices (then add, subtract or make a new instance); *box* takes two
-opposite corners; *assist* takes two opposite corners of a rough box around an object the proposals missed,
-and the active model's heads find that object's mask (and keypoints) in exactly that box: it arrives as a new
-selected instance, to accept (`a`) or edit; *keypoint* places the chosen keypoint on the selected instance.
+The canvas keys work while the pointer is over the picture (or after clicking it).
 
-Moving to another image **saves** unsaved edits first. Saving marks the image done; proposals you did not
-accept are saved as rejected.
+**Tools.** *select*: click an instance; drag a handle of the selected one: its box corners and edges, its
+polygon's vertices, its keypoints. *brush* / *eraser*: drag over the selected mask (with nothing selected the
+brush draws a new instance of the chosen class). *polygon*: click vertices, click the first one or press
+Enter to close; it adds to the selected mask, subtracts, or becomes a new instance (the toolbar's choice).
+*box*: drag a new box for the selected instance. *keypoint*: choose the keypoint in the toolbar, click where
+it is. *assist*: drag a rough box around an object the proposals missed (or just click it): the active
+model's heads find its mask (and keypoints) in exactly that box; it arrives selected, to accept (`a`) or
+edit; dragging its box handles asks the model again.
+
+**Saving** never decides for you: a proposal nobody accepted or rejected stays a proposal and the image
+stays in review until none are left (`Shift+R` rejects the rest). *Discard my edits* goes back to what was
+last saved.
 """
 
 HOTKEYS_JS = """
 <script>
 document.addEventListener('keydown', (e) => {
   const t = e.target;
-  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
   const k = e.key;
   const ctrl = e.ctrlKey || e.metaKey;
-  let id = null, tool = null;
+  let id = null;
   if (ctrl && (k === 's' || k === 'S')) id = 'btn-save';
   else if (ctrl && e.shiftKey && (k === 'z' || k === 'Z')) id = 'btn-redo';
   else if (ctrl && (k === 'z' || k === 'Z')) id = 'btn-undo';
   else if (ctrl) return;
-  else id = {a: 'btn-accept', r: 'btn-reject', Delete: 'btn-delete', n: 'btn-next', ArrowRight: 'btn-next',
-             p: 'btn-prev', ArrowLeft: 'btn-prev', s: 'btn-save', z: 'btn-undo', y: 'btn-redo'}[k] || null;
-  if (!id) tool = {v: 'select', b: 'brush', e: 'eraser', g: 'polygon', k: 'keypoint', x: 'assist'}[k] || null;
-  if (tool) {
-    const input = document.querySelector('#tool input[value="' + tool + '"]');
-    if (input) { e.preventDefault(); input.click(); }
-    return;
-  }
+  else id = {a: 'btn-accept', r: 'btn-reject', A: 'btn-accept-all', R: 'btn-reject-rest', Delete: 'btn-delete',
+             n: 'btn-next', ArrowRight: 'btn-next', p: 'btn-prev', ArrowLeft: 'btn-prev', s: 'btn-save',
+             z: 'btn-undo', y: 'btn-redo'}[k] || null;
   if (!id) return;
   const root = document.getElementById(id);
   const el = root && (root.tagName === 'BUTTON' ? root : root.querySelector('button'));
@@ -93,291 +90,203 @@ def _user(request: gr.Request | None, store: Store) -> str:
 
 
 class LabelTab:
-    """The label view: queue, picture, instance list, tools, history, save."""
+    """The label view: queue, the browser canvas (annotator/canvas.py and canvas.js), instance list, review
+    buttons, history, save. Every label event returns the same outputs: the session, the canvas data, the
+    instance list, the message, the image line and the class dropdown."""
 
     def __init__(self, store: Store, proposer: BackgroundProposer):
         self.store, self.proposer = store, proposer
+        self._pictures: dict[int, dict] = {}  # the last few pictures sent to canvases
 
     # --- helpers --------------------------------------------------------------------------------------
-    def outputs(self, ls: LabelSession | None, min_score: float, pending: list, message: str = ""):
-        if ls is None:
-            return (None, [], text.escape(message or "No images yet: import some in the Dataset tab."), "", None,
-                    gr.update(choices=[], value=None))
-        picture = view.compose(ls, min_score, pending)
-        rows = view.instance_rows(ls, min_score)
-        info = (f"**Image {ls.image_id}** · {text.escape(ls.file_name)} · {ls.width}×{ls.height} · "
-                f"status **{text.escape(ls.status)}**"
-                + (" · unsaved edits" if ls.dirty else ""))
-        kp_names = []
-        if ls.selected is not None:
-            kp_names = ls.categories[ls.instances[ls.selected].category_id].keypoints
+    def outputs(self, ls: LabelSession | None, message: str = ""):
+        """(session, canvas data): every label event's outputs. The canvas shows the message, the image line
+        and the instance list itself, so an edit's answer is one small update."""
         if self.proposer.last_error:
             message = (message + "\n" if message else "") + self.proposer.last_error
             self.proposer.last_error = ""
+        if ls is None:
+            return ls, {"message": message or "No images yet: import some in the Dataset tab."}
         if ls.broken:  # rows that cannot be shown are named, never hidden silently
             message = "\n".join([message] * bool(message) + ls.broken)
-        return (picture, rows, text.escape(message), info, ls.selected,
-                gr.update(choices=kp_names, value=kp_names[0] if kp_names else None))
+        return ls, canvas.payload(ls, ls.seq, message)
 
-    def open(self, image_id, ls, min_score, request=None, note: str = ""):
+    def open(self, image_id, ls, request=None, note: str = ""):
         """Open an image (saving unsaved edits of the current one first)."""
         msg = note
+        min_score, seq = (ls.min_score, ls.seq) if ls is not None else (0.0, 0)
         if ls is not None and ls.dirty and image_id != ls.image_id:
             try:
-                ls.save(_user(request, self.store))
-                msg = f"saved image {ls.image_id}. " + msg
+                with ls.lock:
+                    left = ls.save(_user(request, self.store))
+                msg = f"saved image {ls.image_id}" + (f" ({left} proposal(s) left unreviewed)" if left else "") \
+                    + ". " + msg
             except SaveConflict:  # stay on this image: its edits must not be left behind unsaved
-                return (ls, []) + self.outputs(ls, min_score, [], ls.rebase() + " (You stayed on this image.)")
+                return self.outputs(ls, ls.rebase() + " (You stayed on this image.)")
         if image_id is None:
-            return (ls, []) + self.outputs(ls, min_score, [], msg or "Nothing more in this queue.")
+            return self.outputs(ls, msg or "Nothing more in this queue.")
         try:
             new = LabelSession(self.store, int(image_id))
         except UserError as e:
-            return (ls, []) + self.outputs(ls, min_score, [], str(e))
+            return self.outputs(ls, str(e))
+        new.min_score, new.seq = min_score, seq
+        new.selected = new.next_unreviewed()
         ids = view.queue(self.store)
+        following = []
         if new.image_id in ids:
             k = ids.index(new.image_id)
-            self.proposer.want(ids[k + 1:k + 4])
-        return (new, []) + self.outputs(new, min_score, [], msg)
+            following = ids[k + 1:k + 4]
+            self.proposer.want(following)
+        self.proposer.warm([new.image_id] + following)  # assist's features, before anyone asks
+        return self.outputs(new, msg)
 
-    def step(self, which, ls, min_score, step, request=None):
+    def step(self, which, ls, step, request=None):
         ids = view.queue(self.store, which)
         target = view.neighbour(ids, ls.image_id if ls else None, step)  # before saving moves it out
-        return self.open(target, ls, min_score, request)
+        return self.open(target, ls, request)
 
-    def act(self, fn, ls, min_score, pending, clear_pending=False):
+    def act(self, fn, ls):
         if ls is None:
-            return (ls, pending) + self.outputs(ls, min_score, pending, "Open an image first.")
-        try:
-            msg = fn(ls) or ""
-        except UserError as e:
-            msg = str(e)
-        else:
-            if clear_pending:
-                pending = []
-        return (ls, pending) + self.outputs(ls, min_score, pending, msg)
+            return self.outputs(ls, "Open an image first.")
+        with ls.lock:
+            try:
+                msg = fn(ls) or ""
+            except UserError as e:
+                msg = str(e)
+            return self.outputs(ls, msg)
 
-    def click(self, ls, pending, tool, brush, min_score, kp_name, vis, new_class, evt: gr.SelectData):
+    def edit(self, ls, evt: gr.EventData):
+        """One message from the canvas (annotator.canvas.apply)."""
+        data = getattr(evt, "_data", None)
+        def apply(s):
+            if isinstance(data, dict) and isinstance(data.get("seq"), int):
+                s.seq = max(s.seq, data["seq"])  # answered, whatever the outcome
+            return canvas.apply(s, data, self.proposer)
+
+        return self.act(apply, ls)
+
+    def picture(self, image_id) -> dict:
+        """The canvas's server function: the image's pixels, once per opened image."""
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, float)) or image_id != int(image_id):
+            raise gr.Error(f"image id {image_id!r} is not an integer")
+        image_id = int(image_id)
+        if image_id not in self._pictures:
+            try:
+                pic = canvas.picture(self.store, image_id)
+            except UserError as e:
+                raise gr.Error(str(e)) from None
+            while len(self._pictures) >= 3:
+                self._pictures.pop(next(iter(self._pictures)))
+            self._pictures[image_id] = pic
+        return self._pictures[image_id]
+
+    def save(self, ls, request=None):
         if ls is None:
-            return (ls, pending) + self.outputs(ls, min_score, pending, "Open an image first.")
-        scale = view.display_scale(ls)
-        x, y = evt.index[0] / scale, evt.index[1] / scale
-        radius = float(brush) / scale
-
-        def do(ls):
-            if tool == "select":
-                i = ls.select_at(x, y, min_score)
-                return "nothing there" if i is None else f"selected #{i}"
-            if tool in ("brush", "eraser"):
-                if ls.selected is None and tool == "brush":
-                    if new_class is None:
-                        raise UserError("select an instance to paint on, or choose a new instance class")
-                    i = ls.new_instance(int(new_class), stroke=([(x, y)], radius))
-                    return f"new instance #{i}"
-                ls.paint([(x, y)], radius, erase=tool == "eraser")
-                return ""
-            if tool in ("polygon", "box", "assist"):
-                pending.append((x, y))
-                if tool == "box" and len(pending) == 2:
-                    (x0, y0), (x1, y1) = pending
-                    pending.clear()
-                    ls.set_box(x0, y0, x1, y1)
-                    return "box set"
-                if tool == "assist" and len(pending) == 2:
-                    (x0, y0), (x1, y1) = pending
-                    pending.clear()
-                    return self.assist(ls, [x0, y0, x1, y1])
-                return f"{len(pending)} point(s)"
-            if tool == "keypoint":
-                if not kp_name:
-                    raise UserError("select an instance whose class has keypoints, then pick a keypoint name")
-                ls.set_keypoint(kp_name, x, y, VIS.get(vis, 2))
-                return f"placed {kp_name}"
-            return ""
-
+            return self.outputs(ls, "Open an image first.")
         try:
-            msg = do(ls)
-        except UserError as e:
-            msg = str(e)
-        return (ls, pending) + self.outputs(ls, min_score, pending, msg)
-
-    def assist(self, ls: LabelSession, box: list[float]) -> str:
-        """Box assist on the open image: the model's instance in that box becomes a new selected instance."""
-        got = self.proposer.assist_box(ls.image_id, box, None)
-        found = Instances.from_coco([{k: v for k, v in got.items() if v is not None}], ls.height, ls.width,
-                                    source="assist", state="proposed")
-        i = ls.add_found(found)
-        name = ls.categories[found.category_ids[0]].name
-        return f"assist found #{i} {name} (score {got['score']:.2f}): accept (a), edit, or set its class"
-
-    def save(self, ls, min_score, request=None):
-        if ls is None:
-            return (ls, []) + self.outputs(ls, min_score, [], "Open an image first.")
-        try:
-            ls.save(_user(request, self.store))
-            return (ls, []) + self.outputs(ls, min_score, [], f"saved image {ls.image_id}: done")
+            with ls.lock:
+                left = ls.save(_user(request, self.store))
         except SaveConflict:
-            return (ls, []) + self.outputs(ls, min_score, [], ls.rebase())
+            return self.outputs(ls, ls.rebase())
+        if left:
+            return self.outputs(ls, f"saved image {ls.image_id}; {left} proposal(s) are not reviewed yet, so the "
+                                    "image stays in review: review them, or reject the rest (Shift+R) and save")
+        return self.outputs(ls, f"saved image {ls.image_id}: done")
 
-    def propose_again(self, ls, min_score, request=None):
+    def propose_again(self, ls, request=None):
         if ls is None:
-            return (ls, []) + self.outputs(ls, min_score, [], "Open an image first.")
+            return self.outputs(ls, "Open an image first.")
         if ls.dirty:
-            return (ls, []) + self.outputs(ls, min_score, [], "Save or undo your edits before proposing again.")
+            return self.outputs(ls, "Save or discard your edits before proposing again.")
         try:
             r = self.proposer.propose_now(ls.image_id)
         except UserError as e:
-            return (ls, []) + self.outputs(ls, min_score, [], str(e))
-        return self.open(ls.image_id, None, min_score, request, note=f"{r['proposals']} new proposal(s)")
+            return self.outputs(ls, str(e))
+        return self.open(ls.image_id, None, request, note=f"{r['proposals']} new proposal(s)")
 
     # --- layout ---------------------------------------------------------------------------------------
     def build(self, demo: gr.Blocks):
         store = self.store
-        sess, pending = gr.State(None), gr.State([])
-        with gr.Row():
+        sess = gr.State(None)
+
+        def canvas_image(image_id):  # canvas.js: server.canvas_image(id), once per opened image
+            return self.picture(image_id)
+
+        with gr.Row(equal_height=True):
             which = gr.Dropdown(view.QUEUE_FILTERS, value=view.QUEUE_FILTERS[0], label="Queue", scale=2,
                                 elem_id="queue-filter")
-            prev_b = gr.Button("◀ Previous (p)", elem_id="btn-prev", scale=1)
-            next_b = gr.Button("Next (n) ▶", elem_id="btn-next", scale=1)
+            prev_b = gr.Button("◀ Previous (p)", elem_id="btn-prev", size="sm", scale=1)
+            next_b = gr.Button("Next (n) ▶", elem_id="btn-next", size="sm", scale=1)
             jump = gr.Number(label="Image id", precision=0, scale=1, elem_id="jump-id")
-            go = gr.Button("Open", elem_id="btn-open", scale=1)
-        info = markdown(elem_id="image-info")
+            go = gr.Button("Open", elem_id="btn-open", size="sm", scale=1)
         with gr.Row():
-            with gr.Column(scale=3):
-                canvas = gr.Image(label="Click to select / paint / place", interactive=False, type="numpy",
-                                  format="jpeg", elem_id="canvas", show_label=False)
-                msg = markdown(elem_id="message")
-            with gr.Column(scale=2):
-                tool = gr.Radio(TOOLS, value="select", label="Tool", elem_id="tool")
-                with gr.Row():
-                    brush = gr.Slider(1, 60, value=8, step=1, label="Brush size (px on screen)", elem_id="brush-size")
-                    min_score = gr.Slider(0, 1, value=0.0, step=0.05, label="Hide proposals below score",
-                                          elem_id="score-slider")
-                table = gr.Dataframe(headers=["#", "class", "score", "source", "state", "keypoints"],
-                                     interactive=False, elem_id="instances", label="Instances (click a row)")
-                selected = gr.Number(label="Selected #", precision=0, elem_id="selected")
-                with gr.Row():
-                    accept_b = gr.Button("Accept (a)", elem_id="btn-accept", variant="primary")
-                    reject_b = gr.Button("Reject (r)", elem_id="btn-reject")
-                    delete_b = gr.Button("Delete (Del)", elem_id="btn-delete", variant="stop")
-                    accept_all_b = gr.Button("Accept all shown", elem_id="btn-accept-all")
-                with gr.Row():
-                    cls = gr.Dropdown(label="Class", elem_id="class-dropdown")
-                    set_cls_b = gr.Button("Set class", elem_id="btn-set-class")
-                with gr.Row():
-                    new_cls = gr.Dropdown(label="New instance class", elem_id="new-class")
-                    poly_new_b = gr.Button("Polygon → new instance", elem_id="btn-poly-new")
-                with gr.Row():
-                    poly_add_b = gr.Button("Polygon: add", elem_id="btn-poly-add")
-                    poly_sub_b = gr.Button("Polygon: subtract", elem_id="btn-poly-sub")
-                    clear_b = gr.Button("Clear points", elem_id="btn-clear-points")
-                    box_mask_b = gr.Button("Box from mask", elem_id="btn-box-from-mask")
-                with gr.Row():
-                    kp = gr.Dropdown(label="Keypoint", elem_id="kp-name")
-                    vis = gr.Radio(list(VIS), value="visible (2)", label="Visibility", elem_id="kp-vis")
-                    vis_b = gr.Button("Set visibility", elem_id="btn-kp-vis")
-                with gr.Row():
-                    undo_b = gr.Button("Undo (z)", elem_id="btn-undo")
-                    redo_b = gr.Button("Redo (y)", elem_id="btn-redo")
-                    save_b = gr.Button("Save (s)", elem_id="btn-save", variant="primary")
-                    again_b = gr.Button("Propose again", elem_id="btn-propose-again")
-        with gr.Accordion("Paint with strokes (drag the brush or eraser over the selected mask)", open=False,
-                          elem_id="paint-panel"):
-            painter = gr.ImageEditor(type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
-                                     layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
-                                     brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=12),
-                                     eraser=gr.Eraser(default_size=12), label="Selected mask", elem_id="painter")
-            with gr.Row():
-                paint_load = gr.Button("Load the selected mask", elem_id="btn-paint-load")
-                paint_apply = gr.Button("Apply strokes to the selected mask", variant="primary",
-                                        elem_id="btn-paint-apply")
+            with gr.Column(scale=5):
+                board = gr.HTML(None, html_template=canvas.TEMPLATE, css_template=canvas.CSS, js_on_load=canvas.JS,
+                                elem_id="label-canvas", server_functions=[canvas_image], padding=False)
+            with gr.Column(scale=1, min_width=200, elem_id="label-actions"):
+                save_b = gr.Button("Save (s)", elem_id="btn-save", variant="primary", size="sm")
+                discard_b = gr.Button("Discard my edits", elem_id="btn-discard", size="sm")
+                rest_b = gr.Button("Reject the rest (R)", elem_id="btn-reject-rest", size="sm")
+                accept_b = gr.Button("Accept (a)", elem_id="btn-accept", variant="primary", size="sm")
+                reject_b = gr.Button("Reject (r)", elem_id="btn-reject", size="sm")
+                accept_all_b = gr.Button("Accept all shown (A)", elem_id="btn-accept-all", size="sm")
+                delete_b = gr.Button("Delete (Del)", elem_id="btn-delete", variant="stop", size="sm")
+                undo_b = gr.Button("Undo (z)", elem_id="btn-undo", size="sm")
+                redo_b = gr.Button("Redo (y)", elem_id="btn-redo", size="sm")
+                box_mask_b = gr.Button("Box from mask", elem_id="btn-box-from-mask", size="sm")
+                again_b = gr.Button("Propose again", elem_id="btn-propose-again", size="sm")
         with gr.Accordion("Keyboard shortcuts and help", open=False, elem_id="help-panel"):
             markdown(SHORTCUTS)
 
-        outs = [sess, pending, canvas, table, msg, info, selected, kp]
+        outs = [sess, board]
 
-        def cat_choices():
-            choices = store_view.category_choices(store)
-            return gr.update(choices=choices), gr.update(choices=choices, value=choices[0][1] if choices else None)
-
-        def first(ls, ms, request: gr.Request):
+        def first(ls, request: gr.Request):
             ids = view.queue(store)
-            return self.open(ids[0] if ids else None, ls, ms, request)
+            return self.open(ids[0] if ids else None, ls, request)
 
-        def prev_image(w, ls, ms, request: gr.Request):
-            return self.step(w, ls, ms, -1, request)
+        def prev_image(w, ls, request: gr.Request):
+            return self.step(w, ls, -1, request)
 
-        def next_image(w, ls, ms, request: gr.Request):
-            return self.step(w, ls, ms, +1, request)
+        def next_image(w, ls, request: gr.Request):
+            return self.step(w, ls, +1, request)
 
-        def first_in(w, ls, ms, request: gr.Request):
+        def first_in(w, ls, request: gr.Request):
             ids = view.queue(store, w)
-            return self.open(ids[0] if ids else None, ls, ms, request)
+            return self.open(ids[0] if ids else None, ls, request)
 
-        def open_id(i, ls, ms, request: gr.Request):
-            return self.open(None if i is None else int(i), ls, ms, request)
+        def open_id(i, ls, request: gr.Request):
+            return self.open(None if i is None else int(i), ls, request)
 
-        def save(ls, ms, request: gr.Request):
-            return self.save(ls, ms, request)
+        def save(ls, request: gr.Request):
+            return self.save(ls, request)
 
-        def again(ls, ms, request: gr.Request):
-            return self.propose_again(ls, ms, request)
+        def again(ls, request: gr.Request):
+            return self.propose_again(ls, request)
 
-        demo.load(first, [sess, min_score], outs).then(cat_choices, None, [cls, new_cls])
-        prev_b.click(prev_image, [which, sess, min_score], outs)
-        next_b.click(next_image, [which, sess, min_score], outs)
-        go.click(open_id, [jump, sess, min_score], outs)
-        which.input(first_in, [which, sess, min_score], outs)
-        # one label event at a time, in order: quick clicks must each see the previous click's state
-        canvas.select(self.click, [sess, pending, tool, brush, min_score, kp, vis, new_cls], outs,
-                      concurrency_limit=1, concurrency_id="label")
+        label = dict(concurrency_limit=1, concurrency_id="label")  # one label event at a time, in order
+        demo.load(first, [sess], outs, **label)
+        prev_b.click(prev_image, [which, sess], outs, **label)
+        next_b.click(next_image, [which, sess], outs, **label)
+        go.click(open_id, [jump, sess], outs, **label)
+        which.input(first_in, [which, sess], outs, **label)
+        # canvas edits skip the queue (its round trip is the slow part): canvas.js sends one at a time, in
+        # order, and the session's lock keeps them from overlapping a queued button event
+        board.edit(self.edit, [sess], outs, queue=False)
 
-        def simple(fn, clear=False):
-            return lambda ls, p, ms: self.act(fn, ls, ms, p, clear)
+        def simple(fn):
+            return lambda ls: self.act(fn, ls)
 
-        std_in = [sess, pending, min_score]
-        accept_b.click(simple(lambda ls: ls.accept()), std_in, outs)
-        reject_b.click(simple(lambda ls: ls.reject()), std_in, outs)
-        delete_b.click(simple(lambda ls: ls.delete()), std_in, outs)
-        accept_all_b.click(lambda ls, p, ms: self.act(lambda s: f"accepted {s.accept_all_shown(ms)}", ls, ms, p),
-                           std_in, outs)
-        undo_b.click(simple(lambda ls: None if ls.undo() else "nothing to undo"), std_in, outs)
-        redo_b.click(simple(lambda ls: None if ls.redo() else "nothing to redo"), std_in, outs)
-        box_mask_b.click(simple(lambda ls: ls.box_from_mask()), std_in, outs)
-        clear_b.click(lambda ls, p, ms: self.act(lambda s: "points cleared", ls, ms, p, True), std_in, outs)
-        poly_add_b.click(lambda ls, p, ms: self.act(lambda s: s.polygon(p), ls, ms, p, True), std_in, outs)
-        poly_sub_b.click(lambda ls, p, ms: self.act(lambda s: s.polygon(p, subtract=True), ls, ms, p, True),
-                         std_in, outs)
-        poly_new_b.click(lambda ls, p, ms, c: self.act(
-            lambda s: f"new instance #{s.new_instance(int(c) if c is not None else -1, polygon=p)}", ls, ms, p, True),
-            std_in + [new_cls], outs)
-        set_cls_b.click(lambda ls, p, ms, c: self.act(
-            lambda s: s.set_class(int(c) if c is not None else -1), ls, ms, p), std_in + [cls], outs)
-        vis_b.click(lambda ls, p, ms, k, v: self.act(lambda s: s.set_keypoint_visibility(k, VIS[v]), ls, ms, p),
-                    std_in + [kp, vis], outs)
-        selected.submit(lambda ls, p, ms, i: self.act(lambda s: s.select(None if i is None else int(i)), ls, ms, p),
-                        std_in + [selected], outs)
-
-        def row_select(ls, p, ms, evt: gr.SelectData):
-            rows = view.instance_rows(ls, ms) if ls is not None else []
-            r = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-            return self.act(lambda s: s.select(rows[r][0]) if r < len(rows) else None, ls, ms, p)
-
-        table.select(row_select, std_in, outs)
-
-        def load_painter(ls):
-            if ls is None or ls.selected is None:
-                return gr.update(), text.escape("Select an instance first, then load it into the paint canvas.")
-            return view.paint_canvas(ls), text.escape(f"painting instance #{ls.selected}")
-
-        paint_load.click(load_painter, sess, [painter, msg])
-        paint_apply.click(lambda ls, p, ms, v: self.act(lambda s: s.set_mask(view.mask_from_canvas(s, v)) or
-                                                        "strokes applied", ls, ms, p),
-                          std_in + [painter], outs)
-        min_score.change(simple(lambda ls: None), std_in, outs)
-        save_b.click(save, [sess, min_score], outs)
-        again_b.click(again, [sess, min_score], outs)
-        return cat_choices, [cls, new_cls]
+        accept_b.click(simple(lambda ls: canvas.apply(ls, {"op": "accept", "index": ls.selected})), sess, outs, **label)
+        reject_b.click(simple(lambda ls: canvas.apply(ls, {"op": "reject", "index": ls.selected})), sess, outs, **label)
+        delete_b.click(simple(lambda ls: ls.delete()), sess, outs, **label)
+        accept_all_b.click(simple(lambda ls: canvas.apply(ls, {"op": "accept_all"})), sess, outs, **label)
+        rest_b.click(simple(lambda ls: canvas.apply(ls, {"op": "reject_rest"})), sess, outs, **label)
+        discard_b.click(simple(lambda ls: ls.discard() or "your unsaved edits are discarded"), sess, outs, **label)
+        undo_b.click(simple(lambda ls: None if ls.undo() else "nothing to undo"), sess, outs, **label)
+        redo_b.click(simple(lambda ls: None if ls.redo() else "nothing to redo"), sess, outs, **label)
+        box_mask_b.click(simple(lambda ls: ls.box_from_mask()), sess, outs, **label)
+        save_b.click(save, sess, outs, **label)
+        again_b.click(again, sess, outs, **label)
 
 
 def _blank(number) -> bool:
@@ -555,7 +464,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
     with gr.Blocks(title="maskloop", delete_cache=CACHE_CLEANUP) as demo:
         markdown("# maskloop")
         with gr.Tab("Label", id="label"):
-            cat_choices, cat_outs = LabelTab(store, proposer).build(demo)
+            LabelTab(store, proposer).build(demo)
         with gr.Tab("Dataset", id="dataset") as dataset:
             (refresh_counts, counts), (show_page, g_page, page_outs) = dataset_tab(store)
         with gr.Tab("Model", id="model"):

@@ -87,26 +87,29 @@ def mark_in_review(store: Store, image_id: int) -> None:
 
 
 def save_review(store: Store, image_id: int, row_version: int, instances: Instances, user: str,
-                states: Sequence[str] | None = None) -> list[int]:
-    """The optimistic-locking save of a labeling session: in one transaction, mark the image done and write
+                states: Sequence[str] | None = None, status: str = "done") -> list[int]:
+    """The optimistic-locking save of a labeling session: in one transaction, set the image's ``status``
+    (``done``, or ``in_review`` while proposals are left unreviewed) and write
     every instance (``deleted`` ones are deleted, new ones inserted, ``edited`` ones rewritten, the rest get
     their review state), with ``states`` in place of ``instances.states`` when given. Only if the image's row
     version is still ``row_version`` and every row being saved still exists: otherwise SaveConflict, and
     nothing is written. New instances get their ids from the database (set in ``instances.ann_ids``)."""
     states = list(states if states is not None else instances.states)
     try:
-        return _save_review(store, image_id, row_version, instances, user, states)
+        if status not in ("done", "in_review"):
+            raise ValueError(f"a review saves an image as done or in_review, not {status!r}")
+        return _save_review(store, image_id, row_version, instances, user, states, status)
     except IntegrityError as e:  # e.g. a category deleted meanwhile while a new instance uses it
         raise SaveConflict(f"image {image_id}: the labels refer to something changed meanwhile (a category "
                            f"deleted or merged?); nothing was written ({str(e.orig).splitlines()[0]})") from None
 
 
 def _save_review(store: Store, image_id: int, row_version: int, instances: Instances, user: str,
-                 states: list[str]) -> list[int]:
+                 states: list[str], status: str) -> list[int]:
     now = utcnow()
     with store.transaction() as s:
         res = s.execute(update(Image).where(Image.id == image_id, Image.row_version == row_version)
-                        .values(status="done", row_version=row_version + 1, updated_at=now))
+                        .values(status=status, row_version=row_version + 1, updated_at=now))
         if res.rowcount != 1:
             raise SaveConflict(f"image {image_id} changed in the store since you opened it (saved from another "
                                "browser, or proposed again); nothing was written")
@@ -129,7 +132,9 @@ def _save_review(store: Store, image_id: int, row_version: int, instances: Insta
                                      reviewed_by=user, created_at=now, reviewed_at=now))
                 new_at.append(i)
             else:
-                vals = dict(review_state=states[i], reviewed_by=user, reviewed_at=now)
+                vals = dict(review_state=states[i])
+                if states[i] != "proposed":  # a proposal left unreviewed keeps no reviewer
+                    vals.update(reviewed_by=user, reviewed_at=now)
                 if instances.edited[i]:
                     vals.update(instances.row_values(i))
                 s.execute(update(Annotation).where(Annotation.id == ann_id).values(**vals))

@@ -221,6 +221,19 @@ class Instances:
         self.bboxes[i] = self._mask_box(i)
         self.areas[i] = None
 
+    def set_polygons(self, i: int, polygons: list[list[float]]) -> None:
+        """Store an edited polygon segmentation (kept as polygons): its mask, tight box and pixel area follow."""
+        self._pending.discard(i)
+        self._segs[i] = [list(p) for p in polygons]
+        self._masks[i] = mask_codec.decode(self._segs[i], self.height, self.width)
+        self.bboxes[i] = self._mask_box(i)
+        self.areas[i] = None
+
+    def polygons(self, i: int) -> list[list[float]] | None:
+        """Instance i's segmentation when it is COCO polygons (as given or as moved), else None."""
+        seg = None if i in self._pending else self._segs[i]
+        return seg if isinstance(seg, list) and seg else None
+
     def rle(self, i: int) -> dict[str, Any] | None:
         seg = self.segmentations[i]
         return mask_codec.to_rle(seg, self.height, self.width) if seg else None

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from pycocotools.coco import COCO
-from sqlalchemy import func, select
 
-from tests.annotator.conftest import free_port
+
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
@@ -25,30 +24,6 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def app_with_model(tmp_path_factory):
-    from annotator.ui import launch
-    from db.schema import Annotation
-    from db.store import Settings, Store
-    from model.api import ModelOptions, propose_images
-    from model.demo import fill_demo
-    from model.predict import images_to_propose
-    from model.train import TrainOptions, fine_tune
-
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("e2e")))
-    fill_demo(store, n_images=40, labeled_train=24, size=128, seed=7)
-    fine_tune(store, TrainOptions(epochs=100, max_minutes=1.0, size="tiny"))
-    propose_images(store, images_to_propose(store), ModelOptions(weights="none"), min_score=0.05)
-    with store.session() as s:
-        image_id = s.execute(select(Annotation.image_id, func.count()).where(Annotation.review_state == "proposed")
-                             .group_by(Annotation.image_id).having(func.count() >= 2)
-                             .order_by(Annotation.image_id)).first()[0]
-    port = free_port()
-    demo = launch(store, port=port, block=False)
-    yield store, f"http://127.0.0.1:{port}/", image_id
-    demo.close()
-
-
-@pytest.fixture(scope="module")
 def page():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -60,80 +35,110 @@ def page():
         browser.close()
 
 
-def _click_image(page, x_frac: float, y_frac: float) -> None:
-    img = page.locator("#canvas img")
-    box = img.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * x_frac, box["y"] + box["height"] * y_frac)
+ST = "document.querySelector('#label-canvas .mlc-root').__maskloop"  # canvas.js's state, for tests
 
 
-def _select(page, index: int) -> None:
-    field = page.locator("#selected input")
-    field.fill(str(index))
-    field.press("Enter")
-    expect(page.locator("#message")).not_to_contain_text("select an instance first")
+def canvas_state(page, expr: str):
+    return page.evaluate(f"(() => {{ const S = {ST}; return {expr}; }})()")
 
 
-def _tool(page, name: str) -> None:
-    page.locator("#tool").get_by_text(name, exact=True).click()
+def idle(page) -> None:
+    """Every edit the canvas sent has been answered and drawn."""
+    page.wait_for_function(f"(() => {{ const S = {ST}; return S && S.data && S.levels.length > 0 && "
+                           "S.sentAt.size === 0 && !S.outbox.length && S.inflight == null; })()")
 
 
-def _hide_proposals_below(page, score: str) -> None:
-    box = page.locator("#score-slider input[type='number']")
-    box.fill(score)
-    box.press("Enter")
-    expect(page.locator("#instances")).not_to_contain_text("proposed")
+def to_screen(page, x: float, y: float) -> tuple[float, float]:
+    """Image pixels -> page coordinates, through the canvas's current zoom and pan."""
+    box = page.locator("#label-canvas canvas").bounding_box()
+    v = canvas_state(page, "S.view")
+    return box["x"] + x * v["s"] + v["tx"], box["y"] + y * v["s"] + v["ty"]
+
+
+def drag(page, points: list[tuple[float, float]], button: str = "left") -> None:
+    """A mouse drag through image points (pressed at the first, released at the last)."""
+    page.mouse.move(*to_screen(page, *points[0]))
+    page.mouse.down(button=button)
+    for p in points[1:]:
+        page.mouse.move(*to_screen(page, *p), steps=4)
+    page.mouse.up(button=button)
+
+
+def key_over_canvas(page, key: str) -> None:
+    """Canvas keys work while the pointer is over the picture."""
+    box = page.locator("#label-canvas canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + 3)
+    page.keyboard.press(key)
+
+
+def message(page):
+    return page.locator("#label-canvas .mlc-message")
+
+
+def instance(page, index: int) -> dict:
+    return canvas_state(page, f"S.data.instances.find((it) => it.i === {index})")
 
 
 def _open(page, image_id: int) -> None:
     page.locator("#jump-id input").fill(str(image_id))
     page.locator("#btn-open").click()
-    expect(page.locator("#image-info")).to_contain_text(f"Image {image_id} ")
+    expect(page.locator("#label-canvas .mlc-info")).to_contain_text(f"Image {image_id} ")
+    idle(page)
 
 
 def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_path):
     store, url, image_id = app_with_model
     page.goto(url)
-    expect(page.locator("#canvas img")).to_be_visible(timeout=60_000)
+    expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
     _open(page, image_id)
-    table = page.locator("#instances")
-    expect(table).to_contain_text("proposed")
+    first = canvas_state(page, "S.selected")
+    assert first is not None  # opening selects the best unreviewed proposal
 
-    _select(page, 0)
-    page.locator("#image-info").click()  # focus off the number field, so keys go to the shortcuts
-    page.keyboard.press("a")  # the accept shortcut
-    expect(table).to_contain_text("accepted")
-    _select(page, 1)
-    page.locator("#btn-reject").click()
-    expect(table).to_contain_text("rejected")
+    key_over_canvas(page, "a")  # accept, and the next unreviewed one is selected
+    idle(page)
+    assert instance(page, first)["state"] == "accepted"
+    second = canvas_state(page, "S.selected")
+    assert second not in (None, first)
+    key_over_canvas(page, "r")
+    idle(page)
+    assert instance(page, second)["state"] == "rejected"
 
-    _select(page, 0)  # paint on the accepted mask
-    _tool(page, "brush")
-    _click_image(page, 0.05, 0.05)
-    expect(table).to_contain_text("accepted (edited)")
+    page.locator(f"#label-canvas .mlc-row[data-index='{first}']").click()  # paint on the accepted mask
+    key_over_canvas(page, "b")
+    drag(page, [(3, 3), (12, 3)])
+    idle(page)
+    assert instance(page, first)["edited"]
 
-    _tool(page, "polygon")  # a new person, then a keypoint on it
-    for n, (fx, fy) in enumerate(((0.6, 0.6), (0.9, 0.6), (0.9, 0.9)), start=1):
-        _click_image(page, fx, fy)
-        expect(page.locator("#message")).to_contain_text(f"{n} point(s)")
-    page.locator("#btn-poly-new").click()
-    expect(page.locator("#message")).to_contain_text("new instance #")
-    _tool(page, "keypoint")
-    _click_image(page, 0.8, 0.7)
-    expect(page.locator("#message")).to_contain_text("placed nose")
-    _hide_proposals_below(page, "1")  # a long table only renders its first rows: keep just the reviewed ones
-    expect(table).to_contain_text("1/17")
+    key_over_canvas(page, "Escape")  # nothing selected: the polygon becomes a new person, then a keypoint on it
+    page.locator("#label-canvas .mlc-class").select_option("1")
+    key_over_canvas(page, "g")
+    for x, y in ((76, 76), (115, 76), (115, 115)):
+        page.mouse.click(*to_screen(page, x, y))
+    key_over_canvas(page, "Enter")
+    idle(page)
+    expect(message(page)).to_contain_text("new instance #")
+    person = canvas_state(page, "S.selected")
+    key_over_canvas(page, "k")
+    expect(page.locator("#label-canvas .mlc-kp")).to_have_value("nose")
+    page.mouse.click(*to_screen(page, 100, 90))
+    idle(page)
+    expect(message(page)).to_contain_text("nose placed")
+    assert instance(page, person)["keypoints"][:3] == [100, 90, 2]
 
     page.locator("#btn-save").click()
-    expect(page.locator("#message")).to_contain_text(f"saved image {image_id}")
+    expect(message(page)).to_contain_text(f"saved image {image_id}")
+    expect(message(page)).to_contain_text("not reviewed yet")  # the unseen proposals stay proposals
+    key_over_canvas(page, "R")  # reject the rest
+    idle(page)
+    key_over_canvas(page, "s")
+    expect(message(page)).to_contain_text(f"saved image {image_id}: done")
 
     page.reload()
-    expect(page.locator("#canvas img")).to_be_visible(timeout=60_000)
+    expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
     _open(page, image_id)
-    expect(page.locator("#image-info")).to_contain_text("status done")
-    expect(table).to_contain_text("rejected")
-    _hide_proposals_below(page, "1")
-    expect(table).to_contain_text("accepted")
-    expect(table).to_contain_text("1/17")
+    expect(page.locator("#label-canvas .mlc-info")).to_contain_text("status done")
+    assert instance(page, first)["state"] == "accepted" and instance(page, second)["state"] == "rejected"
+    assert instance(page, person)["keypoints"][:3] == [100, 90, 2]
 
     page.get_by_role("tab", name="Model").click()
     page.locator("#train-minutes input").fill("0.1")
@@ -158,22 +163,3 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     assert person and person[0]["keypoints"][2] == 2
     for a in mine:
         assert coco.annToMask(a).sum() == a["area"]
-
-
-def test_assist_tool_finds_an_object_in_a_rough_box(app_with_model, page):
-    """The assist tool in a real browser: two clicks around an object, a new selected instance appears."""
-    store, url, image_id = app_with_model
-    page.goto(url)
-    expect(page.locator("#canvas img")).to_be_visible(timeout=60_000)
-    _open(page, image_id)
-    page.locator("#image-info").click()  # keys go to the shortcuts
-    page.keyboard.press("x")  # the assist tool
-    expect(page.locator("#tool input[value='assist']")).to_be_checked()
-    _click_image(page, 0.1, 0.1)
-    expect(page.locator("#message")).to_contain_text("1 point(s)")
-    _click_image(page, 0.9, 0.9)
-    expect(page.locator("#message")).to_contain_text("assist found")
-    box = page.locator("#score-slider input[type='number']")
-    box.fill("1")  # hide the model's proposals: what the labeler asked for stays
-    box.press("Enter")
-    expect(page.locator("#instances")).to_contain_text(re.compile(r"assist\s*proposed \(edited\)"))

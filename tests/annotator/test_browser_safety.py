@@ -51,9 +51,12 @@ def test_hostile_names_are_shown_as_text(hostile_app, page):
     page.goto(url)
     page.locator("#jump-id input").fill("1")
     page.locator("#btn-open").click()
-    info = page.locator("#image-info")
+    info = page.locator("#label-canvas .mlc-info")
     expect(info).to_contain_text(HOSTILE + ".png")  # the name, literally
-    expect(page.locator("#instances")).to_contain_text(HOSTILE)
+    expect(page.locator("#label-canvas .mlc-list")).to_contain_text(HOSTILE)  # category names in the list
+    page.locator("#label-canvas .mlc-row").first.click()  # selected: its class and keypoint names in the toolbar
+    expect(page.locator("#label-canvas .mlc-class-l")).to_contain_text("class of #")
+    expect(page.locator("#label-canvas .mlc-class")).to_contain_text(HOSTILE)
     assert gallery_calls == []  # loading the page drew no gallery
 
     page.get_by_role("tab", name="Dataset").click()
@@ -96,4 +99,4 @@ def test_login_form_refuses_a_wrong_password_and_lets_the_right_one_in(login_app
     page.get_by_label("username").fill("alice")  # the form clears its fields after a refusal
     page.get_by_label("password").fill("secret")
     page.get_by_role("button", name="Login").click()
-    expect(page.locator("#message")).to_contain_text("Nothing more in this queue")  # its load events ran
+    expect(page.locator("#label-canvas .mlc-message")).to_contain_text("Nothing more in this queue")  # its load events ran

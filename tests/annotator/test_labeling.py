@@ -36,7 +36,7 @@ def _busiest_image(store) -> int:
                          .order_by(func.count().desc(), Annotation.image_id)).scalars().first()
 
 
-def test_accept_reject_delete_and_save_marks_done(proposed_store):
+def test_accept_reject_delete_and_save_marks_done_once_nothing_is_unreviewed(proposed_store):
     image_id = _busiest_image(proposed_store)
     ls = LabelSession(proposed_store, image_id)
     n = len(ls.instances)
@@ -46,12 +46,16 @@ def test_accept_reject_delete_and_save_marks_done(proposed_store):
     ls.accept(0)
     ls.reject(1)
     ls.delete(2)
-    ls.save("alice")
+    assert ls.save("alice") == n - 3  # the rest stay proposals: the image stays in review
     rows = _rows(proposed_store, image_id)
     assert rows[0].review_state == "accepted" and rows[0].reviewed_by == "alice"
     assert rows[1].review_state == "rejected"
     assert len(rows) == n - 1
-    assert all(r.review_state != "proposed" for r in rows)  # saved = reviewed
+    with proposed_store.session() as s:
+        assert s.get(Image, image_id).status == "in_review"
+    ls.reject_rest()
+    assert ls.save("alice") == 0
+    assert all(r.review_state != "proposed" for r in _rows(proposed_store, image_id))
     with proposed_store.session() as s:
         assert s.get(Image, image_id).status == "done"
 
@@ -167,7 +171,8 @@ def test_correction_stats_per_version(proposed_store):
     one.paint([(0, 0)], radius=4)  # edited
     one.save("x")
     two = LabelSession(proposed_store, 2)
-    two.save("x")  # everything left unreviewed is rejected on save
+    assert two.reject_rest() >= 1  # "reject the rest": saving alone leaves unseen proposals as they are
+    two.save("x")
     (st,) = correction_stats(proposed_store)
     assert st.version_id == vid and st.accepted_unchanged == 1 and st.accepted_edited == 1
     assert st.rejected == st.reviewed - 2 and 0 < st.mean_iou < 1

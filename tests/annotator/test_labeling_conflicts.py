@@ -103,16 +103,19 @@ def test_label_tab_keeps_edits_on_conflict_and_stays_on_the_image(proposed_store
         def want(self, ids):
             pass
 
+        def warm(self, ids):
+            pass
+
     store = proposed_store
     image_id = _busiest_image(store)
     tab = LabelTab(store, NoProposer())
     ls = LabelSession(store, image_id)
     ls.accept(0)
     write_proposals(store, image_id, _one_proposal(store, image_id), _version(store))
-    out = tab.open(image_id + 1, ls, 0.0)  # moving on saves first: refused, so it stays
-    assert out[0] is ls and ls.dirty and "kept" in out[4]
-    out = tab.save(ls, 0.0)
-    assert "saved image" in out[4]
+    out = tab.open(image_id + 1, ls)  # moving on saves first: refused, so it stays
+    assert out[0] is ls and ls.dirty and "kept" in out[1]["message"]
+    out = tab.save(ls)
+    assert "saved image" in out[1]["message"]
     assert any(r.review_state == "accepted" for r in _rows(store, image_id))
 
 

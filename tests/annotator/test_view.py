@@ -1,8 +1,7 @@
-"""Queue order, picture composition and the background proposer."""
+"""Queue order, the instance list and the background proposer."""
 
 import time
 
-import numpy as np
 from sqlalchemy import select, update
 
 from annotator import view
@@ -28,19 +27,14 @@ def test_queue_puts_unlabeled_first_most_uncertain_first(store, synth_dir):
     assert view.neighbour(q, q[0], 1) == q[1] and view.neighbour(q, q[0], -1) is None
 
 
-def test_compose_shows_instances_and_scales_large_images(store, synth_dir):
+def test_instance_rows_list_the_shown_instances(store, synth_dir):
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
     with store.transaction() as s:
         s.execute(update(Annotation).values(score=0.8))
     ls = LabelSession(store, 1)
-    pic = view.compose(ls)
-    s = view.display_scale(ls)
-    assert pic.shape == (round(96 * s), round(96 * s), 3)
-    assert not np.array_equal(pic, view.compose(ls, min_score=1.1))  # hiding proposals changes the picture
-    ls.select(0)
-    assert not np.array_equal(pic, view.compose(ls))  # the selected one is highlighted
     rows = view.instance_rows(ls)
     assert [r[0] for r in rows] == list(range(len(ls.instances)))
+    assert view.instance_rows(ls, min_score=0.9) == []  # proposals below the threshold are hidden
 
 
 def test_background_proposer_fills_the_next_images(tmp_path):
@@ -65,17 +59,3 @@ def test_background_proposer_fills_the_next_images(tmp_path):
     with st.session() as s:
         n = s.scalar(select(Annotation.id).where(Annotation.image_id == new[0], Annotation.source == "model"))
     assert n is not None
-
-
-def test_paint_canvas_round_trip_at_full_resolution(store, synth_dir):
-    import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
-    ls = LabelSession(store, 1)
-    ls.select(0)
-    value = view.paint_canvas(ls)
-    layer = value["layers"][0]
-    assert layer.shape[:2] == value["background"].shape[:2] and (layer[..., 3] > 0).any()
-    back = view.mask_from_canvas(ls, value)
-    assert back.shape == (96, 96) and np.array_equal(back, ls.instances[0].mask)
-    layer[:40, :40] = view.PAINT_RGBA  # a stroke in the top-left corner
-    ls.set_mask(view.mask_from_canvas(ls, value))
-    assert ls.instances[0].mask[:4, :4].all() and ls.instances[0].state == "accepted"

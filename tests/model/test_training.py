@@ -205,7 +205,6 @@ def test_box_assist_refuses_bad_input_with_a_message(demo_store, trained, args, 
 def test_assist_tool_in_the_label_tab_adds_a_selected_instance_that_saves_as_assist(demo_store, trained):
     import types
 
-    from annotator import view
     from annotator.background import BackgroundProposer
     from annotator.labeling import LabelSession
     from annotator.ui import LabelTab
@@ -214,12 +213,10 @@ def test_assist_tool_in_the_label_tab_adds_a_selected_instance_that_saves_as_ass
     image_id = images_to_propose(demo_store)[-1]
     ls = LabelSession(demo_store, image_id)
     n = len(ls.instances)
-    scale = view.display_scale(ls)
-    pending: list = []
-    for x, y in ((8, 8), (80, 88)):  # two corners of a rough box, clicked on the displayed picture
-        evt = types.SimpleNamespace(index=[x * scale, y * scale])
-        out = tab.click(ls, pending, "assist", 8, 0.0, None, "visible (2)", None, evt)
-    message = out[4]
+    evt = types.SimpleNamespace(_data={"op": "assist", "box": [8, 8, 80, 88], "category": None, "seq": 1})
+    _, data = tab.edit(ls, evt)  # what the canvas sends when a rough box is dragged with the assist tool
+    message = data["message"]
+    assert data["selected"] == len(ls.instances) - 1 and data["instances"][-1]["source"] == "assist"
     assert "assist found" in message and len(ls.instances) == n + 1 and ls.selected == n
     assert ls.instances[n].source == "assist" and ls.instances[n].mask is not None
     ls.accept()

@@ -1,0 +1,728 @@
+// maskloop's labeling canvas: the body of gr.HTML's js_on_load (element, props, trigger, watch, server).
+// The browser draws the image and the instances (masks from COCO RLE crops, boxes, keypoints), hit-tests,
+// zooms and pans by itself; every edit travels to the server as one small message (trigger('edit', ...),
+// applied by annotator/canvas.py apply()), and the server's answer (props.value) is what is drawn next.
+// How a stroke becomes a mask: Stroke below collects the pointer path in image pixels; canvas.py's _stroke
+// hands it to LabelSession.paint.
+
+const TOOLS = [
+  ['select', 'v', 'select; drag a box handle, polygon vertex or keypoint of the selected instance; drag empty space to pan'],
+  ['brush', 'b', 'brush: drag to paint the selected mask ([ and ] size); with nothing selected, a new instance'],
+  ['eraser', 'e', 'eraser: drag to erase from the selected mask ([ and ] size)'],
+  ['polygon', 'g', 'polygon: click vertices; click the first vertex or Enter closes, Escape cancels'],
+  ['box', 'm', 'box: drag a new box for the selected instance'],
+  ['keypoint', 'k', 'keypoint: click to place the chosen keypoint of the selected instance'],
+  ['assist', 'x', 'assist: drag a rough box around an object (or click it): the model finds it'],
+];
+const root = element.querySelector('.mlc-root');
+root.innerHTML = `
+<div class="mlc-bar">
+  <span class="mlc-tools">${TOOLS.map(([t, k, h]) =>
+    `<button type="button" data-tool="${t}" title="${h}">${t} <kbd>${k}</kbd></button>`).join('')}</span>
+  <label title="the selected instance's class (changing it sets it); with nothing selected, the class of a new
+    instance (brush, polygon, assist; for assist, blank lets the model decide)"><span class="mlc-class-l">class</span>
+    <select class="mlc-class"></select></label>
+  <label class="mlc-polywrap">polygon <select class="mlc-polymode">
+    <option value="auto">adds to selected, else new</option><option value="new">new instance</option>
+    <option value="add">add to selected</option><option value="subtract">subtract from selected</option></select></label>
+  <label class="mlc-kpwrap">keypoint <select class="mlc-kp"></select></label>
+  <label title="hide proposals scoring below this">min score <input type="range" class="mlc-score" min="0" max="1"
+    step="0.05" value="0"> <span class="mlc-score-v">0.00</span></label>
+  <label>opacity <input type="range" class="mlc-opacity" min="0" max="1" step="0.05" value="0.5"></label>
+  <button type="button" class="mlc-fit" title="fit the image (f)">fit <kbd>f</kbd></button>
+  <button type="button" class="mlc-one" title="one image pixel per screen pixel (1)">1:1 <kbd>1</kbd></button>
+</div>
+<div class="mlc-info"></div>
+<div class="mlc-main"><div class="mlc-stage"><canvas class="mlc-canvas"></canvas></div>
+  <div class="mlc-list" title="instances: click one to select it"></div></div>
+<div class="mlc-message" role="status"></div>
+<div class="mlc-status"><span class="mlc-pos"></span><span class="mlc-zoom"></span><span class="mlc-busy"></span><span class="mlc-hint"></span></div>`;
+
+const canvas = root.querySelector('canvas');
+const ctx = canvas.getContext('2d');
+const $ = (sel) => root.querySelector(sel);
+const HANDLE = 7;  // screen pixels within which a handle is grabbed
+const S = {
+  data: null, byIndex: new Map(), imageId: null, levels: [], loading: 0,
+  view: {s: 1, tx: 0, ty: 0}, tool: 'select', newClass: '', radius: 10, minScore: 0, opacity: 0.5,
+  selected: null, hover: null, hoverKp: null, over: false, space: false,
+  seq: 0, sentAt: new Map(), answered: [], outbox: [], inflight: null, whenIdle: [], masks: new Map(), drag: null, poly: [], strokes: [], pointer: null,
+  timings: [], inputAt: null, inputKind: null, frames: 0, fitted: false,
+};
+root.__maskloop = S;  // tests and bench/canvas.py read timings and state here
+
+// --- small helpers --------------------------------------------------------------------------------------
+const toImage = (sx, sy) => [(sx - S.view.tx) / S.view.s, (sy - S.view.ty) / S.view.s];
+const toScreen = (x, y) => [x * S.view.s + S.view.tx, y * S.view.s + S.view.ty];
+const inst = (i) => (i == null ? null : S.byIndex.get(i) || null);
+const cat = (it) => (it && S.data ? S.data.categories[String(it.category_id)] : null);
+function shown(it) {  // as LabelSession.visible: low-score model proposals hide, accepted ones always show
+  return !(it.source === 'model' && it.state !== 'accepted' && it.score != null && it.score < S.minScore);
+}
+const drawn = () => (S.data ? S.data.instances.filter((it) => shown(it) && it.state !== 'rejected') : []);
+function rgb(hex) { return [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16)); }
+function kpSide(name) { return /^left|_left|^l_/i.test(name) ? '#3b82f6' : /^right|_right|^r_/i.test(name) ? '#f97316' : '#22c55e'; }
+
+// --- masks: COCO compressed RLE of the mask's bounding crop, decoded once per mask ------------------------
+function rleRuns(s) {  // pycocotools' rleFrString: 5-bit groups, 0x20 = more, sign at 0x10, delta from m-2
+  const cnts = [];
+  let p = 0;
+  while (p < s.length) {
+    let x = 0, k = 0, more = 1, c = 0;
+    while (more) {
+      c = s.charCodeAt(p) - 48; x |= (c & 0x1f) << (5 * k); more = c & 0x20; p++; k++;
+      if (!more && (c & 0x10)) x |= -1 << (5 * k);
+    }
+    if (cnts.length > 2) x += cnts[cnts.length - 2];
+    cnts.push(x);
+  }
+  return cnts;
+}
+function decodeMask(m) {  // -> row-major Uint8Array of the crop (column-major runs, as COCO stores them)
+  const inside = new Uint8Array(m.w * m.h);
+  let p = 0, on = 0;
+  for (const run of rleRuns(m.counts)) {
+    if (on) {
+      let x = Math.floor(p / m.h), y = p - x * m.h;
+      for (let q = 0; q < run; q++) {
+        inside[y * m.w + x] = 1;
+        if (++y === m.h) { y = 0; x++; }
+      }
+    }
+    p += run; on ^= 1;
+  }
+  return inside;
+}
+function paintMask(it, entry) {  // the mask in its colour: filled, outlined; proposals lighter and dashed
+  const m = it.mask, inside = entry.inside, [r, g, b] = rgb(it.color);
+  const proposed = it.state === 'proposed';
+  const fill = proposed ? 70 : 140;
+  const c = document.createElement('canvas');
+  c.width = m.w; c.height = m.h;
+  const im = new ImageData(m.w, m.h), d = im.data;
+  for (let y = 0; y < m.h; y++) {
+    for (let x = 0; x < m.w; x++) {
+      const k = y * m.w + x;
+      if (!inside[k]) continue;
+      const edge = x === 0 || y === 0 || x === m.w - 1 || y === m.h - 1 || !inside[k - 1] || !inside[k + 1] ||
+        !inside[k - m.w] || !inside[k + m.w];
+      const o = 4 * k;
+      d[o] = r; d[o + 1] = g; d[o + 2] = b;
+      d[o + 3] = edge ? (proposed && ((x + y) >> 2) & 1 ? fill : 255) : fill;
+    }
+  }
+  c.getContext('2d').putImageData(im, 0, 0);
+  return c;
+}
+function maskOf(it) {  // {inside, painted} cached by the crop's content and the instance's colour and state
+  if (!it.mask) return null;
+  const key = `${it.color}|${it.mask.x},${it.mask.y},${it.mask.w},${it.mask.h}|${it.mask.counts}`;
+  let e = S.masks.get(key);
+  if (!e) { e = {inside: decodeMask(it.mask), painted: {}}; S.masks.set(key, e); }
+  e.used = true;
+  const style = it.state === 'proposed' ? 'p' : 'a';
+  if (!e.painted[style]) e.painted[style] = paintMask(it, e);
+  return e;
+}
+function contains(it, x, y) {
+  if (it.mask) {
+    const e = maskOf(it), xi = Math.floor(x) - it.mask.x, yi = Math.floor(y) - it.mask.y;
+    return xi >= 0 && yi >= 0 && xi < it.mask.w && yi < it.mask.h && e.inside[yi * it.mask.w + xi] === 1;
+  }
+  const [bx, by, bw, bh] = it.bbox;
+  return x >= bx && x <= bx + bw && y >= by && y <= by + bh;
+}
+function hitTest(x, y) {  // the smallest drawn instance under the point
+  let best = null;
+  for (const it of drawn()) if (contains(it, x, y) && (!best || it.area < best.area)) best = it;
+  return best ? best.i : null;
+}
+
+// --- the image: decoded off the main thread, with smaller copies for zoomed-out views ---------------------
+async function loadImage(imageId) {
+  const token = ++S.loading;
+  S.levels = [];
+  S.fitted = false;
+  const pic = await server.canvas_image(imageId);
+  if (token !== S.loading || !pic || pic.image_id !== imageId) return;
+  const blob = await (await fetch(pic.url)).blob();
+  const full = await createImageBitmap(blob);
+  if (token !== S.loading) return;
+  S.levels = [{s: 1, bmp: full}];
+  fit();
+  let w = full.width, h = full.height, f = 1;
+  while (Math.max(w, h) > 1024) {  // halves, for drawing a big image small without a long task
+    w = Math.max(1, Math.round(w / 2)); h = Math.max(1, Math.round(h / 2)); f /= 2;
+    const bmp = await createImageBitmap(full, {resizeWidth: w, resizeHeight: h, resizeQuality: 'medium'});
+    if (token !== S.loading) return;
+    S.levels.push({s: f, bmp});
+  }
+  requestDraw();
+}
+function imageLevel() {  // the smallest copy with at least one pixel per screen pixel
+  let best = S.levels[0];
+  for (const lv of S.levels) if (lv.s >= S.view.s * (window.devicePixelRatio || 1)) best = lv;
+  return best;
+}
+
+// --- view ------------------------------------------------------------------------------------------------
+function size() {
+  const stage = $('.mlc-stage'), top = stage.getBoundingClientRect().top + window.scrollY;
+  const free = Math.max(320, Math.round(window.innerHeight - top - 60)) + 'px';  // the canvas takes the free height
+  if (stage.style.height !== free) { stage.style.height = free; $('.mlc-list').style.height = free; }
+  const r = canvas.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+  const w = Math.max(1, Math.round(r.width * dpr)), h = Math.max(1, Math.round(r.height * dpr));
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  return [r.width, r.height];
+}
+function fit() {
+  if (!S.data) return;
+  const [W, H] = size();
+  const s = Math.min(W / S.data.width, H / S.data.height) * 0.98;
+  S.view = {s, tx: (W - S.data.width * s) / 2, ty: (H - S.data.height * s) / 2};
+  S.fitted = true;
+  requestDraw();
+}
+function zoomAt(sx, sy, s) {
+  s = Math.min(64, Math.max(0.01, s));
+  const [x, y] = toImage(sx, sy);
+  S.view = {s, tx: sx - x * s, ty: sy - y * s};
+  requestDraw();
+}
+function oneToOne() {
+  const [W, H] = size();
+  const p = S.pointer || {x: W / 2, y: H / 2};
+  zoomAt(p.x, p.y, 1 / (window.devicePixelRatio || 1));
+}
+
+// --- drawing ---------------------------------------------------------------------------------------------
+let drawPending = false;
+function requestDraw() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => { drawPending = false; draw(); });
+}
+function boxOf(it) {  // xyxy, live while its handles are dragged
+  if (S.drag && S.drag.kind === 'handle' && S.drag.index === it.i) return S.drag.box;
+  const [x, y, w, h] = it.bbox;
+  return [x, y, x + w, y + h];
+}
+function keypointsOf(it) {
+  if (S.drag && S.drag.kind === 'kp' && S.drag.index === it.i) return S.drag.kps;
+  return it.keypoints;
+}
+function polygonsOf(it) {
+  if (S.drag && S.drag.kind === 'vertex' && S.drag.index === it.i) return S.drag.polygons;
+  return it.polygons;
+}
+function draw() {
+  const [W, H] = size(), dpr = window.devicePixelRatio || 1, {s, tx, ty} = S.view;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.fillStyle = '#1e1e1e';
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (!S.data) return finishDraw();
+  ctx.setTransform(s * dpr, 0, 0, s * dpr, tx * dpr, ty * dpr);
+  const lv = imageLevel();
+  if (lv) {
+    ctx.imageSmoothingEnabled = s * dpr < 2;
+    ctx.drawImage(lv.bmp, 0, 0, S.data.width, S.data.height);
+  }
+  ctx.imageSmoothingEnabled = false;
+  const list = drawn();
+  for (const it of list) {
+    const e = maskOf(it);
+    if (!e) continue;
+    const emph = it.i === S.selected ? 1.8 : it.i === S.hover ? 1.4 : 1;
+    ctx.globalAlpha = Math.min(1, S.opacity * 2 * emph * (it.i === S.selected ? 1 : 0.85));
+    ctx.drawImage(e.painted[it.state === 'proposed' ? 'p' : 'a'], it.mask.x, it.mask.y);
+  }
+  ctx.globalAlpha = 0.55;
+  for (const st of S.strokes.concat(S.drag && S.drag.kind === 'stroke' ? [S.drag] : [])) {  // strokes not yet applied
+    ctx.strokeStyle = st.erase ? '#000000' : (inst(st.index) || {color: '#ffffff'}).color;
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.lineWidth = 2 * st.r; ctx.lineCap = 'round'; ctx.lineJoin = 'round';
+    ctx.beginPath();
+    st.pts.forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    if (st.pts.length === 1) { ctx.arc(st.pts[0][0], st.pts[0][1], st.r, 0, 2 * Math.PI); ctx.fill(); } else ctx.stroke();
+  }
+  ctx.globalAlpha = 1;
+  // everything below is drawn in screen pixels, so lines and labels stay readable at any zoom
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.imageSmoothingEnabled = true;
+  ctx.font = '12px sans-serif';
+  for (const it of list) {
+    const [x0, y0, x1, y1] = boxOf(it), [a, b] = toScreen(x0, y0), [c, d] = toScreen(x1, y1);
+    const sel = it.i === S.selected;
+    ctx.setLineDash(it.state === 'proposed' ? [6, 4] : []);
+    ctx.lineWidth = sel ? 3 : it.i === S.hover ? 2 : 1.5;
+    ctx.strokeStyle = it.color;
+    ctx.strokeRect(a, b, c - a, d - b);
+    if (sel) { ctx.setLineDash([]); ctx.lineWidth = 1; ctx.strokeStyle = '#ffffff'; ctx.strokeRect(a - 2, b - 2, c - a + 4, d - b + 4); }
+    ctx.setLineDash([]);
+    const label = `#${it.i} ${it.name}` + (it.score != null && it.state === 'proposed' ? ` ${it.score.toFixed(2)}` : '') +
+      (it.state === 'accepted' ? ' ✓' : '');
+    const tw = ctx.measureText(label).width;
+    ctx.fillStyle = 'rgba(0,0,0,0.6)';
+    ctx.fillRect(a, Math.max(0, b - 15), tw + 6, 15);
+    ctx.fillStyle = it.color;
+    ctx.fillText(label, a + 3, Math.max(11, b - 4));
+    drawKeypoints(it, sel);
+  }
+  const sel = inst(S.selected);
+  if (sel && shown(sel)) drawHandles(sel);
+  drawGesture();
+  finishDraw();
+}
+function drawKeypoints(it, sel) {
+  const k = keypointsOf(it), c = cat(it);
+  if (!k || !c) return;
+  ctx.lineWidth = 2;
+  for (const [p, q] of c.skeleton || []) {
+    if (p < 1 || q < 1 || 3 * q > k.length || 3 * p > k.length || !k[3 * p - 1] || !k[3 * q - 1]) continue;
+    const [a, b] = toScreen(k[3 * p - 3], k[3 * p - 2]), [e, f] = toScreen(k[3 * q - 3], k[3 * q - 2]);
+    ctx.strokeStyle = it.color;
+    ctx.beginPath(); ctx.moveTo(a, b); ctx.lineTo(e, f); ctx.stroke();
+  }
+  for (let j = 0; 3 * j < k.length; j++) {
+    if (!k[3 * j + 2]) continue;
+    const [a, b] = toScreen(k[3 * j], k[3 * j + 1]), name = (c.keypoints || [])[j] || String(j);
+    ctx.fillStyle = k[3 * j + 2] === 2 ? kpSide(name) : '#777777';
+    ctx.strokeStyle = sel ? '#ffffff' : '#000000';
+    ctx.lineWidth = 1.5;
+    ctx.beginPath(); ctx.arc(a, b, sel ? 5 : 3.5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
+    if (S.hoverKp && S.hoverKp.index === it.i && S.hoverKp.j === j) {
+      ctx.fillStyle = 'rgba(0,0,0,0.7)';
+      const label = name + (k[3 * j + 2] === 1 ? ' (occluded)' : '');
+      ctx.fillRect(a + 7, b - 8, ctx.measureText(label).width + 6, 16);
+      ctx.fillStyle = '#ffffff';
+      ctx.fillText(label, a + 10, b + 4);
+    }
+  }
+}
+function boxHandles(box) {
+  const [x0, y0, x1, y1] = box, mx = (x0 + x1) / 2, my = (y0 + y1) / 2;
+  return {nw: [x0, y0], n: [mx, y0], ne: [x1, y0], e: [x1, my], se: [x1, y1], s: [mx, y1], sw: [x0, y1], w: [x0, my]};
+}
+function drawHandles(it) {
+  ctx.fillStyle = '#ffffff';
+  ctx.strokeStyle = '#000000';
+  ctx.lineWidth = 1;
+  for (const [x, y] of Object.values(boxHandles(boxOf(it)))) {
+    const [a, b] = toScreen(x, y);
+    ctx.fillRect(a - 4, b - 4, 8, 8); ctx.strokeRect(a - 4, b - 4, 8, 8);
+  }
+  const polys = polygonsOf(it);
+  if (polys) {
+    ctx.fillStyle = it.color;
+    for (const poly of polys) {
+      for (let v = 0; v + 1 < poly.length; v += 2) {
+        const [a, b] = toScreen(poly[v], poly[v + 1]);
+        ctx.beginPath(); ctx.arc(a, b, 3.5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
+      }
+    }
+  }
+}
+function drawGesture() {
+  if (S.poly.length) {  // the polygon being drawn, its vertices as handles
+    ctx.strokeStyle = '#ffff00'; ctx.fillStyle = '#ffff00'; ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    S.poly.forEach(([x, y], k) => { const [a, b] = toScreen(x, y); if (k) ctx.lineTo(a, b); else ctx.moveTo(a, b); });
+    if (S.pointer) ctx.lineTo(S.pointer.x, S.pointer.y);
+    ctx.stroke();
+    S.poly.forEach(([x, y], k) => {
+      const [a, b] = toScreen(x, y);
+      ctx.beginPath(); ctx.arc(a, b, k === 0 ? 6 : 4, 0, 2 * Math.PI); ctx.fill();
+    });
+  }
+  if (S.drag && S.drag.kind === 'rect') {
+    const [a, b] = toScreen(S.drag.x0, S.drag.y0), [c, d] = toScreen(S.drag.x1, S.drag.y1);
+    ctx.setLineDash([5, 3]); ctx.strokeStyle = S.tool === 'assist' ? '#00ffff' : '#ffff00'; ctx.lineWidth = 2;
+    ctx.strokeRect(a, b, c - a, d - b); ctx.setLineDash([]);
+  }
+  if ((S.tool === 'brush' || S.tool === 'eraser') && S.pointer && S.over) {
+    ctx.strokeStyle = S.tool === 'eraser' ? '#ff5555' : '#ffffff'; ctx.lineWidth = 1;
+    ctx.beginPath(); ctx.arc(S.pointer.x, S.pointer.y, S.radius, 0, 2 * Math.PI); ctx.stroke();
+  }
+}
+function finishDraw() {
+  S.frames++;
+  if (S.inputAt != null) {  // a local action: from the input event to this drawn frame
+    S.timings.push({kind: S.inputKind, ms: performance.now() - S.inputAt});
+    S.inputAt = null;
+  }
+  for (const a of S.answered) S.timings.push({kind: 'server:' + a.op, ms: performance.now() - a.t, seq: a.seq});
+  S.answered = [];
+  $('.mlc-zoom').textContent = S.data ? `zoom ${(S.view.s * 100).toFixed(S.view.s < 0.1 ? 1 : 0)}%` : '';
+  $('.mlc-busy').textContent = S.sentAt.size ? 'saving…' : '';
+}
+function local(kind) { S.inputAt = performance.now(); S.inputKind = kind; requestDraw(); }
+
+// --- messages to the server ------------------------------------------------------------------------------
+function send(op, fields) {  // one message at a time, in order: the next leaves when the last is answered
+  const seq = ++S.seq;
+  S.sentAt.set(seq, {t: performance.now(), op});
+  S.outbox.push(Object.assign({op, seq, min_score: S.minScore}, fields || {}));
+  pump();
+  requestDraw();
+  return seq;
+}
+function pump() {
+  if (S.inflight) return;
+  const msg = S.outbox.shift();
+  if (!msg) { const idle = S.whenIdle; S.whenIdle = []; idle.forEach((fn) => fn()); return; }
+  S.inflight = msg.seq;
+  setTimeout(() => {  // no answer (the server failed: Gradio shows its error): do not block the next edits
+    if (S.inflight === msg.seq) { S.inflight = null; S.sentAt.delete(msg.seq); hint('the server did not answer that edit'); pump(); }
+  }, 20000);
+  trigger('edit', msg);
+}
+function whenIdle(fn) {  // after every queued edit is answered (saving, moving on)
+  if (!S.inflight && !S.outbox.length) fn(); else S.whenIdle.push(fn);
+}
+function hint(text) { $('.mlc-hint').textContent = text; }
+function chosenClass() { return S.newClass === '' ? null : Number(S.newClass); }
+function select(i, tell = true) {
+  S.selected = i;
+  refreshToolbar(false);
+  if (tell) send('select', {index: i});
+  local('select');
+}
+
+// --- toolbar ---------------------------------------------------------------------------------------------
+function setTool(t) {
+  S.tool = t;
+  if (t !== 'polygon') S.poly = [];
+  root.querySelectorAll('[data-tool]').forEach((b) => b.classList.toggle('on', b.dataset.tool === t));
+  $('.mlc-polywrap').style.display = t === 'polygon' ? '' : 'none';
+  $('.mlc-kpwrap').style.display = t === 'keypoint' || t === 'select' ? '' : 'none';
+  hint((TOOLS.find((x) => x[0] === t) || [, , ''])[2]);
+  canvas.style.cursor = t === 'select' ? 'default' : 'crosshair';
+  requestDraw();
+}
+function refreshToolbar(rebuildList = true) {
+  const cls = $('.mlc-class'), kp = $('.mlc-kp'), it = inst(S.selected);
+  if (S.data) {
+    const want = Object.entries(S.data.categories).map(([id, c]) => id + ':' + c.name).join('|');
+    if (cls.dataset.cats !== want) {
+      cls.innerHTML = '<option value="">(model decides)</option>';
+      for (const [id, c] of Object.entries(S.data.categories)) {
+        const o = document.createElement('option');
+        o.value = id; o.textContent = `${c.name} (${id})`;
+        cls.appendChild(o);
+      }
+      cls.dataset.cats = want;
+    }
+  }
+  // the class field shows the selected instance's class, else the class for new instances
+  $('.mlc-class-l').textContent = it ? `class of #${it.i}` : 'new instance class';
+  cls.options[0].hidden = !!it;
+  cls.value = it ? String(it.category_id) : S.newClass;
+  const c = cat(it), names = (c && c.keypoints) || [];
+  const keep = kp.value;
+  kp.innerHTML = '';
+  names.forEach((n, j) => {
+    const o = document.createElement('option');
+    const placed = it.keypoints && it.keypoints[3 * j + 2] > 0;
+    o.value = n; o.textContent = n + (placed ? '' : ' (missing)');
+    kp.appendChild(o);
+  });
+  if (names.includes(keep)) kp.value = keep;
+  else {
+    const missing = names.findIndex((n, j) => !(it.keypoints && it.keypoints[3 * j + 2] > 0));
+    if (missing >= 0) kp.value = names[missing];
+  }
+  if (rebuildList) refreshList();
+  else $('.mlc-list').querySelectorAll('.mlc-row').forEach((r) => {
+    const on = Number(r.dataset.index) === S.selected;
+    r.classList.toggle('sel', on);
+    if (on) r.scrollIntoView({block: 'nearest'});
+  });
+}
+function refreshList() {  // the instance list beside the picture: what is drawn, and the hidden count
+  const list = $('.mlc-list');
+  list.textContent = '';
+  if (!S.data || !S.data.instances) return;
+  let hidden = 0;
+  for (const it of S.data.instances) {
+    if (!shown(it)) { hidden++; continue; }
+    const row = document.createElement('div');
+    row.className = 'mlc-row' + (it.i === S.selected ? ' sel' : '') + ' ' + it.state;
+    row.dataset.index = String(it.i);
+    const sw = document.createElement('span');
+    sw.className = 'sw'; sw.style.background = it.color;
+    row.appendChild(sw);
+    row.appendChild(document.createTextNode(`#${it.i} ${it.name}` + (it.score != null ? ` ${it.score.toFixed(2)}` : '') +
+      ` · ${it.state}${it.edited ? ' (edited)' : ''}` + (it.source !== 'model' ? ` · ${it.source}` : '')));
+    row.addEventListener('click', () => select(it.i));
+    list.appendChild(row);
+  }
+  if (hidden) { const h = document.createElement('div'); h.className = 'mlc-hidden'; h.textContent = `${hidden} below the min score`; list.appendChild(h); }
+  const sel = list.querySelector('.sel');
+  if (sel) sel.scrollIntoView({block: 'nearest'});
+}
+$('.mlc-class').addEventListener('change', (e) => {
+  const v = e.target.value, it = inst(S.selected);
+  if (it && v !== '') send('class', {index: it.i, category: Number(v)});
+  else S.newClass = v;
+});
+root.querySelectorAll('[data-tool]').forEach((b) => b.addEventListener('click', () => setTool(b.dataset.tool)));
+$('.mlc-fit').addEventListener('click', () => { fit(); local('fit'); });
+$('.mlc-one').addEventListener('click', () => { oneToOne(); local('zoom'); });
+let scoreTimer = null;
+$('.mlc-score').addEventListener('input', (e) => {
+  S.minScore = Number(e.target.value);
+  $('.mlc-score-v').textContent = S.minScore.toFixed(2);
+  refreshList();
+  local('score');
+  clearTimeout(scoreTimer);  // the server needs it for "accept all shown" and the instance list
+  scoreTimer = setTimeout(() => send('view'), 300);
+});
+$('.mlc-opacity').addEventListener('input', (e) => { S.opacity = Number(e.target.value); local('opacity'); });
+
+// --- pointer ---------------------------------------------------------------------------------------------
+function pointerAt(e) {
+  const r = canvas.getBoundingClientRect();
+  return {x: e.clientX - r.left, y: e.clientY - r.top};
+}
+function near(sx, sy, x, y) { const [a, b] = toScreen(x, y); return Math.hypot(a - sx, b - sy) <= HANDLE; }
+function grab(sx, sy) {  // a handle of the selected instance under the pointer: keypoint, vertex, box handle
+  const it = inst(S.selected);
+  if (!it || !shown(it)) return null;
+  const k = it.keypoints;
+  if (k) for (let j = 0; 3 * j < k.length; j++) {
+    if (k[3 * j + 2] && near(sx, sy, k[3 * j], k[3 * j + 1])) return {kind: 'kp', index: it.i, j, kps: k.slice()};
+  }
+  if (it.polygons) for (let part = 0; part < it.polygons.length; part++) {
+    const poly = it.polygons[part];
+    for (let v = 0; v + 1 < poly.length; v += 2) {
+      if (near(sx, sy, poly[v], poly[v + 1])) {
+        return {kind: 'vertex', index: it.i, part, vertex: v / 2, polygons: it.polygons.map((p) => p.slice())};
+      }
+    }
+  }
+  for (const [name, [x, y]] of Object.entries(boxHandles(boxOf(it)))) {
+    if (near(sx, sy, x, y)) return {kind: 'handle', index: it.i, name, box: boxOf(it).slice()};
+  }
+  return null;
+}
+function keypointAt(sx, sy) {  // any drawn instance's keypoint under the pointer (the selected one first)
+  const list = drawn().sort((a, b) => (b.i === S.selected) - (a.i === S.selected));
+  for (const it of list) {
+    const k = it.keypoints;
+    if (k) for (let j = 0; 3 * j < k.length; j++) if (k[3 * j + 2] && near(sx, sy, k[3 * j], k[3 * j + 1])) return {index: it.i, j};
+  }
+  return null;
+}
+canvas.addEventListener('contextmenu', (e) => e.preventDefault());
+canvas.addEventListener('pointerdown', (e) => {
+  if (!S.data) return;
+  root.focus({preventScroll: true});
+  const p = pointerAt(e), [x, y] = toImage(p.x, p.y);
+  canvas.setPointerCapture(e.pointerId);
+  if (e.button === 1 || S.space) { S.drag = {kind: 'pan', sx: p.x, sy: p.y, view: {...S.view}}; return; }
+  if (e.button === 2) { const h = keypointAt(p.x, p.y); if (h) cycleVisibility(h); return; }
+  if (e.button !== 0) return;
+  const g = (S.tool === 'select' || S.tool === 'keypoint' || S.tool === 'box') ? grab(p.x, p.y) : null;
+  if (g) { S.drag = Object.assign(g, {sx: p.x, sy: p.y, moved: false}); return; }
+  if (S.tool === 'brush' || S.tool === 'eraser') {
+    S.drag = {kind: 'stroke', erase: S.tool === 'eraser', index: S.selected, r: S.radius / S.view.s, pts: [[x, y]]};
+    local('stroke');
+  } else if (S.tool === 'box' || S.tool === 'assist') {
+    S.drag = {kind: 'rect', x0: x, y0: y, x1: x, y1: y, sx: p.x, sy: p.y};
+  } else {
+    S.drag = {kind: 'click', sx: p.x, sy: p.y, view: {...S.view}, moved: false};
+  }
+});
+canvas.addEventListener('pointermove', (e) => {
+  const p = pointerAt(e);
+  S.pointer = p;
+  const [x, y] = toImage(p.x, p.y);
+  $('.mlc-pos').textContent = S.data ? `x ${x.toFixed(1)}  y ${y.toFixed(1)}` : '';
+  const d = S.drag;
+  if (!d) {
+    const h = keypointAt(p.x, p.y), i = h ? h.index : hitTest(x, y);
+    const changed = i !== S.hover || JSON.stringify(h) !== JSON.stringify(S.hoverKp);
+    S.hover = i; S.hoverKp = h;
+    if (changed) { const it = inst(i); hint(it ? `#${it.i} ${it.name} · ${it.state}${it.score != null ? ' · ' + it.score.toFixed(2) : ''}` : ''); local('hover'); }
+    else if (S.tool === 'brush' || S.tool === 'eraser' || S.poly.length) requestDraw();
+    return;
+  }
+  const far = Math.hypot(p.x - (d.sx ?? p.x), p.y - (d.sy ?? p.y)) > 3;
+  if (d.kind === 'click' && far && S.tool === 'select') d.kind = 'pan';
+  if (d.kind === 'pan') {
+    S.view = {s: S.view.s, tx: d.view.tx + p.x - d.sx, ty: d.view.ty + p.y - d.sy};
+    local('pan');
+  } else if (d.kind === 'stroke') {
+    d.pts.push([x, y]);
+    local('stroke');
+  } else if (d.kind === 'rect') {
+    d.x1 = x; d.y1 = y; requestDraw();
+  } else if (d.kind === 'kp') {
+    d.moved = d.moved || far;
+    d.kps[3 * d.j] = x; d.kps[3 * d.j + 1] = y; local('drag');
+  } else if (d.kind === 'vertex') {
+    d.moved = d.moved || far;
+    d.polygons[d.part][2 * d.vertex] = x; d.polygons[d.part][2 * d.vertex + 1] = y; local('drag');
+  } else if (d.kind === 'handle') {
+    d.moved = d.moved || far;
+    const b = d.box;
+    if (d.name.includes('w')) b[0] = x;
+    if (d.name.includes('e')) b[2] = x;
+    if (d.name.includes('n')) b[1] = y;
+    if (d.name.includes('s')) b[3] = y;
+    local('drag');
+  }
+});
+canvas.addEventListener('pointerup', (e) => {
+  const d = S.drag;
+  S.drag = null;
+  if (!d || !S.data) return;
+  const p = pointerAt(e), [x, y] = toImage(p.x, p.y);
+  if (d.kind === 'stroke') {
+    d.seq = send('stroke', {points: d.pts.map(([a, b]) => [round2(a), round2(b)]), radius: round2(d.r),
+      erase: d.erase, index: d.index, category: chosenClass()});
+    S.strokes.push(d);
+    local('stroke');
+  } else if (d.kind === 'rect') {
+    const box = [d.x0, d.y0, x, y].map(round2), tiny = Math.hypot(p.x - d.sx, p.y - d.sy) < 4;
+    if (S.tool === 'assist') {
+      if (tiny) send('assist_point', {x: round2(x), y: round2(y), category: chosenClass()});
+      else send('assist', {box, category: chosenClass()});
+      hint('asking the model…');
+    } else if (!tiny) {
+      if (S.selected == null) hint('select an instance first; to find a missed object, use assist (x)');
+      else send('box', {index: S.selected, box});
+    }
+  } else if (d.kind === 'kp' && d.moved) {
+    const it = inst(d.index), name = cat(it).keypoints[d.j];
+    send('keypoint', {index: d.index, name, x: round2(d.kps[3 * d.j]), y: round2(d.kps[3 * d.j + 1]),
+      v: it.keypoints[3 * d.j + 2] || 2});
+    it.keypoints = d.kps;  // shown where it was dropped until the server answers
+  } else if (d.kind === 'vertex' && d.moved) {
+    send('vertex', {index: d.index, part: d.part, vertex: d.vertex, x: round2(x), y: round2(y)});
+    inst(d.index).polygons = d.polygons;
+  } else if (d.kind === 'handle' && d.moved) {
+    send('box', {index: d.index, box: d.box.map(round2)});
+    const [x0, y0, x1, y1] = d.box;
+    inst(d.index).bbox = [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)];
+  } else if (d.kind === 'click' || ((d.kind === 'kp' || d.kind === 'vertex' || d.kind === 'handle') && !d.moved)) {
+    click(x, y, p);
+  }
+  requestDraw();
+});
+function round2(v) { return Math.round(v * 100) / 100; }
+function click(x, y, p) {
+  if (S.tool === 'polygon') {
+    if (S.poly.length >= 3 && near(p.x, p.y, S.poly[0][0], S.poly[0][1])) return closePolygon();
+    S.poly.push([x, y]); local('vertex');
+  } else if (S.tool === 'keypoint') {
+    const it = inst(S.selected), name = $('.mlc-kp').value;
+    if (!it || !name) { hint('select an instance whose class has keypoints, then choose the keypoint'); return; }
+    send('keypoint', {index: it.i, name, x: round2(x), y: round2(y), v: 2});
+  } else {
+    select(hitTest(x, y));
+  }
+}
+function closePolygon() {
+  if (S.poly.length < 3) { hint('a polygon needs at least 3 vertices'); return; }
+  send('polygon', {points: S.poly.map(([a, b]) => [round2(a), round2(b)]), mode: $('.mlc-polymode').value,
+    index: S.selected, category: chosenClass()});
+  S.poly = [];
+}
+function cycleVisibility(h) {  // visible (2) <-> occluded (1)
+  const it = inst(h.index), c = cat(it), k = it.keypoints;
+  if (h.index !== S.selected) select(h.index);
+  send('keypoint', {index: h.index, name: c.keypoints[h.j], x: k[3 * h.j], y: k[3 * h.j + 1], v: k[3 * h.j + 2] === 2 ? 1 : 2});
+}
+canvas.addEventListener('wheel', (e) => {
+  if (!S.data) return;
+  e.preventDefault();
+  const p = pointerAt(e);
+  zoomAt(p.x, p.y, S.view.s * Math.exp(-e.deltaY * 0.0015));
+  local('zoom');
+}, {passive: false});
+canvas.addEventListener('pointerenter', () => { S.over = true; });
+canvas.addEventListener('pointerleave', () => { S.over = false; S.hover = null; S.hoverKp = null; requestDraw(); });
+
+// --- keyboard: while the pointer is over the canvas or it has the focus ----------------------------------
+function cycle(step) {
+  const list = drawn().map((it) => it.i);
+  if (!list.length) return;
+  const k = list.indexOf(S.selected);
+  select(list[k < 0 ? (step > 0 ? 0 : list.length - 1) : (k + step + list.length) % list.length]);
+}
+function onKey(e) {
+  const t = e.target;
+  if (t && (t.tagName === 'INPUT' && t.type !== 'range' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+  if (!S.data || !(S.over || root.contains(document.activeElement))) return;
+  const k = e.key, ctrl = e.ctrlKey || e.metaKey;
+  const saving = {s: 'btn-save', n: 'btn-next', p: 'btn-prev', ArrowRight: 'btn-next', ArrowLeft: 'btn-prev'}[k];
+  if ((saving && !ctrl) || (ctrl && (k === 's' || k === 'S'))) {  // the page's key handler clicks the button,
+    if (S.inflight == null && !S.outbox.length) return;  // after the edits still on their way
+    e.preventDefault(); e.stopImmediatePropagation();
+    const id = saving && !ctrl ? saving : 'btn-save';
+    whenIdle(() => { const b = document.getElementById(id); const el = b && (b.tagName === 'BUTTON' ? b : b.querySelector('button')); if (el) el.click(); });
+    return;
+  }
+  let done = true;
+  if (k === ' ') S.space = true;
+  else if (k === 'Tab') cycle(e.shiftKey ? -1 : 1);
+  else if (ctrl && (k === 'z' || k === 'Z')) send(e.shiftKey ? 'redo' : 'undo');
+  else if (ctrl) done = false;
+  else if (k === 'a' && S.selected != null) send('accept', {index: S.selected});
+  else if (k === 'r' && S.selected != null) send('reject', {index: S.selected});
+  else if (k === 'A') send('accept_all');
+  else if (k === 'R') send('reject_rest');
+  else if ((k === 'Delete' || k === 'Backspace') && S.selected != null) send('delete', {index: S.selected});
+  else if (k === 'z') send('undo');
+  else if (k === 'y') send('redo');
+  else if (k === '[' || k === ']') { S.radius = Math.max(1, Math.min(200, S.radius * (k === ']' ? 1.25 : 0.8))); hint(`brush radius ${S.radius.toFixed(0)} px`); requestDraw(); }
+  else if (k === 'f') { fit(); local('fit'); }
+  else if (k === '1') { oneToOne(); local('zoom'); }
+  else if (k === 'Enter' && S.poly.length) closePolygon();
+  else if (k === 'Escape') { if (S.poly.length || S.drag) { S.poly = []; S.drag = null; } else select(null); requestDraw(); }
+  else if (k === 'o') { const h = S.hoverKp; if (h) cycleVisibility(h); }
+  else {
+    const tool = TOOLS.find((x) => x[1] === k);
+    if (tool) setTool(tool[0]); else done = false;
+  }
+  if (done) { e.preventDefault(); e.stopImmediatePropagation(); }
+}
+window.addEventListener('keydown', onKey, true);
+window.addEventListener('keyup', (e) => { if (e.key === ' ') S.space = false; }, true);
+
+// --- what the server sends -------------------------------------------------------------------------------
+function receive(data) {
+  $('.mlc-message').textContent = (data && data.message) || '';
+  if (!data || typeof data !== 'object' || data.image_id == null) {
+    S.data = null; S.byIndex = new Map(); S.imageId = null; S.levels = []; $('.mlc-info').textContent = '';
+    refreshList(); requestDraw(); return;
+  }
+  $('.mlc-info').textContent = `Image ${data.image_id} · ${data.file_name} · ${data.width}×${data.height} · status ` +
+    `${data.status} · ${data.unreviewed} unreviewed` + (data.dirty ? ' · unsaved edits' : '');
+  const newImage = data.image_id !== S.imageId;
+  S.data = data;
+  S.byIndex = new Map(data.instances.map((it) => [it.i, it]));
+  if (newImage) {
+    S.imageId = data.image_id; S.masks.clear(); S.poly = []; S.strokes = []; S.drag = null;
+    S.selected = data.selected;
+    S.minScore = data.min_score || 0;
+    $('.mlc-score').value = String(S.minScore); $('.mlc-score-v').textContent = S.minScore.toFixed(2);
+    loadImage(data.image_id).catch((err) => hint('the image could not be shown: ' + err));
+  }
+  for (const [seq, sent] of [...S.sentAt]) {  // server actions: from the input to the redrawn answer
+    if (seq <= data.seq) { S.answered.push(Object.assign({seq}, sent)); S.sentAt.delete(seq); }
+  }
+  if (data.seq >= S.seq) S.selected = data.selected;  // no local change is waiting for an answer
+  if (S.inflight != null && data.seq >= S.inflight) { S.inflight = null; setTimeout(pump, 0); }
+  S.strokes = S.strokes.filter((st) => st.seq > data.seq);
+  for (const [key, e] of S.masks) { if (!e.used) S.masks.delete(key); else e.used = false; }
+  refreshToolbar();
+  if (!S.fitted && S.levels.length) fit();
+  requestDraw();
+}
+watch('value', () => receive(props.value));
+new ResizeObserver(() => { if (S.data) requestDraw(); }).observe(canvas);
+window.addEventListener('resize', () => requestDraw());
+setTool('select');
+receive(props.value);

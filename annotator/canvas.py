@@ -1,0 +1,268 @@
+"""The Python side of the browser canvas (``canvas.js``, ``canvas.css``): what it is sent and what it sends.
+
+- ``picture(store, image_id)``: the image, once per opened image (a data URL the browser decodes off the main thread).
+- ``payload(ls)``: the labels as data: per instance its mask as a COCO RLE of the mask's bounding crop, box,
+  polygons (for polygon annotations, so their vertices can be dragged), keypoints, colour and review state;
+  the categories' keypoint names and skeletons. The browser draws, hit-tests, zooms and pans from it.
+- ``apply(ls, message, assist)``: one edit message from the browser (a stroke, a moved vertex, box or
+  keypoint, a review key, an assist box or click) applied through the labeling logic, which stays the source
+  of truth (undo, save, conflicts). How a stroke becomes a mask: ``Stroke`` in canvas.js collects the
+  pointer path and radius in image pixels; ``_stroke`` here hands it to ``LabelSession.paint``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image as PILImage
+from pycocotools import mask as coco_mask
+
+from annotator.labeling import LabelSession
+from annotator.render import color
+from db import annotations
+from db.errors import UserError
+from db.instances import Instances
+from db.media import load_rgb
+from db.store import Store
+
+HERE = Path(__file__).parent
+JS = (HERE / "canvas.js").read_text(encoding="utf-8")
+CSS = (HERE / "canvas.css").read_text(encoding="utf-8")
+TEMPLATE = '<div class="mlc-root" tabindex="0"></div>'  # static: canvas.js builds the toolbar and canvas in it
+
+LOSSLESS_PIXELS = 2_000_000  # images up to this many pixels go to the browser as PNG, larger as JPEG
+MAX_STROKE_POINTS = 20_000
+MAX_POLYGON_POINTS = 10_000
+
+
+class Assist(Protocol):
+    def assist_box(self, image_id: int, box_xyxy, category_id: int | None = None) -> dict: ...
+
+    def assist_point(self, image_id: int, x: float, y: float, category_id: int | None = None) -> dict: ...
+
+
+def picture(store: Store, image_id: int) -> dict[str, Any]:
+    """An image for the canvas, sent once per opened image: PNG (lossless) for ordinary sizes, JPEG for very
+    large ones. The pixels are the ones the labels refer to (EXIF orientation applied, 16-bit reduced)."""
+    im = annotations.images(store, [image_id]).get(image_id)
+    if im is None:
+        raise UserError(f"no image with id {image_id}")
+    pix = np.asarray(load_rgb(store.media_file(im.media_path)))
+    buf = io.BytesIO()
+    if pix.shape[0] * pix.shape[1] <= LOSSLESS_PIXELS:
+        PILImage.fromarray(pix).save(buf, format="PNG", compress_level=1)
+        mime = "image/png"
+    else:
+        PILImage.fromarray(pix).save(buf, format="JPEG", quality=92)
+        mime = "image/jpeg"
+    return {"image_id": image_id, "width": int(pix.shape[1]), "height": int(pix.shape[0]),
+            "url": f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")}
+
+
+def _crop_rle(ls: LabelSession, i: int) -> dict[str, Any] | None:
+    """Instance i's mask as {x, y, w, h, counts}: COCO compressed RLE (column-major) of its bounding crop,
+    cached per mask array (an edit assigns a new array)."""
+    mask = ls.instances.mask(i)
+    if mask is None:
+        return None
+    cache = ls.display_cache.setdefault("crops", {})
+    hit = cache.get(id(mask))
+    if hit is not None and hit[0] is mask:
+        return hit[1]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        out = None
+    else:
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        rle = coco_mask.encode(np.asfortranarray(mask[y0:y1, x0:x1].astype(np.uint8)))
+        out = {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0, "counts": rle["counts"].decode("ascii")}
+    if len(cache) > 2 * len(ls.instances) + 64:  # drop crops of masks that edits replaced
+        cache.clear()
+    cache[id(mask)] = (mask, out)
+    return out
+
+
+def _hex(i: int) -> str:
+    return "#%02x%02x%02x" % color(i)
+
+
+def payload(ls: LabelSession, seq: int = 0, message: str = "") -> dict[str, Any]:
+    """Everything the canvas shows for the open image; ``seq`` is the last edit message applied, ``message``
+    what to tell the person (shown as text, never as HTML)."""
+    inst = ls.instances
+    shown = []
+    for i in range(len(inst)):
+        if inst.deleted[i]:
+            continue
+        cid = inst.category_ids[i]
+        shown.append({
+            "i": i, "category_id": cid, "name": ls.categories[cid].name if cid in ls.categories else str(cid),
+            "color": _hex(i), "state": inst.states[i], "source": inst.sources[i], "score": inst.scores[i],
+            "edited": inst.edited[i], "bbox": [float(v) for v in inst.bboxes[i]], "mask": _crop_rle(ls, i),
+            "polygons": inst.polygons(i),
+            "keypoints": inst.keypoints[i], "area": float(inst.area(i))})
+    return {
+        "image_id": ls.image_id, "width": ls.width, "height": ls.height, "seq": seq, "message": message,
+        "file_name": ls.file_name, "status": ls.status,
+        "selected": ls.selected, "min_score": ls.min_score, "dirty": ls.dirty, "unreviewed": ls.unreviewed(),
+        "instances": shown,
+        "categories": {str(c.id): {"name": c.name, "keypoints": c.keypoints, "skeleton": c.skeleton}
+                       for c in ls.categories.values()},
+    }
+
+
+# --- edit messages ---------------------------------------------------------------------------------------
+def _number(msg: dict, key: str) -> float:
+    v = msg.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise UserError(f"edit message: {key} must be a finite number, not {v!r}")
+    return float(v)
+
+
+def _index(msg: dict, key: str = "index", optional: bool = False) -> int | None:
+    v = msg.get(key)
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        raise UserError(f"edit message: {key} must be an integer, not {v!r}")
+    return int(v)
+
+
+def _xy_list(msg: dict, key: str, limit: int) -> list[tuple[float, float]]:
+    pts = msg.get(key)
+    if not isinstance(pts, list) or not pts or len(pts) > limit:
+        raise UserError(f"edit message: {key} must be a list of 1 to {limit} points")
+    out = []
+    for p in pts:
+        if not (isinstance(p, (list, tuple)) and len(p) == 2):
+            raise UserError(f"edit message: {p!r} is not an [x, y] point")
+        out.append((_number({"v": p[0]}, "v"), _number({"v": p[1]}, "v")))
+    return out
+
+
+def _box(msg: dict) -> list[float]:
+    b = msg.get("box")
+    if not isinstance(b, list) or len(b) != 4:
+        raise UserError("edit message: box must be [x0, y0, x1, y1]")
+    return [_number({"v": v}, "v") for v in b]
+
+
+def found_instance(ls: LabelSession, got: dict) -> Instances:
+    """An assist answer (the /assist_box dict) as one Instances of this image, source 'assist'."""
+    return Instances.from_coco([{k: v for k, v in got.items() if v is not None}], ls.height, ls.width,
+                               source="assist", state="proposed")
+
+
+def _stroke(ls: LabelSession, msg: dict) -> str:
+    """A brush or eraser stroke: the pointer path in image pixels and its radius, painted at full
+    resolution on the selected instance (with none selected, the brush starts a new one of ``category``)."""
+    points, radius = _xy_list(msg, "points", MAX_STROKE_POINTS), _number(msg, "radius")
+    erase, index = bool(msg.get("erase")), _index(msg, optional=True)
+    if index is None:
+        if erase:
+            raise UserError("select an instance to erase from")
+        cid = _index(msg, "category", optional=True)
+        if cid is None:
+            raise UserError("select an instance to paint on, or choose the class of a new instance")
+        i = ls.new_instance(cid, stroke=(points, radius))
+        return f"new instance #{i}"
+    ls.paint(points, radius, erase=erase, index=index)
+    return "erased" if erase else "painted"
+
+
+def _polygon(ls: LabelSession, msg: dict) -> str:
+    points = _xy_list(msg, "points", MAX_POLYGON_POINTS)
+    mode, index = msg.get("mode"), _index(msg, optional=True)
+    if mode == "new" or (mode in ("auto", None) and index is None):
+        cid = _index(msg, "category", optional=True)
+        if cid is None:
+            raise UserError("choose the class of the new instance first")
+        return f"new instance #{ls.new_instance(cid, polygon=points)}"
+    if mode not in ("add", "subtract", "auto", None):
+        raise UserError(f"edit message: polygon mode {mode!r} is not new, add or subtract")
+    ls.polygon(points, subtract=mode == "subtract", index=index)
+    return "polygon subtracted" if mode == "subtract" else "polygon added"
+
+
+def _box_edit(ls: LabelSession, msg: dict, assist: Assist | None) -> str:
+    """A box drawn or its handles dragged. An assist answer nobody has touched yet is asked again for the
+    new box; any other instance gets the box (its mask cut to it)."""
+    index, (x0, y0, x1, y1) = _index(msg), _box(msg)
+    i = ls._need(index)
+    it = ls.instances[i]
+    if it.source == "assist" and it.state == "proposed" and assist is not None:
+        got = assist.assist_box(ls.image_id, [x0, y0, x1, y1], None)
+        ls.replace_found(i, found_instance(ls, got))
+        return f"assist ran again on the new box: {ls.categories[got['category_id']].name} ({got['score']:.2f})"
+    ls.set_box(x0, y0, x1, y1, index=i)
+    return "box set"
+
+
+def _assist(ls: LabelSession, msg: dict, assist: Assist | None) -> str:
+    if assist is None:
+        raise UserError("box assist is not available here")
+    cid = _index(msg, "category", optional=True)
+    if msg["op"] == "assist":
+        got = assist.assist_box(ls.image_id, _box(msg), cid)
+    else:
+        got = assist.assist_point(ls.image_id, _number(msg, "x"), _number(msg, "y"), cid)
+    i = ls.add_found(found_instance(ls, got))
+    name = ls.categories[got["category_id"]].name
+    return f"assist found #{i} {name} (score {got['score']:.2f}): accept (a), edit it, or drag its box"
+
+
+def _keypoint(ls: LabelSession, msg: dict) -> str:
+    name, v = msg.get("name"), _index(msg, "v")
+    if not isinstance(name, str):
+        raise UserError("edit message: name must be the keypoint's name")
+    ls.set_keypoint(name, _number(msg, "x"), _number(msg, "y"), v, index=_index(msg))
+    return f"{name} {'removed' if v == 0 else 'placed'}"
+
+
+def _review(ls: LabelSession, state: str, msg: dict) -> str:
+    nxt = ls.review(state, _index(msg))
+    return f"{state}; " + ("next: #%d" % nxt if nxt is not None else "no unreviewed proposals left")
+
+
+def _class(ls: LabelSession, msg: dict) -> str:
+    ls.set_class(_index(msg, "category"), index=_index(msg))
+    return f"class set to {ls.categories[_index(msg, 'category')].name}"
+
+
+OPS = {
+    "class": lambda ls, m, a: _class(ls, m),
+    "select": lambda ls, m, a: ls.select(_index(m, optional=True)) or "",
+    "view": lambda ls, m, a: "",
+    "accept": lambda ls, m, a: _review(ls, "accepted", m),
+    "reject": lambda ls, m, a: _review(ls, "rejected", m),
+    "accept_all": lambda ls, m, a: f"accepted {ls.accept_all_shown(ls.min_score)}",
+    "reject_rest": lambda ls, m, a: f"rejected {ls.reject_rest()} unreviewed proposal(s)",
+    "delete": lambda ls, m, a: ls.delete(_index(m)) or "deleted",
+    "stroke": lambda ls, m, a: _stroke(ls, m),
+    "polygon": lambda ls, m, a: _polygon(ls, m),
+    "vertex": lambda ls, m, a: ls.move_vertex(_index(m, "part"), _index(m, "vertex"), _number(m, "x"),
+                                              _number(m, "y"), index=_index(m)) or "vertex moved",
+    "box": _box_edit,
+    "keypoint": lambda ls, m, a: _keypoint(ls, m),
+    "assist": _assist,
+    "assist_point": _assist,
+    "undo": lambda ls, m, a: "" if ls.undo() else "nothing to undo",
+    "redo": lambda ls, m, a: "" if ls.redo() else "nothing to redo",
+}
+
+
+def apply(ls: LabelSession, msg: Any, assist: Assist | None = None) -> str:
+    """Apply one edit message from the canvas; returns what to tell the person. Bad messages and refused
+    edits raise UserError naming the problem; nothing changes then."""
+    if not isinstance(msg, dict) or msg.get("op") not in OPS:
+        op = msg.get("op") if isinstance(msg, dict) else msg
+        raise UserError(f"unknown canvas action {op!r}")
+    if "min_score" in msg:
+        ms = _number(msg, "min_score")
+        ls.min_score = min(max(ms, 0.0), 1.0)
+    return OPS[msg["op"]](ls, msg, assist) or ""

@@ -1,0 +1,192 @@
+"""The labeling canvas in headless Chromium, driven with real mouse and keyboard events: strokes, the eraser,
+polygon vertices, box assist, keypoints, zoom, undo, and the layout on a laptop screen. Labels are checked in
+the store after saving, not only on the page."""
+
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+from sqlalchemy import select
+
+# the Chromium page fixture and helpers; importing them skips (or, in CI, fails) where Chromium is missing
+from tests.annotator.test_browser import (_open, canvas_state, drag, expect, idle, instance, key_over_canvas,  # noqa: F401
+                                          message, page, to_screen)
+
+pytestmark = pytest.mark.browser
+
+
+def _saved(store, image_id: int, ann_id: int):
+    from db.schema import Annotation
+
+    with store.session() as s:
+        return s.scalars(select(Annotation).where(Annotation.image_id == image_id, Annotation.id == ann_id)).one()
+
+
+def _mask(seg, h: int, w: int) -> np.ndarray:
+    from db import masks
+
+    return masks.decode(seg, h, w)
+
+
+def _fresh_image(store, used: set) -> int:
+    """An image not yet saved nor used by another test of this module."""
+    from db import annotations
+
+    ids = [i for i in annotations.queue(store) if i not in used]
+    used.add(ids[0])
+    return ids[0]
+
+
+USED: set = set()
+
+
+def _start(page, url, store) -> int:
+    page.goto(url)
+    expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
+    image_id = _fresh_image(store, USED)
+    _open(page, image_id)
+    return image_id
+
+
+def test_brush_drag_adds_pixels_and_eraser_drag_removes_them(app_with_model, page):
+    store, url, _ = app_with_model
+    image_id = _start(page, url, store)
+    sel = canvas_state(page, "S.selected")
+    before = instance(page, sel)["area"]
+    key_over_canvas(page, "b")
+    drag(page, [(2, 64), (60, 64)])  # a stroke across the left half of the image
+    idle(page)
+    assert instance(page, sel)["area"] > before and instance(page, sel)["state"] == "accepted"
+    key_over_canvas(page, "e")
+    drag(page, [(2, 64), (30, 64)])
+    idle(page)
+    key_over_canvas(page, "R")  # reject the rest, then save: the store holds the stroke minus the erased part
+    idle(page)
+    key_over_canvas(page, "s")
+    expect(message(page)).to_contain_text(f"saved image {image_id}: done")
+    ann_id = _ann_id(store, image_id, sel)
+    row = _saved(store, image_id, ann_id)
+    m = _mask(row.segmentation, 128, 128)
+    assert m[64, 40:58].all()  # painted
+    assert not m[64, 4:28].any()  # erased
+    assert row.review_state == "accepted" and row.area == m.sum()
+
+
+def _ann_id(store, image_id: int, index: int) -> int:
+    from annotator.labeling import LabelSession
+
+    return LabelSession(store, image_id).instances.ann_ids[index]
+
+
+def test_polygon_vertex_drag_moves_it_and_undo_restores(app_with_model, page):
+    store, url, _ = app_with_model
+    image_id = _start(page, url, store)
+    key_over_canvas(page, "Escape")
+    page.locator("#label-canvas .mlc-class").select_option("3")
+    key_over_canvas(page, "g")
+    for x, y in ((10, 10), (40, 10), (40, 40)):
+        page.mouse.click(*to_screen(page, x, y))
+    page.mouse.click(*to_screen(page, 10, 10))  # clicking the first vertex closes it
+    idle(page)
+    expect(message(page)).to_contain_text("new instance #")
+    i = canvas_state(page, "S.selected")
+    assert instance(page, i)["source"] == "human"
+    # a hand-drawn polygon is stored as a mask; a polygon annotation's vertices are handles: make one by import
+    from db.instances import Instances
+    from annotator.labeling import LabelSession
+
+    key_over_canvas(page, "s")  # (the remaining proposals stay proposals)
+    expect(message(page)).to_contain_text("saved image")
+    ls = LabelSession(store, image_id)
+    ls.add_found(Instances.from_coco([{"category_id": 3, "bbox": [60, 60, 40, 40],
+                                       "segmentation": [[60, 60, 100, 60, 100, 100, 60, 100]]}], 128, 128))
+    ls.save("test")
+    _open(page, image_id)
+    poly = next(it for it in canvas_state(page, "S.data.instances") if it["polygons"])
+    page.locator(f"#label-canvas .mlc-row[data-index='{poly['i']}']").click()
+    key_over_canvas(page, "v")
+    drag(page, [(100, 100), (115, 118)])  # drag the third vertex
+    idle(page)
+    moved = instance(page, poly["i"])["polygons"][0]
+    assert moved[4:6] == [115, 118] and moved[:4] == [60, 60, 100, 60]
+    view_before = canvas_state(page, "S.view")
+    page.mouse.move(*to_screen(page, 64, 64))
+    page.mouse.wheel(0, -400)  # zoom in around the pointer: the view changes, the labels do not
+    idle(page)
+    view_after = canvas_state(page, "S.view")
+    assert view_after["s"] > view_before["s"] * 1.5
+    assert instance(page, poly["i"])["polygons"][0] == moved
+    key_over_canvas(page, "z")  # undo the vertex move
+    idle(page)
+    assert instance(page, poly["i"])["polygons"][0] == [60, 60, 100, 60, 100, 100, 60, 100]
+
+
+def test_keypoint_drag_moves_it_and_right_click_marks_it_occluded(app_with_model, page):
+    store, url, _ = app_with_model
+    image_id = _start(page, url, store)
+    key_over_canvas(page, "Escape")
+    page.locator("#label-canvas .mlc-class").select_option("1")  # person
+    key_over_canvas(page, "b")
+    drag(page, [(50, 50), (70, 70)])  # a new person from a brush stroke
+    idle(page)
+    i = canvas_state(page, "S.selected")
+    key_over_canvas(page, "k")
+    page.locator("#label-canvas .mlc-kp").select_option("left_eye")
+    page.mouse.click(*to_screen(page, 60, 55))
+    idle(page)
+    key_over_canvas(page, "v")
+    drag(page, [(60, 55), (66, 52)])
+    idle(page)
+    kps = instance(page, i)["keypoints"]
+    assert kps[3:6] == [66, 52, 2]  # left_eye is the second COCO keypoint
+    page.mouse.click(*to_screen(page, 66, 52), button="right")
+    idle(page)
+    assert instance(page, i)["keypoints"][5] == 1
+
+
+def test_assist_box_drag_finds_the_object_drawn_in_the_image(app_with_model, page):
+    """A rough box around a synthetic object: the tiny trained model's mask overlaps it (IoU >= 0.5)."""
+    from db import annotations
+    from model.synthetic import make_coco
+
+    store, url, _ = app_with_model
+    _, coco = make_coco(40, size=128, seed=7)  # the demo store's images and their true objects
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    page.goto(url)
+    expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
+    image_id = _fresh_image(store, USED)
+    rec = annotations.images(store, [image_id])[image_id]
+    truth_image = next(i for i, n in names.items() if n == rec.file_name)
+    truths = sorted((a for a in coco["annotations"] if a["image_id"] == truth_image), key=lambda a: -a["area"])
+    target = truths[0]
+    _open(page, image_id)
+    page.locator("#label-canvas .mlc-score").evaluate(  # hide the proposals: only what assist finds shows
+        "(el) => { el.value = '1'; el.dispatchEvent(new Event('input')); }")
+    x, y, w, h = target["bbox"]
+    key_over_canvas(page, "x")
+    drag(page, [(max(0, x - 3), max(0, y - 3)), (min(127, x + w + 3), min(127, y + h + 3))])
+    idle(page)
+    expect(message(page)).to_contain_text("assist found")
+    found = instance(page, canvas_state(page, "S.selected"))
+    assert found["source"] == "assist" and found["state"] == "proposed"
+    m = found["mask"]
+    crop = coco_mask.decode({"size": [m["h"], m["w"]], "counts": m["counts"].encode()}) > 0
+    got = np.zeros((128, 128), bool)
+    got[m["y"]:m["y"] + m["h"], m["x"]:m["x"] + m["w"]] = crop
+    truth = _mask(target["segmentation"], 128, 128)
+    iou = (got & truth).sum() / (got | truth).sum()
+    assert iou >= 0.5, iou
+
+
+def test_the_canvas_and_save_fit_a_laptop_screen(app_with_model, page):
+    store, url, _ = app_with_model
+    page.set_viewport_size({"width": 1440, "height": 900})
+    try:
+        page.goto(url)
+        expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
+        idle(page)
+        canvas_box = page.locator("#label-canvas canvas").bounding_box()
+        save = page.locator("#btn-save").bounding_box()
+        assert canvas_box["y"] + canvas_box["height"] <= 900 and save["y"] + save["height"] <= 900
+        assert canvas_box["height"] >= 400 and canvas_box["width"] >= 700  # the canvas takes the free space
+    finally:
+        page.set_viewport_size({"width": 1500, "height": 1200})
