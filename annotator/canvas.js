@@ -1,7 +1,8 @@
 // maskloop's labeling canvas: the body of gr.HTML's js_on_load (element, props, trigger, watch, server).
 // The browser draws the image and the instances (masks from COCO RLE crops, boxes, keypoints), hit-tests,
-// zooms and pans by itself; every edit travels to the server as one small message (trigger('edit', ...),
-// applied by annotator/canvas.py apply()), and the server's answer (props.value) is what is drawn next.
+// zooms and pans by itself; every edit travels to the server as one small message (a direct server-function
+// call, server.canvas_edit, applied by annotator/canvas.py apply()); the answer, like every label event's
+// new props.value, and the server's answer (props.value) is what is drawn next.
 // How a stroke becomes a mask: Stroke below collects the pointer path in image pixels; canvas.py's _stroke
 // hands it to LabelSession.paint.
 
@@ -23,7 +24,7 @@ root.innerHTML = `
     instance (brush, polygon, assist; for assist, blank lets the model decide)"><span class="mlc-class-l">class</span>
     <select class="mlc-class"></select></label>
   <label class="mlc-polywrap">polygon <select class="mlc-polymode">
-    <option value="auto">adds to selected, else new</option><option value="new">new instance</option>
+    <option value="auto">add to selected / new</option><option value="new">new instance</option>
     <option value="add">add to selected</option><option value="subtract">subtract from selected</option></select></label>
   <label class="mlc-kpwrap">keypoint <select class="mlc-kp"></select></label>
   <label title="hide proposals scoring below this">min score <input type="range" class="mlc-score" min="0" max="1"
@@ -46,7 +47,7 @@ const S = {
   data: null, byIndex: new Map(), imageId: null, levels: [], loading: 0,
   view: {s: 1, tx: 0, ty: 0}, tool: 'select', newClass: '', radius: 10, minScore: 0, opacity: 0.5,
   selected: null, hover: null, hoverKp: null, over: false, space: false,
-  seq: 0, sentAt: new Map(), answered: [], outbox: [], inflight: null, whenIdle: [], masks: new Map(), drag: null, poly: [], strokes: [], pointer: null,
+  seq: 0, rev: 0, afterFrame: [], reviewed: [], sentAt: new Map(), answered: [], outbox: [], inflight: null, whenIdle: [], masks: new Map(), drag: null, poly: [], strokes: [], pointer: null,
   timings: [], inputAt: null, inputKind: null, frames: 0, fitted: false,
 };
 root.__maskloop = S;  // tests and bench/canvas.py read timings and state here
@@ -350,7 +351,9 @@ function finishDraw() {
     S.timings.push({kind: S.inputKind, ms: performance.now() - S.inputAt});
     S.inputAt = null;
   }
-  for (const a of S.answered) S.timings.push({kind: 'server:' + a.op, ms: performance.now() - a.t, seq: a.seq});
+  if (S.answerPending) { S.answerPending = false; S.answerDrawnAt = performance.now(); }
+  if (S.afterFrame.length) { const later = S.afterFrame; S.afterFrame = []; setTimeout(() => later.forEach((fn) => fn()), 0); }
+  for (const a of S.answered) S.timings.push({kind: 'server:' + a.op, ms: performance.now() - a.t, seq: a.seq, wire: a.got - a.t});
   S.answered = [];
   $('.mlc-zoom').textContent = S.data ? `zoom ${(S.view.s * 100).toFixed(S.view.s < 0.1 ? 1 : 0)}%` : '';
   $('.mlc-busy').textContent = S.sentAt.size ? 'saving…' : '';
@@ -374,7 +377,10 @@ function pump() {
   setTimeout(() => {  // no answer (the server failed: Gradio shows its error): do not block the next edits
     if (S.inflight === msg.seq) { S.inflight = null; S.sentAt.delete(msg.seq); hint('the server did not answer that edit'); pump(); }
   }, 20000);
-  trigger('edit', msg);
+  server.canvas_edit(Object.assign({token: S.data ? S.data.token : ''}, msg)).then(receive).catch((err) => {
+    if (S.inflight === msg.seq) { S.inflight = null; S.sentAt.delete(msg.seq); pump(); }
+    hint('that edit failed on the server: ' + err);
+  });
 }
 function whenIdle(fn) {  // after every queued edit is answered (saving, moving on)
   if (!S.inflight && !S.outbox.length) fn(); else S.whenIdle.push(fn);
@@ -384,8 +390,8 @@ function chosenClass() { return S.newClass === '' ? null : Number(S.newClass); }
 function select(i, tell = true) {
   S.selected = i;
   refreshToolbar(false);
-  if (tell) send('select', {index: i});
   local('select');
+  if (tell) S.afterFrame.push(() => send('select', {index: i}));  // the server hears of it after the frame
 }
 
 // --- toolbar ---------------------------------------------------------------------------------------------
@@ -452,7 +458,7 @@ function refreshList() {  // the instance list beside the picture: what is drawn
     sw.className = 'sw'; sw.style.background = it.color;
     row.appendChild(sw);
     row.appendChild(document.createTextNode(`#${it.i} ${it.name}` + (it.score != null ? ` ${it.score.toFixed(2)}` : '') +
-      ` · ${it.state}${it.edited ? ' (edited)' : ''}` + (it.source !== 'model' ? ` · ${it.source}` : '')));
+      ` · ${it.state}${it.edited && !(it.source === 'assist' && it.state === 'proposed') ? ' (edited)' : ''}` + (it.source !== 'model' ? ` · ${it.source}` : '')));
     row.addEventListener('click', () => select(it.i));
     list.appendChild(row);
   }
@@ -645,6 +651,21 @@ canvas.addEventListener('pointerenter', () => { S.over = true; });
 canvas.addEventListener('pointerleave', () => { S.over = false; S.hover = null; S.hoverKp = null; requestDraw(); });
 
 // --- keyboard: while the pointer is over the canvas or it has the focus ----------------------------------
+function nextUnreviewed(exclude) {  // as LabelSession.next_unreviewed: the best-scored shown proposal left
+  const todo = S.data.instances.filter((it) => shown(it) && it.state === 'proposed' && it.i !== exclude);
+  todo.sort((a, b) => (b.score || 0) - (a.score || 0) || a.i - b.i);
+  return todo.length ? todo[0].i : null;
+}
+function review(op) {  // shown at once, so quick repeated keys each review the next instance
+  const it = inst(S.selected);
+  if (!it) return;
+  const seq = send(op, {index: it.i});
+  it.state = op === 'accept' ? 'accepted' : 'rejected';  // until the server's answer confirms it
+  S.reviewed.push({seq, i: it.i, state: it.state});
+  S.selected = nextUnreviewed(it.i);
+  refreshToolbar();
+  local('review');
+}
 function cycle(step) {
   const list = drawn().map((it) => it.i);
   if (!list.length) return;
@@ -669,8 +690,8 @@ function onKey(e) {
   else if (k === 'Tab') cycle(e.shiftKey ? -1 : 1);
   else if (ctrl && (k === 'z' || k === 'Z')) send(e.shiftKey ? 'redo' : 'undo');
   else if (ctrl) done = false;
-  else if (k === 'a' && S.selected != null) send('accept', {index: S.selected});
-  else if (k === 'r' && S.selected != null) send('reject', {index: S.selected});
+  else if (k === 'a' && S.selected != null) review('accept');
+  else if (k === 'r' && S.selected != null) review('reject');
   else if (k === 'A') send('accept_all');
   else if (k === 'R') send('reject_rest');
   else if ((k === 'Delete' || k === 'Backspace') && S.selected != null) send('delete', {index: S.selected});
@@ -693,6 +714,10 @@ window.addEventListener('keyup', (e) => { if (e.key === ' ') S.space = false; },
 
 // --- what the server sends -------------------------------------------------------------------------------
 function receive(data) {
+  const newImage = !data || data.image_id !== S.imageId;
+  if (!newImage && data.rev <= S.rev) return;  // an older answer than the one shown (a button's, overtaken)
+  S.answerPending = true;  // the next frame draws a server answer (bench/canvas.py times buttons with it)
+  hint('');
   $('.mlc-message').textContent = (data && data.message) || '';
   if (!data || typeof data !== 'object' || data.image_id == null) {
     S.data = null; S.byIndex = new Map(); S.imageId = null; S.levels = []; $('.mlc-info').textContent = '';
@@ -700,7 +725,7 @@ function receive(data) {
   }
   $('.mlc-info').textContent = `Image ${data.image_id} · ${data.file_name} · ${data.width}×${data.height} · status ` +
     `${data.status} · ${data.unreviewed} unreviewed` + (data.dirty ? ' · unsaved edits' : '');
-  const newImage = data.image_id !== S.imageId;
+  S.rev = data.rev;
   S.data = data;
   S.byIndex = new Map(data.instances.map((it) => [it.i, it]));
   if (newImage) {
@@ -711,11 +736,13 @@ function receive(data) {
     loadImage(data.image_id).catch((err) => hint('the image could not be shown: ' + err));
   }
   for (const [seq, sent] of [...S.sentAt]) {  // server actions: from the input to the redrawn answer
-    if (seq <= data.seq) { S.answered.push(Object.assign({seq}, sent)); S.sentAt.delete(seq); }
+    if (seq <= data.seq) { S.answered.push(Object.assign({seq, got: performance.now()}, sent)); S.sentAt.delete(seq); }
   }
   if (data.seq >= S.seq) S.selected = data.selected;  // no local change is waiting for an answer
   if (S.inflight != null && data.seq >= S.inflight) { S.inflight = null; setTimeout(pump, 0); }
   S.strokes = S.strokes.filter((st) => st.seq > data.seq);
+  S.reviewed = newImage ? [] : S.reviewed.filter((r) => r.seq > data.seq);  // reviews still on their way
+  for (const r of S.reviewed) { const it = inst(r.i); if (it) it.state = r.state; }
   for (const [key, e] of S.masks) { if (!e.used) S.masks.delete(key); else e.used = false; }
   refreshToolbar();
   if (!S.fitted && S.levels.length) fit();
@@ -724,5 +751,8 @@ function receive(data) {
 watch('value', () => receive(props.value));
 new ResizeObserver(() => { if (S.data) requestDraw(); }).observe(canvas);
 window.addEventListener('resize', () => requestDraw());
+window.addEventListener('beforeunload', (e) => {  // leaving the page with unsaved edits asks first
+  if ((S.data && S.data.dirty) || S.outbox.length || S.inflight != null) { e.preventDefault(); e.returnValue = ''; }
+});
 setTool('select');
 receive(props.value);

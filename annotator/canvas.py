@@ -95,6 +95,7 @@ def payload(ls: LabelSession, seq: int = 0, message: str = "") -> dict[str, Any]
     """Everything the canvas shows for the open image; ``seq`` is the last edit message applied, ``message``
     what to tell the person (shown as text, never as HTML)."""
     inst = ls.instances
+    ls.rev += 1
     shown = []
     for i in range(len(inst)):
         if inst.deleted[i]:
@@ -107,7 +108,7 @@ def payload(ls: LabelSession, seq: int = 0, message: str = "") -> dict[str, Any]
             "polygons": inst.polygons(i),
             "keypoints": inst.keypoints[i], "area": float(inst.area(i))})
     return {
-        "image_id": ls.image_id, "width": ls.width, "height": ls.height, "seq": seq, "message": message,
+        "image_id": ls.image_id, "width": ls.width, "height": ls.height, "seq": seq, "rev": ls.rev, "token": ls.token, "message": message,
         "file_name": ls.file_name, "status": ls.status,
         "selected": ls.selected, "min_score": ls.min_score, "dirty": ls.dirty, "unreviewed": ls.unreviewed(),
         "instances": shown,

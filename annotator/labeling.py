@@ -38,6 +38,14 @@ def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def _not_empty(mask: np.ndarray, what: str) -> np.ndarray:
+    """An edited mask must keep a pixel: an instance with an empty mask would be saved and exported as a
+    zero-area annotation. Deleting the instance is the way to remove it."""
+    if not mask.any():
+        raise UserError(f"{what} would leave the mask empty; to remove the instance, delete it (Delete)")
+    return mask
+
+
 @dataclasses.dataclass
 class CategoryInfo:
     id: int
@@ -55,6 +63,8 @@ class LabelSession:
         self._load(mark_in_review=True)
         self.min_score = 0.0  # the view's "hide proposals below" threshold: what "shown" and "next" mean
         self.seq = 0  # the last canvas message applied (annotator.canvas)
+        self.rev = 0  # how many answers the canvas was sent: it ignores one older than what it shows
+        self.token = ""  # the page's secret for its canvas's direct edit calls (annotator.ui)
         self.lock = threading.RLock()  # one edit at a time, whichever way it came
         self.selected: int | None = None
         self.selected = self.next_unreviewed()
@@ -304,10 +314,11 @@ class LabelSession:
         return np.asarray(img, dtype=bool)
 
     def _apply(self, i: int, region: np.ndarray, erase: bool) -> None:
+        m = self.instances[i].mask
+        m = m if m is not None else np.zeros((self.height, self.width), bool)
+        new = _not_empty((m & ~region) if erase else (m | region), "erasing")
         self._record([i])
-        it = self._edited(i)
-        m = it.mask if it.mask is not None else np.zeros((self.height, self.width), bool)
-        it.mask = (m & ~region) if erase else (m | region)  # stored as RLE with its tight box
+        self._edited(i).mask = new  # stored as RLE with its tight box
 
     def polygon(self, vertices: Sequence[tuple[float, float]], subtract: bool = False, index: int | None = None) -> None:
         """Add (or subtract) the polygon to the selected instance's mask."""
@@ -340,12 +351,15 @@ class LabelSession:
         y0, y1 = sorted((max(0.0, min(y0, self.height)), max(0.0, min(y1, self.height))))
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise UserError("the box is empty: click two opposite corners")
+        mask = self.instances[i].mask
+        if mask is not None:
+            keep = np.zeros_like(mask)
+            keep[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
+            mask = _not_empty(mask & keep, "that box")
         self._record([i])
         it = self._edited(i)
-        if it.mask is not None:
-            keep = np.zeros_like(it.mask)
-            keep[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
-            it.mask = it.mask & keep
+        if mask is not None:
+            it.mask = mask
         else:
             it.bbox = [x0, y0, x1 - x0, y1 - y0]
 
@@ -425,6 +439,7 @@ class LabelSession:
         polygons[part][2 * vertex:2 * vertex + 2] = [round(x, 2), round(y, 2)]
         try:
             mask_codec.check(polygons, self.height, self.width)
+            _not_empty(mask_codec.decode(polygons, self.height, self.width), "moving that vertex")
         except mask_codec.MaskError as e:
             raise UserError(f"polygon refused: {e}") from None
         self._record([i])

@@ -1,4 +1,4 @@
-"""The one renderer: instances drawn over an image for the label view and the gallery alike: masks in
+"""The server-side renderer (the Dataset gallery; the label view draws in the browser: canvas.js): masks in
 distinct colours (one label map, one blend), boxes (proposals dashed, accepted solid, the selected one
 thick), a tag per instance, keypoints joined by their skeleton."""
 

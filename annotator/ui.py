@@ -4,6 +4,9 @@ store_view), db/ and model.api, which the tests call too."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import secrets
+import weakref
 
 import gradio as gr
 import pandas as pd
@@ -14,9 +17,12 @@ from annotator.access import LoginGuard, LoginRequired
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
 from db import categories as cat_db
+from db.ids import id_problem
 from db.errors import UserError
 from db.store import Store
 from model.api import ModelOptions
+
+log = logging.getLogger(__name__)
 
 SHORTCUTS = """
 | key | action |
@@ -97,6 +103,9 @@ class LabelTab:
     def __init__(self, store: Store, proposer: BackgroundProposer):
         self.store, self.proposer = store, proposer
         self._pictures: dict[int, dict] = {}  # the last few pictures sent to canvases
+        # each page's open LabelSession (the one its gr.State holds), by a secret token the page's canvas data
+        # carries: the canvas's edits come as direct server-function calls, which do not see the State
+        self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     # --- helpers --------------------------------------------------------------------------------------
     def outputs(self, ls: LabelSession | None, message: str = ""):
@@ -114,7 +123,8 @@ class LabelTab:
     def open(self, image_id, ls, request=None, note: str = ""):
         """Open an image (saving unsaved edits of the current one first)."""
         msg = note
-        min_score, seq = (ls.min_score, ls.seq) if ls is not None else (0.0, 0)
+        min_score, seq, rev, token = ((ls.min_score, ls.seq, ls.rev, ls.token) if ls is not None
+                                      else (0.0, 0, 0, secrets.token_urlsafe(24)))
         if ls is not None and ls.dirty and image_id != ls.image_id:
             try:
                 with ls.lock:
@@ -125,17 +135,22 @@ class LabelTab:
                 return self.outputs(ls, ls.rebase() + " (You stayed on this image.)")
         if image_id is None:
             return self.outputs(ls, msg or "Nothing more in this queue.")
+        problem = id_problem(image_id)
+        if problem:
+            return self.outputs(ls, f"no image with id {image_id}: {problem}")
         try:
-            new = LabelSession(self.store, int(image_id))
+            new = LabelSession(self.store, image_id)
         except UserError as e:
             return self.outputs(ls, str(e))
-        new.min_score, new.seq = min_score, seq
-        new.selected = new.next_unreviewed()
-        ids = view.queue(self.store)
+        new.min_score, new.seq, new.rev, new.token = min_score, seq, rev, token
+        new.selected = None
+        new.selected = new.next_unreviewed()  # under this page's score threshold
+        self._live[token] = new
+        order = view.queue(self.store)
         following = []
-        if new.image_id in ids:
-            k = ids.index(new.image_id)
-            following = ids[k + 1:k + 4]
+        if new.image_id in order:
+            k = order.index(new.image_id)
+            following = order[k + 1:k + 4]
             self.proposer.want(following)
         self.proposer.warm([new.image_id] + following)  # assist's features, before anyone asks
         return self.outputs(new, msg)
@@ -155,15 +170,27 @@ class LabelTab:
                 msg = str(e)
             return self.outputs(ls, msg)
 
-    def edit(self, ls, evt: gr.EventData):
-        """One message from the canvas (annotator.canvas.apply)."""
-        data = getattr(evt, "_data", None)
+    def edit(self, ls, data):
+        """One message from the canvas (annotator.canvas.apply); returns the outputs."""
         def apply(s):
             if isinstance(data, dict) and isinstance(data.get("seq"), int):
                 s.seq = max(s.seq, data["seq"])  # answered, whatever the outcome
             return canvas.apply(s, data, self.proposer)
 
         return self.act(apply, ls)
+
+    def canvas_edit(self, message) -> dict:
+        """The canvas's server function for an edit: the message applied to the open session of the page
+        holding the message's ``token``, and the canvas data it answers with."""
+        token = message.get("token") if isinstance(message, dict) else None
+        ls = self._live.get(token) if isinstance(token, str) else None
+        if ls is None:
+            return {"message": "this page's labeling session is gone (the server restarted?): reload the page"}
+        try:
+            return self.edit(ls, message)[1]
+        except Exception as e:  # noqa: BLE001 - the canvas must get an answer, never wait for one
+            log.exception("canvas edit %r failed", message)
+            return self.outputs(ls, f"that edit failed on the server and changed nothing: {e}")[1]
 
     def picture(self, image_id) -> dict:
         """The canvas's server function: the image's pixels, once per opened image."""
@@ -212,6 +239,9 @@ class LabelTab:
         def canvas_image(image_id):  # canvas.js: server.canvas_image(id), once per opened image
             return self.picture(image_id)
 
+        def canvas_edit(message):  # canvas.js: server.canvas_edit(message), per edit
+            return self.canvas_edit(message)
+
         with gr.Row(equal_height=True):
             which = gr.Dropdown(view.QUEUE_FILTERS, value=view.QUEUE_FILTERS[0], label="Queue", scale=2,
                                 elem_id="queue-filter")
@@ -222,7 +252,7 @@ class LabelTab:
         with gr.Row():
             with gr.Column(scale=5):
                 board = gr.HTML(None, html_template=canvas.TEMPLATE, css_template=canvas.CSS, js_on_load=canvas.JS,
-                                elem_id="label-canvas", server_functions=[canvas_image], padding=False)
+                                elem_id="label-canvas", server_functions=[canvas_image, canvas_edit], padding=False)
             with gr.Column(scale=1, min_width=200, elem_id="label-actions"):
                 save_b = gr.Button("Save (s)", elem_id="btn-save", variant="primary", size="sm")
                 discard_b = gr.Button("Discard my edits", elem_id="btn-discard", size="sm")
@@ -255,7 +285,7 @@ class LabelTab:
             return self.open(ids[0] if ids else None, ls, request)
 
         def open_id(i, ls, request: gr.Request):
-            return self.open(None if i is None else int(i), ls, request)
+            return self.open(None if i is None else int(i) if float(i).is_integer() else i, ls, request)
 
         def save(ls, request: gr.Request):
             return self.save(ls, request)
@@ -268,10 +298,8 @@ class LabelTab:
         prev_b.click(prev_image, [which, sess], outs, **label)
         next_b.click(next_image, [which, sess], outs, **label)
         go.click(open_id, [jump, sess], outs, **label)
+        jump.submit(open_id, [jump, sess], outs, **label)
         which.input(first_in, [which, sess], outs, **label)
-        # canvas edits skip the queue (its round trip is the slow part): canvas.js sends one at a time, in
-        # order, and the session's lock keeps them from overlapping a queued button event
-        board.edit(self.edit, [sess], outs, queue=False)
 
         def simple(fn):
             return lambda ls: self.act(fn, ls)
@@ -281,7 +309,8 @@ class LabelTab:
         delete_b.click(simple(lambda ls: ls.delete()), sess, outs, **label)
         accept_all_b.click(simple(lambda ls: canvas.apply(ls, {"op": "accept_all"})), sess, outs, **label)
         rest_b.click(simple(lambda ls: canvas.apply(ls, {"op": "reject_rest"})), sess, outs, **label)
-        discard_b.click(simple(lambda ls: ls.discard() or "your unsaved edits are discarded"), sess, outs, **label)
+        discard_b.click(simple(lambda ls: "nothing to discard: no unsaved edits" if not ls.dirty else
+                               ls.discard() or "your unsaved edits are discarded"), sess, outs, **label)
         undo_b.click(simple(lambda ls: None if ls.undo() else "nothing to undo"), sess, outs, **label)
         redo_b.click(simple(lambda ls: None if ls.redo() else "nothing to redo"), sess, outs, **label)
         box_mask_b.click(simple(lambda ls: ls.box_from_mask()), sess, outs, **label)

@@ -1,6 +1,7 @@
 """Server-side time of the label view's common actions on a 1920x1080 image with 30 instances:
-open (load labels + compose the picture + instance list), accept, mask edit (a brush dab), save.
-Each action includes composing the picture the browser gets (not the JPEG encoding, measured apart).
+open (load labels + the canvas data), accept, mask edit (a brush stroke), save; and the picture sent to the
+browser once per image. Each action includes building the canvas data it answers with (annotator.canvas).
+The browser side is measured by bench/canvas.py.
 
     .venv/bin/python bench/ui.py [--repeats 15]
 """
@@ -8,7 +9,6 @@ Each action includes composing the picture the browser gets (not the JPEG encodi
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import statistics
@@ -22,7 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotator import view  # noqa: E402
+from annotator import canvas  # noqa: E402
 from annotator.labeling import LabelSession  # noqa: E402
 from db import masks  # noqa: E402
 from db.coco_import import import_coco  # noqa: E402
@@ -39,11 +39,17 @@ def make_store(root: Path) -> Store:
     for k in range(N):
         cx, cy, rx, ry = rng.uniform(100, W - 100), rng.uniform(100, H - 100), rng.uniform(20, 120), rng.uniform(20, 120)
         m = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
-        anns.append({"id": k + 1, "image_id": 1, "category_id": 1 + k % 3, "segmentation": masks.encode(m),
-                     "area": int(m.sum()), "bbox": masks.mask_bbox_xywh(m), "iscrowd": 0,
-                     "score": float(rng.uniform(0.3, 0.99))})
+        ann = {"id": k + 1, "image_id": 1, "category_id": 1 + k % 3, "segmentation": masks.encode(m),
+               "area": int(m.sum()), "bbox": masks.mask_bbox_xywh(m), "iscrowd": 0,
+               "score": float(rng.uniform(0.3, 0.99))}
+        if k % 3 == 0:  # category 1 has keypoints: a head and a tail on the ellipse's axis
+            ann["keypoints"] = [round(cx - rx / 2, 1), round(cy, 1), 2, round(cx + rx / 2, 1), round(cy, 1), 2]
+            ann["num_keypoints"] = 2
+        anns.append(ann)
+    cats = [{"id": i, "name": f"c{i}", "supercategory": ""} for i in (1, 2, 3)]
+    cats[0].update(keypoints=["head", "tail"], skeleton=[[1, 2]])
     coco = {"images": [{"id": 1, "file_name": "big.jpg", "width": W, "height": H}], "annotations": anns,
-            "categories": [{"id": i, "name": f"c{i}", "supercategory": ""} for i in (1, 2, 3)]}
+            "categories": cats}
     (root / "a.json").write_text(json.dumps(coco))
     store = Store(Settings(store_dir=root / "store"))
     import_coco(store, root / "a.json", root, as_proposals=True)
@@ -60,28 +66,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
-    res: dict[str, list[float]] = {"open": [], "accept": [], "mask edit": [], "save": [], "jpeg encode": []}
+    res: dict[str, list[float]] = {"open": [], "accept": [], "mask edit": [], "save": [], "picture": []}
     with tempfile.TemporaryDirectory() as tmp:
         store = make_store(Path(tmp))
         for _ in range(args.repeats):
             def open_():
                 ls = LabelSession(store, 1)
-                view.compose(ls)
-                view.instance_rows(ls)
+                canvas.payload(ls)
                 return ls
 
             ms, ls = timed(open_)
             res["open"].append(ms)
-            ms, _ = timed(lambda: (ls.accept(3), view.compose(ls), view.instance_rows(ls)))
+            ms, _ = timed(lambda: (canvas.apply(ls, {"op": "accept", "index": 3}), canvas.payload(ls)))
             res["accept"].append(ms)
-            ls.select(5)
             x, y, w, h = ls.instances[5].bbox
-            ms, pic = timed(lambda: (ls.paint([(x + w / 2, y + h / 2)], 25), view.compose(ls))[1])
+            stroke = {"op": "stroke", "index": 5, "radius": 12,
+                      "points": [[x + w / 4, y + h / 2], [x + w / 2, y + h / 2], [x + w, y + h / 2]]}
+            ms, _ = timed(lambda: (canvas.apply(ls, stroke), canvas.payload(ls)))
             res["mask edit"].append(ms)
             ms, _ = timed(lambda: ls.save("bench"))
             res["save"].append(ms)
-            ms, _ = timed(lambda: Image.fromarray(pic).save(io.BytesIO(), format="JPEG", quality=90))
-            res["jpeg encode"].append(ms)
+            ms, _ = timed(lambda: canvas.picture(store, 1))
+            res["picture"].append(ms)
     print(f"machine: {platform.machine()}, python {platform.python_version()}; {W}x{H} image, {N} instances, "
           f"median of {args.repeats}")
     for k, v in res.items():

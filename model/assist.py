@@ -69,7 +69,11 @@ class Assistant:
                 return hit
         pixels = load()
         net, device = self.net, self.predictor.device
-        images, _ = net.transform([image_tensor(pixels).to(device)])
+        try:
+            images, _ = net.transform([image_tensor(pixels).to(device)])
+        except RuntimeError as e:  # e.g. a 3000x2 image: its short side scales to 0 pixels
+            h, w = pixels.shape[:2]
+            raise UserError(f"the model cannot look at this {w}x{h} image ({str(e).splitlines()[0]})") from None
         entry = Features(net.backbone(images.tensors), tuple(images.image_sizes[0]), tuple(pixels.shape[:2]),
                          tuple(images.tensors.shape[-2:]))
         with self._lock:

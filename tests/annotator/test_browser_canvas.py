@@ -27,13 +27,13 @@ def _mask(seg, h: int, w: int) -> np.ndarray:
     return masks.decode(seg, h, w)
 
 
-def _fresh_image(store, used: set) -> int:
-    """An image not yet saved nor used by another test of this module."""
+def _fresh_image(store, used: set, accept=lambda image_id: True) -> int:
+    """An image not yet saved nor used by another test of this module (and that ``accept`` accepts)."""
     from db import annotations
 
-    ids = [i for i in annotations.queue(store) if i not in used]
-    used.add(ids[0])
-    return ids[0]
+    image_id = next(i for i in annotations.queue(store) if i not in used and accept(i))
+    used.add(image_id)
+    return image_id
 
 
 USED: set = set()
@@ -141,6 +141,14 @@ def test_keypoint_drag_moves_it_and_right_click_marks_it_occluded(app_with_model
     page.mouse.click(*to_screen(page, 66, 52), button="right")
     idle(page)
     assert instance(page, i)["keypoints"][5] == 1
+    key_over_canvas(page, "s")
+    expect(message(page)).to_contain_text(f"saved image {image_id}")
+    from db.schema import Annotation
+
+    with store.session() as s:
+        row = s.scalars(select(Annotation).where(Annotation.image_id == image_id, Annotation.source == "human",
+                                                 Annotation.category_id == 1)).one()
+    assert row.keypoints[3:6] == [66, 52, 1] and row.num_keypoints == 1
 
 
 def test_assist_box_drag_finds_the_object_drawn_in_the_image(app_with_model, page):
@@ -153,12 +161,26 @@ def test_assist_box_drag_finds_the_object_drawn_in_the_image(app_with_model, pag
     names = {im["id"]: im["file_name"] for im in coco["images"]}
     page.goto(url)
     expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
-    image_id = _fresh_image(store, USED)
-    rec = annotations.images(store, [image_id])[image_id]
-    truth_image = next(i for i, n in names.items() if n == rec.file_name)
-    truths = sorted((a for a in coco["annotations"] if a["image_id"] == truth_image), key=lambda a: -a["area"])
-    target = truths[0]
+    ids = {n: i for i, n in names.items()}
+
+    def objects(image_id: int) -> list[dict]:
+        name = annotations.images(store, [image_id])[image_id].file_name
+        return [a for a in coco["annotations"] if a["image_id"] == ids[name]]
+
+    def apart(a, truths) -> bool:  # its box overlaps no other object's box
+        x, y, w, h = a["bbox"]
+        return all(min(x + w, o["bbox"][0] + o["bbox"][2]) <= max(x, o["bbox"][0]) or
+                   min(y + h, o["bbox"][1] + o["bbox"][3]) <= max(y, o["bbox"][1]) for o in truths if o is not a)
+
+    def shapes_apart(truths) -> list[dict]:  # discs and squares (a minute of CPU training segments those best)
+        return [a for a in truths if a["category_id"] in (3, 9) and apart(a, truths)]
+
+    image_id = _fresh_image(store, USED, lambda i: bool(shapes_apart(objects(i))))
+    truths = objects(image_id)
+    target = max(shapes_apart(truths), key=lambda a: a["area"])  # the largest one standing apart
     _open(page, image_id)
+    key_over_canvas(page, "Escape")
+    page.locator("#label-canvas .mlc-class").select_option(str(target["category_id"]))  # the labeler's class
     page.locator("#label-canvas .mlc-score").evaluate(  # hide the proposals: only what assist finds shows
         "(el) => { el.value = '1'; el.dispatchEvent(new Event('input')); }")
     x, y, w, h = target["bbox"]
@@ -190,3 +212,21 @@ def test_the_canvas_and_save_fit_a_laptop_screen(app_with_model, page):
         assert canvas_box["height"] >= 400 and canvas_box["width"] >= 700  # the canvas takes the free space
     finally:
         page.set_viewport_size({"width": 1500, "height": 1200})
+
+
+def test_quick_review_keys_each_review_the_next_instance(app_with_model, page):
+    """Keys faster than the server answers: every press reviews one instance, none is lost or repeated."""
+    store, url, _ = app_with_model
+    _start(page, url, store)
+    todo = canvas_state(page, "S.data.instances.filter((it) => it.state === 'proposed').length")
+    presses = min(5, todo)
+    box = page.locator("#label-canvas canvas").bounding_box()
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    for _ in range(presses):
+        page.keyboard.press("a", delay=5)
+    idle(page)
+    accepted = canvas_state(page, "S.data.instances.filter((it) => it.state === 'accepted').length")
+    assert accepted == presses
+    key_over_canvas(page, "z")  # one undo per review
+    idle(page)
+    assert canvas_state(page, "S.data.instances.filter((it) => it.state === 'accepted').length") == presses - 1

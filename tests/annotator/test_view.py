@@ -1,4 +1,4 @@
-"""Queue order, the instance list and the background proposer."""
+"""Queue order and the background proposer."""
 
 import time
 
@@ -6,7 +6,6 @@ from sqlalchemy import select, update
 
 from annotator import view
 from annotator.background import BackgroundProposer
-from annotator.labeling import LabelSession
 from db.coco_import import import_coco
 from db.schema import Annotation, Image
 from db.store import Settings, Store
@@ -25,16 +24,6 @@ def test_queue_puts_unlabeled_first_most_uncertain_first(store, synth_dir):
     assert 7 not in q and {5, 6} <= set(q[4:])
     assert view.queue(store, "done") == [7]
     assert view.neighbour(q, q[0], 1) == q[1] and view.neighbour(q, q[0], -1) is None
-
-
-def test_instance_rows_list_the_shown_instances(store, synth_dir):
-    import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
-    with store.transaction() as s:
-        s.execute(update(Annotation).values(score=0.8))
-    ls = LabelSession(store, 1)
-    rows = view.instance_rows(ls)
-    assert [r[0] for r in rows] == list(range(len(ls.instances)))
-    assert view.instance_rows(ls, min_score=0.9) == []  # proposals below the threshold are hidden
 
 
 def test_background_proposer_fills_the_next_images(tmp_path):

@@ -203,8 +203,6 @@ def test_box_assist_refuses_bad_input_with_a_message(demo_store, trained, args, 
 
 
 def test_assist_tool_in_the_label_tab_adds_a_selected_instance_that_saves_as_assist(demo_store, trained):
-    import types
-
     from annotator.background import BackgroundProposer
     from annotator.labeling import LabelSession
     from annotator.ui import LabelTab
@@ -213,8 +211,8 @@ def test_assist_tool_in_the_label_tab_adds_a_selected_instance_that_saves_as_ass
     image_id = images_to_propose(demo_store)[-1]
     ls = LabelSession(demo_store, image_id)
     n = len(ls.instances)
-    evt = types.SimpleNamespace(_data={"op": "assist", "box": [8, 8, 80, 88], "category": None, "seq": 1})
-    _, data = tab.edit(ls, evt)  # what the canvas sends when a rough box is dragged with the assist tool
+    _, data = tab.edit(ls, {"op": "assist", "box": [8, 8, 80, 88], "category": None, "seq": 1})  # a rough box
+    # dragged with the assist tool, as the canvas sends it
     message = data["message"]
     assert data["selected"] == len(ls.instances) - 1 and data["instances"][-1]["source"] == "assist"
     assert "assist found" in message and len(ls.instances) == n + 1 and ls.selected == n
