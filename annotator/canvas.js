@@ -666,6 +666,14 @@ function review(op) {  // shown at once, so quick repeated keys each review the 
   refreshToolbar();
   local('review');
 }
+S.act = (op) => {  // the page's buttons (Save, Accept, Undo, ...) act here, queued behind the edits on their way
+  if (!S.data) { $('.mlc-message').textContent = 'Open an image first.'; return; }
+  const needs = ['accept', 'reject', 'delete', 'box_from_mask'].includes(op);
+  if (needs && S.selected == null) {
+    $('.mlc-message').textContent = 'select an instance first (click it, Tab, or pick it in the list)';
+  } else if (op === 'accept' || op === 'reject') review(op);
+  else send(op, needs ? {index: S.selected} : {});
+};
 function cycle(step) {
   const list = drawn().map((it) => it.i);
   if (!list.length) return;
@@ -677,23 +685,24 @@ function onKey(e) {
   if (t && (t.tagName === 'INPUT' && t.type !== 'range' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
   if (!S.data || !(S.over || root.contains(document.activeElement))) return;
   const k = e.key, ctrl = e.ctrlKey || e.metaKey;
-  const saving = {s: 'btn-save', n: 'btn-next', p: 'btn-prev', ArrowRight: 'btn-next', ArrowLeft: 'btn-prev'}[k];
-  if ((saving && !ctrl) || (ctrl && (k === 's' || k === 'S'))) {  // the page's key handler clicks the button,
-    if (S.inflight == null && !S.outbox.length) return;  // after the edits still on their way
+  const moving = {n: 'btn-next', p: 'btn-prev', ArrowRight: 'btn-next', ArrowLeft: 'btn-prev'}[k];
+  if (moving && !ctrl) {  // the page's key handler clicks the button, after the edits still on their way
+    if (S.inflight == null && !S.outbox.length) return;
     e.preventDefault(); e.stopImmediatePropagation();
-    const id = saving && !ctrl ? saving : 'btn-save';
-    whenIdle(() => { const b = document.getElementById(id); const el = b && (b.tagName === 'BUTTON' ? b : b.querySelector('button')); if (el) el.click(); });
+    whenIdle(() => { const b = document.getElementById(moving); const el = b && (b.tagName === 'BUTTON' ? b : b.querySelector('button')); if (el) el.click(); });
     return;
   }
   let done = true;
   if (k === ' ') S.space = true;
   else if (k === 'Tab') cycle(e.shiftKey ? -1 : 1);
   else if (ctrl && (k === 'z' || k === 'Z')) send(e.shiftKey ? 'redo' : 'undo');
+  else if (ctrl && (k === 's' || k === 'S')) S.act('save');
   else if (ctrl) done = false;
   else if (k === 'a' && S.selected != null) review('accept');
   else if (k === 'r' && S.selected != null) review('reject');
   else if (k === 'A') send('accept_all');
   else if (k === 'R') send('reject_rest');
+  else if (k === 's') S.act('save');
   else if ((k === 'Delete' || k === 'Backspace') && S.selected != null) send('delete', {index: S.selected});
   else if (k === 'z') send('undo');
   else if (k === 'y') send('redo');

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image as PILImage
 from pycocotools import mask as coco_mask
 
-from annotator.labeling import LabelSession
+from annotator.labeling import LabelSession, SaveConflict
 from annotator.render import color
 from db import annotations
 from db.errors import UserError
@@ -34,6 +34,7 @@ HERE = Path(__file__).parent
 JS = (HERE / "canvas.js").read_text(encoding="utf-8")
 CSS = (HERE / "canvas.css").read_text(encoding="utf-8")
 TEMPLATE = '<div class="mlc-root" tabindex="0"></div>'  # static: canvas.js builds the toolbar and canvas in it
+JS_STATE = "document.querySelector('#label-canvas .mlc-root').__maskloop"  # canvas.js's state and act()
 
 LOSSLESS_PIXELS = 2_000_000  # images up to this many pixels go to the browser as PNG, larger as JPEG
 MAX_STROKE_POINTS = 20_000
@@ -225,6 +226,26 @@ def _keypoint(ls: LabelSession, msg: dict) -> str:
     return f"{name} {'removed' if v == 0 else 'placed'}"
 
 
+def _save(ls: LabelSession) -> str:
+    """Save as the page's user. Proposals nobody reviewed stay proposals (the image stays in review); a
+    conflict keeps every edit on top of the current labels (LabelSession.rebase)."""
+    try:
+        left = ls.save(ls.user)
+    except SaveConflict:
+        return ls.rebase()
+    if left:
+        return (f"saved image {ls.image_id}; {left} proposal(s) are not reviewed yet, so the image stays in "
+                "review: review them, or reject the rest (Shift+R) and save")
+    return f"saved image {ls.image_id}: done"
+
+
+def _discard(ls: LabelSession) -> str:
+    if not ls.dirty:
+        return "nothing to discard: no unsaved edits"
+    ls.discard()
+    return "your unsaved edits are discarded"
+
+
 def _review(ls: LabelSession, state: str, msg: dict) -> str:
     nxt = ls.review(state, _index(msg))
     return f"{state}; " + ("next: #%d" % nxt if nxt is not None else "no unreviewed proposals left")
@@ -252,6 +273,9 @@ OPS = {
     "keypoint": lambda ls, m, a: _keypoint(ls, m),
     "assist": _assist,
     "assist_point": _assist,
+    "box_from_mask": lambda ls, m, a: ls.box_from_mask(_index(m, optional=True)) or "box fitted to the mask",
+    "save": lambda ls, m, a: _save(ls),
+    "discard": lambda ls, m, a: _discard(ls),
     "undo": lambda ls, m, a: "" if ls.undo() else "nothing to undo",
     "redo": lambda ls, m, a: "" if ls.redo() else "nothing to redo",
 }

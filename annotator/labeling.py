@@ -65,6 +65,7 @@ class LabelSession:
         self.seq = 0  # the last canvas message applied (annotator.canvas)
         self.rev = 0  # how many answers the canvas was sent: it ignores one older than what it shows
         self.token = ""  # the page's secret for its canvas's direct edit calls (annotator.ui)
+        self.user = store.settings.user  # who saves (annotator.ui sets the page's login)
         self.lock = threading.RLock()  # one edit at a time, whichever way it came
         self.selected: int | None = None
         self.selected = self.next_unreviewed()

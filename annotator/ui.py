@@ -143,6 +143,7 @@ class LabelTab:
         except UserError as e:
             return self.outputs(ls, str(e))
         new.min_score, new.seq, new.rev, new.token = min_score, seq, rev, token
+        new.user = _user(request, self.store)  # who saves: this page's login
         new.selected = None
         new.selected = new.next_unreviewed()  # under this page's score threshold
         self._live[token] = new
@@ -207,18 +208,9 @@ class LabelTab:
             self._pictures[image_id] = pic
         return self._pictures[image_id]
 
-    def save(self, ls, request=None):
-        if ls is None:
-            return self.outputs(ls, "Open an image first.")
-        try:
-            with ls.lock:
-                left = ls.save(_user(request, self.store))
-        except SaveConflict:
-            return self.outputs(ls, ls.rebase())
-        if left:
-            return self.outputs(ls, f"saved image {ls.image_id}; {left} proposal(s) are not reviewed yet, so the "
-                                    "image stays in review: review them, or reject the rest (Shift+R) and save")
-        return self.outputs(ls, f"saved image {ls.image_id}: done")
+    def save(self, ls):
+        """Save the open image (annotator.canvas's "save": nothing unseen is decided, conflicts rebased)."""
+        return self.act(lambda s: canvas.apply(s, {"op": "save"}), ls)
 
     def propose_again(self, ls, request=None):
         if ls is None:
@@ -287,9 +279,6 @@ class LabelTab:
         def open_id(i, ls, request: gr.Request):
             return self.open(None if i is None else int(i) if float(i).is_integer() else i, ls, request)
 
-        def save(ls, request: gr.Request):
-            return self.save(ls, request)
-
         def again(ls, request: gr.Request):
             return self.propose_again(ls, request)
 
@@ -301,20 +290,12 @@ class LabelTab:
         jump.submit(open_id, [jump, sess], outs, **label)
         which.input(first_in, [which, sess], outs, **label)
 
-        def simple(fn):
-            return lambda ls: self.act(fn, ls)
-
-        accept_b.click(simple(lambda ls: canvas.apply(ls, {"op": "accept", "index": ls.selected})), sess, outs, **label)
-        reject_b.click(simple(lambda ls: canvas.apply(ls, {"op": "reject", "index": ls.selected})), sess, outs, **label)
-        delete_b.click(simple(lambda ls: ls.delete()), sess, outs, **label)
-        accept_all_b.click(simple(lambda ls: canvas.apply(ls, {"op": "accept_all"})), sess, outs, **label)
-        rest_b.click(simple(lambda ls: canvas.apply(ls, {"op": "reject_rest"})), sess, outs, **label)
-        discard_b.click(simple(lambda ls: "nothing to discard: no unsaved edits" if not ls.dirty else
-                               ls.discard() or "your unsaved edits are discarded"), sess, outs, **label)
-        undo_b.click(simple(lambda ls: None if ls.undo() else "nothing to undo"), sess, outs, **label)
-        redo_b.click(simple(lambda ls: None if ls.redo() else "nothing to redo"), sess, outs, **label)
-        box_mask_b.click(simple(lambda ls: ls.box_from_mask()), sess, outs, **label)
-        save_b.click(save, sess, outs, **label)
+        # the review and edit buttons act through the canvas, like its keys: queued behind the edits still on
+        # their way, and answered by the same direct call (annotator/canvas.js act())
+        for button, op in ((accept_b, "accept"), (reject_b, "reject"), (delete_b, "delete"),
+                           (accept_all_b, "accept_all"), (rest_b, "reject_rest"), (discard_b, "discard"),
+                           (undo_b, "undo"), (redo_b, "redo"), (box_mask_b, "box_from_mask"), (save_b, "save")):
+            button.click(None, js=f"() => {{ {canvas.JS_STATE}.act('{op}'); }}")
         again_b.click(again, sess, outs, **label)
 
 
