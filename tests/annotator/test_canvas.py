@@ -216,3 +216,15 @@ def test_a_canvas_edit_that_fails_on_the_server_is_answered_with_a_message(ls, m
     got = tab.canvas_edit({"token": data["token"], "op": "select", "index": 0, "seq": 5})
     assert "that edit failed on the server" in got["message"] and got["seq"] == 5
     assert "gone" in tab.canvas_edit({"token": "forged", "op": "select", "index": 0})["message"]
+
+
+def test_saving_from_the_canvas_records_the_pages_login(ls, proposed_store):
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(ls.store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
+    _, data = tab.open(ls.image_id, None, request=SimpleNamespace(username="alice", session_hash="x"))
+    token = data["token"]
+    tab.canvas_edit({"token": token, "op": "accept", "index": data["selected"], "seq": 1})
+    got = tab.canvas_edit({"token": token, "op": "save", "seq": 2})
+    assert got["message"].startswith(f"saved image {ls.image_id};") and "not reviewed yet" in got["message"]
+    assert [r.reviewed_by for r in _rows(proposed_store, ls.image_id) if r.review_state == "accepted"] == ["alice"]
