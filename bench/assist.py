@@ -1,4 +1,5 @@
-"""Box assist: server time per box once an image's features are cached, and the feature computation per
+"""Box assist: server time per box (and per click, which runs the RPN and box head too) once an image's
+features are cached, and the feature computation per
 image, for the tiny (or full) configuration at a given image size. Random weights: the time does not depend
 on what the heads learned.
 
@@ -20,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from db.errors import UserError  # noqa: E402
 from model import build as mb  # noqa: E402
 from model.assist import Assistant  # noqa: E402
 from model.categories import CategoryMap  # noqa: E402
@@ -43,7 +45,7 @@ def main() -> None:
     net.transform.min_size, net.transform.max_size = (args.image_size,), max(1333, args.image_size)
     helper = Assistant(Predictor(cmap, net=net, device=args.device))
     rng = np.random.default_rng(0)
-    feats, per_box = [], []
+    feats, per_box, per_point = [], [], []
     for k in range(args.images):
         pix = rng.integers(0, 255, (args.image_size, args.image_size, 3), dtype=np.uint8)
         t = time.perf_counter()
@@ -55,11 +57,20 @@ def main() -> None:
             t = time.perf_counter()
             helper.box(("bench", k), lambda: pix, (args.image_size, args.image_size), [x0, y0, x0 + w, y0 + h])
             per_box.append(1000 * (time.perf_counter() - t))
+            x, y = (float(v) for v in rng.integers(10, args.image_size - 10, 2))
+            t = time.perf_counter()
+            try:  # random weights may see nothing at a point: that answer costs the same search
+                helper.point(("bench", k), lambda: pix, (args.image_size, args.image_size), x, y)
+            except UserError:
+                pass
+            per_point.append(1000 * (time.perf_counter() - t))
     print(f"machine: {platform.machine()}, python {platform.python_version()}, torch {torch.__version__}, "
           f"device {args.device}, {args.size} at {args.image_size} px")
     print(f"features per image median {statistics.median(feats):.0f} ms (of {len(feats)})")
     print(f"assist per box median {statistics.median(per_box):.1f} ms, p90 "
           f"{sorted(per_box)[int(0.9 * len(per_box))]:.1f} ms (of {len(per_box)})")
+    print(f"assist per click median {statistics.median(per_point):.1f} ms, p90 "
+          f"{sorted(per_point)[int(0.9 * len(per_point))]:.1f} ms (of {len(per_point)})")
 
 
 if __name__ == "__main__":
