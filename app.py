@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     p.add_argument("out")
     p.add_argument("--images-dir", default=None, help="also copy the images into this folder")
-    p.add_argument("--include-proposals", action="store_true", help="add unreviewed proposals, with score")
+    p.add_argument("--include-proposals", action="store_true",
+                   help="add unreviewed proposals, with score, and the images they are on")
+    p.add_argument("--all-images", action="store_true",
+                   help="write every image, also those not labeled yet (COCO reads an image without "
+                        "annotations as a negative: by default only images whose labels are done are written)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--polygons", action="store_true", help="convert masks to polygons (crowd regions stay RLE)")
     g.add_argument("--rle", action="store_true", help="convert polygons to RLE")
@@ -145,7 +149,7 @@ def cmd_import_images(args) -> int:
 
 
 def cmd_import_coco(args) -> int:
-    from db.coco_import import import_coco, load_json
+    from db.coco_import import import_coco, load_json, summary
 
     store = open_store(args)
     data = load_json(args.annotations)
@@ -153,8 +157,7 @@ def cmd_import_coco(args) -> int:
     bar, cb = _progress("reading images", total)
     with bar:
         result = import_coco(store, data, args.images, as_proposals=args.as_proposals, progress=cb)
-    print(f"imported {result['images']} image(s), {result['annotations']} annotation(s), "
-          f"{result['categories']} categor(y/ies) from {args.annotations}")
+    print(f"{summary(result)} from {args.annotations}")
     return 0
 
 
@@ -164,6 +167,7 @@ def cmd_export_coco(args) -> int:
     store = open_store(args)
     fmt = "polygons" if args.polygons else "rle" if args.rle else "asis"
     r = export(store, args.out, images_dir=args.images_dir, include_proposals=args.include_proposals,
+               all_images=args.all_images,
                seg_format=fmt)
     print(f"wrote {args.out}: {r['images']} image(s), {r['annotations']} annotation(s), "
           f"{r['categories']} categor(y/ies)")

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
 from db import annotations
+from db import categories as cat_db
 from db import masks as mask_codec
 from db.annotations import SaveConflict
 from db.errors import UserError
@@ -54,6 +55,10 @@ class CategoryInfo:
     skeleton: list[list[int]]
 
 
+def _infos(rows) -> dict[int, CategoryInfo]:
+    return {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or [])) for c in rows}
+
+
 class LabelSession:
     """The labels of one image while a person works on it."""
 
@@ -66,6 +71,7 @@ class LabelSession:
         self.rev = 0  # how many answers the canvas was sent: it ignores one older than what it shows
         self.token = ""  # the page's secret for its canvas's direct edit calls (annotator.ui)
         self.user = store.settings.user  # who saves (annotator.ui sets the page's login)
+        self.history: list[int] = []  # the images this page opened before this one (annotator.ui)
         self.lock = threading.RLock()  # one edit at a time, whichever way it came
         self.selected: int | None = None
         self.selected = self.next_unreviewed()
@@ -83,8 +89,7 @@ class LabelSession:
         self.width, self.height = im.width, im.height
         self.file_name, self.status, self.row_version = im.file_name, im.status, im.row_version
         self.media_path = im.media_path
-        self.categories = {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or []))
-                           for c in got.categories}
+        self.categories = _infos(got.categories)
         good, self.broken = [], []
         masks = []
         for a in got.annotations:
@@ -97,6 +102,11 @@ class LabelSession:
                 self.broken.append(f"annotation {a.id} cannot be shown ({e}); it is kept unchanged")
         self.instances = Instances.from_rows(good, self.height, self.width)
         self.instances._masks[:] = masks  # decoded once, above
+
+    def refresh_categories(self) -> None:
+        """Read the categories again: one added, renamed or given keypoints in the Dataset tab shows up here
+        (the class lists) without reopening the image."""
+        self.categories = _infos(cat_db.all_categories(self.store))
 
     def rebase(self) -> str:
         """After a SaveConflict: read the image's current labels and put this person's changes back on

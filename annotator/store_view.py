@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from annotator.render import CannotDraw, check_drawable, draw_instances
 from db import annotations, coco_export
 from db import categories as cat_db
-from db.coco_import import CocoRejected, import_coco
+from db.coco_import import CocoRejected, import_coco, summary as coco_summary
 from db.errors import UserError
 from db.ingest import extract_zip, ingest
 from db.instances import Instances
@@ -45,6 +45,7 @@ class GalleryPage:
     items: list[tuple[np.ndarray, str]]
     page: int  # 1-based, clamped to the pages there are
     pages: int
+    ids: list[int] = dataclasses.field(default_factory=list)  # the image id of each item
 
     @property
     def label(self) -> str:
@@ -58,7 +59,7 @@ def gallery(store: Store, page: int = 1, page_size: int = GALLERY_PAGE_SIZE, thu
     got = annotations.page_of_images(store, page, page_size)
     cats = {c.id: c for c in cat_db.all_categories(store)}
     items = [_thumbnail(store, im, got.annotations[im.id], cats, thumb) for im in got.images]
-    return GalleryPage(items, got.page, got.pages)
+    return GalleryPage(items, got.page, got.pages, [im.id for im in got.images])
 
 
 def _thumbnail(store: Store, im: annotations.ImageRecord, anns: list[Annotation], cats: dict,
@@ -122,14 +123,14 @@ def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_p
             r = import_coco(store, json_path, root, as_proposals=as_proposals)
         except CocoRejected as e:
             return "\n".join([str(e)] + [f"skipped: {n}: {why}" for n, why in skipped])
-    return "\n".join([f"imported {r['images']} image(s), {r['annotations']} annotation(s), "
-                      f"{r['categories']} categor(y/ies)"] + [f"skipped: {n}: {why}" for n, why in skipped])
+    return "\n".join([coco_summary(r)] + [f"skipped: {n}: {why}" for n, why in skipped])
 
 
-def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path) -> str:
+def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
+                all_images: bool = False) -> str:
     """Write the export into ``out_dir``; returns the file's path for download."""
     name = "coco_dataset.zip" if with_images else "coco_annotations.json"
-    coco_export.export(store, Path(out_dir) / name, include_proposals=include_proposals)
+    coco_export.export(store, Path(out_dir) / name, include_proposals=include_proposals, all_images=all_images)
     return str(Path(out_dir) / name)
 
 
@@ -143,11 +144,11 @@ class ExportFolder:
         self.current: Path | None = None
         self._lock = threading.Lock()
 
-    def prepare(self, store: Store, with_images: bool, include_proposals: bool) -> str:
+    def prepare(self, store: Store, with_images: bool, include_proposals: bool, all_images: bool = False) -> str:
         with self._lock:
             self._remove()
             self.current = Path(tempfile.mkdtemp(prefix="maskloop-export-", dir=self.parent))
-            return export_file(store, with_images, include_proposals, self.current)
+            return export_file(store, with_images, include_proposals, self.current, all_images)
 
     def close(self) -> None:
         with self._lock:

@@ -118,10 +118,12 @@ class LabelTab:
             return ls, {"message": message or "No images yet: import some in the Dataset tab."}
         if ls.broken:  # rows that cannot be shown are named, never hidden silently
             message = "\n".join([message] * bool(message) + ls.broken)
+        ls.refresh_categories()  # one added in the Dataset tab reaches the class lists
         return ls, canvas.payload(ls, ls.seq, message)
 
-    def open(self, image_id, ls, request=None, note: str = ""):
-        """Open an image (saving unsaved edits of the current one first)."""
+    def open(self, image_id, ls, request=None, note: str = "", back: bool = False):
+        """Open an image (saving unsaved edits of the current one first). The page remembers the images it
+        came through, so Previous (``back``) returns to the one before, whatever the queue's order now."""
         msg = note
         min_score, seq, rev, token = ((ls.min_score, ls.seq, ls.rev, ls.token) if ls is not None
                                       else (0.0, 0, 0, secrets.token_urlsafe(24)))
@@ -134,6 +136,9 @@ class LabelTab:
             except SaveConflict:  # stay on this image: its edits must not be left behind unsaved
                 return self.outputs(ls, ls.rebase() + " (You stayed on this image.)")
         if image_id is None:
+            if not view.queue(self.store, "all"):
+                return self.outputs(ls, msg or "No images yet: import some in the Dataset tab (or run "
+                                               "`app.py demo` for synthetic ones).")
             return self.outputs(ls, msg or "Nothing more in this queue.")
         problem = id_problem(image_id)
         if problem:
@@ -143,6 +148,11 @@ class LabelTab:
         except UserError as e:
             return self.outputs(ls, str(e))
         new.min_score, new.seq, new.rev, new.token = min_score, seq, rev, token
+        new.history = list(ls.history) if ls is not None else []
+        if back and new.history:
+            new.history.pop()
+        elif ls is not None and ls.image_id != new.image_id:
+            new.history = (new.history + [ls.image_id])[-100:]
         new.user = _user(request, self.store)  # who saves: this page's login
         new.selected = None
         new.selected = new.next_unreviewed()  # under this page's score threshold
@@ -157,6 +167,8 @@ class LabelTab:
         return self.outputs(new, msg)
 
     def step(self, which, ls, step, request=None):
+        if step < 0 and ls is not None and ls.history:  # back to the image this page came from
+            return self.open(ls.history[-1], ls, request, back=True)
         ids = view.queue(self.store, which)
         target = view.neighbour(ids, ls.image_id if ls else None, step)  # before saving moves it out
         return self.open(target, ls, request)
@@ -239,7 +251,8 @@ class LabelTab:
                                 elem_id="queue-filter")
             prev_b = gr.Button("◀ Previous (p)", elem_id="btn-prev", size="sm", scale=1)
             next_b = gr.Button("Next (n) ▶", elem_id="btn-next", size="sm", scale=1)
-            jump = gr.Number(label="Image id", precision=0, scale=1, elem_id="jump-id")
+            jump = gr.Number(label="Image id", precision=0, scale=1, elem_id="jump-id",
+                             placeholder="an image id, then Enter")
             go = gr.Button("Open", elem_id="btn-open", size="sm", scale=1)
         with gr.Row():
             with gr.Column(scale=5):
@@ -297,6 +310,11 @@ class LabelTab:
                            (undo_b, "undo"), (redo_b, "redo"), (box_mask_b, "box_from_mask"), (save_b, "save")):
             button.click(None, js=f"() => {{ {canvas.JS_STATE}.act('{op}'); }}")
         again_b.click(again, sess, outs, **label)
+        self.sess, self.board, self.label_events = sess, board, label
+
+    def open_from(self, image_id, ls, request=None):
+        """Open an image picked elsewhere (a gallery thumbnail)."""
+        return self.open(image_id, ls, request)
 
 
 def _blank(number) -> bool:
@@ -320,7 +338,7 @@ def dataset_tab(store: Store):
         g_label = markdown(elem_id="gallery-page")
         g_next = gr.Button("Next page ▶", elem_id="gallery-next", scale=1)
         refresh = gr.Button("Refresh", elem_id="refresh-store", scale=1)
-    g_page = gr.State(1)
+    g_page, g_ids = gr.State(1), gr.State([])
     with gr.Row():
         with gr.Column():
             files = gr.File(label="Images or zip archives", file_count="multiple", type="filepath",
@@ -336,7 +354,8 @@ def dataset_tab(store: Store):
         cats_table = gr.Dataframe(headers=["id", "name", "supercategory", "keypoints", "skeleton", "annotations"],
                                   interactive=False, elem_id="categories-table")
         with gr.Row():
-            c_id = gr.Number(label="Category id (blank: new)", precision=0)
+            c_id = gr.Number(label="Category id (blank: new)", precision=0, placeholder="blank: a new category",
+                             elem_id="category-id")
             c_name = gr.Textbox(label="Name")
             c_super = gr.Textbox(label="Supercategory")
         with gr.Row():
@@ -344,7 +363,8 @@ def dataset_tab(store: Store):
             c_skel = gr.Textbox(label="Skeleton (1-based pairs: 1-2, 2-3)")
         with gr.Row():
             c_save = gr.Button("Add / update category", elem_id="btn-category-save")
-            c_move = gr.Number(label="Move its annotations to category id", precision=0)
+            c_move = gr.Number(label="Move its annotations to category id", precision=0, placeholder="blank: none",
+                               elem_id="category-move")
             c_del_anns = gr.Checkbox(label="or delete its annotations")
             c_delete = gr.Button("Delete category", variant="stop", elem_id="btn-category-delete")
         c_msg = markdown(elem_id="category-message")
@@ -359,13 +379,13 @@ def dataset_tab(store: Store):
     def show_page(page):
         """The gallery is drawn only here: when the tab is opened, on Refresh, paging and imports."""
         gp = store_view.gallery(store, page)
-        return gp.items, gp.page, gp.label
+        return gp.items, gp.page, gp.label, gp.ids
 
     def refresh_all(page):
         return refresh_counts() + show_page(page)
 
     counts = [by_status, by_cat, status_plot, cat_plot, cats_table]
-    page_outs = [gallery, g_page, g_label]
+    page_outs = [gallery, g_page, g_label, g_ids]
     outputs = counts + page_outs
     refresh.click(refresh_all, g_page, outputs, api_name="refresh_store")
     g_prev.click(lambda p: show_page(p - 1), g_page, page_outs)
@@ -403,18 +423,24 @@ def dataset_tab(store: Store):
         refresh_all, g_page, outputs)
     c_delete.click(lambda *a: text.escape(delete_cat(*a)), [c_id, c_move, c_del_anns], c_msg).then(
         refresh_all, g_page, outputs)
-    return (refresh_counts, counts), (show_page, g_page, page_outs)
+    return (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids)
 
 
 def export_tab(store: Store, exports: store_view.ExportFolder) -> None:
+    markdown("COCO reads an image without annotations as a *negative* example (nothing to find in it), so by "
+             "default only images whose labels are **done** are written (a done image with no objects is a true "
+             "negative). Images still new, proposed or in review would turn their unlabeled objects into "
+             "false negatives for whoever trains on the file.")
     with gr.Row():
         with_images = gr.Checkbox(label="Zip with images", elem_id="export-with-images")
-        include_props = gr.Checkbox(label="Include unreviewed proposals (with score)", elem_id="export-proposals")
+        include_props = gr.Checkbox(label="Include unreviewed proposals (with score) and their images",
+                                    elem_id="export-proposals")
+        all_images = gr.Checkbox(label="Every image, also those not labeled yet", elem_id="export-all-images")
     go = gr.Button("Prepare COCO export", elem_id="export-button")
     out = gr.File(label="Download", elem_id="export-file")
     # one export at a time: preparing one deletes the previous folder, after Gradio copied its file
-    go.click(lambda wi, ip: exports.prepare(store, wi, ip), inputs=[with_images, include_props], outputs=out,
-             api_name="export", concurrency_limit=1)
+    go.click(lambda wi, ip, ai: exports.prepare(store, wi, ip, ai), inputs=[with_images, include_props, all_images],
+             outputs=out, api_name="export", concurrency_limit=1)
 
 
 def model_tab(store: Store, options: ModelOptions):
@@ -430,7 +456,8 @@ def model_tab(store: Store, options: ModelOptions):
     versions = gr.Dataframe(headers=model_view.VERSION_HEADERS, interactive=False, elem_id="versions-table",
                             label="Model versions (* = active)")
     with gr.Row():
-        v_id = gr.Number(label="Version", precision=0)
+        v_id = gr.Number(label="Version", precision=0, placeholder="a version id from the table",
+                         elem_id="version-id")
         activate_b = gr.Button("Make active", elem_id="btn-activate")
         v_msg = markdown()
     with gr.Row():
@@ -473,14 +500,25 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
     exports = exports or store_view.ExportFolder()
     with gr.Blocks(title="maskloop", delete_cache=CACHE_CLEANUP) as demo:
         markdown("# maskloop")
-        with gr.Tab("Label", id="label"):
-            LabelTab(store, proposer).build(demo)
-        with gr.Tab("Dataset", id="dataset") as dataset:
-            (refresh_counts, counts), (show_page, g_page, page_outs) = dataset_tab(store)
-        with gr.Tab("Model", id="model"):
-            tables, t_outs, _ = model_tab(store, options)
-        with gr.Tab("Export", id="export"):
-            export_tab(store, exports)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Label", id="label"):
+                label_tab = LabelTab(store, proposer)
+                label_tab.build(demo)
+            with gr.Tab("Dataset", id="dataset") as dataset:
+                (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids) = dataset_tab(store)
+            with gr.Tab("Model", id="model"):
+                tables, t_outs, _ = model_tab(store, options)
+            with gr.Tab("Export", id="export"):
+                export_tab(store, exports)
+
+        def open_thumbnail(ids, ls, evt: gr.SelectData, request: gr.Request):
+            """A gallery thumbnail clicked: its image opens in the Label tab."""
+            k = evt.index if isinstance(evt.index, int) else evt.index[0]
+            image_id = ids[k] if 0 <= k < len(ids) else None
+            return (gr.Tabs(selected="label"),) + label_tab.open_from(image_id, ls, request)
+
+        gallery.select(open_thumbnail, [g_ids, label_tab.sess], [tabs, label_tab.sess, label_tab.board],
+                       **label_tab.label_events)
         def assist(image_id: float, box: list[float], category_id: float | None = None) -> dict:
             return assist_box(proposer, image_id, box, category_id)
 
@@ -543,7 +581,11 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
     demo = build_app(store, exports=exports, options=options)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
-                prevent_thread_lock=not block, show_error=True, head=HOTKEYS_JS, quiet=not block,
+                prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True,
                 max_file_size=int(max_upload_mb * 2**20),
                 app_kwargs={"lifespan": lifespan, "middleware": [Middleware(LoginRequired)] if guard else []})
+    if block:  # our own line: Gradio's hint names its launch(share=True), the app's option is --share
+        public = f"; public link {demo.share_url}" if share and demo.share_url else " (--share for a public link)"
+        print(f"maskloop is running at {demo.local_url}{public}; Ctrl+C stops it", flush=True)
+        demo.block_thread()
     return demo

@@ -24,14 +24,25 @@ SegFormat = Literal["asis", "rle", "polygons"]
 DEFAULT_INFO = {"description": "maskloop export", "version": "1.0"}
 
 
-def build(store: Store, *, include_proposals: bool = False, seg_format: SegFormat = "asis") -> dict[str, Any]:
-    """The COCO dataset as a dict. ``asis`` keeps polygons as polygons and masks as RLE."""
+def build(store: Store, *, include_proposals: bool = False, seg_format: SegFormat = "asis",
+          all_images: bool = False) -> dict[str, Any]:
+    """The COCO dataset as a dict. ``asis`` keeps polygons as polygons and masks as RLE.
+
+    Which images: in COCO an image without annotations is a negative example, so by default only images
+    whose labels are done are written (a done image with no objects is a true negative); an image still
+    new, proposed or in review would teach whoever trains on the file that its objects are background.
+    ``include_proposals`` also writes the images its proposals are on; ``all_images`` writes every image."""
     states = ("accepted", "proposed") if include_proposals else ("accepted",)
     with store.session() as s:
         meta = {m.key: m.value for m in s.scalars(select(DatasetMeta))}
         cats = s.scalars(select(Category).order_by(Category.id)).all()
-        imgs = s.execute(select(Image.id, Image.file_name, Image.width, Image.height, Image.extra)
-                         .order_by(Image.id)).all()
+        q = select(Image.id, Image.file_name, Image.width, Image.height, Image.extra).order_by(Image.id)
+        if not all_images:
+            with_props = (select(Annotation.image_id).where(Annotation.review_state == "proposed")
+                          if include_proposals else None)
+            q = q.where(Image.status == "done" if with_props is None
+                        else (Image.status == "done") | Image.id.in_(with_props))
+        imgs = s.execute(q).all()
         anns = s.execute(  # plain rows with the columns Instances.from_rows reads (no ORM identity map)
             select(Annotation.id, Annotation.image_id, Annotation.category_id, Annotation.segmentation,
                    Annotation.area, Annotation.bbox, Annotation.iscrowd, Annotation.keypoints,
@@ -39,6 +50,7 @@ def build(store: Store, *, include_proposals: bool = False, seg_format: SegForma
                    Annotation.extra)
             .where(Annotation.review_state.in_(states)).order_by(Annotation.id)).all()
     sizes = {r.id: (r.height, r.width) for r in imgs}
+    anns = [a for a in anns if a.image_id in sizes]  # the annotations of the images written
     out_images = []
     for r in imgs:
         d = {"id": r.id, "file_name": r.file_name, "width": r.width, "height": r.height}
@@ -103,13 +115,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def export(store: Store, out: str | Path, *, images_dir: str | Path | None = None,
-           include_proposals: bool = False, seg_format: SegFormat = "asis") -> dict[str, int]:
-    """Write OUT.json (and copy images to ``images_dir``), or OUT.zip with annotations.json + images/."""
+           include_proposals: bool = False, seg_format: SegFormat = "asis", all_images: bool = False) -> dict[str, int]:
+    """Write OUT.json (and copy images to ``images_dir``), or OUT.zip with annotations.json + images/; the
+    images as ``build`` chooses them."""
     out = Path(out)
-    ds = build(store, include_proposals=include_proposals, seg_format=seg_format)
+    ds = build(store, include_proposals=include_proposals, seg_format=seg_format, all_images=all_images)
     blob = dumps(ds)
+    written = {d["id"] for d in ds["images"]}
     with store.session() as s:
-        files = s.execute(select(Image.id, Image.file_name, Image.media_path).order_by(Image.id)).all()
+        files = [f for f in s.execute(select(Image.id, Image.file_name, Image.media_path).order_by(Image.id))
+                 if f.id in written]
     if out.suffix.lower() == ".zip" or images_dir is not None:
         for image_id, name, _ in files:  # a name stored before import checked them must not write elsewhere
             if file_name_problem(name):

@@ -303,10 +303,21 @@ def import_coco(
     if ck.problems:
         raise CocoRejected(ck.problems)
 
+    with store.session() as s:
+        had = set(s.scalars(select(Category.id).where(Category.id.in_(list(cats)))))
     with media_writer(store.settings) as journal:
         _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user, journal)
     return {"images": len(imgs), "annotations": len(anns), "categories": len(cats),
+            "categories_new": len(cats) - len(had), "categories_merged": len(had),
             "images_already_in_store": len(existing)}
+
+
+def summary(result: dict) -> str:
+    """One line for people: what an import added, categories new and merged into existing ones apart."""
+    cats = f"{result['categories_new']} new categor{'y' if result['categories_new'] == 1 else 'ies'}"
+    if result["categories_merged"]:
+        cats += f", {result['categories_merged']} merged into existing ones (same id)"
+    return f"imported {result['images']} image(s), {result['annotations']} annotation(s), {cats}"
 
 
 def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user, journal) -> None:

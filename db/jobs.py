@@ -16,8 +16,9 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from db.errors import UserError
 from db.schema import Job, utcnow
 from db.store import Store
 
@@ -26,8 +27,22 @@ HEARTBEAT_EVERY = 10.0  # seconds
 STALE_AFTER = 60.0  # seconds without a heartbeat before an active job counts as dead
 
 
+class JobRunning(UserError):
+    """A job of this kind is already active in this store (one at a time, whichever process started it)."""
+
+
 def create(store: Store, kind: str, params: dict[str, Any] | None = None) -> int:
+    """A new queued job; refused (JobRunning, naming the active one) while another job of this kind is active
+    in the store. The check and the insert are one transaction holding the write lock (SQLite) or a lock
+    on the jobs table (PostgreSQL), so two processes cannot both start one."""
+    fail_orphans(store)  # a job whose process died does not block the next one
     with store.transaction() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE"))
+        active = s.scalars(select(Job).where(Job.kind == kind, Job.state.in_(ACTIVE)).order_by(Job.id)).first()
+        if active is not None:
+            raise JobRunning(f"a {kind} job is already running in this store (job {active.id}, {active.state}: "
+                             f"{active.message}); one at a time: wait for it or cancel it")
         job = Job(kind=kind, state="queued", params=params or {}, detail={}, message="queued",
                   heartbeat_at=utcnow())
         s.add(job)

@@ -82,10 +82,7 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
 
 def start_training_process(store: Store, opts: TrainOptions) -> int:
     """Start a fine-tune in a separate process (the UI stays responsive); returns the job id."""
-    running = jobs.running(store, "train")
-    if running is not None:
-        raise UserError(f"a fine-tune is already running (job {running.id})")
-    job_id = jobs.create(store, "train", dataclasses.asdict(opts))
+    job_id = jobs.create(store, "train", dataclasses.asdict(opts))  # refused while another one runs
     args = [sys.executable, "-m", "model.worker", "--store", str(store.settings.store_dir), "--job", str(job_id)]
     if store.settings.db_url:
         args += ["--db", store.settings.db_url]

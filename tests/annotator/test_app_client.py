@@ -18,9 +18,11 @@ def test_store_counts_upload_and_export_through_the_api(running_app, tmp_path, s
     report = client.predict([handle_file(str(synth_dir / "synth_000001.png")), handle_file(str(bad))],
                             api_name="/import_images")
     assert "imported 1 image(s)" in report and "skipped: broken.jpg: corrupt or truncated image" in report
-    path = client.predict(False, False, api_name="/export")
+    path = client.predict(False, False, False, api_name="/export")
     coco = COCO(path)
-    assert len(coco.dataset["images"]) == counts["done"] + counts["new"] + 1
+    assert len(coco.dataset["images"]) == counts["done"]  # only images whose labels are done
+    every = COCO(client.predict(False, False, True, api_name="/export"))
+    assert len(every.dataset["images"]) == counts["done"] + counts["new"] + 1
     for ann in coco.dataset["annotations"]:
         assert coco.annToMask(ann).sum() == ann["area"]
 

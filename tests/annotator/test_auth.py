@@ -97,10 +97,10 @@ def test_every_state_changing_route_refuses_without_login(auth_app):
     named = [
         ("POST", "/gradio_api/queue/join", {"data": [False, False], "fn_index": _fn_index(demo, "export"),
                                             "session_hash": "s1", "trigger_id": None, "event_data": None}),
-        ("POST", "/gradio_api/call/export", {"data": [False, False]}),
+        ("POST", "/gradio_api/call/export", {"data": [False, False, False]}),
         ("POST", "/gradio_api/call/import_images", {"data": [[]]}),
         ("POST", "/gradio_api/call/refresh_store", {"data": []}),
-        ("POST", "/gradio_api/run/export", {"data": [False, False]}),
+        ("POST", "/gradio_api/run/export", {"data": [False, False, False]}),
         ("POST", "/gradio_api/upload", None),
         ("GET", f"/gradio_api/file={media}", None),
         ("POST", "/gradio_api/cancel", {"session_hash": "s1", "fn_index": 0, "event_id": "e"}),
@@ -131,7 +131,7 @@ def test_after_login_the_routes_work_and_large_uploads_are_refused(auth_app, syn
     assert small.stat().st_size < 0.05 * 2**20
     report = client.predict([handle_file(str(small))], api_name="/import_images")
     assert "already" in report or "imported" in report
-    assert client.predict(False, False, api_name="/export")
+    assert client.predict(False, False, False, api_name="/export")
 
     big = tmp_path / "big.png"
     big.write_bytes(small.read_bytes() + b"\0" * 60_000)

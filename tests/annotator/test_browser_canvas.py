@@ -27,11 +27,13 @@ def _mask(seg, h: int, w: int) -> np.ndarray:
     return masks.decode(seg, h, w)
 
 
-def _fresh_image(store, used: set, accept=lambda image_id: True) -> int:
-    """An image not yet saved nor used by another test of this module (and that ``accept`` accepts)."""
+def _fresh_image(store, used: set, accept=None) -> int:
+    """An image not used by another test of this module: one still to label, or (with ``accept``) any image
+    that ``accept`` accepts."""
     from db import annotations
 
-    image_id = next(i for i in annotations.queue(store) if i not in used and accept(i))
+    ids = annotations.queue(store) if accept is None else annotations.image_ids(store)
+    image_id = next(i for i in ids if i not in used and (accept is None or accept(i)))
     used.add(image_id)
     return image_id
 
@@ -230,3 +232,19 @@ def test_quick_review_keys_each_review_the_next_instance(app_with_model, page):
     key_over_canvas(page, "z")  # one undo per review
     idle(page)
     assert canvas_state(page, "S.data.instances.filter((it) => it.state === 'accepted').length") == presses - 1
+
+
+def test_a_gallery_thumbnail_opens_its_image_in_the_label_tab(app_with_model, page):
+    from db import annotations
+
+    store, url, _ = app_with_model
+    page.goto(url)
+    expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
+    idle(page)
+    page.get_by_role("tab", name="Dataset").click()
+    thumbs = page.locator("#store-gallery img")
+    expect(thumbs.nth(2)).to_be_visible()
+    thumbs.nth(2).click()  # the third image of the first page: ids ascending
+    third = annotations.image_ids(store)[2]
+    expect(page.locator("#label-canvas .mlc-info")).to_contain_text(f"Image {third} ")
+    expect(page.locator("#label-canvas canvas")).to_be_visible()

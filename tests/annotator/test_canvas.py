@@ -228,3 +228,40 @@ def test_saving_from_the_canvas_records_the_pages_login(ls, proposed_store):
     got = tab.canvas_edit({"token": token, "op": "save", "seq": 2})
     assert got["message"].startswith(f"saved image {ls.image_id};") and "not reviewed yet" in got["message"]
     assert [r.reviewed_by for r in _rows(proposed_store, ls.image_id) if r.review_state == "accepted"] == ["alice"]
+
+
+def test_previous_returns_to_the_image_this_page_came_from(proposed_store):
+    from annotator import view
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
+    order = view.queue(proposed_store)
+    ls, _ = tab.open(order[2], None)
+    ls, _ = tab.open(order[0], ls)
+    ls, _ = tab.step(view.QUEUE_FILTERS[0], ls, +1)
+    assert ls.image_id == order[1]
+    ls, _ = tab.step(view.QUEUE_FILTERS[0], ls, -1)  # back, not the queue's neighbour
+    assert ls.image_id == order[0]
+    ls, _ = tab.step(view.QUEUE_FILTERS[0], ls, -1)
+    assert ls.image_id == order[2]
+
+
+def test_an_empty_store_points_to_the_dataset_tab(store):
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
+    assert "import some in the Dataset tab" in tab.open(None, None)[1]["message"]
+
+
+def test_a_category_added_meanwhile_reaches_the_class_list(ls):
+    from annotator.ui import LabelTab
+    from db import categories
+
+    tab = LabelTab(ls.store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
+    _, data = tab.open(ls.image_id, None)
+    new = categories.add(ls.store, "kite", "thing", [], [])
+    got = tab.canvas_edit({"token": data["token"], "op": "view", "seq": 1})
+    assert got["categories"][str(new)]["name"] == "kite"
+    i = got["selected"]
+    got = tab.canvas_edit({"token": data["token"], "op": "class", "index": i, "category": new, "seq": 2})
+    assert got["instances"][[d["i"] for d in got["instances"]].index(i)]["category_id"] == new

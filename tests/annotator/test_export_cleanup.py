@@ -43,7 +43,7 @@ def test_ui_exports_keep_only_the_latest_and_closing_removes_it(app_in_temp):
     assert demo.delete_cache  # Gradio's copies of downloads and uploads are cleaned on a schedule
     client = Client(url, verbose=False, download_files=False)
     for _ in range(2):
-        client.predict(True, False, api_name="/export")
+        client.predict(True, False, False, api_name="/export")
     assert len(_folders(parent)) == 1
     demo.close()
     assert _folders(parent) == []

@@ -254,3 +254,25 @@ def test_conflicting_ids_with_store_are_refused_and_nothing_changes(store, synth
     with pytest.raises(CocoRejected, match="already in the store"):
         import_coco(store, synth_dir / "annotations.json", synth_dir)
     assert _export_bytes(store) == before
+
+
+def test_export_writes_done_images_by_default_so_unlabeled_ones_are_no_false_negatives(store, synth_dir):
+    from sqlalchemy import update
+
+    from db.coco_export import build
+    from db.schema import Annotation, Image
+
+    import_coco(store, synth_dir / "annotations.json", synth_dir)
+    with store.transaction() as s:
+        s.execute(update(Image).where(Image.id == 2).values(status="in_review"))
+        s.execute(update(Annotation).where(Annotation.image_id == 2).values(review_state="proposed", score=0.5))
+        s.execute(update(Image).where(Image.id == 3).values(status="new"))
+        s.execute(update(Annotation).where(Annotation.image_id == 3).values(review_state="accepted"))
+    done = build(store)
+    assert 2 not in {i["id"] for i in done["images"]} and 3 not in {i["id"] for i in done["images"]}
+    assert not {a["image_id"] for a in done["annotations"]} & {2, 3}  # also image 3's accepted rows
+    with_props = build(store, include_proposals=True)
+    assert 2 in {i["id"] for i in with_props["images"]} and 3 not in {i["id"] for i in with_props["images"]}
+    every = build(store, all_images=True)
+    assert {2, 3} <= {i["id"] for i in every["images"]}
+    assert len(every["images"]) == len(done["images"]) + 2

@@ -60,3 +60,21 @@ def test_a_heartbeat_from_the_future_does_not_keep_a_job_running_forever(store):
     _age_heartbeat(store, jid, -86400)  # a day ahead: a wrong clock or a hand-edited row
     assert jobs.running(store, "train") is None
     assert jobs.get(store, jid).state == "failed"
+
+
+def test_one_job_of_a_kind_at_a_time_per_store_whoever_starts_it(store):
+    import pytest
+
+    jid = jobs.create(store, "train", {})  # e.g. the UI's fine-tune
+    with pytest.raises(jobs.JobRunning, match=f"already running in this store \\(job {jid}, queued"):
+        jobs.create(store, "train", {})  # e.g. `app.py train` meanwhile
+    assert jobs.create(store, "propose", {})  # another kind is not held back
+    jobs.set_state(store, jid, "done", "finished")
+    assert jobs.create(store, "train", {}) > jid
+
+
+def test_a_dead_job_does_not_block_the_next_one(store):
+    jid = jobs.create(store, "train", {})
+    _age_heartbeat(store, jid, jobs.STALE_AFTER + 5)
+    assert jobs.create(store, "train", {}) > jid
+    assert jobs.get(store, jid).state == "failed"

@@ -117,3 +117,12 @@ def test_two_processes_propose_and_review_at_once_on_postgres(pg_store, synth_di
     assert not [r for r in results if r[0] == "error"], results
     saved = next(r[1] for r in results if r[0] == "reviewer")
     assert_saves_kept(pg_store, {int(k): set(v) for k, v in saved.items()})
+
+
+def test_one_training_job_at_a_time_on_postgres(pg_store):
+    from db import jobs
+
+    jid = jobs.create(pg_store, "train", {})
+    with pytest.raises(jobs.JobRunning, match=f"job {jid}"):
+        jobs.create(pg_store, "train", {})
+    jobs.set_state(pg_store, jid, "cancelled", "stopped")
