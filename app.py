@@ -116,8 +116,9 @@ def model_options(args):
     return ModelOptions(device=args.device, weights=args.weights)
 
 
-def round0(store, args) -> None:
-    """Register torchvision's COCO networks as round 0 when there is no model yet; offline, one line."""
+def round0(store, args, say: bool = True) -> str | None:
+    """Register torchvision's COCO networks as round 0 when there is no model yet. Offline, returns why not
+    (and, with ``say``, prints it as one note line); the caller decides whether that helps its user."""
     from model.api import WeightsUnavailable, active_version, ensure_round0
 
     before = active_version(store)
@@ -127,7 +128,10 @@ def round0(store, args) -> None:
     try:
         ensure_round0(store, model_options(args))
     except WeightsUnavailable as e:
-        print(f"note: {e}", file=sys.stderr)
+        if say:
+            print(f"note: {e}", file=sys.stderr)
+        return str(e)
+    return None
 
 
 def _progress(desc: str, total: int | None):
@@ -184,8 +188,14 @@ def cmd_stats(args) -> int:
 def cmd_propose(args) -> int:
     from model.api import images_to_propose, predictor as make_predictor, propose_images
 
+    from model.api import active_version
+
     store = open_store(args)
-    round0(store, args)
+    offline = round0(store, args, say=False)
+    if offline and active_version(store) is None:  # one line that says what to do, not a note and an error
+        print("error: no model to propose with: the COCO weights could not be downloaded (offline?) and nothing "
+              "was fine-tuned yet; run app.py train --size tiny first", file=sys.stderr)
+        return 2
     options = model_options(args)
     predictor = make_predictor(store, options, batch_size=args.batch_size)
     ids = images_to_propose(store) if args.all else args.image
@@ -194,6 +204,12 @@ def cmd_propose(args) -> int:
         r = propose_images(store, ids, options, min_score=args.min_score, predictor=predictor,
                            progress=lambda n, total: bar.update(n - bar.n))
     print(f"wrote {r['proposals']} proposal(s) on {r['images']} image(s) with model version {predictor.version.id}")
+    if r["images"] and not r["proposals"]:  # say why, and what to do
+        ap = (predictor.version.metrics or {}).get("segm")
+        print(f"no detection scored --min-score {args.min_score} or more"
+              + (f"; this model's held-out mask AP is {ap:.3f}" if isinstance(ap, (int, float)) else "")
+              + ". The images stay in the 'to label' queue: label some by hand (the brush, polygon or assist "
+                "tools), fine-tune again (app.py train), or try a lower --min-score.")
     return 0
 
 
@@ -201,7 +217,10 @@ def cmd_train(args) -> int:
     from model.api import TrainOptions, train_job
 
     store = open_store(args)
-    round0(store, args)
+    offline = round0(store, args, say=False)
+    if offline and args.size == "full":  # a tiny model never starts from the COCO networks: nothing to say
+        print("note: the COCO weights could not be downloaded (offline?): the full model starts from scratch "
+              "and needs many more labels; --size tiny trains in minutes", file=sys.stderr)
     opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
                         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device,
                         weights=args.weights)

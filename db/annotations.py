@@ -162,8 +162,11 @@ def write_proposals(store: Store, image_id: int, proposals: Instances, model_ver
     with store.transaction() as s:
         # The image row first, then its annotations: every writer takes locks in this order (save_review,
         # category moves, imports), so two of them can wait for each other but never deadlock.
+        # "proposed" means there is something to review: an image the model found nothing in stays (or goes
+        # back to) "new", still waiting for labels
         s.execute(update(Image).where(Image.id == image_id)
-                  .values(status=case((Image.status == "new", "proposed"), else_=Image.status),
+                  .values(status=case((Image.status.in_(("new", "proposed")), "proposed" if rows else "new"),
+                                      else_=Image.status),
                           row_version=Image.row_version + 1, updated_at=now))
         s.execute(delete(Annotation).where(Annotation.image_id == image_id, Annotation.review_state == "proposed",
                                            Annotation.source == "model"))

@@ -36,3 +36,23 @@ def test_user_mistakes_exit_nonzero_without_traceback(tmp_path, synth_dir):
     (tmp_path / "junk.png").write_bytes(b"junk")
     r = run("import-images", str(tmp_path / "junk.png"), str(synth_dir / "synth_000001.png"), "--store", st)
     assert r.returncode == 1 and "junk.png: not an image" in r.stdout and "imported 1 image(s)" in r.stdout
+
+
+def test_propose_that_finds_nothing_says_why_and_what_to_do(tmp_path):
+    from db.store import Settings, Store
+    from model.demo import fill_demo
+    from model.train import TrainOptions, fine_tune
+
+    store = Store(Settings(store_dir=tmp_path / "s"))
+    fill_demo(store, n_images=12, labeled_train=6, size=64, seed=3)
+    fine_tune(store, TrainOptions(epochs=1, max_minutes=0.02, size="tiny"))  # a model that has seen little
+    store.close()
+    r = run("--store", str(tmp_path / "s"), "--weights", "none", "propose", "--all", "--min-score", "0.9999")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 0 proposal(s)" in r.stdout and "no detection scored --min-score 0.9999 or more" in r.stdout
+    assert "held-out mask AP is" in r.stdout and "stay in the 'to label' queue" in r.stdout
+    from db import annotations
+
+    store = Store(Settings(store_dir=tmp_path / "s"))
+    assert annotations.image_ids(store, "proposed") == []  # nothing to review: they stay new
+    assert set(annotations.image_ids(store, "new")) == set(annotations.queue(store))
