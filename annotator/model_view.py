@@ -55,15 +55,20 @@ def job_panel(store: Store) -> dict:
     if j is None:
         return {"markdown": "No fine-tune has run yet.", "percent": 0, "curve": empty, "state": None}
     d = j.detail or {}
-    text = f"**Job {j.id}: {j.state}** — {escape(j.message)}"
-    if j.state == "running" and d.get("eta") is not None:
-        text += f" · ETA {int(d['eta'] // 60)} min {int(d['eta'] % 60)} s"
+    text = f"**Job {j.id}: {j.state}** — {escape(j.message)}"  # the message holds the ETA while training
     if d.get("losses"):
         text += " · " + ", ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in d["losses"].items())
     if j.state == "done" and j.result_version_id is not None:
         text += "\n\n" + version_verdict(store, j.result_version_id)
     curve = pd.DataFrame(d.get("curve", []), columns=["iteration", "loss"]) if d.get("curve") else empty
     return {"markdown": text, "percent": round(100 * (j.progress or 0), 1), "curve": curve, "state": j.state}
+
+
+def progress_html(percent: float) -> str:
+    """A progress bar (not a control anyone could drag) with its number."""
+    p = min(max(float(percent or 0), 0.0), 100.0)
+    return f'<progress value="{p:.1f}" max="100" style="width:70%"></progress> {p:.1f}%'
+
 
 
 def version_verdict(store: Store, version_id: int) -> str:

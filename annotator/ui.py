@@ -451,7 +451,7 @@ def model_tab(store: Store, options: ModelOptions):
         start = gr.Button("Fine-tune", variant="primary", elem_id="btn-finetune")
         cancel = gr.Button("Cancel", variant="stop", elem_id="btn-cancel")
     job_md = markdown(elem_id="job-status")
-    progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="job-progress")
+    progress = gr.HTML(model_view.progress_html(0), elem_id="job-progress")
     loss_plot = gr.LinePlot(x="iteration", y="loss", label="Training loss", elem_id="loss-plot")
     versions = gr.Dataframe(headers=model_view.VERSION_HEADERS, interactive=False, elem_id="versions-table",
                             label="Model versions (* = active)")
@@ -474,7 +474,7 @@ def model_tab(store: Store, options: ModelOptions):
         j = model_view.job_panel(store)
         ended = j["state"] != last and j["state"] in ("done", "failed", "cancelled")
         refreshed = tables() if ended else (gr.update(), gr.update(), gr.update())
-        return (j["markdown"], j["percent"], j["curve"], j["state"]) + refreshed
+        return (j["markdown"], model_view.progress_html(j["percent"]), j["curve"], j["state"]) + refreshed
 
     def start_job(e, m, sz):
         return model_view.start(store, e, m, sz, options)

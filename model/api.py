@@ -57,7 +57,7 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
             return False
         last[0] = now
         msg = ("evaluating on the held-out images" if p.phase == "evaluating" else
-               f"iteration {p.iteration}/{p.total}, loss {sum(p.losses.values()):.3f}, ETA {p.eta:.0f} s")
+               f"iteration {p.iteration}/{p.total}, loss {sum(p.losses.values()):.3f}, ETA {_duration(p.eta)}")
         return jobs.report(store, job_id, p.iteration / max(1, p.total), msg,
                            {"iteration": p.iteration, "total": p.total, "losses": p.losses, "eta": p.eta,
                             "elapsed": p.elapsed, "phase": p.phase, "curve": curve})
@@ -78,6 +78,11 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
     jobs.set_state(store, job_id, "done", f"version {result.version_id} {verdict}", progress=1.0,
                    result_version_id=result.version_id)
     return result
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(round(seconds)))
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
 
 
 def start_training_process(store: Store, opts: TrainOptions) -> int:

@@ -12,11 +12,12 @@ def test_job_panel_reads_the_job_row(store):
     assert "No fine-tune has run yet" in model_view.job_panel(store)["markdown"]
     jid = jobs.create(store, "train", {})
     jobs.set_state(store, jid, "running", "starting")
-    jobs.report(store, jid, 0.5, "iteration 5/10, loss 1.234, ETA 12 s",
+    jobs.report(store, jid, 0.5, "iteration 5/10, loss 1.234, ETA 1 min 12 s",
                 {"iteration": 5, "total": 10, "losses": {"loss_mask": 0.5}, "eta": 72.0, "curve": [[1, 2.0], [5, 1.2]]})
     p = model_view.job_panel(store)
     assert p["state"] == "running" and p["percent"] == 50.0
-    assert "ETA 1 min 12 s" in p["markdown"] and "mask 0.500" in p["markdown"]
+    assert p["markdown"].count("ETA") == 1 and "ETA 1 min 12 s" in p["markdown"] and "mask 0.500" in p["markdown"]
+    assert '<progress value="50.0" max="100"' in model_view.progress_html(p["percent"])
     assert list(p["curve"]["loss"]) == [2.0, 1.2]
     assert "already running" in model_view.start(store, 1, 1, "tiny")
     assert "cancel requested" in model_view.cancel_latest(store)
