@@ -214,7 +214,7 @@ def cmd_propose(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from model.api import TrainOptions, train_job
+    from model.api import TrainOptions, quality_verdict, train_job
 
     store = open_store(args)
     offline = round0(store, args, say=False)
@@ -229,10 +229,16 @@ def cmd_train(args) -> int:
     bar = tqdm(desc="training", unit="it", file=sys.stderr, disable=None)
 
     def echo(p):
+        if p.phase not in ("training", "evaluating"):  # reading the labels, building the model
+            bar.set_description(p.phase, refresh=True)
+            return
+        bar.set_description(p.phase, refresh=False)
         bar.total = p.total
         bar.set_postfix(loss=f"{sum(p.losses.values()):.3f}" if p.losses else p.phase, refresh=False)
         bar.update(p.iteration - bar.n)
 
+    limit = f", stopping after {opts.max_minutes:g} min at the latest" if opts.max_minutes else ""
+    print(f"fine-tuning for {opts.epochs} epoch(s){limit}; the held-out evaluation follows", file=sys.stderr)
     with bar:
         r = train_job(store, opts, echo=echo)
     if r is None:
@@ -243,6 +249,7 @@ def cmd_train(args) -> int:
     fmt = lambda m: ", ".join(f"{k} AP {v:.3f}" for k, v in (m or {}).items() if k in ("bbox", "segm", "keypoints") and v is not None) or "n/a"  # noqa: E731
     print(f"version {r.version_id}: {r.iterations} iterations in {r.seconds:.0f} s; held-out {fmt(r.metrics)}")
     print(f"active model before: {fmt(r.parent_metrics)}")
+    print(f"verdict: {quality_verdict(r.metrics)}")
     print("promoted to active" if r.promoted else "not promoted: the active model is at least as good "
           "(app.py activate VERSION to use it anyway)")
     return 0

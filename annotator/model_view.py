@@ -46,11 +46,21 @@ def corrections_frame(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["version", "measure", "value"])
 
 
-def job_panel(store: Store) -> dict:
-    """The latest training job as the UI shows it; every browser reads the same row."""
-    j = jobs.latest(store, "train")
-    if j is not None and j.state in jobs.ACTIVE and jobs.fail_orphans(store):
-        j = jobs.latest(store, "train")
+def corrections_note(frame: pd.DataFrame) -> str:
+    """Why the corrections plot is empty, when it is."""
+    if len(frame):
+        return ""
+    return ("*How much labelers changed proposals* fills in once images with **model proposals** have been "
+            "reviewed and saved in the Label tab: it compares each proposal with what was saved. Imported "
+            "labels, imported proposals and hand-drawn instances do not count.")
+
+
+def job_panel(store: Store, job_id: int | None = None) -> dict:
+    """A training job as the UI shows it: ``job_id`` (the one this page started), else the latest; another
+    job running meanwhile (from the command line or another page) is named under it."""
+    jobs.fail_orphans(store)
+    j = jobs.get(store, job_id) if job_id is not None else None
+    j = j or jobs.latest(store, "train")
     empty = pd.DataFrame([], columns=["iteration", "loss"])
     if j is None:
         return {"markdown": "No fine-tune has run yet.", "percent": 0, "curve": empty, "state": None}
@@ -60,6 +70,10 @@ def job_panel(store: Store) -> dict:
         text += " · " + ", ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in d["losses"].items())
     if j.state == "done" and j.result_version_id is not None:
         text += "\n\n" + version_verdict(store, j.result_version_id)
+    other = jobs.running(store, "train")
+    if other is not None and other.id != j.id:
+        text += (f"\n\nAnother fine-tune is running: job {other.id} ({escape(other.message)}), started from the "
+                 "command line or another page.")
     curve = pd.DataFrame(d.get("curve", []), columns=["iteration", "loss"]) if d.get("curve") else empty
     return {"markdown": text, "percent": round(100 * (j.progress or 0), 1), "curve": curve, "state": j.state}
 
@@ -82,18 +96,25 @@ def version_verdict(store: Store, version_id: int) -> str:
         if new is not None:
             parts.append(f"{k} AP {new:.3f}" + (f" (active before: {old:.3f})" if old is not None else ""))
     verdict = "promoted to active" if v.promoted else "not promoted: the active model is at least as good"
-    return f"Version {v.id} on the held-out images: " + ", ".join(parts or ["no held-out labels"]) + f" — **{verdict}**"
+    return (f"Version {v.id} on the held-out images: " + ", ".join(parts or ["no held-out labels"])
+            + f" — **{verdict}**; {api.quality_verdict(v.metrics)}")
 
 
 def start(store: Store, epochs, minutes, size, options: api.ModelOptions | None = None) -> str:
+    return start_job(store, epochs, minutes, size, options)[0]
+
+
+def start_job(store: Store, epochs, minutes, size,
+              options: api.ModelOptions | None = None) -> tuple[str, int | None]:
+    """Start a fine-tune: (what to show, its job id, or None when it was refused)."""
     options = options or api.ModelOptions()
     try:
         opts = api.TrainOptions(epochs=int(epochs or 10), max_minutes=float(minutes) if minutes else None,
                                 size=size or None, device=options.device, weights=options.weights)
         job_id = api.start_training_process(store, opts)
     except UserError as e:
-        return escape(e)
-    return f"**Job {job_id}: queued** — starting the training process"
+        return escape(e), None
+    return f"**Job {job_id}: queued** — starting the training process", job_id
 
 
 def cancel_latest(store: Store) -> str:

@@ -462,29 +462,35 @@ def model_tab(store: Store, options: ModelOptions):
         v_msg = markdown()
     with gr.Row():
         ap_plot = gr.LinePlot(x="version", y="AP", color="metric", label="Held-out AP per version", elem_id="ap-plot")
-        fix_plot = gr.LinePlot(x="version", y="value", color="measure", label="How much labelers changed proposals",
-                               elem_id="corrections-plot")
+        with gr.Column():
+            fix_plot = gr.LinePlot(x="version", y="value", color="measure",
+                                   label="How much labelers changed proposals", elem_id="corrections-plot")
+            fix_note = markdown(elem_id="corrections-note")
     timer = gr.Timer(2.0, active=True)
-    last_state = gr.State(None)
+    last_state, mine = gr.State(None), gr.State(None)  # (job state, versions) last seen; the job this page started
 
     def tables():
-        return model_view.version_rows(store), model_view.ap_frame(store), model_view.corrections_frame(store)
+        fixes = model_view.corrections_frame(store)
+        return (model_view.version_rows(store), model_view.ap_frame(store), fixes,
+                model_view.corrections_note(fixes))
 
-    def poll(last):
-        j = model_view.job_panel(store)
-        ended = j["state"] != last and j["state"] in ("done", "failed", "cancelled")
-        refreshed = tables() if ended else (gr.update(), gr.update(), gr.update())
-        return (j["markdown"], model_view.progress_html(j["percent"]), j["curve"], j["state"]) + refreshed
+    def poll(last, job_id):
+        j = model_view.job_panel(store, job_id)
+        seen = (j["state"], len(model_view.api.list_versions(store)))
+        changed = seen != last and (seen[0] in ("done", "failed", "cancelled") or last is None or seen[1] != last[1])
+        refreshed = tables() if changed else (gr.update(),) * 4  # a version from anywhere
+        return (j["markdown"], model_view.progress_html(j["percent"]), j["curve"], seen) + refreshed
 
-    def start_job(e, m, sz):
-        return model_view.start(store, e, m, sz, options)
+    def start_job(e, m, sz, job_id):
+        text, new = model_view.start_job(store, e, m, sz, options)
+        return text, new if new is not None else job_id
 
-    timer.tick(poll, last_state, [job_md, progress, loss_plot, last_state, versions, ap_plot, fix_plot])
-    start.click(start_job, [epochs, minutes, size], job_md)
+    table_outs = [versions, ap_plot, fix_plot, fix_note]
+    timer.tick(poll, [last_state, mine], [job_md, progress, loss_plot, last_state] + table_outs)
+    start.click(start_job, [epochs, minutes, size, mine], [job_md, mine])
     cancel.click(lambda: model_view.cancel_latest(store), None, job_md)
-    activate_b.click(lambda v: model_view.activate_version(store, v), v_id, v_msg).then(
-        tables, None, [versions, ap_plot, fix_plot])
-    return tables, [versions, ap_plot, fix_plot], timer
+    activate_b.click(lambda v: model_view.activate_version(store, v), v_id, v_msg).then(tables, None, table_outs)
+    return tables, table_outs, timer
 
 
 # Gradio keeps a copy of every upload and download (an export with images is a full copy of the dataset):

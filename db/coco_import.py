@@ -305,10 +305,11 @@ def import_coco(
 
     with store.session() as s:
         had = set(s.scalars(select(Category.id).where(Category.id.in_(list(cats)))))
+        info_kept = "info" in data and s.get(DatasetMeta, "info") is not None
     with media_writer(store.settings) as journal:
         _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user, journal)
     return {"images": len(imgs), "annotations": len(anns), "categories": len(cats),
-            "categories_new": len(cats) - len(had), "categories_merged": len(had),
+            "categories_new": len(cats) - len(had), "categories_merged": len(had), "info_kept": info_kept,
             "images_already_in_store": len(existing)}
 
 
@@ -317,7 +318,10 @@ def summary(result: dict) -> str:
     cats = f"{result['categories_new']} new categor{'y' if result['categories_new'] == 1 else 'ies'}"
     if result["categories_merged"]:
         cats += f", {result['categories_merged']} merged into existing ones (same id)"
-    return f"imported {result['images']} image(s), {result['annotations']} annotation(s), {cats}"
+    line = f"imported {result['images']} image(s), {result['annotations']} annotation(s), {cats}"
+    if result.get("info_kept"):  # one dataset, one COCO info: the first file's
+        line += "; the store keeps the COCO info of the first file imported (this file's info was not stored)"
+    return line
 
 
 def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user, journal) -> None:

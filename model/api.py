@@ -27,7 +27,7 @@ from model.options import ModelOptions
 from model.predict import Predictor, active_version, ensure_round0, images_to_propose, propose
 from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions
 
-__all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor", "Instances",
+__all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor", "Instances", "quality_verdict",
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
            "list_versions", "active_version", "active_predictor", "predictor", "propose_images",
            "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box", "assist_point",
@@ -57,8 +57,9 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
             return False
         last[0] = now
         msg = ("evaluating on the held-out images" if p.phase == "evaluating" else
-               f"iteration {p.iteration}/{p.total}, loss {sum(p.losses.values()):.3f}, ETA {_duration(p.eta)}")
-        return jobs.report(store, job_id, p.iteration / max(1, p.total), msg,
+               f"iteration {p.iteration}/{p.total}, loss {sum(p.losses.values()):.3f}, ETA {_duration(p.eta)}"
+               if p.phase == "training" else p.phase)  # reading the labels, building the model
+        return jobs.report(store, job_id, _fraction(p, opts.max_minutes), msg,
                            {"iteration": p.iteration, "total": p.total, "losses": p.losses, "eta": p.eta,
                             "elapsed": p.elapsed, "phase": p.phase, "curve": curve})
 
@@ -80,6 +81,33 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
     return result
 
 
+def quality_verdict(metrics: dict | None) -> str:
+    """Held-out mask AP in plain words (box AP where there are no masks)."""
+    ap = (metrics or {}).get("segm")
+    ap = ap if ap is not None else (metrics or {}).get("bbox")
+    if ap is None:
+        return "no verdict: there are no held-out labels to measure it on (label some held-out images)"
+    if ap >= 0.3:
+        return f"good enough to propose (held-out AP {ap:.2f}): expect small corrections"
+    if ap >= 0.1:
+        return f"usable, with many corrections (held-out AP {ap:.2f}): label more images and fine-tune again"
+    return f"keep labeling (held-out AP {ap:.2f}): too weak to propose well yet"
+
+
+TRAINING_SHARE = 0.9  # of the progress bar: the rest is the evaluation on the held-out images
+
+
+def _fraction(p: Progress, max_minutes: float | None) -> float:
+    """How far a fine-tune is: iterations or the time limit, whichever is nearer its end, then evaluation
+    (so a run stopped by its time limit does not sit at 28 % and jump to 100 %)."""
+    if p.phase == "evaluating":
+        return TRAINING_SHARE
+    done = p.iteration / max(1, p.total)
+    if max_minutes:
+        done = max(done, p.elapsed / (60.0 * max_minutes))
+    return TRAINING_SHARE * min(done, 1.0)
+
+
 def _duration(seconds: float) -> str:
     s = max(0, int(round(seconds)))
     return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
@@ -96,7 +124,7 @@ def start_training_process(store: Store, opts: TrainOptions) -> int:
     with open(log / f"job-{job_id}.log", "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
                                 start_new_session=True)
-    jobs.set_state(store, job_id, "queued", "starting the training process", pid=proc.pid)
+    jobs.set_state(store, job_id, "queued", "starting the training process (loading torch)", pid=proc.pid)
     return job_id
 
 

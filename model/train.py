@@ -139,6 +139,12 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     ``on_progress`` gets every step and returns True to cancel; a cancelled or failed run changes nothing.
     """
     t_start = time.monotonic()
+
+    def phase(name: str) -> None:  # what the run is doing before its first iteration
+        if on_progress is not None and on_progress(Progress(0, 0, {}, time.monotonic() - t_start, 0.0, phase=name)):
+            raise Cancelled()
+
+    phase("reading the labels")
     cmap = store_category_map(store)
     if not cmap.ids:
         raise UserError("the store has no categories: import a COCO file or add categories first")
@@ -163,6 +169,7 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     parent = active if active is not None and active.size == size else None
     device = pick_device(opts.device)
     torch.manual_seed(opts.seed)
+    phase("building the model")
     model = _initial_model(store, opts, config, cmap, parent, warnings)
 
     ds = TrainDataset(train_samples, cmap, augment=True, seed=opts.seed)

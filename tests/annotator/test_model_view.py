@@ -45,3 +45,19 @@ def test_verdict_and_version_tables(store):
     assert set(ap["metric"]) == {"bbox", "segm"} and len(ap) == 4
     assert "Enter a version" in model_view.activate_version(store, None)
     assert "no model version 9" in model_view.activate_version(store, 9)
+
+
+def test_the_panel_follows_this_pages_job_and_names_another_one_running(store):
+    mine = jobs.create(store, "train", {})
+    jobs.set_state(store, mine, "done", "finished")
+    other = jobs.create(store, "train", {})  # e.g. `app.py train` started afterwards
+    jobs.set_state(store, other, "running", "iteration 3/40")
+    p = model_view.job_panel(store, mine)
+    assert p["markdown"].startswith(f"**Job {mine}: done**") and p["state"] == "done"
+    assert f"Another fine-tune is running: job {other} (iteration 3/40)" in p["markdown"]
+    assert model_view.job_panel(store)["markdown"].startswith(f"**Job {other}: running**")  # no job of its own
+
+
+def test_an_empty_corrections_plot_says_why(store):
+    frame = model_view.corrections_frame(store)
+    assert len(frame) == 0 and "fills in once images with **model proposals**" in model_view.corrections_note(frame)

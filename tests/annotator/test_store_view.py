@@ -26,6 +26,10 @@ def test_upload_reports_bad_files_and_export_downloads(store, synth_dir, tmp_pat
     assert "imported 1 image(s)" in msg and "bad.png: not an image" in msg
     path = store_view.export_file(store, with_images=True, include_proposals=False, out_dir=str(tmp_path))
     with zipfile.ZipFile(path) as z:
+        assert z.namelist() == ["annotations.json"]  # a new image is no negative example: not written
+    path = store_view.export_file(store, with_images=True, include_proposals=False, out_dir=str(tmp_path / "all"),
+                                  all_images=True)
+    with zipfile.ZipFile(path) as z:
         assert "images/synth_000001.png" in z.namelist()
 
 

@@ -276,3 +276,26 @@ def test_export_writes_done_images_by_default_so_unlabeled_ones_are_no_false_neg
     every = build(store, all_images=True)
     assert {2, 3} <= {i["id"] for i in every["images"]}
     assert len(every["images"]) == len(done["images"]) + 2
+
+
+def test_import_report_says_new_and_merged_categories_and_which_info_is_kept(store, synth_dir, tmp_path):
+    from db.coco_import import summary
+
+    data = json.loads((synth_dir / "annotations.json").read_text())
+    data["info"] = {"description": "first file"}
+    (tmp_path / "first.json").write_text(json.dumps(data))
+    first = summary(import_coco(store, tmp_path / "first.json", synth_dir))
+    assert "new categor" in first and "merged" not in first and "COCO info" not in first
+    data.update(info={"description": "second file"}, images=[], annotations=[])  # the same categories again
+    (tmp_path / "second.json").write_text(json.dumps(data))
+    second = summary(import_coco(store, tmp_path / "second.json", synth_dir))
+    assert f"0 new categories, {len(data['categories'])} merged into existing ones (same id)" in second
+    assert "keeps the COCO info of the first file imported" in second
+
+
+def test_a_malformed_segmentation_is_named_in_the_import_report(store, synth_dir, tmp_path):
+    data = json.loads((synth_dir / "annotations.json").read_text())
+    data["annotations"][0]["segmentation"] = "oops"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(CocoRejected, match=f"annotation id {data['annotations'][0]['id']}.*segmentation"):
+        import_coco(store, tmp_path / "bad.json", synth_dir)

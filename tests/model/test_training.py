@@ -227,3 +227,23 @@ def test_assist_tool_in_the_label_tab_adds_a_selected_instance_that_saves_as_ass
     with demo_store.session() as s:
         row = s.scalars(select(Annotation).where(Annotation.image_id == image_id, Annotation.source == "assist")).one()
     assert row.review_state == "accepted" and row.segmentation["size"] == [ls.height, ls.width]
+
+
+def test_progress_counts_the_time_limit_and_leaves_room_for_evaluation():
+    from model.api import TRAINING_SHARE, _fraction
+    from model.train import Progress
+
+    assert _fraction(Progress(10, 100, {}, 5.0, 50.0), None) == pytest.approx(0.1 * TRAINING_SHARE)
+    assert _fraction(Progress(28, 100, {}, 59.0, 1.0), 1.0) == pytest.approx(59 / 60 * TRAINING_SHARE)  # the clock
+    assert _fraction(Progress(100, 100, {}, 9.0, 0.0), 5.0) == pytest.approx(TRAINING_SHARE)
+    assert _fraction(Progress(28, 100, {}, 70.0, 0.0, phase="evaluating"), 1.0) == TRAINING_SHARE
+
+
+def test_the_verdict_says_in_plain_words_whether_the_model_is_worth_proposing_with():
+    from model.api import quality_verdict
+
+    assert quality_verdict({"segm": 0.41}).startswith("good enough to propose (held-out AP 0.41)")
+    assert quality_verdict({"segm": 0.2, "bbox": 0.5}).startswith("usable, with many corrections")
+    assert quality_verdict({"segm": 0.013}).startswith("keep labeling (held-out AP 0.01)")
+    assert quality_verdict({"bbox": 0.35}).startswith("good enough")  # boxes only
+    assert quality_verdict(None).startswith("no verdict")
