@@ -217,8 +217,9 @@ def cmd_train(args) -> int:
     from model.api import TrainOptions, quality_verdict, train_job
 
     store = open_store(args)
-    offline = round0(store, args, say=False)
-    if offline and args.size == "full":  # a tiny model never starts from the COCO networks: nothing to say
+    # a tiny model never starts from the COCO networks: no download to try, nothing to say
+    offline = round0(store, args, say=False) if args.size != "tiny" else None
+    if offline and args.size == "full":
         print("note: the COCO weights could not be downloaded (offline?): the full model starts from scratch "
               "and needs many more labels; --size tiny trains in minutes", file=sys.stderr)
     opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
@@ -290,7 +291,8 @@ def cmd_demo(args) -> int:
 
     r = fill_demo(open_store(args), n_images=args.images, labeled_train=args.labeled)
     print(f"demo store {args.store}: {r['labeled']} labeled images ({r['heldout']} held out for evaluation), "
-          f"{r['unlabeled']} unlabeled.\nNext: app.py --store {args.store} train --size tiny --epochs 40 --max-minutes 4, "
+          f"{r['unlabeled']} unlabeled.\nNext: app.py --store {args.store} train --size tiny --epochs 40 "
+          "(about 4 min on 2 cores), "
           f"then app.py --store {args.store} propose --all, then open the UI: app.py --store {args.store}")
     return 0
 
