@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +236,20 @@ class WeightsUnavailable(UserError):
     pass
 
 
+def _cached(url: str) -> bool:
+    """Is this torchvision weights file in the torch hub cache already?"""
+    return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)).exists()
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    host = urllib.parse.urlparse(url).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_coco_nets(weights: str = "coco") -> CocoNets:
     """``coco``: torchvision's weights API (downloads once into the torch hub cache). A path: a local
     state dict of ``maskrcnn_resnet50_fpn_v2`` (COCO, 91 classes); keypoints still come from torchvision.
@@ -255,6 +271,11 @@ def load_coco_nets(weights: str = "coco") -> CocoNets:
         except Exception as e:  # noqa: BLE001 - wrong keys or shapes, or not a dict at all
             raise UserError(f"--weights {weights}: neither a maskloop checkpoint nor a state dict of torchvision's "
                             f"maskrcnn_resnet50_fpn_v2 with 91 COCO classes ({_first_line(e, 160)})") from None
+    missing = [w.url for w in ([mw] if inst is None else []) + [kw] if not _cached(w.url)]
+    if missing and not _reachable(missing[0]):  # one line from us, not torch's "Downloading ..." and then ours
+        raise WeightsUnavailable(
+            f"COCO weights are not downloaded yet and {urllib.parse.urlparse(missing[0]).hostname} cannot be reached "
+            "(offline?); proposals start after the first fine-tune (app.py train --size tiny)")
     try:
         if inst is None:
             inst = maskrcnn_resnet50_fpn_v2(weights=mw)

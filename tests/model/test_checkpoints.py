@@ -100,3 +100,16 @@ def test_a_deleted_active_checkpoint_is_not_a_dead_end(store, tmp_path):
     r = fine_tune(store, TrainOptions(epochs=1, size="tiny", weights="none", promote="always"))
     assert any("training from scratch" in w for w in r.warnings) and r.promoted
     assert len(Predictor.for_version(store, ModelOptions()).predict([np.zeros((40, 40, 3), np.uint8)])) == 1
+
+
+def test_offline_the_coco_weights_are_one_line_without_a_download_attempt(monkeypatch, capsys):
+    import pytest
+
+    from model import build
+
+    monkeypatch.setattr(build, "_cached", lambda url: False)
+    monkeypatch.setattr(build, "_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(build, "maskrcnn_resnet50_fpn_v2", lambda **k: pytest.fail("no download may be tried"))
+    with pytest.raises(build.WeightsUnavailable, match="download.pytorch.org cannot be reached"):
+        build.load_coco_nets("coco")
+    assert capsys.readouterr().err == ""  # no "Downloading ..." line before ours
