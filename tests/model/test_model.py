@@ -131,6 +131,8 @@ def test_coco_weights_offline_is_one_clear_message(monkeypatch):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
     monkeypatch.setattr(build_mod, "maskrcnn_resnet50_fpn_v2", offline)
+    monkeypatch.setattr(build_mod, "_cached", lambda url: False)
+    monkeypatch.setattr(build_mod, "_reachable", lambda url, timeout=3.0: True)  # the host answers, the download fails
     with pytest.raises(mb.WeightsUnavailable, match="COCO weights could not be loaded.*proposals start after"):
         mb.load_coco_nets("coco")
 
