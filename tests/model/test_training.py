@@ -118,12 +118,14 @@ def test_activate_any_version(demo_store, trained):
 
 
 @pytest.mark.slow
-def test_tiny_model_learns_within_three_minutes_and_beats_untrained(tmp_path):
+def test_tiny_model_learns_in_370_iterations_and_beats_untrained(tmp_path):
+    """A fixed number of iterations, not a time limit, so a busy machine trains the same model (slower): 10
+    epochs of 150 images, 370 iterations, segm AP 0.40 on 2026-11-25 (168 s on the developer VM)."""
     st = Store(Settings(store_dir=tmp_path / "learn"))
     fill_demo(st, n_images=200, labeled_train=150, size=96, seed=0)
-    untrained = fine_tune(st, TrainOptions(epochs=1, max_minutes=0.02, size="tiny"))
+    untrained = fine_tune(st, TrainOptions(epochs=1, max_minutes=0.02, size="tiny"))  # a few iterations at most
     assert untrained.promoted  # the first version
-    r = fine_tune(st, TrainOptions(epochs=100, max_minutes=3.0, size="tiny"))
+    r = fine_tune(st, TrainOptions(epochs=10, size="tiny"))
     print(f"tiny model after {r.iterations} iterations ({r.seconds:.0f} s with evaluation): {r.metrics}")
     assert r.metrics["segm"] >= 0.3, r.metrics
     assert r.promoted and r.metrics["segm"] > r.parent_metrics["segm"]
