@@ -74,7 +74,7 @@ class LabelSession:
         self.history: list[int] = []  # the images this page opened before this one (annotator.ui)
         self.lock = threading.RLock()  # one edit at a time, whichever way it came
         self.selected: int | None = None
-        self.selected = self.next_unreviewed()
+        self.select_first()
         self._undo: list[list[tuple[int, Instances | None]]] = []  # (index, that instance before) per edit
         self._redo: list[list[tuple[int, Instances | None]]] = []
         self.dirty = False
@@ -228,6 +228,12 @@ class LabelSession:
         todo.sort(key=lambda i: (-(self.instances[i].score or 0.0), i))
         others = [i for i in todo if i != self.selected]
         return (others or todo or [None])[0]
+
+    def select_first(self) -> int | None:
+        """Select the shown, unreviewed proposal to look at first (what opening an image does)."""
+        self.selected = None
+        self.selected = self.next_unreviewed()
+        return self.selected
 
     def unreviewed(self) -> int:
         """How many instances are still proposals nobody accepted or rejected (shown or not)."""
@@ -505,7 +511,7 @@ class LabelSession:
     def discard(self) -> None:
         """Forget every unsaved edit: the image's labels as the store has them now."""
         self._load()
-        self.selected = self.next_unreviewed()
+        self.select_first()
         self._undo.clear()
         self._redo.clear()
         self.display_cache.clear()

@@ -58,7 +58,7 @@ def corrections_note(frame: pd.DataFrame) -> str:
 def job_panel(store: Store, job_id: int | None = None) -> dict:
     """A training job as the UI shows it: ``job_id`` (the one this page started), else the latest; another
     job running meanwhile (from the command line or another page) is named under it."""
-    jobs.fail_orphans(store)
+    other = jobs.running(store, "train")  # (this also fails jobs whose process is gone, before reading)
     j = jobs.get(store, job_id) if job_id is not None else None
     j = j or jobs.latest(store, "train")
     empty = pd.DataFrame([], columns=["iteration", "loss"])
@@ -70,7 +70,6 @@ def job_panel(store: Store, job_id: int | None = None) -> dict:
         text += " · " + ", ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in d["losses"].items())
     if j.state == "done" and j.result_version_id is not None:
         text += "\n\n" + version_verdict(store, j.result_version_id)
-    other = jobs.running(store, "train")
     if other is not None and other.id != j.id:
         text += (f"\n\nAnother fine-tune is running: job {other.id} ({escape(other.message)}), started from the "
                  "command line or another page.")

@@ -154,8 +154,7 @@ class LabelTab:
         elif ls is not None and ls.image_id != new.image_id:
             new.history = (new.history + [ls.image_id])[-100:]
         new.user = _user(request, self.store)  # who saves: this page's login
-        new.selected = None
-        new.selected = new.next_unreviewed()  # under this page's score threshold
+        new.select_first()  # again, under this page's score threshold
         self._live[token] = new
         order = view.queue(self.store)
         following = []
