@@ -400,10 +400,14 @@ function setTool(t) {
   if (t !== 'polygon') S.poly = [];
   root.querySelectorAll('[data-tool]').forEach((b) => b.classList.toggle('on', b.dataset.tool === t));
   $('.mlc-polywrap').style.display = t === 'polygon' ? '' : 'none';
-  $('.mlc-kpwrap').style.display = t === 'keypoint' || t === 'select' ? '' : 'none';
+  showKeypointChoice();
   hint((TOOLS.find((x) => x[0] === t) || [, , ''])[2]);
   canvas.style.cursor = t === 'select' ? 'default' : 'crosshair';
   requestDraw();
+}
+function showKeypointChoice() {  // only for a selected instance whose class has keypoints
+  const c = cat(inst(S.selected)), any = !!(c && c.keypoints && c.keypoints.length);
+  $('.mlc-kpwrap').style.display = any && (S.tool === 'keypoint' || S.tool === 'select') ? '' : 'none';
 }
 function refreshToolbar(rebuildList = true) {
   const cls = $('.mlc-class'), kp = $('.mlc-kp'), it = inst(S.selected);
@@ -437,6 +441,7 @@ function refreshToolbar(rebuildList = true) {
     const missing = names.findIndex((n, j) => !(it.keypoints && it.keypoints[3 * j + 2] > 0));
     if (missing >= 0) kp.value = names[missing];
   }
+  showKeypointChoice();
   if (rebuildList) refreshList();
   else $('.mlc-list').querySelectorAll('.mlc-row').forEach((r) => {
     const on = Number(r.dataset.index) === S.selected;
