@@ -250,8 +250,8 @@ class LabelTab:
                                 elem_id="queue-filter")
             prev_b = gr.Button("◀ Previous (p)", elem_id="btn-prev", size="sm", scale=1)
             next_b = gr.Button("Next (n) ▶", elem_id="btn-next", size="sm", scale=1)
-            jump = gr.Number(label="Image id", precision=0, scale=1, elem_id="jump-id",
-                             placeholder="an image id, then Enter")
+            jump = gr.Textbox(label="Image id", scale=1, elem_id="jump-id", max_lines=1,
+                              placeholder="an image id, then Enter")
             go = gr.Button("Open", elem_id="btn-open", size="sm", scale=1)
         with gr.Row():
             with gr.Column(scale=5):
@@ -288,8 +288,14 @@ class LabelTab:
             ids = view.queue(store, w)
             return self.open(ids[0] if ids else None, ls, request)
 
-        def open_id(i, ls, request: gr.Request):
-            return self.open(None if i is None else int(i) if float(i).is_integer() else i, ls, request)
+        def open_id(typed, ls, request: gr.Request):
+            try:
+                image_id = id_field(typed, "image id")
+            except UserError as e:
+                return self.outputs(ls, str(e))
+            if image_id is None:
+                return self.outputs(ls, "enter the id of the image to open")
+            return self.open(image_id, ls, request)
 
         def again(ls, request: gr.Request):
             return self.propose_again(ls, request)
@@ -316,9 +322,18 @@ class LabelTab:
         return self.open(image_id, ls, request)
 
 
-def _blank(number) -> bool:
-    """An empty id field: the browser sends 0 (or None) for it, and ids are never 0."""
-    return number is None or int(number) == 0
+def id_field(text, what: str) -> int | None:
+    """An id typed into a text field (Gradio 6.31's Number shows 0 when empty, so id fields are text):
+    None when blank, else a whole number, or UserError naming the field."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    try:
+        value = float(text)
+        if value.is_integer() and abs(value) < 2 ** 63:
+            return int(value)
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"{what} {text!r} is not a whole number")
 
 
 def dataset_tab(store: Store):
@@ -353,8 +368,8 @@ def dataset_tab(store: Store):
         cats_table = gr.Dataframe(headers=["id", "name", "supercategory", "keypoints", "skeleton", "annotations"],
                                   interactive=False, elem_id="categories-table")
         with gr.Row():
-            c_id = gr.Number(label="Category id (blank: new)", precision=0, placeholder="blank: a new category",
-                             elem_id="category-id")
+            c_id = gr.Textbox(label="Category id (blank: new)", placeholder="blank: a new category", max_lines=1,
+                              elem_id="category-id")
             c_name = gr.Textbox(label="Name")
             c_super = gr.Textbox(label="Supercategory")
         with gr.Row():
@@ -362,8 +377,8 @@ def dataset_tab(store: Store):
             c_skel = gr.Textbox(label="Skeleton (1-based pairs: 1-2, 2-3)")
         with gr.Row():
             c_save = gr.Button("Add / update category", elem_id="btn-category-save")
-            c_move = gr.Number(label="Move its annotations to category id", precision=0, placeholder="blank: none",
-                               elem_id="category-move")
+            c_move = gr.Textbox(label="Move its annotations to category id", placeholder="blank: none", max_lines=1,
+                                elem_id="category-move")
             c_del_anns = gr.Checkbox(label="or delete its annotations")
             c_delete = gr.Button("Delete category", variant="stop", elem_id="btn-category-delete")
         c_msg = markdown(elem_id="category-message")
@@ -398,22 +413,24 @@ def dataset_tab(store: Store):
 
     def save_cat(cid, name, sup, kps, skel):
         try:
+            cid = id_field(cid, "category id")
             names = cat_db.parse_keypoints(kps)
             pairs = cat_db.parse_skeleton(skel, len(names))
-            if _blank(cid):
+            if cid is None:
                 new = cat_db.add(store, name, sup, names, pairs)
                 return f"added category {new} '{name}'"
-            cat_db.update_category(store, int(cid), name=name, supercategory=sup, keypoints=names, skeleton=pairs)
-            return f"updated category {int(cid)}"
+            cat_db.update_category(store, cid, name=name, supercategory=sup, keypoints=names, skeleton=pairs)
+            return f"updated category {cid}"
         except UserError as e:
             return str(e)
 
     def delete_cat(cid, move, del_anns):
-        if _blank(cid):
-            return "enter the id of the category to delete"
         try:
-            n = cat_db.delete(store, int(cid), move_to=None if _blank(move) else int(move), delete_annotations=del_anns)
-            return f"deleted category {int(cid)}" + (f" ({n} annotation(s) moved or deleted)" if n else "")
+            cid, move = id_field(cid, "category id"), id_field(move, "category id to move to")
+            if cid is None:
+                return "enter the id of the category to delete"
+            n = cat_db.delete(store, cid, move_to=move, delete_annotations=del_anns)
+            return f"deleted category {cid}" + (f" ({n} annotation(s) moved or deleted)" if n else "")
         except UserError as e:
             return str(e)
 
@@ -455,8 +472,8 @@ def model_tab(store: Store, options: ModelOptions):
     versions = gr.Dataframe(headers=model_view.VERSION_HEADERS, interactive=False, elem_id="versions-table",
                             label="Model versions (* = active)")
     with gr.Row():
-        v_id = gr.Number(label="Version", precision=0, placeholder="a version id from the table",
-                         elem_id="version-id")
+        v_id = gr.Textbox(label="Version", placeholder="a version id from the table", max_lines=1,
+                          elem_id="version-id")
         activate_b = gr.Button("Make active", elem_id="btn-activate")
         v_msg = markdown()
     with gr.Row():
@@ -488,7 +505,13 @@ def model_tab(store: Store, options: ModelOptions):
     timer.tick(poll, [last_state, mine], [job_md, progress, loss_plot, last_state] + table_outs)
     start.click(start_job, [epochs, minutes, size, mine], [job_md, mine])
     cancel.click(lambda: model_view.cancel_latest(store), None, job_md)
-    activate_b.click(lambda v: model_view.activate_version(store, v), v_id, v_msg).then(tables, None, table_outs)
+    def activate(typed):
+        try:
+            return model_view.activate_version(store, id_field(typed, "version"))
+        except UserError as e:
+            return text.escape(str(e))
+
+    activate_b.click(activate, v_id, v_msg).then(tables, None, table_outs)
     return tables, table_outs, timer
 
 

@@ -83,7 +83,7 @@ def _open(page, image_id: int) -> None:
     """Open an image by id and wait for the canvas to draw the answer (also when it was open already)."""
     page.wait_for_function(f"{ST} && {ST}.answerDrawnAt > 0")  # the page's first answer is drawn
     before = canvas_state(page, "S.answerDrawnAt")
-    page.locator("#jump-id input").fill(str(image_id))
+    page.locator("#jump-id").get_by_role("textbox").fill(str(image_id))
     page.locator("#btn-open").click()
     page.wait_for_function(f"{ST}.answerDrawnAt > {before}")
     expect(page.locator("#label-canvas .mlc-info")).to_contain_text(f"Image {image_id} ")

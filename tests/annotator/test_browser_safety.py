@@ -49,7 +49,7 @@ def test_hostile_names_are_shown_as_text(hostile_app, page):
     fetched = []
     page.on("request", lambda r: fetched.append(r.url) if "127.0.0.1:1/" in r.url else None)
     page.goto(url)
-    page.locator("#jump-id input").fill("1")
+    page.locator("#jump-id").get_by_role("textbox").fill("1")
     page.locator("#btn-open").click()
     info = page.locator("#label-canvas .mlc-info")
     expect(info).to_contain_text(HOSTILE + ".png")  # the name, literally

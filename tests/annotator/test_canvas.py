@@ -265,3 +265,13 @@ def test_a_category_added_meanwhile_reaches_the_class_list(ls):
     i = got["selected"]
     got = tab.canvas_edit({"token": data["token"], "op": "class", "index": i, "category": new, "seq": 2})
     assert got["instances"][[d["i"] for d in got["instances"]].index(i)]["category_id"] == new
+
+
+def test_id_fields_are_blank_or_a_whole_number():
+    from annotator.ui import id_field
+
+    assert id_field("", "image id") is None and id_field("  ", "image id") is None and id_field(None, "x") is None
+    assert id_field(" 12 ", "image id") == 12 and id_field(3.0, "version") == 3 and id_field("7", "v") == 7
+    for bad in ("abc", "1.5", "1e400", "nan"):
+        with pytest.raises(UserError, match="is not a whole number"):
+            id_field(bad, "image id")
