@@ -30,8 +30,18 @@ def version_rows(store: Store) -> list[list]:
             for v in api.list_versions(store)]
 
 
+def version_label(version_id: int) -> str:
+    """A version on a plot's axis: a name ("v3"), so the axis shows versions, never "2.5"."""
+    return f"v{version_id}"
+
+
+def version_order(frame: pd.DataFrame) -> list[str]:
+    """The x order of a per-version plot: by version number ("v2" before "v10")."""
+    return sorted(set(frame["version"]), key=lambda v: int(v[1:]))
+
+
 def ap_frame(store: Store) -> pd.DataFrame:
-    rows = [(v.id, k, v.metrics[k]) for v in api.list_versions(store) if v.metrics
+    rows = [(version_label(v.id), k, v.metrics[k]) for v in api.list_versions(store) if v.metrics
             for k in ("bbox", "segm", "keypoints") if v.metrics.get(k) is not None]
     return pd.DataFrame(rows, columns=["version", "metric", "AP"])
 
@@ -40,9 +50,9 @@ def corrections_frame(store: Store) -> pd.DataFrame:
     rows = []
     for c in correction_stats(store):
         if c.share_unchanged is not None:
-            rows.append((c.version_id, "share accepted unchanged", c.share_unchanged))
+            rows.append((version_label(c.version_id), "share accepted unchanged", c.share_unchanged))
         if c.mean_iou is not None:
-            rows.append((c.version_id, "mean IoU proposal vs saved", c.mean_iou))
+            rows.append((version_label(c.version_id), "mean IoU proposal vs saved", c.mean_iou))
     return pd.DataFrame(rows, columns=["version", "measure", "value"])
 
 

@@ -468,7 +468,8 @@ def model_tab(store: Store, options: ModelOptions):
         cancel = gr.Button("Cancel", variant="stop", elem_id="btn-cancel")
     job_md = markdown(elem_id="job-status")
     progress = gr.HTML(model_view.progress_html(0), elem_id="job-progress")
-    loss_plot = gr.LinePlot(x="iteration", y="loss", label="Training loss", elem_id="loss-plot")
+    loss_plot = gr.LinePlot(x="iteration", y="loss", label="Training loss", elem_id="loss-plot",
+                            x_axis_format="d")  # whole iterations
     versions = gr.Dataframe(headers=model_view.VERSION_HEADERS, interactive=False, elem_id="versions-table",
                             label="Model versions (* = active)")
     with gr.Row():
@@ -486,9 +487,10 @@ def model_tab(store: Store, options: ModelOptions):
     last_state, mine = gr.State(None), gr.State(None)  # (job state, versions) last seen; the job this page started
 
     def tables():
-        fixes = model_view.corrections_frame(store)
-        return (model_view.version_rows(store), model_view.ap_frame(store), fixes,
-                model_view.corrections_note(fixes))
+        aps, fixes = model_view.ap_frame(store), model_view.corrections_frame(store)
+        # versions are names on the x axis ("v3"), in version order ("v2" before "v10")
+        return (model_view.version_rows(store), gr.LinePlot(aps, sort=model_view.version_order(aps)),
+                gr.LinePlot(fixes, sort=model_view.version_order(fixes)), model_view.corrections_note(fixes))
 
     def poll(last, job_id):
         j = model_view.job_panel(store, job_id)

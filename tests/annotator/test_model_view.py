@@ -3,6 +3,8 @@
 import os
 import time
 
+import pandas as pd
+
 from db import jobs
 from db.schema import ModelVersion
 from annotator import model_view
@@ -43,6 +45,8 @@ def test_verdict_and_version_tables(store):
     assert rows[1][0] == 2 and rows[1][1] == "*" and rows[1][6] == 0.4
     ap = model_view.ap_frame(store)
     assert set(ap["metric"]) == {"bbox", "segm"} and len(ap) == 4
+    assert model_view.version_order(ap) == ["v1", "v2"]  # names on the axis, never "1.5"
+    assert model_view.version_order(pd.DataFrame({"version": ["v10", "v2", "v9"]})) == ["v2", "v9", "v10"]
     assert "Enter a version" in model_view.activate_version(store, None)
     assert "no model version 9" in model_view.activate_version(store, 9)
 
