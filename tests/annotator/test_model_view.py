@@ -1,7 +1,5 @@
 """The model view's data without a browser: job progress as every browser sees it, verdict, tables."""
 
-import os
-import time
 
 import pandas as pd
 
