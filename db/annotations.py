@@ -150,29 +150,40 @@ def write_proposals(store: Store, image_id: int, proposals: Instances, model_ver
     drew are never touched. The image's row version always moves on, so a browser that has the image open
     cannot save over the new proposals: its save is refused and its edits are kept
     (annotator.labeling.LabelSession.rebase). Returns how many were written."""
+    return write_proposals_of_images(store, {image_id: proposals}, model_version_id)[image_id]
+
+
+def write_proposals_of_images(store: Store, proposals: dict[int, Instances], model_version_id: int) -> dict[int, int]:
+    """``write_proposals`` for several images in one transaction (all of them or none); how many were
+    written per image."""
     now = utcnow()
-    rows = []
-    for i in range(len(proposals)):
-        values = proposals.row_values(i)
-        original = {k: values[k] for k in ("category_id", "segmentation", "bbox", "keypoints")
-                    if values[k] is not None}  # the proposal as made, to measure corrections against
-        rows.append(dict(image_id=image_id, **values, source="model", score=proposals.scores[i],
-                         model_version_id=model_version_id, review_state="proposed", original=original,
-                         created_by="model", created_at=now))
+    by_image: dict[int, list[dict]] = {}
+    for image_id, inst in proposals.items():
+        rows = by_image[image_id] = []
+        for i in range(len(inst)):
+            values = inst.row_values(i)
+            original = {k: values[k] for k in ("category_id", "segmentation", "bbox", "keypoints")
+                        if values[k] is not None}  # the proposal as made, to measure corrections against
+            rows.append(dict(image_id=image_id, **values, source="model", score=inst.scores[i],
+                             model_version_id=model_version_id, review_state="proposed", original=original,
+                             created_by="model", created_at=now))
     with store.transaction() as s:
-        # The image row first, then its annotations: every writer takes locks in this order (save_review,
-        # category moves, imports), so two of them can wait for each other but never deadlock.
-        # "proposed" means there is something to review: an image the model found nothing in stays (or goes
-        # back to) "new", still waiting for labels
-        s.execute(update(Image).where(Image.id == image_id)
-                  .values(status=case((Image.status.in_(("new", "proposed")), "proposed" if rows else "new"),
-                                      else_=Image.status),
-                          row_version=Image.row_version + 1, updated_at=now))
-        s.execute(delete(Annotation).where(Annotation.image_id == image_id, Annotation.review_state == "proposed",
-                                           Annotation.source == "model"))
-        if rows:
-            s.execute(insert(Annotation), rows)
-    return len(rows)
+        for image_id in sorted(by_image):  # (every multi-image writer locks images in id order)
+            rows = by_image[image_id]
+            # The image row first, then its annotations: every writer takes locks in this order (save_review,
+            # category moves, imports), so two of them can wait for each other but never deadlock.
+            # "proposed" means there is something to review: an image the model found nothing in stays (or
+            # goes back to) "new", still waiting for labels
+            s.execute(update(Image).where(Image.id == image_id)
+                      .values(status=case((Image.status.in_(("new", "proposed")), "proposed" if rows else "new"),
+                                          else_=Image.status),
+                              row_version=Image.row_version + 1, updated_at=now))
+            s.execute(delete(Annotation).where(Annotation.image_id == image_id,
+                                               Annotation.review_state == "proposed", Annotation.source == "model"))
+        every = [r for image_id in sorted(by_image) for r in by_image[image_id]]
+        if every:
+            s.execute(insert(Annotation), every)
+    return {image_id: len(rows) for image_id, rows in by_image.items()}
 
 
 def images(store: Store, image_ids: Iterable[int]) -> dict[int, ImageRecord]:

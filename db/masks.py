@@ -161,6 +161,80 @@ def encode_batch(masks: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
+def counts_string(runs: np.ndarray) -> str:
+    """COCO's compressed form of run lengths (``rle_counts`` reversed), as pycocotools writes it: from the
+    third number on each is a difference to the one two places earlier, written 5 bits per character from
+    the lowest, a continuation bit 0x20 on every character but a number's last, 48 added."""
+    return counts_strings(np.asarray(runs, np.int64), np.array([len(runs)]))[0]
+
+
+def counts_strings(runs: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """``counts_string`` of many run-length lists at once: ``runs`` concatenated, ``lengths`` per list."""
+    runs = np.asarray(runs, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # where each value's list starts
+    pos = np.arange(runs.size) - first
+    x = runs.copy()
+    later = pos > 2
+    x[later] -= runs[np.flatnonzero(later) - 2]
+    chars = np.zeros((runs.size, 13), np.uint8)  # 13 x 5 bits hold any int64
+    n_chars = np.zeros(runs.size, np.int64)
+    live = np.ones(runs.size, bool)
+    for k in range(13):
+        c = x & 0x1F
+        x = x >> 5  # arithmetic: a negative number ends at -1
+        more = np.where((c & 0x10) != 0, x != -1, x != 0)
+        chars[:, k] = np.where(live, (c | np.where(more, 0x20, 0)) + 48, 0)
+        n_chars += live
+        live &= more
+        if not live.any():
+            break
+    flat = chars[chars != 0].tobytes().decode("ascii")  # row by row: each value's characters in order
+    per_list = np.add.reduceat(n_chars, np.cumsum(lengths) - lengths) if runs.size else np.zeros(len(lengths), np.int64)
+    per_list = np.where(lengths > 0, per_list, 0)
+    ends = np.cumsum(per_list)
+    return [flat[e - n:e] for e, n in zip(ends.tolist(), per_list.tolist())]
+
+
+def encode_crops(crops: np.ndarray, x0: np.ndarray, y0: np.ndarray, height: int, width: int) -> list[dict[str, Any]]:
+    """Compressed COCO RLEs of ``height`` x ``width`` masks given as crops: ``crops`` (N, Wc, Hc) bool,
+    column-major (crop column ``c`` of mask ``n`` is ``crops[n, c]``), placed with their top-left pixel at
+    (``x0[n]``, ``y0[n]``); a crop must lie inside the image, everything outside it is 0. The same bytes as
+    ``encode`` of each full mask, without ever making one: only the crops' run boundaries are visited."""
+    n, wc, hc = crops.shape
+    x0, y0 = np.asarray(x0, np.int64), np.asarray(y0, np.int64)
+    if n == 0:
+        return []
+    if wc == 0 or hc == 0:
+        return [{"size": [height, width], "counts": counts_string(np.array([height * width]))} for _ in range(n)]
+    padded = np.zeros((n, wc, hc + 2), np.int8)
+    padded[:, :, 1:-1] = crops
+    steps = np.diff(padded, axis=2)  # +1: a run of 1s starts here, -1: one ends here (column by column)
+    k, col, row = np.nonzero(steps)  # in column-major order of each mask, masks in order
+    at = (x0[k] + col) * height + y0[k] + row  # positions in the full mask's column-major pixels
+    # a run that ends at the bottom of a column and goes on at the top of the next is one run
+    joined = np.zeros(at.size, bool)
+    if at.size > 1:
+        same = (k[1:] == k[:-1]) & (at[1:] == at[:-1])
+        joined[1:] |= same
+        joined[:-1] |= same
+    joined |= at == height * width  # a run that ends with the image: the final run closes it
+    k, at = k[~joined], at[~joined]
+    per_mask = np.bincount(k, minlength=n)
+    # run lengths: from 0 to the first boundary, between boundaries, from the last to the end
+    lengths = per_mask + 1
+    bounds = np.zeros(int(lengths.sum()) + n, np.int64)
+    starts = np.cumsum(lengths + 1) - (lengths + 1)
+    slot = np.repeat(starts + 1, per_mask) + (np.arange(at.size) - np.repeat(np.cumsum(per_mask) - per_mask, per_mask))
+    bounds[slot] = at
+    bounds[starts + lengths] = height * width
+    runs = np.diff(bounds)
+    keep = np.ones(runs.size, bool)
+    keep[starts[1:] - 1] = False  # the differences across two masks
+    strings = counts_strings(runs[keep], lengths)
+    return [{"size": [height, width], "counts": s} for s in strings]
+
+
 def to_compressed(rle: dict[str, Any]) -> dict[str, Any]:
     """Any COCO RLE (compressed, bytes or uncompressed list counts) -> compressed with str counts.
     Raises MaskError for anything that is not valid COCO RLE."""

@@ -25,8 +25,8 @@ from torchvision.ops import boxes as box_ops
 from db.errors import UserError
 from db.instances import Instances
 from model.convert import instances_from_output
-from model.data import image_tensor
-from model.predict import Predictor
+
+from model.predict import Predictor, upload
 
 ROUND0_REFUSED = ("assist needs a fine-tuned model: the round-0 COCO networks cannot be prompted with a box or a "
                   "point here; fine-tune once (Model tab or app.py train)")
@@ -70,7 +70,7 @@ class Assistant:
         pixels = load()
         net, device = self.net, self.predictor.device
         try:
-            images, _ = net.transform([image_tensor(pixels).to(device)])
+            images, _ = net.transform([upload(pixels, device)])
         except RuntimeError as e:  # e.g. a 3000x2 image: its short side scales to 0 pixels
             h, w = pixels.shape[:2]
             raise UserError(f"the model cannot look at this {w}x{h} image ({str(e).splitlines()[0]})") from None
@@ -170,11 +170,11 @@ class Assistant:
         cmap, heads, size = self.predictor.cmap, self.net.roi_heads, f.size
         out = {"boxes": boxes, "labels": torch.tensor([label]), "scores": score}
         mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(f.maps, [boxes], [size])))
-        out["masks"] = mask_logits[:, label:label + 1].sigmoid()
         if heads.has_keypoint() and label in cmap.keypoint_slices:
             kp_logits = heads.keypoint_predictor(heads.keypoint_head(heads.keypoint_roi_pool(f.maps, [boxes], [size])))
             out["keypoints"] = keypointrcnn_inference(kp_logits, [boxes])[0][0]
-        out = self.net.transform.postprocess([out], [size], [f.original])[0]
+        out = self.net.transform.postprocess([out], [size], [f.original])[0]  # boxes, keypoints to the image
+        out["mask_probs"] = mask_logits[:, label].sigmoid()  # pasted into the box by instances_from_output
         inst = instances_from_output(out, size_hw[0], size_hw[1], lambda lab: cmap.category_id(lab),
                                      cmap.keypoint_slices.get if "keypoints" in out else (lambda lab: None))
         inst.sources[0] = "assist"

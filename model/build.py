@@ -33,6 +33,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from db.errors import UserError
 from model.categories import CategoryMap
 from model.config import ModelConfig, get
+from model.heads import KeypointAwareRoIHeads
 
 CHECKPOINT_FORMAT = "maskloop-checkpoint-1"
 
@@ -68,6 +69,7 @@ def build(config: ModelConfig, cmap: CategoryMap) -> MaskRCNN:
         heads.keypoint_roi_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, config.roi_sampling_ratio)
         heads.keypoint_head = KeypointRCNNHeads(ch, list(config.keypoint_head_layers))
         heads.keypoint_predictor = KeypointRCNNPredictor(config.keypoint_head_layers[-1], cmap.num_keypoints)
+    KeypointAwareRoIHeads.adopt(model.roi_heads, list(cmap.keypoint_slices))  # keypoints only where they exist
     model.transform.min_size = config.min_size_train
     return model
 

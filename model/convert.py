@@ -25,31 +25,44 @@ def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
 def instances_from_output(out: dict[str, torch.Tensor], height: int, width: int,
                           label_to_cat: Callable[[int], int | None], kp_slice: Callable[[int], slice | None],
                           mask_threshold: float = 0.5) -> Instances:
-    """One image's torchvision detections as proposals: store category ids (labels the store does not have
-    are dropped), RLE masks, keypoints cut to each category's list (visibility 2), box tight around the mask
-    (the detector's box when the mask is empty or absent)."""
-    labels = out["labels"].cpu().numpy()
-    boxes = out["boxes"].float().cpu().numpy()
-    scores = out["scores"].float().cpu().numpy()
-    masks = out.get("masks")
-    if masks is not None:
-        binary = (masks[:, 0] > mask_threshold).to("cpu", torch.uint8).numpy()  # threshold on the device
-        rles: list = mask_codec.encode_batch(binary)
-    else:
-        rles = [None] * len(labels)
-    kps_t = out.get("keypoints")
+    """One image's detections as proposals: store category ids (labels the store does not have are dropped
+    before any mask work), RLE masks, keypoints cut to each category's list (visibility 2), box tight around
+    the mask (the detector's box when the mask is empty or absent).
+
+    ``out`` holds boxes (xyxy, image pixels), labels, scores, optionally keypoints (N, K, 3) and either
+    ``mask_probs`` (N, M, M), the mask head's probabilities (pasted into their boxes here, all at once:
+    ``paste_masks``), or ``masks`` (N, 1, H, W) already pasted, as torchvision's own postprocess gives them.
+    Each tensor is copied to the host once."""
+    labels_t = out["labels"]
+    labels = labels_t.cpu().numpy()
+    cats = [label_to_cat(int(lab)) for lab in labels]
+    keep = [i for i, c in enumerate(cats) if c is not None]
     inst = Instances(height, width)
-    for i, lab in enumerate(labels):
-        cat = label_to_cat(int(lab))
-        if cat is None:
-            continue
-        sl = kp_slice(int(lab)) if kps_t is not None else None
+    if not keep:
+        return inst
+    idx = torch.tensor(keep, dtype=torch.int64, device=labels_t.device) if len(keep) < len(labels) else None
+    pick = (lambda t: t if idx is None else t.index_select(0, idx))
+    boxes_t = pick(out["boxes"]).float()
+    boxes, scores = boxes_t.cpu().numpy(), pick(out["scores"]).float().cpu().numpy()
+    labels = labels[keep]
+    if "mask_probs" in out:
+        crops, x0, y0 = paste_masks(pick(out["mask_probs"]), boxes_t, height, width, mask_threshold)
+        rles: list = mask_codec.encode_crops(crops, x0, y0, height, width)
+    elif "masks" in out:  # full-size probabilities: thresholded and made column-major on the device
+        binary = (pick(out["masks"])[:, 0] > mask_threshold).transpose(1, 2).contiguous().cpu().numpy()
+        zero = np.zeros(len(keep), np.int64)
+        rles = mask_codec.encode_crops(binary, zero, zero, height, width)
+    else:
+        rles = [None] * len(keep)
+    kps_all = pick(out["keypoints"]).float().cpu().numpy() if "keypoints" in out else None
+    for j, lab in enumerate(labels):
+        sl = kp_slice(int(lab)) if kps_all is not None else None
         kps = None
         if sl is not None:
-            k = kps_t[i, sl].float().cpu().numpy().copy()
+            k = kps_all[j, sl].copy()
             k[:, 2] = 2
             kps = [round(float(v), 2) for v in k.reshape(-1)]
-        add_detection(inst, cat, boxes[i], float(scores[i]), rles[i], kps)
+        add_detection(inst, cats[keep[j]], boxes[j], float(scores[j]), rles[j], kps)
     return inst
 
 
@@ -133,3 +146,56 @@ def merge_person_keypoints(inst: Instances, kp_out: dict[str, torch.Tensor], per
         if j not in used:
             add_detection(inst, person_id, kb[j].numpy(), float(ks[j]), None, flat(j))
     return inst
+
+
+def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int, threshold: float = 0.5,
+                max_elements: int = 1 << 25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mask head's (N, M, M) probabilities resized into their boxes (N, 4, xyxy in image pixels) and
+    thresholded, as torchvision's ``paste_masks_in_image`` does mask by mask (a one-pixel zero border, the
+    box scaled to match, truncated to whole pixels, bilinear resize, the part inside the image), but for all
+    masks at once on their device and only over each box: returns ``(crops, x0, y0)``, the crops (N, Wc, Hc)
+    bool column-major on the host (one copy), for ``db.masks.encode_crops``. Chunks keep the work under
+    ``max_elements`` values."""
+    n, m = probs.shape[0], probs.shape[-1]
+    if n == 0:
+        return np.zeros((0, 0, 0), bool), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    dev = probs.device
+    padded = torch.nn.functional.pad(probs.reshape(n, m, m).float(), (1, 1, 1, 1))
+    p = m + 2
+    b = boxes.float()
+    scale = float(p) / m
+    half_w, half_h = (b[:, 2] - b[:, 0]) * 0.5 * scale, (b[:, 3] - b[:, 1]) * 0.5 * scale
+    cx, cy = (b[:, 2] + b[:, 0]) * 0.5, (b[:, 3] + b[:, 1]) * 0.5
+    bx0, bx1 = (cx - half_w).to(torch.int64), (cx + half_w).to(torch.int64)  # truncated, as torchvision does
+    by0, by1 = (cy - half_h).to(torch.int64), (cy + half_h).to(torch.int64)
+    bw, bh = (bx1 - bx0 + 1).clamp(min=1), (by1 - by0 + 1).clamp(min=1)
+    x0, x1 = bx0.clamp(min=0), (bx1 + 1).clamp(max=width)
+    y0, y1 = by0.clamp(min=0), (by1 + 1).clamp(max=height)
+    cw, ch = (x1 - x0).clamp(min=0), (y1 - y0).clamp(min=0)
+    wc, hc = int(cw.max()), int(ch.max())  # one host sync for the crop size
+    out = torch.zeros((n, wc, hc), dtype=torch.bool, device=dev)
+    step = max(1, max_elements // max(1, max(p, hc) * max(wc, 1)))
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        # source coordinates of each output column (row) in the padded mask, as bilinear resizing with
+        # align_corners=False computes them: scale * (i + 0.5) - 0.5, never below 0
+        u = (x0[s:e, None] - bx0[s:e, None]) + torch.arange(wc, device=dev)[None]  # (k, wc) in the resized box
+        v = (y0[s:e, None] - by0[s:e, None]) + torch.arange(hc, device=dev)[None]
+        sx = ((float(p) / bw[s:e, None].float()) * (u.float() + 0.5) - 0.5).clamp(min=0)
+        sy = ((float(p) / bh[s:e, None].float()) * (v.float() + 0.5) - 0.5).clamp(min=0)
+        ix0, iy0 = sx.to(torch.int64).clamp(max=p - 1), sy.to(torch.int64).clamp(max=p - 1)
+        lx, ly = sx - ix0, sy - iy0
+        ix1, iy1 = (ix0 + 1).clamp(max=p - 1), (iy0 + 1).clamp(max=p - 1)
+        src = padded[s:e]  # (k, p, p): rows y, columns x
+        k = e - s
+        # along x for every padded row, then along y: (k, p, wc) -> (k, hc, wc)
+        gx0 = torch.gather(src, 2, ix0[:, None, :].expand(k, p, wc))
+        gx1 = torch.gather(src, 2, ix1[:, None, :].expand(k, p, wc))
+        rows = gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]
+        gy0 = torch.gather(rows, 1, iy0[:, :, None].expand(k, hc, wc))
+        gy1 = torch.gather(rows, 1, iy1[:, :, None].expand(k, hc, wc))
+        val = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
+        inside = ((torch.arange(wc, device=dev)[None, None, :] < cw[s:e, None, None])
+                  & (torch.arange(hc, device=dev)[None, :, None] < ch[s:e, None, None]))
+        out[s:e] = ((val > threshold) & inside).transpose(1, 2)  # column-major crops
+    return out.cpu().numpy(), x0.cpu().numpy(), y0.cpu().numpy()

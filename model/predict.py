@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 import uuid
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +26,7 @@ from model.build import (CocoNets, load_checkpoint, load_coco_nets, read_checkpo
 from model.categories import CategoryMap
 from model.convert import instances_from_output, merge_person_keypoints
 from model.options import ModelOptions
-from model.data import image_tensor, store_category_map
+from model.data import store_category_map
 
 
 def pick_device(setting: str = "auto") -> torch.device:
@@ -45,6 +47,7 @@ class Predictor:
     def __init__(self, cmap: CategoryMap, *, net: torch.nn.Module | None = None, coco: CocoNets | None = None,
                  version: ModelVersion | None = None, device: str = "auto", batch_size: int = 4):
         self.cmap, self.version, self.batch_size = cmap, version, batch_size
+        self._lock = threading.Lock()
         self.device = pick_device(device)
         self.net, self.coco = net, coco
         if net is not None:
@@ -80,35 +83,78 @@ class Predictor:
         set_eval_size(net, config)
         return cls(cmap, net=net, version=version, device=device, batch_size=batch_size)
 
+    DEFAULT_SCORE = 0.05  # torchvision's box_score_thresh: what evaluation sees
+
     @torch.inference_mode()
-    def predict(self, pixels: Sequence[np.ndarray]) -> list[Instances]:
-        """Proposals for each image (H, W, 3 uint8): one Instances per image, boxes xywh, RLE masks."""
+    def predict(self, pixels: Sequence[np.ndarray], min_score: float | None = None) -> list[Instances]:
+        """Proposals for each image (H, W, 3 uint8): one Instances per image, boxes xywh, RLE masks.
+
+        Detections scored below ``min_score`` (default ``DEFAULT_SCORE``) are dropped before the mask and
+        keypoint heads, so they are never computed, pasted, copied or encoded."""
+        score = self.DEFAULT_SCORE if min_score is None else float(min_score)
         out: list[Instances] = []
-        for k in range(0, len(pixels), self.batch_size):
-            chunk = pixels[k:k + self.batch_size]
-            sizes = [p.shape[:2] for p in chunk]
-            batch = [image_tensor(p).to(self.device, non_blocking=True) for p in chunk]
-            with _autocast(self.device):
-                if self.coco is not None:
-                    out += self._predict_coco(batch, sizes)
-                else:
-                    res = self.net(batch)
-                    slices = self.cmap.keypoint_slices
-                    out += [instances_from_output(r, h, w, lambda lab: self.cmap.category_id(lab)
-                                                  if 0 < lab <= len(self.cmap.ids) else None, slices.get)
-                            for r, (h, w) in zip(res, sizes)]
+        with self._lock:  # the score threshold is the heads' setting while this call runs
+            for k in range(0, len(pixels), self.batch_size):
+                chunk = pixels[k:k + self.batch_size]
+                batch = [upload(p, self.device) for p in chunk]
+                with _autocast(self.device):
+                    if self.coco is not None:
+                        out += self._predict_coco(batch, score)
+                    else:
+                        slices = self.cmap.keypoint_slices
+                        out += [instances_from_output(r, int(p.shape[0]), int(p.shape[1]),
+                                                      lambda lab: self.cmap.category_id(lab)
+                                                      if 0 < lab <= len(self.cmap.ids) else None, slices.get)
+                                for r, p in zip(detect(self.net, batch, score), chunk)]
         return out
 
-    def _predict_coco(self, batch, sizes) -> list[Instances]:
-        inst = self.coco.instances(batch)
-        kp = self.coco.keypoints(batch) if self._person_id is not None else [None] * len(batch)
+    def _predict_coco(self, batch, score: float) -> list[Instances]:
+        inst = detect(self.coco.instances, batch, score)
+        kp = (detect(self.coco.keypoints, batch, min(score, 0.5)) if self._person_id is not None
+              else [None] * len(batch))
         preds = []
-        for r, k, (h, w) in zip(inst, kp, sizes):
+        for r, k, img in zip(inst, kp, batch):
+            h, w = img.shape[-2:]
             p = instances_from_output(r, h, w, self._coco_label_to_cat.get, lambda lab: None)
             if k is not None:
                 p = merge_person_keypoints(p, k, self._person_id)
             preds.append(p)
         return preds
+
+
+def upload(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An (H, W, 3) uint8 image as the (3, H, W) float tensor in [0, 1] the networks take: uploaded as uint8
+    (from pinned memory to a GPU, a quarter of the bytes of float) and converted on the device."""
+    a = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if not a.flags.writeable:  # (a decoded image's buffer; torch wants memory it may write)
+        a = a.copy()
+    t = torch.from_numpy(a).permute(2, 0, 1)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t.float().div_(255.0)
+
+
+def detect(net: torch.nn.Module, images: list[torch.Tensor], min_score: float) -> list[dict[str, torch.Tensor]]:
+    """torchvision's detector forward (transform, backbone, RPN, heads) with the score threshold applied
+    before the mask and keypoint heads, and masks left as the head's (N, M, M) probabilities under
+    ``mask_probs`` instead of pasted one by one into full images (``convert.instances_from_output`` pastes
+    them all at once, only over their boxes). Boxes and keypoints are in the original images' pixels. The
+    threshold is the heads' setting while it runs: callers serialise their calls (``Predictor`` holds a lock)."""
+    original = [tuple(int(v) for v in img.shape[-2:]) for img in images]
+    heads = net.roi_heads
+    kept = heads.score_thresh
+    heads.score_thresh = min_score
+    try:
+        resized, _ = net.transform(images)
+        features = net.backbone(resized.tensors)
+        proposals, _ = net.rpn(resized, features)
+        found, _ = heads(features, proposals, resized.image_sizes)
+    finally:
+        heads.score_thresh = kept
+    for r in found:
+        if "masks" in r:
+            r["mask_probs"] = r.pop("masks")[:, 0]
+    return net.transform.postprocess(found, resized.image_sizes, original)
 
 
 def active_version(store: Store) -> ModelVersion | None:
@@ -151,22 +197,48 @@ def _register(store: Store, mv: ModelVersion) -> ModelVersion:
 def propose(store: Store, image_ids: Sequence[int], predictor: Predictor, *, min_score: float = 0.3,
             progress: Callable[[int, int], None] | None = None, chunk: int = 16) -> dict[str, int]:
     """Run the predictor on images and write proposals, replacing earlier unreviewed model proposals of
-    those images; accepted and rejected annotations are never touched."""
-    written = 0
-    for k in range(0, len(image_ids), chunk):
-        ids = list(image_ids[k:k + chunk])
-        rows = annotations.images(store, ids)
-        missing = [i for i in ids if i not in rows]
-        if missing:
-            raise UserError(f"no image with id {', '.join(map(str, missing))} in the store")
-        pixels = [np.asarray(load_rgb(store.media_file(rows[i].media_path))) for i in ids]
-        preds = predictor.predict(pixels)
-        for iid, pred in zip(ids, preds):
-            pred = pred.take(pred.score_array() >= min_score)
-            written += annotations.write_proposals(store, iid, pred, predictor.version.id)
-        if progress:
-            progress(min(k + chunk, len(image_ids)), len(image_ids))
-    return {"images": len(image_ids), "proposals": written}
+    those images; accepted and rejected annotations are never touched.
+
+    A pipeline: while the model runs on one chunk of images, the next chunk is decoded by a thread pool and
+    the previous one's rows are written by a writer thread, one transaction per chunk (a chunk's proposals
+    appear all at once or not at all). Every id is checked before anything runs."""
+    ids = list(image_ids)
+    rows = annotations.images(store, ids)
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise UserError(f"no image with id {', '.join(map(str, missing[:20]))}"
+                        f"{' …' if len(missing) > 20 else ''} in the store; nothing was proposed")
+    chunks = [ids[k:k + chunk] for k in range(0, len(ids), chunk)]
+    written = done = 0
+
+    def pixels_of(image_id: int) -> np.ndarray:
+        return np.asarray(load_rgb(store.media_file(rows[image_id].media_path)))
+
+    def write(chunk_ids: list[int], preds: list[Instances]) -> int:
+        kept = {iid: p.take(p.score_array() >= min_score)  # (the round-0 keypoint network's persons)
+                for iid, p in zip(chunk_ids, preds)}
+        return sum(annotations.write_proposals_of_images(store, kept, predictor.version.id).values())
+
+    with ThreadPoolExecutor(2, thread_name_prefix="decode") as decoders, \
+            ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+        decoding = [decoders.submit(pixels_of, i) for i in chunks[0]] if chunks else []
+        writing = None
+        for k, chunk_ids in enumerate(chunks):
+            pixels = [f.result() for f in decoding]
+            if k + 1 < len(chunks):
+                decoding = [decoders.submit(pixels_of, i) for i in chunks[k + 1]]
+            preds = predictor.predict(pixels, min_score)
+            if writing is not None:  # one chunk in writing at a time: memory stays bounded
+                written += writing.result()
+                done += len(chunks[k - 1])
+                if progress:
+                    progress(done, len(ids))
+            writing = writer.submit(write, chunk_ids, preds)
+        if writing is not None:
+            written += writing.result()
+            if progress:
+                progress(len(ids), len(ids))
+    return {"images": len(ids), "proposals": written}
 
 
 def images_to_propose(store: Store) -> list[int]:

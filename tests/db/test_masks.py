@@ -98,3 +98,42 @@ def test_multi_part_polygons_union():
 @pytest.mark.parametrize("a,b,expected", [((0, 0), (0, 0), 1.0)])
 def test_iou_of_empty_masks_is_one(a, b, expected):
     assert masks.iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == expected
+
+
+@st.composite
+def placed_crops(draw):
+    """Masks of an image given as column-major crops at offsets: empty, full, touching every edge."""
+    h, w = draw(st.integers(1, 30)), draw(st.integers(1, 30))
+    hc, wc = draw(st.integers(0, h)), draw(st.integers(0, w))
+    n = draw(st.integers(1, 4))
+    crops = draw(arrays(np.bool_, (n, wc, hc)))
+    x0 = np.array(draw(st.lists(st.integers(0, w - wc), min_size=n, max_size=n)))
+    y0 = np.array(draw(st.lists(st.integers(0, h - hc), min_size=n, max_size=n)))
+    return h, w, crops, x0, y0
+
+
+@given(placed_crops())
+@settings(max_examples=400, deadline=None)
+def test_encoding_crops_gives_pycocotools_bytes_of_the_full_masks(case):
+    h, w, crops, x0, y0 = case
+    got = masks.encode_crops(crops, x0, y0, h, w)
+    for k in range(len(crops)):
+        full = np.zeros((h, w), bool)
+        full[y0[k]:y0[k] + crops.shape[2], x0[k]:x0[k] + crops.shape[1]] = crops[k].T
+        assert got[k] == masks.encode(full)
+
+
+def test_encoding_crops_of_large_masks_and_runs_across_columns():
+    h, w = 3000, 4000  # run lengths past 2**20: many characters per number
+    crops = np.zeros((3, 4000, 3000), bool)
+    crops[1, 100:3900, :] = True  # whole columns: one run crossing every column boundary
+    crops[2, 2000:2001, 1500:1501] = True
+    got = masks.encode_crops(crops, np.zeros(3, int), np.zeros(3, int), h, w)
+    for k in range(3):
+        assert got[k] == masks.encode(crops[k].T)
+
+
+@given(st.lists(st.integers(0, 2**40), max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_counts_string_is_the_inverse_of_reading_counts(runs):
+    assert masks.rle_counts(masks.counts_string(np.array(runs, np.int64))).tolist() == runs

@@ -1,7 +1,5 @@
 """Model tests on CPU with the tiny configuration."""
 
-import json
-import os
 import types
 
 import numpy as np
@@ -11,16 +9,15 @@ from pycocotools import mask as mask_utils
 
 from db.coco_import import import_coco
 from db.errors import UserError
-from db.schema import ModelVersion
 from db.store import Settings, Store
 from model import build as mb
 from model.categories import CategoryMap
-from model.config import CONFIGS, FULL, TINY
+from model.config import CONFIGS, TINY
 from model.data import TrainDataset, hflip, is_heldout, labeled_samples, store_category_map, target_for
 from db.instances import Instances
 from model.convert import add_detection, instances_from_output, merge_person_keypoints
 from model.options import ModelOptions
-from model.predict import Predictor, propose
+from model.predict import Predictor
 from model.synthetic import CATEGORIES, PERSON_KEYPOINTS
 
 

@@ -1,9 +1,12 @@
 """Fine-tuning, proposals, cancel and failure paths against a real store (CPU, tiny configuration)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from sqlalchemy import select
+from torchvision.models.detection.roi_heads import RoIHeads
 
 from db import jobs
 from db.errors import UserError
@@ -12,7 +15,10 @@ from db.schema import Annotation, Image, Job, ModelVersion
 from db.store import Settings, Store
 from model import train as train_mod
 from model.api import train_job
+from model.convert import instances_from_output
+from model.data import labeled_samples
 from model.demo import fill_demo
+from model.evaluate import evaluate
 from model.options import ModelOptions
 from model.predict import Predictor, active_version, images_to_propose, propose
 from model.train import TrainOptions, activate, fine_tune, list_versions
@@ -130,6 +136,32 @@ def test_tiny_model_learns_in_370_iterations_and_beats_untrained(tmp_path):
     assert r.metrics["segm"] >= 0.3, r.metrics
     assert r.promoted and r.metrics["segm"] > r.parent_metrics["segm"]
     assert active_version(st).id == r.version_id
+    # no accuracy lost to the fast path: the same weights run as plain torchvision score the same
+    fast = Predictor.for_version(st, ModelOptions(device="cpu"))
+    plain = PlainTorchvision(fast)
+    held = labeled_samples(st, heldout=True)
+    ours, theirs = evaluate(fast, held), evaluate(plain, held)
+    for k in ("bbox", "segm", "keypoints"):
+        assert abs(ours[k] - theirs[k]) <= 0.005, (k, ours, theirs)
+
+
+class PlainTorchvision:
+    """The predictor a careful torchvision user writes: the stock forward (torchvision's heads, its
+    per-mask paste, its default score threshold), the same weights, then the same conversion to proposals."""
+
+    def __init__(self, fast: Predictor):
+        self.cmap = fast.cmap
+        self.net = copy.deepcopy(fast.net)
+        self.net.roi_heads.__class__ = RoIHeads
+
+    @torch.inference_mode()
+    def predict(self, pixels):
+        out = []
+        for p in pixels:
+            r = self.net([torch.from_numpy(np.array(p)).permute(2, 0, 1).float() / 255])[0]
+            out.append(instances_from_output(r, p.shape[0], p.shape[1], self.cmap.category_id,
+                                             self.cmap.keypoint_slices.get))
+        return out
 
 
 def test_category_without_instances_is_named_in_a_warning(tmp_path):
