@@ -1,97 +1,185 @@
-"""Proposal throughput: the project's path (Predictor: inference mode, mixed precision on CUDA, batched,
-masks thresholded on the device and RLE-encoded in one C call, rows written to the store) against plain
-torchvision eager float32 (no_grad, one image at a time, masks encoded one by one), same images, same run.
+"""Proposals, equal work on both sides: from the same image files on disk to every image's detections on
+the host as COCO RLE masks and keypoint lists, with the same trained weights (bench/prepared.py).
 
-    .venv/bin/python bench/propose.py --size tiny --images 32 --image-size 128
-    python bench/propose.py --size full --images 64 --image-size 800 --device cuda   # on a GPU
+- baseline: what a careful torchvision user writes: PIL decode, the stock torchvision forward (its heads,
+  its default score threshold 0.05, its mask-by-mask paste) under ``torch.inference_mode()``, detections
+  under the proposal threshold dropped afterwards, one host copy of each image's masks and one pycocotools
+  encode call per image, keypoints as lists; batches of the same size as the project's.
+- maskloop: ``model.predict.propose`` as ``app.py propose`` runs it: the threshold applied before the mask
+  and keypoint heads, the keypoint head only on keypoint classes, masks pasted all at once over their boxes
+  and encoded from the crops, decoding and row writing overlapped with inference; it also writes the
+  proposal rows to the store, which the baseline does not have to do.
+
+Two measures, each side alternating with the other in every repeat, the ratio reported per pair:
+latency of one image at batch 1 (median and p90 over images) and throughput of the whole set at batch
+``--batch-size``.
+
+    .venv/bin/python bench/propose.py --size tiny --image-size 128 --images 32 --repeats 5
+    python bench/propose.py --size full --image-size 800 --images 16 --repeats 5 --device cuda   # GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
+from torchvision.models.detection.roi_heads import RoIHeads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from db import masks as mask_codec  # noqa: E402
-from db.store import Settings, Store  # noqa: E402
-from model import build as mb  # noqa: E402
-from model.config import get  # noqa: E402
-from model.demo import fill_demo  # noqa: E402
-from model.predict import Predictor, pick_device, propose  # noqa: E402
-from model.data import store_category_map  # noqa: E402
-from db.media import load_rgb  # noqa: E402
+from bench.prepared import checkpoint, synthetic_store  # noqa: E402
 from db import annotations  # noqa: E402
+from db.media import load_rgb  # noqa: E402
+from db.schema import ModelVersion  # noqa: E402
+from model import build as mb  # noqa: E402
+from model.data import store_category_map  # noqa: E402
+from model.predict import Predictor, pick_device, propose  # noqa: E402
 
 
-def _sync(device):
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+class Baseline:
+    """The careful torchvision user's proposal loop."""
+
+    def __init__(self, net: torch.nn.Module, cmap, device: torch.device, min_score: float):
+        self.net, self.cmap, self.device, self.min_score = net, cmap, device, min_score
+
+    @torch.inference_mode()
+    def run(self, paths: list[Path], batch: int) -> list[list[dict]]:
+        out = []
+        for k in range(0, len(paths), batch):
+            pixels = [np.asarray(load_rgb(p)) for p in paths[k:k + batch]]
+            x = [torch.from_numpy(p.copy()).to(self.device).permute(2, 0, 1).float().div_(255) for p in pixels]
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+                results = self.net(x)
+            for r in results:
+                keep = r["scores"] >= self.min_score
+                masks = (r["masks"][keep, 0] > 0.5).cpu().numpy()  # one host copy of the image's masks
+                rles = (mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+                        if len(masks) else [])
+                boxes, scores = r["boxes"][keep].cpu().numpy(), r["scores"][keep].cpu().numpy()
+                labels = r["labels"][keep].cpu().numpy()
+                kps = r["keypoints"][keep].cpu().numpy() if "keypoints" in r else None
+                out.append([{"category_id": self.cmap.category_id(int(lab)), "score": float(s),
+                             "bbox": [float(v) for v in b], "segmentation": rle,
+                             "keypoints": kps[j].reshape(-1).tolist() if kps is not None else None}
+                            for j, (lab, s, b, rle) in enumerate(zip(labels, scores, boxes, rles))])
+        _sync(self.device)
+        return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="tiny")
-    ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--min-score", type=float, default=0.3, help="app.py propose's default")
+    ap.add_argument("--prep-iters", type=int, default=300, help="training iterations of the prepared checkpoint")
     ap.add_argument("--device", default="auto")
-    args = ap.parse_args()
-    device = pick_device(args.device)
-    torch.manual_seed(0)
+    a = ap.parse_args()
+    device = pick_device(a.device)
+    ck = checkpoint(a.size, a.image_size, a.prep_iters, a.device)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Settings(store_dir=Path(tmp)))
-        fill_demo(store, n_images=args.images, labeled_train=0, size=args.image_size)
+        store = synthetic_store(Path(tmp), a.images, a.image_size)
         cmap = store_category_map(store)
-        config = get(args.size)
-        net = mb.build(config, cmap)
-        net.roi_heads.score_thresh = 0.0  # a full set of detections per image: the worst case for decoding
+        ids = annotations.image_ids(store)
+        paths = [store.media_file(r.media_path) for r in annotations.images(store, ids).values()]
+        net, config, _ = mb.load_checkpoint(ck, cmap)
         mb.set_eval_size(net, config)
-        rows = list(annotations.images(store, annotations.image_ids(store)).values())
-        ids_all = [r.id for r in rows]
-        pixels = [np.asarray(load_rgb(store.media_file(r.media_path))) for r in rows]
+        with store.transaction() as s:  # the version the proposal rows name
+            mv = ModelVersion(size=a.size, checkpoint=ck.name, category_map=cmap.to_dict())
+            s.add(mv)
+            s.flush()
+            version = types.SimpleNamespace(id=mv.id)
+        fast = {b: Predictor(cmap, net=net, version=version, device=str(device), batch_size=b) for b in (1, a.batch_size)}
+        plain_net = mb.build(config, cmap)
+        plain_net.load_state_dict(net.state_dict())
+        plain_net.roi_heads.__class__ = RoIHeads  # torchvision's own heads, same weights
+        mb.set_eval_size(plain_net, config)
+        plain = Baseline(plain_net.eval().to(device), cmap, device, a.min_score)
 
-        # plain torchvision eager float32, one image at a time
-        plain = net.to(device).eval()
-        _ = plain([torch.rand(3, args.image_size, args.image_size, device=device)])  # warm-up
-        _sync(device)
-        t = time.perf_counter()
-        n_masks = 0
-        with torch.no_grad():
-            for pix in pixels:
-                x = torch.from_numpy(pix.copy()).permute(2, 0, 1).float().div(255).to(device)
-                out = plain([x])[0]
-                for m in out["masks"]:
-                    mask_codec.encode((m[0] > 0.5).cpu().numpy())
-                    n_masks += 1
-        _sync(device)
-        t_plain = time.perf_counter() - t
+        def ours_latency() -> list[float]:
+            times = []
+            for i in ids:
+                t = time.perf_counter()
+                propose(store, [i], fast[1], min_score=a.min_score, chunk=1)
+                _sync(device)
+                times.append(time.perf_counter() - t)
+            return times
 
-        class V:  # a stand-in version row for the benchmark's writes
-            id = None
+        def plain_latency() -> list[float]:
+            times = []
+            for p in paths:
+                t = time.perf_counter()
+                plain.run([p], 1)
+                times.append(time.perf_counter() - t)
+            return times
 
-        pred = Predictor(cmap, net=net, device=str(device), batch_size=args.batch_size, version=V())
-        pred.predict(pixels[: args.batch_size])  # warm-up
-        _sync(device)
-        t = time.perf_counter()
-        r = propose(store, ids_all, pred, min_score=0.0)
-        _sync(device)
-        t_ours = time.perf_counter() - t
+        def ours_batch() -> float:
+            t = time.perf_counter()
+            r = propose(store, ids, fast[a.batch_size], min_score=a.min_score)
+            _sync(device)
+            ours_batch.proposals = r["proposals"]
+            return time.perf_counter() - t
+
+        def plain_batch() -> float:
+            t = time.perf_counter()
+            got = plain.run(paths, a.batch_size)
+            plain_batch.detections = sum(len(g) for g in got)
+            plain_batch.rle_chars = sum(len(d["segmentation"]["counts"]) for g in got for d in g)
+            return time.perf_counter() - t
+
+        ours_latency(), plain_latency()  # warm-up (allocators, caches, lazy inits)
+        rows = []
+        for r in range(a.repeats):
+            order = [("plain", plain_latency, plain_batch), ("ours", ours_latency, ours_batch)]
+            if r % 2:
+                order.reverse()
+            got = {}
+            for name, lat, thr in order:
+                got[name] = (lat(), thr())
+            rows.append(got)
+            pl, po = got["plain"], got["ours"]
+            print(f"repeat {r + 1}: batch-1 median plain {1000 * statistics.median(pl[0]):.1f} ms / ours "
+                  f"{1000 * statistics.median(po[0]):.1f} ms; batch {a.batch_size}: plain {len(ids) / pl[1]:.2f} img/s, "
+                  f"ours {len(ids) / po[1]:.2f} img/s", flush=True)
+
     dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {dev}; torch {torch.__version__}; python {platform.python_version()}")
-    print(f"size {args.size}, {len(pixels)} images of {args.image_size}px, batch {args.batch_size}")
-    print(f"plain torchvision fp32 eager: {len(pixels) / t_plain:.2f} img/s ({1000 * t_plain / len(pixels):.1f} ms/img, "
-          f"{n_masks} masks encoded)")
-    print(f"maskloop propose (to DB rows): {len(pixels) / t_ours:.2f} img/s ({1000 * t_ours / len(pixels):.1f} ms/img, "
-          f"{r['proposals']} rows)")
-    print(f"ratio: {t_plain / t_ours:.2f}x")
+    print(f"\ndevice: {dev}; torch {torch.__version__}; python {platform.python_version()}")
+    print(f"size {a.size}, {len(ids)} images of {a.image_size}px, checkpoint {ck.name}, min score {a.min_score}; "
+          f"{plain_batch.detections} detections per pass (mean RLE {plain_batch.rle_chars / max(1, plain_batch.detections):.0f} "
+          f"characters), maskloop wrote {ours_batch.proposals} rows")
+
+    def pct(v, q):
+        return float(np.percentile(v, q))
+
+    lat_pairs = [statistics.median(g["plain"][0]) / statistics.median(g["ours"][0]) for g in rows]
+    thr_pairs = [g["plain"][1] / g["ours"][1] for g in rows]
+    all_plain = [t for g in rows for t in g["plain"][0]]
+    all_ours = [t for g in rows for t in g["ours"][0]]
+    print(f"batch-1 latency per image: plain median {1000 * statistics.median(all_plain):.1f} ms, p90 "
+          f"{1000 * pct(all_plain, 90):.1f} ms; maskloop median {1000 * statistics.median(all_ours):.1f} ms, p90 "
+          f"{1000 * pct(all_ours, 90):.1f} ms")
+    print(f"batch-1 speed-up per pair (plain/ours): {' '.join(f'{x:.2f}' for x in lat_pairs)}; "
+          f"median {statistics.median(lat_pairs):.2f}x")
+    print(f"batch {a.batch_size} throughput: plain {len(ids) / statistics.median([g['plain'][1] for g in rows]):.2f} img/s, "
+          f"maskloop {len(ids) / statistics.median([g['ours'][1] for g in rows]):.2f} img/s")
+    print(f"batch {a.batch_size} speed-up per pair (plain/ours): {' '.join(f'{x:.2f}' for x in thr_pairs)}; "
+          f"median {statistics.median(thr_pairs):.2f}x")
 
 
 if __name__ == "__main__":

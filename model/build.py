@@ -81,6 +81,31 @@ def _resnet_fpn(config: ModelConfig) -> BackboneWithFPN:
                            [64, 128, 256, 512], config.fpn_channels, extra_blocks=LastLevelMaxPool())
 
 
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm that stays in inference mode (its statistics and affine frozen) whatever ``train()``
+    says: torchvision's references fine-tune pretrained detectors so, since batches of a few images give
+    useless statistics. Same parameters and buffers as BatchNorm2d, so checkpoints are unchanged."""
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+def freeze_pretrained(model: MaskRCNN, trainable_layers: int = 3) -> None:
+    """Freeze the backbone's BatchNorm layers and its stem (everything before the last
+    ``trainable_layers`` ResNet stages), as torchvision's references do with pretrained weights."""
+    body = model.backbone.body
+    stages = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    for name, p in body.named_parameters():
+        if not any(name.startswith(s) for s in stages):
+            p.requires_grad_(False)
+    for m in body.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = FrozenBatchNorm2d
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+
 def set_eval_size(model: MaskRCNN, config: ModelConfig) -> None:
     model.transform.min_size = (config.min_size_test,)
 

@@ -6,7 +6,6 @@ Boxes: the store holds COCO xywh; tensors hold xyxy. Category ids <-> contiguous
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import numpy as np
 import torch
@@ -72,10 +71,13 @@ def hflip(img: torch.Tensor, target: dict[str, torch.Tensor], flip_perm: list[in
 
 
 class TrainDataset(torch.utils.data.Dataset):
-    def __init__(self, samples: list[Sample], cmap: CategoryMap, augment: bool = True, seed: int = 0):
+    """Labeled samples as (image, target) with random horizontal flips. The flips come from torch's random
+    generator: in the main process the run's seeded one, in a loader worker the one torch seeds per worker
+    from the loader's generator, so workers do not repeat each other's flips and a run is reproducible."""
+
+    def __init__(self, samples: list[Sample], cmap: CategoryMap, augment: bool = True):
         self.samples, self.cmap, self.augment = samples, cmap, augment
         self.flip_perm = cmap.flip_permutation()
-        self.rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -84,7 +86,7 @@ class TrainDataset(torch.utils.data.Dataset):
         s = self.samples[i]
         img = image_tensor(np.asarray(load_rgb(s.path)))
         t = target_for(s, self.cmap)
-        if self.augment and self.rng.random() < 0.5:
+        if self.augment and float(torch.rand(())) < 0.5:
             img, t = hflip(img, t, self.flip_perm)
         return img, t
 

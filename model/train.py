@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 import uuid
 from typing import Any, Callable
@@ -16,7 +17,7 @@ from db.errors import UserError
 from db.schema import ModelVersion
 from db.store import Store
 from model import evaluate as ev
-from model.build import (WeightsUnavailable, build, init_from_coco, load_coco_nets, read_checkpoint,
+from model.build import (WeightsUnavailable, build, freeze_pretrained, init_from_coco, load_coco_nets, read_checkpoint,
                          save_checkpoint, set_eval_size, transfer, classes_of, keypoints_of, verify_checkpoint)
 from model.categories import CategoryMap
 from model.options import ModelOptions
@@ -72,9 +73,23 @@ class TrainResult:
     warnings: list[str]
 
 
+PLAN_PROBE = 8  # iterations timed to plan a run that a time limit binds
+
+
+def lr_factor(it: int, planned: int, warmup: int) -> float:
+    """The learning rate's multiplier at iteration ``it`` of ``planned``: linear warm-up, then cosine decay
+    to 2 % at the end. A function of the iteration only, so a run is reproducible from its seed."""
+    done = min(1.0, it / max(1, planned))
+    return min(1.0, (it + 1) / max(1, warmup)) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * done)))
+
+
 def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: int, device: torch.device,
                deadline: float | None, after_step: Callable[[Progress], None]) -> list[list[float]]:
-    """Iterate over ``loader`` until ``total_iters`` or the deadline; returns the loss curve [[it, loss]]."""
+    """Iterate over ``loader`` until ``total_iters`` or the deadline; returns the loss curve [[it, loss]].
+
+    With a deadline, the first ``PLAN_PROBE`` iterations are timed and the run is planned to the number of
+    iterations that fit (never more than ``total_iters``): the schedule decays over that plan. One host
+    sync per iteration (the losses, read once for the curve, the progress and the divergence check)."""
     params = [p for p in model.parameters() if p.requires_grad]
     lr = opts.lr or (1e-3 if opts.optimizer == "adamw" else 0.02 * opts.batch_size / 16)
     if opts.optimizer == "sgd":
@@ -87,31 +102,24 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     else:
         raise UserError(f"--optimizer {opts.optimizer!r}: choose adamw or sgd")
     warm = max(1, min(opts.warmup_iters, total_iters // 5))
-    t0 = time.monotonic()
-    budget = (deadline - t0) if deadline is not None else None
-
-    def lr_factor(it: int) -> float:
-        # warm-up, then cosine decay over whichever runs out first: iterations or the time budget
-        done = it / total_iters
-        if budget:
-            done = max(done, (time.monotonic() - t0) / budget)
-        return min(1.0, (it + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_factor)
+    planned = total_iters
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda it: lr_factor(it, planned, warm))
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     model.train().to(device)
     curve: list[list[float]] = []
     it = 0
-    while it < total_iters:
+    t0 = time.monotonic()
+    while it < planned:
         for images, targets in loader:
             images = [i.to(device, non_blocking=True) for i in images]
             targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
                 losses = model(images, targets)
                 loss = sum(v * (opts.keypoint_loss_weight if k == "loss_keypoint" else 1.0) for k, v in losses.items())
-            if not torch.isfinite(loss):
-                raise UserError(f"training diverged at iteration {it} (loss {loss.item()}); try a lower --lr")
+            values = torch.stack([loss.detach().float()] + [v.detach().float() for v in losses.values()]).tolist()
+            if not math.isfinite(values[0]):
+                raise UserError(f"training diverged at iteration {it} (loss {values[0]}); try a lower --lr")
             optim.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optim)
@@ -120,15 +128,17 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
             scaler.update()
             sched.step()
             it += 1
-            elapsed = time.monotonic() - t0
-            curve.append([it, round(float(loss.item()), 5)])
+            elapsed = max(time.monotonic() - t0, 1e-6)
+            if deadline is not None and it == min(PLAN_PROBE, planned):  # plan to what the time limit allows
+                planned = min(total_iters, it + max(0, int((deadline - time.monotonic()) / (elapsed / it))))
+            curve.append([it, round(values[0], 5)])
             rate = elapsed / it
-            remaining = total_iters - it
+            remaining = planned - it
             if deadline is not None:
                 remaining = min(remaining, max(0, int((deadline - time.monotonic()) / rate)))
-            after_step(Progress(it, total_iters, {k: round(float(v.item()), 4) for k, v in losses.items()},
+            after_step(Progress(it, planned, {k: round(v, 4) for k, v in zip(losses, values[1:])},
                                 elapsed, remaining * rate))
-            if it >= total_iters or (deadline is not None and time.monotonic() >= deadline):
+            if it >= planned or (deadline is not None and time.monotonic() >= deadline):
                 return curve
     return curve
 
@@ -148,8 +158,9 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     cmap = store_category_map(store)
     if not cmap.ids:
         raise UserError("the store has no categories: import a COCO file or add categories first")
+    # images with nothing to label (every proposal rejected, or none) train as background: rejecting a
+    # false positive teaches the model not to propose it again
     train_samples = labeled_samples(store, heldout=False)
-    train_samples = [s for s in train_samples if len(s.instances)] or train_samples
     n_labels = sum(len(s.instances) for s in train_samples)
     if not train_samples or n_labels == 0:
         raise UserError("no accepted labels to train on: accept proposals or import labels, and mark the images "
@@ -170,11 +181,10 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     device = pick_device(opts.device)
     torch.manual_seed(opts.seed)
     phase("building the model")
-    model = _initial_model(store, opts, config, cmap, parent, warnings)
-
-    ds = TrainDataset(train_samples, cmap, augment=True, seed=opts.seed)
-    loader = torch.utils.data.DataLoader(ds, batch_size=opts.batch_size, shuffle=True, collate_fn=collate,
-                                         num_workers=0, drop_last=len(ds) > opts.batch_size)
+    model, pretrained = _initial_model(store, opts, config, cmap, parent, warnings)
+    if config.size == "full" and pretrained:
+        freeze_pretrained(model)  # as torchvision's references fine-tune: frozen BatchNorm and stem
+    loader = train_loader(TrainDataset(train_samples, cmap, augment=True), opts, device)
     total = max(1, opts.epochs * len(loader))
     deadline = time.monotonic() + opts.max_minutes * 60 if opts.max_minutes else None
 
@@ -217,12 +227,25 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     return TrainResult(vid, promoted, metrics, baseline, len(curve), time.monotonic() - t_start, warnings)
 
 
+def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device) -> torch.utils.data.DataLoader:
+    """Shuffled batches from worker processes where there are cores to spare (none on a 2-core machine:
+    they would take the cores the training uses), pinned for a GPU. The shuffle and each worker's random
+    augmentation come from ``opts.seed`` (torch seeds worker k from the loader's generator)."""
+    workers = min(4, max(0, (os.cpu_count() or 1) - 2))
+    return torch.utils.data.DataLoader(
+        ds, batch_size=opts.batch_size, shuffle=True, collate_fn=collate, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=len(ds) > opts.batch_size,
+        generator=torch.Generator().manual_seed(opts.seed))
+
+
 def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: CategoryMap,
-                   parent: ModelVersion | None, warnings: list[str]) -> torch.nn.Module:
+                   parent: ModelVersion | None, warnings: list[str]) -> tuple[torch.nn.Module, bool]:
+    """The network to fine-tune, and whether it starts from trained weights (COCO's or the parent's)."""
     model = build(config, cmap)
     if parent is not None and parent.checkpoint == "coco":
         try:
             init_from_coco(model, load_coco_nets(opts.model_options.coco_weights), cmap)
+            return model, True
         except WeightsUnavailable as e:
             warnings.append(str(e))
     elif parent is not None:
@@ -230,15 +253,17 @@ def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: 
             ck = read_checkpoint(store.settings.models_dir / parent.checkpoint)
         except UserError as e:  # its file is gone or broken: never a dead end
             warnings.append(f"the active version {parent.id} cannot be loaded ({e}); training from scratch")
-            return model
+            return model, False
         src = CategoryMap.from_dict(ck["category_map"])
         transfer(model, ck["state_dict"], classes_of(src), classes_of(cmap), keypoints_of(src), cmap)
+        return model, True
     elif config.size == "full" and opts.weights != "none":
         try:
             init_from_coco(model, load_coco_nets(opts.weights), cmap)
+            return model, True
         except WeightsUnavailable as e:
             warnings.append(str(e) + " -- training from scratch")
-    return model
+    return model, False
 
 
 def _should_promote(mode: str, metrics: dict, baseline: dict | None, active: ModelVersion | None,

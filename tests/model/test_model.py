@@ -16,6 +16,7 @@ from model.config import CONFIGS, TINY
 from model.data import TrainDataset, hflip, is_heldout, labeled_samples, store_category_map, target_for
 from db.instances import Instances
 from model.convert import add_detection, instances_from_output, merge_person_keypoints
+from model.demo import fill_demo
 from model.options import ModelOptions
 from model.predict import Predictor
 from model.synthetic import CATEGORIES, PERSON_KEYPOINTS
@@ -219,3 +220,38 @@ def test_weights_path_imports_a_maskloop_checkpoint_as_the_active_model(tmp_path
     assert v.is_active and v.size == "tiny" and active_version(st2).id == v.id
     pred = Predictor.for_version(st2, ModelOptions(weights=str(path)))
     assert len(pred.predict([np.zeros((50, 60, 3), np.uint8)])) == 1
+
+
+def test_pretrained_full_model_fine_tunes_with_frozen_norms_and_stem():
+    from torch import nn
+
+    model = mb.build(CONFIGS["full"], _cmap())
+    keys = set(model.state_dict())
+    mb.freeze_pretrained(model)
+    model.train()
+    norms = [m for m in model.backbone.body.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    body = dict(model.backbone.body.named_parameters())
+    assert not body["conv1.weight"].requires_grad and not body["layer1.0.conv1.weight"].requires_grad
+    assert body["layer2.0.conv1.weight"].requires_grad and not body["layer2.0.bn1.weight"].requires_grad
+    assert set(model.state_dict()) == keys and model.roi_heads.training  # checkpoints unchanged; heads train
+
+
+def test_loader_workers_flip_differently_and_reproducibly(tmp_path):
+    from model.data import collate
+
+    st = Store(Settings(store_dir=tmp_path / "flips"))
+    fill_demo(st, n_images=6, labeled_train=5, size=48)
+    cmap = store_category_map(st)
+    sample = labeled_samples(st, heldout=False)[0]
+    ds = TrainDataset([sample] * 32, cmap)
+    original = ds.__class__([sample], cmap, augment=False)[0][0]
+
+    def flips(seed):
+        loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=collate,
+                                             generator=torch.Generator().manual_seed(seed))
+        return [not torch.equal(images[0], original) for images, _ in loader]
+
+    a = flips(0)
+    assert a == flips(0) and 0 < sum(a) < len(a)
+    assert a[0::2] != a[1::2]  # the two workers (even and odd batches) draw different flips

@@ -281,3 +281,58 @@ def test_the_verdict_says_in_plain_words_whether_the_model_is_worth_proposing_wi
     assert quality_verdict({"segm": 0.013}).startswith("keep labeling (held-out AP 0.01)")
     assert quality_verdict({"bbox": 0.35}).startswith("good enough")  # boxes only
     assert quality_verdict(None).startswith("no verdict")
+
+
+def test_an_image_with_every_proposal_rejected_trains_as_background(demo_store, trained):
+    from annotator.labeling import LabelSession
+    from db import annotations
+    from db.annotations import is_heldout
+
+    propose(demo_store, images_to_propose(demo_store), Predictor.for_version(demo_store, ModelOptions()),
+            min_score=0.0)
+    iid = next(i for i in annotations.image_ids(demo_store, "proposed") if not is_heldout(i))
+    ls = LabelSession(demo_store, iid)
+    assert ls.reject_rest() > 0
+    ls.save("tester")
+    training = labeled_samples(demo_store, heldout=False)
+    background = [s for s in training if s.image_id == iid]
+    assert background and len(background[0].instances) == 0
+    r = fine_tune(demo_store, TrainOptions(epochs=1, size="tiny", promote="always"))
+    with demo_store.session() as s:
+        assert s.get(ModelVersion, r.version_id).images_used == len(training)
+
+
+def test_a_run_is_reproducible_from_its_seed(tmp_path):
+    curves = []
+    for k in range(2):  # two stores with the same labels (a second run in one store would start from the first)
+        st = Store(Settings(store_dir=tmp_path / f"seeded{k}"))
+        fill_demo(st, n_images=10, labeled_train=8, size=64, seed=2)
+        r = fine_tune(st, TrainOptions(epochs=2, size="tiny", seed=7))
+        with st.session() as s:
+            curves.append(s.get(ModelVersion, r.version_id).loss_curve)
+    assert len(curves[0]) == 4 and curves[0] == curves[1]
+
+
+def test_the_schedule_is_a_function_of_the_iteration():
+    f = [train_mod.lr_factor(it, 100, 10) for it in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0, abs=0.03)  # warm-up
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # then only down
+    assert f[-1] < 0.05 and f == [train_mod.lr_factor(it, 100, 10) for it in range(100)]
+
+
+def test_a_time_limit_plans_the_iterations_that_fit(demo_store, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(train_mod.time, "monotonic", lambda: clock[0])
+    seen = []
+
+    def step(p):
+        seen.append(p.total)
+
+    loader = [([torch.rand(3, 64, 64)], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                                          "masks": torch.zeros(0, 64, 64, dtype=torch.uint8),
+                                          "keypoints": torch.zeros(0, 17, 3)}])]
+    model = train_mod.build(train_mod.get("tiny"), train_mod.store_category_map(demo_store))
+    model.register_forward_pre_hook(lambda m, args: clock.__setitem__(0, clock[0] + 2.0))  # 2 s an iteration
+    curve = train_mod.train_loop(model, loader * 1000, TrainOptions(), 1000, torch.device("cpu"), 1060.0, step)
+    # planned after the timed first iterations: the 30 of 1000 that fit in 60 s (the probe's own time counts)
+    assert seen[0] == 1000 and seen[-1] == 30 and len(curve) == 30
