@@ -251,8 +251,9 @@ def cmd_train(args) -> int:
     print(f"version {r.version_id}: {r.iterations} iterations in {r.seconds:.0f} s; held-out {fmt(r.metrics)}")
     print(f"active model before: {fmt(r.parent_metrics)}")
     print(f"verdict: {quality_verdict(r.metrics)}")
-    print("promoted to active" if r.promoted else "not promoted: the active model is at least as good "
-          "(app.py activate VERSION to use it anyway)")
+    why = r.metrics.get("promotion")
+    print(("promoted to active" if r.promoted else "not promoted: not better than the active model beyond the "
+           "noise (app.py activate VERSION to use it anyway)") + (f"; {why}" if why else ""))
     return 0
 
 

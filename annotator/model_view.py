@@ -104,7 +104,11 @@ def version_verdict(store: Store, version_id: int) -> str:
         new, old = (v.metrics or {}).get(k), (v.parent_metrics or {}).get(k)
         if new is not None:
             parts.append(f"{k} AP {new:.3f}" + (f" (active before: {old:.3f})" if old is not None else ""))
-    verdict = "promoted to active" if v.promoted else "not promoted: the active model is at least as good"
+    why = (v.metrics or {}).get("promotion")
+    verdict = ("promoted to active" if v.promoted else "not promoted: the active model is at least as good"
+               if not why else "not promoted, not better beyond the noise")
+    if why:
+        verdict += f" ({escape(why)})"
     return (f"Version {v.id} on the held-out images: " + ", ".join(parts or ["no held-out labels"])
             + f" — **{verdict}**; {api.quality_verdict(v.metrics)}")
 

@@ -75,7 +75,7 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
     except BaseException as e:
         jobs.set_state(store, job_id, "failed", f"{type(e).__name__}: {e}")
         raise
-    verdict = "promoted to active" if result.promoted else "not promoted (the active model was better)"
+    verdict = "promoted to active" if result.promoted else "not promoted (not better than the active model beyond the noise)"
     jobs.set_state(store, job_id, "done", f"version {result.version_id} {verdict}", progress=1.0,
                    result_version_id=result.version_id)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 from typing import Sequence
 
@@ -32,25 +33,71 @@ def _quiet(fn):
         return fn()
 
 
+@dataclasses.dataclass
+class Evaluation:
+    """A model's AP on held-out images, with what resampling those images needs: per metric the evaluated
+    ``COCOeval`` objects (one per keypoint category for keypoints; None where the model found nothing, which
+    scores 0 on any resample)."""
+
+    metrics: dict[str, float | None]
+    evals: dict[str, list[COCOeval | None]]
+    n_images: int
+
+    def resampled(self, index: np.ndarray) -> dict[str, float]:
+        """The metrics on the held-out images picked by ``index`` (positions, repeats allowed)."""
+        return {k: float(np.mean([_ap_on(ev, index) if ev is not None else 0.0 for ev in evs]))
+                for k, evs in self.evals.items() if evs}
+
+
+def _ap_on(ev: COCOeval, index: np.ndarray) -> float:
+    """AP@[.5:.95] (all areas, the largest detection count) of an evaluated COCOeval over a resample of its
+    images: pycocotools' own accumulation over the per-image results, laid out as if the picked images
+    (repeats included) were the evaluated ones."""
+    pe = ev._paramsEval
+    n_img, n_area = len(pe.imgIds), len(pe.areaRng)
+    n_cat = len(pe.catIds) if pe.useCats else 1
+    sub = copy.copy(ev)
+    sub.evalImgs = [ev.evalImgs[(k * n_area + a) * n_img + i] for k in range(n_cat) for a in range(n_area)
+                    for i in index]
+    sub._paramsEval = copy.copy(pe)
+    sub._paramsEval.imgIds = list(range(len(index)))
+    p = copy.copy(sub._paramsEval)
+    p.areaRng, p.areaRngLbl, p.maxDets = [pe.areaRng[0]], [pe.areaRngLbl[0]], [pe.maxDets[-1]]
+    _quiet(lambda: sub.accumulate(p))
+    prec = sub.eval["precision"]
+    prec = prec[prec > -1]
+    return max(0.0, float(prec.mean())) if prec.size else 0.0
+
+
 def coco_ap(gt_dict: dict, dets: list[dict], cmap: CategoryMap) -> dict[str, float | None]:
     """AP@[.5:.95] for bbox and segm over all categories, keypoints over keypoint categories (mean)."""
+    return coco_evaluation(gt_dict, dets, cmap).metrics
+
+
+def coco_evaluation(gt_dict: dict, dets: list[dict], cmap: CategoryMap) -> Evaluation:
+    """``coco_ap`` with the evaluations kept for resampling."""
     gt = COCO()
     gt.dataset = copy.deepcopy(gt_dict)
     _quiet(gt.createIndex)
     result: dict[str, float | None] = {"bbox": None, "segm": None, "keypoints": None}
+    evals: dict[str, list[COCOeval | None]] = {}
+    n = len(gt_dict["images"])
     if not gt.dataset["annotations"]:
-        return result
+        return Evaluation(result, evals, n)
     if not dets:
         result.update(bbox=0.0, segm=0.0)
+        evals.update(bbox=[None], segm=[None])
         if cmap.num_keypoints:
             result["keypoints"] = 0.0
-        return result
+            evals["keypoints"] = [None]
+        return Evaluation(result, evals, n)
     dt = _quiet(lambda: gt.loadRes(copy.deepcopy([d for d in dets if d.get("segmentation")] or dets)))
     for iou_type in ("bbox", "segm"):
         ev = COCOeval(gt, dt, iou_type)
         _quiet(lambda: (ev.evaluate(), ev.accumulate(), ev.summarize()))
         result[iou_type] = max(0.0, float(ev.stats[0]))
-    kp_scores = []
+        evals[iou_type] = [ev]
+    kp_scores, kp_evals = [], []
     for label, sl in cmap.keypoint_slices.items():
         cid = cmap.ids[label - 1]
         if not any(a.get("keypoints") and a["category_id"] == cid for a in gt.dataset["annotations"]):
@@ -58,21 +105,29 @@ def coco_ap(gt_dict: dict, dets: list[dict], cmap: CategoryMap) -> dict[str, flo
         kd = [d for d in dets if d["category_id"] == cid and "keypoints" in d]
         if not kd:
             kp_scores.append(0.0)
+            kp_evals.append(None)
             continue
         kdt = _quiet(lambda: gt.loadRes(copy.deepcopy(kd)))
         ev = COCOeval(gt, kdt, "keypoints")
         ev.params.catIds = [cid]
-        n = sl.stop - sl.start
-        ev.params.kpt_oks_sigmas = COCO_PERSON_SIGMAS if n == 17 else np.full(n, 0.07)
+        n_kp = sl.stop - sl.start
+        ev.params.kpt_oks_sigmas = COCO_PERSON_SIGMAS if n_kp == 17 else np.full(n_kp, 0.07)
         _quiet(lambda: (ev.evaluate(), ev.accumulate(), ev.summarize()))
         kp_scores.append(max(0.0, float(ev.stats[0])))
+        kp_evals.append(ev)
     if kp_scores:
         result["keypoints"] = float(np.mean(kp_scores))
-    return result
+        evals["keypoints"] = kp_evals
+    return Evaluation(result, evals, n)
 
 
 def evaluate(predictor, samples: Sequence[Sample]) -> dict[str, float | None]:
     """Run ``predictor`` (model.predict.Predictor) on the held-out samples and score it against them."""
+    return evaluation(predictor, samples).metrics
+
+
+def evaluation(predictor, samples: Sequence[Sample]) -> Evaluation:
+    """``evaluate``, with the evaluations kept for resampling (``better_beyond_noise``)."""
     cmap = predictor.cmap
     gt = ground_truth(samples, cmap)
     dets = []
@@ -82,7 +137,41 @@ def evaluate(predictor, samples: Sequence[Sample]) -> dict[str, float | None]:
         for s, p in zip(chunk, preds):
             dets += [{k: v for k, v in d.items() if k != "segmentation" or v}  # keypoint-only: no mask
                      for d in p.to_coco(s.image_id, with_score=True)]
-    return coco_ap(gt, dets, cmap)
+    return coco_evaluation(gt, dets, cmap)
+
+
+@dataclasses.dataclass
+class Comparison:
+    better: bool
+    share: float  # of resamples in which the new model scored higher
+    resamples: int
+    images: int
+
+    def reason(self) -> str:
+        return (f"better than the active model on {100 * self.share:.0f} % of {self.resamples} resamples of the "
+                f"{self.images} held-out images (promotion needs {100 * PROMOTE_SHARE:.0f} %)")
+
+
+PROMOTE_SHARE = 0.9
+RESAMPLES = 200
+
+
+def better_beyond_noise(new: Evaluation, old: Evaluation, resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
+    """Is ``new`` better than ``old`` beyond the noise of the held-out split? A paired bootstrap: the
+    held-out images are resampled with replacement ``resamples`` times, both models scored (the mean of
+    their APs, ``summary_score``) on each resample, and ``new`` wins when it scores higher on at least
+    ``PROMOTE_SHARE`` of them. Both evaluations must be of the same held-out images."""
+    n = new.n_images
+    if n != old.n_images:
+        raise ValueError("the two evaluations are of different held-out images")
+    rng = np.random.default_rng(seed)
+    wins = 0
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        a, b = summary_score(new.resampled(idx)), summary_score(old.resampled(idx))
+        wins += a is not None and (b is None or a > b)
+    share = wins / max(1, resamples)
+    return Comparison(share >= PROMOTE_SHARE, share, resamples, n)
 
 
 def summary_score(metrics: dict[str, float | None] | None) -> float | None:

@@ -202,14 +202,18 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
         on_progress(Progress(len(curve), total, {}, time.monotonic() - t_start, 0.0, phase="evaluating"))
     set_eval_size(model, config)
     new_pred = Predictor(cmap, net=model, device=opts.device)
-    metrics = ev.evaluate(new_pred, heldout) if heldout else {}
-    baseline = None
+    evaluation = ev.evaluation(new_pred, heldout) if heldout else None
+    metrics = evaluation.metrics if evaluation is not None else {}
+    before = None
     if active is not None and heldout:
         try:
-            baseline = ev.evaluate(Predictor.for_version(store, opts.model_options, active), heldout)
+            before = ev.evaluation(Predictor.for_version(store, opts.model_options, active), heldout)
         except UserError as e:  # e.g. the old version's classes no longer match the store
             warnings.append(f"active version {active.id} could not be evaluated: {e}")
-    promoted = _should_promote(opts.promote, metrics, baseline, active, warnings)
+    baseline = before.metrics if before is not None else None
+    promoted, why = _should_promote(opts.promote, evaluation, before, active, warnings)
+    if why:
+        metrics = metrics | {"promotion": why}
 
     name = f"{size}-{uuid.uuid4().hex[:12]}.pt"
     save_checkpoint(store.settings.models_dir / name, model.cpu(), config, cmap)
@@ -266,17 +270,21 @@ def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: 
     return model, False
 
 
-def _should_promote(mode: str, metrics: dict, baseline: dict | None, active: ModelVersion | None,
-                    warnings: list[str]) -> bool:
+def _should_promote(mode: str, new: ev.Evaluation | None, old: ev.Evaluation | None,
+                    active: ModelVersion | None, warnings: list[str]) -> tuple[bool, str]:
+    """Whether the new version becomes active, and why (shown with the version): with ``better``, only when
+    it beats the active one beyond the noise of the held-out split (``evaluate.better_beyond_noise``)."""
     if mode == "always" or active is None:
-        return True
+        return True, ""
     if mode != "better":
         raise UserError(f"--promote {mode!r}: choose better or always")
-    new, old = ev.summary_score(metrics), ev.summary_score(baseline)
-    if new is None:
+    if new is None or ev.summary_score(new.metrics) is None:
         warnings.append("no held-out labels to compare on: not promoted (use --promote always)")
-        return False
-    return old is None or new >= old
+        return False, ""
+    if old is None or ev.summary_score(old.metrics) is None:
+        return True, ""
+    c = ev.better_beyond_noise(new, old)
+    return c.better, c.reason()
 
 
 def _thin(curve: list[list[float]], keep: int = 400) -> list[list[float]]:

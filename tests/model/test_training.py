@@ -290,8 +290,10 @@ def test_an_image_with_every_proposal_rejected_trains_as_background(demo_store, 
 
     propose(demo_store, images_to_propose(demo_store), Predictor.for_version(demo_store, ModelOptions()),
             min_score=0.0)
-    iid = next(i for i in annotations.image_ids(demo_store, "proposed") if not is_heldout(i))
-    ls = LabelSession(demo_store, iid)
+    sessions = (LabelSession(demo_store, i) for i in annotations.image_ids(demo_store, "proposed")
+                if not is_heldout(i))
+    ls = next(ls for ls in sessions if set(ls.instances.states) == {"proposed"})  # nothing labeled on it yet
+    iid = ls.image_id
     assert ls.reject_rest() > 0
     ls.save("tester")
     training = labeled_samples(demo_store, heldout=False)
