@@ -93,3 +93,31 @@ class TrainDataset(torch.utils.data.Dataset):
 
 def collate(batch):
     return tuple(zip(*batch))
+
+
+class AspectBatches(torch.utils.data.Sampler):
+    """Shuffled batches of images on the same side of square (landscape or portrait), so a batch is padded
+    to little more than its images (torchvision's references group by aspect ratio the same way). Each
+    epoch draws a new order from ``generator``; the images left over in each group at the end of an epoch
+    are batched together, so every image is seen once per epoch and the count equals plain batching's."""
+
+    def __init__(self, samples: list[Sample], batch_size: int, generator: torch.Generator, drop_last: bool):
+        self.groups = [0 if s.width >= s.height else 1 for s in samples]
+        self.batch_size, self.generator, self.drop_last = batch_size, generator, drop_last
+
+    def __iter__(self):
+        waiting: dict[int, list[int]] = {0: [], 1: []}
+        for i in torch.randperm(len(self.groups), generator=self.generator).tolist():
+            group = waiting[self.groups[i]]
+            group.append(i)
+            if len(group) == self.batch_size:
+                yield list(group)
+                group.clear()
+        rest = waiting[0] + waiting[1]
+        for k in range(0, len(rest), self.batch_size):
+            if len(rest[k:k + self.batch_size]) == self.batch_size or not self.drop_last:
+                yield rest[k:k + self.batch_size]
+
+    def __len__(self) -> int:
+        n, b = len(self.groups), self.batch_size
+        return n // b if self.drop_last else -(-n // b)

@@ -22,7 +22,7 @@ from model.build import (WeightsUnavailable, build, freeze_pretrained, init_from
 from model.categories import CategoryMap
 from model.options import ModelOptions
 from model.config import ModelConfig, get
-from model.data import TrainDataset, collate, labeled_samples, store_category_map
+from model.data import AspectBatches, TrainDataset, collate, labeled_samples, store_category_map
 from model.predict import Predictor, active_version, pick_device
 
 
@@ -232,14 +232,15 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
 
 
 def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device) -> torch.utils.data.DataLoader:
-    """Shuffled batches from worker processes where there are cores to spare (none on a 2-core machine:
+    """Shuffled batches of like-oriented images (``AspectBatches``) from worker processes where there are cores to spare (none on a 2-core machine:
     they would take the cores the training uses), pinned for a GPU. The shuffle and each worker's random
     augmentation come from ``opts.seed`` (torch seeds worker k from the loader's generator)."""
     workers = min(4, max(0, (os.cpu_count() or 1) - 2))
+    order = torch.Generator().manual_seed(opts.seed)
+    batches = AspectBatches(ds.samples, opts.batch_size, order, drop_last=len(ds) > opts.batch_size)
     return torch.utils.data.DataLoader(
-        ds, batch_size=opts.batch_size, shuffle=True, collate_fn=collate, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=len(ds) > opts.batch_size,
-        generator=torch.Generator().manual_seed(opts.seed))
+        ds, batch_sampler=batches, collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(opts.seed + 1))
 
 
 def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: CategoryMap,

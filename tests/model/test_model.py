@@ -255,3 +255,19 @@ def test_loader_workers_flip_differently_and_reproducibly(tmp_path):
     a = flips(0)
     assert a == flips(0) and 0 < sum(a) < len(a)
     assert a[0::2] != a[1::2]  # the two workers (even and odd batches) draw different flips
+
+
+def test_aspect_batches_keep_orientations_apart_and_see_every_image_once():
+    from model.data import AspectBatches
+
+    samples = [types.SimpleNamespace(width=200, height=100) if k % 3 else types.SimpleNamespace(width=80, height=160)
+               for k in range(23)]
+    for drop_last in (False, True):
+        sampler = AspectBatches(samples, 4, torch.Generator().manual_seed(0), drop_last)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == (5 if drop_last else 6)
+        seen = [i for b in batches for i in b]
+        assert len(seen) == len(set(seen)) and (drop_last or sorted(seen) == list(range(23)))
+        full = batches[:-2]  # all but the leftovers: one orientation each
+        assert all(len({samples[i].width > samples[i].height for i in b}) == 1 for b in full)
+    assert list(AspectBatches(samples, 4, torch.Generator().manual_seed(1), False)) != batches
