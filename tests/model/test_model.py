@@ -271,3 +271,19 @@ def test_aspect_batches_keep_orientations_apart_and_see_every_image_once():
         full = batches[:-2]  # all but the leftovers: one orientation each
         assert all(len({samples[i].width > samples[i].height for i in b}) == 1 for b in full)
     assert list(AspectBatches(samples, 4, torch.Generator().manual_seed(1), False)) != batches
+
+
+def test_channels_last_predicts_what_the_default_layout_does():
+    import copy
+
+    torch.manual_seed(0)
+    cmap = _cmap()
+    net = mb.build(TINY, cmap)
+    mb.set_eval_size(net, TINY)
+    pixels = [(np.random.default_rng(1).random((96, 96, 3)) * 255).astype(np.uint8)]
+    plain = Predictor(cmap, net=copy.deepcopy(net), device="cpu", channels_last=False).predict(pixels, 0.0)[0]
+    nhwc = Predictor(cmap, net=copy.deepcopy(net), device="cpu", channels_last=True)
+    assert nhwc.net.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    got = nhwc.predict(pixels, 0.0)[0]
+    assert len(got) == len(plain) > 0 and got.category_ids == plain.category_ids
+    assert np.allclose(got.boxes(), plain.boxes(), atol=0.05) and np.allclose(got.scores, plain.scores, atol=1e-4)
