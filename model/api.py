@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,8 @@ def start_training_process(store: Store, opts: TrainOptions) -> int:
     with open(log / f"job-{job_id}.log", "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
                                 start_new_session=True)
+    # reaped when it ends, so a long-running UI does not collect a zombie process per fine-tune
+    threading.Thread(target=proc.wait, name=f"reap-job-{job_id}", daemon=True).start()
     jobs.set_state(store, job_id, "queued", "starting the training process (loading torch)", pid=proc.pid)
     return job_id
 

@@ -20,3 +20,15 @@ def test_training_process_reads_its_settings_from_the_job_row(tmp_path):
     log = (tmp_path / "w" / "jobs" / f"job-{job_id}.log").read_text()
     assert job.state == "done", (job.state, job.message, log[-2000:])
     assert job.result_version_id is not None and api.active_version(store).id == job.result_version_id
+    pid, ended = job.pid, time.monotonic() + 10
+    while time.monotonic() < ended and _zombie(pid):
+        time.sleep(0.2)
+    assert not _zombie(pid)  # the app reaped it: a long-running UI collects no zombie per fine-tune
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return False
