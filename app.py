@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 
@@ -227,9 +228,23 @@ def cmd_train(args) -> int:
                         weights=args.weights)
     from tqdm import tqdm
 
-    bar = tqdm(desc="training", unit="it", file=sys.stderr, disable=None)
+    limit = f", stopping after {opts.max_minutes:g} min at the latest" if opts.max_minutes else ""
+    tty = sys.stderr.isatty()
+    bar = tqdm(desc="training", unit="it", file=sys.stderr, disable=not tty)
+    said = {"started": False, "at": 0.0}
 
     def echo(p):
+        if not said["started"]:  # the job exists now (a second one is refused before this)
+            print(f"fine-tuning for {opts.epochs} epoch(s){limit}; the held-out evaluation follows", file=sys.stderr)
+            said["started"] = True
+        if not tty:  # a log: one plain line per phase and every 30 s
+            now = time.monotonic()
+            if p.phase != "training" or now - said["at"] >= 30 or p.iteration == p.total:
+                loss = f", loss {sum(p.losses.values()):.3f}" if p.losses else ""
+                eta = f", ETA {p.eta / 60:.1f} min" if p.phase == "training" and p.iteration else ""
+                print(f"{p.phase}: iteration {p.iteration}/{p.total}{loss}{eta}", file=sys.stderr, flush=True)
+                said["at"] = now
+            return
         if p.phase not in ("training", "evaluating"):  # reading the labels, building the model
             bar.set_description(p.phase, refresh=True)
             return
@@ -238,8 +253,6 @@ def cmd_train(args) -> int:
         bar.set_postfix(loss=f"{sum(p.losses.values()):.3f}" if p.losses else p.phase, refresh=False)
         bar.update(p.iteration - bar.n)
 
-    limit = f", stopping after {opts.max_minutes:g} min at the latest" if opts.max_minutes else ""
-    print(f"fine-tuning for {opts.epochs} epoch(s){limit}; the held-out evaluation follows", file=sys.stderr)
     with bar:
         r = train_job(store, opts, echo=echo)
     if r is None:

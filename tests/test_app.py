@@ -56,3 +56,23 @@ def test_propose_that_finds_nothing_says_why_and_what_to_do(tmp_path):
     store = Store(Settings(store_dir=tmp_path / "s"))
     assert annotations.image_ids(store, "proposed") == []  # nothing to review: they stay new
     assert set(annotations.image_ids(store, "new")) == set(annotations.queue(store))
+
+
+def test_train_in_a_log_prints_progress_lines_and_a_refusal_comes_first(tmp_path):
+    from db import jobs
+    from db.store import Settings, Store
+    from model.demo import fill_demo
+
+    st = tmp_path / "st"
+    store = Store(Settings(store_dir=st))
+    fill_demo(store, n_images=12, labeled_train=8, size=64, seed=1)
+    r = run("--store", str(st), "train", "--size", "tiny", "--epochs", "1")  # output to a pipe, as in a log
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("fine-tuning for 1 epoch(s)")
+    assert "reading the labels: iteration 0/0" in r.stderr and "training: iteration 2/2" in r.stderr
+    assert "evaluating:" in r.stderr and "verdict:" in r.stdout
+    other = jobs.create(store, "train", {})  # e.g. a fine-tune started in the UI
+    jobs.set_state(store, other, "running", "iteration 3/40")
+    r = run("--store", str(st), "train", "--size", "tiny", "--epochs", "1")
+    assert r.returncode == 2 and "already running" in r.stderr and "fine-tuning for" not in r.stderr
