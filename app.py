@@ -199,6 +199,8 @@ def cmd_propose(args) -> int:
         return 2
     options = model_options(args)
     predictor = make_predictor(store, options, batch_size=args.batch_size)
+    if predictor.note():
+        print(f"note: {predictor.note()}", file=sys.stderr)
     ids = images_to_propose(store) if args.all else args.image
     bar, _ = _progress("proposing", len(ids))
     with bar:

@@ -418,7 +418,11 @@ def dataset_tab(store: Store):
             pairs = cat_db.parse_skeleton(skel, len(names))
             if cid is None:
                 new = cat_db.add(store, name, sup, names, pairs)
-                return f"added category {new} '{name}'"
+                trained = model_view.api.active_version(store)
+                return f"added category {new} '{name}'" + (
+                    f". The active model (version {trained.id}) was trained without it: it goes on proposing the "
+                    f"other categories; fine-tune (Model tab) to have it propose '{text.escape(name)}' too"
+                    if trained is not None else "")
             cat_db.update_category(store, cid, name=name, supercategory=sup, keypoints=names, skeleton=pairs)
             return f"updated category {cid}"
         except UserError as e:

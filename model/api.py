@@ -25,6 +25,7 @@ from model.assist import ROUND0_REFUSED, Assistant
 from model.build import WeightsUnavailable
 from model.demo import fill_demo
 from model.options import ModelOptions
+from model.data import store_category_map
 from model.predict import Predictor, active_version, ensure_round0, images_to_propose, propose
 from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions
 
@@ -219,7 +220,8 @@ def active_predictor(store: Store, options: ModelOptions, current: Predictor | N
     v: ModelVersion | None = active_version(store)
     if v is None:
         return None
-    if current is not None and current.version is not None and current.version.id == v.id:
+    if (current is not None and current.version is not None and current.version.id == v.id
+            and current.store_map == store_category_map(store)):  # (categories renamed or deleted: map again)
         return current
     return Predictor.for_version(store, options, v)
 

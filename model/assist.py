@@ -105,7 +105,9 @@ class Assistant:
         boxes = torch.tensor([[x0 * rx, y0 * ry, x1 * rx, y1 * ry]], dtype=torch.float32, device=self.predictor.device)
         logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(f.maps, [boxes], [f.size])))
         probs = torch.softmax(logits.float(), -1)[0]
-        label = self._label(category_id) if category_id is not None else int(torch.argmax(probs[1:])) + 1
+        usable = self._usable(probs.shape[0], probs.device)
+        label = (self._label(category_id) if category_id is not None
+                 else int(torch.argmax(torch.where(usable[1:], probs[1:], -1.0))) + 1)
         return self._instance(f, size_hw, boxes, label, probs[label].reshape(1))
 
     @torch.inference_mode()
@@ -138,7 +140,7 @@ class Assistant:
         px, py = x * f.size[1] / f.original[1], y * f.size[0] / f.original[0]
         covers = ((boxes[..., 0] <= px) & (px <= boxes[..., 2]) & (boxes[..., 1] <= py) & (py <= boxes[..., 3])
                   & (boxes[..., 2] - boxes[..., 0] >= 1e-2) & (boxes[..., 3] - boxes[..., 1] >= 1e-2))
-        covers[:, 0] = False  # the background class
+        covers &= self._usable(covers.shape[1], covers.device)[None]  # (not the background class)
         if category_id is not None:
             covers[:, torch.arange(covers.shape[1], device=covers.device) != self._label(category_id)] = False
         if not bool(covers.any()):
@@ -157,8 +159,15 @@ class Assistant:
         return self.net.rpn(ImageList(stand_in, [f.size]), f.maps)[0][0]
 
     def _check_category(self, category_id: int | None) -> None:
-        if category_id is not None and category_id not in self.predictor.cmap.ids:
-            raise UserError(f"no category with id {category_id} in the model's classes")
+        p = self.predictor
+        if category_id is not None and (category_id not in p.cmap.ids or p.category_of(p.cmap.label(category_id)) is None):
+            raise UserError(f"no category with id {category_id} in the model's classes (a category added after "
+                            "the model was trained needs a fine-tune first; or leave the class blank)")
+
+    def _usable(self, n_labels: int, device) -> torch.Tensor:
+        """Which of the model's labels (0 = background) are store categories it may answer with."""
+        return torch.tensor([lab > 0 and self.predictor.category_of(lab) is not None for lab in range(n_labels)],
+                            device=device)
 
     def _label(self, category_id: int) -> int:
         return self.predictor.cmap.label(category_id)
@@ -175,7 +184,7 @@ class Assistant:
             out["keypoints"] = keypointrcnn_inference(kp_logits, [boxes])[0][0]
         out = self.net.transform.postprocess([out], [size], [f.original])[0]  # boxes, keypoints to the image
         out["mask_probs"] = mask_logits[:, label].sigmoid()  # pasted into the box by instances_from_output
-        inst = instances_from_output(out, size_hw[0], size_hw[1], lambda lab: cmap.category_id(lab),
+        inst = instances_from_output(out, size_hw[0], size_hw[1], self.predictor.category_of,
                                      cmap.keypoint_slices.get if "keypoints" in out else (lambda lab: None))
         inst.sources[0] = "assist"
         return inst

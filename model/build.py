@@ -206,15 +206,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ck
 
 
-def load_checkpoint(path: str | Path, store_map: CategoryMap) -> tuple[MaskRCNN, ModelConfig, CategoryMap]:
-    """A trained network; refused with a message naming the classes when they disagree with the store, and
-    with one naming the mismatch when the weights are not of the configuration the file claims."""
+def load_checkpoint(path: str | Path, store_map: CategoryMap,
+                    partial: bool = False) -> tuple[MaskRCNN, ModelConfig, CategoryMap]:
+    """A trained network and its own category map; refused with a message naming the classes when they
+    disagree with the store (with ``partial``: only when they share none), and with one naming the mismatch
+    when the weights are not of the configuration the file claims."""
     ck = read_checkpoint(path)
     try:
         cmap = CategoryMap.from_dict(ck["category_map"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path}: its category map is unreadable ({e})") from None
-    cmap.check_matches(store_map)
+    cmap.check_matches(store_map, partial)
     config = get(ck.get("size"))
     model = build(config, cmap)
     try:
@@ -226,10 +228,10 @@ def load_checkpoint(path: str | Path, store_map: CategoryMap) -> tuple[MaskRCNN,
     return model, config, cmap
 
 
-def verify_checkpoint(path: str | Path, store_map: CategoryMap) -> None:
+def verify_checkpoint(path: str | Path, store_map: CategoryMap, partial: bool = False) -> None:
     """Load a checkpoint and run one tiny forward pass, so that a file of another architecture, size or
     class list is refused (UserError) before it is registered or made active, never after."""
-    model, _, _ = load_checkpoint(path, store_map)
+    model, _, _ = load_checkpoint(path, store_map, partial)
     model.eval()
     t = model.transform
     sizes = (t.min_size, t.max_size)

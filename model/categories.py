@@ -67,9 +67,15 @@ class CategoryMap:
                     perm[sl.start + j] = sl.start + names.index(other)
         return perm
 
-    def check_matches(self, store_map: "CategoryMap") -> None:
-        """Refuse a checkpoint made for other classes, saying which."""
-        if self == store_map:
+    def shared_with(self, store_map: "CategoryMap") -> list[int]:
+        """The category ids both maps have with the same name and keypoints."""
+        theirs = dict(zip(store_map.ids, zip(store_map.names, store_map.keypoints)))
+        return [cid for cid, n, k in zip(self.ids, self.names, self.keypoints) if theirs.get(cid) == (n, k)]
+
+    def check_matches(self, store_map: "CategoryMap", partial: bool = False) -> None:
+        """Refuse a checkpoint made for other classes, saying which. With ``partial``, one that shares at
+        least one class with the store is accepted (it proposes those; categories added since are not)."""
+        if self == store_map or (partial and self.shared_with(store_map)):
             return
         problems = []
         mine = dict(zip(self.ids, zip(self.names, self.keypoints)))
@@ -83,8 +89,7 @@ class CategoryMap:
                 problems.append(f"category {cid} is '{mine[cid][0]}' in the checkpoint, '{theirs[cid][0]}' in the store")
             elif mine[cid][1] != theirs[cid][1]:
                 problems.append(f"category {cid} '{mine[cid][0]}' has other keypoints in the checkpoint")
-        raise UserError("checkpoint classes disagree with the store: " + "; ".join(problems)
-                        + ". Fine-tune (app.py train) to make a model for the store's categories.")
+        raise UserError("checkpoint classes disagree with the store: " + "; ".join(problems))
 
 
 def _mirror(name: str) -> str:

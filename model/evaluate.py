@@ -74,8 +74,12 @@ def coco_ap(gt_dict: dict, dets: list[dict], cmap: CategoryMap) -> dict[str, flo
     return coco_evaluation(gt_dict, dets, cmap).metrics
 
 
-def coco_evaluation(gt_dict: dict, dets: list[dict], cmap: CategoryMap) -> Evaluation:
-    """``coco_ap`` with the evaluations kept for resampling."""
+def coco_evaluation(gt_dict: dict, dets: list[dict], cmap: CategoryMap, only: set[int] | None = None) -> Evaluation:
+    """``coco_ap`` with the evaluations kept for resampling; with ``only``, of those category ids alone."""
+    if only is not None:
+        gt_dict = dict(gt_dict, categories=[c for c in gt_dict["categories"] if c["id"] in only],
+                       annotations=[a for a in gt_dict["annotations"] if a["category_id"] in only])
+        dets = [d for d in dets if d["category_id"] in only]
     gt = COCO()
     gt.dataset = copy.deepcopy(gt_dict)
     _quiet(gt.createIndex)
@@ -100,6 +104,8 @@ def coco_evaluation(gt_dict: dict, dets: list[dict], cmap: CategoryMap) -> Evalu
     kp_scores, kp_evals = [], []
     for label, sl in cmap.keypoint_slices.items():
         cid = cmap.ids[label - 1]
+        if only is not None and cid not in only:
+            continue
         if not any(a.get("keypoints") and a["category_id"] == cid for a in gt.dataset["annotations"]):
             continue
         kd = [d for d in dets if d["category_id"] == cid and "keypoints" in d]
@@ -128,6 +134,13 @@ def evaluate(predictor, samples: Sequence[Sample]) -> dict[str, float | None]:
 
 def evaluation(predictor, samples: Sequence[Sample]) -> Evaluation:
     """``evaluate``, with the evaluations kept for resampling (``better_beyond_noise``)."""
+    gt, dets = detections(predictor, samples)
+    return coco_evaluation(gt, dets, predictor.cmap)
+
+
+def detections(predictor, samples: Sequence[Sample]) -> tuple[dict, list[dict]]:
+    """The held-out ground truth (COCO dict, of the predictor's categories) and the predictor's detections
+    on it, to score with ``coco_evaluation`` (several ways, without predicting again)."""
     cmap = predictor.cmap
     gt = ground_truth(samples, cmap)
     dets = []
@@ -137,7 +150,7 @@ def evaluation(predictor, samples: Sequence[Sample]) -> Evaluation:
         for s, p in zip(chunk, preds):
             dets += [{k: v for k, v in d.items() if k != "segmentation" or v}  # keypoint-only: no mask
                      for d in p.to_coco(s.image_id, with_score=True)]
-    return coco_evaluation(gt, dets, cmap)
+    return gt, dets
 
 
 @dataclasses.dataclass

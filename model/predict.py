@@ -80,14 +80,39 @@ class Predictor:
                             "or load COCO weights (--weights coco, needs a download once)")
         if version.checkpoint == "coco":
             coco = load_coco_nets(options.coco_weights)
-            return cls(cmap, coco=coco, version=version, device=device, batch_size=batch_size)
+            pred = cls(cmap, coco=coco, version=version, device=device, batch_size=batch_size)
+            pred.store_map = cmap
+            return pred
         try:
-            net, config, _ = load_checkpoint(store.settings.models_dir / version.checkpoint, cmap)
+            net, config, own = load_checkpoint(store.settings.models_dir / version.checkpoint, cmap, partial=True)
         except UserError as e:
-            raise UserError(f"the model version {version.id} cannot be loaded: {e}. Train a new version (app.py "
-                            "train), or make another one active (app.py models, app.py activate VERSION)") from None
+            raise UserError(f"the model version {version.id} cannot be loaded: {e}. Train a new version (Model "
+                            "tab, or app.py train), or make another one active (app.py activate VERSION)") from None
         set_eval_size(net, config)
-        return cls(cmap, net=net, version=version, device=device, batch_size=batch_size)
+        pred = cls(own, net=net, version=version, device=device, batch_size=batch_size)
+        pred.known = set(own.shared_with(cmap))  # categories added since are not proposed (yet)
+        pred.unknown = [n for cid, n in zip(cmap.ids, cmap.names) if cid not in pred.known]
+        pred.store_map = cmap  # the store's categories when it was made
+        return pred
+
+    known: set[int] | None = None  # the store's categories this model proposes (None: all of its own)
+    unknown: list[str] = []  # the store's categories it does not know (added after it was trained)
+    store_map: CategoryMap | None = None
+
+    def category_of(self, label: int) -> int | None:
+        """The store category of a model label; None for one the store no longer has as the model knew it."""
+        if not 0 < label <= len(self.cmap.ids):
+            return None
+        cid = self.cmap.category_id(label)
+        return cid if self.known is None or cid in self.known else None
+
+    def note(self) -> str:
+        """What a user should know about this model's classes ("" when it knows every store category)."""
+        if not self.unknown or self.version is None:
+            return ""
+        names = ", ".join(f"'{n}'" for n in self.unknown[:5]) + (" …" if len(self.unknown) > 5 else "")
+        return (f"model version {self.version.id} was trained before {names} existed: it proposes the other "
+                "categories; fine-tune to have it propose these too")
 
     DEFAULT_SCORE = 0.05  # torchvision's box_score_thresh: what evaluation sees
 
@@ -108,9 +133,8 @@ class Predictor:
                         out += self._predict_coco(batch, score)
                     else:
                         slices = self.cmap.keypoint_slices
-                        out += [instances_from_output(r, int(p.shape[0]), int(p.shape[1]),
-                                                      lambda lab: self.cmap.category_id(lab)
-                                                      if 0 < lab <= len(self.cmap.ids) else None, slices.get)
+                        out += [instances_from_output(r, int(p.shape[0]), int(p.shape[1]), self.category_of,
+                                                      slices.get)
                                 for r, p in zip(detect(self.net, batch, score), chunk)]
         return out
 

@@ -202,16 +202,26 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
         on_progress(Progress(len(curve), total, {}, time.monotonic() - t_start, 0.0, phase="evaluating"))
     set_eval_size(model, config)
     new_pred = Predictor(cmap, net=model, device=opts.device)
-    evaluation = ev.evaluation(new_pred, heldout) if heldout else None
-    metrics = evaluation.metrics if evaluation is not None else {}
-    before = None
+    evaluation = comparison = None
+    if heldout:
+        gt, dets = ev.detections(new_pred, heldout)
+        evaluation = comparison = ev.coco_evaluation(gt, dets, cmap)
+    before = old_pred = None
     if active is not None and heldout:
         try:
-            before = ev.evaluation(Predictor.for_version(store, opts.model_options, active), heldout)
-        except UserError as e:  # e.g. the old version's classes no longer match the store
+            old_pred = Predictor.for_version(store, opts.model_options, active)
+            old_gt, old_dets = ev.detections(old_pred, heldout)
+            before = ev.coco_evaluation(old_gt, old_dets, old_pred.cmap)
+        except UserError as e:
             warnings.append(f"active version {active.id} could not be evaluated: {e}")
+    if before is not None and old_pred.known is not None and (old_pred.unknown or len(old_pred.known) < len(old_pred.cmap.ids)):
+        # the categories changed since the active version was trained: compare on those both know
+        shared = old_pred.known
+        comparison = ev.coco_evaluation(gt, dets, cmap, only=shared)
+        before = ev.coco_evaluation(old_gt, old_dets, old_pred.cmap, only=shared)
+    metrics = evaluation.metrics if evaluation is not None else {}
     baseline = before.metrics if before is not None else None
-    promoted, why = _should_promote(opts.promote, evaluation, before, active, warnings)
+    promoted, why = _should_promote(opts.promote, comparison, before, active, warnings, old_pred)
     if why:
         metrics = metrics | {"promotion": why}
 
@@ -271,10 +281,13 @@ def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: 
     return model, False
 
 
-def _should_promote(mode: str, new: ev.Evaluation | None, old: ev.Evaluation | None,
-                    active: ModelVersion | None, warnings: list[str]) -> tuple[bool, str]:
+def _should_promote(mode: str, new: ev.Evaluation | None, old: ev.Evaluation | None, active: ModelVersion | None,
+                    warnings: list[str], old_pred: Predictor | None = None) -> tuple[bool, str]:
     """Whether the new version becomes active, and why (shown with the version): with ``better``, only when
-    it beats the active one beyond the noise of the held-out split (``evaluate.better_beyond_noise``)."""
+    it beats the active one beyond the noise of the held-out split (``evaluate.better_beyond_noise``). When
+    the store's categories changed since the active version was trained, both are compared on the
+    categories both know, and the new one (which knows them all) wins unless the active one is better there
+    beyond the noise. An active version that cannot be evaluated at all is replaced, and that is said."""
     if mode == "always" or active is None:
         return True, ""
     if mode != "better":
@@ -282,8 +295,20 @@ def _should_promote(mode: str, new: ev.Evaluation | None, old: ev.Evaluation | N
     if new is None or ev.summary_score(new.metrics) is None:
         warnings.append("no held-out labels to compare on: not promoted (use --promote always)")
         return False, ""
-    if old is None or ev.summary_score(old.metrics) is None:
+    if old is None:
+        return True, f"the active version {active.id} could not be evaluated (see the note), so it was replaced"
+    if ev.summary_score(old.metrics) is None:
         return True, ""
+    changed = old_pred is not None and (old_pred.unknown or len(old_pred.known or ()) < len(old_pred.cmap.ids))
+    if changed:
+        c = ev.better_beyond_noise(old, new)
+        new_names = ", ".join(f"'{n}'" for n in old_pred.unknown) or "none"
+        where = (f"the categories changed since version {active.id} was trained (new: {new_names}); on the "
+                 f"{len(old_pred.known)} both know, version {active.id} was")
+        if c.better:
+            return False, (f"{where} better on {100 * c.share:.0f} % of {c.resamples} resamples of the {c.images} "
+                           f"held-out images; make this version active to propose the new categories")
+        return True, f"{where} better on only {100 * c.share:.0f} % of {c.resamples} resamples"
     c = ev.better_beyond_noise(new, old)
     return c.better, c.reason()
 
@@ -308,7 +333,7 @@ def activate(store: Store, version_id: int) -> ModelVersion:
     if mv.checkpoint != "coco":
         if not mv.checkpoint:
             raise UserError(f"model version {version_id} has no checkpoint to load")
-        verify_checkpoint(store.settings.models_dir / mv.checkpoint, store_category_map(store))
+        verify_checkpoint(store.settings.models_dir / mv.checkpoint, store_category_map(store), partial=True)
     with store.transaction() as s:
         mv = s.get(ModelVersion, version_id)
         s.execute(update(ModelVersion).values(is_active=False))

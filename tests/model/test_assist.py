@@ -25,10 +25,10 @@ OPTIONS = ModelOptions(weights="none")
 
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):
-    """16 synthetic 64 px images, 8 of them labeled for training, and a tiny model trained on them (~4 s)."""
+    """16 synthetic 64 px images, 8 of them labeled for training, and a tiny model trained on them (30 iterations, ~12 s)."""
     st = Store(Settings(store_dir=tmp_path_factory.mktemp("assist")))
     fill_demo(st, n_images=16, labeled_train=8, size=64, seed=3)
-    fine_tune(st, TrainOptions(epochs=4, size="tiny", batch_size=4))
+    fine_tune(st, TrainOptions(epochs=15, size="tiny", batch_size=4))
     yield st
     st.close()
 

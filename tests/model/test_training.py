@@ -338,3 +338,28 @@ def test_a_time_limit_plans_the_iterations_that_fit(demo_store, monkeypatch):
     curve = train_mod.train_loop(model, loader * 1000, TrainOptions(), 1000, torch.device("cpu"), 1060.0, step)
     # planned after the timed first iterations: the 30 of 1000 that fit in 60 s (the probe's own time counts)
     assert seen[0] == 1000 and seen[-1] == 30 and len(curve) == 30
+
+
+def test_a_category_added_after_training_leaves_the_model_proposing_the_others(tmp_path):
+    from db import categories
+    from model import api
+
+    st = Store(Settings(store_dir=tmp_path / "grow"))
+    fill_demo(st, n_images=20, labeled_train=12, size=64, seed=4)
+    first = fine_tune(st, TrainOptions(epochs=2, size="tiny"))
+    kite = categories.add(st, "kite", "", [], [])
+    pred = Predictor.for_version(st, ModelOptions(device="cpu"))  # no longer refused
+    assert "'kite'" in pred.note() and kite not in pred.known
+    r = propose(st, images_to_propose(st), pred, min_score=0.0)
+    assert r["proposals"] > 0
+    with st.session() as s:
+        assert kite not in {a.category_id for a in s.scalars(select(Annotation))}
+    second = fine_tune(st, TrainOptions(epochs=1, size="tiny"))
+    why = second.metrics["promotion"]
+    assert f"the categories changed since version {first.version_id} was trained (new: 'kite')" in why
+    # a renamed category is no longer the model's: it is not proposed, and the cached predictor is remade
+    active = api.active_predictor(st, ModelOptions(device="cpu"))
+    renamed = next(c for c in active.cmap.ids if c != kite)
+    categories.update_category(st, renamed, name="renamed")
+    again = api.active_predictor(st, ModelOptions(device="cpu"), active)
+    assert again is not active and renamed not in again.known
