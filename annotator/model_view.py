@@ -30,29 +30,33 @@ def version_rows(store: Store) -> list[list]:
             for v in api.list_versions(store)]
 
 
-def version_label(version_id: int) -> str:
-    """A version on a plot's axis: a name ("v3"), so the axis shows versions, never "2.5"."""
-    return f"v{version_id}"
+def version_label(version_id: int, width: int = 1) -> str:
+    """A version on a plot's axis: a name ("v3"), so the axis shows versions, never "2.5"; zero-padded to
+    ``width`` digits so that the names sort as the numbers do ("v02" before "v10")."""
+    return f"v{version_id:0{width}d}"
 
 
-def version_order(frame: pd.DataFrame) -> list[str]:
-    """The x order of a per-version plot: by version number ("v2" before "v10")."""
-    return sorted(set(frame["version"]), key=lambda v: int(v[1:]))
+def _width(ids) -> int:
+    return len(str(max(ids, default=1)))
 
 
 def ap_frame(store: Store) -> pd.DataFrame:
-    rows = [(version_label(v.id), k, v.metrics[k]) for v in api.list_versions(store) if v.metrics
+    versions = api.list_versions(store)
+    w = _width(v.id for v in versions)
+    rows = [(version_label(v.id, w), k, v.metrics[k]) for v in versions if v.metrics
             for k in ("bbox", "segm", "keypoints") if v.metrics.get(k) is not None]
     return pd.DataFrame(rows, columns=["version", "metric", "AP"])
 
 
 def corrections_frame(store: Store) -> pd.DataFrame:
     rows = []
-    for c in correction_stats(store):
+    stats = correction_stats(store)
+    w = _width(c.version_id for c in stats)
+    for c in stats:
         if c.share_unchanged is not None:
-            rows.append((version_label(c.version_id), "share accepted unchanged", c.share_unchanged))
+            rows.append((version_label(c.version_id, w), "share accepted unchanged", c.share_unchanged))
         if c.mean_iou is not None:
-            rows.append((version_label(c.version_id), "mean IoU proposal vs saved", c.mean_iou))
+            rows.append((version_label(c.version_id, w), "mean IoU proposal vs saved", c.mean_iou))
     return pd.DataFrame(rows, columns=["version", "measure", "value"])
 
 
@@ -121,6 +125,9 @@ def start_job(store: Store, epochs, minutes, size,
               options: api.ModelOptions | None = None) -> tuple[str, int | None]:
     """Start a fine-tune: (what to show, its job id, or None when it was refused)."""
     options = options or api.ModelOptions()
+    problem = api.training_data_problem(store) if jobs.running(store, "train") is None else None
+    if problem:  # refused here, not by a job that fails seconds later (a running job is named below)
+        return escape(problem), None
     try:
         opts = api.TrainOptions(epochs=int(epochs or 10), max_minutes=float(minutes) if minutes else None,
                                 size=size or None, device=options.device, weights=options.weights)

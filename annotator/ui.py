@@ -16,6 +16,7 @@ from annotator import canvas, model_view, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
+from db import annotations
 from db import categories as cat_db
 from db.ids import id_problem
 from db.errors import UserError
@@ -119,6 +120,8 @@ class LabelTab:
         if ls.broken:  # rows that cannot be shown are named, never hidden silently
             message = "\n".join([message] * bool(message) + ls.broken)
         ls.refresh_categories()  # one added in the Dataset tab reaches the class lists
+        if not ls.categories and not message:
+            message = "No categories yet: add them in the Dataset tab, or import a COCO file that has them."
         return ls, canvas.payload(ls, ls.seq, message)
 
     def open(self, image_id, ls, request=None, note: str = "", back: bool = False):
@@ -138,7 +141,7 @@ class LabelTab:
         if image_id is None:
             if not view.queue(self.store, "all"):
                 return self.outputs(ls, msg or "No images yet: import some in the Dataset tab (or run "
-                                               "`app.py demo` for synthetic ones).")
+                                               "app.py demo for synthetic ones).")
             return self.outputs(ls, msg or "Nothing more in this queue.")
         problem = id_problem(image_id)
         if problem:
@@ -170,6 +173,12 @@ class LabelTab:
             return self.open(ls.history[-1], ls, request, back=True)
         ids = view.queue(self.store, which)
         target = view.neighbour(ids, ls.image_id if ls else None, step)  # before saving moves it out
+        if target is None and step < 0 and ls is not None:  # before the queue's first: the image saved last
+            target = annotations.last_reviewed_image(self.store, ls.image_id)
+            if target is None:
+                return self.outputs(ls, "This is the first image in this queue.")
+            return self.open(target, ls, request, "This was the first image in this queue; here is the image "
+                                                  "saved last.")
         return self.open(target, ls, request)
 
     def act(self, fn, ls):
@@ -316,6 +325,15 @@ class LabelTab:
             button.click(None, js=f"() => {{ {canvas.JS_STATE}.act('{op}'); }}")
         again_b.click(again, sess, outs, **label)
         self.sess, self.board, self.label_events = sess, board, label
+
+    def on_show(self, ls, request=None):
+        """The Label tab shown again: class lists follow categories changed in the Dataset tab, and a page
+        that had nothing to open (an empty store) opens the first image imported since."""
+        if ls is None:
+            ids = view.queue(self.store)
+            return self.open(ids[0] if ids else None, ls, request)
+        with ls.lock:
+            return self.outputs(ls)
 
     def open_from(self, image_id, ls, request=None):
         """Open an image picked elsewhere (a gallery thumbnail)."""
@@ -472,8 +490,9 @@ def model_tab(store: Store, options: ModelOptions):
         cancel = gr.Button("Cancel", variant="stop", elem_id="btn-cancel")
     job_md = markdown(elem_id="job-status")
     progress = gr.HTML(model_view.progress_html(0), elem_id="job-progress")
+    start_note = markdown(elem_id="start-note")  # a refused start stays in view (the job status is polled)
     loss_plot = gr.LinePlot(x="iteration", y="loss", label="Training loss", elem_id="loss-plot",
-                            x_axis_format="d")  # whole iterations
+                            x_axis_format="d", y_axis_format=".3~g")  # whole iterations, a readable loss
     versions = gr.Dataframe(headers=model_view.VERSION_HEADERS, interactive=False, elem_id="versions-table",
                             label="Model versions (* = active)")
     with gr.Row():
@@ -482,19 +501,19 @@ def model_tab(store: Store, options: ModelOptions):
         activate_b = gr.Button("Make active", elem_id="btn-activate")
         v_msg = markdown()
     with gr.Row():
-        ap_plot = gr.LinePlot(x="version", y="AP", color="metric", label="Held-out AP per version", elem_id="ap-plot")
+        # points, so that a single version shows; versions are names ("v3") on the axis, in order
+        ap_plot = gr.ScatterPlot(x="version", y="AP", color="metric", label="Held-out AP per version",
+                                 elem_id="ap-plot", sort="x", y_lim=[0, 1])
         with gr.Column():
-            fix_plot = gr.LinePlot(x="version", y="value", color="measure",
-                                   label="How much labelers changed proposals", elem_id="corrections-plot")
+            fix_plot = gr.ScatterPlot(x="version", y="value", color="measure", sort="x", y_lim=[0, 1],
+                                      label="How much labelers changed proposals", elem_id="corrections-plot")
             fix_note = markdown(elem_id="corrections-note")
     timer = gr.Timer(2.0, active=True)
     last_state, mine = gr.State(None), gr.State(None)  # (job state, versions) last seen; the job this page started
 
     def tables():
-        aps, fixes = model_view.ap_frame(store), model_view.corrections_frame(store)
-        # versions are names on the x axis ("v3"), in version order ("v2" before "v10")
-        return (model_view.version_rows(store), gr.LinePlot(aps, sort=model_view.version_order(aps)),
-                gr.LinePlot(fixes, sort=model_view.version_order(fixes)), model_view.corrections_note(fixes))
+        fixes = model_view.corrections_frame(store)
+        return (model_view.version_rows(store), model_view.ap_frame(store), fixes, model_view.corrections_note(fixes))
 
     def poll(last, job_id):
         j = model_view.job_panel(store, job_id)
@@ -505,11 +524,11 @@ def model_tab(store: Store, options: ModelOptions):
 
     def start_job(e, m, sz, job_id):
         text, new = model_view.start_job(store, e, m, sz, options)
-        return text, new if new is not None else job_id
+        return ("" if new is not None else text), new if new is not None else job_id
 
     table_outs = [versions, ap_plot, fix_plot, fix_note]
     timer.tick(poll, [last_state, mine], [job_md, progress, loss_plot, last_state] + table_outs)
-    start.click(start_job, [epochs, minutes, size, mine], [job_md, mine])
+    start.click(start_job, [epochs, minutes, size, mine], [start_note, mine])
     cancel.click(lambda: model_view.cancel_latest(store), None, job_md)
     def activate(typed):
         try:
@@ -535,7 +554,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
     with gr.Blocks(title="maskloop", delete_cache=CACHE_CLEANUP) as demo:
         markdown("# maskloop")
         with gr.Tabs() as tabs:
-            with gr.Tab("Label", id="label"):
+            with gr.Tab("Label", id="label") as label_page:
                 label_tab = LabelTab(store, proposer)
                 label_tab.build(demo)
             with gr.Tab("Dataset", id="dataset") as dataset:
@@ -551,8 +570,11 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
             image_id = ids[k] if 0 <= k < len(ids) else None
             return (gr.Tabs(selected="label"),) + label_tab.open_from(image_id, ls, request)
 
+        label_page.select(label_tab.on_show, [label_tab.sess], [label_tab.sess, label_tab.board],
+                          **label_tab.label_events)
         gallery.select(open_thumbnail, [g_ids, label_tab.sess], [tabs, label_tab.sess, label_tab.board],
                        **label_tab.label_events)
+        gallery.select(None, js="() => { window.scrollTo({top: 0}); }")  # the Label tab from its top
         def assist(image_id: float, box: list[float], category_id: float | None = None) -> dict:
             return assist_box(proposer, image_id, box, category_id)
 

@@ -207,6 +207,15 @@ def image_ids(store: Store, status: str | None = None, *, not_status: str | None
         return list(s.scalars(q))
 
 
+def last_reviewed_image(store: Store, other_than: int | None = None) -> int | None:
+    """The image whose labels a person saved last (by its latest reviewed row), other than ``other_than``."""
+    q = select(Annotation.image_id).where(Annotation.reviewed_at.is_not(None))
+    if other_than is not None:
+        q = q.where(Annotation.image_id != other_than)
+    with store.session() as s:
+        return s.scalars(q.order_by(Annotation.reviewed_at.desc(), Annotation.id.desc()).limit(1)).first()
+
+
 def images_to_propose(store: Store) -> list[int]:
     return image_ids(store, not_status="done")
 

@@ -27,11 +27,12 @@ from model.demo import fill_demo
 from model.options import ModelOptions
 from model.data import store_category_map
 from model.predict import Predictor, active_version, ensure_round0, images_to_propose, propose
-from model.train import Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions
+from model.train import (Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions,
+                         training_data_problem)
 
 __all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor", "Instances", "quality_verdict",
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
-           "list_versions", "active_version", "active_predictor", "predictor", "propose_images",
+           "list_versions", "training_data_problem", "active_version", "active_predictor", "predictor", "propose_images",
            "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box", "assist_point",
            "assist_features", "assist_features_ready"]
 

@@ -156,15 +156,12 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
 
     phase("reading the labels")
     cmap = store_category_map(store)
-    if not cmap.ids:
-        raise UserError("the store has no categories: import a COCO file or add categories first")
     # images with nothing to label (every proposal rejected, or none) train as background: rejecting a
     # false positive teaches the model not to propose it again
     train_samples = labeled_samples(store, heldout=False)
-    n_labels = sum(len(s.instances) for s in train_samples)
-    if not train_samples or n_labels == 0:
-        raise UserError("no accepted labels to train on: accept proposals or import labels, and mark the images "
-                        "done (held-out images, one in five by id, are never trained on)")
+    problem = _data_problem(cmap, train_samples)
+    if problem:
+        raise UserError(problem)
     counts = {cid: 0 for cid in cmap.ids}
     for s in train_samples:
         for cid in s.instances.category_ids:
@@ -239,6 +236,20 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
         s.flush()
         vid = mv.id
     return TrainResult(vid, promoted, metrics, baseline, len(curve), time.monotonic() - t_start, warnings)
+
+
+def _data_problem(cmap: CategoryMap, train_samples: list) -> str | None:
+    if not cmap.ids:
+        return "the store has no categories: import a COCO file or add categories first"
+    if not train_samples or sum(len(s.instances) for s in train_samples) == 0:
+        return ("no accepted labels to train on: accept proposals or import labels, and mark the images done "
+                "(held-out images, one in five by id, are never trained on)")
+    return None
+
+
+def training_data_problem(store: Store) -> str | None:
+    """Why a fine-tune of this store cannot start (no categories, no labels to train on); None when it can."""
+    return _data_problem(store_category_map(store), labeled_samples(store, heldout=False))
 
 
 def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device) -> torch.utils.data.DataLoader:

@@ -275,3 +275,21 @@ def test_id_fields_are_blank_or_a_whole_number():
     for bad in ("abc", "1.5", "1e400", "nan"):
         with pytest.raises(UserError, match="is not a whole number"):
             id_field(bad, "image id")
+
+
+def test_previous_from_the_first_image_goes_to_the_image_saved_last(proposed_store):
+    from annotator import view
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
+    order = view.queue(proposed_store)
+    first, _ = tab.open(order[0], None)
+    first.history = []  # a page that came through no other image
+    ls, answer = tab.step(view.QUEUE_FILTERS[0], first, -1)
+    assert ls.image_id == order[0] and answer["message"] == "This is the first image in this queue."
+    saved = LabelSession(proposed_store, order[3])
+    canvas.apply(saved, {"op": "accept_all"})
+    saved.save("alice")  # done: out of the queue, which still starts at order[0]
+    assert view.queue(proposed_store)[0] == order[0]
+    ls, answer = tab.step(view.QUEUE_FILTERS[0], first, -1)
+    assert ls.image_id == order[3] and "This was the first image in this queue" in answer["message"]

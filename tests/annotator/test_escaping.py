@@ -59,6 +59,7 @@ def test_model_view_escapes_job_and_error_messages(store, monkeypatch):
     def refuse(*a, **k):
         raise UserError(f"category {HOSTILE} has no accepted instances")
 
+    monkeypatch.setattr(model_view.api, "training_data_problem", lambda store: None)  # (an empty store)
     monkeypatch.setattr(model_view.api, "start_training_process", refuse)
     monkeypatch.setattr(model_view.api, "activate", refuse)
     for shown in (model_view.start(store, 1, 1, "tiny"), model_view.activate_version(store, 3)):

@@ -1,7 +1,6 @@
 """The model view's data without a browser: job progress as every browser sees it, verdict, tables."""
 
 
-import pandas as pd
 
 from db import jobs
 from db.schema import ModelVersion
@@ -43,8 +42,8 @@ def test_verdict_and_version_tables(store):
     assert rows[1][0] == 2 and rows[1][1] == "*" and rows[1][6] == 0.4
     ap = model_view.ap_frame(store)
     assert set(ap["metric"]) == {"bbox", "segm"} and len(ap) == 4
-    assert model_view.version_order(ap) == ["v1", "v2"]  # names on the axis, never "1.5"
-    assert model_view.version_order(pd.DataFrame({"version": ["v10", "v2", "v9"]})) == ["v2", "v9", "v10"]
+    assert sorted(set(ap["version"])) == ["v1", "v2"]  # names on the axis, never "1.5"
+    assert [model_view.version_label(v, 2) for v in (2, 10)] == ["v02", "v10"]  # sorted as names, in order
     assert "Enter a version" in model_view.activate_version(store, None)
     assert "no model version 9" in model_view.activate_version(store, 9)
 
@@ -63,3 +62,8 @@ def test_the_panel_follows_this_pages_job_and_names_another_one_running(store):
 def test_an_empty_corrections_plot_says_why(store):
     frame = model_view.corrections_frame(store)
     assert len(frame) == 0 and "fills in once images with **model proposals**" in model_view.corrections_note(frame)
+
+
+def test_a_fine_tune_with_nothing_to_train_on_is_refused_before_a_job_starts(store):
+    text, job = model_view.start_job(store, 1, None, "tiny")
+    assert job is None and "no categories" in text and jobs.latest(store, "train") is None
