@@ -258,6 +258,11 @@ def propose(store: Store, image_ids: Sequence[int], predictor: Predictor, *, min
                 for iid, p in zip(chunk_ids, preds)}
         return sum(annotations.write_proposals_of_images(store, kept, predictor.version.id).values())
 
+    if len(chunks) == 1:  # one chunk (one image opened in the UI): nothing to overlap, no threads to start
+        written = write(chunks[0], predictor.predict([pixels_of(i) for i in chunks[0]], min_score))
+        if progress:
+            progress(len(ids), len(ids))
+        return {"images": len(ids), "proposals": written}
     with ThreadPoolExecutor(2, thread_name_prefix="decode") as decoders, \
             ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
         decoding = [decoders.submit(pixels_of, i) for i in chunks[0]] if chunks else []
