@@ -247,6 +247,16 @@ class LabeledImage:
     skipped: list[str]
 
 
+def training_label_count(store: Store) -> int:
+    """How many accepted labels the training split has (done images, not held out), counted in the
+    database: what ``labeled_images(store, heldout=False)`` would load, without loading it."""
+    with store.session() as s:
+        rows = s.execute(select(Annotation.image_id, func.count()).join(Image, Image.id == Annotation.image_id)
+                         .where(Image.status == "done", Annotation.review_state == "accepted")
+                         .group_by(Annotation.image_id)).all()
+    return sum(n for image_id, n in rows if not is_heldout(image_id))
+
+
 def labeled_images(store: Store, heldout: bool) -> list[LabeledImage]:
     """Images marked done, with their accepted labels (rejected proposals are never labels; a done image's
     unlabeled area is background). ``heldout`` picks the fixed held-out split or the training split. A row

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 from sqlalchemy import select, update
 
+from db import annotations
 from db.errors import UserError
 from db.schema import ModelVersion
 from db.store import Store
@@ -248,8 +249,12 @@ def _data_problem(cmap: CategoryMap, train_samples: list) -> str | None:
 
 
 def training_data_problem(store: Store) -> str | None:
-    """Why a fine-tune of this store cannot start (no categories, no labels to train on); None when it can."""
-    return _data_problem(store_category_map(store), labeled_samples(store, heldout=False))
+    """Why a fine-tune of this store cannot start (no categories, no labels to train on); None when it can.
+    Counted in the database (a click on Fine-tune must not load every label of a large store)."""
+    cmap = store_category_map(store)
+    if not cmap.ids or annotations.training_label_count(store) == 0:
+        return _data_problem(cmap, [])
+    return None
 
 
 def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device) -> torch.utils.data.DataLoader:

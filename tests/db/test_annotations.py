@@ -121,3 +121,13 @@ def test_save_review_refuses_a_stale_row_version(store, synth_dir):
     annotations.save_review(store, 1, got.image.row_version, inst, "alice", states=["accepted"] * len(inst))
     with pytest.raises(annotations.SaveConflict):
         annotations.save_review(store, 1, got.image.row_version, inst, "bob")
+
+
+def test_the_training_label_count_is_what_training_would_load(store, synth_dir):
+    import json
+
+    assert annotations.training_label_count(store) == 0
+    coco = json.loads((synth_dir / "annotations.json").read_text())
+    import_coco(store, coco, synth_dir)
+    loaded = sum(len(li.instances) for li in annotations.labeled_images(store, heldout=False))
+    assert loaded > 0 and annotations.training_label_count(store) == loaded
