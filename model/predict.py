@@ -99,6 +99,12 @@ class Predictor:
     unknown: list[str] = []  # the store's categories it does not know (added after it was trained)
     store_map: CategoryMap | None = None
 
+    @property
+    def classes_changed(self) -> bool:
+        """Whether the store's categories differ from those this model was trained on (added, renamed or
+        deleted since)."""
+        return self.known is not None and (bool(self.unknown) or len(self.known) < len(self.cmap.ids))
+
     def category_of(self, label: int) -> int | None:
         """The store category of a model label; None for one the store no longer has as the model knew it."""
         if not 0 < label <= len(self.cmap.ids):

@@ -212,7 +212,7 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
             before = ev.coco_evaluation(old_gt, old_dets, old_pred.cmap)
         except UserError as e:
             warnings.append(f"active version {active.id} could not be evaluated: {e}")
-    if before is not None and old_pred.known is not None and (old_pred.unknown or len(old_pred.known) < len(old_pred.cmap.ids)):
+    if before is not None and old_pred.classes_changed:
         # the categories changed since the active version was trained: compare on those both know
         shared = old_pred.known
         comparison = ev.coco_evaluation(gt, dets, cmap, only=shared)
@@ -315,8 +315,7 @@ def _should_promote(mode: str, new: ev.Evaluation | None, old: ev.Evaluation | N
         return True, f"the active version {active.id} could not be evaluated (see the note), so it was replaced"
     if ev.summary_score(old.metrics) is None:
         return True, ""
-    changed = old_pred is not None and (old_pred.unknown or len(old_pred.known or ()) < len(old_pred.cmap.ids))
-    if changed:
+    if old_pred is not None and old_pred.classes_changed:
         c = ev.better_beyond_noise(old, new)
         new_names = ", ".join(f"'{n}'" for n in old_pred.unknown) or "none"
         where = (f"the categories changed since version {active.id} was trained (new: {new_names}); on the "
