@@ -6,23 +6,29 @@ Coordinates are full-resolution image pixels; masks are kept at full resolution.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import threading
-from typing import Sequence
+import time
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
 from db import annotations
 from db import categories as cat_db
+from db import compare
 from db import masks as mask_codec
 from db.annotations import SaveConflict
 from db.errors import UserError
 from db.media import load_rgb
 from db.instances import Instance, Instances
+from db.schema import utcnow
 from db.store import Store
 
-__all__ = ["LabelSession", "CategoryInfo", "SaveConflict"]
+__all__ = ["LabelSession", "CategoryInfo", "SaveConflict", "review_summary"]
+
+IDLE_GAP = 60.0  # seconds: a longer pause between two actions is not counted as time spent labeling
 
 
 def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -62,10 +68,13 @@ def _infos(rows) -> dict[int, CategoryInfo]:
 class LabelSession:
     """The labels of one image while a person works on it."""
 
+    clock = staticmethod(time.monotonic)  # what active time is measured with (tests replace it)
+
     def __init__(self, store: Store, image_id: int):
         self.store = store
         self.image_id = image_id
         self._load(mark_in_review=True)
+        self._start_timing()
         self.min_score = 0.0  # the view's "hide proposals below" threshold: what "shown" and "next" mean
         self.seq = 0  # the last canvas message applied (annotator.canvas)
         self.rev = 0  # how many answers the canvas was sent: it ignores one older than what it shows
@@ -155,11 +164,28 @@ class LabelSession:
             self._pixels = np.asarray(load_rgb(self.store.media_file(self.media_path)))
         return self._pixels
 
+    # --- time spent ---------------------------------------------------------------------------------
+    def _start_timing(self) -> None:
+        self.opened_at = utcnow()
+        self._last_action = self.clock()
+        self.active_seconds = 0.0  # since opening (or the last save), pauses over IDLE_GAP left out
+        self.actions = 0
+
+    def _activity(self, action: bool = True) -> None:
+        """Count the time since the previous action as work, unless it was a pause of over IDLE_GAP."""
+        now = self.clock()
+        gap = now - self._last_action
+        if 0 <= gap <= IDLE_GAP:
+            self.active_seconds += gap
+        self._last_action = now
+        self.actions += action
+
     # --- history ------------------------------------------------------------------------------------
     def _snapshot(self, i: int) -> Instances | None:
         return self.instances.take([i]) if i < len(self.instances) else None
 
     def _record(self, indices: Sequence[int]) -> None:
+        self._activity()
         self._undo.append([(i, self._snapshot(i)) for i in indices])
         self._redo.clear()
         self.dirty = True
@@ -184,9 +210,11 @@ class LabelSession:
         return True
 
     def undo(self) -> bool:
+        self._activity()
         return self._swap(self._undo, self._redo)
 
     def redo(self) -> bool:
+        self._activity()
         return self._swap(self._redo, self._undo)
 
     # --- selection ----------------------------------------------------------------------------------
@@ -200,11 +228,13 @@ class LabelSession:
     def select(self, index: int | None) -> None:
         if index is not None and not (0 <= index < len(self.instances) and not self.instances[index].deleted):
             raise UserError(f"no instance #{index}")
+        self._activity()
         self.selected = index
 
     def select_at(self, x: float, y: float, min_score: float = 0.0) -> int | None:
         """The smallest visible instance whose mask (or box, without a mask) holds the point."""
         ((x, y),) = _points([(x, y)])
+        self._activity()
         xi, yi = int(x), int(y)
         hits = []
         for i in self.visible(min_score):
@@ -496,7 +526,12 @@ class LabelSession:
         of the current labels)."""
         left = self.unreviewed()
         status = "in_review" if left else "done"
-        annotations.save_review(self.store, self.image_id, self.row_version, self.instances, user, status=status)
+        self._activity(action=False)
+        review = dict(review_summary(self.instances), user=user, opened_at=self.opened_at, saved_at=utcnow(),
+                      active_seconds=round(self.active_seconds, 3), actions=self.actions)
+        annotations.save_review(self.store, self.image_id, self.row_version, self.instances, user, status=status,
+                                review=review)
+        self._start_timing()
         for k, st in enumerate(self.instances.states):
             if not self.instances.deleted[k]:
                 self.instances.loaded_states[k] = st
@@ -516,3 +551,38 @@ class LabelSession:
         self._redo.clear()
         self.display_cache.clear()
         self.dirty = False
+
+
+def review_summary(instances: Instances) -> dict[str, Any]:
+    """What a save does to the proposals in ``instances`` (since they were read from the store): how many
+    were reviewed (accepted unchanged or edited, rejected or deleted), the mask IoU and keypoints moved from
+    each accepted proposal as made to the label as saved, and the instances added (drawn from nothing or
+    by assist); ``model_version_id`` is the version most of the image's proposals came from (None: none)."""
+    out: dict[str, Any] = dict(proposals=0, accepted_unchanged=0, accepted_edited=0, rejected=0, drawn=0,
+                               assisted=0, keypoints_moved=0, iou_sum=0.0, iou_count=0)
+    versions = collections.Counter(v for v, src in zip(instances.model_version_ids, instances.sources)
+                                   if src == "model" and v is not None)
+    for i in range(len(instances)):
+        if instances.ann_ids[i] is None:
+            if not instances.deleted[i]:
+                out["assisted" if instances.sources[i] == "assist" else "drawn"] += 1
+            continue
+        state = "rejected" if instances.deleted[i] else instances.states[i]
+        if instances.sources[i] != "model" or instances.loaded_states[i] != "proposed" or state == "proposed":
+            continue
+        out["proposals"] += 1
+        if state == "rejected":
+            out["rejected"] += 1
+            continue
+        orig = instances.originals[i] or {}
+        seg, kp, cat = instances.segmentations[i], instances.keypoints[i], instances.category_ids[i]
+        same = (orig.get("segmentation") == seg and orig.get("category_id", cat) == cat
+                and (orig.get("keypoints") or None) == (kp or None))
+        out["accepted_unchanged" if same else "accepted_edited"] += 1
+        if orig.get("segmentation") and seg:
+            out["iou_count"] += 1
+            out["iou_sum"] += 1.0 if orig["segmentation"] == seg else compare.mask_iou(
+                mask_codec.decode(orig["segmentation"], instances.height, instances.width), instances.mask(i))
+        out["keypoints_moved"] += compare.keypoints_moved(orig.get("keypoints"), kp)
+    out["model_version_id"] = versions.most_common(1)[0][0] if versions else None
+    return out

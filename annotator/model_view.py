@@ -10,7 +10,7 @@ import pandas as pd
 from annotator.text import escape
 from db import jobs
 from db.errors import UserError
-from db.stats import correction_stats
+from db.stats import ReviewStats, review_stats
 from db.store import Store
 from model import api
 
@@ -48,25 +48,58 @@ def ap_frame(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["version", "metric", "AP"])
 
 
+REVIEW_HEADERS = ["version", "images saved", "proposals reviewed", "accepted unchanged", "mean IoU proposal→saved",
+                  "keypoints moved / image", "rejected / image", "drawn / image", "assisted / image",
+                  "seconds / image"]
+NO_MODEL = "no model"
+
+
+def _review_labels(stats: list[ReviewStats]) -> list[str]:
+    w = _width(r.version_id for r in stats if r.version_id is not None)
+    return [NO_MODEL if r.version_id is None else version_label(r.version_id, w) for r in stats]
+
+
+def _num(v: float | None, digits: int = 2):
+    return "" if v is None else round(v, digits)
+
+
+def review_rows(store: Store) -> list[list]:
+    """The review measures per model version (docs/loop.md says how to read them)."""
+    stats = review_stats(store)
+    return [[label, r.images, r.proposals,
+             "" if r.share_unchanged is None else f"{100 * r.share_unchanged:.0f}%", _num(r.mean_iou, 3),
+             _num(r.per_image(r.keypoints_moved)), _num(r.per_image(r.rejected)), _num(r.per_image(r.drawn)),
+             _num(r.per_image(r.assisted)), _num(r.per_image(r.seconds), 1)]
+            for label, r in zip(_review_labels(stats), stats)]
+
+
 def corrections_frame(store: Store) -> pd.DataFrame:
     rows = []
-    stats = correction_stats(store)
-    w = _width(c.version_id for c in stats)
-    for c in stats:
-        if c.share_unchanged is not None:
-            rows.append((version_label(c.version_id, w), "share accepted unchanged", c.share_unchanged))
-        if c.mean_iou is not None:
-            rows.append((version_label(c.version_id, w), "mean IoU proposal vs saved", c.mean_iou))
+    stats = review_stats(store)
+    for label, r in zip(_review_labels(stats), stats):
+        if r.share_unchanged is not None:
+            rows.append((label, "share accepted unchanged", r.share_unchanged))
+        if r.mean_iou is not None:
+            rows.append((label, "mean IoU proposal vs saved", r.mean_iou))
     return pd.DataFrame(rows, columns=["version", "measure", "value"])
 
 
+def seconds_frame(store: Store) -> pd.DataFrame:
+    stats = review_stats(store)
+    return pd.DataFrame([(label, r.per_image(r.seconds)) for label, r in zip(_review_labels(stats), stats)
+                         if r.images], columns=["version", "seconds per image"])
+
+
 def corrections_note(frame: pd.DataFrame) -> str:
-    """Why the corrections plot is empty, when it is."""
+    """Why the review plots are empty, when they are; else how to read them."""
     if len(frame):
-        return ""
+        return ("Each save in the Label tab counts for the version whose proposals were on the image (*no "
+                "model*: none were). A version that paid off has more proposals accepted unchanged, a higher "
+                "IoU, fewer instances drawn and fewer seconds per image than the one before it; see "
+                "docs/loop.md.")
     return ("*How much labelers changed proposals* fills in once images with **model proposals** have been "
             "reviewed and saved in the Label tab: it compares each proposal with what was saved. Imported "
-            "labels, imported proposals and hand-drawn instances do not count.")
+            "labels and saves made before this release do not count.")
 
 
 def job_panel(store: Store, job_id: int | None = None) -> dict:

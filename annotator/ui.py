@@ -504,29 +504,33 @@ def model_tab(store: Store, options: ModelOptions):
         # points, so that a single version shows; versions are names ("v3") on the axis, in order
         ap_plot = gr.ScatterPlot(x="version", y="AP", color="metric", label="Held-out AP per version",
                                  elem_id="ap-plot", sort="x", y_lim=[0, 1])
-        with gr.Column():
-            fix_plot = gr.ScatterPlot(x="version", y="value", color="measure", sort="x", y_lim=[0, 1],
-                                      label="How much labelers changed proposals", elem_id="corrections-plot")
-            fix_note = markdown(elem_id="corrections-note")
+        fix_plot = gr.ScatterPlot(x="version", y="value", color="measure", sort="x", y_lim=[0, 1],
+                                  label="How much labelers changed proposals", elem_id="corrections-plot")
+        secs_plot = gr.ScatterPlot(x="version", y="seconds per image", sort="x",
+                                   label="Seconds of labeling per image", elem_id="seconds-plot")
+    reviews = gr.Dataframe(headers=model_view.REVIEW_HEADERS, interactive=False, elem_id="reviews-table",
+                           label="Review measures per model version (from the saves in the Label tab)")
+    fix_note = markdown(elem_id="corrections-note")
     timer = gr.Timer(2.0, active=True)
     last_state, mine = gr.State(None), gr.State(None)  # (job state, versions) last seen; the job this page started
 
     def tables():
         fixes = model_view.corrections_frame(store)
-        return (model_view.version_rows(store), model_view.ap_frame(store), fixes, model_view.corrections_note(fixes))
+        return (model_view.version_rows(store), model_view.ap_frame(store), fixes, model_view.seconds_frame(store),
+                model_view.review_rows(store), model_view.corrections_note(fixes))
 
     def poll(last, job_id):
         j = model_view.job_panel(store, job_id)
         seen = (j["state"], len(model_view.api.list_versions(store)))
         changed = seen != last and (seen[0] in ("done", "failed", "cancelled") or last is None or seen[1] != last[1])
-        refreshed = tables() if changed else (gr.update(),) * 4  # a version from anywhere
+        refreshed = tables() if changed else (gr.update(),) * len(table_outs)  # a version from anywhere
         return (j["markdown"], model_view.progress_html(j["percent"]), j["curve"], seen) + refreshed
 
     def start_job(e, m, sz, job_id):
         text, new = model_view.start_job(store, e, m, sz, options)
         return ("" if new is not None else text), new if new is not None else job_id
 
-    table_outs = [versions, ap_plot, fix_plot, fix_note]
+    table_outs = [versions, ap_plot, fix_plot, secs_plot, reviews, fix_note]
     timer.tick(poll, [last_state, mine], [job_md, progress, loss_plot, last_state] + table_outs)
     start.click(start_job, [epochs, minutes, size, mine], [start_note, mine])
     cancel.click(lambda: model_view.cancel_latest(store), None, job_md)

@@ -33,13 +33,14 @@ from model import evaluate as ev  # noqa: E402
 from model.config import get  # noqa: E402
 from model.data import TrainDataset, collate, labeled_samples, store_category_map  # noqa: E402
 from model.predict import Predictor  # noqa: E402
-from model.synthetic import make_shapes_coco  # noqa: E402
+from model.synthetic import make_coco, make_shapes_coco  # noqa: E402
 from model.train import TrainOptions, fine_tune  # noqa: E402
 
 
-def shapes_store(root: Path, n_images: int, size: int, seed: int) -> Store:
+def shapes_store(root: Path, n_images: int, size: int, seed: int, data: str = "shapes") -> Store:
     store = Store(Settings(store_dir=root / "store"))
-    files, coco = make_shapes_coco(n_images, size=size, seed=seed)
+    make = make_shapes_coco if data == "shapes" else make_coco
+    files, coco = make(n_images, size=size, seed=seed)
     src = root / "src"
     src.mkdir()
     for name, pix in files:
@@ -82,10 +83,12 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["maskloop", "plain"], default=None)
+    ap.add_argument("--data", choices=["shapes", "demo"], default="shapes",
+                    help="shapes: model.synthetic.make_shapes_coco (default); demo: the demo's generator")
     a = ap.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        store = shapes_store(Path(tmp), a.images, a.image_size, a.seed)
+        store = shapes_store(Path(tmp), a.images, a.image_size, a.seed, a.data)
         n_train, n_held = len(labeled_samples(store, heldout=False)), len(labeled_samples(store, heldout=True))
         print(f"{n_train} training images, {n_held} held out, {a.image_size} px; {a.minutes} minutes each", flush=True)
         if a.only in (None, "maskloop"):

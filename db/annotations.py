@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from db import masks as mask_codec
 from db.errors import UserError
 from db.instances import Instances
-from db.schema import Annotation, Category, Image, utcnow
+from db.schema import Annotation, Category, Image, Review, utcnow
 from db.store import Store
 
 HELDOUT_EVERY = 5  # one image in five is held out, chosen by a hash of its id
@@ -87,25 +87,26 @@ def mark_in_review(store: Store, image_id: int) -> None:
 
 
 def save_review(store: Store, image_id: int, row_version: int, instances: Instances, user: str,
-                states: Sequence[str] | None = None, status: str = "done") -> list[int]:
+                states: Sequence[str] | None = None, status: str = "done", review: dict | None = None) -> list[int]:
     """The optimistic-locking save of a labeling session: in one transaction, set the image's ``status``
     (``done``, or ``in_review`` while proposals are left unreviewed) and write
     every instance (``deleted`` ones are deleted, new ones inserted, ``edited`` ones rewritten, the rest get
     their review state), with ``states`` in place of ``instances.states`` when given. Only if the image's row
     version is still ``row_version`` and every row being saved still exists: otherwise SaveConflict, and
-    nothing is written. New instances get their ids from the database (set in ``instances.ann_ids``)."""
+    nothing is written. New instances get their ids from the database (set in ``instances.ann_ids``).
+    ``review``: the columns of a Review row (what the labeler did, how long it took), written with it."""
     states = list(states if states is not None else instances.states)
     try:
         if status not in ("done", "in_review"):
             raise ValueError(f"a review saves an image as done or in_review, not {status!r}")
-        return _save_review(store, image_id, row_version, instances, user, states, status)
+        return _save_review(store, image_id, row_version, instances, user, states, status, review)
     except IntegrityError as e:  # e.g. a category deleted meanwhile while a new instance uses it
         raise SaveConflict(f"image {image_id}: the labels refer to something changed meanwhile (a category "
                            f"deleted or merged?); nothing was written ({str(e.orig).splitlines()[0]})") from None
 
 
 def _save_review(store: Store, image_id: int, row_version: int, instances: Instances, user: str,
-                 states: list[str], status: str) -> list[int]:
+                 states: list[str], status: str, review: dict | None) -> list[int]:
     now = utcnow()
     with store.transaction() as s:
         res = s.execute(update(Image).where(Image.id == image_id, Image.row_version == row_version)
@@ -140,6 +141,8 @@ def _save_review(store: Store, image_id: int, row_version: int, instances: Insta
                 s.execute(update(Annotation).where(Annotation.id == ann_id).values(**vals))
         ids = list(s.scalars(insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True),
                              new_rows)) if new_rows else []
+        if review is not None:
+            s.add(Review(image_id=image_id, **review))
     for i, new_id in zip(new_at, ids):
         instances.ann_ids[i] = new_id
     return ids

@@ -170,6 +170,37 @@ class Annotation(Base):
     )
 
 
+class Review(Base):
+    """One save of an image's labels in the Label tab: what the labeler did to the proposals they were shown
+    (the proposal as made against the label as saved) and how long they worked on it. The per-version review
+    measures of the model view are sums of these rows (db.stats.review_stats)."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    # the version whose proposals were reviewed (the one most of the image's proposals came from); None
+    # when there were none
+    model_version_id: Mapped[Optional[int]] = mapped_column(ForeignKey("model_versions.id"), nullable=True,
+                                                            index=True)
+    user: Mapped[str] = mapped_column(String(200), default="")
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    saved_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # from opening (or the last save) to this save, gaps of over annotator.labeling.IDLE_GAP between two
+    # actions left out
+    active_seconds: Mapped[float] = mapped_column(FiniteFloat, default=0.0)
+    actions: Mapped[int] = mapped_column(Integer, default=0)
+    proposals: Mapped[int] = mapped_column(Integer, default=0)  # proposals reviewed in this save
+    accepted_unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    accepted_edited: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    drawn: Mapped[int] = mapped_column(Integer, default=0)  # instances added from nothing
+    assisted: Mapped[int] = mapped_column(Integer, default=0)  # instances added by box or point assist
+    keypoints_moved: Mapped[int] = mapped_column(Integer, default=0)  # of accepted proposals
+    iou_sum: Mapped[float] = mapped_column(FiniteFloat, default=0.0)  # mask IoU proposal -> saved, summed
+    iou_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 

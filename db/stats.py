@@ -6,8 +6,7 @@ import dataclasses
 
 from sqlalchemy import func, select
 
-from db import masks
-from db.schema import IMAGE_STATUSES, REVIEW_STATES, Annotation, Category, Image
+from db.schema import IMAGE_STATUSES, REVIEW_STATES, Annotation, Category, Image, Review
 from db.store import Store
 
 
@@ -46,43 +45,43 @@ def stats(store: Store) -> StoreStats:
 
 
 @dataclasses.dataclass
-class CorrectionStats:
-    """How much labelers changed one model version's proposals."""
+class ReviewStats:
+    """What labelers did with one model version's proposals, summed over the saves of the Label tab
+    (db.schema.Review); ``version_id`` None: images saved with no model proposal on them."""
 
-    version_id: int
-    reviewed: int  # accepted or rejected
+    version_id: int | None
+    images: int  # distinct images saved
+    saves: int
+    proposals: int  # proposals reviewed
     accepted_unchanged: int
     accepted_edited: int
     rejected: int
-    mean_iou: float | None  # between the proposal's mask and the saved mask, over accepted proposals
+    drawn: int  # instances drawn from nothing
+    assisted: int  # instances added by box or point assist
+    keypoints_moved: int
+    mean_iou: float | None  # mask IoU from the proposal as made to the label as saved, accepted proposals
+    seconds: float  # active seconds (pauses over a minute left out)
 
     @property
     def share_unchanged(self) -> float | None:
-        return self.accepted_unchanged / self.reviewed if self.reviewed else None
+        return self.accepted_unchanged / self.proposals if self.proposals else None
+
+    def per_image(self, count: float) -> float | None:
+        return count / self.images if self.images else None
 
 
-def correction_stats(store: Store) -> list[CorrectionStats]:
-    out: dict[int, dict] = {}
+def review_stats(store: Store) -> list[ReviewStats]:
+    """Per model version (in id order, then images saved with no proposal), from the Review rows."""
+    cols = [Review.accepted_unchanged, Review.accepted_edited, Review.rejected, Review.drawn, Review.assisted,
+            Review.keypoints_moved]
     with store.session() as s:
         rows = s.execute(
-            select(Annotation.model_version_id, Annotation.review_state, Annotation.segmentation,
-                   Annotation.category_id, Annotation.original, Image.height, Image.width)
-            .join(Image, Image.id == Annotation.image_id)
-            .where(Annotation.source == "model", Annotation.model_version_id.is_not(None),
-                   Annotation.review_state.in_(("accepted", "rejected")))
-        ).all()
-    for vid, state, seg, cat, orig, h, w in rows:
-        d = out.setdefault(vid, {"reviewed": 0, "unchanged": 0, "edited": 0, "rejected": 0, "ious": []})
-        d["reviewed"] += 1
-        if state == "rejected":
-            d["rejected"] += 1
-            continue
-        orig = orig or {}
-        same = orig.get("segmentation") == seg and orig.get("category_id", cat) == cat
-        d["unchanged" if same else "edited"] += 1
-        if orig.get("segmentation") and seg:
-            d["ious"].append(1.0 if orig["segmentation"] == seg else
-                             masks.iou(masks.decode(orig["segmentation"], h, w), masks.decode(seg, h, w)))
-    return [CorrectionStats(vid, d["reviewed"], d["unchanged"], d["edited"], d["rejected"],
-                            sum(d["ious"]) / len(d["ious"]) if d["ious"] else None)
-            for vid, d in sorted(out.items())]
+            select(Review.model_version_id, func.count(func.distinct(Review.image_id)), func.count(),
+                   func.sum(Review.proposals), *(func.sum(c) for c in cols), func.sum(Review.iou_sum),
+                   func.sum(Review.iou_count), func.sum(Review.active_seconds))
+            .group_by(Review.model_version_id)).all()
+    out = []
+    for vid, images, saves, proposals, un, ed, rej, drawn, assisted, kp, iou_sum, iou_n, secs in rows:
+        out.append(ReviewStats(vid, images, saves, proposals or 0, un or 0, ed or 0, rej or 0, drawn or 0,
+                               assisted or 0, kp or 0, (iou_sum / iou_n) if iou_n else None, float(secs or 0.0)))
+    return sorted(out, key=lambda r: (r.version_id is None, r.version_id or 0))

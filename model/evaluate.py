@@ -12,12 +12,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from db.compare import keypoint_sigmas
 from db.media import load_rgb
 from model.categories import CategoryMap
 from model.data import Sample
-
-COCO_PERSON_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87,
-                               .89, .89]) / 10.0
 
 
 def ground_truth(samples: Sequence[Sample], cmap: CategoryMap) -> dict:
@@ -117,7 +115,7 @@ def coco_evaluation(gt_dict: dict, dets: list[dict], cmap: CategoryMap, only: se
         ev = COCOeval(gt, kdt, "keypoints")
         ev.params.catIds = [cid]
         n_kp = sl.stop - sl.start
-        ev.params.kpt_oks_sigmas = COCO_PERSON_SIGMAS if n_kp == 17 else np.full(n_kp, 0.07)
+        ev.params.kpt_oks_sigmas = keypoint_sigmas(n_kp)
         _quiet(lambda: (ev.evaluate(), ev.accumulate(), ev.summarize()))
         kp_scores.append(max(0.0, float(ev.stats[0])))
         kp_evals.append(ev)

@@ -205,6 +205,12 @@ def _simple_shape(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(img, dtype=bool)
 
 
+def _add_image(files: list, images: list, anns: list, name: str, iid: int, pix: np.ndarray, inst: Instances) -> None:
+    files.append((name, pix))
+    images.append({"id": iid, "file_name": name, "width": pix.shape[1], "height": pix.shape[0]})
+    anns += inst.to_coco(iid)
+
+
 def make_shapes_coco(n_images: int, *, size: int = 128, seed: int = 0, max_objects: int = 5,
                      prefix: str = "shape") -> tuple[list[tuple[str, np.ndarray]], dict]:
     """Another synthetic dataset, unlike the demo's: four shape classes (a ring has a hole) of varied size
@@ -230,8 +236,92 @@ def make_shapes_coco(n_images: int, *, size: int = 128, seed: int = 0, max_objec
             if visible.sum() >= 20:
                 inst.add(cid, [0, 0, 0, 0], mask=visible, ann_id=aid)
                 aid += 1
-        name = f"{prefix}_{iid:06d}.png"
-        files.append((name, pix))
-        images.append({"id": iid, "file_name": name, "width": size, "height": size})
-        anns += inst.to_coco(iid)
+        _add_image(files, images, anns, f"{prefix}_{iid:06d}.png", iid, pix, inst)
     return files, {"images": images, "annotations": anns, "categories": json.loads(json.dumps(SHAPE_CATEGORIES))}
+
+
+# --- the loop benchmark's data (bench/loop.py) -----------------------------------------------------------
+
+KITE_KEYPOINTS = ["tip", "left", "right", "tail"]
+LOOP_CATEGORIES = [
+    {"id": 1, "name": "kite", "supercategory": "kite", "keypoints": KITE_KEYPOINTS,
+     "skeleton": [[1, 2], [1, 3], [2, 4], [3, 4]]},
+    {"id": 2, "name": "disc", "supercategory": "shape"},
+    {"id": 4, "name": "box", "supercategory": "shape"},
+    {"id": 7, "name": "triangle", "supercategory": "shape"},
+]
+
+
+def _loop_object(rng: np.random.Generator, size: int, centre: tuple[float, float] | None
+                 ) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """One object of LOOP_CATEGORIES: (category id, full mask, kite keypoints (4, 2) or None)."""
+    r = size * float(np.exp(rng.uniform(np.log(0.07), np.log(0.26))))  # small objects as often as large ones
+    cx, cy = centre if centre is not None else tuple(rng.uniform(0.12 * size, 0.88 * size, 2))
+    img = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(img)
+    kind = int(rng.integers(0, 4))
+    kp = None
+    if kind == 0:  # kite: upright within 25 degrees, its four corners are its keypoints
+        a = rng.uniform(-0.44, 0.44)
+        w = r * rng.uniform(0.5, 0.8)
+        local = [(0.0, -r), (-w, -0.25 * r), (w, -0.25 * r), (0.0, 1.1 * r)]
+        c, s_ = math.cos(a), math.sin(a)
+        kp = np.array([(cx + c * x - s_ * y, cy + s_ * x + c * y) for x, y in local])
+        d.polygon([tuple(kp[0]), tuple(kp[1]), tuple(kp[3]), tuple(kp[2])], fill=1)
+    elif kind == 1:
+        ry = r * rng.uniform(0.6, 1.0)
+        d.ellipse([cx - r, cy - ry, cx + r, cy + ry], fill=1)
+    elif kind == 2:
+        w, h, a = r, r * rng.uniform(0.45, 1.0), rng.uniform(0, math.pi)
+        c, s_ = math.cos(a), math.sin(a)
+        d.polygon([(cx + c * x - s_ * y, cy + s_ * x + c * y) for x, y in ((-w, -h), (w, -h), (w, h), (-w, h))],
+                  fill=1)
+    else:
+        a = rng.uniform(0, 2 * math.pi)
+        d.polygon([(cx + r * math.cos(a + k * 2 * math.pi / 3), cy + r * math.sin(a + k * 2 * math.pi / 3))
+                   for k in range(3)], fill=1)
+    return LOOP_CATEGORIES[kind]["id"], np.asarray(img, dtype=bool), kp
+
+
+def make_loop_coco(n_images: int, *, size: int = 128, seed: int = 0, max_objects: int = 4, first_image_id: int = 1,
+                   prefix: str = "loop") -> tuple[list[tuple[str, np.ndarray]], dict]:
+    """The loop benchmark's images: four categories (a kite with four keypoints, disc, box, triangle; ids
+    1, 2, 4, 7) from tiny to a quarter of the image, on noisy colour gradients. About a third of the objects
+    are placed against an earlier one, so objects touch and occlude; later objects cover earlier ones, and an
+    object left with under 40% of itself (or under 30 pixels) visible is dropped, as a labeler would not
+    label it. A covered keypoint is marked occluded (v=1), one outside the image not labeled (v=0)."""
+    rng = np.random.default_rng(seed)
+    files, images, anns = [], [], []
+    aid = 1
+    for k in range(n_images):
+        iid = first_image_id + k
+        pix = _gradient(rng, size)
+        objs: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        for j in range(int(rng.integers(1, max_objects + 1))):
+            centre = None
+            if j and rng.random() < 0.35:  # against an earlier object: touching or overlapping it
+                ys, xs = np.nonzero(objs[int(rng.integers(0, len(objs)))][1])
+                if len(xs):
+                    p = int(rng.integers(0, len(xs)))
+                    centre = (float(xs[p]), float(ys[p]))
+            objs.append(_loop_object(rng, size, centre))
+            pix[objs[-1][1]] = _color(rng, pix)
+        inst = Instances(size, size)
+        for i, (cid, m, kp) in enumerate(objs):
+            covered = np.zeros_like(m)
+            for _, later, _ in objs[i + 1:]:
+                covered |= later
+            visible = m & ~covered
+            if visible.sum() < max(30, 0.4 * m.sum()):
+                continue
+            kps = None
+            if kp is not None:
+                kps = []
+                for x, y in kp:
+                    inside = 0 <= x < size and 0 <= y < size
+                    v = 0 if not inside else (1 if covered[int(y), int(x)] else 2)
+                    kps += [round(float(x), 2), round(float(y), 2), v] if v else [0, 0, 0]
+            inst.add(cid, [0, 0, 0, 0], mask=visible, keypoints=kps, ann_id=aid)
+            aid += 1
+        _add_image(files, images, anns, f"{prefix}_{iid:06d}.png", iid, pix, inst)
+    return files, {"images": images, "annotations": anns, "categories": json.loads(json.dumps(LOOP_CATEGORIES))}

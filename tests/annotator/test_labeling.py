@@ -9,7 +9,7 @@ from db import masks
 from db.coco_import import import_coco
 from db.errors import UserError
 from db.schema import Annotation, Image
-from db.stats import correction_stats
+from db.stats import review_stats
 
 
 @pytest.fixture
@@ -19,7 +19,8 @@ def proposed_store(store, synth_dir):
     with store.transaction() as s:
         for k, a in enumerate(s.scalars(select(Annotation).order_by(Annotation.id))):
             a.score = 0.2 + (k % 4) * 0.25
-            a.original = {"category_id": a.category_id, "segmentation": a.segmentation, "bbox": a.bbox}
+            a.original = {"category_id": a.category_id, "segmentation": a.segmentation, "bbox": a.bbox,
+                          **({"keypoints": a.keypoints} if a.keypoints else {})}
     return store
 
 
@@ -153,9 +154,19 @@ def test_select_at_picks_smallest_instance_under_point_and_score_filter(proposed
     assert all(ls.instances[i].state == "accepted" for i in shown)
 
 
-def test_correction_stats_per_version(proposed_store):
-    from db.schema import ModelVersion
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
 
+    def __call__(self):
+        return self.now
+
+
+def test_review_measures_per_version_and_time_spent(proposed_store, monkeypatch):
+    from db.schema import ModelVersion, Review
+
+    clock = _Clock()
+    monkeypatch.setattr(LabelSession, "clock", clock)
     with proposed_store.transaction() as s:
         mv = ModelVersion(size="tiny", checkpoint="x.pt")
         s.add(mv)
@@ -163,17 +174,69 @@ def test_correction_stats_per_version(proposed_store):
         for a in s.scalars(select(Annotation).where(Annotation.image_id.in_([1, 2]))):
             a.model_version_id = mv.id
         vid = mv.id
-    assert correction_stats(proposed_store) == []  # nothing reviewed yet
+    assert review_stats(proposed_store) == []  # nothing saved yet
     one = LabelSession(proposed_store, 1)
     assert len(one.instances) >= 2
+    clock.now += 5
     one.accept(0)  # unchanged
+    clock.now += 3
     one.select(1)
+    clock.now += 600  # a pause: not counted
     one.paint([(0, 0)], radius=4)  # edited
-    one.save("x")
+    clock.now += 2
+    square = np.zeros((one.height, one.width), bool)
+    square[:3, :3] = True
+    one.new_instance(one.instances.category_ids[0], mask=square)
+    clock.now += 4
+    one.save("ann")
     two = LabelSession(proposed_store, 2)
+    clock.now += 1
     assert two.reject_rest() >= 1  # "reject the rest": saving alone leaves unseen proposals as they are
-    two.save("x")
-    (st,) = correction_stats(proposed_store)
-    assert st.version_id == vid and st.accepted_unchanged == 1 and st.accepted_edited == 1
-    assert st.rejected == st.reviewed - 2 and 0 < st.mean_iou < 1
-    assert st.share_unchanged == pytest.approx(1 / st.reviewed)
+    two.save("bob")
+    (st,) = review_stats(proposed_store)
+    assert st.version_id == vid and st.images == 2 and st.saves == 2
+    assert st.accepted_unchanged == 1 and st.accepted_edited == 1 and st.drawn == 1 and st.assisted == 0
+    assert st.rejected == st.proposals - 2 and 0 < st.mean_iou < 1
+    assert st.share_unchanged == pytest.approx(1 / st.proposals)
+    assert st.seconds == pytest.approx(5 + 3 + 2 + 4 + 1)  # the 600 s pause is left out
+    with proposed_store.session() as s:
+        rows = s.scalars(select(Review).order_by(Review.id)).all()
+        assert [(r.user, r.image_id, r.actions) for r in rows] == [("ann", 1, 4), ("bob", 2, 1)]
+        assert rows[0].opened_at <= rows[0].saved_at
+    # saving again counts only what changed since the last save, and a refused save records nothing
+    clock.now += 7
+    one.reject(0)
+    stale = LabelSession(proposed_store, 1)
+    one.save("ann")
+    stale.reject(1)
+    with pytest.raises(SaveConflict):
+        stale.save("eve")
+    with proposed_store.session() as s:
+        assert s.query(Review).count() == 3
+    (st,) = review_stats(proposed_store)
+    assert st.images == 2 and st.saves == 3 and st.seconds == pytest.approx(15 + 8)  # 8 s since its last save
+
+
+def test_review_summary_counts_assisted_keypoint_moves_and_deleted_proposals(proposed_store):
+    from annotator.labeling import review_summary
+    from db.instances import Instances
+
+    with proposed_store.session() as s:
+        person = s.scalars(select(Annotation).where(Annotation.keypoints.is_not(None))).first()
+        image_id = person.image_id
+    ls = LabelSession(proposed_store, image_id)
+    k = ls.instances.ann_ids.index(person.id)
+    name = ls.categories[ls.instances.category_ids[k]].keypoints[0]
+    ls.accept(k)
+    x, y, _ = ls.instances.keypoints[k][:3]
+    ls.set_keypoint(name, x + 5, y + 5, index=k)
+    others = [i for i in range(len(ls.instances)) if i != k]
+    for i in others:
+        ls.delete(i)
+    found = Instances(ls.height, ls.width)
+    found.add(ls.instances.category_ids[k], [0, 0, 0, 0], mask=ls.instances.mask(k), source="assist")
+    ls.add_found(found)
+    got = review_summary(ls.instances)
+    assert got["proposals"] == 1 + len(others) and got["rejected"] == len(others)
+    assert got["accepted_edited"] == 1 and got["keypoints_moved"] == 1 and got["assisted"] == 1
+    assert got["iou_count"] == 1 and got["iou_sum"] == pytest.approx(1.0)  # the mask itself was not changed
