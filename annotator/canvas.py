@@ -155,9 +155,12 @@ def _box(msg: dict) -> list[float]:
 
 
 def found_instance(ls: LabelSession, got: dict) -> Instances:
-    """An assist answer (the /assist_box dict) as one Instances of this image, source 'assist'."""
-    return Instances.from_coco([{k: v for k, v in got.items() if v is not None}], ls.height, ls.width,
-                               source="assist", state="proposed")
+    """An assist answer (the /assist_box dict) as one Instances of this image, source 'assist', made by the
+    version that answered (so the save's review counts for it)."""
+    found = Instances.from_coco([{k: v for k, v in got.items() if v is not None and k != "model_version_id"}],
+                                ls.height, ls.width, source="assist", state="proposed")
+    found.model_version_ids[0] = got.get("model_version_id")
+    return found
 
 
 def _stroke(ls: LabelSession, msg: dict) -> str:

@@ -557,11 +557,12 @@ def review_summary(instances: Instances) -> dict[str, Any]:
     """What a save does to the proposals in ``instances`` (since they were read from the store): how many
     were reviewed (accepted unchanged or edited, rejected or deleted), the mask IoU and keypoints moved from
     each accepted proposal as made to the label as saved, and the instances added (drawn from nothing or
-    by assist); ``model_version_id`` is the version most of the image's proposals came from (None: none)."""
+    by assist); ``model_version_id`` is the version most of the image's proposals (and assist answers) came
+    from, None when there were none."""
     out: dict[str, Any] = dict(proposals=0, accepted_unchanged=0, accepted_edited=0, rejected=0, drawn=0,
                                assisted=0, keypoints_moved=0, iou_sum=0.0, iou_count=0)
     versions = collections.Counter(v for v, src in zip(instances.model_version_ids, instances.sources)
-                                   if src == "model" and v is not None)
+                                   if src in ("model", "assist") and v is not None)
     for i in range(len(instances)):
         if instances.ann_ids[i] is None:
             if not instances.deleted[i]:

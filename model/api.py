@@ -154,20 +154,21 @@ def assist_box(store: Store, helper: Assistant | None, image_id: int, box_xyxy: 
                category_id: int | None = None) -> dict[str, Any]:
     """What the model sees in this box of an image (image pixels, x0 y0 x1 y1; the class from the box head
     unless ``category_id`` is given): {"category_id", "score", "bbox" (xywh, tight around the mask),
-    "segmentation" (COCO RLE, counts a str), "keypoints" (flat x, y, v, or None)}. Writes nothing."""
+    "segmentation" (COCO RLE, counts a str), "keypoints" (flat x, y, v, or None), "model_version_id" (the
+    version that answered)}. Writes nothing."""
     key, load, size_hw = _prompted(store, helper, image_id, category_id)
     if not isinstance(box_xyxy, (list, tuple)) or len(box_xyxy) != 4:
         raise UserError("the box must be [x0, y0, x1, y1] in image pixels")
-    return _answer(helper.box(key, load, size_hw, box_xyxy, category_id), image_id)
+    return _answer(helper.box(key, load, size_hw, box_xyxy, category_id), image_id, key[0])
 
 
 def assist_point(store: Store, helper: Assistant | None, image_id: int, x: float, y: float,
                  category_id: int | None = None) -> dict[str, Any]:
     """The model's best detection covering the point (x, y) of an image (image pixels), however low its
     score (only of ``category_id`` when given), as ``assist_box`` answers: {"category_id", "score", "bbox",
-    "segmentation", "keypoints"}. UserError when the model sees nothing there. Writes nothing."""
+    "segmentation", "keypoints", "model_version_id"}. UserError when the model sees nothing there. Writes nothing."""
     key, load, size_hw = _prompted(store, helper, image_id, category_id)
-    return _answer(helper.point(key, load, size_hw, x, y, category_id), image_id)
+    return _answer(helper.point(key, load, size_hw, x, y, category_id), image_id, key[0])
 
 
 def assist_features(store: Store, helper: Assistant, image_id: int) -> None:
@@ -204,10 +205,10 @@ def _prompted(store: Store, helper: Assistant | None, image_id: int, category_id
             lambda: np.asarray(load_rgb(store.media_file(im.media_path))), (im.height, im.width))
 
 
-def _answer(inst: Instances, image_id: int) -> dict[str, Any]:
+def _answer(inst: Instances, image_id: int, version_id: int | None) -> dict[str, Any]:
     d = inst.coco(0, image_id, with_score=True)
     return {"category_id": d["category_id"], "score": d["score"], "bbox": d["bbox"],
-            "segmentation": d["segmentation"], "keypoints": d.get("keypoints")}
+            "segmentation": d["segmentation"], "keypoints": d.get("keypoints"), "model_version_id": version_id}
 
 
 def predictor(store: Store, options: ModelOptions, batch_size: int = 4) -> Predictor:

@@ -165,13 +165,15 @@ def test_assist_answers_become_a_selected_instance_and_a_moved_box_asks_again(ls
 
     def answer(box):
         return {"category_id": cid, "score": 0.4, "bbox": [20, 20, 10, 10],
-                "segmentation": {"size": [ls.height, ls.width], "counts": rle["counts"].decode()}, "keypoints": None}
+                "segmentation": {"size": [ls.height, ls.width], "counts": rle["counts"].decode()}, "keypoints": None,
+                "model_version_id": 7}
 
     helper = SimpleNamespace(assist_box=lambda image_id, box, c=None: calls.append(("box", box, c)) or answer(box),
                              assist_point=lambda image_id, x, y, c=None: calls.append(("point", x, y, c)) or answer(None))
     n = len(ls.instances)
     msg = canvas.apply(ls, {"op": "assist", "box": [15, 15, 35, 35], "category": None}, helper)
     assert "assist found" in msg and ls.selected == n and ls.instances[n].source == "assist"
+    assert ls.instances.model_version_ids[n] == 7 and ls.instances.extras[n] is None  # made by, not an extra field
     canvas.apply(ls, {"op": "box", "index": n, "box": [10, 10, 40, 40]}, helper)  # handles dragged: asked again
     assert calls[-1] == ("box", [10.0, 10.0, 40.0, 40.0], None) and len(ls.instances) == n + 1
     assert ls.instances[n].source == "assist" and ls.instances[n].state == "proposed"

@@ -203,6 +203,7 @@ def test_box_assist_answers_for_exactly_the_box_with_cached_features(demo_store,
     helper.features = counting
     got = api.assist_box(demo_store, helper, image_id, box, cmap.category_id(label))
     assert got["category_id"] == cmap.category_id(label) and 0.0 <= got["score"] <= 1.0
+    assert got["model_version_id"] == api.active_version(demo_store).id
     m = decode(got["segmentation"], im.height, im.width)
     assert own.sum() > 0 and iou(m, own) >= 0.95
     x, y, w, h = got["bbox"]

@@ -1,0 +1,92 @@
+"""The loop benchmark's simulated labeler: its effort accounting on hand-made cases, and a --quick run."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import loop
+from bench.loop import BOX_S, CLICK_S, DRAW_S, Seen, Truth, plan_image
+
+
+def _square(x0, y0, side, size=64):
+    m = np.zeros((size, size), bool)
+    m[y0:y0 + side, x0:x0 + side] = True
+    return m
+
+
+def test_a_perfect_proposal_costs_one_accept():
+    t = Truth(2, _square(10, 10, 20))
+    plan = plan_image([Seen(2, t.mask.copy(), score=0.9, index=0)], [t], assist=None)
+    assert plan.effort == loop.Effort(pixels=0, keypoints=0, actions=1, seconds=CLICK_S)
+    assert [s[0] for s in plan.steps] == ["accept"] and plan.accepted_unchanged == 1
+
+
+def test_a_shifted_mask_costs_exactly_the_symmetric_difference():
+    t = Truth(2, _square(10, 10, 20))
+    shifted = _square(14, 10, 20)  # IoU 320/480 = 0.67: corrected, not accepted as it is
+    plan = plan_image([Seen(2, shifted, score=0.9, index=0)], [t], assist=None)
+    px = int(np.count_nonzero(shifted ^ t.mask))
+    assert px == 160
+    assert plan.effort.pixels == px and plan.effort.actions == 2  # the accept and one repaint
+    assert plan.effort.seconds == pytest.approx(CLICK_S + DRAW_S * px / t.area)
+    assert [s[0] for s in plan.steps] == ["fix"] and plan.accepted_unchanged == 0
+
+
+def test_a_missed_object_costs_its_pixels_and_a_false_positive_one_reject():
+    t = Truth(4, _square(5, 5, 12))
+    elsewhere = Seen(4, _square(40, 40, 10), score=0.8, index=3)
+    plan = plan_image([elsewhere], [t], assist=None)
+    assert plan.effort.pixels == t.area == 144
+    assert plan.effort.seconds == pytest.approx(DRAW_S + CLICK_S) and plan.effort.actions == 2
+    assert [s[0] for s in plan.steps] == ["reject", "draw"]
+
+
+def test_the_wrong_class_costs_a_click_and_keypoints_out_of_tolerance_one_each():
+    kp = [20.0, 10.0, 2, 12.0, 20.0, 2, 28.0, 20.0, 2, 20.0, 30.0, 2]
+    t = Truth(1, _square(10, 10, 20), kp)
+    one_off = list(kp)
+    one_off[0] = 35.0  # the tip 15 px off, far outside its tolerance: OKS 0.75, still accepted as it is
+    plan = plan_image([Seen(1, t.mask.copy(), one_off, score=0.9, index=0)], [t], assist=None)
+    assert plan.accepted_unchanged == 1 and plan.effort.keypoints == 0
+    two_off = list(one_off)
+    two_off[10] = 45.0  # and the tail: OKS 0.5, so both are moved
+    plan = plan_image([Seen(1, t.mask.copy(), two_off, score=0.9, index=0)], [t], assist=None)
+    assert plan.effort.keypoints == 2 and plan.effort.seconds == pytest.approx(3 * CLICK_S)
+    wrong = plan_image([Seen(2, t.mask.copy(), None, score=0.9, index=0)], [t], assist=None)
+    assert wrong.effort.keypoints == 4 and wrong.effort.seconds == pytest.approx(CLICK_S + CLICK_S + 4 * CLICK_S)
+
+
+def test_assist_costs_a_box_and_what_is_left_to_repaint():
+    t = Truth(2, _square(10, 10, 20))
+    exact = plan_image([], [t], assist=lambda truth: Seen(truth.category_id, truth.mask.copy()))
+    assert exact.effort.seconds == pytest.approx(BOX_S + CLICK_S) and exact.effort.pixels == 0
+    assert [s[0] for s in exact.steps] == ["assist"]
+    useless = plan_image([], [t], assist=lambda truth: Seen(truth.category_id, _square(50, 50, 4)))
+    assert useless.effort.seconds == pytest.approx(BOX_S + CLICK_S + DRAW_S)  # the box tried, then drawn
+    assert [s[0] for s in useless.steps] == ["draw"]
+    bad = Seen(2, _square(15, 10, 20), score=0.9, index=0)  # IoU 0.6: a box on the object does better
+    replaced = plan_image([bad], [t], assist=lambda truth: Seen(truth.category_id, truth.mask.copy()))
+    assert [s[0] for s in replaced.steps] == ["replace"]
+    assert replaced.effort.seconds == pytest.approx(BOX_S + 2 * CLICK_S)
+
+
+def test_quick_run_writes_the_report_and_its_plots(tmp_path):
+    out = tmp_path / "loop.md"
+    assert loop.main(["--quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    for heading in ("## Against the targets", "## Per round (uncertainty-ordered queue, the default)",
+                    "## Per round (random queue order)", "## Fine-tunes", "## Reading the product's measures"):
+        assert heading in text
+    results = json.loads((tmp_path / "loop" / "results.json").read_text())
+    assert set(results) == {"uncertainty", "random"}
+    for arm in results.values():
+        assert [r["round"] for r in arm["rounds"]] == [1, 2] and all(r["images"] == 4 for r in arm["rounds"])
+        assert arm["rounds"][0]["version"] is None and arm["rounds"][1]["version"] is not None
+        assert arm["rounds"][0]["effort"] == arm["rounds"][0]["unassisted"]  # round 1: no model, all drawn
+        assert sum(s["images"] for s in arm["reviews"]) >= 8  # the product's review rows saw every save
+    assert results["uncertainty"]["rounds"][1]["fixed"] is not None
+    for name in ("effort.png", "ap.png"):
+        with Image.open(tmp_path / "loop" / name) as im:
+            assert im.size == (720, 420)
