@@ -100,14 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_store(args):
-    from db.ingest import clean_orphan_media
+    from db.recovery import recover
     from db.store import Settings, Store
 
     store = Store(Settings(store_dir=Path(args.store), db_url=args.db))
-    removed = clean_orphan_media(store)
-    if removed:
-        print(f"note: removed {removed} media file(s) that no image refers to (left by an interrupted import)",
-              file=sys.stderr)
+    for note in recover(store):  # after a crash or a kill: nothing half-done stays behind
+        print(f"note: {note}", file=sys.stderr)
     return store
 
 

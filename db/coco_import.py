@@ -209,12 +209,12 @@ def _check_annotations(raw: Any, imgs: dict, cats: dict, ck: _Checker) -> dict[i
         anns[aid] = a
         if not _check_finite(a, where, ck):
             continue
-        im = imgs.get(a.get("image_id"))
+        im = imgs.get(a["image_id"]) if _is_int(a.get("image_id")) else None  # (a list is no dict key)
         if not _is_int(a.get("image_id")):
             ck.bad(where, "image_id", "missing or not an integer")
         elif im is None:
             ck.bad(where, "image_id", f"image id {a['image_id']} is not in the file's images")
-        cat = cats.get(a.get("category_id"))
+        cat = cats.get(a["category_id"]) if _is_int(a.get("category_id")) else None
         if not _is_int(a.get("category_id")):
             ck.bad(where, "category_id", "missing or not an integer")
         elif cat is None:

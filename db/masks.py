@@ -269,9 +269,9 @@ def decode(segmentation: Any, height: int, width: int) -> np.ndarray:
         if segmentation.get("size") != [height, width]:
             check(segmentation, height, width)  # names the size mismatch
         return mask_utils.decode(_as_pycoco(segmentation)).astype(bool)
-    if not segmentation:
+    if isinstance(segmentation, list) and not segmentation:  # no polygon: an empty mask
         return np.zeros((height, width), dtype=bool)
-    check(segmentation, height, width)
+    check(segmentation, height, width)  # anything else that is no segmentation is refused, as check says
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in segmentation], height, width)
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
@@ -280,6 +280,8 @@ def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     """COCO segmentation (polygons or any RLE) -> compressed RLE with str counts."""
     if isinstance(segmentation, dict):
         return to_compressed(segmentation)
+    if isinstance(segmentation, list) and not segmentation:  # no polygon: an empty mask, as decode says
+        return encode(np.zeros((height, width), dtype=bool))
     check(segmentation, height, width)
     rles = mask_utils.frPyObjects([list(map(float, p)) for p in segmentation], height, width)
     r = mask_utils.merge(rles)

@@ -220,8 +220,13 @@ def read_file(path: Path, limit: int) -> bytes:
     if size > limit:
         raise BadImage(f"{size} bytes is over the limit of {limit} bytes for one image file")
     with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:  # the file grew while being read
+        data = f.read(size)  # what is there (read(limit) would allocate the whole limit for every file)
+        while len(data) <= limit:  # the file grew while being read: take the rest, up to the limit
+            more = f.read(min(1 << 20, limit + 1 - len(data)))
+            if not more:
+                break
+            data += more
+    if len(data) > limit:
         raise BadImage(f"over the limit of {limit} bytes for one image file")
     return data
 

@@ -15,7 +15,7 @@ def test_assist_box_answers_and_writes_nothing(app_with_model):
     with store.session() as s:
         before = s.scalar(select(func.count()).select_from(Annotation))
     got = client.predict(image_id, [10, 10, 90, 100], None, api_name="/assist_box")
-    assert set(got) == {"category_id", "score", "bbox", "segmentation", "keypoints"}
+    assert set(got) == {"category_id", "score", "bbox", "segmentation", "keypoints", "model_version_id"}
     assert isinstance(got["segmentation"]["counts"], str) and got["segmentation"]["size"] == [128, 128]
     m = coco_mask.decode({"size": [128, 128], "counts": got["segmentation"]["counts"].encode()})
     x, y, w, h = got["bbox"]
