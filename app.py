@@ -70,8 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--image", type=int, action="append", help="an image id (repeatable)")
     g.add_argument("--all", action="store_true", help="every image not marked done")
+    g.add_argument("--worker", action="store_true",
+                   help="claim images through the database and propose on them, with any number of other "
+                        "workers on the same store (other processes or machines), until stopped")
     p.add_argument("--min-score", type=float, default=0.3)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--claim", type=int, default=16, help="--worker: images claimed at a time")
+    p.add_argument("--claim-seconds", type=float, default=600.0,
+                   help="--worker: a claim expires after this long, so a dead worker's images are taken over")
+    p.add_argument("--once", action="store_true", help="--worker: stop when nothing is left to claim")
+    p.add_argument("--name", default=None, help="--worker: this worker's name (default host:pid)")
 
     p = sub.add_parser("train", help="fine-tune the model on the accepted labels")
     _store_args(p)
@@ -196,6 +204,8 @@ def cmd_propose(args) -> int:
               "was fine-tuned yet; run app.py train --size tiny first", file=sys.stderr)
         return 2
     options = model_options(args)
+    if args.worker:
+        return _propose_worker(store, options, args)
     predictor = make_predictor(store, options, batch_size=args.batch_size)
     if predictor.note():
         print(f"note: {predictor.note()}", file=sys.stderr)
@@ -214,6 +224,33 @@ def cmd_propose(args) -> int:
     return 0
 
 
+def _propose_worker(store, options, args) -> int:
+    import os
+    import socket
+
+    from model.api import propose_worker
+
+    if args.claim < 1 or not args.claim_seconds > 0:
+        print("error: --claim must be at least 1 and --claim-seconds above 0", file=sys.stderr)
+        return 2
+    name = args.name or f"{socket.gethostname()}:{os.getpid()}"
+    print(f"worker {name}: claiming up to {args.claim} image(s) at a time"
+          + ("; stops when nothing is left" if args.once else "; Ctrl+C stops"), flush=True)
+
+    def echo(ids, r):
+        print(f"worker {name}: proposed on image(s) {', '.join(map(str, ids))}: {r['proposals']} proposal(s)",
+              flush=True)
+
+    try:
+        total = propose_worker(store, options, name, claim=args.claim, claim_seconds=args.claim_seconds,
+                               min_score=args.min_score, once=args.once, echo=echo)
+    except KeyboardInterrupt:
+        print(f"worker {name}: stopped", flush=True)
+        return 0
+    print(f"worker {name}: {total['proposals']} proposal(s) on {total['images']} image(s)", flush=True)
+    return 0
+
+
 def cmd_train(args) -> int:
     from model.api import TrainOptions, quality_verdict, train_job
 
@@ -226,6 +263,14 @@ def cmd_train(args) -> int:
     opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
                         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device,
                         weights=args.weights)
+    from model.distributed import from_env
+
+    dist = from_env()
+    if dist is not None and not dist.main:  # under torchrun: rank 0 runs the job and reports, this one trains
+        from model.train import fine_tune
+
+        fine_tune(store, opts)
+        return 0
     from tqdm import tqdm
 
     limit = f", stopping after {opts.max_minutes:g} min at the latest" if opts.max_minutes else ""

@@ -583,6 +583,15 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
             return assist_box(proposer, image_id, box, category_id)
 
         gr.api(assist, api_name="assist_box", api_description=assist_box.__doc__)
+
+        def queue_api(n: float = 20) -> list[int]:
+            return next_images(store, n)
+
+        def label_api(image_id: float, ops: list[dict], request: gr.Request) -> dict:
+            return label_image(store, proposer, image_id, ops, _user(request, store))
+
+        gr.api(queue_api, api_name="next_images", api_description=next_images.__doc__)
+        gr.api(label_api, api_name="label_image", api_description=label_image.__doc__, concurrency_limit=8)
         demo.load(refresh_counts, outputs=counts)
         dataset.select(show_page, g_page, page_outs)  # the gallery is drawn when the tab is opened, not on load
         demo.load(tables, outputs=t_outs)
@@ -596,6 +605,44 @@ def assist_box(proposer: BackgroundProposer, image_id: int, box: list[float], ca
     try:
         return proposer.assist_box(_whole(image_id, "image id"), box,
                                    None if category_id is None else _whole(category_id, "category id"))
+    except UserError as e:
+        raise gr.Error(str(e)) from None
+
+
+def next_images(store: Store, n) -> list[int]:
+    """/next_images: (n) -> the first n image ids of the labeling queue (unlabeled first, the most uncertain
+    proposals first), what the Label tab's Next button walks through."""
+    try:
+        return annotations.queue(store)[:max(0, min(_whole(n, "n"), 10_000))]
+    except UserError as e:
+        raise gr.Error(str(e)) from None
+
+
+MAX_API_OPS = 500
+
+
+def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user: str) -> dict:
+    """/label_image: (image_id, [edit message, ...]) -> {"messages", "status", "instances"}: open the image,
+    apply the canvas's edit messages in order (``{"op": "accept", "index": 0}``, ``{"op": "reject_rest"}``,
+    ``{"op": "class", ...}``, ``{"op": "assist", "box": [...]}``, ..., ``{"op": "save"}``; see
+    annotator/canvas.py), as the logged-in user, and answer what each said. Without a final save nothing is
+    written; a save refused because someone else saved the image meanwhile says so and writes nothing.
+    A bad message is refused by name and nothing after it is applied."""
+    try:
+        image_id = _whole(image_id, "image id")
+        if not isinstance(ops, list) or len(ops) > MAX_API_OPS:
+            raise UserError(f"ops must be a list of at most {MAX_API_OPS} edit messages")
+        if annotations.images(store, [image_id]).get(image_id) is None:
+            raise UserError(f"no image with id {image_id}")
+        ls = LabelSession(store, image_id)
+        ls.user = user
+        said = []
+        for k, op in enumerate(ops):
+            try:
+                said.append(canvas.apply(ls, op, proposer))
+            except UserError as e:
+                raise UserError(f"edit message {k}: {e}") from None
+        return {"messages": said, "status": ls.status, "instances": len(ls.visible(0.0))}
     except UserError as e:
         raise gr.Error(str(e)) from None
 

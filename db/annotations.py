@@ -13,9 +13,10 @@ Image statuses move ``new`` -> ``proposed`` (proposals written) -> ``in_review``
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Iterable, Sequence
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db import masks as mask_codec
@@ -180,7 +181,8 @@ def write_proposals_of_images(store: Store, proposals: dict[int, Instances], mod
             s.execute(update(Image).where(Image.id == image_id)
                       .values(status=case((Image.status.in_(("new", "proposed")), "proposed" if rows else "new"),
                                           else_=Image.status),
-                              row_version=Image.row_version + 1, updated_at=now))
+                              row_version=Image.row_version + 1, updated_at=now,
+                              proposed_version_id=model_version_id, claimed_by=None, claimed_until=None))
             s.execute(delete(Annotation).where(Annotation.image_id == image_id,
                                                Annotation.review_state == "proposed", Annotation.source == "model"))
         every = [r for image_id in sorted(by_image) for r in by_image[image_id]]
@@ -221,6 +223,39 @@ def last_reviewed_image(store: Store, other_than: int | None = None) -> int | No
 
 def images_to_propose(store: Store) -> list[int]:
     return image_ids(store, not_status="done")
+
+
+def claim_images(store: Store, worker: str, version_id: int, n: int, ttl_seconds: float) -> list[int]:
+    """Claim for ``worker``, until ``ttl_seconds`` from now, up to ``n`` images (by id) that are not done,
+    were not yet proposed on by model version ``version_id`` and are not claimed by another worker (an expired
+    claim is free). Two workers never get the same image while a claim holds: on PostgreSQL the candidate
+    rows are locked with FOR UPDATE SKIP LOCKED, so concurrent workers take different images without waiting;
+    on SQLite the writing transaction holds the database's write lock from its start, so claims are taken one
+    after the other. Writing the image's proposals (``write_proposals_of_images``) ends its claim."""
+    if not worker or len(worker) > 200:
+        raise UserError("a worker needs a name of 1 to 200 characters")
+    now = utcnow()
+    with store.transaction() as s:
+        q = (select(Image.id).where(Image.status != "done",
+                                    or_(Image.proposed_version_id.is_(None), Image.proposed_version_id != version_id),
+                                    or_(Image.claimed_until.is_(None), Image.claimed_until < now))
+             .order_by(Image.id).limit(max(0, int(n))))
+        if s.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        ids = list(s.scalars(q))
+        if ids:
+            s.execute(update(Image).where(Image.id.in_(ids))
+                      .values(claimed_by=worker, claimed_until=now + dt.timedelta(seconds=ttl_seconds)))
+    return ids
+
+
+def release_claims(store: Store, worker: str, image_ids: Iterable[int]) -> None:
+    """Give back this worker's claims on these images (it could not propose on them)."""
+    ids = list(image_ids)
+    if ids:
+        with store.transaction() as s:
+            s.execute(update(Image).where(Image.id.in_(ids), Image.claimed_by == worker)
+                      .values(claimed_by=None, claimed_until=None))
 
 
 def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:

@@ -108,6 +108,11 @@ class Image(Base):
     extra: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    # Proposal workers (app.py propose --worker): the model version that last proposed on the image, and
+    # which worker holds it until when (db.annotations.claim_images); an expired claim is free again.
+    proposed_version_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    claimed_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
 
     annotations: Mapped[list["Annotation"]] = relationship(
         back_populates="image", cascade="all, delete-orphan", order_by="Annotation.id"

@@ -34,7 +34,7 @@ __all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
            "list_versions", "training_data_problem", "active_version", "active_predictor", "predictor", "propose_images",
            "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box", "assist_point",
-           "assist_features", "assist_features_ready"]
+           "assist_features", "assist_features_ready", "propose_worker"]
 
 
 def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
@@ -235,3 +235,36 @@ def propose_images(store: Store, image_ids: list[int], options: ModelOptions, mi
     returns {"images": n, "proposals": m}."""
     predictor = predictor or Predictor.for_version(store, options)
     return propose(store, image_ids, predictor, min_score=min_score, progress=progress)
+
+
+def propose_worker(store: Store, options: ModelOptions, worker: str, *, claim: int = 16, claim_seconds: float = 600.0,
+                   min_score: float = 0.3, poll_seconds: float = 5.0, once: bool = False,
+                   stop: Callable[[], bool] = lambda: False,
+                   echo: Callable[[list[int], dict[str, int]], None] | None = None) -> dict[str, int]:
+    """One proposal worker (``app.py propose --worker``): claim images through the database
+    (db.annotations.claim_images), propose on them with the active model, write them (which ends the claims),
+    and again; a new active version is picked up between claims, and then every image not done is proposed
+    on again. Any number of workers, processes or machines, share a store without proposing on an image
+    twice; a worker that dies holds its images until its claims expire (``claim_seconds``). ``once``: stop
+    when nothing is left to claim, else wait ``poll_seconds`` and look again, until ``stop()``."""
+    total = {"images": 0, "proposals": 0}
+    predictor = None
+    while not stop():
+        predictor = active_predictor(store, options, predictor)
+        ids = (annotations.claim_images(store, worker, predictor.version.id, claim, claim_seconds)
+               if predictor is not None else [])
+        if not ids:
+            if once:
+                break
+            time.sleep(poll_seconds)
+            continue
+        try:
+            r = propose(store, ids, predictor, min_score=min_score)
+        except BaseException:
+            annotations.release_claims(store, worker, ids)  # another worker may take them at once
+            raise
+        total["images"] += r["images"]
+        total["proposals"] += r["proposals"]
+        if echo:
+            echo(ids, r)
+    return total

@@ -101,13 +101,22 @@ class AspectBatches(torch.utils.data.Sampler):
     epoch draws a new order from ``generator``; the images left over in each group at the end of an epoch
     are batched together, so every image is seen once per epoch and the count equals plain batching's."""
 
-    def __init__(self, samples: list[Sample], batch_size: int, generator: torch.Generator, drop_last: bool):
+    def __init__(self, samples: list[Sample], batch_size: int, generator: torch.Generator, drop_last: bool,
+                 order: torch.utils.data.DistributedSampler | None = None):
         self.groups = [0 if s.width >= s.height else 1 for s in samples]
         self.batch_size, self.generator, self.drop_last = batch_size, generator, drop_last
+        self.order, self.epoch = order, 0  # order: this process's share of each epoch (several processes)
+
+    def _indices(self) -> list[int]:
+        if self.order is None:
+            return torch.randperm(len(self.groups), generator=self.generator).tolist()
+        self.order.set_epoch(self.epoch)
+        self.epoch += 1
+        return list(self.order)
 
     def __iter__(self):
         waiting: dict[int, list[int]] = {0: [], 1: []}
-        for i in torch.randperm(len(self.groups), generator=self.generator).tolist():
+        for i in self._indices():
             group = waiting[self.groups[i]]
             group.append(i)
             if len(group) == self.batch_size:
@@ -119,5 +128,5 @@ class AspectBatches(torch.utils.data.Sampler):
                 yield rest[k:k + self.batch_size]
 
     def __len__(self) -> int:
-        n, b = len(self.groups), self.batch_size
+        n, b = (len(self.groups) if self.order is None else len(self.order)), self.batch_size
         return n // b if self.drop_last else -(-n // b)

@@ -17,6 +17,7 @@ from db import annotations
 from db.errors import UserError
 from db.schema import ModelVersion
 from db.store import Store
+from model import distributed
 from model import evaluate as ev
 from model.build import (WeightsUnavailable, build, freeze_pretrained, init_from_coco, load_coco_nets, read_checkpoint,
                          save_checkpoint, set_eval_size, transfer, classes_of, keypoints_of, verify_checkpoint)
@@ -24,6 +25,7 @@ from model.categories import CategoryMap
 from model.options import ModelOptions
 from model.config import ModelConfig, get
 from model.data import AspectBatches, TrainDataset, collate, labeled_samples, store_category_map
+from model.distributed import Dist
 from model.predict import Predictor, active_version, pick_device
 
 
@@ -85,12 +87,14 @@ def lr_factor(it: int, planned: int, warmup: int) -> float:
 
 
 def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: int, device: torch.device,
-               deadline: float | None, after_step: Callable[[Progress], None]) -> list[list[float]]:
+               deadline: float | None, after_step: Callable[[Progress], None],
+               dist: Dist | None = None) -> list[list[float]]:
     """Iterate over ``loader`` until ``total_iters`` or the deadline; returns the loss curve [[it, loss]].
 
     With a deadline, the first ``PLAN_PROBE`` iterations are timed and the run is planned to the number of
     iterations that fit (never more than ``total_iters``): the schedule decays over that plan. One host
-    sync per iteration (the losses, read once for the curve, the progress and the divergence check)."""
+    sync per iteration (the losses, read once for the curve, the progress and the divergence check). With
+    ``dist`` (several processes) the processes agree every iteration on the plan and on a cancel."""
     params = [p for p in model.parameters() if p.requires_grad]
     lr = opts.lr or (1e-3 if opts.optimizer == "adamw" else 0.02 * opts.batch_size / 16)
     if opts.optimizer == "sgd":
@@ -137,18 +141,39 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
             remaining = planned - it
             if deadline is not None:
                 remaining = min(remaining, max(0, int((deadline - time.monotonic()) / rate)))
-            after_step(Progress(it, planned, {k: round(v, 4) for k, v in zip(losses, values[1:])},
-                                elapsed, remaining * rate))
-            if it >= planned or (deadline is not None and time.monotonic() >= deadline):
+            cancel = False
+            try:
+                after_step(Progress(it, planned, {k: round(v, 4) for k, v in zip(losses, values[1:])},
+                                    elapsed, remaining * rate))
+            except Cancelled:
+                cancel = True
+            if dist is not None:  # every process stops at the same iteration
+                planned, cancel = dist.agree(planned, cancel, device)
+            if cancel:
+                raise Cancelled()
+            if it >= planned or (dist is None and deadline is not None and time.monotonic() >= deadline):
                 return curve
     return curve
 
 
-def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress], bool] | None = None) -> TrainResult:
+def fine_tune(store: Store, opts: TrainOptions,
+              on_progress: Callable[[Progress], bool] | None = None) -> TrainResult | None:
     """Fine-tune the active model (or start a new line when ``opts.size`` differs) on accepted labels.
 
     ``on_progress`` gets every step and returns True to cancel; a cancelled or failed run changes nothing.
+    Started by torchrun (model.distributed), every process trains its share and only rank 0 evaluates and
+    writes the version; the other ranks return None.
     """
+    dist = distributed.from_env()
+    try:
+        return _fine_tune(store, opts, on_progress, dist)
+    finally:
+        if dist is not None:
+            dist.finish()
+
+
+def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress], bool] | None,
+               dist: Dist | None) -> TrainResult | None:
     t_start = time.monotonic()
 
     def phase(name: str) -> None:  # what the run is doing before its first iteration
@@ -177,12 +202,15 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
     config = get(size)
     parent = active if active is not None and active.size == size else None
     device = pick_device(opts.device)
-    torch.manual_seed(opts.seed)
+    if dist is not None:
+        device = dist.device(device)
+        dist.start(device)
+    torch.manual_seed(opts.seed)  # (every rank builds the same network)
     phase("building the model")
     model, pretrained = _initial_model(store, opts, config, cmap, parent, warnings)
     if config.size == "full" and pretrained:
         freeze_pretrained(model)  # as torchvision's references fine-tune: frozen BatchNorm and stem
-    loader = train_loader(TrainDataset(train_samples, cmap, augment=True), opts, device)
+    loader = train_loader(TrainDataset(train_samples, cmap, augment=True), opts, device, dist)
     total = max(1, opts.epochs * len(loader))
     deadline = time.monotonic() + opts.max_minutes * 60 if opts.max_minutes else None
 
@@ -190,11 +218,14 @@ def fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress]
         if on_progress is not None and on_progress(p):
             raise Cancelled()
 
+    net = dist.wrap(model.to(device), device) if dist is not None else model
     try:
-        curve = train_loop(model, loader, opts, total, device, deadline, after_step)
+        curve = train_loop(net, loader, opts, total, device, deadline, after_step, dist)
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of GPU memory at batch size {opts.batch_size}: lower --batch-size or use "
                         "--size tiny; the active model is unchanged") from None
+    if dist is not None and not dist.main:
+        return None  # rank 0 evaluates and writes the version
 
     if on_progress is not None:
         on_progress(Progress(len(curve), total, {}, time.monotonic() - t_start, 0.0, phase="evaluating"))
@@ -257,13 +288,20 @@ def training_data_problem(store: Store) -> str | None:
     return None
 
 
-def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device) -> torch.utils.data.DataLoader:
+def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device,
+                 dist: Dist | None = None) -> torch.utils.data.DataLoader:
     """Shuffled batches of like-oriented images (``AspectBatches``) from worker processes where there are cores to spare (none on a 2-core machine:
     they would take the cores the training uses), pinned for a GPU. The shuffle and each worker's random
-    augmentation come from ``opts.seed`` (torch seeds worker k from the loader's generator)."""
+    augmentation come from ``opts.seed`` (torch seeds worker k from the loader's generator). With ``dist``, a
+    ``DistributedSampler`` gives each process its share, batched the same way (full batches only)."""
     workers = min(4, max(0, (os.cpu_count() or 1) - 2))
     order = torch.Generator().manual_seed(opts.seed)
-    batches = AspectBatches(ds.samples, opts.batch_size, order, drop_last=len(ds) > opts.batch_size)
+    share = None
+    if dist is not None:  # this process's share of each epoch; every process then has as many batches
+        share = torch.utils.data.DistributedSampler(ds, num_replicas=dist.world, rank=dist.rank, shuffle=True,
+                                                    seed=opts.seed)
+    batches = AspectBatches(ds.samples, opts.batch_size, order, order=share,
+                            drop_last=share is not None or len(ds) > opts.batch_size)
     return torch.utils.data.DataLoader(
         ds, batch_sampler=batches, collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(opts.seed + 1))

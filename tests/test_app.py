@@ -76,3 +76,40 @@ def test_train_in_a_log_prints_progress_lines_and_a_refusal_comes_first(tmp_path
     jobs.set_state(store, other, "running", "iteration 3/40")
     r = run("--store", str(st), "train", "--size", "tiny", "--epochs", "1")
     assert r.returncode == 2 and "already running" in r.stderr and "fine-tuning for" not in r.stderr
+
+
+def test_two_proposal_workers_share_a_store_without_proposing_an_image_twice(tmp_path, synth_dir):
+    """Two `propose --worker --once` processes at once on one store: every image is proposed on by exactly
+    one of them."""
+    import re
+
+    from db import annotations
+    from db.ingest import ingest
+    from db.store import Settings, Store
+    from model.train import TrainOptions, fine_tune
+    from PIL import Image as PILImage
+
+    st = tmp_path / "st"
+    assert run("import-coco", str(synth_dir / "annotations.json"), "--images", str(synth_dir), "--store",
+               str(st)).returncode == 0
+    store = Store(Settings(store_dir=st))
+    fine_tune(store, TrainOptions(size="tiny", epochs=1, device="cpu", promote="always"))
+    src = tmp_path / "new"
+    src.mkdir()
+    for k in range(12):
+        PILImage.new("RGB", (48, 40), (k * 20, 90, 30)).save(src / f"n{k}.png")
+    new = {i for i, _ in ingest(store, [src]).added}
+    store.close()
+    args = [sys.executable, str(ROOT / "app.py"), "--store", str(st), "propose", "--worker", "--once", "--claim", "2",
+            "--device", "cpu", "--min-score", "0"]
+    procs = [subprocess.Popen(args + ["--name", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("w1", "w2")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    by_worker = [[int(i) for line in out.splitlines() if ": proposed on image(s) " in line
+                  for i in re.findall(r"\d+", line.split("image(s) ")[1].split(":")[0])] for out, _ in outs]
+    every = by_worker[0] + by_worker[1]
+    assert sorted(every) == sorted(new)  # each new image once (the imported ones are done)
+    store = Store(Settings(store_dir=st))
+    assert annotations.claim_images(store, "w3", 1, 50, 600) == []  # nothing left for this version
+    store.close()

@@ -35,3 +35,27 @@ def test_assist_box_without_a_model_says_so(running_app):
     client = Client(url, verbose=False)
     with pytest.raises(Exception, match="no model yet"):
         client.predict(1, [0, 0, 10, 10], None, api_name="/assist_box")
+
+
+def test_label_an_image_through_the_api(running_app):
+    """/next_images and /label_image: one call opens an image, applies edit messages and saves."""
+    import pytest
+
+    from db import annotations
+    from db.categories import all_categories
+
+    store, url = running_app
+    client = Client(url, verbose=False)
+    queue = client.predict(5, api_name="/next_images")
+    assert queue == annotations.queue(store)[:5] and queue
+    image_id = queue[0]
+    cid = all_categories(store)[0].id
+    got = client.predict(image_id, [{"op": "polygon", "points": [[1, 1], [30, 1], [30, 30]], "category": cid},
+                                    {"op": "save"}], api_name="/label_image")
+    assert got["messages"][-1] == f"saved image {image_id}: done" and got["status"] == "done"
+    assert annotations.images(store, [image_id])[image_id].status == "done"
+    with pytest.raises(Exception, match="edit message 1: unknown canvas action 'fly'"):
+        client.predict(image_id, [{"op": "select", "index": 0}, {"op": "fly"}, {"op": "save"}],
+                       api_name="/label_image")
+    with pytest.raises(Exception, match="no image with id 999999"):
+        client.predict(999999, [], api_name="/label_image")

@@ -131,3 +131,59 @@ def test_the_training_label_count_is_what_training_would_load(store, synth_dir):
     import_coco(store, coco, synth_dir)
     loaded = sum(len(li.instances) for li in annotations.labeled_images(store, heldout=False))
     assert loaded > 0 and annotations.training_label_count(store) == loaded
+
+
+def _unlabeled(store, tmp_path, n):
+    from PIL import Image as PILImage
+
+    from db.ingest import ingest
+
+    src = tmp_path / "unlabeled"
+    src.mkdir()
+    for k in range(n):
+        PILImage.new("RGB", (16, 12), (k * 9 % 256, 7, 200)).save(src / f"u{k:02d}.png")
+    return [i for i, _ in ingest(store, [src]).added]
+
+
+def test_workers_claim_disjoint_images_and_an_expired_claim_is_free_again(store, tmp_path):
+    ids = _unlabeled(store, tmp_path, 20)
+    got: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+
+    def work(name):
+        while True:
+            claimed = annotations.claim_images(store, name, version_id=1, n=3, ttl_seconds=600)
+            if not claimed:
+                return
+            got[name] += claimed
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = got["a"] + got["b"] + got["c"]
+    assert sorted(every) == sorted(ids)  # each image claimed exactly once, by one of them
+    assert annotations.claim_images(store, "d", 1, 5, 600) == []  # all held
+    # a claim that has expired (a dead worker) is taken over; giving claims back frees them at once
+    holder = max(got, key=lambda k: len(got[k]))  # (how the 20 were shared depends on the scheduler)
+    other = next(k for k in got if k != holder)
+    assert annotations.claim_images(store, holder, 1, 2, 600) == []  # nor does a worker claim its own again
+    given_back = sorted(got[holder])[:2]
+    annotations.release_claims(store, other, given_back)  # only the holder can give a claim back
+    assert annotations.claim_images(store, "e", 1, 2, 600) == []
+    annotations.release_claims(store, holder, given_back)
+    assert annotations.claim_images(store, "e", 1, 2, 600) == given_back
+    expiring = annotations.claim_images(store, "f", 2, 1, ttl_seconds=-1)  # (version 2: all are free to it)
+    assert annotations.claim_images(store, "g", 2, 1, 600) == expiring  # expired: another takes it over
+
+
+def test_writing_proposals_ends_the_claim_and_the_version_is_not_proposed_twice(store, tmp_path):
+    from db.schema import ModelVersion
+
+    ids = _unlabeled(store, tmp_path, 3)
+    with store.transaction() as s:
+        s.add(ModelVersion(id=5, size="tiny", checkpoint="x.pt"))
+    claimed = annotations.claim_images(store, "w", 5, 2, 600)
+    annotations.write_proposals_of_images(store, {i: Instances(12, 16) for i in claimed}, 5)
+    assert annotations.claim_images(store, "w2", 5, 10, 600) == [ids[2]]  # version 5 proposed on the others
+    assert annotations.claim_images(store, "w3", 6, 10, 600) == claimed  # a new version: proposed on again

@@ -64,7 +64,7 @@ def _counting_backbone(monkeypatch, net) -> list:
 def test_point_on_an_object_gives_an_instance_over_it(small_store, helper):
     image_id, cat, mask, (x, y) = _largest_object(small_store)
     got = api.assist_point(small_store, helper, image_id, x, y)
-    assert set(got) == {"category_id", "score", "bbox", "segmentation", "keypoints"}
+    assert set(got) == {"category_id", "score", "bbox", "segmentation", "keypoints", "model_version_id"}
     assert got["category_id"] in helper.predictor.cmap.ids and 0.0 <= got["score"] <= 1.0
     m = decode(got["segmentation"], *mask.shape)
     assert (m & mask).sum() > 0  # the instance lies over the object clicked
