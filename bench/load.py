@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--images", type=int, default=800)
     ap.add_argument("--db", default=None, help="a scratch PostgreSQL database (emptied first); default SQLite")
     a = ap.parse_args(argv)
     if not 1 <= a.clients <= 100 or not 1 <= a.seconds <= 600:
