@@ -610,8 +610,8 @@ def assist_box(proposer: BackgroundProposer, image_id: int, box: list[float], ca
 
 
 def next_images(store: Store, n) -> list[int]:
-    """/next_images: (n) -> the first n image ids of the labeling queue (unlabeled first, the most uncertain
-    proposals first), what the Label tab's Next button walks through."""
+    """/next_images: (n) -> the first n image ids of the labeling queue (every image not done, in a fixed
+    shuffled order), what the Label tab's Next button walks through by default."""
     try:
         return annotations.queue(store)[:max(0, min(_whole(n, "n"), 10_000))]
     except UserError as e:

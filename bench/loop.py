@@ -4,8 +4,8 @@ after round, through the project's own code paths, and counts what each image co
     .venv/bin/python bench/loop.py            # 6 rounds of 20 images, both queue orders (under 40 min here)
     .venv/bin/python bench/loop.py --quick    # 2 rounds of 4 images, seconds of training: a smoke test
 
-Each round the labeler opens the next images of the project's queue (``db.annotations.queue``: proposals
-ordered by uncertainty; or, for the comparison arm, a seeded random order), in a ``LabelSession`` driven by the
+Each round the labeler opens the next images of the project's queue (``db.annotations.queue``: the default
+fixed shuffle; or, for the comparison arm, "most uncertain first"), in a ``LabelSession`` driven by the
 canvas's own edit messages (``annotator.canvas.apply``: accept, reject, class, keypoint, assist, save) and
 ``LabelSession.set_mask``/``new_instance`` for the pixels a brush would paint. Then it fine-tunes with
 ``model.api.train_job`` (what ``app.py train`` runs) and proposes on every image not done with
@@ -43,7 +43,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -355,13 +354,11 @@ def _proposals_of(predictor: Predictor, store: Store, image_id: int) -> list[See
 def run_arm(name: str, order: str, data: Data, root: Path, a, with_fixed_baseline: bool, log) -> dict:
     store, names = new_store(root / name, data)
     options = api.ModelOptions(device="cpu")
-    rng = random.Random(a.seed)
     fixed_pred = fixed_assist = None
     rounds = []
     for r in range(1, a.rounds + 1):
-        todo = annotations.queue(store)
-        if order == "random":
-            rng.shuffle(todo)
+        todo = annotations.queue(store, annotations.UNCERTAIN_FIRST if order == "uncertainty" else
+                                 annotations.QUEUE_FILTERS[0])  # the default: a fixed shuffle
         batch = todo[:a.per_round]
         version = api.active_version(store)
         metrics = test_ap(store, data, options)
@@ -439,11 +436,12 @@ def _fmt(m: dict) -> str:
 
 def report(results: dict, a, seconds: float, out: Path) -> None:
     plots = out.parent / out.stem
-    main, rand = results["uncertainty"], results.get("random")
+    main, rand = results["shuffled"], results.get("uncertainty")
     last = main["rounds"][-1]
     ratio = last["effort"]["seconds"] / last["unassisted"]["seconds"] if last["unassisted"]["seconds"] else None
     segm = [row["test"].get("segm") for row in main["rounds"] if row["test"]]
-    rising = all(b >= x for x, b in zip(segm, segm[1:])) if len(segm) > 1 else None
+    rising = all(b > x for x, b in zip(segm, segm[1:])) if len(segm) > 1 else None
+    falling = any(b < x for x, b in zip(segm, segm[1:]))
     worse = [f"{name} v{row['train']['version']}" for name, arm in results.items() for row in arm["rounds"]
              if row.get("train", {}).get("worse")]
     missed = [f"{name} v{row['train']['version']}" for name, arm in results.items() for row in arm["rounds"]
@@ -467,7 +465,9 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
         f"- Effort per image in the last round: {last['effort']['seconds']:.1f} s against {last['unassisted']['seconds']:.1f} s "
         f"unassisted: {ratio:.2f} of it (target: at most 0.33)." if ratio is not None else "- No last round.",
         f"- Test segm AP by round: {', '.join('-' if x is None else f'{x:.3f}' for x in segm)}: "
-        + ("rising round over round." if rising else "not rising every round." if rising is False else "one round only."),
+        + ("rising round over round." if rising else
+           ("not rising every round: it never falls, and stays where it was in a round whose fine-tune was not "
+            "promoted." if not falling else "falling in some round.") if rising is False else "one round only."),
         f"- Versions promoted that were worse on the test set (by more than {WORSE_BY}): "
         + (", ".join(map(str, worse)) if worse else "none") + ".",
         f"- Versions not promoted that were better on the test set (by more than {WORSE_BY}): "
@@ -475,12 +475,12 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
     ]
     if rand is not None:
         lr = rand["rounds"][-1]
-        lines.append(f"- Last round, uncertainty order against random order: {last['effort']['seconds']:.1f} against "
+        lines.append(f"- Last round, the default shuffled queue against most uncertain first: {last['effort']['seconds']:.1f} against "
                      f"{lr['effort']['seconds']:.1f} s per image; test segm AP {_ap(last['test'])} against "
                      f"{_ap(lr['test'])}.")
-    lines += ["", "## Per round (uncertainty-ordered queue, the default)", ""] + _table(main, with_fixed=True)
+    lines += ["", "## Per round (the default queue: a fixed shuffle)", ""] + _table(main, with_fixed=True)
     if rand is not None:
-        lines += ["", "## Per round (random queue order)", ""] + _table(rand, with_fixed=False)
+        lines += ["", "## Per round (queue: most uncertain first)", ""] + _table(rand, with_fixed=False)
     lines += ["", "## Fine-tunes", "",
               "Each version's test segm AP, promoted or not, against the active model's before it (the held-out "
               "split of the store decides promotion; the test set only reports):", "",
@@ -493,7 +493,7 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
                 lines.append(f"| {arm_name} | {row['round']} | {t['version']} | {t['iterations']} | {t['seconds']:.0f} | "
                              f"{'yes' if t['promoted'] else 'no'} | {_ap(t['test_new'])} | {_ap(row['test'])} | "
                              f"{t['reason']} |")
-    lines += ["", "## The product's own review measures for the same saves (uncertainty arm)", "",
+    lines += ["", "## The product's own review measures for the same saves (default queue)", "",
               "What the Model tab shows, computed from the review rows the saves above wrote (seconds here are the "
               "simulation's compute time, not a person's):", "",
               "| version | images | proposals reviewed | accepted unchanged | mean IoU | rejected | drawn | assisted | keypoints moved |",
@@ -504,14 +504,14 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
         lines.append(f"| {s['version_id'] or 'no model'} | {s['images']} | {s['proposals']} | {share} | {iou} | "
                      f"{s['rejected']} | {s['drawn']} | {s['assisted']} | {s['keypoints_moved']} |")
     xs = [row["round"] for row in main["rounds"]]
-    effort_series = {"maskloop (uncertainty order)": [(x, row["effort"]["seconds"]) for x, row in zip(xs, main["rounds"])],
+    effort_series = {"maskloop (shuffled queue)": [(x, row["effort"]["seconds"]) for x, row in zip(xs, main["rounds"])],
                      "no assist": [(x, row["unassisted"]["seconds"]) for x, row in zip(xs, main["rounds"])],
                      "v1 only, no fine-tuning": [(x, row["fixed"]["seconds"] if row["fixed"] else None)
                                                  for x, row in zip(xs, main["rounds"])]}
-    ap_series = {"uncertainty order": [(x, row["test"].get("segm")) for x, row in zip(xs, main["rounds"])]}
+    ap_series = {"shuffled queue": [(x, row["test"].get("segm")) for x, row in zip(xs, main["rounds"])]}
     if rand is not None:
-        effort_series["maskloop (random order)"] = [(row["round"], row["effort"]["seconds"]) for row in rand["rounds"]]
-        ap_series["random order"] = [(row["round"], row["test"].get("segm")) for row in rand["rounds"]]
+        effort_series["maskloop (uncertain first)"] = [(row["round"], row["effort"]["seconds"]) for row in rand["rounds"]]
+        ap_series["uncertain first"] = [(row["round"], row["test"].get("segm")) for row in rand["rounds"]]
     line_chart(plots / "effort.png", "Estimated labeling seconds per image", "round", "seconds", effort_series)
     line_chart(plots / "ap.png", "Test segm AP of the model that proposed", "round", "segm AP", ap_series, y_max=1.0)
     rel = plots.name
@@ -530,8 +530,9 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
               "between two actions are left out.",
               "",
               "A fine-tune paid off when the version after it has a higher share accepted unchanged and fewer "
-              "seconds per image than the one before. Compare versions on similar images: the queue shows the "
-              "most uncertain images first.",
+              "seconds per image than the one before. The default queue is a fixed shuffle, so each version "
+              "sees a random sample of the images; with \"most uncertain first\" it sees the hardest ones, which "
+              "makes later versions look worse than they are.",
               ""]
     out.write_text("\n".join(lines), encoding="utf-8")
     (plots / "results.json").write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
@@ -568,15 +569,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=60, help="images in the fixed test set")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--orders", default="uncertainty,random", help="queue orders to run, comma-separated")
+    ap.add_argument("--orders", default="shuffled,uncertainty", help="queue orders to run, comma-separated")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 images, 8 iterations: a smoke test")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "loop.md")
     a = ap.parse_args(argv)
     if a.quick:
         a.rounds, a.per_round, a.iterations, a.pool, a.test = 2, 4, 8, 12, 6
     orders = [o.strip() for o in a.orders.split(",") if o.strip()]
-    if not orders or orders[0] != "uncertainty" or not set(orders) <= {"uncertainty", "random"}:
-        ap.error("--orders: uncertainty first, then optionally random")
+    if not orders or orders[0] != "shuffled" or not set(orders) <= {"shuffled", "uncertainty"}:
+        ap.error("--orders: shuffled first, then optionally uncertainty")
     if min(a.rounds, a.per_round, a.iterations, a.pool, a.test) < 1 or a.rounds * a.per_round > a.pool:
         ap.error("--rounds x --per-round must fit in --pool, every count at least 1")
     torch.manual_seed(a.seed)
@@ -588,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = make_data(root, a.pool, a.test, a.size, a.seed)
-        results = {o: run_arm(o, o, data, root, a, with_fixed_baseline=o == "uncertainty", log=log) for o in orders}
+        results = {o: run_arm(o, o, data, root, a, with_fixed_baseline=o == "shuffled", log=log) for o in orders}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     report(results, a, time.monotonic() - t0, a.out)
     log(f"wrote {a.out}")

@@ -151,6 +151,12 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     status = page.locator("#job-status")
     expect(status).to_contain_text(re.compile(r"running|evaluating|done"), timeout=90_000)
     expect(status).to_contain_text(re.compile(r"done — version \d+"), timeout=180_000)
+    reviews = page.locator("#reviews-table")  # the saves above, counted for the version that proposed
+    expect(reviews).to_contain_text("v1")
+    row = reviews.locator("tr", has_text="v1").first
+    expect(row).to_contain_text("0%")  # one proposal accepted but edited, the others rejected: none unchanged
+    expect(page.locator("#seconds-plot")).to_be_visible()
+    expect(page.locator("#corrections-note")).to_contain_text("paid off")
 
     page.get_by_role("tab", name="Export").click()
     page.locator("#export-button").click()

@@ -76,17 +76,17 @@ def test_quick_run_writes_the_report_and_its_plots(tmp_path):
     out = tmp_path / "loop.md"
     assert loop.main(["--quick", "--out", str(out)]) == 0
     text = out.read_text()
-    for heading in ("## Against the targets", "## Per round (uncertainty-ordered queue, the default)",
-                    "## Per round (random queue order)", "## Fine-tunes", "## Reading the product's measures"):
+    for heading in ("## Against the targets", "## Per round (the default queue: a fixed shuffle)",
+                    "## Per round (queue: most uncertain first)", "## Fine-tunes", "## Reading the product's measures"):
         assert heading in text
     results = json.loads((tmp_path / "loop" / "results.json").read_text())
-    assert set(results) == {"uncertainty", "random"}
+    assert set(results) == {"shuffled", "uncertainty"}
     for arm in results.values():
         assert [r["round"] for r in arm["rounds"]] == [1, 2] and all(r["images"] == 4 for r in arm["rounds"])
         assert arm["rounds"][0]["version"] is None and arm["rounds"][1]["version"] is not None
         assert arm["rounds"][0]["effort"] == arm["rounds"][0]["unassisted"]  # round 1: no model, all drawn
         assert sum(s["images"] for s in arm["reviews"]) >= 8  # the product's review rows saw every save
-    assert results["uncertainty"]["rounds"][1]["fixed"] is not None
+    assert results["shuffled"]["rounds"][1]["fixed"] is not None
     for name in ("effort.png", "ap.png"):
         with Image.open(tmp_path / "loop" / name) as im:
             assert im.size == (720, 420)

@@ -32,3 +32,51 @@ def test_sqlite_runs_with_wal_foreign_keys_and_busy_timeout(store):
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
     assert {"categories", "images", "annotations", "model_versions", "jobs"} <= set(inspect(store.engine).get_table_names())
+
+
+def _first_release_store(engine, media_dir):
+    """A store as the first release (migration 0001) made it, with an image, a category, a label and a
+    model version in it, written with that release's columns."""
+    import datetime as dt
+
+    from PIL import Image as PILImage
+
+    upgrade(engine, "0001")
+    now = dt.datetime(2026, 11, 24, 12, 0, 0)
+    (media_dir / "ab").mkdir(parents=True, exist_ok=True)
+    PILImage.new("RGB", (20, 10), (1, 2, 3)).save(media_dir / "ab" / "abc.png")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO categories (id, name, supercategory) VALUES (7, 'blob', 'thing')"))
+        conn.execute(text("INSERT INTO images (id, file_name, content_hash, media_path, width, height, status, "
+                          "row_version, created_at, updated_at) VALUES (3, 'a.png', 'abc', 'ab/abc.png', 20, 10, "
+                          "'done', 1, :t, :t)"), {"t": now})
+        conn.execute(text("INSERT INTO model_versions (id, size, checkpoint, is_active, promoted, images_used, "
+                          "train_seconds, note, created_at) VALUES (1, 'tiny', 'x.pt', :yes, :yes, 1, 2.0, '', :t)"),
+                     {"t": now, "yes": True})
+        conn.execute(text("INSERT INTO annotations (id, image_id, category_id, segmentation, bbox, area, iscrowd, "
+                          "source, review_state, created_by, reviewed_by, created_at) VALUES (11, 3, 7, "
+                          "'[[1, 1, 9, 1, 9, 8]]', '[1, 1, 8, 7]', '28', 0, 'human', 'accepted', 'ann', 'ann', :t)"),
+                     {"t": now})
+
+
+def test_a_store_made_by_the_first_release_upgrades_with_its_data(tmp_path):
+    from db import annotations
+    from db.coco_export import build
+    from db.stats import review_stats
+
+    st = Store(Settings(store_dir=tmp_path / "old"), migrate=False)
+    _first_release_store(st.engine, st.settings.media_dir)
+    assert current_revision(st.engine) == "0001"
+    upgrade(st.engine)
+    assert current_revision(st.engine) == head_revision(st.engine)
+    coco = build(st)
+    assert [a["id"] for a in coco["annotations"]] == [11] and coco["annotations"][0]["area"] == 28
+    assert [c["id"] for c in coco["categories"]] == [7] and [i["id"] for i in coco["images"]] == [3]
+    assert review_stats(st) == []  # no reviews yet: the measures start with the first save
+    assert annotations.claim_images(st, "w", 1, 5, 60) == []  # done images are never claimed
+    new = annotations.images(st, [3])[3]
+    assert new.status == "done"
+    with st.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []  # the upgraded store has exactly the current schema
+    st.close()

@@ -155,3 +155,31 @@ def test_workers_claim_disjoint_images_on_postgres(pg_store, tmp_path):
         t.join()
     every = [i for v in got.values() for i in v]
     assert sorted(every) == sorted(ids)
+
+
+def test_a_store_made_by_the_first_release_upgrades_on_postgres(pg_store, tmp_path):
+    """The same upgrade from migration 0001, with data in it, on PostgreSQL."""
+    from sqlalchemy import create_engine, text as sql
+
+    from db.migrate import current_revision, head_revision, upgrade
+    from tests.db.test_migrate import _first_release_store
+
+    engine = create_engine(URL)
+    with engine.begin() as conn:
+        conn.execute(sql("DROP SCHEMA public CASCADE"))
+        conn.execute(sql("CREATE SCHEMA public"))
+    _first_release_store(engine, tmp_path / "media")
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine)
+    old = Store(Settings(store_dir=tmp_path, db_url=URL), migrate=False)
+    coco = coco_export.build(old)
+    assert [a["id"] for a in coco["annotations"]] == [11]
+    from db.ingest import ingest
+    from PIL import Image as PILImage
+
+    (tmp_path / "in").mkdir()
+    PILImage.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "in" / "n.png")
+    (added,) = ingest(old, [tmp_path / "in"]).added
+    assert added[0] > 3  # ids still come from the (upgraded) sequences
+    old.close()
+    engine.dispose()
