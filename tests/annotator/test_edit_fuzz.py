@@ -7,6 +7,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -32,21 +33,16 @@ MESSAGES = st.fixed_dictionaries(
                   ["nose", "left_eye", "nope"]) | VALUE, "part": st.integers(-1, 3), "vertex": st.integers(-1, 9),
               "min_score": NUMBER})
 
-_DIR: dict[str, Path] = {}
-
-
-def _source() -> Path:
-    if "d" not in _DIR:
-        d = Path(tempfile.mkdtemp(prefix="maskloop-fuzz-"))
-        write_coco(d, 3, size=96, seed=2)
-        _DIR["d"] = d
-    return _DIR["d"]
+@pytest.fixture(scope="module")
+def src(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("fuzz-src")
+    write_coco(d, 3, size=96, seed=2)
+    return d
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages=st.lists(MESSAGES, min_size=1, max_size=12))
-def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_still_save(messages):
-    src = _source()
+def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_still_save(src, messages):
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Settings(store_dir=Path(tmp) / "s"))
         try:
