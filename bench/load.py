@@ -28,12 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gradio_client import Client  # noqa: E402
-from sqlalchemy import create_engine, select, text  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
 from annotator.ui import launch  # noqa: E402
 from db import annotations  # noqa: E402
 from db.categories import all_categories  # noqa: E402
-from db.schema import Annotation  # noqa: E402
 from db.store import Settings, Store  # noqa: E402
 from model import api  # noqa: E402
 from model.demo import fill_demo  # noqa: E402
@@ -142,12 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         worker.wait(timeout=60)
         demo.close()
         lost = []
-        for image_id in tally.saved:
-            im = annotations.images(store, [image_id])[image_id]
-            with store.session() as s:
-                n = s.scalar(select(Annotation.id).where(Annotation.image_id == image_id,
-                                                         Annotation.review_state == "accepted").limit(1))
-            if im.status != "done" or n is None:
+        for image_id in tally.saved:  # each image a client was told is saved: done, with its accepted label
+            got = annotations.load(store, image_id)
+            if got.image.status != "done" or not any(a.review_state == "accepted" for a in got.annotations):
                 lost.append(image_id)
         locked = [e for e in tally.errors if "locked" in e.lower()]
         backend = "PostgreSQL" if a.db else "SQLite"
