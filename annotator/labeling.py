@@ -582,7 +582,7 @@ def review_summary(instances: Instances) -> dict[str, Any]:
         out["accepted_unchanged" if same else "accepted_edited"] += 1
         if orig.get("segmentation") and seg:
             out["iou_count"] += 1
-            out["iou_sum"] += 1.0 if orig["segmentation"] == seg else compare.mask_iou(
+            out["iou_sum"] += 1.0 if orig["segmentation"] == seg else mask_codec.iou(
                 mask_codec.decode(orig["segmentation"], instances.height, instances.width), instances.mask(i))
         out["keypoints_moved"] += compare.keypoints_moved(orig.get("keypoints"), kp)
     out["model_version_id"] = versions.most_common(1)[0][0] if versions else None

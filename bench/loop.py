@@ -144,7 +144,7 @@ def fix_effort(s: Seen, t: Truth) -> Effort:
     e = Effort()
     if s.category_id != t.category_id:
         e += clicks(1)
-    if compare.mask_iou(s.mask, t.mask) < ACCEPT_IOU:
+    if mask_codec.iou(s.mask, t.mask) < ACCEPT_IOU:
         px = compare.pixels_differing(s.mask, t.mask)
         e += Effort(pixels=px, actions=1, seconds=min(DRAW_S, DRAW_S * px / max(t.area, 1)))
     kps = s.keypoints if s.category_id == t.category_id else None
@@ -177,7 +177,7 @@ def plan_image(proposals: list[Seen], truths: list[Truth], assist: Callable[[Tru
     order = sorted(proposals, key=lambda s: -s.score)
     free = set(range(len(truths)))
     for s in order:
-        ious = {k: compare.mask_iou(s.mask, truths[k].mask) for k in free}
+        ious = {k: mask_codec.iou(s.mask, truths[k].mask) for k in free}
         best = max(ious, key=lambda k: (ious[k], -k), default=None)
         if best is None or ious[best] < MATCH_IOU:
             plan.effort += clicks(1)
@@ -246,7 +246,7 @@ def _correct(ls: LabelSession, i: int, t: Truth) -> None:
     s = Seen(ls.instances.category_ids[i], ls.instances.mask(i), ls.instances.keypoints[i])
     if s.category_id != t.category_id:
         _do(ls, {"op": "class", "index": i, "category": t.category_id})
-    if compare.mask_iou(s.mask, t.mask) < ACCEPT_IOU:
+    if mask_codec.iou(s.mask, t.mask) < ACCEPT_IOU:
         ls.set_mask(t.mask, i)
     similarity = compare.oks(ls.instances.keypoints[i], t.keypoints, t.area)
     if similarity is not None and similarity < ACCEPT_OKS:

@@ -1,6 +1,6 @@
 """How far one instance is from another: the one definition of "changed" used by the per-version review
 measures (db.stats: proposal as proposed against label as saved) and by the simulated labeler of
-bench/loop.py (proposal against exact ground truth).
+bench/loop.py (proposal against exact ground truth). Mask IoU is ``db.masks.iou``.
 
 Keypoints are COCO's flat [x, y, v] * K lists; a keypoint is labeled when v > 0.
 """
@@ -20,12 +20,6 @@ MOVED_PX = 0.5  # a keypoint saved more than this far from where it was proposed
 
 def keypoint_sigmas(n: int) -> np.ndarray:
     return COCO_PERSON_SIGMAS if n == 17 else np.full(n, OTHER_SIGMA)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks of one image (1.0 for two empty masks)."""
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 1.0
 
 
 def pixels_differing(a: np.ndarray, b: np.ndarray) -> int:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from db import compare
+from db import compare, masks
 
 
 def _box(x0, y0, x1, y1, size=20):
@@ -15,9 +15,9 @@ def _box(x0, y0, x1, y1, size=20):
 def test_mask_iou_and_pixels_differing_on_a_shifted_square():
     a, b = _box(2, 2, 12, 12), _box(4, 2, 14, 12)  # 100 pixels each, shifted by 2 columns
     assert compare.pixels_differing(a, b) == 40
-    assert compare.mask_iou(a, b) == pytest.approx(80 / 120)
-    assert compare.mask_iou(a, a) == 1.0 and compare.pixels_differing(a, a) == 0
-    assert compare.mask_iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
+    assert masks.iou(a, b) == pytest.approx(80 / 120)
+    assert masks.iou(a, a) == 1.0 and compare.pixels_differing(a, a) == 0
+    assert masks.iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
 
 
 def test_oks_is_one_for_exact_keypoints_and_ignores_unlabeled_ones():
