@@ -10,7 +10,7 @@ import pandas as pd
 from annotator.text import escape
 from db import jobs
 from db.errors import UserError
-from db.stats import ReviewStats, review_stats
+from db.stats import ReviewStats
 from db.store import Store
 from model import api
 
@@ -63,9 +63,8 @@ def _num(v: float | None, digits: int = 2):
     return "" if v is None else round(v, digits)
 
 
-def review_rows(store: Store) -> list[list]:
-    """The review measures per model version (docs/loop.md says how to read them)."""
-    stats = review_stats(store)
+def review_rows(stats: list[ReviewStats]) -> list[list]:
+    """The review measures per model version (``db.stats.review_stats``; docs/loop.md says how to read them)."""
     return [[label, r.images, r.proposals,
              "" if r.share_unchanged is None else f"{100 * r.share_unchanged:.0f}%", _num(r.mean_iou, 3),
              _num(r.per_image(r.keypoints_moved)), _num(r.per_image(r.rejected)), _num(r.per_image(r.drawn)),
@@ -73,9 +72,8 @@ def review_rows(store: Store) -> list[list]:
             for label, r in zip(_review_labels(stats), stats)]
 
 
-def corrections_frame(store: Store) -> pd.DataFrame:
+def corrections_frame(stats: list[ReviewStats]) -> pd.DataFrame:
     rows = []
-    stats = review_stats(store)
     for label, r in zip(_review_labels(stats), stats):
         if r.share_unchanged is not None:
             rows.append((label, "share accepted unchanged", r.share_unchanged))
@@ -84,8 +82,7 @@ def corrections_frame(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["version", "measure", "value"])
 
 
-def seconds_frame(store: Store) -> pd.DataFrame:
-    stats = review_stats(store)
+def seconds_frame(stats: list[ReviewStats]) -> pd.DataFrame:
     return pd.DataFrame([(label, r.per_image(r.seconds)) for label, r in zip(_review_labels(stats), stats)
                          if r.images], columns=["version", "seconds per image"])
 

@@ -20,6 +20,7 @@ from db import annotations
 from db import categories as cat_db
 from db.ids import id_problem
 from db.errors import UserError
+from db.stats import review_stats
 from db.store import Store
 from model.api import ModelOptions
 
@@ -515,9 +516,10 @@ def model_tab(store: Store, options: ModelOptions):
     last_state, mine = gr.State(None), gr.State(None)  # (job state, versions) last seen; the job this page started
 
     def tables():
-        fixes = model_view.corrections_frame(store)
-        return (model_view.version_rows(store), model_view.ap_frame(store), fixes, model_view.seconds_frame(store),
-                model_view.review_rows(store), model_view.corrections_note(fixes))
+        stats = review_stats(store)  # read once for the two plots and the table
+        fixes = model_view.corrections_frame(stats)
+        return (model_view.version_rows(store), model_view.ap_frame(store), fixes, model_view.seconds_frame(stats),
+                model_view.review_rows(stats), model_view.corrections_note(fixes))
 
     def poll(last, job_id):
         j = model_view.job_panel(store, job_id)

@@ -60,7 +60,9 @@ def test_the_panel_follows_this_pages_job_and_names_another_one_running(store):
 
 
 def test_an_empty_corrections_plot_says_why(store):
-    frame = model_view.corrections_frame(store)
+    from db.stats import review_stats
+
+    frame = model_view.corrections_frame(review_stats(store))
     assert len(frame) == 0 and "fills in once images with **model proposals**" in model_view.corrections_note(frame)
 
 
