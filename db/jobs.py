@@ -63,6 +63,11 @@ def latest(store: Store, kind: str) -> Job | None:
 def running(store: Store, kind: str) -> Job | None:
     """The active job of this kind, once jobs whose process has gone are marked failed."""
     fail_orphans(store)
+    return active(store, kind)
+
+
+def active(store: Store, kind: str) -> Job | None:
+    """The job of this kind marked active, as the table says (``running`` first fails dead ones)."""
     with store.session() as s:
         return s.scalars(select(Job).where(Job.kind == kind, Job.state.in_(ACTIVE)).order_by(Job.id)).first()
 

@@ -13,8 +13,9 @@ from db.store import Store
 
 def remove_partial_checkpoints(store: Store) -> int:
     """Remove ``*.part`` files under the models folder (checkpoints are written to one and renamed when
-    whole), unless a training job is running and may be writing one. Returns how many went."""
-    if jobs.running(store, "train") is not None:  # (this also fails jobs whose process is gone)
+    whole), unless a training job is active and may be writing one (call after ``jobs.fail_orphans``, so a
+    dead job does not count). Returns how many went."""
+    if jobs.active(store, "train") is not None:
         return 0
     removed = 0
     for part in store.settings.models_dir.glob("*.part"):
