@@ -634,9 +634,7 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
         image_id = _whole(image_id, "image id")
         if not isinstance(ops, list) or len(ops) > MAX_API_OPS:
             raise UserError(f"ops must be a list of at most {MAX_API_OPS} edit messages")
-        if annotations.images(store, [image_id]).get(image_id) is None:
-            raise UserError(f"no image with id {image_id}")
-        ls = LabelSession(store, image_id)
+        ls = LabelSession(store, image_id)  # (refuses an image that does not exist, by id)
         ls.user = user
         said = []
         for k, op in enumerate(ops):
