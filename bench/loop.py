@@ -64,6 +64,7 @@ from db import categories as cat_db  # noqa: E402
 from db import masks as mask_codec  # noqa: E402
 from db.coco_import import import_coco  # noqa: E402
 from db.ingest import ingest  # noqa: E402
+from db.media import load_rgb  # noqa: E402
 from db.store import Settings, Store  # noqa: E402
 from model import api  # noqa: E402
 from model import evaluate as ev  # noqa: E402
@@ -346,12 +347,14 @@ def _assist_for(store: Store, options: api.ModelOptions) -> _Assist | None:
 def _proposals_of(predictor: Predictor, store: Store, image_id: int) -> list[Seen]:
     """What the model would propose on the image (as propose writes them), without writing anything."""
     im = annotations.images(store, [image_id])[image_id]
-    pix = np.asarray(Image.open(store.media_file(im.media_path)).convert("RGB"))
+    pix = np.asarray(load_rgb(store.media_file(im.media_path)))  # as propose reads it (EXIF orientation)
     (inst,) = predictor.predict([pix], min_score=PROPOSE_MIN_SCORE)
     return [Seen(inst.category_ids[i], inst.mask(i), inst.keypoints[i], inst.scores[i]) for i in range(len(inst))]
 
 
-def run_arm(name: str, order: str, data: Data, root: Path, a, with_fixed_baseline: bool, log) -> dict:
+def run_arm(order: str, data: Data, root: Path, a, with_fixed_baseline: bool, log) -> dict:
+    """One arm: the rounds with queue ``order`` ("shuffled", the default, or "uncertainty") in its own store."""
+    name = order
     store, names = new_store(root / name, data)
     options = api.ModelOptions(device="cpu")
     fixed_pred = fixed_assist = None
@@ -589,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = make_data(root, a.pool, a.test, a.size, a.seed)
-        results = {o: run_arm(o, o, data, root, a, with_fixed_baseline=o == "shuffled", log=log) for o in orders}
+        results = {o: run_arm(o, data, root, a, with_fixed_baseline=o == "shuffled", log=log) for o in orders}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     report(results, a, time.monotonic() - t0, a.out)
     log(f"wrote {a.out}")

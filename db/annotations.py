@@ -28,7 +28,7 @@ from db.store import Store
 
 HELDOUT_EVERY = 5  # one image in five is held out, chosen by a hash of its id
 # The default queue is a fixed shuffle: bench/loop.py measured it against "most uncertain first" and found
-# it better (docs/loop.md: 2026-11-26, last round 31.8 against 66.3 s of labeling per image).
+# it better (docs/loop.md: 2026-11-26, last round 43.0 against 66.3 s of labeling per image).
 QUEUE_FILTERS = ["to label (shuffled)", "to label (most uncertain first)", "new", "proposed", "in_review", "done",
                  "all"]
 UNCERTAIN_FIRST = QUEUE_FILTERS[1]

@@ -145,22 +145,26 @@ def _unlabeled(store, tmp_path, n):
     return [i for i, _ in ingest(store, [src]).added]
 
 
-def test_workers_claim_disjoint_images_and_an_expired_claim_is_free_again(store, tmp_path):
-    ids = _unlabeled(store, tmp_path, 20)
-    got: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+def claim_until_none_left(store, names: list[str], n: int) -> dict[str, list[int]]:
+    """Workers of these names, one thread each, claiming ``n`` images at a time (version 1) until none is
+    left; what each got."""
+    got: dict[str, list[int]] = {name: [] for name in names}
 
     def work(name):
-        while True:
-            claimed = annotations.claim_images(store, name, version_id=1, n=3, ttl_seconds=600)
-            if not claimed:
-                return
+        while claimed := annotations.claim_images(store, name, version_id=1, n=n, ttl_seconds=600):
             got[name] += claimed
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in got]
+    threads = [threading.Thread(target=work, args=(name,)) for name in names]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return got
+
+
+def test_workers_claim_disjoint_images_and_an_expired_claim_is_free_again(store, tmp_path):
+    ids = _unlabeled(store, tmp_path, 20)
+    got = claim_until_none_left(store, ["a", "b", "c"], 3)
     every = got["a"] + got["b"] + got["c"]
     assert sorted(every) == sorted(ids)  # each image claimed exactly once, by one of them
     assert annotations.claim_images(store, "d", 1, 5, 600) == []  # all held

@@ -130,29 +130,10 @@ def test_one_training_job_at_a_time_on_postgres(pg_store):
 
 def test_workers_claim_disjoint_images_on_postgres(pg_store, tmp_path):
     """FOR UPDATE SKIP LOCKED: concurrent claims take different images, none waits for another."""
-    import threading
+    from tests.db.test_annotations import _unlabeled, claim_until_none_left
 
-    from PIL import Image as PILImage
-
-    from db import annotations
-    from db.ingest import ingest
-
-    src = tmp_path / "u"
-    src.mkdir()
-    for k in range(30):
-        PILImage.new("RGB", (16, 12), (k * 8, 7, 200)).save(src / f"u{k:02d}.png")
-    ids = [i for i, _ in ingest(pg_store, [src]).added]
-    got: dict[str, list[int]] = {f"w{k}": [] for k in range(4)}
-
-    def work(name):
-        while claimed := annotations.claim_images(pg_store, name, 1, 2, 600):
-            got[name] += claimed
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in got]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    ids = _unlabeled(pg_store, tmp_path, 30)
+    got = claim_until_none_left(pg_store, [f"w{k}" for k in range(4)], 2)
     every = [i for v in got.values() for i in v]
     assert sorted(every) == sorted(ids)
 
