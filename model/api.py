@@ -159,7 +159,7 @@ def assist_box(store: Store, helper: Assistant | None, image_id: int, box_xyxy: 
     key, load, size_hw = _prompted(store, helper, image_id, category_id)
     if not isinstance(box_xyxy, (list, tuple)) or len(box_xyxy) != 4:
         raise UserError("the box must be [x0, y0, x1, y1] in image pixels")
-    return _answer(helper.box(key, load, size_hw, box_xyxy, category_id), image_id, key[0])
+    return _answer(helper.box(key, load, size_hw, box_xyxy, category_id), image_id, helper.predictor.version.id)
 
 
 def assist_point(store: Store, helper: Assistant | None, image_id: int, x: float, y: float,
@@ -168,7 +168,7 @@ def assist_point(store: Store, helper: Assistant | None, image_id: int, x: float
     score (only of ``category_id`` when given), as ``assist_box`` answers: {"category_id", "score", "bbox",
     "segmentation", "keypoints", "model_version_id"}. UserError when the model sees nothing there. Writes nothing."""
     key, load, size_hw = _prompted(store, helper, image_id, category_id)
-    return _answer(helper.point(key, load, size_hw, x, y, category_id), image_id, key[0])
+    return _answer(helper.point(key, load, size_hw, x, y, category_id), image_id, helper.predictor.version.id)
 
 
 def assist_features(store: Store, helper: Assistant, image_id: int) -> None:
