@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
-                        help="require a login (repeatable)")
+                        help="an admin account for the login (repeatable); accounts with roles: app.py user add")
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
     _upload_arg(parser, top=True)
     sub = parser.add_subparsers(dest="command")
@@ -104,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     p.add_argument("--images", type=int, default=120)
     p.add_argument("--labeled", type=int, default=48, help="training images that come labeled")
+    p = sub.add_parser("user", help="accounts for the login, each with a role (labeler, reviewer, admin)",
+                       description="With any account in the store, the UI asks for a login and each person may "
+                                   "do only what their role allows: a labeler labels; a reviewer also approves "
+                                   "or sends back others' labels; an admin also imports, trains, activates "
+                                   "models, edits categories and exports. Passwords are read from the "
+                                   "terminal (asked twice), or as one line from standard input.")
+    _store_args(p)
+    usub = p.add_subparsers(dest="user_command", required=True)
+    u = usub.add_parser("add", help="add an account")
+    u.add_argument("name")
+    u.add_argument("--role", required=True, choices=["labeler", "reviewer", "admin"])
+    u = usub.add_parser("role", help="change an account's role")
+    u.add_argument("name")
+    u.add_argument("role", choices=["labeler", "reviewer", "admin"])
+    u = usub.add_parser("password", help="set a new password")
+    u.add_argument("name")
+    u = usub.add_parser("remove", help="remove an account (what it did stays recorded under its name)")
+    u.add_argument("name")
+    usub.add_parser("list", help="list the accounts")
     return parser
 
 
@@ -366,6 +385,50 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def read_password(name: str) -> str:
+    """A new password: asked twice on a terminal, else one line of standard input."""
+    import getpass
+
+    from db.errors import UserError
+
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != first:
+            raise UserError("the two passwords differ; nothing was changed")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_user(args) -> int:
+    from db import users
+    from db.errors import UserError
+
+    store = open_store(args)
+    if args.user_command == "list":
+        for a in users.accounts(store):
+            print(f"{a.name}\t{a.role}\tsince {a.created_at:%Y-%m-%d}")
+        return 0
+    if args.user_command == "add":
+        users.check_name(args.name)
+        first = users.count(store) == 0
+        users.add(store, args.name, args.role, read_password(args.name))
+        print(f"added {args.name} ({args.role})")
+        if first:
+            print("this store now has an account: the UI asks for a login from its next start", file=sys.stderr)
+    elif args.user_command == "role":
+        users.set_role(store, args.name, args.role)
+        print(f"{args.name} is now a {args.role} (in effect at once, also for a running UI)")
+    elif args.user_command == "password":
+        if users.role_of(store, args.name) is None:
+            raise UserError(f"no user {args.name!r}")
+        users.set_password(store, args.name, read_password(args.name))
+        print(f"new password set for {args.name}")
+    else:
+        users.remove(store, args.name)
+        print(f"removed {args.name}")
+    return 0
+
+
 COMMANDS = {
     None: cmd_ui,
     "ui": cmd_ui,
@@ -378,6 +441,7 @@ COMMANDS = {
     "models": cmd_models,
     "activate": cmd_activate,
     "demo": cmd_demo,
+    "user": cmd_user,
 }
 
 

@@ -18,6 +18,9 @@ from typing import Awaitable, Callable
 
 from starlette.requests import cookie_parser
 
+from db import users
+from db.store import Store
+
 FIRST_DELAY = 1.0  # seconds before a failed attempt is answered
 DOUBLE_AFTER = 3  # failures answered after FIRST_DELAY; from then on the delay doubles
 MAX_DELAY = 30.0
@@ -39,8 +42,12 @@ class LoginGuard:
 
     def __init__(self, accounts: list[tuple[str, str]],
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 lookup: Callable[[str, str], bool] | None = None):
+        """``accounts``: (name, password) given on the command line; ``lookup(name, password)``: the store's
+        accounts (db.users.login, a KDF: run in a thread, so the event loop goes on)."""
         self.accounts = {user: pw.encode() for user, pw in accounts}
+        self._lookup = lookup
         self._sleep, self._clock = sleep, clock
         self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # key -> (count, time of the last)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -51,9 +58,12 @@ class LoginGuard:
             for key in keys:
                 await stack.enter_async_context(self._locks.setdefault(key, asyncio.Lock()))
             expected = self.accounts.get(username)
-            # compared even for an unknown name, so the answer takes as long either way
-            ok = hmac.compare_digest(password.encode(), expected if expected is not None else b"\0" * 32)
-            if ok and expected is not None:
+            if expected is None and self._lookup is not None:
+                ok = await asyncio.to_thread(self._lookup, username, password)
+            else:  # compared even for an unknown name, so the answer takes as long either way
+                ok = hmac.compare_digest(password.encode(), expected if expected is not None else b"\0" * 32)
+                ok = ok and expected is not None
+            if ok:
                 for key in keys:
                     self._failures.pop(key, None)
                 self._forget_locks(keys)
@@ -77,6 +87,33 @@ class LoginGuard:
             lock = self._locks.get(key)
             if lock is not None and not lock.locked() and key not in self._failures:
                 del self._locks[key]
+
+
+class Roles:
+    """What each login may do on this server (db.users). Without a login everyone is the local admin; a name
+    given with ``--auth`` is an admin; any other name has its role in the store's users table, read on every
+    check, so a changed role or a removed account takes effect at once."""
+
+    def __init__(self, store: Store, admins: list[str] = (), login: bool = False):
+        self.store, self.admins, self.login = store, set(admins), login
+
+    def name(self, request) -> str:
+        return getattr(request, "username", None) or self.store.settings.user
+
+    def role(self, request) -> str | None:
+        if not self.login:
+            return "admin"
+        name = getattr(request, "username", None)
+        if name in self.admins:
+            return "admin"
+        return users.role_of(self.store, name)
+
+    def may(self, request, action: str) -> bool:
+        return users.may(self.role(request), action)
+
+    def require(self, request, action: str) -> None:
+        """UserError naming the role needed unless this login may do ``action``."""
+        users.require(self.role(request), action, self.name(request) if self.login else "")
 
 
 class LoginRequired:

@@ -37,6 +37,8 @@ root.innerHTML = `
 <div class="mlc-main"><div class="mlc-stage"><canvas class="mlc-canvas"></canvas></div>
   <div class="mlc-list" title="instances: click one to select it"></div></div>
 <div class="mlc-message" role="status"></div>
+<div class="mlc-verdict"></div>
+<details class="mlc-history"><summary></summary><ol></ol></details>
 <div class="mlc-status"><span class="mlc-pos"></span><span class="mlc-zoom"></span><span class="mlc-busy"></span><span class="mlc-hint"></span></div>`;
 
 const canvas = root.querySelector('canvas');
@@ -671,14 +673,31 @@ function review(op) {  // shown at once, so quick repeated keys each review the 
   refreshToolbar();
   local('review');
 }
-S.act = (op) => {  // the page's buttons (Save, Accept, Undo, ...) act here, queued behind the edits on their way
+S.act = (op, fields) => {  // the page's buttons (Save, Accept, Undo, ...) act here, queued behind the edits on their way
   if (!S.data) { $('.mlc-message').textContent = 'Open an image first.'; return; }
   const needs = ['accept', 'reject', 'delete', 'box_from_mask'].includes(op);
   if (needs && S.selected == null) {
     $('.mlc-message').textContent = 'select an instance first (click it, Tab, or pick it in the list)';
   } else if (op === 'accept' || op === 'reject') review(op);
-  else send(op, needs ? {index: S.selected} : {});
+  else send(op, needs ? {index: S.selected} : (fields || {}));
 };
+function showHistory(events) {  // who did what to this image: saves and reviewers' verdicts, oldest first
+  const list = Array.isArray(events) ? events : [];
+  const ol = $('.mlc-history ol');
+  ol.replaceChildren(...list.map((e) => {
+    const li = document.createElement('li');
+    li.textContent = `${e.at} · ${e.user}: ${e.what}`;
+    return li;
+  }));
+  const last = list[list.length - 1];
+  $('.mlc-history summary').textContent = list.length
+    ? `History (${list.length}): last ${last.user}, ${last.at}` : 'History: nobody saved this image here yet';
+  const verdict = [...list].reverse().find((e) => e.current);
+  const v = $('.mlc-verdict');
+  v.textContent = verdict ? `${verdict.what.startsWith('approved') ? 'Approved' : 'Sent back'} by ${verdict.user}` +
+    (verdict.what.includes(': ') ? ' — ' + verdict.what.slice(verdict.what.indexOf(': ') + 2) : '') : '';
+  v.classList.toggle('mlc-sent-back', !!verdict && !verdict.what.startsWith('approved'));
+}
 function cycle(step) {
   const list = drawn().map((it) => it.i);
   if (!list.length) return;
@@ -735,10 +754,12 @@ function receive(data) {
   $('.mlc-message').textContent = (data && data.message) || '';
   if (!data || typeof data !== 'object' || data.image_id == null) {
     S.data = null; S.byIndex = new Map(); S.imageId = null; S.levels = []; $('.mlc-info').textContent = '';
+    showHistory([]);
     refreshList(); requestDraw(); return;
   }
   $('.mlc-info').textContent = `Image ${data.image_id} · ${data.file_name} · ${data.width}×${data.height} · status ` +
     `${data.status} · ${data.unreviewed} unreviewed` + (data.dirty ? ' · unsaved edits' : '');
+  showHistory(data.history);
   S.rev = data.rev;
   S.data = data;
   S.byIndex = new Map(data.instances.map((it) => [it.i, it]));

@@ -112,10 +112,21 @@ def payload(ls: LabelSession, seq: int = 0, message: str = "") -> dict[str, Any]
         "image_id": ls.image_id, "width": ls.width, "height": ls.height, "seq": seq, "rev": ls.rev, "token": ls.token, "message": message,
         "file_name": ls.file_name, "status": ls.status,
         "selected": ls.selected, "min_score": ls.min_score, "dirty": ls.dirty, "unreviewed": ls.unreviewed(),
-        "instances": shown,
+        "instances": shown, "history": _history(ls),
         "categories": {str(c.id): {"name": c.name, "keypoints": c.keypoints, "skeleton": c.skeleton}
                        for c in ls.categories.values()},
     }
+
+
+def _history(ls: LabelSession) -> list[dict[str, Any]]:
+    """Who did what to the image (db.annotations.history), read again after a save or a verdict."""
+    key = (ls.image_id, ls.row_version, ls.status)
+    cached = ls.display_cache.get("history")
+    if cached is None or cached[0] != key:
+        cached = (key, [{"at": e.at.strftime("%Y-%m-%d %H:%M UTC"), "user": e.user, "what": e.what,
+                         "current": e.current} for e in annotations.history(ls.store, ls.image_id)])
+        ls.display_cache["history"] = cached
+    return cached[1]
 
 
 # --- edit messages ---------------------------------------------------------------------------------------
@@ -254,6 +265,13 @@ def _review(ls: LabelSession, state: str, msg: dict) -> str:
     return f"{state}; " + ("next: #%d" % nxt if nxt is not None else "no unreviewed proposals left")
 
 
+def _verdict(ls: LabelSession, verdict: str, msg: dict) -> str:
+    note = msg.get("note", "")
+    if not isinstance(note, str):
+        raise UserError(f"edit message: note must be text, not {note!r}")
+    return ls.give_verdict(verdict, note)
+
+
 def _class(ls: LabelSession, msg: dict) -> str:
     ls.set_class(_index(msg, "category"), index=_index(msg))
     return f"class set to {ls.categories[_index(msg, 'category')].name}"
@@ -278,6 +296,8 @@ OPS = {
     "assist_point": _assist,
     "box_from_mask": lambda ls, m, a: ls.box_from_mask(_index(m, optional=True)) or "box fitted to the mask",
     "save": lambda ls, m, a: _save(ls),
+    "approve": lambda ls, m, a: _verdict(ls, "approved", m),
+    "send_back": lambda ls, m, a: _verdict(ls, "sent_back", m),
     "discard": lambda ls, m, a: _discard(ls),
     "undo": lambda ls, m, a: "" if ls.undo() else "nothing to undo",
     "redo": lambda ls, m, a: "" if ls.redo() else "nothing to redo",

@@ -19,6 +19,7 @@ from db import annotations
 from db import categories as cat_db
 from db import compare
 from db import masks as mask_codec
+from db import users
 from db.annotations import SaveConflict
 from db.errors import UserError
 from db.media import load_rgb
@@ -80,6 +81,7 @@ class LabelSession:
         self.rev = 0  # how many answers the canvas was sent: it ignores one older than what it shows
         self.token = ""  # the page's secret for its canvas's direct edit calls (annotator.ui)
         self.user = store.settings.user  # who saves (annotator.ui sets the page's login)
+        self.role = "admin"  # what they may do (db.users); annotator.ui sets the login's role
         self.history: list[int] = []  # the images this page opened before this one (annotator.ui)
         self.lock = threading.RLock()  # one edit at a time, whichever way it came
         self.selected: int | None = None
@@ -552,6 +554,19 @@ class LabelSession:
         self.display_cache.clear()
         self.dirty = False
 
+    def give_verdict(self, verdict: str, note: str = "") -> str:
+        """A reviewer approves the image's labels as saved, or sends them back with a note (db.annotations
+        .give_verdict); refused for a role below reviewer, with unsaved edits, or on one's own save."""
+        users.require(self.role, "review", self.user)
+        if self.dirty:
+            raise UserError("save or discard your edits first: a verdict is on the labels as saved")
+        annotations.give_verdict(self.store, self.image_id, self.row_version, verdict, self.user, note)
+        self.display_cache.pop("history", None)  # read again for the next answer
+        if verdict == "sent_back":
+            self.status = "in_review"
+            return f"image {self.image_id} sent back to the labeling queue with your note"
+        return f"image {self.image_id} approved"
+
 
 def review_summary(instances: Instances) -> dict[str, Any]:
     """What a save does to the proposals in ``instances`` (since they were read from the store): how many
@@ -575,7 +590,10 @@ def review_summary(instances: Instances) -> dict[str, Any]:
         if state == "rejected":
             out["rejected"] += 1
             continue
-        orig = instances.originals[i] or {}
+        orig = instances.originals[i]
+        if not orig:  # a proposal imported from a COCO file keeps no copy: as loaded is as made
+            out["accepted_edited" if instances.edited[i] else "accepted_unchanged"] += 1
+            continue
         seg, kp, cat = instances.segmentations[i], instances.keypoints[i], instances.category_ids[i]
         same = (orig.get("segmentation") == seg and orig.get("category_id", cat) == cat
                 and (orig.get("keypoints") or None) == (kp or None))

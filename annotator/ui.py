@@ -13,10 +13,10 @@ import pandas as pd
 from starlette.middleware import Middleware
 
 from annotator import canvas, model_view, store_view, text, view
-from annotator.access import LoginGuard, LoginRequired
+from annotator.access import LoginGuard, LoginRequired, Roles
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
-from db import annotations
+from db import annotations, users
 from db import categories as cat_db
 from db.ids import id_problem
 from db.errors import UserError
@@ -92,9 +92,14 @@ def markdown(*args, **kwargs) -> gr.Markdown:
     return gr.Markdown(*args, latex_delimiters=[], **kwargs)
 
 
-def _user(request: gr.Request | None, store: Store) -> str:
-    """Who saves: the logged-in user under --auth, else the store's default user."""
-    return getattr(request, "username", None) or store.settings.user
+def refused(roles: Roles, request, action: str) -> str:
+    """"" when this login may do ``action``, else the message naming the role it needs (the server's own
+    check: the page only hides what a role cannot do)."""
+    try:
+        roles.require(request, action)
+    except UserError as e:
+        return str(e)
+    return ""
 
 
 class LabelTab:
@@ -102,8 +107,8 @@ class LabelTab:
     buttons, history, save. Every label event returns the same outputs: the session, the canvas data, the
     instance list, the message, the image line and the class dropdown."""
 
-    def __init__(self, store: Store, proposer: BackgroundProposer):
-        self.store, self.proposer = store, proposer
+    def __init__(self, store: Store, proposer: BackgroundProposer, roles: Roles | None = None):
+        self.store, self.proposer, self.roles = store, proposer, roles or Roles(store)
         self._pictures: dict[int, dict] = {}  # the last few pictures sent to canvases
         # each page's open LabelSession (the one its gr.State holds), by a secret token the page's canvas data
         # carries: the canvas's edits come as direct server-function calls, which do not see the State
@@ -128,13 +133,16 @@ class LabelTab:
     def open(self, image_id, ls, request=None, note: str = "", back: bool = False):
         """Open an image (saving unsaved edits of the current one first). The page remembers the images it
         came through, so Previous (``back``) returns to the one before, whatever the queue's order now."""
+        no = refused(self.roles, request, "label")
+        if no:
+            return self.outputs(ls, no)
         msg = note
         min_score, seq, rev, token = ((ls.min_score, ls.seq, ls.rev, ls.token) if ls is not None
                                       else (0.0, 0, 0, secrets.token_urlsafe(24)))
         if ls is not None and ls.dirty and image_id != ls.image_id:
             try:
                 with ls.lock:
-                    left = ls.save(_user(request, self.store))
+                    left = ls.save(ls.user)
                 msg = f"saved image {ls.image_id}" + (f" ({left} proposal(s) left unreviewed)" if left else "") \
                     + ". " + msg
             except SaveConflict:  # stay on this image: its edits must not be left behind unsaved
@@ -157,7 +165,8 @@ class LabelTab:
             new.history.pop()
         elif ls is not None and ls.image_id != new.image_id:
             new.history = (new.history + [ls.image_id])[-100:]
-        new.user = _user(request, self.store)  # who saves: this page's login
+        new.user = self.roles.name(request)  # who saves: this page's login
+        new.role = self.roles.role(request)  # what they may do (checked again on each review action)
         new.select_first()  # again, under this page's score threshold
         self._live[token] = new
         order = view.queue(self.store)
@@ -236,6 +245,9 @@ class LabelTab:
     def propose_again(self, ls, request=None):
         if ls is None:
             return self.outputs(ls, "Open an image first.")
+        no = refused(self.roles, request, "label")
+        if no:
+            return self.outputs(ls, no)
         if ls.dirty:
             return self.outputs(ls, "Save or discard your edits before proposing again.")
         try:
@@ -279,6 +291,11 @@ class LabelTab:
                 redo_b = gr.Button("Redo (y)", elem_id="btn-redo", size="sm")
                 box_mask_b = gr.Button("Box from mask", elem_id="btn-box-from-mask", size="sm")
                 again_b = gr.Button("Propose again", elem_id="btn-propose-again", size="sm")
+                with gr.Column(visible=False, elem_id="review-panel", min_width=160) as review_panel:  # for reviewers
+                    verdict_note = gr.Textbox(label="Note for the labeler", lines=2, max_lines=6,
+                                              elem_id="verdict-note", placeholder="what to fix (to send back)")
+                    approve_b = gr.Button("Approve labels", elem_id="btn-approve", variant="primary", size="sm")
+                    send_back_b = gr.Button("Send back", elem_id="btn-send-back", variant="stop", size="sm")
         with gr.Accordion("Keyboard shortcuts and help", open=False, elem_id="help-panel"):
             markdown(SHORTCUTS)
 
@@ -324,6 +341,9 @@ class LabelTab:
                            (accept_all_b, "accept_all"), (rest_b, "reject_rest"), (discard_b, "discard"),
                            (undo_b, "undo"), (redo_b, "redo"), (box_mask_b, "box_from_mask"), (save_b, "save")):
             button.click(None, js=f"() => {{ {canvas.JS_STATE}.act('{op}'); }}")
+        approve_b.click(None, js=f"() => {{ {canvas.JS_STATE}.act('approve'); }}")
+        send_back_b.click(None, verdict_note, js=f"(note) => {{ {canvas.JS_STATE}.act('send_back', {{note}}); }}")
+        self.review_panel = review_panel
         again_b.click(again, sess, outs, **label)
         self.sess, self.board, self.label_events = sess, board, label
 
@@ -355,7 +375,7 @@ def id_field(text, what: str) -> int | None:
     raise UserError(f"{what} {text!r} is not a whole number")
 
 
-def dataset_tab(store: Store):
+def dataset_tab(store: Store, roles: Roles):
     with gr.Row():
         by_status = gr.Dataframe(headers=["status", "images"], label="Images by status", interactive=False,
                                  elem_id="counts-status")
@@ -372,7 +392,7 @@ def dataset_tab(store: Store):
         g_next = gr.Button("Next page ▶", elem_id="gallery-next", scale=1)
         refresh = gr.Button("Refresh", elem_id="refresh-store", scale=1)
     g_page, g_ids = gr.State(1), gr.State([])
-    with gr.Row():
+    with gr.Row() as import_row:
         with gr.Column():
             files = gr.File(label="Images or zip archives", file_count="multiple", type="filepath",
                             elem_id="upload-images")
@@ -386,20 +406,21 @@ def dataset_tab(store: Store):
     with gr.Accordion("Categories", open=False, elem_id="categories-panel"):
         cats_table = gr.Dataframe(headers=["id", "name", "supercategory", "keypoints", "skeleton", "annotations"],
                                   interactive=False, elem_id="categories-table")
-        with gr.Row():
-            c_id = gr.Textbox(label="Category id (blank: new)", placeholder="blank: a new category", max_lines=1,
-                              elem_id="category-id")
-            c_name = gr.Textbox(label="Name")
-            c_super = gr.Textbox(label="Supercategory")
-        with gr.Row():
-            c_kps = gr.Textbox(label="Keypoint names (comma separated, in order)")
-            c_skel = gr.Textbox(label="Skeleton (1-based pairs: 1-2, 2-3)")
-        with gr.Row():
-            c_save = gr.Button("Add / update category", elem_id="btn-category-save")
-            c_move = gr.Textbox(label="Move its annotations to category id", placeholder="blank: none", max_lines=1,
-                                elem_id="category-move")
-            c_del_anns = gr.Checkbox(label="or delete its annotations")
-            c_delete = gr.Button("Delete category", variant="stop", elem_id="btn-category-delete")
+        with gr.Group() as cat_edit:
+            with gr.Row():
+                c_id = gr.Textbox(label="Category id (blank: new)", placeholder="blank: a new category", max_lines=1,
+                                  elem_id="category-id")
+                c_name = gr.Textbox(label="Name")
+                c_super = gr.Textbox(label="Supercategory")
+            with gr.Row():
+                c_kps = gr.Textbox(label="Keypoint names (comma separated, in order)")
+                c_skel = gr.Textbox(label="Skeleton (1-based pairs: 1-2, 2-3)")
+            with gr.Row():
+                c_save = gr.Button("Add / update category", elem_id="btn-category-save")
+                c_move = gr.Textbox(label="Move its annotations to category id", placeholder="blank: none", max_lines=1,
+                                    elem_id="category-move")
+                c_del_anns = gr.Checkbox(label="or delete its annotations")
+                c_delete = gr.Button("Delete category", variant="stop", elem_id="btn-category-delete")
         c_msg = markdown(elem_id="category-message")
 
     def refresh_counts():
@@ -423,12 +444,16 @@ def dataset_tab(store: Store):
     refresh.click(refresh_all, g_page, outputs, api_name="refresh_store")
     g_prev.click(lambda p: show_page(p - 1), g_page, page_outs)
     g_next.click(lambda p: show_page(p + 1), g_page, page_outs)
-    upload.click(lambda p: store_view.upload_images(store, p or []), inputs=files, outputs=report,
-                 api_name="import_images").then(
+    def import_images(paths, request: gr.Request):
+        return refused(roles, request, "import") or store_view.upload_images(store, paths or [])
+
+    def import_labels(j, im, a, request: gr.Request):
+        return refused(roles, request, "import") or store_view.upload_coco(store, j, im or [], a)
+
+    upload.click(import_images, inputs=files, outputs=report, api_name="import_images").then(
         refresh_all, g_page, outputs)
-    import_coco.click(lambda j, im, a: store_view.upload_coco(store, j, im or [], a),
-                      inputs=[coco_json, coco_images, as_props], outputs=report, api_name="import_coco").then(
-        refresh_all, g_page, outputs)
+    import_coco.click(import_labels, inputs=[coco_json, coco_images, as_props], outputs=report,
+                      api_name="import_coco").then(refresh_all, g_page, outputs)
 
     def save_cat(cid, name, sup, kps, skel):
         try:
@@ -458,32 +483,46 @@ def dataset_tab(store: Store):
             return str(e)
 
     # the messages quote category names: plain text, escaped for the Markdown component
-    c_save.click(lambda *a: text.escape(save_cat(*a)), [c_id, c_name, c_super, c_kps, c_skel], c_msg).then(
-        refresh_all, g_page, outputs)
-    c_delete.click(lambda *a: text.escape(delete_cat(*a)), [c_id, c_move, c_del_anns], c_msg).then(
-        refresh_all, g_page, outputs)
-    return (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids)
+    def save_cat_checked(cid, name, sup, kps, skel, request: gr.Request):
+        return text.escape(refused(roles, request, "categories") or save_cat(cid, name, sup, kps, skel))
+
+    def delete_cat_checked(cid, move, del_anns, request: gr.Request):
+        return text.escape(refused(roles, request, "categories") or delete_cat(cid, move, del_anns))
+
+    c_save.click(save_cat_checked, [c_id, c_name, c_super, c_kps, c_skel], c_msg).then(refresh_all, g_page, outputs)
+    c_delete.click(delete_cat_checked, [c_id, c_move, c_del_anns], c_msg).then(refresh_all, g_page, outputs)
+    return (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids), (import_row, cat_edit)
 
 
-def export_tab(store: Store, exports: store_view.ExportFolder) -> None:
-    markdown("COCO reads an image without annotations as a *negative* example (nothing to find in it), so by "
-             "default only images whose labels are **done** are written (a done image with no objects is a true "
-             "negative). Images still new, proposed or in review would turn their unlabeled objects into "
-             "false negatives for whoever trains on the file.")
-    with gr.Row():
-        with_images = gr.Checkbox(label="Zip with images", elem_id="export-with-images")
-        include_props = gr.Checkbox(label="Include unreviewed proposals (with score) and their images",
-                                    elem_id="export-proposals")
-        all_images = gr.Checkbox(label="Every image, also those not labeled yet", elem_id="export-all-images")
-    go = gr.Button("Prepare COCO export", elem_id="export-button")
-    out = gr.File(label="Download", elem_id="export-file")
+def export_tab(store: Store, exports: store_view.ExportFolder, roles: Roles):
+    """The Export tab; returns (its tools, the note shown instead to a role that may not export)."""
+    not_yours = markdown("Exporting the dataset needs the admin role.", visible=False, elem_id="export-not-yours")
+    with gr.Column(elem_id="export-tools") as tools:
+        markdown("COCO reads an image without annotations as a *negative* example (nothing to find in it), so "
+                 "by default only images whose labels are **done** are written (a done image with no objects is "
+                 "a true negative). Images still new, proposed or in review would turn their unlabeled objects "
+                 "into false negatives for whoever trains on the file.")
+        with gr.Row():
+            with_images = gr.Checkbox(label="Zip with images", elem_id="export-with-images")
+            include_props = gr.Checkbox(label="Include unreviewed proposals (with score) and their images",
+                                        elem_id="export-proposals")
+            all_images = gr.Checkbox(label="Every image, also those not labeled yet", elem_id="export-all-images")
+        go = gr.Button("Prepare COCO export", elem_id="export-button")
+        out = gr.File(label="Download", elem_id="export-file")
     # one export at a time: preparing one deletes the previous folder, after Gradio copied its file
-    go.click(lambda wi, ip, ai: exports.prepare(store, wi, ip, ai), inputs=[with_images, include_props, all_images],
-             outputs=out, api_name="export", concurrency_limit=1)
+    def prepare(wi, ip, ai, request: gr.Request):
+        no = refused(roles, request, "export")
+        if no:
+            raise gr.Error(no)
+        return exports.prepare(store, wi, ip, ai)
+
+    go.click(prepare, inputs=[with_images, include_props, all_images], outputs=out, api_name="export",
+             concurrency_limit=1)
+    return tools, not_yours
 
 
-def model_tab(store: Store, options: ModelOptions):
-    with gr.Row():
+def model_tab(store: Store, options: ModelOptions, roles: Roles):
+    with gr.Row() as train_row:
         epochs = gr.Number(value=10, label="Epochs", precision=0, elem_id="train-epochs")
         minutes = gr.Number(value=5, label="At most minutes", elem_id="train-minutes")
         size = gr.Radio(["tiny", "full"], value=None, label="Size (blank: the active model's)", elem_id="train-size")
@@ -496,7 +535,7 @@ def model_tab(store: Store, options: ModelOptions):
                             x_axis_format="d", y_axis_format=".3~g")  # whole iterations, a readable loss
     versions = gr.Dataframe(headers=model_view.VERSION_HEADERS, interactive=False, elem_id="versions-table",
                             label="Model versions (* = active)")
-    with gr.Row():
+    with gr.Row() as activate_row:
         v_id = gr.Textbox(label="Version", placeholder="a version id from the table", max_lines=1,
                           elem_id="version-id")
         activate_b = gr.Button("Make active", elem_id="btn-activate")
@@ -528,22 +567,32 @@ def model_tab(store: Store, options: ModelOptions):
         refreshed = tables() if changed else (gr.update(),) * len(table_outs)  # a version from anywhere
         return (j["markdown"], model_view.progress_html(j["percent"]), j["curve"], seen) + refreshed
 
-    def start_job(e, m, sz, job_id):
+    def start_job(e, m, sz, job_id, request: gr.Request):
+        no = refused(roles, request, "train")
+        if no:
+            return no, job_id
         text, new = model_view.start_job(store, e, m, sz, options)
         return ("" if new is not None else text), new if new is not None else job_id
 
     table_outs = [versions, ap_plot, fix_plot, secs_plot, reviews, fix_note]
     timer.tick(poll, [last_state, mine], [job_md, progress, loss_plot, last_state] + table_outs)
     start.click(start_job, [epochs, minutes, size, mine], [start_note, mine])
-    cancel.click(lambda: model_view.cancel_latest(store), None, job_md)
-    def activate(typed):
+    def cancel_job(request: gr.Request):
+        return refused(roles, request, "train") or model_view.cancel_latest(store)
+
+    cancel.click(cancel_job, None, job_md)
+
+    def activate(typed, request: gr.Request):
+        no = refused(roles, request, "activate")
+        if no:
+            return no
         try:
             return model_view.activate_version(store, id_field(typed, "version"))
         except UserError as e:
             return text.escape(str(e))
 
     activate_b.click(activate, v_id, v_msg).then(tables, None, table_outs)
-    return tables, table_outs, timer
+    return tables, table_outs, timer, (train_row, activate_row)
 
 
 # Gradio keeps a copy of every upload and download (an export with images is a full copy of the dataset):
@@ -552,23 +601,41 @@ CACHE_CLEANUP = (1800, 3600)
 
 
 def build_app(store: Store, proposer: BackgroundProposer | None = None,
-              exports: store_view.ExportFolder | None = None, options: ModelOptions | None = None) -> gr.Blocks:
-    """The page: Label, Dataset, Model and Export tabs on ``store``; the model runs with ``options``."""
+              exports: store_view.ExportFolder | None = None, options: ModelOptions | None = None,
+              roles: Roles | None = None) -> gr.Blocks:
+    """The page: Label, Dataset, Model and Export tabs on ``store``; the model runs with ``options``; each
+    login may do what its role allows (``roles``; without one everyone is the local admin)."""
+    roles = roles or Roles(store)
     options = options or ModelOptions()
     proposer = proposer or BackgroundProposer(store, options)
     exports = exports or store_view.ExportFolder()
     with gr.Blocks(title="maskloop", delete_cache=CACHE_CLEANUP) as demo:
-        markdown("# maskloop")
+        with gr.Row():
+            markdown("# maskloop")
+            who = markdown(elem_id="who", visible=roles.login)
         with gr.Tabs() as tabs:
             with gr.Tab("Label", id="label") as label_page:
-                label_tab = LabelTab(store, proposer)
+                label_tab = LabelTab(store, proposer, roles)
                 label_tab.build(demo)
             with gr.Tab("Dataset", id="dataset") as dataset:
-                (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids) = dataset_tab(store)
+                (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids), admin_parts = \
+                    dataset_tab(store, roles)
             with gr.Tab("Model", id="model"):
-                tables, t_outs, _ = model_tab(store, options)
+                tables, t_outs, _, train_parts = model_tab(store, options, roles)
             with gr.Tab("Export", id="export"):
-                export_tab(store, exports)
+                export_parts = export_tab(store, exports, roles)
+
+        def for_role(request: gr.Request):
+            """The page as this login's role sees it: what it may not do is hidden (and refused anyway)."""
+            role = roles.role(request)
+            line = (f"{text.escape(roles.name(request))} · {role or 'no account'} · [log out](/logout)"
+                    if roles.login else "")
+            return ((line, gr.update(visible=users.may(role, "review")))
+                    + tuple(gr.update(visible=users.may(role, a)) for a in ("import", "categories", "train",
+                                                                             "activate", "export"))
+                    + (gr.update(visible=not users.may(role, "export")),))
+
+        demo.load(for_role, None, [who, label_tab.review_panel, *admin_parts, *train_parts, *export_parts])
 
         def open_thumbnail(ids, ls, evt: gr.SelectData, request: gr.Request):
             """A gallery thumbnail clicked: its image opens in the Label tab."""
@@ -581,16 +648,24 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
         gallery.select(open_thumbnail, [g_ids, label_tab.sess], [tabs, label_tab.sess, label_tab.board],
                        **label_tab.label_events)
         gallery.select(None, js="() => { window.scrollTo({top: 0}); }")  # the Label tab from its top
-        def assist(image_id: float, box: list[float], category_id: float | None = None) -> dict:
+        def may_label(request):
+            no = refused(roles, request, "label")
+            if no:
+                raise gr.Error(no)
+
+        def assist(image_id: float, box: list[float], request: gr.Request, category_id: float | None = None) -> dict:
+            may_label(request)
             return assist_box(proposer, image_id, box, category_id)
 
         gr.api(assist, api_name="assist_box", api_description=assist_box.__doc__)
 
-        def queue_api(n: float = 20) -> list[int]:
+        def queue_api(request: gr.Request, n: float = 20) -> list[int]:
+            may_label(request)
             return next_images(store, n)
 
         def label_api(image_id: float, ops: list[dict], request: gr.Request) -> dict:
-            return label_image(store, proposer, image_id, ops, _user(request, store))
+            may_label(request)
+            return label_image(store, proposer, image_id, ops, roles.name(request), roles.role(request))
 
         gr.api(queue_api, api_name="next_images", api_description=next_images.__doc__)
         gr.api(label_api, api_name="label_image", api_description=label_image.__doc__, concurrency_limit=8)
@@ -623,7 +698,7 @@ def next_images(store: Store, n) -> list[int]:
 MAX_API_OPS = 500
 
 
-def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user: str) -> dict:
+def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user: str, role: str = "labeler") -> dict:
     """/label_image: (image_id, [edit message, ...]) -> {"messages", "status", "instances"}: open the image,
     apply the canvas's edit messages in order (``{"op": "accept", "index": 0}``, ``{"op": "reject_rest"}``,
     ``{"op": "class", ...}``, ``{"op": "assist", "box": [...]}``, ..., ``{"op": "save"}``; see
@@ -635,7 +710,7 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
         if not isinstance(ops, list) or len(ops) > MAX_API_OPS:
             raise UserError(f"ops must be a list of at most {MAX_API_OPS} edit messages")
         ls = LabelSession(store, image_id)  # (refuses an image that does not exist, by id)
-        ls.user = user
+        ls.user, ls.role = user, role
         said = []
         for k, op in enumerate(ops):
             try:
@@ -670,14 +745,17 @@ def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
 def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[str] | None = None,
            share: bool = False, block: bool = True, max_upload_mb: float | None = None,
            options: ModelOptions | None = None) -> gr.Blocks:
-    """Serve the app. With ``auth`` (USER:PASSWORD strings) a login is required for everything that changes
-    state, and failed logins are answered slower and slower (annotator.access). Uploads larger than
+    """Serve the app. With ``auth`` (USER:PASSWORD strings: admins) or any account in the store's users table
+    (app.py user add), a login is required for everything that changes state, each login may do what its role
+    allows, and failed logins are answered slower and slower (annotator.access). Uploads larger than
     ``max_upload_mb`` MiB (default DEFAULT_MAX_UPLOAD_MB) are refused."""
     max_upload_mb = DEFAULT_MAX_UPLOAD_MB if max_upload_mb is None else max_upload_mb
     if not max_upload_mb > 0:
         raise UserError(f"--max-upload-mb must be a positive number of MiB, not {max_upload_mb}")
-    accounts = parse_auth(auth or [])
-    guard = LoginGuard(accounts) if accounts else None
+    accounts = parse_auth(auth or []) or []
+    login = bool(accounts) or users.count(store) > 0  # any account in the store: a login is required
+    roles = Roles(store, admins=[name for name, _ in accounts], login=login)
+    guard = LoginGuard(accounts, lookup=lambda name, pw: users.login(store, name, pw)) if login else None
     exports = store_view.ExportFolder()
 
     @contextlib.asynccontextmanager
@@ -685,7 +763,7 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
         yield
         exports.close()  # the server is shutting down: the last export goes too
 
-    demo = build_app(store, exports=exports, options=options)
+    demo = build_app(store, exports=exports, options=options, roles=roles)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
                 prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True,

@@ -23,15 +23,16 @@ from sqlalchemy.exc import IntegrityError
 from db import masks as mask_codec
 from db.errors import UserError
 from db.instances import Instances
-from db.schema import Annotation, Category, Image, Review, utcnow
+from db.schema import VERDICTS, Annotation, Category, Image, Review, Verdict, utcnow
 from db.store import Store
 
 HELDOUT_EVERY = 5  # one image in five is held out, chosen by a hash of its id
 # The default queue is a fixed shuffle: bench/loop.py measured it against "most uncertain first" and found
 # it better (docs/loop.md: 2026-11-26, last round 43.0 against 66.3 s of labeling per image).
-QUEUE_FILTERS = ["to label (shuffled)", "to label (most uncertain first)", "new", "proposed", "in_review", "done",
-                 "all"]
+QUEUE_FILTERS = ["to label (shuffled)", "to label (most uncertain first)", "to review (done, awaiting a reviewer)",
+                 "new", "proposed", "in_review", "done", "all"]
 UNCERTAIN_FIRST = QUEUE_FILTERS[1]
+TO_REVIEW = QUEUE_FILTERS[2]
 
 
 class SaveConflict(UserError):
@@ -264,17 +265,21 @@ def release_claims(store: Store, worker: str, image_ids: Iterable[int]) -> None:
 
 
 def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:
-    """Image ids in labeling order. The default: every image not done, in a fixed shuffled order (a hash of
-    the id, so the order stays put as images come and go, and every stretch of it is a random sample).
-    ``UNCERTAIN_FIRST``: those with proposals by uncertainty (mean proposal score nearest 0.5 first), then
-    those still waiting for proposals."""
+    """Image ids in labeling order. The default: the images a reviewer sent back first, then every other image
+    not done, in a fixed shuffled order (a hash of the id, so the order stays put as images come and go, and
+    every stretch of it is a random sample). ``UNCERTAIN_FIRST``: those with proposals by uncertainty (mean
+    proposal score nearest 0.5 first), then those still waiting for proposals. ``TO_REVIEW``: done images
+    with no verdict on their labels as they are now, in the order they were saved."""
     if which in ("new", "proposed", "in_review", "done"):
         return image_ids(store, which)
     if which == "all":
         return image_ids(store)
+    if which == TO_REVIEW:
+        return awaiting_review(store)
     todo = image_ids(store, not_status="done")
     if which != UNCERTAIN_FIRST:
-        return sorted(todo, key=_shuffled)
+        back = set(sent_back(store))
+        return sorted(todo, key=lambda i: (i not in back, _shuffled(i)))
     with store.session() as s:
         means = dict(s.execute(
             select(Annotation.image_id, func.avg(Annotation.score))
@@ -283,6 +288,99 @@ def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:
             .group_by(Annotation.image_id)).all())
     with_props = sorted((i for i in todo if i in means), key=lambda i: (abs(means[i] - 0.5), i))
     return with_props + [i for i in todo if i not in means]
+
+
+def _current_verdicts(s, image_ids=None):
+    """(image id, verdict) of verdicts given on an image's labels as they are now (its row version)."""
+    q = (select(Verdict.image_id, Verdict.verdict).join(Image, Image.id == Verdict.image_id)
+         .where(Verdict.row_version == Image.row_version).order_by(Verdict.at, Verdict.id))
+    return s.execute(q if image_ids is None else q.where(Verdict.image_id.in_(image_ids))).all()
+
+
+def awaiting_review(store: Store) -> list[int]:
+    """Done images that no reviewer approved or sent back as they are now, saved first first."""
+    with store.session() as s:
+        judged = {i for i, _ in _current_verdicts(s)}
+        rows = s.execute(select(Image.id).where(Image.status == "done").order_by(Image.updated_at, Image.id))
+        return [i for (i,) in rows if i not in judged]
+
+
+def sent_back(store: Store) -> list[int]:
+    """Images a reviewer sent back whose labels nobody saved since."""
+    with store.session() as s:
+        latest = dict(_current_verdicts(s))  # the last verdict per image wins
+        return sorted(i for i, v in latest.items() if v == "sent_back")
+
+
+MAX_NOTE = 2000
+
+
+def give_verdict(store: Store, image_id: int, row_version: int, verdict: str, user: str, note: str = "") -> None:
+    """A reviewer's verdict on the image's labels as they were at ``row_version``: ``approved``, or
+    ``sent_back`` (the image goes back to the labeling queue, in review, first in line). Refused when the labels
+    changed since (SaveConflict), when the image is not done, or when ``user`` saved them last (a reviewer
+    judges others' work)."""
+    if verdict not in VERDICTS:
+        raise UserError(f"verdict {verdict!r}: one of {', '.join(VERDICTS)}")
+    note = note.strip() if isinstance(note, str) else ""
+    if len(note) > MAX_NOTE:
+        raise UserError(f"a note has at most {MAX_NOTE} characters")
+    if verdict == "sent_back" and not note:
+        raise UserError("say what to fix: sending labels back needs a note for the labeler")
+    with store.transaction() as s:
+        im = s.get(Image, image_id)
+        if im is None:
+            raise UserError(f"no image with id {image_id}")
+        if im.row_version != row_version:
+            raise SaveConflict(f"image {image_id} changed in the store since you opened it: open it again and "
+                               "look at the labels as they are now; no verdict was recorded")
+        if im.status != "done":
+            raise UserError(f"image {image_id} is {im.status}, not done: only finished labels are reviewed")
+        last = s.scalar(select(Review.user).where(Review.image_id == image_id)
+                        .order_by(Review.saved_at.desc(), Review.id.desc()).limit(1))
+        if last is not None and last == user:
+            raise UserError(f"you ({user}) saved these labels last: another reviewer approves or sends them back")
+        s.add(Verdict(image_id=image_id, row_version=row_version, verdict=verdict, note=note, user=user,
+                      at=utcnow()))
+        if verdict == "sent_back":
+            s.execute(update(Image).where(Image.id == image_id).values(status="in_review"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One line of an image's history: who did what, when (UTC). ``current``: a verdict on the labels as they
+    are now."""
+
+    at: dt.datetime
+    user: str
+    what: str
+    current: bool = False
+
+
+HISTORY_LINES = 30
+
+
+def history(store: Store, image_id: int) -> list[Event]:
+    """Who did what to the image, oldest first (the last HISTORY_LINES): every save in the Label tab with what
+    it did to the proposals, and every reviewer's verdict."""
+    with store.session() as s:
+        now_version = s.scalar(select(Image.row_version).where(Image.id == image_id))
+        saves = s.scalars(select(Review).where(Review.image_id == image_id)
+                          .order_by(Review.saved_at.desc(), Review.id.desc()).limit(HISTORY_LINES)).all()
+        verdicts = s.scalars(select(Verdict).where(Verdict.image_id == image_id)
+                             .order_by(Verdict.at.desc(), Verdict.id.desc()).limit(HISTORY_LINES)).all()
+    events = [Event(r.saved_at, r.user, "saved: " + _save_summary(r)) for r in saves]
+    events += [Event(v.at, v.user, ("approved" if v.verdict == "approved" else "sent back")
+                     + (f": {v.note}" if v.note else ""), v.row_version == now_version) for v in verdicts]
+    return sorted(events, key=lambda e: e.at)[-HISTORY_LINES:]
+
+
+def _save_summary(r: Review) -> str:
+    parts = [f"{n} {what}" for n, what in ((r.accepted_unchanged, "accepted unchanged"),
+                                           (r.accepted_edited, "accepted edited"), (r.rejected, "rejected"),
+                                           (r.drawn, "drawn"), (r.assisted, "added by assist"),
+                                           (r.keypoints_moved, "keypoint(s) moved")) if n]
+    return (", ".join(parts) or "no change to proposals") + f" in {r.active_seconds:.0f} s"
 
 
 def _shuffled(image_id: int) -> bytes:

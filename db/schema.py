@@ -34,6 +34,8 @@ IMAGE_STATUSES = ("new", "proposed", "in_review", "done")
 REVIEW_STATES = ("proposed", "accepted", "rejected")
 SOURCES = ("model", "human")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+ROLES = ("labeler", "reviewer", "admin")  # each may do what the one before it may, and more (db/users.py)
+VERDICTS = ("approved", "sent_back")
 
 
 def utcnow() -> dt.datetime:
@@ -204,6 +206,36 @@ class Review(Base):
     keypoints_moved: Mapped[int] = mapped_column(Integer, default=0)  # of accepted proposals
     iou_sum: Mapped[float] = mapped_column(FiniteFloat, default=0.0)  # mask IoU proposal -> saved, summed
     iou_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Verdict(Base):
+    """A reviewer's verdict on an image's labels as they were at ``row_version`` (Image.row_version): approved,
+    or sent back to the labeling queue with a note. A later save moves the row version on, so the image waits
+    for review again."""
+
+    __tablename__ = "verdicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    row_version: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str] = mapped_column(Text, default="")
+    user: Mapped[str] = mapped_column(String(200))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class User(Base):
+    """An account for the login: its role (ROLES) and its password as a KDF hash (db/users.py), never the
+    password itself."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class Job(Base):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from annotator.labeling import LabelSession, SaveConflict
+from annotator.labeling import LabelSession, SaveConflict, review_summary
 from db import masks
 from db.coco_import import import_coco
 from db.errors import UserError
@@ -240,3 +240,17 @@ def test_review_summary_counts_assisted_keypoint_moves_and_deleted_proposals(pro
     assert got["proposals"] == 1 + len(others) and got["rejected"] == len(others)
     assert got["accepted_edited"] == 1 and got["keypoints_moved"] == 1 and got["assisted"] == 1
     assert got["iou_count"] == 1 and got["iou_sum"] == pytest.approx(1.0)  # the mask itself was not changed
+
+
+def test_proposals_imported_from_a_coco_file_count_as_unchanged_unless_edited(store, synth_dir):
+    """An imported proposal keeps no copy of itself as made: accepted as loaded, it is unchanged (no IoU and
+    no keypoint moves are made up against a missing original)."""
+    import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
+    ls = LabelSession(store, 1)
+    ls.accept(0)
+    ls.accept(1)
+    ls.set_class(ls.instances.category_ids[2], index=2)  # edited (the same class, but touched)
+    ls.reject(3)
+    got = review_summary(ls.instances)
+    assert (got["accepted_unchanged"], got["accepted_edited"], got["rejected"]) == (2, 1, 1)
+    assert got["keypoints_moved"] == 0 and got["iou_count"] == 0
