@@ -101,9 +101,11 @@ class Roles:
         return getattr(request, "username", None) or self.store.settings.user
 
     def role(self, request) -> str | None:
+        return self.role_of(getattr(request, "username", None))
+
+    def role_of(self, name: str | None) -> str | None:
         if not self.login:
             return "admin"
-        name = getattr(request, "username", None)
         if name in self.admins:
             return "admin"
         return users.role_of(self.store, name)

@@ -217,6 +217,11 @@ class LabelTab:
         ls = self._live.get(token) if isinstance(token, str) else None
         if ls is None:
             return {"message": "this page's labeling session is gone (the server restarted?): reload the page"}
+        ls.role = self.roles.role_of(ls.user)  # read again: a changed role or a removed account counts at once
+        try:
+            users.require(ls.role, "label", ls.user if self.roles.login else "")
+        except UserError as e:
+            return self.outputs(ls, str(e))[1]
         try:
             return self.edit(ls, message)[1]
         except Exception as e:  # noqa: BLE001 - the canvas must get an answer, never wait for one

@@ -83,6 +83,11 @@ def test_the_label_tab_refuses_a_removed_account_and_checks_the_role_of_each_ver
     assert answer["history"][-1]["what"] == "sent back: <b>the dog</b> is missing"  # text; canvas.js sets textContent
     bad = tab.canvas_edit({"op": "send_back", "note": ["not", "text"], "token": rita.token})
     assert "note must be text" in bad["message"]
+    users.set_role(store, "rita", "labeler")  # an open page follows a changed role, and a removed account
+    assert "needs the reviewer role" in tab.canvas_edit({"op": "approve", "token": rita.token})["message"]
+    users.remove(store, "rita")
+    gone = tab.canvas_edit({"op": "save", "token": rita.token})
+    assert "rita has no account" in gone["message"]
 
 
 @pytest.fixture(scope="module")
