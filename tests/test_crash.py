@@ -233,3 +233,39 @@ def test_a_killed_propose_all_leaves_whole_chunks_and_runs_again(trained_store, 
     assert all(statuses[i] == "proposed" for i in new_ids)  # min score 0: every image gets proposals
     assert clean_orphan_media(again) == 0
     again.close()
+
+
+KILL_FOLDER = {
+    "after a media file of the second batch": ("import db.ingest as ing\n"
+                                               "real, n = ing.write_new_media, [0]\n"
+                                               "def fifth_dies(*a, **k):\n"
+                                               "    n[0] += 1\n"
+                                               "    out = real(*a, **k)\n"
+                                               "    if n[0] == 5:\n"
+                                               "        die()\n"
+                                               "    return out\n"
+                                               "ing.write_new_media = fifth_dies\n"),
+    "before the second batch commits": "die_in_transaction(2)\n",
+}
+
+
+@pytest.mark.parametrize("where", list(KILL_FOLDER))
+def test_a_killed_folder_import_keeps_whole_batches_and_runs_again(store, tmp_path, where):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for k in range(7):
+        _png(folder / ("sub" if k % 2 else ".") / f"p{k}.png", 10 + 30 * k)
+    _killed(store, KILL_FOLDER[where] + "from db.ingest import ingest\n"
+            "ingest(store, [sys.argv[2]], batch_size=3)\n", str(folder))
+    again = _restart(store)
+    # the first batch of 3 committed whole; nothing of the second is visible, and its files are gone
+    assert _count(again, Image) == 3
+    with again.session() as s:
+        used = sorted(s.scalars(select(Image.media_path)))
+    assert [p.relative_to(again.settings.media_dir).as_posix() for p in _media_files(again)] == used
+    from db.ingest import ingest
+
+    report = ingest(again, [folder])  # running it again finishes the work
+    assert len(report.added) == 4 and len(report.duplicates) == 3 and not report.skipped
+    assert _count(again, Image) == 7 and len(_media_files(again)) == 7
+    again.close()
