@@ -138,7 +138,9 @@ class LabelTab:
                 msg = f"saved image {ls.image_id}" + (f" ({left} proposal(s) left unreviewed)" if left else "") \
                     + ". " + msg
             except SaveConflict:  # stay on this image: its edits must not be left behind unsaved
-                return self.outputs(ls, ls.rebase() + " (You stayed on this image.)")
+                return self.outputs(ls, ls.review_conflict() + " (You stayed on this image.)")
+            except UserError as e:  # refused edits still wait to be re-applied or dropped
+                return self.outputs(ls, f"{e} (You stayed on this image.)")
         if image_id is None:
             if not view.queue(self.store, "all"):
                 return self.outputs(ls, msg or "No images yet: import some in the Dataset tab (or run "
@@ -230,7 +232,7 @@ class LabelTab:
         return self._pictures[image_id]
 
     def save(self, ls):
-        """Save the open image (annotator.canvas's "save": nothing unseen is decided, conflicts rebased)."""
+        """Save the open image (annotator.canvas's "save": nothing unseen is decided, conflicts kept to review)."""
         return self.act(lambda s: canvas.apply(s, {"op": "save"}), ls)
 
     def propose_again(self, ls, request=None):
