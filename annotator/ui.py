@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from annotator import canvas, model_view, store_view, text, view
+from annotator import canvas, model_view, presence, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
@@ -108,6 +108,7 @@ class LabelTab:
         # each page's open LabelSession (the one its gr.State holds), by a secret token the page's canvas data
         # carries: the canvas's edits come as direct server-function calls, which do not see the State
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self.presence = presence.Presence()  # who has which image open (the canvas polls canvas_presence)
 
     # --- helpers --------------------------------------------------------------------------------------
     def outputs(self, ls: LabelSession | None, message: str = ""):
@@ -162,6 +163,7 @@ class LabelTab:
         new.user = _user(request, self.store)  # who saves: this page's login
         new.select_first()  # again, under this page's score threshold
         self._live[token] = new
+        self.presence.open(token, new.image_id, new.user)
         order = view.queue(self.store)
         following = []
         if new.image_id in order:
@@ -216,6 +218,12 @@ class LabelTab:
             log.exception("canvas edit %r failed", message)
             return self.outputs(ls, f"that edit failed on the server and changed nothing: {e}")[1]
 
+    def canvas_presence(self, message) -> dict:
+        """The canvas's server function, every few seconds: this page is still on its image, and who else is
+        (annotator.presence)."""
+        token = message.get("token") if isinstance(message, dict) else None
+        return self.presence.poll(message, self._live.get(token) if isinstance(token, str) else None)
+
     def picture(self, image_id) -> dict:
         """The canvas's server function: the image's pixels, once per opened image."""
         if isinstance(image_id, bool) or not isinstance(image_id, (int, float)) or image_id != int(image_id):
@@ -257,6 +265,9 @@ class LabelTab:
         def canvas_edit(message):  # canvas.js: server.canvas_edit(message), per edit
             return self.canvas_edit(message)
 
+        def canvas_presence(message):  # canvas.js: server.canvas_presence({token, browser}), every 3 s
+            return self.canvas_presence(message)
+
         with gr.Row(equal_height=True):
             which = gr.Dropdown(view.QUEUE_FILTERS, value=view.QUEUE_FILTERS[0], label="Queue", scale=2,
                                 elem_id="queue-filter")
@@ -268,7 +279,8 @@ class LabelTab:
         with gr.Row():
             with gr.Column(scale=5):
                 board = gr.HTML(None, html_template=canvas.TEMPLATE, css_template=canvas.CSS, js_on_load=canvas.JS,
-                                elem_id="label-canvas", server_functions=[canvas_image, canvas_edit], padding=False)
+                                elem_id="label-canvas", server_functions=[canvas_image, canvas_edit, canvas_presence],
+                                padding=False)
             with gr.Column(scale=1, min_width=200, elem_id="label-actions"):
                 save_b = gr.Button("Save (s)", elem_id="btn-save", variant="primary", size="sm")
                 discard_b = gr.Button("Discard my edits", elem_id="btn-discard", size="sm")
