@@ -60,6 +60,12 @@ edit; dragging its box handles asks the model again.
 **Saving** never decides for you: a proposal nobody accepted or rejected stays a proposal and the image
 stays in review until none are left (`Shift+R` rejects the rest). *Discard my edits* goes back to what was
 last saved.
+
+**Two people on one image.** A notice above the picture says when someone else (or another tab of yours)
+has the same image open. If they save first, your save is refused and nothing of yours is lost: the picture
+shows their labels, and *Your refused edits* in the instance list shows each of your changes (hatched on the
+picture) next to theirs. *Re-apply* puts yours back over theirs (or adds it, if theirs is gone), *Drop*
+keeps theirs; then save. Undo takes a re-apply or drop back.
 """
 
 HOTKEYS_JS = """
