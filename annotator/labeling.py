@@ -172,10 +172,10 @@ class LabelSession:
         self._redo.clear()
         self.display_cache.clear()
         self.dirty = bool(self.pending)
-        who = (f"{self.theirs[0] or 'someone'} saved image {self.image_id} after you opened it" if self.theirs
-               else f"image {self.image_id} changed in the store since you opened it (saved from another browser, "
-                    "proposed again, or a category changed)")
-        said = [f"{who}; nothing of yours was written. The picture shows the labels as saved now."]
+        how = (f"{self.theirs[0] or 'someone'} saved it" if self.theirs
+               else "saved from another browser, proposed again, or a category changed")
+        said = [f"image {self.image_id} changed in the store since you opened it ({how}); nothing of yours was "
+                "written. The picture shows the labels as saved now."]
         if self.pending:
             said.append(f"Your {len(self.pending)} refused edit(s) are kept under 'Your refused edits': re-apply "
                         "or drop each (or all), then save.")

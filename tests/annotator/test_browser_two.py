@@ -117,7 +117,8 @@ def test_two_browsers_on_one_image_are_told_and_the_second_save_is_kept_for_revi
         key_over_canvas(a, "s")
         expect(message(a)).to_contain_text(f"saved image {image_id}")
         key_over_canvas(b, "s")  # refused: alice saved first
-        expect(message(b)).to_contain_text(f"alice saved image {image_id} after you opened it")
+        expect(message(b)).to_contain_text(f"image {image_id} changed in the store since you opened it (alice "
+                                           "saved it)")
         idle(b)
         items = b.locator("#label-canvas .mlc-pitem")
         expect(items).to_have_count(2)

@@ -161,7 +161,7 @@ def test_a_refused_save_shows_theirs_and_lists_mine_instance_by_instance(propose
     store = proposed_store
     alice, mine = _two_browsers(store)
     said = canvas.apply(alice, {"op": "save"})
-    assert "bob saved image" in said and "4 refused edit(s)" in said
+    assert "since you opened it (bob saved it)" in said and "4 refused edit(s)" in said
     rows = _rows(store, alice.image_id)
     assert alice.instances.category_ids == [r.category_id for r in rows]  # the picture shows Bob's labels
     assert alice.instances.states == [r.review_state for r in rows] and alice.dirty
@@ -244,7 +244,7 @@ def test_a_second_conflict_while_items_are_pending_keeps_everything_for_review(p
         alice.save("alice")
     canvas.apply(alice, {"op": "reapply_all"})
     said = canvas.apply(alice, {"op": "save"})  # refused again: Bob's second save
-    assert "bob saved image" in said
+    assert "since you opened it (bob saved it)" in said
     assert sorted(r.kind for r in alice.pending) == ["deleted", "drawn", "edited"]  # what she chose, listed again
     assert alice.instances.states[0] == "rejected"  # his newest
     theirs = next(p for p in canvas.payload(alice)["pending"] if p["kind"] == "edited")["theirs"]
