@@ -5,6 +5,8 @@
 // new props.value, and the server's answer (props.value) is what is drawn next.
 // How a stroke becomes a mask: Stroke below collects the pointer path in image pixels; canvas.py's _stroke
 // hands it to LabelSession.paint.
+// Two browsers on one image: a notice says who else has it open (server.canvas_presence, polled), and after a
+// refused save the list shows "Your refused edits" (props.value.pending) next to theirs, hatched on the picture.
 
 const TOOLS = [
   ['select', 'v', 'select; drag a box handle, polygon vertex or keypoint of the selected instance; drag empty space to pan'],
@@ -34,6 +36,7 @@ root.innerHTML = `
   <button type="button" class="mlc-one" title="one image pixel per screen pixel (1)">1:1 <kbd>1</kbd></button>
 </div>
 <div class="mlc-info"></div>
+<div class="mlc-presence" role="status"></div>
 <div class="mlc-main"><div class="mlc-stage"><canvas class="mlc-canvas"></canvas></div>
   <div class="mlc-list" title="instances: click one to select it"></div></div>
 <div class="mlc-message" role="status"></div>
@@ -51,6 +54,7 @@ const S = {
   selected: null, hover: null, hoverKp: null, over: false, space: false,
   seq: 0, rev: 0, afterFrame: [], reviewed: [], sentAt: new Map(), answered: [], outbox: [], inflight: null, whenIdle: [], masks: new Map(), drag: null, poly: [], strokes: [], pointer: null,
   timings: [], inputAt: null, inputKind: null, frames: 0, fitted: false,
+  pending: [], hoverItem: null, pickedItem: null, presence: [], polling: false,
 };
 root.__maskloop = S;  // tests and bench/canvas.py read timings and state here
 
@@ -96,10 +100,8 @@ function decodeMask(m) {  // -> row-major Uint8Array of the crop (column-major r
   }
   return inside;
 }
-function paintMask(it, entry) {  // the mask in its colour: filled, outlined; proposals lighter and dashed
-  const m = it.mask, inside = entry.inside, [r, g, b] = rgb(it.color);
-  const proposed = it.state === 'proposed';
-  const fill = proposed ? 70 : 140;
+function paintCrop(it, entry, put) {  // a canvas of the mask's crop; put(d, o, x, y, edge) colours pixel o
+  const m = it.mask, inside = entry.inside;
   const c = document.createElement('canvas');
   c.width = m.w; c.height = m.h;
   const im = new ImageData(m.w, m.h), d = im.data;
@@ -109,13 +111,27 @@ function paintMask(it, entry) {  // the mask in its colour: filled, outlined; pr
       if (!inside[k]) continue;
       const edge = x === 0 || y === 0 || x === m.w - 1 || y === m.h - 1 || !inside[k - 1] || !inside[k + 1] ||
         !inside[k - m.w] || !inside[k + m.w];
-      const o = 4 * k;
-      d[o] = r; d[o + 1] = g; d[o + 2] = b;
-      d[o + 3] = edge ? (proposed && ((x + y) >> 2) & 1 ? fill : 255) : fill;
+      put(d, 4 * k, x, y, edge);
     }
   }
   c.getContext('2d').putImageData(im, 0, 0);
   return c;
+}
+function paintMask(it, entry) {  // the mask in its colour: filled, outlined; proposals lighter and dashed
+  const [r, g, b] = rgb(it.color), proposed = it.state === 'proposed', fill = proposed ? 70 : 140;
+  return paintCrop(it, entry, (d, o, x, y, edge) => {
+    d[o] = r; d[o + 1] = g; d[o + 2] = b;
+    d[o + 3] = edge ? (proposed && ((x + y) >> 2) & 1 ? fill : 255) : fill;
+  });
+}
+function paintHatch(it, entry) {  // a refused edit's mask: an outline of colour and white dashes, hatched inside
+  const [r, g, b] = rgb(it.color);
+  return paintCrop(it, entry, (d, o, x, y, edge) => {
+    if (!edge && (((x - y) % 6) + 6) % 6 > 1) return;  // between the hatch lines: see-through
+    const light = edge && ((x + y) >> 1) & 1;
+    d[o] = light ? 255 : r; d[o + 1] = light ? 255 : g; d[o + 2] = light ? 255 : b;
+    d[o + 3] = edge ? 255 : 170;
+  });
 }
 function maskOf(it) {  // {inside, painted} cached by the crop's content and the instance's colour and state
   if (!it.mask) return null;
@@ -123,8 +139,8 @@ function maskOf(it) {  // {inside, painted} cached by the crop's content and the
   let e = S.masks.get(key);
   if (!e) { e = {inside: decodeMask(it.mask), painted: {}}; S.masks.set(key, e); }
   e.used = true;
-  const style = it.state === 'proposed' ? 'p' : 'a';
-  if (!e.painted[style]) e.painted[style] = paintMask(it, e);
+  const style = it.kind ? 'h' : it.state === 'proposed' ? 'p' : 'a';  // (a refused edit has a kind)
+  if (!e.painted[style]) e.painted[style] = style === 'h' ? paintHatch(it, e) : paintMask(it, e);
   return e;
 }
 function contains(it, x, y) {
@@ -239,6 +255,12 @@ function draw() {
     ctx.globalAlpha = Math.min(1, S.opacity * 2 * emph * (it.i === S.selected ? 1 : 0.85));
     ctx.drawImage(e.painted[it.state === 'proposed' ? 'p' : 'a'], it.mask.x, it.mask.y);
   }
+  for (const p of S.pending) {  // this person's refused edits, hatched over the labels saved meanwhile
+    const e = p.kind !== 'deleted' && maskOf(p);
+    if (!e) continue;
+    ctx.globalAlpha = hotItem(p) ? 1 : 0.75;
+    ctx.drawImage(e.painted.h, p.mask.x, p.mask.y);
+  }
   ctx.globalAlpha = 0.55;
   for (const st of S.strokes.concat(S.drag && S.drag.kind === 'stroke' ? [S.drag] : [])) {  // strokes not yet applied
     ctx.strokeStyle = st.erase ? '#000000' : (inst(st.index) || {color: '#ffffff'}).color;
@@ -271,10 +293,35 @@ function draw() {
     ctx.fillText(label, a + 3, Math.max(11, b - 4));
     drawKeypoints(it, sel);
   }
+  drawRefused();
   const sel = inst(S.selected);
   if (sel && shown(sel)) drawHandles(sel);
   drawGesture();
   finishDraw();
+}
+function hotItem(p) {  // a refused edit pointed at in the list, or whose instance is pointed at on the picture
+  const j = p.theirs ? p.theirs.i : null;
+  return p.item === S.hoverItem || p.item === S.pickedItem || (j != null && (j === S.hover || j === S.selected));
+}
+function drawRefused() {  // boxes of the refused edits, dashed finer than proposals; a deletion crosses theirs out
+  for (const p of S.pending) {
+    const hot = hotItem(p), them = p.kind === 'deleted' && p.theirs ? inst(p.theirs.i) : null;
+    const [x, y, w, h] = them ? them.bbox : p.bbox;
+    if (p.kind === 'deleted' && !them) continue;
+    const [a, b] = toScreen(x, y), [c, d] = toScreen(x + w, y + h);
+    ctx.strokeStyle = them ? '#ff4d4d' : p.color;
+    ctx.lineWidth = hot ? 2.5 : 1.5;
+    ctx.setLineDash([2, 3]);
+    ctx.strokeRect(a, b, c - a, d - b);
+    if (them) { ctx.beginPath(); ctx.moveTo(a, b); ctx.lineTo(c, d); ctx.moveTo(c, b); ctx.lineTo(a, d); ctx.stroke(); }
+    ctx.setLineDash([]);
+    const label = `yours: ${them ? 'deleted' : p.name}` + (hot ? ' (refused)' : '');
+    const tw = ctx.measureText(label).width;
+    ctx.fillStyle = hot ? 'rgba(0,0,0,0.85)' : 'rgba(0,0,0,0.6)';
+    ctx.fillRect(a, d, tw + 6, 15);
+    ctx.fillStyle = them ? '#ff8080' : p.color;
+    ctx.fillText(label, a + 3, d + 11);
+  }
 }
 function drawKeypoints(it, sel) {
   const k = keypointsOf(it), c = cat(it);
@@ -445,16 +492,20 @@ function refreshToolbar(rebuildList = true) {
   }
   showKeypointChoice();
   if (rebuildList) refreshList();
-  else $('.mlc-list').querySelectorAll('.mlc-row').forEach((r) => {
-    const on = Number(r.dataset.index) === S.selected;
-    r.classList.toggle('sel', on);
-    if (on) r.scrollIntoView({block: 'nearest'});
-  });
+  else {
+    $('.mlc-list').querySelectorAll('.mlc-row').forEach((r) => {
+      const on = Number(r.dataset.index) === S.selected;
+      r.classList.toggle('sel', on);
+      if (on) r.scrollIntoView({block: 'nearest'});
+    });
+    markItems();
+  }
 }
 function refreshList() {  // the instance list beside the picture: what is drawn, and the hidden count
   const list = $('.mlc-list');
   list.textContent = '';
   if (!S.data || !S.data.instances) return;
+  if (S.pending.length) list.appendChild(refusedSection());
   let hidden = 0;
   for (const it of S.data.instances) {
     if (!shown(it)) { hidden++; continue; }
@@ -472,6 +523,75 @@ function refreshList() {  // the instance list beside the picture: what is drawn
   if (hidden) { const h = document.createElement('div'); h.className = 'mlc-hidden'; h.textContent = `${hidden} below the min score`; list.appendChild(h); }
   const sel = list.querySelector('.sel');
   if (sel) sel.scrollIntoView({block: 'nearest'});
+}
+function el(tag, cls, text) {  // an element with its text set as text, never as HTML
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = text;
+  return e;
+}
+function when(iso) {  // a stored time in the browser's own time zone: 10:02, or with the date when not today
+  const t = new Date(iso), now = new Date();
+  if (isNaN(t)) return '';
+  const hm = t.toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'});
+  return t.toDateString() === now.toDateString() ? hm : `${t.toLocaleDateString()} ${hm}`;
+}
+const DID = {edited: 'you edited', drawn: 'you drew', assisted: 'you added (assist)', deleted: 'you deleted'};
+function version(name, area, state) { return `${name} · ${Math.round(area)} px · ${state}`; }
+function button(label, title, op, fields) {
+  const b = el('button', 'mlc-pbtn', label);
+  b.type = 'button'; b.title = title;
+  b.addEventListener('click', (e) => { e.stopPropagation(); send(op, fields); });
+  return b;
+}
+function refusedSection() {  // "Your refused edits": each beside the other person's version, to re-apply or drop
+  const box = el('div', 'mlc-pending'), t = S.data.theirs;
+  box.appendChild(el('div', 'mlc-phead', `Your refused edits (${S.pending.length})`));
+  box.appendChild(el('div', 'mlc-pnote', (t && t.by ? `${t.by} saved this image${t.at ? ' at ' + when(t.at) : ''}` :
+    'This image changed in the store') + '. The picture shows the labels as saved now; yours are hatched. ' +
+    'Re-apply puts yours back, Drop keeps theirs; then save.'));
+  const all = el('div', 'mlc-pbtns');
+  all.appendChild(button('Re-apply all', 'put back every refused edit that can be (one undo step)', 'reapply_all'));
+  all.appendChild(button('Drop all', 'keep their labels; forget your refused edits (undo brings them back)', 'drop_all'));
+  box.appendChild(all);
+  for (const p of S.pending) {
+    const row = el('div', 'mlc-pitem' + (hotItem(p) ? ' hot' : '')), th = p.theirs;
+    row.dataset.item = String(p.item);
+    const head = el('div', 'mlc-pline');
+    const sw = el('span', 'sw');
+    sw.style.background = p.color;
+    head.appendChild(sw);
+    head.appendChild(document.createTextNode(`${DID[p.kind] || 'you ' + p.state} ${p.name}` + (th ? ` (#${th.i})` : '')));
+    row.appendChild(head);
+    row.appendChild(el('div', 'mlc-pcmp', 'yours: ' + (p.kind === 'deleted' ? 'deleted' : version(p.name, p.area, p.state))));
+    const by = th && th.by ? ` (${th.by}${th.at ? ', ' + when(th.at) : ''})` : '';
+    row.appendChild(el('div', 'mlc-pcmp', th ? `theirs${by}: ` + (th.deleted ? 'deleted here' : version(th.name, th.area, th.state)) :
+      p.kind === 'drawn' || p.kind === 'assisted' ? 'theirs: (not in their labels: re-apply adds it)' :
+        'theirs: gone from their labels (re-apply adds yours as new)'));
+    if (p.blocked) row.appendChild(el('div', 'mlc-pblock', p.blocked));
+    const btns = el('div', 'mlc-pbtns');
+    const again = button('Re-apply', 'put yours in place of theirs', 'reapply', {item: p.item});
+    again.disabled = !!p.blocked;
+    btns.appendChild(again);
+    btns.appendChild(button('Drop', 'keep theirs', 'drop_mine', {item: p.item}));
+    row.appendChild(btns);
+    const theirsShown = th && !th.deleted && inst(th.i) ? th.i : null;
+    row.addEventListener('mouseenter', () => { S.hoverItem = p.item; S.hover = theirsShown; markItems(); local('hover'); });
+    row.addEventListener('mouseleave', () => { S.hoverItem = null; S.hover = null; markItems(); local('hover'); });
+    row.addEventListener('click', () => {  // picks the pair: theirs selected on the picture, yours highlighted
+      S.pickedItem = S.pickedItem === p.item ? null : p.item;
+      if (S.pickedItem != null && theirsShown != null) select(theirsShown);
+      markItems(); requestDraw();
+    });
+    box.appendChild(row);
+  }
+  return box;
+}
+function markItems() {
+  root.querySelectorAll('.mlc-pitem').forEach((r) => {
+    const p = S.pending.find((q) => String(q.item) === r.dataset.item);
+    r.classList.toggle('hot', !!p && hotItem(p));
+  });
 }
 $('.mlc-class').addEventListener('change', (e) => {
   const v = e.target.value, it = inst(S.selected);
@@ -556,7 +676,7 @@ canvas.addEventListener('pointermove', (e) => {
     const h = keypointAt(p.x, p.y), i = h ? h.index : hitTest(x, y);
     const changed = i !== S.hover || JSON.stringify(h) !== JSON.stringify(S.hoverKp);
     S.hover = i; S.hoverKp = h;
-    if (changed) { const it = inst(i); hint(it ? `#${it.i} ${it.name} · ${it.state}${it.score != null ? ' · ' + it.score.toFixed(2) : ''}` : ''); local('hover'); }
+    if (changed) { const it = inst(i); hint(it ? `#${it.i} ${it.name} · ${it.state}${it.score != null ? ' · ' + it.score.toFixed(2) : ''}` : ''); markItems(); local('hover'); }
     else if (S.tool === 'brush' || S.tool === 'eraser' || S.poly.length) requestDraw();
     return;
   }
@@ -753,18 +873,22 @@ function receive(data) {
   hint('');
   $('.mlc-message').textContent = (data && data.message) || '';
   if (!data || typeof data !== 'object' || data.image_id == null) {
-    S.data = null; S.byIndex = new Map(); S.imageId = null; S.levels = []; $('.mlc-info').textContent = '';
-    showHistory([]);
-    refreshList(); requestDraw(); return;
+    S.data = null; S.byIndex = new Map(); S.imageId = null; S.levels = []; S.pending = []; $('.mlc-info').textContent = '';
+    showPresence([]); showHistory([]); refreshList(); requestDraw(); return;
   }
   $('.mlc-info').textContent = `Image ${data.image_id} · ${data.file_name} · ${data.width}×${data.height} · status ` +
-    `${data.status} · ${data.unreviewed} unreviewed` + (data.dirty ? ' · unsaved edits' : '');
+    `${data.status} · ${data.unreviewed} unreviewed` + (data.dirty ? ' · unsaved edits' : '') +
+    (data.pending && data.pending.length ? ` · ${data.pending.length} refused edit(s) to decide` : '');
   showHistory(data.history);
   S.rev = data.rev;
   S.data = data;
+  S.pending = data.pending || [];
+  if (!S.pending.some((p) => p.item === S.pickedItem)) S.pickedItem = null;
+  if (!S.pending.some((p) => p.item === S.hoverItem)) S.hoverItem = null;
   S.byIndex = new Map(data.instances.map((it) => [it.i, it]));
   if (newImage) {
     S.imageId = data.image_id; S.masks.clear(); S.poly = []; S.strokes = []; S.drag = null;
+    showPresence([]); pollPresence();  // the opener hears at once who else is on this image
     S.selected = data.selected;
     S.minScore = data.min_score || 0;
     $('.mlc-score').value = String(S.minScore); $('.mlc-score-v').textContent = S.minScore.toFixed(2);
@@ -788,6 +912,41 @@ new ResizeObserver(() => { if (S.data) requestDraw(); }).observe(canvas);
 window.addEventListener('resize', () => requestDraw());
 window.addEventListener('beforeunload', (e) => {  // leaving the page with unsaved edits asks first
   if ((S.data && S.data.dirty) || S.outbox.length || S.inflight != null) { e.preventDefault(); e.returnValue = ''; }
+});
+// --- who else has this image open: polled, shown as a notice above the picture ---------------------------
+const BROWSER = (() => {  // this browser's own id (tabs share it): "another tab" or "another browser"
+  try {
+    let id = localStorage.getItem('maskloop-browser');
+    if (!id) { id = Math.random().toString(36).slice(2) + Date.now().toString(36); localStorage.setItem('maskloop-browser', id); }
+    return id;
+  } catch (err) { return 'tab-' + Math.random().toString(36).slice(2); }
+})();
+const PRESENCE_MS = 3000;  // the server forgets a page after 30 s without a poll
+async function pollPresence() {
+  if (S.polling || !S.data || !S.data.token) return;
+  S.polling = true;
+  const asked = S.imageId;
+  try {
+    const got = await server.canvas_presence({token: S.data.token, browser: BROWSER});
+    if (got && asked === S.imageId && (got.image_id === S.imageId || got.image_id == null)) showPresence(got.others || []);
+  } catch (err) {  // the next poll tries again
+  } finally { S.polling = false; }
+}
+function showPresence(others) {
+  S.presence = others;
+  const box = $('.mlc-presence');
+  box.textContent = '';
+  const then = ': if both of you save, the second save will be refused and kept for review';
+  for (const o of others) {
+    const since = when(new Date(o.since * 1000).toISOString());
+    box.appendChild(el('div', null, o.same_browser ? `You have this image open in another tab too, since ${since}${then}.` :
+      o.same_user ? `${o.user} (your user name) has this image open in another browser too, since ${since}${then}.` :
+        `${o.user} has this image open too, since ${since}${then}.`));
+  }
+}
+setInterval(pollPresence, PRESENCE_MS);
+window.addEventListener('pagehide', () => {  // gone at once rather than after 30 s (best effort)
+  if (S.data && S.data.token) server.canvas_presence({token: S.data.token, leaving: true}).catch(() => {});
 });
 setTool('select');
 receive(props.value);

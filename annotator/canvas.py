@@ -5,9 +5,10 @@
   polygons (for polygon annotations, so their vertices can be dragged), keypoints, colour and review state;
   the categories' keypoint names and skeletons. The browser draws, hit-tests, zooms and pans from it.
 - ``apply(ls, message, assist)``: one edit message from the browser (a stroke, a moved vertex, box or
-  keypoint, a review key, an assist box or click) applied through the labeling logic, which stays the source
-  of truth (undo, save, conflicts). How a stroke becomes a mask: ``Stroke`` in canvas.js collects the
-  pointer path and radius in image pixels; ``_stroke`` here hands it to ``LabelSession.paint``.
+  keypoint, a review key, an assist box or click, re-applying or dropping an edit a save refused) applied
+  through the labeling logic, which stays the source of truth (undo, save, conflicts). How a stroke becomes
+  a mask: ``Stroke`` in canvas.js collects the pointer path and radius in image pixels; ``_stroke`` here
+  hands it to ``LabelSession.paint``.
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ def picture(store: Store, image_id: int) -> dict[str, Any]:
             "url": f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
-def _crop_rle(ls: LabelSession, i: int) -> dict[str, Any] | None:
-    """Instance i's mask as {x, y, w, h, counts}: COCO compressed RLE (column-major) of its bounding crop,
-    cached per mask array (an edit assigns a new array)."""
-    mask = ls.instances.mask(i)
+def _crop_rle(ls: LabelSession, i: int, of: Instances | None = None) -> dict[str, Any] | None:
+    """Instance i's mask (of the session's instances, or of ``of``) as {x, y, w, h, counts}: COCO compressed
+    RLE (column-major) of its bounding crop, cached per mask array (an edit assigns a new array)."""
+    mask = (ls.instances if of is None else of).mask(i)
     if mask is None:
         return None
     cache = ls.display_cache.setdefault("crops", {})
@@ -82,7 +83,7 @@ def _crop_rle(ls: LabelSession, i: int) -> dict[str, Any] | None:
         y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
         rle = coco_mask.encode(np.asfortranarray(mask[y0:y1, x0:x1].astype(np.uint8)))
         out = {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0, "counts": rle["counts"].decode("ascii")}
-    if len(cache) > 2 * len(ls.instances) + 64:  # drop crops of masks that edits replaced
+    if len(cache) > 2 * (len(ls.instances) + len(ls.pending)) + 64:  # drop crops of masks edits replaced
         cache.clear()
     cache[id(mask)] = (mask, out)
     return out
@@ -92,9 +93,38 @@ def _hex(i: int) -> str:
     return "#%02x%02x%02x" % color(i)
 
 
+def _when(t) -> str | None:
+    """A stored (naive UTC) time for the browser, which shows it in its own time zone."""
+    return None if t is None else t.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+def _refused(ls: LabelSession) -> list[dict[str, Any]]:
+    """This person's edits a save refused (LabelSession.review_conflict), each with the other person's
+    current version of the same instance (``theirs``: None when its row is gone or it was drawn here)."""
+    out = []
+    for r in ls.pending:
+        mine, j = r.mine, ls.current_index(r)
+        cid = mine.category_ids[0]
+        theirs = None
+        if j is not None:
+            by, at = ls.reviewers.get(r.ann_id, ("", None))
+            tc = ls.instances.category_ids[j]
+            theirs = {"i": j, "category_id": tc, "state": ls.instances.states[j], "area": float(ls.instances.area(j)),
+                      "name": ls.categories[tc].name if tc in ls.categories else str(tc),
+                      "deleted": ls.instances.deleted[j], "by": by or None, "at": _when(at)}
+        out.append({
+            "item": r.key, "kind": r.kind, "category_id": cid, "state": mine.states[0], "source": mine.sources[0],
+            "name": ls.categories[cid].name if cid in ls.categories else r.category_name,
+            "area": float(mine.area(0)), "bbox": [float(v) for v in mine.bboxes[0]],
+            "mask": _crop_rle(ls, 0, mine), "keypoints": mine.keypoints[0], "blocked": ls.blocked(r),
+            "color": _hex(j if j is not None else len(ls.instances) + r.key), "theirs": theirs})
+    return out
+
+
 def payload(ls: LabelSession, seq: int = 0, message: str = "") -> dict[str, Any]:
     """Everything the canvas shows for the open image; ``seq`` is the last edit message applied, ``message``
-    what to tell the person (shown as text, never as HTML)."""
+    what to tell the person (shown as text, never as HTML). After a refused save, ``pending`` lists this
+    person's refused edits and ``theirs`` says who saved the labels shown, and when."""
     inst = ls.instances
     ls.rev += 1
     shown = []
@@ -113,6 +143,8 @@ def payload(ls: LabelSession, seq: int = 0, message: str = "") -> dict[str, Any]
         "file_name": ls.file_name, "status": ls.status,
         "selected": ls.selected, "min_score": ls.min_score, "dirty": ls.dirty, "unreviewed": ls.unreviewed(),
         "instances": shown, "history": _history(ls),
+        "pending": _refused(ls),
+        "theirs": {"by": ls.theirs[0], "at": _when(ls.theirs[1])} if ls.theirs else None,
         "categories": {str(c.id): {"name": c.name, "keypoints": c.keypoints, "skeleton": c.skeleton}
                        for c in ls.categories.values()},
     }
@@ -242,11 +274,12 @@ def _keypoint(ls: LabelSession, msg: dict) -> str:
 
 def _save(ls: LabelSession) -> str:
     """Save as the page's user. Proposals nobody reviewed stay proposals (the image stays in review); a
-    conflict keeps every edit on top of the current labels (LabelSession.rebase)."""
+    conflict shows the labels saved meanwhile and lists this person's edits next to them, to re-apply or drop
+    (LabelSession.review_conflict)."""
     try:
         left = ls.save(ls.user)
     except SaveConflict:
-        return ls.rebase()
+        return ls.review_conflict()
     if left:
         return (f"saved image {ls.image_id}; {left} proposal(s) are not reviewed yet, so the image stays in "
                 "review: review them, or reject the rest (Shift+R) and save")
@@ -301,6 +334,11 @@ OPS = {
     "discard": lambda ls, m, a: _discard(ls),
     "undo": lambda ls, m, a: "" if ls.undo() else "nothing to undo",
     "redo": lambda ls, m, a: "" if ls.redo() else "nothing to redo",
+    # after a refused save: this person's edits, listed next to the labels saved meanwhile ({"item": key})
+    "reapply": lambda ls, m, a: ls.reapply(_index(m, "item")),
+    "drop_mine": lambda ls, m, a: ls.drop(_index(m, "item")),
+    "reapply_all": lambda ls, m, a: ls.reapply_all(),
+    "drop_all": lambda ls, m, a: ls.drop_all(),
 }
 
 

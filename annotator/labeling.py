@@ -27,9 +27,12 @@ from db.instances import Instance, Instances
 from db.schema import utcnow
 from db.store import Store
 
-__all__ = ["LabelSession", "CategoryInfo", "SaveConflict", "review_summary"]
+__all__ = ["LabelSession", "CategoryInfo", "Refused", "SaveConflict", "review_summary"]
 
 IDLE_GAP = 60.0  # seconds: a longer pause between two actions is not counted as time spent labeling
+PENDING = -1  # in an undo entry: the list of refused edits as it was (not an instance index)
+KIND_NAMES = {"edited": "edit", "reviewed": "review", "drawn": "drawn instance", "assisted": "assist instance",
+              "deleted": "deletion"}  # a Refused item's kind, as said to the person
 
 
 def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -66,6 +69,20 @@ def _infos(rows) -> dict[int, CategoryInfo]:
     return {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or [])) for c in rows}
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Refused:
+    """One change of this person's that a save refused because someone else saved the image first, kept for
+    them to re-apply or drop (``LabelSession.review_conflict``). ``mine`` is their version of the instance (one
+    instance, copied; for a deletion, the instance as they last saw it); ``ann_id`` the row it changes, None
+    for an instance they drew or added by assist."""
+
+    key: int  # stable within the session: what the canvas's reapply and drop_mine messages name
+    kind: str  # "edited", "reviewed" (accepted or rejected, unchanged), "drawn", "assisted" or "deleted"
+    ann_id: int | None
+    mine: Instances
+    category_name: str  # the class's name when the save was refused (to name it should it be deleted)
+
+
 class LabelSession:
     """The labels of one image while a person works on it."""
 
@@ -83,6 +100,9 @@ class LabelSession:
         self.user = store.settings.user  # who saves (annotator.ui sets the page's login)
         self.role = "admin"  # what they may do (db.users); annotator.ui sets the login's role
         self.history: list[int] = []  # the images this page opened before this one (annotator.ui)
+        self.pending: list[Refused] = []  # this person's changes a save refused, to re-apply or drop
+        self.theirs: tuple[str, Any] | None = None  # after a conflict: who saved the labels shown, and when
+        self._keys = 0  # the last Refused.key given
         self.lock = threading.RLock()  # one edit at a time, whichever way it came
         self.selected: int | None = None
         self.select_first()
@@ -95,6 +115,7 @@ class LabelSession:
     def _load(self, mark_in_review: bool = False) -> None:
         """Read the image and its labels. A row that cannot be decoded is left out of the session (and
         untouched in the store) and named in ``broken``, so one bad row never hides the rest."""
+        self.read_at = utcnow()  # a save after this moment is one this session has not seen
         got = annotations.load(self.store, self.image_id, opening=mark_in_review)
         im = got.image
         self.width, self.height = im.width, im.height
@@ -113,52 +134,171 @@ class LabelSession:
                 self.broken.append(f"annotation {a.id} cannot be shown ({e}); it is kept unchanged")
         self.instances = Instances.from_rows(good, self.height, self.width)
         self.instances._masks[:] = masks  # decoded once, above
+        self.reviewers = {a.id: (a.reviewed_by, a.reviewed_at) for a in good}  # who saved each row as it is
 
     def refresh_categories(self) -> None:
         """Read the categories again: one added, renamed or given keypoints in the Dataset tab shows up here
         (the class lists) without reopening the image."""
         self.categories = _infos(cat_db.all_categories(self.store))
 
-    def rebase(self) -> str:
-        """After a SaveConflict: read the image's current labels and put this person's changes back on
-        top of them: what they drew, edited, reviewed or deleted is kept as theirs (an instance whose row
-        is gone, e.g. a proposal made again, comes back as a new instance); the rest is the store's
-        current state. Nothing is written; the session stays unsaved. Returns a summary for the person."""
-        old = self.instances
+    # --- two browsers on one image: a refused save's changes, kept for review -------------------------
+    def review_conflict(self) -> str:
+        """After a SaveConflict: show the image's labels as the store has them now (what the other person
+        saved, or the proposals made again) and keep each of this person's changes as a ``Refused`` item in
+        ``pending``, to re-apply or drop one by one (a change the same as theirs is not listed). Nothing is
+        written, and the image stays unsaved while items are pending. Returns what to tell the person."""
+        old, old_cats, since = self.instances, self.categories, self.read_at
         mine = [i for i, it in enumerate(old) if it.touched]
         self._load()
-        current = {it.ann_id: k for k, it in enumerate(self.instances)}
-        kept = revived = 0
-        dropped = []
+        current = {a: k for k, a in enumerate(self.instances.ann_ids)}
+        found, same = [], 0
         for i in mine:
             it = old[i]
-            if it.category_id not in self.categories and not it.deleted:
-                dropped.append(f"#{i}")  # its class was deleted meanwhile: it cannot be saved as it is
+            k = current.get(it.ann_id) if it.ann_id is not None else None
+            if it.deleted and k is None:
+                continue  # drawn and deleted again, or deleted by both
+            if k is not None and not it.deleted and it.state == self.instances.states[k] \
+                    and old.row_values(i) == self.instances.row_values(k):
+                same += 1
                 continue
-            if it.ann_id is not None and it.ann_id in current:
-                k = current[it.ann_id]
-                theirs_state = self.instances[k].state
-                self.instances.put(k, old.take([i]))  # this person's version of the whole instance
-                self.instances[k].loaded_state, self.instances[k].edited = theirs_state, True
-                kept += 1
-            elif not it.deleted:  # drawn here, or its row is gone: it comes back as a new instance
-                self.instances.append(old.take([i]))
-                new = self.instances[len(self.instances) - 1]
-                new.ann_id, new.loaded_state, new.edited = None, None, True
-                if new.source == "model" and new.state == "proposed":
-                    new.state = "accepted"
-                revived += 1
+            kind = ("deleted" if it.deleted else ("assisted" if it.source == "assist" else "drawn")
+                    if it.ann_id is None else "edited" if it.edited else "reviewed")
+            info = old_cats.get(it.category_id)
+            self._keys += 1
+            found.append(Refused(self._keys, kind, it.ann_id, old.take([i]),
+                                 info.name if info else str(it.category_id)))
+        self.pending = self.pending + found  # (items not decided yet stay listed)
+        self.theirs = annotations.last_save(self.store, self.image_id, after=since)
         self.selected = None
         self._undo.clear()
         self._redo.clear()
         self.display_cache.clear()
-        self.dirty = True
-        lost = (f" Instance(s) {', '.join(dropped)} could not be kept: their class was deleted meanwhile."
-                if dropped else "")
-        return (f"image {self.image_id} changed in the store since you opened it (saved from another browser, "
-                f"proposed again, or a category changed); nothing was written. Your {kept + revived} change(s) "
-                f"are kept on top of the current labels ({revived} of them as new instances because their rows "
-                f"are gone): check them and save again.{lost}")
+        self.dirty = bool(self.pending)
+        how = (f"{self.theirs[0] or 'someone'} saved it" if self.theirs
+               else "saved from another browser, proposed again, or a category changed")
+        said = [f"image {self.image_id} changed in the store since you opened it ({how}); nothing of yours was "
+                "written. The picture shows the labels as saved now."]
+        if self.pending:
+            said.append(f"Your {len(self.pending)} refused edit(s) are kept under 'Your refused edits': re-apply "
+                        "or drop each (or all), then save.")
+        else:
+            said.append("Your changes were the same as theirs: nothing is left to save.")
+        if same and self.pending:
+            said.append(f"({same} of your changes were the same as theirs.)")
+        blocked = [self.blocked(r) for r in found if self.blocked(r)]
+        if blocked:
+            said.append("Not re-appliable: " + "; ".join(blocked) + ".")
+        return " ".join(said)
+
+    def blocked(self, r: Refused) -> str:
+        """Why refused item ``r`` cannot be re-applied (its class was deleted meanwhile), or ""."""
+        cid = r.mine.category_ids[0]
+        if r.kind == "deleted" or cid in self.categories:
+            return ""
+        return f"#{r.key}'s class '{r.category_name}' (id {cid}) was deleted meanwhile: drop it"
+
+    def current_index(self, r: Refused) -> int | None:
+        """The index of the instance ``r`` changes in the labels shown now; None when its row is gone (or it
+        was drawn here)."""
+        if r.ann_id is None:
+            return None
+        return next((k for k, a in enumerate(self.instances.ann_ids) if a == r.ann_id), None)
+
+    def _refused(self, key: int) -> int:
+        for n, r in enumerate(self.pending):
+            if r.key == key:
+                return n
+        left = ", ".join(f"#{r.key}" for r in self.pending)
+        raise UserError(f"no refused edit #{key}" + (f"; the list holds {left}" if left else ": none are left"))
+
+    def _restore(self, r: Refused, j: int | None) -> None:
+        """Put refused item ``r`` into the labels at ``j`` (from ``_targets``): over the other person's version
+        of it, or as a new instance at the end when its row is gone; a deletion deletes ``j``."""
+        inst = self.instances
+        if r.kind == "deleted":
+            if j is not None:
+                inst.deleted[j] = True
+            return
+        if j >= len(inst):
+            inst.append(r.mine)
+            j = len(inst) - 1
+            inst.ann_ids[j], inst.loaded_states[j] = None, None
+            if inst.sources[j] == "model" and inst.states[j] == "proposed":
+                inst.states[j] = "accepted"
+        else:
+            loaded = inst.loaded_states[j]  # the state as stored now: what the save's review counts from
+            inst.put(j, r.mine)
+            inst.loaded_states[j] = loaded
+        inst.edited[j] = True
+
+    def _targets(self, items: Sequence[Refused]) -> list[int | None]:
+        """Where each item goes: its row's instance, a new index for one whose row is gone, None for a
+        deletion of a row that is gone."""
+        out, new = [], len(self.instances)
+        for r in items:
+            j = self.current_index(r)
+            if j is None and r.kind != "deleted":
+                j, new = new, new + 1
+            out.append(j)
+        return out
+
+    def reapply(self, key: int) -> str:
+        """Re-apply refused item ``key``: it replaces the other person's version of that instance (is added as
+        new when its row is gone; a deletion deletes). One undo step, which lists the item again."""
+        n = self._refused(key)
+        r = self.pending[n]
+        why = self.blocked(r)
+        if why:
+            raise UserError(f"cannot re-apply: {why}")
+        (j,) = self._targets([r])
+        self._record([j] if j is not None else [], pending=True)
+        self._restore(r, j)
+        del self.pending[n]
+        if j is not None and r.kind != "deleted":
+            self.selected = j
+        elif self.selected is not None and self.instances[self.selected].deleted:
+            self.selected = None
+        where = f" as #{j}" if j is not None and r.kind != "deleted" else ""
+        return f"re-applied your {KIND_NAMES[r.kind]} #{r.key}{where}" + self._left()
+
+    def reapply_all(self) -> str:
+        """Re-apply every refused item that can be (not those whose class was deleted); one undo step."""
+        ready = [r for r in self.pending if not self.blocked(r)]
+        if not ready:
+            raise UserError("no refused edit to re-apply" + (": " + "; ".join(map(self.blocked, self.pending))
+                                                             if self.pending else ""))
+        targets = self._targets(ready)
+        self._record([j for j in targets if j is not None], pending=True)
+        for r, j in zip(ready, targets):
+            self._restore(r, j)
+        self.pending = [r for r in self.pending if r not in ready]
+        self.selected = None
+        return f"re-applied {len(ready)} of your refused edit(s)" + self._left()
+
+    def drop(self, key: int) -> str:
+        """Drop refused item ``key``: the other person's version stays. Undo lists it again."""
+        n = self._refused(key)
+        self._record([], pending=True)
+        r = self.pending.pop(n)
+        self._settle()
+        return f"dropped your {KIND_NAMES[r.kind]} #{r.key}: theirs stays" + self._left()
+
+    def drop_all(self) -> str:
+        if not self.pending:
+            raise UserError("no refused edits to drop")
+        self._record([], pending=True)
+        n, self.pending = len(self.pending), []
+        self._settle()
+        return f"dropped {n} refused edit(s): their labels stay" + self._left()
+
+    def _settle(self) -> None:
+        """Unsaved while refused items wait or anything differs from the store."""
+        self.dirty = bool(self.pending) or any(it.touched for it in self.instances)
+
+    def _left(self) -> str:
+        if self.pending:
+            return f"; {len(self.pending)} refused edit(s) left to re-apply or drop"
+        return "; none left: save to keep the result" if self.dirty else "; none left, nothing to save"
 
     @property
     def pixels(self) -> np.ndarray:
@@ -186,9 +326,13 @@ class LabelSession:
     def _snapshot(self, i: int) -> Instances | None:
         return self.instances.take([i]) if i < len(self.instances) else None
 
-    def _record(self, indices: Sequence[int]) -> None:
+    def _record(self, indices: Sequence[int], pending: bool = False) -> None:
+        """Before an edit of ``indices`` (and of the refused edits' list, with ``pending``): one undo step."""
         self._activity()
-        self._undo.append([(i, self._snapshot(i)) for i in indices])
+        entry: list[tuple[int, Any]] = [(i, self._snapshot(i)) for i in indices]
+        if pending:
+            entry.append((PENDING, list(self.pending)))
+        self._undo.append(entry)
         self._redo.clear()
         self.dirty = True
 
@@ -196,15 +340,21 @@ class LabelSession:
         if not src:
             return False
         entry = src.pop()
-        back = []
-        for i, before in entry:
+        back, appended = [], []
+        for i, before in sorted(entry, key=lambda e: -e[0]):  # created instances are removed from the end
+            if i == PENDING:
+                back.append((i, list(self.pending)))
+                self.pending = list(before)
+                continue
             back.append((i, self._snapshot(i)))
             if before is None:  # the edit created instance i
                 self.instances.remove(i)
             elif i < len(self.instances):
                 self.instances.put(i, before)
             else:
-                self.instances.append(before)
+                appended.append((i, before))
+        for i, before in sorted(appended, key=lambda e: e[0]):  # and made again in order
+            self.instances.append(before)
         dst.append(back)
         self.dirty = True
         if self.selected is not None and self.selected >= len(self.instances):
@@ -524,8 +674,12 @@ class LabelSession:
         """Write all labels of the image in one transaction. A proposal nobody accepted or rejected stays a
         proposal: the image is then left in review, else it is done. Returns how many are unreviewed.
         Refused (SaveConflict) if the image changed in the store since it was opened, or a row this session
-        holds is gone; nothing is then written and the session keeps every edit (``rebase`` puts them on top
-        of the current labels)."""
+        holds is gone; nothing is then written and the session keeps every edit (``review_conflict`` lists them
+        next to the current labels). Refused too (UserError) while refused edits wait to be re-applied or
+        dropped, so none is left behind unseen."""
+        if self.pending:
+            raise UserError(f"{len(self.pending)} of your refused edits still wait: re-apply or drop each (or all) "
+                            "in 'Your refused edits', then save; nothing was written")
         left = self.unreviewed()
         status = "in_review" if left else "done"
         self._activity(action=False)
@@ -539,7 +693,9 @@ class LabelSession:
                 self.instances.loaded_states[k] = st
                 self.instances.edited[k] = False
         self.row_version += 1
+        self.read_at = utcnow()
         self.status = status
+        self.theirs = None
         self.dirty = False
         self._undo.clear()
         self._redo.clear()
@@ -548,6 +704,7 @@ class LabelSession:
     def discard(self) -> None:
         """Forget every unsaved edit: the image's labels as the store has them now."""
         self._load()
+        self.pending, self.theirs = [], None
         self.select_first()
         self._undo.clear()
         self._redo.clear()

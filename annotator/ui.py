@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from annotator import canvas, model_view, store_view, text, view
+from annotator import canvas, model_view, presence, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired, Roles
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
@@ -60,6 +60,12 @@ edit; dragging its box handles asks the model again.
 **Saving** never decides for you: a proposal nobody accepted or rejected stays a proposal and the image
 stays in review until none are left (`Shift+R` rejects the rest). *Discard my edits* goes back to what was
 last saved.
+
+**Two people on one image.** A notice above the picture says when someone else (or another tab of yours)
+has the same image open. If they save first, your save is refused and nothing of yours is lost: the picture
+shows their labels, and *Your refused edits* in the instance list shows each of your changes (hatched on the
+picture) next to theirs. *Re-apply* puts yours back over theirs (or adds it, if theirs is gone), *Drop*
+keeps theirs; then save. Undo takes a re-apply or drop back.
 """
 
 HOTKEYS_JS = """
@@ -113,6 +119,7 @@ class LabelTab:
         # each page's open LabelSession (the one its gr.State holds), by a secret token the page's canvas data
         # carries: the canvas's edits come as direct server-function calls, which do not see the State
         self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self.presence = presence.Presence()  # who has which image open (the canvas polls canvas_presence)
 
     # --- helpers --------------------------------------------------------------------------------------
     def outputs(self, ls: LabelSession | None, message: str = ""):
@@ -146,7 +153,9 @@ class LabelTab:
                 msg = f"saved image {ls.image_id}" + (f" ({left} proposal(s) left unreviewed)" if left else "") \
                     + ". " + msg
             except SaveConflict:  # stay on this image: its edits must not be left behind unsaved
-                return self.outputs(ls, ls.rebase() + " (You stayed on this image.)")
+                return self.outputs(ls, ls.review_conflict() + " (You stayed on this image.)")
+            except UserError as e:  # refused edits still wait to be re-applied or dropped
+                return self.outputs(ls, f"{e} (You stayed on this image.)")
         if image_id is None:
             if not view.queue(self.store, "all"):
                 return self.outputs(ls, msg or "No images yet: import some in the Dataset tab (or run "
@@ -169,6 +178,7 @@ class LabelTab:
         new.role = self.roles.role(request)  # what they may do (checked again on each review action)
         new.select_first()  # again, under this page's score threshold
         self._live[token] = new
+        self.presence.open(token, new.image_id, new.user)
         order = view.queue(self.store)
         following = []
         if new.image_id in order:
@@ -228,6 +238,12 @@ class LabelTab:
             log.exception("canvas edit %r failed", message)
             return self.outputs(ls, f"that edit failed on the server and changed nothing: {e}")[1]
 
+    def canvas_presence(self, message) -> dict:
+        """The canvas's server function, every few seconds: this page is still on its image, and who else is
+        (annotator.presence)."""
+        token = message.get("token") if isinstance(message, dict) else None
+        return self.presence.poll(message, self._live.get(token) if isinstance(token, str) else None)
+
     def picture(self, image_id) -> dict:
         """The canvas's server function: the image's pixels, once per opened image."""
         if isinstance(image_id, bool) or not isinstance(image_id, (int, float)) or image_id != int(image_id):
@@ -244,7 +260,7 @@ class LabelTab:
         return self._pictures[image_id]
 
     def save(self, ls):
-        """Save the open image (annotator.canvas's "save": nothing unseen is decided, conflicts rebased)."""
+        """Save the open image (annotator.canvas's "save": nothing unseen is decided, conflicts kept to review)."""
         return self.act(lambda s: canvas.apply(s, {"op": "save"}), ls)
 
     def propose_again(self, ls, request=None):
@@ -272,6 +288,9 @@ class LabelTab:
         def canvas_edit(message):  # canvas.js: server.canvas_edit(message), per edit
             return self.canvas_edit(message)
 
+        def canvas_presence(message):  # canvas.js: server.canvas_presence({token, browser}), every 3 s
+            return self.canvas_presence(message)
+
         with gr.Row(equal_height=True):
             which = gr.Dropdown(view.QUEUE_FILTERS, value=view.QUEUE_FILTERS[0], label="Queue", scale=2,
                                 elem_id="queue-filter")
@@ -283,7 +302,8 @@ class LabelTab:
         with gr.Row():
             with gr.Column(scale=5):
                 board = gr.HTML(None, html_template=canvas.TEMPLATE, css_template=canvas.CSS, js_on_load=canvas.JS,
-                                elem_id="label-canvas", server_functions=[canvas_image, canvas_edit], padding=False)
+                                elem_id="label-canvas", server_functions=[canvas_image, canvas_edit, canvas_presence],
+                                padding=False)
             with gr.Column(scale=1, min_width=200, elem_id="label-actions"):
                 save_b = gr.Button("Save (s)", elem_id="btn-save", variant="primary", size="sm")
                 discard_b = gr.Button("Discard my edits", elem_id="btn-discard", size="sm")

@@ -158,8 +158,8 @@ def _save_review(store: Store, image_id: int, row_version: int, instances: Insta
 def write_proposals(store: Store, image_id: int, proposals: Instances, model_version_id: int) -> int:
     """Replace the image's unreviewed model proposals with ``proposals``. Rows a person reviewed, edited or
     drew are never touched. The image's row version always moves on, so a browser that has the image open
-    cannot save over the new proposals: its save is refused and its edits are kept
-    (annotator.labeling.LabelSession.rebase). Returns how many were written."""
+    cannot save over the new proposals: its save is refused and its edits are kept for review
+    (annotator.labeling.LabelSession.review_conflict). Returns how many were written."""
     return write_proposals_of_images(store, {image_id: proposals}, model_version_id)[image_id]
 
 
@@ -225,6 +225,17 @@ def last_reviewed_image(store: Store, other_than: int | None = None) -> int | No
         q = q.where(Annotation.image_id != other_than)
     with store.session() as s:
         return s.scalars(q.order_by(Annotation.reviewed_at.desc(), Annotation.id.desc()).limit(1)).first()
+
+
+def last_save(store: Store, image_id: int, after: dt.datetime | None = None) -> tuple[str, dt.datetime] | None:
+    """Who saved the image's labels last in the Label tab, and when (its latest review row); None when
+    nobody did (after ``after``)."""
+    q = select(Review.user, Review.saved_at).where(Review.image_id == image_id)
+    if after is not None:
+        q = q.where(Review.saved_at >= after)
+    with store.session() as s:
+        row = s.execute(q.order_by(Review.saved_at.desc(), Review.id.desc()).limit(1)).first()
+    return (row[0], row[1]) if row else None
 
 
 def images_to_propose(store: Store) -> list[int]:

@@ -152,3 +152,17 @@ def test_a_wrong_password_is_refused_then_the_right_one_works(auth_app):
         assert h.get("/gradio_api/login_check").status_code == 401
         assert h.post("/login", data={"username": "alice", "password": "secret"}).status_code == 200
         assert h.get("/gradio_api/login_check").status_code == 200
+
+
+def test_the_canvas_presence_call_needs_the_login_and_works_with_it(auth_app):
+    """The canvas polls who else has its image open through a server function (annotator.presence): closed
+    without the login like every other call, answered with it (a page it does not know has nobody with it)."""
+    demo, url, _ = auth_app
+    board = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "label-canvas")
+    body = {"session_hash": "presence", "component_id": board._id, "fn_name": "canvas_presence",
+            "data": {"token": "no-such-page", "browser": "b"}}
+    with httpx.Client(base_url=url, timeout=30) as h:
+        assert h.post("/gradio_api/component_server", json=body).status_code in (401, 403)
+        assert h.post("/login", data={"username": "alice", "password": "secret"}).status_code == 200
+        r = h.post("/gradio_api/component_server", json=body)
+        assert r.status_code == 200 and r.json() == {"image_id": None, "others": []}

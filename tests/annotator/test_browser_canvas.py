@@ -8,8 +8,8 @@ from pycocotools import mask as coco_mask
 from sqlalchemy import select
 
 # the Chromium page fixture and helpers; importing them skips (or, in CI, fails) where Chromium is missing
-from tests.annotator.test_browser import (_open, canvas_state, drag, expect, idle, instance, key_over_canvas,  # noqa: F401
-                                          message, page, to_screen)
+from tests.annotator.test_browser import (ST, _open, canvas_state, drag, expect, idle, instance,  # noqa: F401
+                                          key_over_canvas, message, page, to_screen)
 
 pytestmark = pytest.mark.browser
 
@@ -185,6 +185,9 @@ def test_assist_box_drag_finds_the_object_drawn_in_the_image(app_with_model, pag
     page.locator("#label-canvas .mlc-class").select_option(str(target["category_id"]))  # the labeler's class
     page.locator("#label-canvas .mlc-score").evaluate(  # hide the proposals: only what assist finds shows
         "(el) => { el.value = '1'; el.dispatchEvent(new Event('input')); }")
+    # the server hears of the threshold 300 ms later: its answer (with no message) must come before assist's,
+    # or it blanks what assist said (a drag quicker than 300 ms failed this test)
+    page.wait_for_function(f"{ST}.data.min_score === 1")
     x, y, w, h = target["bbox"]
     key_over_canvas(page, "x")
     drag(page, [(max(0, x - 3), max(0, y - 3)), (min(127, x + w + 3), min(127, y + h + 3))])

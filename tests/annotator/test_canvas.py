@@ -150,6 +150,11 @@ def test_box_keypoint_and_class_messages(ls):
     ({"op": "select", "index": 99999}, "no instance #99999"),
     ({"op": "view", "min_score": "high"}, "min_score must be"),
     ({"op": "assist", "box": [1, 1, 9, 9]}, "not available"),
+    ({"op": "reapply", "item": 7}, "no refused edit #7: none are left"),
+    ({"op": "drop_mine", "item": "7"}, "item must be an integer"),
+    ({"op": "drop_mine"}, "item must be an integer, not None"),
+    ({"op": "reapply_all"}, "no refused edit to re-apply"),
+    ({"op": "drop_all"}, "no refused edits to drop"),
 ])
 def test_bad_messages_are_named_and_change_nothing(ls, msg, says):
     before = {k: v for k, v in canvas.payload(ls).items() if k != "rev"}

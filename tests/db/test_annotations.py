@@ -36,7 +36,7 @@ def store_first_category(store) -> int:
 
 
 def review_until_saved(store, image_id, user) -> set[int]:
-    """Open, accept everything, save; on a conflict keep the edits (rebase) and save again."""
+    """Open, accept everything, save; on a conflict re-apply the refused edits and save again."""
     ls = LabelSession(store, image_id)
     ls.accept_all_shown(0.0)
     for _ in range(50):
@@ -44,7 +44,9 @@ def review_until_saved(store, image_id, user) -> set[int]:
             ls.save(user)
             return {it.ann_id for it in ls.instances if it.state == "accepted" and not it.deleted}
         except SaveConflict:
-            ls.rebase()
+            ls.review_conflict()
+            if ls.pending:
+                ls.reapply_all()
             ls.accept_all_shown(0.0)
     raise AssertionError(f"image {image_id} could not be saved in 50 tries")
 
