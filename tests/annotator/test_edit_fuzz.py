@@ -17,7 +17,6 @@ from annotator.labeling import LabelSession
 from db.coco_import import import_coco
 from db.errors import UserError
 from db.schema import Annotation
-from db.store import Settings, Store
 from model.synthetic import write_coco
 
 NUMBER = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2 ** 64, 2 ** 64)
@@ -42,9 +41,9 @@ def src(tmp_path_factory) -> Path:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages=st.lists(MESSAGES, min_size=1, max_size=12))
-def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_still_save(src, messages):
+def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_still_save(store_factory, src, messages):
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Settings(store_dir=Path(tmp) / "s"))
+        store = store_factory(Path(tmp) / "s")
         try:
             import_coco(store, src / "annotations.json", src, as_proposals=True)
             ls = LabelSession(store, 1)
@@ -65,4 +64,4 @@ def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_stil
             assert len(again.instances) == len(rows) == sum(1 for d in ls.instances.deleted if not d)
             assert not again.broken  # every saved row decodes
         finally:
-            store.close()
+            store_factory.release(store)
