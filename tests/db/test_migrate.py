@@ -1,7 +1,9 @@
+import dataclasses
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 
 from db.migrate import current_revision, head_revision, upgrade
 from db.schema import Base
@@ -35,6 +37,17 @@ def test_sqlite_runs_with_wal_foreign_keys_and_busy_timeout(make_store, tmp_path
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
     assert {"categories", "images", "annotations", "model_versions", "jobs"} <= set(inspect(store.engine).get_table_names())
+
+
+def test_a_database_url_with_percent_escapes_opens(make_store, tmp_path):
+    """A percent-escape in the URL (a PostgreSQL password holding '@' is written %40; SQLite's URL escapes a
+    folder named '50%') reached alembic's config parser, which failed on it at every start."""
+    settings = make_store.settings(tmp_path / "50%off")
+    if settings.db_url:  # PostgreSQL: an escaped "/" in a connection parameter, whatever the server's auth
+        settings = dataclasses.replace(settings, db_url=settings.db_url + "?application_name=maskloop%2Ftests")
+    assert "%" in make_url(settings.url).render_as_string(hide_password=False)
+    st = make_store.open(settings)
+    assert current_revision(st.engine) == head_revision(st.engine)
 
 
 def _first_release_store(engine, media_dir):
