@@ -10,6 +10,7 @@ fixtures (tests/conftest.py), which are built on :class:`StoreFactory`.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import uuid
 from pathlib import Path
@@ -56,28 +57,24 @@ def create_database(migrated: bool = False) -> str:
     return make_url(server).set(database=name).render_as_string(hide_password=False)
 
 
-_template: list[str] = []  # this process's migrated database, copied by create_database(migrated=True)
-
-
+@functools.cache
 def _migrated_template() -> str:
-    if not _template:
-        from db.migrate import upgrade
+    """The name of a database the migrations built, made once per process (dropped when it exits)."""
+    from db.migrate import upgrade
 
-        url = create_database()
-        engine = create_engine(url, poolclass=NullPool)
-        upgrade(engine)
-        engine.dispose()
-        _template.append(make_url(url).database)
-        atexit.register(drop_database, url)
-    return _template[0]
+    url = create_database()
+    engine = create_engine(url, poolclass=NullPool)
+    upgrade(engine)
+    engine.dispose()
+    atexit.register(drop_database, url)
+    return make_url(url).database
 
 
 def drop_database(url: str) -> None:
     """Drops a database made by :func:`create_database`, ending any connection still open to it."""
     name = make_url(url).database
     assert name and name.startswith("maskloop_test_"), name
-    engine = _admin(make_url(url).set(database=make_url(postgres_server()).database)
-                    .render_as_string(hide_password=False))
+    engine = _admin(postgres_server())
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
