@@ -10,7 +10,8 @@ from model.synthetic import write_coco
 from tests import stores
 
 # A test whose fixtures include one of these opens stores through tests/stores.py: it is marked ``uses_store``
-# and runs again in the PostgreSQL pass (``MASKLOOP_TEST_DB=postgresql pytest -m "uses_store and not sqlite"``).
+# and runs again in the PostgreSQL pass:
+#     MASKLOOP_TEST_DB=postgresql pytest -m "uses_store and not sqlite and not model_only"
 STORE_FIXTURES = {"make_store", "store_factory"}
 
 

@@ -124,6 +124,7 @@ def test_activate_any_version(demo_store, trained):
 
 
 @pytest.mark.slow
+@pytest.mark.model_only  # not in the PostgreSQL pass: the shorter training tests here cover the database side
 def test_tiny_model_learns_in_370_iterations_and_beats_untrained(make_store, tmp_path):
     """A fixed number of iterations, not a time limit, so a busy machine trains the same model (slower): 10
     epochs of 150 images, 370 iterations, segm AP 0.40 on 2026-11-25 (168 s on the developer VM)."""
