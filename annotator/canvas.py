@@ -173,7 +173,7 @@ def _index(msg: dict, key: str = "index", optional: bool = False) -> int | None:
     v = msg.get(key)
     if v is None and optional:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
         raise UserError(f"edit message: {key} must be an integer, not {v!r}")
     return int(v)
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.stores import cli_args
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -13,60 +15,58 @@ def run(*args, cwd=None):
                           cwd=cwd, timeout=300)
 
 
-def test_import_export_stats_cycle(tmp_path, synth_dir):
-    st = str(tmp_path / "st")
-    r = run("import-coco", str(synth_dir / "annotations.json"), "--images", str(synth_dir), "--store", st)
+def test_import_export_stats_cycle(make_store, tmp_path, synth_dir):
+    st = cli_args(make_store.settings(tmp_path / "st"))  # a new store: app.py makes it
+    r = run("import-coco", str(synth_dir / "annotations.json"), "--images", str(synth_dir), *st)
     assert r.returncode == 0, r.stderr
-    r = run("--store", st, "stats")
+    r = run(*st, "stats")
     assert r.returncode == 0 and "done       12" in r.stdout
     out = tmp_path / "o.json"
-    r = run("export-coco", str(out), "--store", st, "--polygons")
+    r = run("export-coco", str(out), *st, "--polygons")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(out.read_text())["images"]) == 12
 
 
-def test_user_mistakes_exit_nonzero_without_traceback(tmp_path, synth_dir):
-    st = str(tmp_path / "st")
+def test_user_mistakes_exit_nonzero_without_traceback(make_store, tmp_path, synth_dir):
+    st = cli_args(make_store.settings(tmp_path / "st"))
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [], "annotations": [{"id": 1}], "categories": []}')
-    r = run("import-coco", str(bad), "--images", str(synth_dir), "--store", st)
+    r = run("import-coco", str(bad), "--images", str(synth_dir), *st)
     assert r.returncode == 2 and "annotation id 1" in r.stderr and "Traceback" not in r.stderr
-    r = run("import-coco", str(tmp_path / "missing.json"), "--images", str(synth_dir), "--store", st)
+    r = run("import-coco", str(tmp_path / "missing.json"), "--images", str(synth_dir), *st)
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "junk.png").write_bytes(b"junk")
-    r = run("import-images", str(tmp_path / "junk.png"), str(synth_dir / "synth_000001.png"), "--store", st)
+    r = run("import-images", str(tmp_path / "junk.png"), str(synth_dir / "synth_000001.png"), *st)
     assert r.returncode == 1 and "junk.png: not an image" in r.stdout and "imported 1 image(s)" in r.stdout
 
 
-def test_propose_that_finds_nothing_says_why_and_what_to_do(tmp_path):
-    from db.store import Settings, Store
+def test_propose_that_finds_nothing_says_why_and_what_to_do(make_store, tmp_path):
     from model.demo import fill_demo
     from model.train import TrainOptions, fine_tune
 
-    store = Store(Settings(store_dir=tmp_path / "s"))
+    store = make_store(tmp_path / "s")
     fill_demo(store, n_images=12, labeled_train=6, size=64, seed=3)
     fine_tune(store, TrainOptions(epochs=1, max_minutes=0.02, size="tiny"))  # a model that has seen little
     store.close()
-    r = run("--store", str(tmp_path / "s"), "--weights", "none", "propose", "--all", "--min-score", "0.9999")
+    r = run(*cli_args(store.settings), "--weights", "none", "propose", "--all", "--min-score", "0.9999")
     assert r.returncode == 0, r.stderr
     assert "wrote 0 proposal(s)" in r.stdout and "no detection scored --min-score 0.9999 or more" in r.stdout
     assert "held-out mask AP is" in r.stdout and "stay in the 'to label' queue" in r.stdout
     from db import annotations
 
-    store = Store(Settings(store_dir=tmp_path / "s"))
+    store = make_store.open(store.settings)
     assert annotations.image_ids(store, "proposed") == []  # nothing to review: they stay new
     assert set(annotations.image_ids(store, "new")) == set(annotations.queue(store))
 
 
-def test_train_in_a_log_prints_progress_lines_and_a_refusal_comes_first(tmp_path):
+def test_train_in_a_log_prints_progress_lines_and_a_refusal_comes_first(make_store, tmp_path):
     from db import jobs
-    from db.store import Settings, Store
     from model.demo import fill_demo
 
     st = tmp_path / "st"
-    store = Store(Settings(store_dir=st))
+    store = make_store(st)
     fill_demo(store, n_images=12, labeled_train=8, size=64, seed=1)
-    r = run("--store", str(st), "train", "--size", "tiny", "--epochs", "1")  # output to a pipe, as in a log
+    r = run(*cli_args(store.settings), "train", "--size", "tiny", "--epochs", "1")  # output to a pipe, as in a log
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert lines[0].startswith("fine-tuning for 1 epoch(s)")
@@ -74,25 +74,24 @@ def test_train_in_a_log_prints_progress_lines_and_a_refusal_comes_first(tmp_path
     assert "evaluating:" in r.stderr and "verdict:" in r.stdout
     other = jobs.create(store, "train", {})  # e.g. a fine-tune started in the UI
     jobs.set_state(store, other, "running", "iteration 3/40")
-    r = run("--store", str(st), "train", "--size", "tiny", "--epochs", "1")
+    r = run(*cli_args(store.settings), "train", "--size", "tiny", "--epochs", "1")
     assert r.returncode == 2 and "already running" in r.stderr and "fine-tuning for" not in r.stderr
 
 
-def test_two_proposal_workers_share_a_store_without_proposing_an_image_twice(tmp_path, synth_dir):
+def test_two_proposal_workers_share_a_store_without_proposing_an_image_twice(make_store, tmp_path, synth_dir):
     """Two `propose --worker --once` processes at once on one store: every image is proposed on by exactly
     one of them."""
     import re
 
     from db import annotations
     from db.ingest import ingest
-    from db.store import Settings, Store
     from model.train import TrainOptions, fine_tune
     from PIL import Image as PILImage
 
-    st = tmp_path / "st"
-    assert run("import-coco", str(synth_dir / "annotations.json"), "--images", str(synth_dir), "--store",
-               str(st)).returncode == 0
-    store = Store(Settings(store_dir=st))
+    settings = make_store.settings(tmp_path / "st")
+    assert run("import-coco", str(synth_dir / "annotations.json"), "--images", str(synth_dir),
+               *cli_args(settings)).returncode == 0
+    store = make_store.open(settings)
     fine_tune(store, TrainOptions(size="tiny", epochs=1, device="cpu", promote="always"))
     src = tmp_path / "new"
     src.mkdir()
@@ -100,7 +99,7 @@ def test_two_proposal_workers_share_a_store_without_proposing_an_image_twice(tmp
         PILImage.new("RGB", (48, 40), (k * 20, 90, 30)).save(src / f"n{k}.png")
     new = {i for i, _ in ingest(store, [src]).added}
     store.close()
-    args = [sys.executable, str(ROOT / "app.py"), "--store", str(st), "propose", "--worker", "--once", "--claim", "2",
+    args = [sys.executable, str(ROOT / "app.py"), *cli_args(settings), "propose", "--worker", "--once", "--claim", "2",
             "--device", "cpu", "--min-score", "0"]
     procs = [subprocess.Popen(args + ["--name", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in ("w1", "w2")]
@@ -110,6 +109,6 @@ def test_two_proposal_workers_share_a_store_without_proposing_an_image_twice(tmp
                   for i in re.findall(r"\d+", line.split("image(s) ")[1].split(":")[0])] for out, _ in outs]
     every = by_worker[0] + by_worker[1]
     assert sorted(every) == sorted(new)  # each new image once (the imported ones are done)
-    store = Store(Settings(store_dir=st))
+    store = make_store.open(settings)
     assert annotations.claim_images(store, "w3", 1, 50, 600) == []  # nothing left for this version
     store.close()

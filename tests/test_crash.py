@@ -1,11 +1,13 @@
 """Kill tests: a process doing real work is SIGKILLed (from inside, at a chosen point, so the point is exact)
 in the middle of a COCO import, a save of edited labels, a training run (while it trains, and while the
-checkpoint is being written) and ``propose --all``. After a restart: SQLite's integrity check passes, every
-label saved before the kill is there, nothing half-written is visible, an interrupted job shows as failed, the
+checkpoint is being written) and ``propose --all``. After a restart: the database's integrity check passes
+(SQLite: PRAGMA integrity_check; PostgreSQL: amcheck over every table and index), every label saved before
+the kill is there, nothing half-written is visible, an interrupted job shows as failed, the
 active model is the one from before, and running the command again finishes the work."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,7 +20,7 @@ from db import annotations, jobs
 from db.coco_import import import_coco
 from db.ingest import clean_orphan_media
 from db.schema import Annotation, Image, Job, ModelVersion
-from db.store import Settings, Store
+from db.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,14 +57,15 @@ PRELUDE = textwrap.dedent("""
             die()
         torch.save = half
 
-    store = Store(Settings(store_dir=Path(sys.argv[1])))
+    store = Store(Settings(store_dir=Path(sys.argv[1]), db_url=os.environ["CHILD_DB_URL"] or None))
 """)
 
 
 def _killed(store: Store, body: str, *args: str) -> None:
     store.engine.dispose()  # the child writes; nothing of ours stays open across it
     r = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body), str(store.settings.store_dir), *args],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "CHILD_DB_URL": store.settings.db_url or ""})
     assert r.returncode == -9, f"the child was not killed (exit {r.returncode}): {r.stderr[-2000:]}"
 
 
@@ -70,11 +73,30 @@ def _restart(store: Store) -> Store:
     """What every command does when it starts (app.py's open_store)."""
     from db.recovery import recover
 
-    again = Store(Settings(store_dir=store.settings.store_dir))
+    again = Store(store.settings)
     recover(again)
-    with again.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    _assert_intact(again)
     return again
+
+
+def _assert_intact(store: Store) -> None:
+    """SQLite: PRAGMA integrity_check. PostgreSQL (whose files a killed client cannot touch): amcheck's
+    verify_heapam on every table and bt_index_check (every row in its indexes) on every index."""
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+            return
+        conn.execute(text("CREATE EXTENSION IF NOT EXISTS amcheck"))
+        tables = conn.execute(text("SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                                   "AND relkind = 'r'")).scalars().all()
+        indexes = conn.execute(text("SELECT c.oid FROM pg_class c JOIN pg_am a ON a.oid = c.relam WHERE "
+                                    "c.relnamespace = 'public'::regnamespace AND c.relkind = 'i' "
+                                    "AND a.amname = 'btree'")).scalars().all()
+        assert tables and indexes
+        for oid in tables:
+            assert conn.execute(text("SELECT * FROM verify_heapam(:t)"), {"t": oid}).all() == []
+        for oid in indexes:
+            conn.execute(text("SELECT bt_index_check(:i, true)"), {"i": oid})  # raises on corruption
 
 
 def _count(store: Store, what) -> int:

@@ -13,35 +13,34 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def running_app(tmp_path_factory):
+def running_app(tmp_path_factory, store_factory):
     """The full app on a temporary store holding synthetic images, launched on a free local port."""
     from annotator.ui import launch
-    from db.store import Settings, Store
     from model.demo import fill_demo
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("app")))
+    store = store_factory(tmp_path_factory.mktemp("app"))
     fill_demo(store, n_images=20, labeled_train=8, size=96, seed=5)
     port = free_port()
     demo = launch(store, port=port, block=False)
     yield store, f"http://127.0.0.1:{port}/"
     demo.close()
+    store_factory.release(store)
 
 
 @pytest.fixture(scope="package")
-def app_with_model(tmp_path_factory):
+def app_with_model(tmp_path_factory, store_factory):
     """The app on a demo store with a tiny fine-tuned model and its proposals (trained once for the browser
     tests); yields (store, url, an image with at least two proposals)."""
     from sqlalchemy import func, select
 
     from annotator.ui import launch
     from db.schema import Annotation
-    from db.store import Settings, Store
     from model.api import ModelOptions, propose_images
     from model.demo import fill_demo
     from model.predict import images_to_propose
     from model.train import TrainOptions, fine_tune
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("e2e")))
+    store = store_factory(tmp_path_factory.mktemp("e2e"))
     fill_demo(store, n_images=40, labeled_train=24, size=128, seed=7)
     # a fixed number of iterations (150, about a minute here), not a time limit: the same model on a busy machine
     fine_tune(store, TrainOptions(epochs=25, size="tiny"))
@@ -54,3 +53,4 @@ def app_with_model(tmp_path_factory):
     demo = launch(store, port=port, block=False)
     yield store, f"http://127.0.0.1:{port}/", image_id
     demo.close()
+    store_factory.release(store)

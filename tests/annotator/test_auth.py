@@ -67,17 +67,16 @@ def test_a_waiting_attempt_holds_up_only_its_own_name_and_client():
 
 
 @pytest.fixture(scope="module")
-def auth_app(tmp_path_factory, synth_dir):
+def auth_app(tmp_path_factory, synth_dir, store_factory):
     from annotator.ui import launch
-    from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("auth")))
+    store = store_factory(tmp_path_factory.mktemp("auth"))
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     port = free_port()
     demo = launch(store, port=port, block=False, auth=["alice:secret"], max_upload_mb=0.05)  # 51,200 bytes
     yield demo, f"http://127.0.0.1:{port}", store
     demo.close()
-    store.close()
+    store_factory.release(store)
 
 
 def _fn_index(demo, api_name):

@@ -12,19 +12,18 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def roles_url(tmp_path_factory, synth_dir, cheap_kdf):  # noqa: F811
+def roles_url(tmp_path_factory, synth_dir, cheap_kdf, store_factory):  # noqa: F811
     from annotator.ui import launch
     from db.coco_import import import_coco
-    from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("roles")))
+    store = store_factory(tmp_path_factory.mktemp("roles"))
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
     _team(store)
     port = free_port()
     demo = launch(store, port=port, block=False)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
-    store.close()
+    store_factory.release(store)
 
 
 def _login(page, url, name):  # noqa: F811

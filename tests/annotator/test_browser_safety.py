@@ -16,15 +16,14 @@ HOSTILE = f"<img src={TRAP} onerror=alert(1)> $$\\Huge{{BIG}}$$"
 
 
 @pytest.fixture(scope="module")
-def hostile_app(tmp_path_factory, synth_dir):
+def hostile_app(tmp_path_factory, synth_dir, store_factory):
     """A store whose image 1's file name and whose category and keypoint names hold HTML; gallery calls counted."""
     from annotator import store_view
     from annotator.ui import launch
     from db.coco_import import import_coco
     from db.schema import Category, Image
-    from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("hostile")))
+    store = store_factory(tmp_path_factory.mktemp("hostile"))
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     with store.session() as s:
         s.execute(update(Image).where(Image.id == 1).values(file_name=HOSTILE + ".png"))
@@ -41,7 +40,7 @@ def hostile_app(tmp_path_factory, synth_dir):
     yield f"http://127.0.0.1:{port}/", calls
     demo.close()
     mp.undo()
-    store.close()
+    store_factory.release(store)
 
 
 def test_hostile_names_are_shown_as_text(hostile_app, page):
@@ -76,18 +75,17 @@ def test_hostile_names_are_shown_as_text(hostile_app, page):
 
 
 @pytest.fixture(scope="module")
-def login_app(tmp_path_factory, synth_dir):
+def login_app(tmp_path_factory, synth_dir, store_factory):
     from annotator.ui import launch
     from db.coco_import import import_coco
-    from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("login")))
+    store = store_factory(tmp_path_factory.mktemp("login"))
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     port = free_port()
     demo = launch(store, port=port, block=False, auth=["alice:secret"])
     yield f"http://127.0.0.1:{port}/"
     demo.close()
-    store.close()
+    store_factory.release(store)
 
 
 def test_login_form_refuses_a_wrong_password_and_lets_the_right_one_in(login_app, page):

@@ -20,18 +20,17 @@ SHOTS = os.environ.get("MASKLOOP_SHOTS")  # a folder: the test saves its screens
 
 
 @pytest.fixture(scope="module")
-def two_user_app(tmp_path_factory, synth_dir):
+def two_user_app(tmp_path_factory, synth_dir, store_factory):
     from annotator.ui import launch
     from db.coco_import import import_coco
-    from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("two")))
+    store = store_factory(tmp_path_factory.mktemp("two"))
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
     port = free_port()
     demo = launch(store, port=port, block=False, auth=["alice:a-secret", "bob:b-secret"])
     yield store, f"http://127.0.0.1:{port}/"
     demo.close()
-    store.close()
+    store_factory.release(store)
 
 
 @pytest.fixture(scope="module")

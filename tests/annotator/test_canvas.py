@@ -142,6 +142,8 @@ def test_box_keypoint_and_class_messages(ls):
     ({"op": "stroke", "points": "1,1", "radius": 3, "index": 0}, "list of 1 to"),
     ({"op": "accept", "index": 10 ** 30}, "no instance|select an instance"),
     ({"op": "accept", "index": True}, "must be an integer"),
+    ({"op": "accept", "index": float("inf")}, "must be an integer"),
+    ({"op": "accept", "index": float("nan")}, "must be an integer"),
     ({"op": "box", "index": 0, "box": [1, 2, 3]}, r"box must be \[x0, y0, x1, y1\]"),
     ({"op": "box", "index": 0, "box": [5, 5, 5, 5]}, "the box is empty"),
     ({"op": "polygon", "points": [[1, 1], [2, 2]], "mode": "add", "index": 0}, "at least 3 points"),

@@ -9,19 +9,18 @@ from sqlalchemy import event, select, update
 from annotator import render, store_view
 from db.coco_import import import_coco
 from db.schema import Annotation, Image
-from db.store import Settings, Store
 from model.synthetic import write_coco
 
 
 @pytest.fixture(scope="module")
-def many(tmp_path_factory):
+def many(tmp_path_factory, store_factory):
     """A store of 60 small images, each with annotations."""
     d = tmp_path_factory.mktemp("many")
     write_coco(d, 60, size=48, seed=3)
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("many_store")))
+    store = store_factory(tmp_path_factory.mktemp("many_store"))
     import_coco(store, d / "annotations.json", d)
     yield store
-    store.close()
+    store_factory.release(store)
 
 
 def _ids(page) -> list[int]:

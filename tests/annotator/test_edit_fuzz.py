@@ -19,7 +19,6 @@ from annotator.labeling import LabelSession, SaveConflict
 from db.coco_import import import_coco
 from db.errors import UserError
 from db.schema import Annotation
-from db.store import Settings, Store
 from model.synthetic import write_coco
 
 NUMBER = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2 ** 64, 2 ** 64)
@@ -66,10 +65,10 @@ def _save_what_is_left(ls: LabelSession) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages=st.lists(MESSAGES, min_size=1, max_size=12), other_saves_first=st.booleans())
-def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_still_save(src, messages,
+def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_still_save(store_factory, src, messages,
                                                                                        other_saves_first):
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Settings(store_dir=Path(tmp) / "s"))
+        store = store_factory(Path(tmp) / "s")
         try:
             import_coco(store, src / "annotations.json", src, as_proposals=True)
             ls = LabelSession(store, 1)
@@ -93,4 +92,4 @@ def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_stil
             assert len(again.instances) == len(rows) == sum(1 for d in ls.instances.deleted if not d)
             assert not again.broken  # every saved row decodes
         finally:
-            store.close()
+            store_factory.release(store)

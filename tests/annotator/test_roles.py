@@ -91,19 +91,18 @@ def test_the_label_tab_refuses_a_removed_account_and_checks_the_role_of_each_ver
 
 
 @pytest.fixture(scope="module")
-def team_app(tmp_path_factory, synth_dir, cheap_kdf):
+def team_app(tmp_path_factory, synth_dir, cheap_kdf, store_factory):
     """The app with three accounts in its store (a login is then required) plus an --auth admin."""
     from annotator.ui import launch
-    from db.store import Settings, Store
 
-    store = Store(Settings(store_dir=tmp_path_factory.mktemp("team")))
+    store = store_factory(tmp_path_factory.mktemp("team"))
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
     _team(store)
     port = free_port()
     demo = launch(store, port=port, block=False, auth=["root:root-secret"])
     yield store, f"http://127.0.0.1:{port}/"
     demo.close()
-    store.close()
+    store_factory.release(store)
 
 
 def _client(url, name):
@@ -139,14 +138,25 @@ def test_the_server_refuses_what_a_role_may_not_do_and_records_who_did_what(team
     assert annotations.queue(store, annotations.TO_REVIEW) == [2]
 
 
-def test_app_py_user_manages_accounts_with_the_password_on_stdin(tmp_path):
+def test_app_py_user_manages_accounts_with_the_password_on_stdin(tmp_path, make_store):
+    from sqlalchemy import select
+
+    from db.schema import User
+    from tests.stores import cli_args
+
+    settings = make_store.settings(tmp_path / "s")
+
     def run(*args, stdin=""):
-        return subprocess.run([sys.executable, str(ROOT / "app.py"), "--store", str(tmp_path / "s"), "user", *args],
+        return subprocess.run([sys.executable, str(ROOT / "app.py"), *cli_args(settings), "user", *args],
                               input=stdin, capture_output=True, text=True, timeout=120)
 
     added = run("add", "lena", "--role", "labeler", stdin="a long password\n")
     assert added.returncode == 0 and "added lena (labeler)" in added.stdout and "asks for a login" in added.stderr
-    assert "long password" not in (tmp_path / "s" / "labels.db").read_bytes().decode("latin-1")
+    store = make_store.open(settings)
+    with store.session() as s:
+        stored = s.scalar(select(User.password_hash).where(User.name == "lena"))
+    assert stored.startswith("scrypt$") and "long password" not in stored
+    assert users.login(store, "lena", "a long password") and not users.login(store, "lena", "a long passwor")
     again = run("add", "lena", "--role", "admin", stdin="another password\n")
     assert again.returncode == 2 and "exists already" in again.stderr and "Traceback" not in again.stderr
     short = run("add", "rita", "--role", "reviewer", stdin="short\n")

@@ -8,7 +8,6 @@ from annotator import view
 from annotator.background import BackgroundProposer
 from db.coco_import import import_coco
 from db.schema import Annotation, Image
-from db.store import Settings, Store
 
 
 def test_the_default_queue_is_a_fixed_shuffle_of_every_image_not_done(store, synth_dir):
@@ -38,11 +37,11 @@ def test_queue_puts_unlabeled_first_most_uncertain_first(store, synth_dir):
     assert view.neighbour(q, q[0], 1) == q[1] and view.neighbour(q, q[0], -1) is None
 
 
-def test_background_proposer_fills_the_next_images(tmp_path):
+def test_background_proposer_fills_the_next_images(make_store, tmp_path):
     from model.demo import fill_demo
     from model.train import TrainOptions, fine_tune
 
-    st = Store(Settings(store_dir=tmp_path / "bg"))
+    st = make_store(tmp_path / "bg")
     fill_demo(st, n_images=16, labeled_train=6, size=64, seed=2)
     fine_tune(st, TrainOptions(epochs=1, size="tiny"))
     with st.session() as s:

@@ -1,5 +1,6 @@
 """The loop benchmark's simulated labeler: its effort accounting on hand-made cases, and a --quick run."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -72,7 +73,10 @@ def test_assist_costs_a_box_and_what_is_left_to_repaint():
     assert replaced.effort.seconds == pytest.approx(BOX_S + 2 * CLICK_S)
 
 
-def test_quick_run_writes_the_report_and_its_plots(tmp_path):
+def test_quick_run_writes_the_report_and_its_plots(make_store, tmp_path, monkeypatch):
+    """The benchmark's stores are opened on the tests' database (MASKLOOP_TEST_DB)."""
+    monkeypatch.setattr(loop, "Store", lambda s: make_store.open(
+        dataclasses.replace(s, db_url=make_store.settings(s.store_dir).db_url)))
     out = tmp_path / "loop.md"
     assert loop.main(["--quick", "--out", str(out)]) == 0
     text = out.read_text()

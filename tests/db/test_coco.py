@@ -13,7 +13,6 @@ from pycocotools.cocoeval import COCOeval
 from db import coco_export, masks
 from db.coco_import import CocoRejected, import_coco
 from db.stats import stats
-from db.store import Settings, Store
 from tests.helpers import uncompressed_rle
 
 
@@ -79,12 +78,12 @@ def test_handmade_file_keeps_every_field_as_given(store, tmp_path):
     assert by_id[6]["num_keypoints"] == 2
 
 
-def test_import_export_import_export_is_byte_identical(tmp_path, synth_dir):
-    a = Store(Settings(store_dir=tmp_path / "a"))
+def test_import_export_import_export_is_byte_identical(make_store, tmp_path, synth_dir):
+    a = make_store(tmp_path / "a")
     import_coco(a, synth_dir / "annotations.json", synth_dir)
     first = tmp_path / "first.json"
     coco_export.export(a, first)
-    b = Store(Settings(store_dir=tmp_path / "b"))
+    b = make_store(tmp_path / "b")
     import_coco(b, first, synth_dir)
     second = tmp_path / "second.json"
     coco_export.export(b, second)

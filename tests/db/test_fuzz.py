@@ -23,7 +23,7 @@ from db import coco_export, masks
 from db.coco_import import CocoRejected, import_coco
 from db.ingest import ingest
 from db.stats import stats
-from db.store import Settings, Store
+from db.store import Store
 from tests.db.test_coco import _handmade
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -71,8 +71,8 @@ def _mutate(coco: dict, data) -> dict:
     return out
 
 
-def _empty_store(root: Path) -> Store:
-    return Store(Settings(store_dir=root / "store"))
+def _empty_store(store_factory, root: Path) -> Store:
+    return store_factory(root / "store")
 
 
 def _nothing_written(store: Store) -> None:
@@ -93,11 +93,11 @@ def _bounded(fn):
 
 @FUZZ
 @given(data=st.data())
-def test_any_mutated_coco_file_imports_whole_or_is_refused_by_name(data):
+def test_any_mutated_coco_file_imports_whole_or_is_refused_by_name(store_factory, data):
     with tempfile.TemporaryDirectory() as tmp:
         coco, images_dir = _handmade(Path(tmp))
         mutated = _mutate(coco, data)
-        store = _empty_store(Path(tmp))
+        store = _empty_store(store_factory, Path(tmp))
         try:
             try:
                 _bounded(lambda: import_coco(store, mutated, images_dir))
@@ -114,17 +114,17 @@ def test_any_mutated_coco_file_imports_whole_or_is_refused_by_name(data):
             exported.write_bytes(text if isinstance(text, bytes) else text.encode())
             COCO(str(exported))
         finally:
-            store.close()
+            store_factory.release(store)
 
 
 @FUZZ
 @given(data=st.data())
-def test_any_json_value_in_place_of_a_whole_section_is_refused_by_name(data):
+def test_any_json_value_in_place_of_a_whole_section_is_refused_by_name(store_factory, data):
     with tempfile.TemporaryDirectory() as tmp:
         coco, images_dir = _handmade(Path(tmp))
         section = data.draw(st.sampled_from(["images", "annotations", "categories", "info", "licenses"]))
         coco[section] = data.draw(JSON, label="value")
-        store = _empty_store(Path(tmp))
+        store = _empty_store(store_factory, Path(tmp))
         try:
             try:
                 import_coco(store, coco, images_dir)
@@ -132,7 +132,7 @@ def test_any_json_value_in_place_of_a_whole_section_is_refused_by_name(data):
                 assert str(e).strip()
                 _nothing_written(store)
         finally:
-            store.close()
+            store_factory.release(store)
 
 
 def _png_bytes(w: int = 12, h: int = 9) -> bytes:
@@ -174,14 +174,14 @@ def image_files(draw) -> bytes:
 
 @FUZZ
 @given(files=st.lists(image_files(), min_size=1, max_size=4))
-def test_any_image_file_is_imported_or_skipped_with_a_reason(files):
+def test_any_image_file_is_imported_or_skipped_with_a_reason(store_factory, files):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         src = root / "src"
         src.mkdir()
         for k, b in enumerate(files):
             (src / f"f{k}.png").write_bytes(b)
-        store = _empty_store(root)
+        store = _empty_store(store_factory, root)
         try:
             report = _bounded(lambda: ingest(store, [src]))
             named = {n for _, n in report.added} | {n for n, _ in report.duplicates} | {n for n, _ in report.skipped}
@@ -196,7 +196,7 @@ def test_any_image_file_is_imported_or_skipped_with_a_reason(files):
                 pix = np.asarray(load_rgb(store.media_file(im.media_path)))
                 assert pix.shape == (im.height, im.width, 3)
         finally:
-            store.close()
+            store_factory.release(store)
 
 
 SEGMENTATIONS = (

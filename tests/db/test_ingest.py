@@ -8,7 +8,6 @@ from PIL import Image
 from db.ingest import ingest
 from db.media import load_rgb
 from db.schema import Image as ImageRow
-from db.store import Settings, Store
 
 
 def _png(arr, mode=None) -> bytes:
@@ -42,8 +41,8 @@ def test_bad_files_are_named_skipped_and_rest_imported(store, tmp_path):
     assert "corrupt" in reasons[str(src / "corrupt.png")]
 
 
-def test_pixel_limit(tmp_path):
-    store = Store(Settings(store_dir=tmp_path / "s", max_pixels=100))
+def test_pixel_limit(make_store, tmp_path):
+    store = make_store(tmp_path / "s", max_pixels=100)
     f = tmp_path / "big.png"
     f.write_bytes(_png(np.zeros((11, 10), np.uint8)))
     report = ingest(store, [f])

@@ -1,7 +1,6 @@
 """Ingest under attack or contention (issue 7): zip bombs, huge archives, concurrent imports, symbolic
 links, orphan media and 16-bit PNGs."""
 
-import dataclasses
 import io
 import os
 import zipfile
@@ -16,7 +15,6 @@ from db.coco_import import CocoRejected, import_coco
 from db.ingest import clean_orphan_media, ingest
 from db.media import media_writer, prepare
 from db.schema import Image as ImageRow
-from db.store import Settings, Store
 
 
 def _png(seed: int, size=(12, 10)) -> bytes:
@@ -48,9 +46,8 @@ def test_zip_bomb_entry_is_refused_unread(store, tmp_path):
     assert "zip bomb" in reason and "zeros.bmp" not in read
 
 
-def test_entry_larger_than_declared_stops_at_the_limit(tmp_path):
-    s = Store(dataclasses.replace(Store.open(tmp_path / "st").settings, max_image_bytes=50_000,
-                                  store_dir=tmp_path / "st2"))
+def test_entry_larger_than_declared_stops_at_the_limit(make_store, tmp_path):
+    s = make_store(tmp_path / "st2", max_image_bytes=50_000)
     z = tmp_path / "big.zip"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("big.bmp", os.urandom(80_000))
@@ -124,13 +121,13 @@ def test_a_killed_import_leaves_no_orphans_after_the_next_start(store, tmp_path)
         "from pathlib import Path\n"
         "from db.ingest import ingest\n"
         "from db.store import Settings, Store\n"
-        "st = Store(Settings(store_dir=Path(sys.argv[1])))\n"
+        "st = Store(Settings(store_dir=Path(sys.argv[1]), db_url=sys.argv[3] or None))\n"
         "def progress(n, name):\n"
         "    if n == 8:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "ingest(st, [Path(sys.argv[2])], progress=progress, batch_size=4)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(store.settings.store_dir), str(src)],
-                       cwd=Path(__file__).resolve().parents[2])
+    r = subprocess.run([sys.executable, "-c", code, str(store.settings.store_dir), str(src),
+                        store.settings.db_url or ""], cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == -9
     files = lambda: sorted(p.name for p in store.settings.media_dir.rglob("*.png"))  # noqa: E731
     assert len(files()) == 7
@@ -143,16 +140,16 @@ def test_a_killed_import_leaves_no_orphans_after_the_next_start(store, tmp_path)
     assert len(r.added) == 5 and len(r.duplicates) == 4 and len(files()) == 9
 
 
-def test_a_media_folder_shared_by_two_databases_loses_nothing(tmp_path):
+def test_a_media_folder_shared_by_two_databases_loses_nothing(make_store, tmp_path):
     root = tmp_path / "shared"
-    a = Store(Settings(store_dir=root, db_url=f"sqlite:///{tmp_path / 'a.db'}"))
-    b = Store(Settings(store_dir=root, db_url=f"sqlite:///{tmp_path / 'b.db'}"))
+    a = make_store(root, sqlite_file=tmp_path / "a.db")
+    b = make_store(root, sqlite_file=tmp_path / "b.db")
     (tmp_path / "a.png").write_bytes(_png(1))
     (tmp_path / "b.png").write_bytes(_png(2))
     ingest(a, [tmp_path / "a.png"])
     ingest(b, [tmp_path / "b.png"])
     assert clean_orphan_media(a) == 0 and clean_orphan_media(b) == 0
-    empty = Store(Settings(store_dir=root, db_url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    empty = make_store(root, sqlite_file=tmp_path / "empty.db")
     assert clean_orphan_media(empty) == 0
     assert len(list((root / "media").rglob("*.png"))) == 2
 

@@ -1,10 +1,12 @@
+import dataclasses
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 
 from db.migrate import current_revision, head_revision, upgrade
 from db.schema import Base
-from db.store import Settings, Store
 
 
 def test_migrations_build_exactly_the_schema(store):
@@ -14,24 +16,38 @@ def test_migrations_build_exactly_the_schema(store):
     assert diff == []
 
 
-def test_reopening_an_existing_store_keeps_data_and_is_idempotent(tmp_path, synth_dir):
+def test_reopening_an_existing_store_keeps_data_and_is_idempotent(make_store, tmp_path, synth_dir):
     from db.coco_import import import_coco
     from db.stats import stats
 
-    s1 = Store(Settings(store_dir=tmp_path / "st"))
+    s1 = make_store(tmp_path / "st")
     import_coco(s1, synth_dir / "annotations.json", synth_dir)
     s1.close()
-    s2 = Store(Settings(store_dir=tmp_path / "st"))
+    s2 = make_store.open(s1.settings)
     upgrade(s2.engine)
     assert stats(s2).images == 12
 
 
-def test_sqlite_runs_with_wal_foreign_keys_and_busy_timeout(store):
+@pytest.mark.sqlite
+def test_sqlite_runs_with_wal_foreign_keys_and_busy_timeout(make_store, tmp_path):
+    """About SQLite itself (its PRAGMAs): a SQLite store whatever MASKLOOP_TEST_DB says."""
+    store = make_store(tmp_path / "s", backend="sqlite")
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
     assert {"categories", "images", "annotations", "model_versions", "jobs"} <= set(inspect(store.engine).get_table_names())
+
+
+def test_a_database_url_with_percent_escapes_opens(make_store, tmp_path):
+    """A percent-escape in the URL (a PostgreSQL password holding '@' is written %40; SQLite's URL escapes a
+    folder named '50%') reached alembic's config parser, which failed on it at every start."""
+    settings = make_store.settings(tmp_path / "50%off")
+    if settings.db_url:  # PostgreSQL: an escaped "/" in a connection parameter, whatever the server's auth
+        settings = dataclasses.replace(settings, db_url=settings.db_url + "?application_name=maskloop%2Ftests")
+    assert "%" in make_url(settings.url).render_as_string(hide_password=False)
+    st = make_store.open(settings)
+    assert current_revision(st.engine) == head_revision(st.engine)
 
 
 def _first_release_store(engine, media_dir):
@@ -59,12 +75,12 @@ def _first_release_store(engine, media_dir):
                      {"t": now})
 
 
-def test_a_store_made_by_the_first_release_upgrades_with_its_data(tmp_path):
+def test_a_store_made_by_the_first_release_upgrades_with_its_data(make_store, tmp_path):
     from db import annotations
     from db.coco_export import build
     from db.stats import review_stats
 
-    st = Store(Settings(store_dir=tmp_path / "old"), migrate=False)
+    st = make_store(tmp_path / "old", migrate=False)
     _first_release_store(st.engine, st.settings.media_dir)
     assert current_revision(st.engine) == "0001"
     upgrade(st.engine)

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_store_synthetic_data_and_demo_filling_import_no_torch(tmp_path):
+def test_store_synthetic_data_and_demo_filling_import_no_torch(make_store, tmp_path):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
@@ -16,8 +16,11 @@ def test_store_synthetic_data_and_demo_filling_import_no_torch(tmp_path):
         "from db.annotations import is_heldout\n"
         "from model.demo import fill_demo\n"
         "from model.synthetic import make_coco\n"
-        "r = fill_demo(Store(Settings(store_dir=Path(sys.argv[1]))), n_images=6, labeled_train=2, size=48)\n"
+        "st = Store(Settings(store_dir=Path(sys.argv[1]), db_url=sys.argv[2] or None))\n"
+        "r = fill_demo(st, n_images=6, labeled_train=2, size=48)\n"
         "assert r['labeled'] >= 2, r\n"
         "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules, 'torch was imported'\n")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], cwd=ROOT, capture_output=True, text=True)
+    settings = make_store.settings(tmp_path / "s")
+    r = subprocess.run([sys.executable, "-c", code, str(settings.store_dir), settings.db_url or ""], cwd=ROOT,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

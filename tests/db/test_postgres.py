@@ -1,45 +1,37 @@
-"""The same store code against PostgreSQL (--db URL). Runs where MASKLOOP_TEST_POSTGRES_URL names an empty
-database (.ci/run starts a local server and sets it); CI requires it."""
+"""The same store code against PostgreSQL (--db URL), whatever MASKLOOP_TEST_DB says: where the whole suite
+runs on SQLite, these still cover PostgreSQL. Runs where MASKLOOP_TEST_POSTGRES_URL names a database on a
+PostgreSQL server (the tests make a database of their own there for each store and drop it afterwards;
+.ci/run starts a local server and sets it); CI requires it."""
 
-import os
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from annotator.labeling import LabelSession, SaveConflict
 from db import coco_export
 from db.coco_import import import_coco
 from db.stats import stats
 from db.store import Settings, Store
+from tests import stores
 
-URL = os.environ.get("MASKLOOP_TEST_POSTGRES_URL")
-if not URL:
-    if os.environ.get("MASKLOOP_REQUIRE_POSTGRES"):
-        raise RuntimeError("MASKLOOP_REQUIRE_POSTGRES is set but MASKLOOP_TEST_POSTGRES_URL is not")
-    # a developer without a server may skip; CI sets MASKLOOP_REQUIRE_POSTGRES, which makes this a failure above
+if not stores.postgres_server():  # raises where MASKLOOP_REQUIRE_POSTGRES (CI) or MASKLOOP_TEST_DB asks for one
     pytest.skip("set MASKLOOP_TEST_POSTGRES_URL to a PostgreSQL database to run these", allow_module_level=True)
 
 
 @pytest.fixture
-def pg_store(tmp_path):
-    engine = create_engine(URL)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    st = Store(Settings(store_dir=tmp_path / "media-only", db_url=URL))
-    yield st
-    st.close()
+def pg_store(make_store, tmp_path):
+    return make_store(tmp_path / "media-only", backend="postgresql")
 
 
-def test_round_trip_and_conflict_on_postgres(pg_store, synth_dir, tmp_path):
+def test_round_trip_and_conflict_on_postgres(pg_store, make_store, synth_dir, tmp_path):
+    """The export from PostgreSQL is byte for byte the one from SQLite (a SQLite store on purpose)."""
     assert pg_store.engine.dialect.name == "postgresql"
     import_coco(pg_store, synth_dir / "annotations.json", synth_dir)
     assert stats(pg_store).images == 12
     a = tmp_path / "a.json"
     coco_export.export(pg_store, a)
-    sqlite = Store(Settings(store_dir=tmp_path / "sq"))
+    sqlite = make_store(tmp_path / "sq", backend="sqlite")
     import_coco(sqlite, synth_dir / "annotations.json", synth_dir)
     assert a.read_bytes() == coco_export.dumps(coco_export.build(sqlite))  # same bytes from either database
     one, two = LabelSession(pg_store, 1), LabelSession(pg_store, 1)
@@ -107,7 +99,8 @@ def test_two_processes_propose_and_review_at_once_on_postgres(pg_store, synth_di
     ids = annotations.image_ids(pg_store)[:8]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_concurrent_worker, args=(URL, str(pg_store.settings.store_dir), role, ids, out))
+    procs = [ctx.Process(target=_concurrent_worker, args=(pg_store.settings.db_url, str(pg_store.settings.store_dir),
+                                                          role, ids, out))
              for role in ("proposer", "reviewer")]
     for p in procs:
         p.start()
@@ -138,21 +131,17 @@ def test_workers_claim_disjoint_images_on_postgres(pg_store, tmp_path):
     assert sorted(every) == sorted(ids)
 
 
-def test_a_store_made_by_the_first_release_upgrades_on_postgres(pg_store, tmp_path):
+def test_a_store_made_by_the_first_release_upgrades_on_postgres(make_store, tmp_path):
     """The same upgrade from migration 0001, with data in it, on PostgreSQL."""
-    from sqlalchemy import create_engine, text as sql
-
     from db.migrate import current_revision, head_revision, upgrade
     from tests.db.test_migrate import _first_release_store
 
-    engine = create_engine(URL)
-    with engine.begin() as conn:
-        conn.execute(sql("DROP SCHEMA public CASCADE"))
-        conn.execute(sql("CREATE SCHEMA public"))
-    _first_release_store(engine, tmp_path / "media")
+    settings = make_store.settings(tmp_path, backend="postgresql")
+    engine = create_engine(settings.db_url)
+    _first_release_store(engine, settings.media_dir)
     upgrade(engine)
     assert current_revision(engine) == head_revision(engine)
-    old = Store(Settings(store_dir=tmp_path, db_url=URL), migrate=False)
+    old = make_store.open(settings, migrate=False)
     coco = coco_export.build(old)
     assert [a["id"] for a in coco["annotations"]] == [11]
     from db.ingest import ingest

@@ -12,7 +12,6 @@ from db.errors import UserError
 from db.masks import decode, iou
 from db.media import load_rgb
 from db.schema import Annotation, Image, ModelVersion
-from db.store import Settings, Store
 from model import api, predict
 from model.data import image_tensor, store_category_map
 from model.demo import fill_demo
@@ -24,13 +23,13 @@ OPTIONS = ModelOptions(weights="none")
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory):
+def small_store(tmp_path_factory, store_factory):
     """16 synthetic 64 px images, 8 of them labeled for training, and a tiny model trained on them (30 iterations, ~12 s)."""
-    st = Store(Settings(store_dir=tmp_path_factory.mktemp("assist")))
+    st = store_factory(tmp_path_factory.mktemp("assist"))
     fill_demo(st, n_images=16, labeled_train=8, size=64, seed=3)
     fine_tune(st, TrainOptions(epochs=15, size="tiny", batch_size=4))
     yield st
-    st.close()
+    store_factory.release(st)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import torch
 from db.coco_import import import_coco
 from db.errors import UserError
 from db.schema import ModelVersion
-from db.store import Settings, Store
 from model import build as mb
 from model.config import get
 from model.data import store_category_map
@@ -32,8 +31,8 @@ def _wider_head(state):
 
 
 @pytest.fixture
-def store(tmp_path, synth_dir):
-    st = Store(Settings(store_dir=tmp_path / "s"))
+def store(make_store, tmp_path, synth_dir):
+    st = make_store(tmp_path / "s")
     import_coco(st, synth_dir / "annotations.json", synth_dir)
     yield st
     st.close()
@@ -44,10 +43,10 @@ def store(tmp_path, synth_dir):
     (lambda st: st.pop(next(iter(st))), "tiny", "does not fit"),
     (None, "huge", "unknown model size"),
 ])
-def test_weights_path_of_another_architecture_is_refused_before_registering(store, tmp_path, mutate, size, says):
+def test_weights_path_of_another_architecture_is_refused_before_registering(make_store, store, tmp_path, mutate, size, says):
     path = tmp_path / "other.pt"
     _save(path, store_category_map(store), mutate, size)
-    st2 = Store(Settings(store_dir=store.settings.store_dir))
+    st2 = make_store.open(store.settings)
     with pytest.raises(UserError, match=says):
         ensure_round0(st2, ModelOptions(weights=str(path)))
     assert active_version(st2) is None

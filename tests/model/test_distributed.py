@@ -12,6 +12,7 @@ from sqlalchemy import select
 from db.coco_import import import_coco
 from db.schema import Job, ModelVersion
 from model.data import AspectBatches
+from tests.stores import cli_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ def test_torchrun_with_two_gloo_processes_trains_one_valid_version(store, synth_
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     store.engine.dispose()
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                        str(ROOT / "app.py"), "--store", str(store.settings.store_dir), "train", "--size", "tiny",
+                        str(ROOT / "app.py"), *cli_args(store.settings), "train", "--size", "tiny",
                         "--epochs", "2", "--device", "cpu"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("version 1:") == 1  # rank 0 reports; rank 1 says nothing

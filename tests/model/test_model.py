@@ -9,7 +9,6 @@ from pycocotools import mask as mask_utils
 
 from db.coco_import import import_coco
 from db.errors import UserError
-from db.store import Settings, Store
 from model import build as mb
 from model.categories import CategoryMap
 from model.config import CONFIGS, TINY
@@ -207,15 +206,15 @@ def test_keypoint_categories_with_their_own_lists_get_their_own_channels():
     assert k.shape == (3, 3) and k[0, 0] == 17 * 3 and p.keypoints[1] is None
 
 
-def test_weights_path_imports_a_maskloop_checkpoint_as_the_active_model(tmp_path, synth_dir):
+def test_weights_path_imports_a_maskloop_checkpoint_as_the_active_model(make_store, tmp_path, synth_dir):
     from model.predict import active_version, ensure_round0
 
-    st = Store(Settings(store_dir=tmp_path / "s"))
+    st = make_store(tmp_path / "s")
     import_coco(st, synth_dir / "annotations.json", synth_dir)
     cmap = store_category_map(st)
     path = tmp_path / "elsewhere.pt"
     mb.save_checkpoint(path, mb.build(TINY, cmap), TINY, cmap)
-    st2 = Store(Settings(store_dir=tmp_path / "s"))
+    st2 = make_store.open(st.settings)
     v = ensure_round0(st2, ModelOptions(weights=str(path)))
     assert v.is_active and v.size == "tiny" and active_version(st2).id == v.id
     pred = Predictor.for_version(st2, ModelOptions(weights=str(path)))
@@ -237,10 +236,10 @@ def test_pretrained_full_model_fine_tunes_with_frozen_norms_and_stem():
     assert set(model.state_dict()) == keys and model.roi_heads.training  # checkpoints unchanged; heads train
 
 
-def test_loader_workers_flip_differently_and_reproducibly(tmp_path):
+def test_loader_workers_flip_differently_and_reproducibly(make_store, tmp_path):
     from model.data import collate
 
-    st = Store(Settings(store_dir=tmp_path / "flips"))
+    st = make_store(tmp_path / "flips")
     fill_demo(st, n_images=6, labeled_train=5, size=48)
     cmap = store_category_map(st)
     sample = labeled_samples(st, heldout=False)[0]

@@ -12,7 +12,6 @@ from db import jobs
 from db.errors import UserError
 from db.masks import decode
 from db.schema import Annotation, Image, Job, ModelVersion
-from db.store import Settings, Store
 from model import train as train_mod
 from model.api import train_job
 from model.convert import instances_from_output
@@ -25,10 +24,11 @@ from model.train import TrainOptions, activate, fine_tune, list_versions
 
 
 @pytest.fixture(scope="module")
-def demo_store(tmp_path_factory):
-    st = Store(Settings(store_dir=tmp_path_factory.mktemp("demo")))
+def demo_store(tmp_path_factory, store_factory):
+    st = store_factory(tmp_path_factory.mktemp("demo"))
     fill_demo(st, n_images=40, labeled_train=24, size=96, seed=3)
-    return st
+    yield st
+    store_factory.release(st)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_out_of_memory_gives_a_clear_message_and_changes_nothing(demo_store, tra
         assert s.scalars(select(Job).order_by(Job.id.desc())).first().state == "failed"
 
 
-def test_no_accepted_labels_is_refused(tmp_path):
-    st = Store(Settings(store_dir=tmp_path / "empty"))
+def test_no_accepted_labels_is_refused(make_store, tmp_path):
+    st = make_store(tmp_path / "empty")
     with pytest.raises(UserError, match="no categories"):
         fine_tune(st, TrainOptions(epochs=1, size="tiny"))
     fill_demo(st, n_images=6, labeled_train=0, size=64)
@@ -124,10 +124,11 @@ def test_activate_any_version(demo_store, trained):
 
 
 @pytest.mark.slow
-def test_tiny_model_learns_in_370_iterations_and_beats_untrained(tmp_path):
+@pytest.mark.model_only  # not in the PostgreSQL pass: the shorter training tests here cover the database side
+def test_tiny_model_learns_in_370_iterations_and_beats_untrained(make_store, tmp_path):
     """A fixed number of iterations, not a time limit, so a busy machine trains the same model (slower): 10
     epochs of 150 images, 370 iterations, segm AP 0.40 on 2026-11-25 (168 s on the developer VM)."""
-    st = Store(Settings(store_dir=tmp_path / "learn"))
+    st = make_store(tmp_path / "learn")
     fill_demo(st, n_images=200, labeled_train=150, size=96, seed=0)
     untrained = fine_tune(st, TrainOptions(epochs=1, max_minutes=0.02, size="tiny"))  # a few iterations at most
     assert untrained.promoted  # the first version
@@ -164,10 +165,10 @@ class PlainTorchvision:
         return out
 
 
-def test_category_without_instances_is_named_in_a_warning(tmp_path):
+def test_category_without_instances_is_named_in_a_warning(make_store, tmp_path):
     from db import categories
 
-    st = Store(Settings(store_dir=tmp_path / "w"))
+    st = make_store(tmp_path / "w")
     fill_demo(st, n_images=10, labeled_train=6, size=64, seed=4)
     categories.add(st, "star", "shape")
     r = fine_tune(st, TrainOptions(epochs=1, size="tiny"))
@@ -305,10 +306,10 @@ def test_an_image_with_every_proposal_rejected_trains_as_background(demo_store, 
         assert s.get(ModelVersion, r.version_id).images_used == len(training)
 
 
-def test_a_run_is_reproducible_from_its_seed(tmp_path):
+def test_a_run_is_reproducible_from_its_seed(make_store, tmp_path):
     curves = []
     for k in range(2):  # two stores with the same labels (a second run in one store would start from the first)
-        st = Store(Settings(store_dir=tmp_path / f"seeded{k}"))
+        st = make_store(tmp_path / f"seeded{k}")
         fill_demo(st, n_images=10, labeled_train=8, size=64, seed=2)
         r = fine_tune(st, TrainOptions(epochs=2, size="tiny", seed=7))
         with st.session() as s:
@@ -341,11 +342,11 @@ def test_a_time_limit_plans_the_iterations_that_fit(demo_store, monkeypatch):
     assert seen[0] == 1000 and seen[-1] == 30 and len(curve) == 30
 
 
-def test_a_category_added_after_training_leaves_the_model_proposing_the_others(tmp_path):
+def test_a_category_added_after_training_leaves_the_model_proposing_the_others(make_store, tmp_path):
     from db import categories
     from model import api
 
-    st = Store(Settings(store_dir=tmp_path / "grow"))
+    st = make_store(tmp_path / "grow")
     fill_demo(st, n_images=20, labeled_train=12, size=64, seed=4)
     first = fine_tune(st, TrainOptions(epochs=2, size="tiny"))
     kite = categories.add(st, "kite", "", [], [])

@@ -3,12 +3,11 @@
 import time
 
 from db import jobs
-from db.store import Settings, Store
 from model import api
 
 
-def test_training_process_reads_its_settings_from_the_job_row(tmp_path):
-    store = Store(Settings(store_dir=tmp_path / "w"))
+def test_training_process_reads_its_settings_from_the_job_row(make_store, tmp_path):
+    store = make_store(tmp_path / "w")
     api.fill_demo(store, n_images=16, labeled_train=8, size=64, seed=3)
     opts = api.TrainOptions(epochs=1, max_minutes=1.0, size="tiny", device="cpu", weights="none")
     job_id = api.start_training_process(store, opts)
