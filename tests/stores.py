@@ -10,6 +10,7 @@ fixtures (tests/conftest.py), which are built on :class:`StoreFactory`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import uuid
@@ -80,6 +81,16 @@ def drop_database(url: str) -> None:
     engine.dispose()
 
 
+def _empty_tables(url: str) -> None:
+    from db.schema import Base
+
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
 def cli_args(settings: Settings) -> list[str]:
     """``app.py``'s options that open this store."""
     return ["--store", str(settings.store_dir), *(["--db", settings.db_url] if settings.db_url else [])]
@@ -92,6 +103,7 @@ class StoreFactory:
     def __init__(self) -> None:
         self._stores: list[Store] = []
         self._databases: list[str] = []
+        self._scratch_url: str | None = None  # the database scratch stores share (PostgreSQL)
 
     def settings(self, store_dir: str | Path, *, backend: str | None = None, sqlite_file: str | Path | None = None,
                  migrated: bool = False, **fields) -> Settings:
@@ -119,6 +131,28 @@ class StoreFactory:
         st = Store(settings, migrate=migrate)
         self._stores.append(st)
         return st
+
+    @contextlib.contextmanager
+    def scratch(self, store_dir: str | Path):
+        """An empty store in ``store_dir`` for one hypothesis example, gone afterwards. On SQLite a new one
+        each time; on PostgreSQL every scratch store of this factory uses one database, emptied in between
+        (TRUNCATE ... RESTART IDENTITY: the same empty tables and ids from 1 as a new one), because making
+        and dropping a database costs more than most examples."""
+        if BACKEND == "sqlite":
+            st = self(store_dir)
+            try:
+                yield st
+            finally:
+                self.release(st)
+            return
+        if self._scratch_url is None:
+            self._scratch_url = self.settings(Path(store_dir), migrated=True).db_url
+        st = Store(Settings(store_dir=Path(store_dir), db_url=self._scratch_url))
+        try:
+            yield st
+        finally:
+            st.close()
+            _empty_tables(self._scratch_url)
 
     def release(self, store: Store) -> None:
         """Closes ``store`` and drops its database now (for fixtures wider than one test)."""

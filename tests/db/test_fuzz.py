@@ -71,10 +71,6 @@ def _mutate(coco: dict, data) -> dict:
     return out
 
 
-def _empty_store(store_factory, root: Path) -> Store:
-    return store_factory(root / "store")
-
-
 def _nothing_written(store: Store) -> None:
     st_ = stats(store)
     assert st_.images == 0 and not st_.annotations_by_category, "a refused import wrote rows"
@@ -97,8 +93,7 @@ def test_any_mutated_coco_file_imports_whole_or_is_refused_by_name(store_factory
     with tempfile.TemporaryDirectory() as tmp:
         coco, images_dir = _handmade(Path(tmp))
         mutated = _mutate(coco, data)
-        store = _empty_store(store_factory, Path(tmp))
-        try:
+        with store_factory.scratch(Path(tmp) / "store") as store:
             try:
                 _bounded(lambda: import_coco(store, mutated, images_dir))
             except CocoRejected as e:
@@ -113,8 +108,6 @@ def test_any_mutated_coco_file_imports_whole_or_is_refused_by_name(store_factory
             exported = Path(tmp) / "export.json"
             exported.write_bytes(text if isinstance(text, bytes) else text.encode())
             COCO(str(exported))
-        finally:
-            store_factory.release(store)
 
 
 @FUZZ
@@ -124,15 +117,12 @@ def test_any_json_value_in_place_of_a_whole_section_is_refused_by_name(store_fac
         coco, images_dir = _handmade(Path(tmp))
         section = data.draw(st.sampled_from(["images", "annotations", "categories", "info", "licenses"]))
         coco[section] = data.draw(JSON, label="value")
-        store = _empty_store(store_factory, Path(tmp))
-        try:
+        with store_factory.scratch(Path(tmp) / "store") as store:
             try:
                 import_coco(store, coco, images_dir)
             except CocoRejected as e:
                 assert str(e).strip()
                 _nothing_written(store)
-        finally:
-            store_factory.release(store)
 
 
 def _png_bytes(w: int = 12, h: int = 9) -> bytes:
@@ -181,8 +171,7 @@ def test_any_image_file_is_imported_or_skipped_with_a_reason(store_factory, file
         src.mkdir()
         for k, b in enumerate(files):
             (src / f"f{k}.png").write_bytes(b)
-        store = _empty_store(store_factory, root)
-        try:
+        with store_factory.scratch(root / "store") as store:
             report = _bounded(lambda: ingest(store, [src]))
             named = {n for _, n in report.added} | {n for n, _ in report.duplicates} | {n for n, _ in report.skipped}
             assert len(named) >= 1 and all(r.strip() for _, r in report.skipped)
@@ -195,8 +184,6 @@ def test_any_image_file_is_imported_or_skipped_with_a_reason(store_factory, file
                 im = annotations.images(store, [image_id])[image_id]
                 pix = np.asarray(load_rgb(store.media_file(im.media_path)))
                 assert pix.shape == (im.height, im.width, 3)
-        finally:
-            store_factory.release(store)
 
 
 SEGMENTATIONS = (
