@@ -372,7 +372,7 @@ class LabelTab:
         again_b.click(again, sess, outs, **label)
         self.sess, self.board, self.label_events = sess, board, label
 
-    def on_show(self, ls, request=None):
+    def on_show(self, ls, request: gr.Request = None):  # annotated: Gradio passes the login only then
         """The Label tab shown again: class lists follow categories changed in the Dataset tab, and a page
         that had nothing to open (an empty store) opens the first image imported since."""
         if ls is None:

@@ -138,6 +138,16 @@ def test_the_server_refuses_what_a_role_may_not_do_and_records_who_did_what(team
     assert annotations.queue(store, annotations.TO_REVIEW) == [2]
 
 
+def test_every_event_that_opens_an_image_knows_the_login(team_app):
+    """Gradio hands the login only to a function whose parameter is annotated gr.Request: showing the Label
+    tab (before anything is open) was not, so it opened as nobody and was refused for a labeler."""
+    _, url = team_app
+    lena = _client(url, "lena")
+    for api in ("/on_show", "/first"):
+        board = lena.predict(api_name=api)  # (the session State is not an API output)
+        assert board.get("image_id") is not None and "no account" not in board.get("message", ""), (api, board)
+
+
 def test_app_py_user_manages_accounts_with_the_password_on_stdin(tmp_path, make_store):
     from sqlalchemy import select
 
