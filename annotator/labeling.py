@@ -185,7 +185,7 @@ class LabelSession:
             said.append("Your changes were the same as theirs: nothing is left to save.")
         if same and self.pending:
             said.append(f"({same} of your changes were the same as theirs.)")
-        blocked = [self.blocked(r) for r in found if self.blocked(r)]
+        blocked = [b for b in map(self.blocked, found) if b]
         if blocked:
             said.append("Not re-appliable: " + "; ".join(blocked) + ".")
         return " ".join(said)

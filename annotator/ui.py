@@ -140,9 +140,11 @@ class LabelTab:
     def open(self, image_id, ls, request=None, note: str = "", back: bool = False):
         """Open an image (saving unsaved edits of the current one first). The page remembers the images it
         came through, so Previous (``back``) returns to the one before, whatever the queue's order now."""
-        no = refused(self.roles, request, "label")
-        if no:
-            return self.outputs(ls, no)
+        role = self.roles.role(request)  # read once: checked here, kept on the session for its review actions
+        try:
+            users.require(role, "label", self.roles.name(request) if self.roles.login else "")
+        except UserError as e:
+            return self.outputs(ls, str(e))
         msg = note
         min_score, seq, rev, token = ((ls.min_score, ls.seq, ls.rev, ls.token) if ls is not None
                                       else (0.0, 0, 0, secrets.token_urlsafe(24)))
@@ -175,7 +177,7 @@ class LabelTab:
         elif ls is not None and ls.image_id != new.image_id:
             new.history = (new.history + [ls.image_id])[-100:]
         new.user = self.roles.name(request)  # who saves: this page's login
-        new.role = self.roles.role(request)  # what they may do (checked again on each review action)
+        new.role = role  # what they may do (read again on each canvas edit)
         new.select_first()  # again, under this page's score threshold
         self._live[token] = new
         self.presence.open(token, new.image_id, new.user)

@@ -301,19 +301,19 @@ def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:
     return with_props + [i for i in todo if i not in means]
 
 
-def _current_verdicts(s, image_ids=None):
-    """(image id, verdict) of verdicts given on an image's labels as they are now (its row version)."""
-    q = (select(Verdict.image_id, Verdict.verdict).join(Image, Image.id == Verdict.image_id)
-         .where(Verdict.row_version == Image.row_version).order_by(Verdict.at, Verdict.id))
-    return s.execute(q if image_ids is None else q.where(Verdict.image_id.in_(image_ids))).all()
+def _current_verdicts(s):
+    """(image id, verdict) of verdicts given on an image's labels as they are now (its row version), oldest
+    first."""
+    return s.execute(select(Verdict.image_id, Verdict.verdict).join(Image, Image.id == Verdict.image_id)
+                     .where(Verdict.row_version == Image.row_version).order_by(Verdict.at, Verdict.id)).all()
 
 
 def awaiting_review(store: Store) -> list[int]:
     """Done images that no reviewer approved or sent back as they are now, saved first first."""
+    judged = select(Verdict.id).where(Verdict.image_id == Image.id, Verdict.row_version == Image.row_version)
     with store.session() as s:
-        judged = {i for i, _ in _current_verdicts(s)}
-        rows = s.execute(select(Image.id).where(Image.status == "done").order_by(Image.updated_at, Image.id))
-        return [i for (i,) in rows if i not in judged]
+        return list(s.scalars(select(Image.id).where(Image.status == "done", ~judged.exists())
+                              .order_by(Image.updated_at, Image.id)))
 
 
 def sent_back(store: Store) -> list[int]:

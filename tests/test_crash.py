@@ -47,6 +47,17 @@ PRELUDE = textwrap.dedent("""
                     die()  # everything written, nothing committed
         Store.transaction = dying
 
+    def die_after_call(module, name, n):  # module.name dies right after its n-th call returned
+        real, seen = getattr(module, name), [0]
+
+        def dying(*a, **k):
+            out = real(*a, **k)
+            seen[0] += 1
+            if seen[0] == n:
+                die()
+            return out
+        setattr(module, name, dying)
+
     def die_in_torch_save():
         import torch
         real = torch.save
@@ -115,14 +126,7 @@ def _png(path: Path, shade: int) -> None:
 
 
 KILL_IMPORT = {
-    "after the media files": ("import db.coco_import as ci\n"
-                              "real, n = ci.write_new_media, [0]\n"
-                              "def third_dies(*a, **k):\n"
-                              "    n[0] += 1\n"
-                              "    if n[0] == 3:\n"
-                              "        die()\n"
-                              "    return real(*a, **k)\n"
-                              "ci.write_new_media = third_dies\n"),
+    "after the media files": "import db.coco_import as ci\ndie_after_call(ci, 'write_new_media', 2)\n",
     "before the rows commit": "die_in_transaction()\n",
 }
 
@@ -258,15 +262,7 @@ def test_a_killed_propose_all_leaves_whole_chunks_and_runs_again(trained_store, 
 
 
 KILL_FOLDER = {
-    "after a media file of the second batch": ("import db.ingest as ing\n"
-                                               "real, n = ing.write_new_media, [0]\n"
-                                               "def fifth_dies(*a, **k):\n"
-                                               "    n[0] += 1\n"
-                                               "    out = real(*a, **k)\n"
-                                               "    if n[0] == 5:\n"
-                                               "        die()\n"
-                                               "    return out\n"
-                                               "ing.write_new_media = fifth_dies\n"),
+    "after a media file of the second batch": "import db.ingest as ing\ndie_after_call(ing, 'write_new_media', 5)\n",
     "before the second batch commits": "die_in_transaction(2)\n",
 }
 

@@ -4,6 +4,7 @@ refuses what a role may not do whatever the page shows, and who did what is reco
 
 import subprocess
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -56,17 +57,7 @@ def test_the_label_tab_refuses_a_removed_account_and_checks_the_role_of_each_ver
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
     _team(store)
     roles = Roles(store, login=True)
-
-    class _Proposer:
-        last_error = ""
-
-        def want(self, ids):
-            pass
-
-        def warm(self, ids):
-            pass
-
-    tab = LabelTab(store, _Proposer(), roles)
+    tab = LabelTab(store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None), roles)
     ls, data = tab.open(1, None, _Req("ghost"))
     assert ls is None and "no account" in data["message"]
     ls, data = tab.open(1, None, _Req("lena"))
