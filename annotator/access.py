@@ -126,19 +126,23 @@ class LoginRequired:
     OPEN_METHODS = {"GET", "HEAD", "OPTIONS"}
     GUARDED_GETS = ("/gradio_api/heartbeat/",)  # a GET that ends a session's state when it disconnects
 
-    def __init__(self, app):
+    def __init__(self, app, on_logout=None):
         self.app = app
+        self.on_logout = on_logout  # called with the login's name after it logged out (its pages end)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         token = _client.set((scope.get("client") or ("unknown",))[0])
+        leaving = _login_name(scope) if scope["path"].rstrip("/").endswith("/logout") else None
         try:
             if self._needs_login(scope) and not _logged_in(scope):
                 return await _refuse(send)
             await self.app(scope, receive, send)
         finally:
             _client.reset(token)
+            if leaving and self.on_logout is not None:
+                self.on_logout(leaving)
 
     def _needs_login(self, scope) -> bool:
         path = scope["path"].rstrip("/")
@@ -147,15 +151,25 @@ class LoginRequired:
         return scope["method"] not in self.OPEN_METHODS or scope["path"].startswith(self.GUARDED_GETS)
 
 
-def _logged_in(scope) -> bool:
-    """Whether the request carries a token of Gradio's login (the cookies its /login route sets)."""
-    app = scope["app"]  # Gradio's App, which holds the tokens it handed out
+def _login_name(scope) -> str | None:
+    """The login whose token of Gradio's (the cookies its /login route sets) the request carries, or None."""
+    app = scope.get("app")  # Gradio's App, which holds the tokens it handed out
+    tokens = getattr(app, "tokens", None)
+    if not tokens:
+        return None
     cookies = {}
     for name, value in scope["headers"]:
         if name == b"cookie":
             cookies.update(cookie_parser(value.decode("latin-1")))
-    names = (f"access-token-{app.cookie_id}", f"access-token-unsecure-{app.cookie_id}")
-    return any(cookies.get(n) in app.tokens for n in names)
+    for n in (f"access-token-{app.cookie_id}", f"access-token-unsecure-{app.cookie_id}"):
+        if cookies.get(n) in tokens:
+            return tokens[cookies[n]]
+    return None
+
+
+def _logged_in(scope) -> bool:
+    """Whether the request carries a token of Gradio's login."""
+    return _login_name(scope) is not None
 
 
 async def _refuse(send) -> None:

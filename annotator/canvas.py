@@ -1,10 +1,10 @@
 """The Python side of the browser canvas (``canvas.js``, ``canvas.css``): what it is sent and what it sends.
 
 - ``picture(store, image_id)``: the image, once per opened image (a data URL the browser decodes off the main thread).
-- ``payload(ls)``: the labels as data: per instance its mask as a COCO RLE of the mask's bounding crop, box,
+- ``payload(page)``: the open image's labels (``page.session``) as data: per instance its mask as a COCO RLE of the mask's bounding crop, box,
   polygons (for polygon annotations, so their vertices can be dragged), keypoints, colour and review state;
   the categories' keypoint names and skeletons. The browser draws, hit-tests, zooms and pans from it.
-- ``apply(ls, message, assist)``: one edit message from the browser (a stroke, a moved vertex, box or
+- ``apply(page, message, assist)``: one edit message from the browser (a stroke, a moved vertex, box or
   keypoint, a review key, an assist box or click, re-applying or dropping an edit a save refused) applied
   through the labeling logic, which stays the source of truth (undo, save, conflicts). How a stroke becomes
   a mask: ``Stroke`` in canvas.js collects the pointer path and radius in image pixels; ``_stroke`` here
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,11 +25,12 @@ from PIL import Image as PILImage
 from pycocotools import mask as coco_mask
 
 from annotator.labeling import LabelSession, SaveConflict
+from annotator.page import Page
 from annotator.render import color
 from db import annotations
 from db.errors import UserError
 from db.instances import Instances
-from db.media import load_rgb
+from db.media import browser_ready, load_rgb
 from db.store import Store
 
 HERE = Path(__file__).parent
@@ -49,43 +51,46 @@ class Assist(Protocol):
 
 
 def picture(store: Store, image_id: int) -> dict[str, Any]:
-    """An image for the canvas, sent once per opened image: PNG (lossless) for ordinary sizes, JPEG for very
-    large ones. The pixels are the ones the labels refer to (EXIF orientation applied, 16-bit reduced)."""
+    """An image for the canvas, sent once per opened image: the stored file itself when a browser shows it
+    with the very pixels the labels refer to (an 8-bit JPEG or PNG: no decoding or encoding here, which for a
+    24 MP photo is most of the wait), else re-encoded: PNG (lossless) for ordinary sizes, JPEG for very large
+    ones (EXIF orientation is applied at import; 16-bit images are reduced)."""
     im = annotations.images(store, [image_id]).get(image_id)
     if im is None:
         raise UserError(f"no image with id {image_id}")
-    pix = np.asarray(load_rgb(store.media_file(im.media_path)))
-    buf = io.BytesIO()
-    if pix.shape[0] * pix.shape[1] <= LOSSLESS_PIXELS:
-        PILImage.fromarray(pix).save(buf, format="PNG", compress_level=1)
-        mime = "image/png"
+    path = store.media_file(im.media_path)
+    mime = browser_ready(path)
+    if mime is not None:
+        data = Path(path).read_bytes()
+        width, height = im.width, im.height
     else:
-        PILImage.fromarray(pix).save(buf, format="JPEG", quality=92)
-        mime = "image/jpeg"
-    return {"image_id": image_id, "width": int(pix.shape[1]), "height": int(pix.shape[0]),
-            "url": f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")}
+        pix = np.asarray(load_rgb(path))
+        buf = io.BytesIO()
+        if pix.shape[0] * pix.shape[1] <= LOSSLESS_PIXELS:
+            PILImage.fromarray(pix).save(buf, format="PNG", compress_level=1)
+            mime = "image/png"
+        else:
+            PILImage.fromarray(pix).save(buf, format="JPEG", quality=92)
+            mime = "image/jpeg"
+        data, width, height = buf.getvalue(), int(pix.shape[1]), int(pix.shape[0])
+    return {"image_id": image_id, "width": width, "height": height,
+            "url": f"data:{mime};base64," + base64.b64encode(data).decode("ascii")}
 
 
-def _crop_rle(ls: LabelSession, i: int, of: Instances | None = None) -> dict[str, Any] | None:
-    """Instance i's mask (of the session's instances, or of ``of``) as {x, y, w, h, counts}: COCO compressed
-    RLE (column-major) of its bounding crop, cached per mask array (an edit assigns a new array)."""
-    mask = (ls.instances if of is None else of).mask(i)
-    if mask is None:
+def _crop_rle(page: Page, crop) -> dict[str, Any] | None:
+    """A mask (a db.masks.Crop) as the canvas takes it, {x, y, w, h, counts}: COCO compressed RLE
+    (column-major) of its crop, cached on the page for as long as the crop lives (an edit makes a new crop,
+    and the old one's entry goes with it: the cache never keeps a mask alive)."""
+    if crop is None or crop.m.size == 0:
         return None
-    cache = ls.display_cache.setdefault("crops", {})
-    hit = cache.get(id(mask))
-    if hit is not None and hit[0] is mask:
-        return hit[1]
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0:
-        out = None
-    else:
-        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        rle = coco_mask.encode(np.asfortranarray(mask[y0:y1, x0:x1].astype(np.uint8)))
-        out = {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0, "counts": rle["counts"].decode("ascii")}
-    if len(cache) > 2 * (len(ls.instances) + len(ls.pending)) + 64:  # drop crops of masks edits replaced
-        cache.clear()
-    cache[id(mask)] = (mask, out)
+    cache = page.display_cache.get("crops")
+    if cache is None:
+        cache = page.display_cache["crops"] = weakref.WeakKeyDictionary()
+    hit = cache.get(crop)
+    if hit is not None:
+        return hit
+    rle = coco_mask.encode(np.asfortranarray(crop.m.astype(np.uint8)))
+    out = cache[crop] = {"x": crop.x, "y": crop.y, "w": crop.w, "h": crop.h, "counts": rle["counts"].decode("ascii")}
     return out
 
 
@@ -98,12 +103,13 @@ def _when(t) -> str | None:
     return None if t is None else t.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
-def _refused(ls: LabelSession) -> list[dict[str, Any]]:
-    """This person's edits a save refused (LabelSession.review_conflict), each with the other person's
-    current version of the same instance (``theirs``: None when its row is gone or it was drawn here)."""
+def _refused(page: Page) -> list[dict[str, Any]]:
+    """This person's edits a save refused (annotator.conflicts), each with the other person's current
+    version of the same instance (``theirs``: None when its row is gone or it was drawn here)."""
+    ls = page.session
     out = []
     for r in ls.pending:
-        mine, j = r.mine, ls.current_index(r)
+        mine, j = r.mine, ls.conflicts.current_index(r)
         cid = mine.category_ids[0]
         theirs = None
         if j is not None:
@@ -116,17 +122,18 @@ def _refused(ls: LabelSession) -> list[dict[str, Any]]:
             "item": r.key, "kind": r.kind, "category_id": cid, "state": mine.states[0], "source": mine.sources[0],
             "name": ls.categories[cid].name if cid in ls.categories else r.category_name,
             "area": float(mine.area(0)), "bbox": [float(v) for v in mine.bboxes[0]],
-            "mask": _crop_rle(ls, 0, mine), "keypoints": mine.keypoints[0], "blocked": ls.blocked(r),
+            "mask": _crop_rle(page, mine.crop(0)), "keypoints": mine.keypoints[0], "blocked": ls.conflicts.blocked(r),
             "color": _hex(j if j is not None else len(ls.instances) + r.key), "theirs": theirs})
     return out
 
 
-def payload(ls: LabelSession, seq: int = 0, message: str = "") -> dict[str, Any]:
-    """Everything the canvas shows for the open image; ``seq`` is the last edit message applied, ``message``
-    what to tell the person (shown as text, never as HTML). After a refused save, ``pending`` lists this
-    person's refused edits and ``theirs`` says who saved the labels shown, and when."""
+def payload(page: Page, message: str = "") -> dict[str, Any]:
+    """Everything the canvas shows for the page's open image; ``seq`` is the last edit message applied,
+    ``message`` what to tell the person (shown as text, never as HTML). After a refused save, ``pending``
+    lists this person's refused edits and ``theirs`` says who saved the labels shown, and when."""
+    ls = page.session
     inst = ls.instances
-    ls.rev += 1
+    page.rev += 1
     shown = []
     for i in range(len(inst)):
         if inst.deleted[i]:
@@ -135,29 +142,31 @@ def payload(ls: LabelSession, seq: int = 0, message: str = "") -> dict[str, Any]
         shown.append({
             "i": i, "category_id": cid, "name": ls.categories[cid].name if cid in ls.categories else str(cid),
             "color": _hex(i), "state": inst.states[i], "source": inst.sources[i], "score": inst.scores[i],
-            "edited": inst.edited[i], "bbox": [float(v) for v in inst.bboxes[i]], "mask": _crop_rle(ls, i),
+            "edited": inst.edited[i], "bbox": [float(v) for v in inst.bboxes[i]], "mask": _crop_rle(page, inst.crop(i)),
             "polygons": inst.polygons(i),
             "keypoints": inst.keypoints[i], "area": float(inst.area(i))})
     return {
-        "image_id": ls.image_id, "width": ls.width, "height": ls.height, "seq": seq, "rev": ls.rev, "token": ls.token, "message": message,
+        "image_id": ls.image_id, "width": ls.width, "height": ls.height, "seq": page.seq, "rev": page.rev,
+        "token": page.token, "message": message,
         "file_name": ls.file_name, "status": ls.status,
         "selected": ls.selected, "min_score": ls.min_score, "dirty": ls.dirty, "unreviewed": ls.unreviewed(),
-        "instances": shown, "history": _history(ls),
-        "pending": _refused(ls),
-        "theirs": {"by": ls.theirs[0], "at": _when(ls.theirs[1])} if ls.theirs else None,
+        "instances": shown, "history": _history(page),
+        "pending": _refused(page),
+        "theirs": {"by": theirs[0], "at": _when(theirs[1])} if (theirs := ls.conflicts.theirs) else None,
         "categories": {str(c.id): {"name": c.name, "keypoints": c.keypoints, "skeleton": c.skeleton}
                        for c in ls.categories.values()},
     }
 
 
-def _history(ls: LabelSession) -> list[dict[str, Any]]:
+def _history(page: Page) -> list[dict[str, Any]]:
     """Who did what to the image (db.annotations.history), read again after a save or a verdict."""
-    key = (ls.image_id, ls.row_version, ls.status)
-    cached = ls.display_cache.get("history")
+    ls = page.session
+    key = (ls.image_id, ls.row_version, ls.status, ls.verdicts)
+    cached = page.display_cache.get("history")
     if cached is None or cached[0] != key:
         cached = (key, [{"at": e.at.strftime("%Y-%m-%d %H:%M UTC"), "user": e.user, "what": e.what,
                          "current": e.current} for e in annotations.history(ls.store, ls.image_id)])
-        ls.display_cache["history"] = cached
+        page.display_cache["history"] = cached
     return cached[1]
 
 
@@ -237,7 +246,7 @@ def _polygon(ls: LabelSession, msg: dict) -> str:
     return "polygon subtracted" if mode == "subtract" else "polygon added"
 
 
-def _box_edit(ls: LabelSession, msg: dict, assist: Assist | None) -> str:
+def _box_edit(ls: LabelSession, msg: dict, assist: Assist | None, page: Page) -> str:
     """A box drawn or its handles dragged. An assist answer nobody has touched yet is asked again for the
     new box; any other instance gets the box (its mask cut to it)."""
     index, (x0, y0, x1, y1) = _index(msg), _box(msg)
@@ -251,7 +260,7 @@ def _box_edit(ls: LabelSession, msg: dict, assist: Assist | None) -> str:
     return "box set"
 
 
-def _assist(ls: LabelSession, msg: dict, assist: Assist | None) -> str:
+def _assist(ls: LabelSession, msg: dict, assist: Assist | None, page: Page) -> str:
     if assist is None:
         raise UserError("box assist is not available here")
     cid = _index(msg, "category", optional=True)
@@ -272,14 +281,14 @@ def _keypoint(ls: LabelSession, msg: dict) -> str:
     return f"{name} {'removed' if v == 0 else 'placed'}"
 
 
-def _save(ls: LabelSession) -> str:
+def _save(ls: LabelSession, page: Page) -> str:
     """Save as the page's user. Proposals nobody reviewed stay proposals (the image stays in review); a
     conflict shows the labels saved meanwhile and lists this person's edits next to them, to re-apply or drop
-    (LabelSession.review_conflict)."""
+    (annotator.conflicts)."""
     try:
-        left = ls.save(ls.user)
+        left = ls.save(page.user)
     except SaveConflict:
-        return ls.review_conflict()
+        return ls.conflicts.review()
     if left:
         return (f"saved image {ls.image_id}; {left} proposal(s) are not reviewed yet, so the image stays in "
                 "review: review them, or reject the rest (Shift+R) and save")
@@ -298,11 +307,11 @@ def _review(ls: LabelSession, state: str, msg: dict) -> str:
     return f"{state}; " + ("next: #%d" % nxt if nxt is not None else "no unreviewed proposals left")
 
 
-def _verdict(ls: LabelSession, verdict: str, msg: dict) -> str:
+def _verdict(ls: LabelSession, verdict: str, msg: dict, page: Page) -> str:
     note = msg.get("note", "")
     if not isinstance(note, str):
         raise UserError(f"edit message: note must be text, not {note!r}")
-    return ls.give_verdict(verdict, note)
+    return ls.give_verdict(verdict, page.user, page.role, note)
 
 
 def _class(ls: LabelSession, msg: dict) -> str:
@@ -311,44 +320,47 @@ def _class(ls: LabelSession, msg: dict) -> str:
 
 
 OPS = {
-    "class": lambda ls, m, a: _class(ls, m),
-    "select": lambda ls, m, a: ls.select(_index(m, optional=True)) or "",
-    "view": lambda ls, m, a: "",
-    "accept": lambda ls, m, a: _review(ls, "accepted", m),
-    "reject": lambda ls, m, a: _review(ls, "rejected", m),
-    "accept_all": lambda ls, m, a: f"accepted {ls.accept_all_shown(ls.min_score)}",
-    "reject_rest": lambda ls, m, a: f"rejected {ls.reject_rest()} unreviewed proposal(s)",
-    "delete": lambda ls, m, a: ls.delete(_index(m)) or "deleted",
-    "stroke": lambda ls, m, a: _stroke(ls, m),
-    "polygon": lambda ls, m, a: _polygon(ls, m),
-    "vertex": lambda ls, m, a: ls.move_vertex(_index(m, "part"), _index(m, "vertex"), _number(m, "x"),
+    "class": lambda ls, m, a, p: _class(ls, m),
+    "select": lambda ls, m, a, p: ls.select(_index(m, optional=True)) or "",
+    "view": lambda ls, m, a, p: "",
+    "accept": lambda ls, m, a, p: _review(ls, "accepted", m),
+    "reject": lambda ls, m, a, p: _review(ls, "rejected", m),
+    "accept_all": lambda ls, m, a, p: f"accepted {ls.accept_all_shown(ls.min_score)}",
+    "reject_rest": lambda ls, m, a, p: f"rejected {ls.reject_rest()} unreviewed proposal(s)",
+    "delete": lambda ls, m, a, p: ls.delete(_index(m)) or "deleted",
+    "stroke": lambda ls, m, a, p: _stroke(ls, m),
+    "polygon": lambda ls, m, a, p: _polygon(ls, m),
+    "vertex": lambda ls, m, a, p: ls.move_vertex(_index(m, "part"), _index(m, "vertex"), _number(m, "x"),
                                               _number(m, "y"), index=_index(m)) or "vertex moved",
     "box": _box_edit,
-    "keypoint": lambda ls, m, a: _keypoint(ls, m),
+    "keypoint": lambda ls, m, a, p: _keypoint(ls, m),
     "assist": _assist,
     "assist_point": _assist,
-    "box_from_mask": lambda ls, m, a: ls.box_from_mask(_index(m, optional=True)) or "box fitted to the mask",
-    "save": lambda ls, m, a: _save(ls),
-    "approve": lambda ls, m, a: _verdict(ls, "approved", m),
-    "send_back": lambda ls, m, a: _verdict(ls, "sent_back", m),
-    "discard": lambda ls, m, a: _discard(ls),
-    "undo": lambda ls, m, a: "" if ls.undo() else "nothing to undo",
-    "redo": lambda ls, m, a: "" if ls.redo() else "nothing to redo",
+    "box_from_mask": lambda ls, m, a, p: ls.box_from_mask(_index(m, optional=True)) or "box fitted to the mask",
+    "save": lambda ls, m, a, p: _save(ls, p),
+    "approve": lambda ls, m, a, p: _verdict(ls, "approved", m, p),
+    "send_back": lambda ls, m, a, p: _verdict(ls, "sent_back", m, p),
+    "discard": lambda ls, m, a, p: _discard(ls),
+    "undo": lambda ls, m, a, p: "" if ls.undo() else "nothing to undo",
+    "redo": lambda ls, m, a, p: "" if ls.redo() else "nothing to redo",
     # after a refused save: this person's edits, listed next to the labels saved meanwhile ({"item": key})
-    "reapply": lambda ls, m, a: ls.reapply(_index(m, "item")),
-    "drop_mine": lambda ls, m, a: ls.drop(_index(m, "item")),
-    "reapply_all": lambda ls, m, a: ls.reapply_all(),
-    "drop_all": lambda ls, m, a: ls.drop_all(),
+    "reapply": lambda ls, m, a, p: ls.conflicts.reapply(_index(m, "item")),
+    "drop_mine": lambda ls, m, a, p: ls.conflicts.drop(_index(m, "item")),
+    "reapply_all": lambda ls, m, a, p: ls.conflicts.reapply_all(),
+    "drop_all": lambda ls, m, a, p: ls.conflicts.drop_all(),
 }
 
 
-def apply(ls: LabelSession, msg: Any, assist: Assist | None = None) -> str:
-    """Apply one edit message from the canvas; returns what to tell the person. Bad messages and refused
-    edits raise UserError naming the problem; nothing changes then."""
+def apply(page: Page, msg: Any, assist: Assist | None = None) -> str:
+    """Apply one edit message from the canvas to the page's open image; returns what to tell the person. Bad
+    messages and refused edits raise UserError naming the problem; nothing changes then."""
+    ls = page.session
+    if ls is None:
+        raise UserError(page.ended or "open an image first")
     if not isinstance(msg, dict) or msg.get("op") not in OPS:
         op = msg.get("op") if isinstance(msg, dict) else msg
         raise UserError(f"unknown canvas action {op!r}")
     if "min_score" in msg:
         ms = _number(msg, "min_score")
         ls.min_score = min(max(ms, 0.0), 1.0)
-    return OPS[msg["op"]](ls, msg, assist) or ""
+    return OPS[msg["op"]](ls, msg, assist, page) or ""

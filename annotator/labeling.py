@@ -1,7 +1,11 @@
-"""Labeling logic for one image, without a browser: review state, edits, undo/redo, save with optimistic
-locking. The Gradio callbacks call these methods; so do the tests and bench/ui.py.
+"""Labeling logic for one image, without a browser: review state, edits, save with optimistic locking.
+The Gradio callbacks call these methods; so do the tests and bench/ui.py. Undo and redo are an
+``annotator.history.EditHistory``; a refused save's edits are an ``annotator.conflicts.ConflictReview``;
+what a browser page holds (its token, login, sequence numbers, display cache) is an ``annotator.page.Page``.
 
-Coordinates are full-resolution image pixels; masks are kept at full resolution. Boxes are COCO xywh.
+Coordinates are full-resolution image pixels; each mask is held as a ``db.masks.Crop`` of its box, and an
+edit works on the pixels it touches (a stroke is drawn within its own box), never on a full frame. Boxes
+are COCO xywh.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image as PILImage, ImageDraw
+
+from annotator.conflicts import KIND_NAMES, ConflictReview, Refused  # noqa: F401 - re-exported
+from annotator.history import DEFAULT_BUDGET, NOTHING, EditHistory
 from db import annotations
 from db import categories as cat_db
 from db import compare
@@ -22,7 +29,6 @@ from db import masks as mask_codec
 from db import users
 from db.annotations import SaveConflict
 from db.errors import UserError
-from db.media import load_rgb
 from db.instances import Instance, Instances
 from db.schema import utcnow
 from db.store import Store
@@ -30,9 +36,8 @@ from db.store import Store
 __all__ = ["LabelSession", "CategoryInfo", "Refused", "SaveConflict", "review_summary"]
 
 IDLE_GAP = 60.0  # seconds: a longer pause between two actions is not counted as time spent labeling
-PENDING = -1  # in an undo entry: the list of refused edits as it was (not an instance index)
-KIND_NAMES = {"edited": "edit", "reviewed": "review", "drawn": "drawn instance", "assisted": "assist instance",
-              "deleted": "deletion"}  # a Refused item's kind, as said to the person
+MAX_BRUSH_RADIUS = 1024.0  # image pixels: a larger brush is refused (draw a polygon instead)
+MAX_STROKE_WORK = 150_000_000  # pixels one stroke message may draw (its dabs and line, overlaps counted)
 
 
 def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -49,10 +54,24 @@ def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def _not_empty(mask: np.ndarray, what: str) -> np.ndarray:
+def _thin(points: list[tuple[float, float]], spacing: float) -> list[tuple[float, float]]:
+    """``points`` without those closer than ``spacing`` to the last one kept (the first and last stay): a
+    brush's dab there adds at most ``spacing`` at the rim of the kept dab's."""
+    if len(points) <= 2:
+        return points
+    out = [points[0]]
+    for x, y in points[1:-1]:
+        px, py = out[-1]
+        if (x - px) ** 2 + (y - py) ** 2 >= spacing * spacing:
+            out.append((x, y))
+    out.append(points[-1])
+    return out
+
+
+def _not_empty(mask: mask_codec.Crop, what: str) -> mask_codec.Crop:
     """An edited mask must keep a pixel: an instance with an empty mask would be saved and exported as a
     zero-area annotation. Deleting the instance is the way to remove it."""
-    if not mask.any():
+    if mask.empty():
         raise UserError(f"{what} would leave the mask empty; to remove the instance, delete it (Delete)")
     return mask
 
@@ -69,48 +88,32 @@ def _infos(rows) -> dict[int, CategoryInfo]:
     return {c.id: CategoryInfo(c.id, c.name, list(c.keypoints or []), list(c.skeleton or [])) for c in rows}
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Refused:
-    """One change of this person's that a save refused because someone else saved the image first, kept for
-    them to re-apply or drop (``LabelSession.review_conflict``). ``mine`` is their version of the instance (one
-    instance, copied; for a deletion, the instance as they last saw it); ``ann_id`` the row it changes, None
-    for an instance they drew or added by assist."""
-
-    key: int  # stable within the session: what the canvas's reapply and drop_mine messages name
-    kind: str  # "edited", "reviewed" (accepted or rejected, unchanged), "drawn", "assisted" or "deleted"
-    ann_id: int | None
-    mine: Instances
-    category_name: str  # the class's name when the save was refused (to name it should it be deleted)
-
-
 class LabelSession:
     """The labels of one image while a person works on it."""
 
     clock = staticmethod(time.monotonic)  # what active time is measured with (tests replace it)
 
-    def __init__(self, store: Store, image_id: int):
+    def __init__(self, store: Store, image_id: int, min_score: float = 0.0, history_bytes: int = DEFAULT_BUDGET):
         self.store = store
         self.image_id = image_id
         self._load(mark_in_review=True)
         self._start_timing()
-        self.min_score = 0.0  # the view's "hide proposals below" threshold: what "shown" and "next" mean
-        self.seq = 0  # the last canvas message applied (annotator.canvas)
-        self.rev = 0  # how many answers the canvas was sent: it ignores one older than what it shows
-        self.token = ""  # the page's secret for its canvas's direct edit calls (annotator.ui)
-        self.user = store.settings.user  # who saves (annotator.ui sets the page's login)
-        self.role = "admin"  # what they may do (db.users); annotator.ui sets the login's role
-        self.history: list[int] = []  # the images this page opened before this one (annotator.ui)
-        self.pending: list[Refused] = []  # this person's changes a save refused, to re-apply or drop
-        self.theirs: tuple[str, Any] | None = None  # after a conflict: who saved the labels shown, and when
-        self._keys = 0  # the last Refused.key given
+        self.min_score = min_score  # the view's "hide proposals below" threshold: what "shown" and "next" mean
+        self.conflicts = ConflictReview(self)  # this person's changes a save refused, to re-apply or drop
+        self.edits = EditHistory(history_bytes)  # undo and redo
         self.lock = threading.RLock()  # one edit at a time, whichever way it came
         self.selected: int | None = None
         self.select_first()
-        self._undo: list[list[tuple[int, Instances | None]]] = []  # (index, that instance before) per edit
-        self._redo: list[list[tuple[int, Instances | None]]] = []
         self.dirty = False
-        self._pixels: np.ndarray | None = None
-        self.display_cache: dict = {}  # annotator.view's scaled picture and mask crops, per session
+
+    @property
+    def pending(self) -> list[Refused]:
+        """This person's changes a save refused, waiting to be re-applied or dropped (``conflicts``)."""
+        return self.conflicts.pending
+
+    def reload(self) -> None:
+        """Read the image's labels again (the store's now); the caller decides what happens to the edits."""
+        self._load()
 
     def _load(self, mark_in_review: bool = False) -> None:
         """Read the image and its labels. A row that cannot be decoded is left out of the session (and
@@ -123,188 +126,27 @@ class LabelSession:
         self.media_path = im.media_path
         self.categories = _infos(got.categories)
         good, self.broken = [], []
-        masks = []
-        for a in got.annotations:
-            try:
-                if a.category_id not in self.categories:
-                    raise KeyError(f"category {a.category_id} does not exist")
-                masks.append(mask_codec.decode(a.segmentation, self.height, self.width) if a.segmentation else None)
+        crops = []
+        decoded = mask_codec.decode_crops([a.segmentation for a in got.annotations], self.height, self.width)
+        for a, crop in zip(got.annotations, decoded):  # (thousands of masks are decoded together, above)
+            if a.category_id not in self.categories:
+                problem = f"category {a.category_id} does not exist"
+            elif isinstance(crop, mask_codec.MaskError):
+                problem = str(crop)
+            else:
+                crops.append(crop)
                 good.append(a)
-            except (ValueError, TypeError, KeyError, IndexError) as e:
-                self.broken.append(f"annotation {a.id} cannot be shown ({e}); it is kept unchanged")
+                continue
+            self.broken.append(f"annotation {a.id} cannot be shown ({problem}); it is kept unchanged")
         self.instances = Instances.from_rows(good, self.height, self.width)
-        self.instances._masks[:] = masks  # decoded once, above
+        self.instances._crops[:] = crops  # decoded once, above (each costs what its mask covers)
         self.reviewers = {a.id: (a.reviewed_by, a.reviewed_at) for a in good}  # who saved each row as it is
+        self.verdicts = getattr(self, "verdicts", 0)  # verdicts given from this session (its history changed)
 
     def refresh_categories(self) -> None:
         """Read the categories again: one added, renamed or given keypoints in the Dataset tab shows up here
         (the class lists) without reopening the image."""
         self.categories = _infos(cat_db.all_categories(self.store))
-
-    # --- two browsers on one image: a refused save's changes, kept for review -------------------------
-    def review_conflict(self) -> str:
-        """After a SaveConflict: show the image's labels as the store has them now (what the other person
-        saved, or the proposals made again) and keep each of this person's changes as a ``Refused`` item in
-        ``pending``, to re-apply or drop one by one (a change the same as theirs is not listed). Nothing is
-        written, and the image stays unsaved while items are pending. Returns what to tell the person."""
-        old, old_cats, since = self.instances, self.categories, self.read_at
-        mine = [i for i, it in enumerate(old) if it.touched]
-        self._load()
-        current = {a: k for k, a in enumerate(self.instances.ann_ids)}
-        found, same = [], 0
-        for i in mine:
-            it = old[i]
-            k = current.get(it.ann_id) if it.ann_id is not None else None
-            if it.deleted and k is None:
-                continue  # drawn and deleted again, or deleted by both
-            if k is not None and not it.deleted and it.state == self.instances.states[k] \
-                    and old.row_values(i) == self.instances.row_values(k):
-                same += 1
-                continue
-            kind = ("deleted" if it.deleted else ("assisted" if it.source == "assist" else "drawn")
-                    if it.ann_id is None else "edited" if it.edited else "reviewed")
-            info = old_cats.get(it.category_id)
-            self._keys += 1
-            found.append(Refused(self._keys, kind, it.ann_id, old.take([i]),
-                                 info.name if info else str(it.category_id)))
-        self.pending = self.pending + found  # (items not decided yet stay listed)
-        self.theirs = annotations.last_save(self.store, self.image_id, after=since)
-        self.selected = None
-        self._undo.clear()
-        self._redo.clear()
-        self.display_cache.clear()
-        self.dirty = bool(self.pending)
-        how = (f"{self.theirs[0] or 'someone'} saved it" if self.theirs
-               else "saved from another browser, proposed again, or a category changed")
-        said = [f"image {self.image_id} changed in the store since you opened it ({how}); nothing of yours was "
-                "written. The picture shows the labels as saved now."]
-        if self.pending:
-            said.append(f"Your {len(self.pending)} refused edit(s) are kept under 'Your refused edits': re-apply "
-                        "or drop each (or all), then save.")
-        else:
-            said.append("Your changes were the same as theirs: nothing is left to save.")
-        if same and self.pending:
-            said.append(f"({same} of your changes were the same as theirs.)")
-        blocked = [b for b in map(self.blocked, found) if b]
-        if blocked:
-            said.append("Not re-appliable: " + "; ".join(blocked) + ".")
-        return " ".join(said)
-
-    def blocked(self, r: Refused) -> str:
-        """Why refused item ``r`` cannot be re-applied (its class was deleted meanwhile), or ""."""
-        cid = r.mine.category_ids[0]
-        if r.kind == "deleted" or cid in self.categories:
-            return ""
-        return f"#{r.key}'s class '{r.category_name}' (id {cid}) was deleted meanwhile: drop it"
-
-    def current_index(self, r: Refused) -> int | None:
-        """The index of the instance ``r`` changes in the labels shown now; None when its row is gone (or it
-        was drawn here)."""
-        if r.ann_id is None:
-            return None
-        return next((k for k, a in enumerate(self.instances.ann_ids) if a == r.ann_id), None)
-
-    def _refused(self, key: int) -> int:
-        for n, r in enumerate(self.pending):
-            if r.key == key:
-                return n
-        left = ", ".join(f"#{r.key}" for r in self.pending)
-        raise UserError(f"no refused edit #{key}" + (f"; the list holds {left}" if left else ": none are left"))
-
-    def _restore(self, r: Refused, j: int | None) -> None:
-        """Put refused item ``r`` into the labels at ``j`` (from ``_targets``): over the other person's version
-        of it, or as a new instance at the end when its row is gone; a deletion deletes ``j``."""
-        inst = self.instances
-        if r.kind == "deleted":
-            if j is not None:
-                inst.deleted[j] = True
-            return
-        if j >= len(inst):
-            inst.append(r.mine)
-            j = len(inst) - 1
-            inst.ann_ids[j], inst.loaded_states[j] = None, None
-            if inst.sources[j] == "model" and inst.states[j] == "proposed":
-                inst.states[j] = "accepted"
-        else:
-            loaded = inst.loaded_states[j]  # the state as stored now: what the save's review counts from
-            inst.put(j, r.mine)
-            inst.loaded_states[j] = loaded
-        inst.edited[j] = True
-
-    def _targets(self, items: Sequence[Refused]) -> list[int | None]:
-        """Where each item goes: its row's instance, a new index for one whose row is gone, None for a
-        deletion of a row that is gone."""
-        out, new = [], len(self.instances)
-        for r in items:
-            j = self.current_index(r)
-            if j is None and r.kind != "deleted":
-                j, new = new, new + 1
-            out.append(j)
-        return out
-
-    def reapply(self, key: int) -> str:
-        """Re-apply refused item ``key``: it replaces the other person's version of that instance (is added as
-        new when its row is gone; a deletion deletes). One undo step, which lists the item again."""
-        n = self._refused(key)
-        r = self.pending[n]
-        why = self.blocked(r)
-        if why:
-            raise UserError(f"cannot re-apply: {why}")
-        (j,) = self._targets([r])
-        self._record([j] if j is not None else [], pending=True)
-        self._restore(r, j)
-        del self.pending[n]
-        if j is not None and r.kind != "deleted":
-            self.selected = j
-        elif self.selected is not None and self.instances[self.selected].deleted:
-            self.selected = None
-        where = f" as #{j}" if j is not None and r.kind != "deleted" else ""
-        return f"re-applied your {KIND_NAMES[r.kind]} #{r.key}{where}" + self._left()
-
-    def reapply_all(self) -> str:
-        """Re-apply every refused item that can be (not those whose class was deleted); one undo step."""
-        ready = [r for r in self.pending if not self.blocked(r)]
-        if not ready:
-            raise UserError("no refused edit to re-apply" + (": " + "; ".join(map(self.blocked, self.pending))
-                                                             if self.pending else ""))
-        targets = self._targets(ready)
-        self._record([j for j in targets if j is not None], pending=True)
-        for r, j in zip(ready, targets):
-            self._restore(r, j)
-        self.pending = [r for r in self.pending if r not in ready]
-        self.selected = None
-        return f"re-applied {len(ready)} of your refused edit(s)" + self._left()
-
-    def drop(self, key: int) -> str:
-        """Drop refused item ``key``: the other person's version stays. Undo lists it again."""
-        n = self._refused(key)
-        self._record([], pending=True)
-        r = self.pending.pop(n)
-        self._settle()
-        return f"dropped your {KIND_NAMES[r.kind]} #{r.key}: theirs stays" + self._left()
-
-    def drop_all(self) -> str:
-        if not self.pending:
-            raise UserError("no refused edits to drop")
-        self._record([], pending=True)
-        n, self.pending = len(self.pending), []
-        self._settle()
-        return f"dropped {n} refused edit(s): their labels stay" + self._left()
-
-    def _settle(self) -> None:
-        """Unsaved while refused items wait or anything differs from the store."""
-        self.dirty = bool(self.pending) or any(it.touched for it in self.instances)
-
-    def _left(self) -> str:
-        if self.pending:
-            return f"; {len(self.pending)} refused edit(s) left to re-apply or drop"
-        return "; none left: save to keep the result" if self.dirty else "; none left, nothing to save"
-
-    @property
-    def pixels(self) -> np.ndarray:
-        if self._pixels is None:
-            self._pixels = np.asarray(load_rgb(self.store.media_file(self.media_path)))
-        return self._pixels
 
     # --- time spent ---------------------------------------------------------------------------------
     def _start_timing(self) -> None:
@@ -322,40 +164,22 @@ class LabelSession:
         self._last_action = now
         self.actions += action
 
-    # --- history ------------------------------------------------------------------------------------
-    def _snapshot(self, i: int) -> Instances | None:
-        return self.instances.take([i]) if i < len(self.instances) else None
-
-    def _record(self, indices: Sequence[int], pending: bool = False) -> None:
+    # --- history ---------------------------------------------------------------------------------
+    def record(self, indices: Sequence[int], pending: bool = False) -> None:
         """Before an edit of ``indices`` (and of the refused edits' list, with ``pending``): one undo step."""
         self._activity()
-        entry: list[tuple[int, Any]] = [(i, self._snapshot(i)) for i in indices]
-        if pending:
-            entry.append((PENDING, list(self.pending)))
-        self._undo.append(entry)
-        self._redo.clear()
+        self.edits.record(self.instances, indices, list(self.pending) if pending else NOTHING)
         self.dirty = True
 
-    def _swap(self, src: list, dst: list) -> bool:
-        if not src:
+    _record = record
+
+    def _swap(self, undo: bool) -> bool:
+        now = list(self.pending)
+        done, before = (self.edits.undo if undo else self.edits.redo)(self.instances, now)
+        if not done:
             return False
-        entry = src.pop()
-        back, appended = [], []
-        for i, before in sorted(entry, key=lambda e: -e[0]):  # created instances are removed from the end
-            if i == PENDING:
-                back.append((i, list(self.pending)))
-                self.pending = list(before)
-                continue
-            back.append((i, self._snapshot(i)))
-            if before is None:  # the edit created instance i
-                self.instances.remove(i)
-            elif i < len(self.instances):
-                self.instances.put(i, before)
-            else:
-                appended.append((i, before))
-        for i, before in sorted(appended, key=lambda e: e[0]):  # and made again in order
-            self.instances.append(before)
-        dst.append(back)
+        if before is not NOTHING:
+            self.conflicts.pending = list(before)
         self.dirty = True
         if self.selected is not None and self.selected >= len(self.instances):
             self.selected = None
@@ -363,11 +187,11 @@ class LabelSession:
 
     def undo(self) -> bool:
         self._activity()
-        return self._swap(self._undo, self._redo)
+        return self._swap(undo=True)
 
     def redo(self) -> bool:
         self._activity()
-        return self._swap(self._redo, self._undo)
+        return self._swap(undo=False)
 
     # --- selection ----------------------------------------------------------------------------------
     def visible(self, min_score: float = 0.0) -> list[int]:
@@ -387,14 +211,14 @@ class LabelSession:
         """The smallest visible instance whose mask (or box, without a mask) holds the point."""
         ((x, y),) = _points([(x, y)])
         self._activity()
-        xi, yi = int(x), int(y)
         hits = []
         for i in self.visible(min_score):
             it = self.instances[i]
             if it.state == "rejected":
                 continue
-            if it.mask is not None and 0 <= yi < self.height and 0 <= xi < self.width:
-                inside = bool(it.mask[yi, xi])
+            crop = it.crop
+            if crop is not None and 0 <= x < self.width and 0 <= y < self.height:
+                inside = crop.at(x, y)
             else:
                 bx, by, bw, bh = it.bbox
                 inside = bx <= x <= bx + bw and by <= y <= by + bh
@@ -487,10 +311,6 @@ class LabelSession:
             it.keypoints = None  # keypoints belong to the old category's list
         it.category_id = category_id
 
-    def _disk(self, x: float, y: float, radius: float) -> np.ndarray:
-        yy, xx = np.ogrid[:self.height, :self.width]
-        return (xx - x) ** 2 + (yy - y) ** 2 <= radius ** 2
-
     def paint(self, points: Sequence[tuple[float, float]], radius: float, erase: bool = False,
               index: int | None = None) -> None:
         """Brush (or eraser) dabs of ``radius`` pixels along ``points`` on the selected instance's mask."""
@@ -498,26 +318,42 @@ class LabelSession:
         stroke = self._stroke(points, radius)
         self._apply(i, stroke, erase)
 
-    def _stroke(self, points: Sequence[tuple[float, float]], radius: float) -> np.ndarray:
-        img = PILImage.new("1", (self.width, self.height), 0)
-        d = ImageDraw.Draw(img)
+    def _stroke(self, points: Sequence[tuple[float, float]], radius: float) -> mask_codec.Crop:
+        """The pixels a brush of ``radius`` covers along ``points``, drawn within the stroke's own box (cut to
+        the image): the work and memory are in proportion to the area it touches. Points closer than a
+        quarter radius to the last one kept add nothing a line does not cover, and are skipped."""
         r = float(radius)
         if not math.isfinite(r):
             raise UserError(f"brush radius {radius!r} is not a number")
-        r = min(max(0.5, r), float(max(self.width, self.height)))
-        pts = [(min(max(x, -r), self.width + r), min(max(y, -r), self.height + r)) for x, y in _points(points)]
-        if len(pts) > 1:
-            d.line(pts, fill=1, width=max(1, int(round(2 * r))))
-        for x, y in pts:
+        if r > MAX_BRUSH_RADIUS:
+            raise UserError(f"brush radius {r:g} is over the limit of {MAX_BRUSH_RADIUS:g} pixels: draw a polygon "
+                            "(g) for a large area")
+        r = max(0.5, r)
+        pts = _thin(_points(points), r / 8)
+        length = sum(math.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(pts, pts[1:]))
+        work = len(pts) * (2 * r + 1) ** 2 + length * 2 * r
+        if work > MAX_STROKE_WORK:
+            raise UserError(f"that stroke would draw {work / 1e6:.0f} million pixels, over the limit of "
+                            f"{MAX_STROKE_WORK / 1e6:.0f} million for one stroke: paint it in parts, or draw a polygon")
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        x0, y0 = max(0, math.floor(min(xs) - r) - 1), max(0, math.floor(min(ys) - r) - 1)
+        x1, y1 = min(self.width, math.ceil(max(xs) + r) + 2), min(self.height, math.ceil(max(ys) + r) + 2)
+        if x1 <= x0 or y1 <= y0:
+            return mask_codec.EMPTY
+        img = PILImage.new("1", (x1 - x0, y1 - y0), 0)
+        d = ImageDraw.Draw(img)
+        local = [(x - x0, y - y0) for x, y in pts]
+        if len(local) > 1:
+            d.line(local, fill=1, width=max(1, int(round(2 * r))))
+        for x, y in local:
             d.ellipse([x - r, y - r, x + r, y + r], fill=1)
-        return np.asarray(img, dtype=bool)
+        return mask_codec.tight(mask_codec.Crop(x0, y0, np.asarray(img, dtype=bool)))
 
-    def _apply(self, i: int, region: np.ndarray, erase: bool) -> None:
-        m = self.instances[i].mask
-        m = m if m is not None else np.zeros((self.height, self.width), bool)
-        new = _not_empty((m & ~region) if erase else (m | region), "erasing")
+    def _apply(self, i: int, region: mask_codec.Crop, erase: bool) -> None:
+        m = self.instances[i].crop or mask_codec.EMPTY
+        new = _not_empty(mask_codec.minus(m, region) if erase else mask_codec.union(m, region), "erasing")
         self._record([i])
-        self._edited(i).mask = new  # stored as RLE with its tight box
+        self._edited(i).crop = new  # encoded to RLE with its tight box when next read
 
     def polygon(self, vertices: Sequence[tuple[float, float]], subtract: bool = False, index: int | None = None) -> None:
         """Add (or subtract) the polygon to the selected instance's mask."""
@@ -526,21 +362,21 @@ class LabelSession:
         i = self._need(index)
         self._apply(i, self._polygon_mask(vertices), subtract)
 
-    def _polygon_mask(self, vertices: Sequence[tuple[float, float]]) -> np.ndarray:
+    def _polygon_mask(self, vertices: Sequence[tuple[float, float]]) -> mask_codec.Crop:
         flat = [v for p in _points(vertices) for v in p]
         try:
-            return mask_codec.decode([flat], self.height, self.width)
+            return mask_codec.decode_crop([flat], self.height, self.width)
         except mask_codec.MaskError as e:
             raise UserError(f"polygon refused: {e}") from None
 
     def set_mask(self, mask: np.ndarray, index: int | None = None) -> None:
-        """Replace the mask (e.g. from the paint canvas, resized to full resolution)."""
+        """Replace the mask with a full-frame bool array (kept as its crop)."""
         i = self._need(index)
         if mask.shape != (self.height, self.width):
             raise UserError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image {self.width}x{self.height}")
+        crop = mask_codec.crop_of(mask)
         self._record([i])
-        it = self._edited(i)
-        it.mask = mask.astype(bool)
+        self._edited(i).crop = crop
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float, index: int | None = None) -> None:
         """Set the box from two corners; a mask is cut to the new box."""
@@ -550,22 +386,21 @@ class LabelSession:
         y0, y1 = sorted((max(0.0, min(y0, self.height)), max(0.0, min(y1, self.height))))
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise UserError("the box is empty: click two opposite corners")
-        mask = self.instances[i].mask
+        mask = self.instances[i].crop
         if mask is not None:
-            keep = np.zeros_like(mask)
-            keep[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
-            mask = _not_empty(mask & keep, "that box")
+            mask = _not_empty(mask_codec.within(mask, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
+                              "that box")
         self._record([i])
         it = self._edited(i)
         if mask is not None:
-            it.mask = mask
+            it.crop = mask
         else:
             it.bbox = [x0, y0, x1 - x0, y1 - y0]
 
     def box_from_mask(self, index: int | None = None) -> None:
         i = self._need(index)
         it = self.instances[i]
-        if it.mask is None or not it.mask.any():
+        if it.crop is None or it.crop.empty():
             raise UserError("this instance has no mask to take the box from")
         self._record([i])
         self._edited(i).bbox = self.instances.tight_bbox(i)
@@ -638,7 +473,7 @@ class LabelSession:
         polygons[part][2 * vertex:2 * vertex + 2] = [round(x, 2), round(y, 2)]
         try:
             mask_codec.check(polygons, self.height, self.width)
-            _not_empty(mask_codec.decode(polygons, self.height, self.width), "moving that vertex")
+            _not_empty(mask_codec.decode_crop(polygons, self.height, self.width), "moving that vertex")
         except mask_codec.MaskError as e:
             raise UserError(f"polygon refused: {e}") from None
         self._record([i])
@@ -657,14 +492,17 @@ class LabelSession:
         elif stroke is not None:
             m = self._stroke(*stroke)
         elif mask is not None:
-            m = mask.astype(bool)
+            if mask.shape != (self.height, self.width):
+                raise UserError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image {self.width}x{self.height}")
+            m = mask_codec.crop_of(mask)
         else:
             raise UserError("draw the new instance first (polygon points or a brush stroke)")
-        if not m.any():
+        if m.empty():
             raise UserError("the drawn shape covers no pixels")
         i = len(self.instances)
         self._record([i])
-        self.instances.add(category_id, [0, 0, 0, 0], mask=m, source="human", state="accepted")
+        self.instances.add(category_id, [0, 0, 0, 0], source="human", state="accepted")
+        self.instances.set_crop(i, m)
         self.instances[i].edited = True
         self.selected = i
         return i
@@ -695,30 +533,28 @@ class LabelSession:
         self.row_version += 1
         self.read_at = utcnow()
         self.status = status
-        self.theirs = None
+        self.conflicts.theirs = None
         self.dirty = False
-        self._undo.clear()
-        self._redo.clear()
+        self.edits.clear()
         return left
 
     def discard(self) -> None:
         """Forget every unsaved edit: the image's labels as the store has them now."""
         self._load()
-        self.pending, self.theirs = [], None
+        self.conflicts.clear()
         self.select_first()
-        self._undo.clear()
-        self._redo.clear()
-        self.display_cache.clear()
+        self.edits.clear()
         self.dirty = False
 
-    def give_verdict(self, verdict: str, note: str = "") -> str:
-        """A reviewer approves the image's labels as saved, or sends them back with a note (db.annotations
-        .give_verdict); refused for a role below reviewer, with unsaved edits, or on one's own save."""
-        users.require(self.role, "review", self.user)
+    def give_verdict(self, verdict: str, user: str, role: str, note: str = "") -> str:
+        """A reviewer (``user`` with ``role``) approves the image's labels as saved, or sends them back with a
+        note (db.annotations.give_verdict); refused for a role below reviewer, with unsaved edits, or on one's
+        own save."""
+        users.require(role, "review", user)
         if self.dirty:
             raise UserError("save or discard your edits first: a verdict is on the labels as saved")
-        annotations.give_verdict(self.store, self.image_id, self.row_version, verdict, self.user, note)
-        self.display_cache.pop("history", None)  # read again for the next answer
+        annotations.give_verdict(self.store, self.image_id, self.row_version, verdict, user, note)
+        self.verdicts += 1  # the page reads the history again
         if verdict == "sent_back":
             self.status = "in_review"
             return f"image {self.image_id} sent back to the labeling queue with your note"
@@ -757,8 +593,8 @@ def review_summary(instances: Instances) -> dict[str, Any]:
         out["accepted_unchanged" if same else "accepted_edited"] += 1
         if orig.get("segmentation") and seg:
             out["iou_count"] += 1
-            out["iou_sum"] += 1.0 if orig["segmentation"] == seg else mask_codec.iou(
-                mask_codec.decode(orig["segmentation"], instances.height, instances.width), instances.mask(i))
+            out["iou_sum"] += 1.0 if orig["segmentation"] == seg else mask_codec.crop_iou(
+                mask_codec.decode_crop(orig["segmentation"], instances.height, instances.width), instances.crop(i))
         out["keypoints_moved"] += compare.keypoints_moved(orig.get("keypoints"), kp)
     out["model_version_id"] = versions.most_common(1)[0][0] if versions else None
     return out

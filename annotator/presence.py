@@ -1,5 +1,5 @@
 """Who has which image open in the Label tab, so that two people on one image hear of each other before their
-saves collide (the second save is refused and kept for review: annotator.labeling.LabelSession.review_conflict).
+saves collide (the second save is refused and kept for review: annotator.conflicts).
 
 One small registry in the server's memory, owned by the Label tab: each page is one entry under its secret
 token (annotator.ui), with the image it shows, its user and the browser it runs in. ``LabelTab.open`` enters
@@ -69,17 +69,19 @@ class Presence:
                    for t, v in self._visits.items() if t != token and v.image_id == me.image_id]
         return sorted(out, key=lambda o: o["since"])
 
-    def poll(self, message: Any, ls: Any) -> dict[str, Any]:
-        """The canvas's presence call (``{"token", "browser", "leaving"}``) for the page whose open labeling
-        session is ``ls`` (None when the token is unknown): a heartbeat, then who else is on its image."""
+    def poll(self, message: Any, page: Any) -> dict[str, Any]:
+        """The canvas's presence call (``{"token", "browser", "leaving"}``) for the open page (an
+        annotator.page.Page; None when the token is unknown or the page ended): a heartbeat, then who else
+        is on its image."""
+        ls = getattr(page, "session", None)
         if ls is None or not isinstance(message, dict):
             return {"image_id": None, "others": []}
-        token, browser = ls.token, message.get("browser")
+        token, browser = page.token, message.get("browser")
         if message.get("leaving") is True:
             self.close(token)
             return {"image_id": ls.image_id, "others": []}
         browser = browser[:MAX_BROWSER_ID] if isinstance(browser, str) and browser else None
-        self.open(token, ls.image_id, ls.user, browser)
+        self.open(token, ls.image_id, page.user, browser)
         return {"image_id": ls.image_id, "others": self.others(token)}
 
     def __len__(self) -> int:

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from db import masks as mask_codec
 from db.instances import Instances
 
+MIN_TAGGED = 16  # a box narrower than this many pixels as drawn gets no text tag
 DRAW_REACH = 4  # boxes and keypoints further than this many image sizes away are not drawable
 
 Crop = tuple[tuple[int, int], np.ndarray] | None  # (y0, x0) and a bool crop at display scale, or None
@@ -29,12 +30,15 @@ class CannotDraw(ValueError):
     """One annotation row that cannot be drawn; the message names it and says why."""
 
 
-def check_drawable(ann: Any, height: int, width: int) -> None:
+def check_drawable(ann: Any, height: int, width: int, mask: Any = None) -> None:
     """Raise CannotDraw (naming the annotation id) for a row whose segmentation, box or keypoints cannot be
-    drawn, so a caller can show everything else."""
+    drawn, so a caller can show everything else. ``mask``: the row's segmentation as already decoded
+    (db.masks.decode_crops: a Crop, None, or the MaskError naming what is wrong), so it is not read twice."""
     try:
+        if isinstance(mask, Exception):
+            raise mask
         seg = ann.segmentation
-        if seg:
+        if seg and mask is None:
             mask_codec.check(seg, height, width)
         bbox = _coordinates(ann.bbox, height, width, step=2)
         if len(bbox) != 4:
@@ -56,19 +60,18 @@ def _coordinates(values: Sequence[float], height: int, width: int, step: int) ->
     return out
 
 
-def display_crop(mask: np.ndarray | None, scale: float, h: int, w: int) -> Crop:
-    """The mask's bounding crop sampled at display scale (nearest neighbour), clipped to an (h, w) picture."""
-    if mask is None:
+def display_crop(mask: mask_codec.Crop | None, scale: float, h: int, w: int) -> Crop:
+    """A mask's crop sampled at display scale (nearest neighbour), clipped to an (h, w) picture; the work is
+    in proportion to the crop, never to the image."""
+    if mask is None or mask.m.size == 0:
         return None
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if len(rows) == 0:
+    y0, y1 = int(np.floor(mask.y * scale)), min(h, int(np.ceil((mask.y + mask.h) * scale)))
+    x0, x1 = int(np.floor(mask.x * scale)), min(w, int(np.ceil((mask.x + mask.w) * scale)))
+    if y1 <= y0 or x1 <= x0:
         return None
-    y0, y1 = int(np.floor(rows[0] * scale)), min(h, int(np.ceil((rows[-1] + 1) * scale)))
-    x0, x1 = int(np.floor(cols[0] * scale)), min(w, int(np.ceil((cols[-1] + 1) * scale)))
-    H, W = mask.shape
-    ys = (np.arange(y0, y1) / scale).astype(np.int64).clip(0, H - 1)
-    xs = (np.arange(x0, x1) / scale).astype(np.int64).clip(0, W - 1)
-    return (y0, x0), mask[ys[:, None], xs[None, :]]
+    ys = ((np.arange(y0, y1) / scale).astype(np.int64) - mask.y).clip(0, mask.h - 1)
+    xs = ((np.arange(x0, x1) / scale).astype(np.int64) - mask.x).clip(0, mask.w - 1)
+    return (y0, x0), mask.m[ys[:, None], xs[None, :]]
 
 
 def draw_instances(base: np.ndarray, inst: Instances, scale: float, shown: Sequence[int], *,
@@ -78,7 +81,7 @@ def draw_instances(base: np.ndarray, inst: Instances, scale: float, shown: Seque
     instance indices to draw; ``tag(i)`` its text, ``skeleton(i)`` its category's 1-based pairs; ``crop(i)``
     its display-scale mask crop (a caller may cache them)."""
     h, w = base.shape[:2]
-    crop = crop or (lambda i: display_crop(inst.mask(i), scale, h, w))
+    crop = crop or (lambda i: display_crop(inst.crop(i), scale, h, w))
     labels = np.zeros((h, w), np.int32)
     for i in shown:
         c = crop(i)
@@ -106,7 +109,8 @@ def draw_instances(base: np.ndarray, inst: Instances, scale: float, shown: Seque
         x, y, bw, bh = (float(v) * scale for v in inst.bboxes[i])
         if inst.states[i] != "proposed":
             d.rectangle([x, y, x + bw, y + bh], outline=c, width=3 if i == selected else 2)
-        d.text((x + 2, max(0, y - 11)), tag(i), fill=c)
+        if bw >= MIN_TAGGED or i == selected:  # a tag on a box a few pixels wide is noise (and slow, by thousands)
+            d.text((x + 2, max(0, y - 11)), tag(i), fill=c)
         if inst.keypoints[i]:
             draw_keypoints(d, inst.keypoints[i], skeleton(i), scale, c, radius=4 if i == selected else 3)
     return pil

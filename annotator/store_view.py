@@ -21,6 +21,7 @@ from db import categories as cat_db
 from db.coco_import import CocoRejected, import_coco, summary as coco_summary
 from db.errors import UserError
 from db.ingest import extract_zip, ingest
+from db import masks as mask_codec
 from db.instances import Instances
 from db.media import load_rgb
 from db.schema import Annotation
@@ -66,20 +67,23 @@ def _thumbnail(store: Store, im: annotations.ImageRecord, anns: list[Annotation]
                thumb: int) -> tuple[np.ndarray, str]:
     caption = f"#{im.id} {im.file_name} · {im.status} · {len(anns)} inst."
     try:
-        pix = load_rgb(store.media_file(im.media_path))
+        pix = load_rgb(store.media_file(im.media_path), at_least=thumb)  # a photo is decoded at reduced size
     except Exception as e:  # a missing or unreadable media file names its image; the page goes on
         return np.full((thumb // 2, thumb // 2, 3), 128, np.uint8), f"{caption} · image cannot be read: {e}"
     scale = min(1.0, thumb / max(im.width, im.height, 1))
-    if scale < 1:
+    if scale < 1 or pix.size != (im.width, im.height):
         pix = pix.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), PILImage.BILINEAR)
-    good, problems = [], []
-    for a in anns:
+    good, crops, problems = [], [], []
+    decoded = mask_codec.decode_crops([a.segmentation for a in anns], im.height, im.width)  # all at once
+    for a, crop in zip(anns, decoded):
         try:
-            check_drawable(a, im.height, im.width)
+            check_drawable(a, im.height, im.width, crop)
             good.append(a)
+            crops.append(crop)
         except CannotDraw as e:
             problems.append(str(e))
     inst = Instances.from_rows(good, im.height, im.width)
+    inst._crops[:] = crops
 
     def name(i: int) -> str:
         cat = cats.get(inst.category_ids[i])

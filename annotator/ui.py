@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import weakref
 
 import gradio as gr
 import pandas as pd
@@ -16,6 +15,7 @@ from annotator import canvas, model_view, presence, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired, Roles
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
+from annotator.page import Page, PageLimits, Pages
 from db import annotations, users
 from db import categories as cat_db
 from db.ids import id_problem
@@ -110,77 +110,97 @@ def refused(roles: Roles, request, action: str) -> str:
 
 class LabelTab:
     """The label view: queue, the browser canvas (annotator/canvas.py and canvas.js), instance list, review
-    buttons, history, save. Every label event returns the same outputs: the session, the canvas data, the
-    instance list, the message, the image line and the class dropdown."""
+    buttons, history, save. The page's state (its gr.State) is an annotator.page.Page; every label event
+    returns the same outputs: the page and the canvas data."""
 
-    def __init__(self, store: Store, proposer: BackgroundProposer, roles: Roles | None = None):
+    def __init__(self, store: Store, proposer: BackgroundProposer, roles: Roles | None = None,
+                 limits: PageLimits | None = None):
         self.store, self.proposer, self.roles = store, proposer, roles or Roles(store)
         self._pictures: dict[int, dict] = {}  # the last few pictures sent to canvases
-        # each page's open LabelSession (the one its gr.State holds), by a secret token the page's canvas data
-        # carries: the canvas's edits come as direct server-function calls, which do not see the State
-        self._live: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self.presence = presence.Presence()  # who has which image open (the canvas polls canvas_presence)
+        # every open page by its secret token (the canvas's edits are direct server-function calls, which do
+        # not see the page's gr.State): bounded, idle pages end (annotator.page)
+        self.pages = Pages(limits or PageLimits(), on_end=lambda p: self.presence.close(p.token))
 
     # --- helpers --------------------------------------------------------------------------------------
-    def outputs(self, ls: LabelSession | None, message: str = ""):
-        """(session, canvas data): every label event's outputs. The canvas shows the message, the image line
+    def outputs(self, page: Page | None, message: str = ""):
+        """(page, canvas data): every label event's outputs. The canvas shows the message, the image line
         and the instance list itself, so an edit's answer is one small update."""
         if self.proposer.last_error:
             message = (message + "\n" if message else "") + self.proposer.last_error
             self.proposer.last_error = ""
+        ls = page.session if page is not None else None
         if ls is None:
-            return ls, {"message": message or "No images yet: import some in the Dataset tab."}
+            if page is not None and page.ended:
+                return page, {"message": "\n".join([message] * bool(message) + [page.ended]), "ended": True}
+            return page, {"message": message or "No images yet: import some in the Dataset tab."}
         if ls.broken:  # rows that cannot be shown are named, never hidden silently
             message = "\n".join([message] * bool(message) + ls.broken)
+        if ls.edits.dropped:
+            message = "\n".join([message] * bool(message) + [
+                f"(the oldest {ls.edits.dropped} undo step(s) were dropped to keep this image's undo history "
+                f"within {ls.edits.budget // 2 ** 20} MB)"])
+            ls.edits.dropped = 0
         ls.refresh_categories()  # one added in the Dataset tab reaches the class lists
         if not ls.categories and not message:
             message = "No categories yet: add them in the Dataset tab, or import a COCO file that has them."
-        return ls, canvas.payload(ls, ls.seq, message)
+        return page, canvas.payload(page, message)
 
-    def open(self, image_id, ls, request=None, note: str = "", back: bool = False):
+    def open(self, image_id, page: Page | None, request=None, note: str = "", back: bool = False):
         """Open an image (saving unsaved edits of the current one first). The page remembers the images it
         came through, so Previous (``back``) returns to the one before, whatever the queue's order now."""
-        role = self.roles.role(request)  # read once: checked here, kept on the session for its review actions
+        role = self.roles.role(request)  # read once: checked here, kept on the page for its review actions
+        user = self.roles.name(request)
         try:
-            users.require(role, "label", self.roles.name(request) if self.roles.login else "")
+            users.require(role, "label", user if self.roles.login else "")
         except UserError as e:
-            return self.outputs(ls, str(e))
+            return self.outputs(page, str(e))
+        if page is None:
+            page = Page(secrets.token_urlsafe(24), user=user, role=role,
+                        browser=getattr(request, "session_hash", None))
+        with page.lock:
+            page.opens += 1
+            mine = page.opens
+        with page.lock:  # one open at a time per page; of a burst (Next held down) only the last one runs
+            if page.opens != mine:
+                return self.outputs(page) if page.session is not None else (page, {"message": ""})
+            return self._open(image_id, page, role, user, note, back)
+
+    def _open(self, image_id, page: Page, role, user, note: str, back: bool):
         msg = note
-        min_score, seq, rev, token = ((ls.min_score, ls.seq, ls.rev, ls.token) if ls is not None
-                                      else (0.0, 0, 0, secrets.token_urlsafe(24)))
+        ls = page.session
         if ls is not None and ls.dirty and image_id != ls.image_id:
             try:
                 with ls.lock:
-                    left = ls.save(ls.user)
+                    left = ls.save(page.user)
                 msg = f"saved image {ls.image_id}" + (f" ({left} proposal(s) left unreviewed)" if left else "") \
                     + ". " + msg
             except SaveConflict:  # stay on this image: its edits must not be left behind unsaved
-                return self.outputs(ls, ls.review_conflict() + " (You stayed on this image.)")
+                return self.outputs(page, ls.conflicts.review() + " (You stayed on this image.)")
             except UserError as e:  # refused edits still wait to be re-applied or dropped
-                return self.outputs(ls, f"{e} (You stayed on this image.)")
+                return self.outputs(page, f"{e} (You stayed on this image.)")
         if image_id is None:
             if not view.queue(self.store, "all"):
-                return self.outputs(ls, msg or "No images yet: import some in the Dataset tab (or run "
-                                               "app.py demo for synthetic ones).")
-            return self.outputs(ls, msg or "Nothing more in this queue.")
+                return self.outputs(page, msg or "No images yet: import some in the Dataset tab (or run "
+                                                 "app.py demo for synthetic ones).")
+            return self.outputs(page, msg or "Nothing more in this queue.")
         problem = id_problem(image_id)
         if problem:
-            return self.outputs(ls, f"no image with id {image_id}: {problem}")
+            return self.outputs(page, f"no image with id {image_id}: {problem}")
         try:
-            new = LabelSession(self.store, image_id)
+            new = LabelSession(self.store, image_id, min_score=page.min_score,
+                               history_bytes=self.pages.limits.history_bytes)
         except UserError as e:
-            return self.outputs(ls, str(e))
-        new.min_score, new.seq, new.rev, new.token = min_score, seq, rev, token
-        new.history = list(ls.history) if ls is not None else []
-        if back and new.history:
-            new.history.pop()
+            return self.outputs(page, str(e))
+        if back and page.trail:
+            page.trail.pop()
         elif ls is not None and ls.image_id != new.image_id:
-            new.history = (new.history + [ls.image_id])[-100:]
-        new.user = self.roles.name(request)  # who saves: this page's login
-        new.role = role  # what they may do (read again on each canvas edit)
-        new.select_first()  # again, under this page's score threshold
-        self._live[token] = new
-        self.presence.open(token, new.image_id, new.user)
+            page.trail = (page.trail + [ls.image_id])[-100:]
+        page.user, page.role = user, role  # who saves, and what they may do (read again on each canvas edit)
+        page.session = new
+        page.display_cache.clear()
+        self.pages.add(page)
+        self.presence.open(page.token, new.image_id, page.user)
         order = view.queue(self.store)
         following = []
         if new.image_id in order:
@@ -188,63 +208,83 @@ class LabelTab:
             following = order[k + 1:k + 4]
             self.proposer.want(following)
         self.proposer.warm([new.image_id] + following)  # assist's features, before anyone asks
-        return self.outputs(new, msg)
+        return self.outputs(page, msg)
 
-    def step(self, which, ls, step, request=None):
-        if step < 0 and ls is not None and ls.history:  # back to the image this page came from
-            return self.open(ls.history[-1], ls, request, back=True)
+    def step(self, which, page, step, request=None):
+        ls = page.session if page is not None else None
+        if step < 0 and ls is not None and page.trail:  # back to the image this page came from
+            return self.open(page.trail[-1], page, request, back=True)
         ids = view.queue(self.store, which)
         target = view.neighbour(ids, ls.image_id if ls else None, step)  # before saving moves it out
         if target is None and step < 0 and ls is not None:  # before the queue's first: the image saved last
             target = annotations.last_reviewed_image(self.store, ls.image_id)
             if target is None:
-                return self.outputs(ls, "This is the first image in this queue.")
-            return self.open(target, ls, request, "This was the first image in this queue; here is the image "
-                                                  "saved last.")
-        return self.open(target, ls, request)
+                return self.outputs(page, "This is the first image in this queue.")
+            return self.open(target, page, request, "This was the first image in this queue; here is the image "
+                                                    "saved last.")
+        return self.open(target, page, request)
 
-    def act(self, fn, ls):
-        if ls is None:
-            return self.outputs(ls, "Open an image first.")
-        with ls.lock:
-            try:
-                msg = fn(ls) or ""
-            except UserError as e:
-                msg = str(e)
-            return self.outputs(ls, msg)
+    def act(self, fn, page: Page | None):
+        if page is None:
+            return self.outputs(page, "Open an image first.")
+        with page.lock:
+            ls = page.session
+            if ls is None:
+                return self.outputs(page, "" if page.ended else "Open an image first.")
+            with ls.lock:
+                try:
+                    msg = fn(page) or ""
+                except UserError as e:
+                    msg = str(e)
+                return self.outputs(page, msg)
 
-    def edit(self, ls, data):
+    def edit(self, page, data):
         """One message from the canvas (annotator.canvas.apply); returns the outputs."""
-        def apply(s):
+        def apply(p):
             if isinstance(data, dict) and isinstance(data.get("seq"), int):
-                s.seq = max(s.seq, data["seq"])  # answered, whatever the outcome
-            return canvas.apply(s, data, self.proposer)
+                p.seq = max(p.seq, data["seq"])  # answered, whatever the outcome
+            return canvas.apply(p, data, self.proposer)
 
-        return self.act(apply, ls)
+        return self.act(apply, page)
 
     def canvas_edit(self, message) -> dict:
-        """The canvas's server function for an edit: the message applied to the open session of the page
-        holding the message's ``token``, and the canvas data it answers with."""
+        """The canvas's server function for an edit: the message applied to the open page holding the
+        message's ``token``, and the canvas data it answers with."""
         token = message.get("token") if isinstance(message, dict) else None
-        ls = self._live.get(token) if isinstance(token, str) else None
-        if ls is None:
-            return {"message": "this page's labeling session is gone (the server restarted?): reload the page"}
-        ls.role = self.roles.role_of(ls.user)  # read again: a changed role or a removed account counts at once
+        page = self.pages.get(token)
+        if page is None:
+            return {"message": "this page's labeling session is gone (the server restarted, or the page was "
+                               "closed for being idle): reload the page", "ended": True}
+        page.role = self.roles.role_of(page.user)  # read again: a changed role or a removed account counts at once
         try:
-            users.require(ls.role, "label", ls.user if self.roles.login else "")
+            users.require(page.role, "label", page.user if self.roles.login else "")
         except UserError as e:
-            return self.outputs(ls, str(e))[1]
+            return self.outputs(page, str(e))[1]
         try:
-            return self.edit(ls, message)[1]
+            return self.edit(page, message)[1]
         except Exception as e:  # noqa: BLE001 - the canvas must get an answer, never wait for one
             log.exception("canvas edit %r failed", message)
-            return self.outputs(ls, f"that edit failed on the server and changed nothing: {e}")[1]
+            return self.outputs(page, f"that edit failed on the server and changed nothing: {e}")[1]
 
     def canvas_presence(self, message) -> dict:
         """The canvas's server function, every few seconds: this page is still on its image, and who else is
-        (annotator.presence)."""
+        (annotator.presence). A page that goes away (``leaving``) ends: what it held is freed."""
         token = message.get("token") if isinstance(message, dict) else None
-        return self.presence.poll(message, self._live.get(token) if isinstance(token, str) else None)
+        page = self.pages.get(token)
+        out = self.presence.poll(message, page)
+        if page is not None and isinstance(message, dict) and message.get("leaving") is True:
+            self.pages.end(page.token, "this page was closed: " + "reload the page to go on labeling")
+        return out
+
+    def end_browser(self, session_hash: str | None) -> int:
+        """A browser tab closed (Gradio's unload): its pages end."""
+        if not session_hash:
+            return 0
+        return self.pages.end_where(lambda p: p.browser == session_hash, "this page was closed: reload it")
+
+    def end_login(self, user: str, why: str) -> int:
+        """A login logged out, lost its account or its password changed: its pages end."""
+        return self.pages.end_where(lambda p: p.user == user, why)
 
     def picture(self, image_id) -> dict:
         """The canvas's server function: the image's pixels, once per opened image."""
@@ -261,23 +301,24 @@ class LabelTab:
             self._pictures[image_id] = pic
         return self._pictures[image_id]
 
-    def save(self, ls):
+    def save(self, page):
         """Save the open image (annotator.canvas's "save": nothing unseen is decided, conflicts kept to review)."""
-        return self.act(lambda s: canvas.apply(s, {"op": "save"}), ls)
+        return self.act(lambda p: canvas.apply(p, {"op": "save"}), page)
 
-    def propose_again(self, ls, request=None):
+    def propose_again(self, page, request=None):
+        ls = page.session if page is not None else None
         if ls is None:
-            return self.outputs(ls, "Open an image first.")
+            return self.outputs(page, "Open an image first.")
         no = refused(self.roles, request, "label")
         if no:
-            return self.outputs(ls, no)
+            return self.outputs(page, no)
         if ls.dirty:
-            return self.outputs(ls, "Save or discard your edits before proposing again.")
+            return self.outputs(page, "Save or discard your edits before proposing again.")
         try:
             r = self.proposer.propose_now(ls.image_id)
         except UserError as e:
-            return self.outputs(ls, str(e))
-        return self.open(ls.image_id, None, request, note=f"{r['proposals']} new proposal(s)")
+            return self.outputs(page, str(e))
+        return self.open(ls.image_id, page, request, note=f"{r['proposals']} new proposal(s)")
 
     # --- layout ---------------------------------------------------------------------------------------
     def build(self, demo: gr.Blocks):
@@ -354,7 +395,9 @@ class LabelTab:
         def again(ls, request: gr.Request):
             return self.propose_again(ls, request)
 
-        label = dict(concurrency_limit=1, concurrency_id="label")  # one label event at a time, in order
+        # every user's label events at once (one user's slow opens never hold another's); one page's events one
+        # at a time (its Page's lock), and of a burst of opens from one page only the last one does the work
+        label = dict(concurrency_limit=None)
         demo.load(first, [sess], outs, **label)
         prev_b.click(prev_image, [which, sess], outs, **label)
         next_b.click(next_image, [which, sess], outs, **label)
@@ -374,14 +417,14 @@ class LabelTab:
         again_b.click(again, sess, outs, **label)
         self.sess, self.board, self.label_events = sess, board, label
 
-    def on_show(self, ls, request: gr.Request = None):  # annotated: Gradio passes the login only then
+    def on_show(self, page, request: gr.Request = None):  # annotated: Gradio passes the login only then
         """The Label tab shown again: class lists follow categories changed in the Dataset tab, and a page
         that had nothing to open (an empty store) opens the first image imported since."""
-        if ls is None:
+        if page is None or page.session is None:
             ids = view.queue(self.store)
-            return self.open(ids[0] if ids else None, ls, request)
-        with ls.lock:
-            return self.outputs(ls)
+            return self.open(ids[0] if ids else None, page, request)
+        with page.lock:
+            return self.outputs(page)
 
     def open_from(self, image_id, ls, request=None):
         """Open an image picked elsewhere (a gallery thumbnail)."""
@@ -697,8 +740,15 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
         gr.api(queue_api, api_name="next_images", api_description=next_images.__doc__)
         gr.api(label_api, api_name="label_image", api_description=label_image.__doc__, concurrency_limit=8)
         demo.load(refresh_counts, outputs=counts)
+
+        def closed(request: gr.Request):
+            """The browser tab went away: its pages end (what they held is freed)."""
+            label_tab.end_browser(getattr(request, "session_hash", None))
+
+        demo.unload(closed)
         dataset.select(show_page, g_page, page_outs)  # the gallery is drawn when the tab is opened, not on load
         demo.load(tables, outputs=t_outs)
+    demo.label_tab = label_tab  # its open pages (launch ends a login's pages when it logs out)
     return demo
 
 
@@ -736,15 +786,15 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
         image_id = _whole(image_id, "image id")
         if not isinstance(ops, list) or len(ops) > MAX_API_OPS:
             raise UserError(f"ops must be a list of at most {MAX_API_OPS} edit messages")
-        ls = LabelSession(store, image_id)  # (refuses an image that does not exist, by id)
-        ls.user, ls.role = user, role
+        # the call's own page, freed when it answers (nothing of it is kept between calls)
+        page = Page("", user=user, role=role, session=LabelSession(store, image_id))  # (refuses a missing id)
         said = []
         for k, op in enumerate(ops):
             try:
-                said.append(canvas.apply(ls, op, proposer))
+                said.append(canvas.apply(page, op, proposer))
             except UserError as e:
                 raise UserError(f"edit message {k}: {e}") from None
-        return {"messages": said, "status": ls.status, "instances": len(ls.visible(0.0))}
+        return {"messages": said, "status": page.session.status, "instances": len(page.session.visible(0.0))}
     except UserError as e:
         raise gr.Error(str(e)) from None
 
@@ -791,11 +841,15 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
         exports.close()  # the server is shutting down: the last export goes too
 
     demo = build_app(store, exports=exports, options=options, roles=roles)
+    label_tab = demo.label_tab
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
                 prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True,
                 max_file_size=int(max_upload_mb * 2**20),
-                app_kwargs={"lifespan": lifespan, "middleware": [Middleware(LoginRequired)] if guard else []})
+                app_kwargs={"lifespan": lifespan, "middleware": [Middleware(
+                    LoginRequired, on_logout=lambda name: label_tab.end_login(name, "you logged out: log in and "
+                                                                                    "reload the page"))]
+                    if guard else []})
     if block:  # our own line: Gradio's hint names its launch(share=True), the app's option is --share
         public = f"; public link {demo.share_url}" if share and demo.share_url else " (--share for a public link)"
         print(f"maskloop is running at {demo.local_url}{public}; Ctrl+C stops it", flush=True)

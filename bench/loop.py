@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from annotator import canvas  # noqa: E402
 from annotator.labeling import LabelSession  # noqa: E402
+from annotator.page import Page  # noqa: E402
 from bench.plot import line_chart  # noqa: E402
 from db import annotations, compare  # noqa: E402
 from db import categories as cat_db  # noqa: E402
@@ -238,7 +239,7 @@ class _Assist:
 
 
 def _do(ls: LabelSession, msg: dict, assist=None) -> str:
-    return canvas.apply(ls, msg, assist)
+    return canvas.apply(Page("bench", user=ls.store.settings.user, session=ls), msg, assist)
 
 
 def _correct(ls: LabelSession, i: int, t: Truth) -> None:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from annotator import canvas  # noqa: E402
 from annotator.labeling import LabelSession  # noqa: E402
+from annotator.page import Page  # noqa: E402
 from db import masks  # noqa: E402
 from db.coco_import import import_coco  # noqa: E402
 from db.store import Settings, Store  # noqa: E402
@@ -71,18 +72,19 @@ def main() -> None:
         store = make_store(Path(tmp))
         for _ in range(args.repeats):
             def open_():
-                ls = LabelSession(store, 1)
-                canvas.payload(ls)
-                return ls
+                page = Page("bench", session=LabelSession(store, 1))
+                canvas.payload(page)
+                return page
 
-            ms, ls = timed(open_)
+            ms, page = timed(open_)
+            ls = page.session
             res["open"].append(ms)
-            ms, _ = timed(lambda: (canvas.apply(ls, {"op": "accept", "index": 3}), canvas.payload(ls)))
+            ms, _ = timed(lambda: (canvas.apply(page, {"op": "accept", "index": 3}), canvas.payload(page)))
             res["accept"].append(ms)
             x, y, w, h = ls.instances[5].bbox
             stroke = {"op": "stroke", "index": 5, "radius": 12,
                       "points": [[x + w / 4, y + h / 2], [x + w / 2, y + h / 2], [x + w, y + h / 2]]}
-            ms, _ = timed(lambda: (canvas.apply(ls, stroke), canvas.payload(ls)))
+            ms, _ = timed(lambda: (canvas.apply(page, stroke), canvas.payload(page)))
             res["mask edit"].append(ms)
             ms, _ = timed(lambda: ls.save("bench"))
             res["save"].append(ms)

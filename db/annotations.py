@@ -452,9 +452,14 @@ class Page:
     """One page of images with their shown (not rejected) annotation rows."""
 
     images: list[ImageRecord]
-    annotations: dict[int, list[Annotation]]
+    annotations: dict[int, list]  # per image: its rows (the DRAWN_COLUMNS of each, by id)
     page: int  # 1-based, clamped to the pages there are
     pages: int
+
+
+DRAWN_COLUMNS = (Annotation.id, Annotation.image_id, Annotation.category_id, Annotation.segmentation,
+                 Annotation.bbox, Annotation.area, Annotation.iscrowd, Annotation.keypoints, Annotation.num_keypoints,
+                 Annotation.source, Annotation.score, Annotation.review_state, Annotation.extra)
 
 
 def page_of_images(store: Store, page: int, page_size: int) -> Page:
@@ -465,9 +470,11 @@ def page_of_images(store: Store, page: int, page_size: int) -> Page:
         page = min(max(1, int(page or 1)), pages)
         imgs = [_record(im) for im in
                 s.scalars(select(Image).order_by(Image.id).offset((page - 1) * page_size).limit(page_size))]
-        anns: dict[int, list[Annotation]] = {im.id: [] for im in imgs}
-        for a in s.scalars(select(Annotation).where(Annotation.image_id.in_(list(anns)),
-                                                    Annotation.review_state != "rejected").order_by(Annotation.id)):
+        anns: dict[int, list] = {im.id: [] for im in imgs}
+        # what is drawn, not the whole row (no proposal-as-made copy, no bookkeeping): a page may hold an
+        # image with tens of thousands of annotations
+        for a in s.execute(select(*DRAWN_COLUMNS).where(Annotation.image_id.in_(list(anns)),
+                                                        Annotation.review_state != "rejected").order_by(Annotation.id)):
             anns[a.image_id].append(a)
     return Page(imgs, anns, page, pages)
 

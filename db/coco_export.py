@@ -98,7 +98,7 @@ def _segmentation(inst: Instances, i: int, seg_format: SegFormat):
     if seg_format == "rle" and isinstance(seg, list):
         return inst.rle(i)
     if seg_format == "polygons" and isinstance(seg, dict) and not inst.iscrowd[i]:
-        return masks.mask_to_polygons(inst.mask(i))
+        return masks.crop_to_polygons(inst.crop(i))  # traced on the mask's crop, not a full frame
     return seg
 
 

@@ -8,8 +8,10 @@ Data contract (N instances of one image of ``height`` x ``width`` pixels; one li
   ``[1, 2, 10, 8]`` stays ints, so exports are byte-identical). ``boxes()`` is the (N, 4) float64 array.
 - ``segmentations``: a COCO segmentation: polygons ``[[x1, y1, x2, y2, ...], ...]``, a compressed RLE
   ``{"size": [h, w], "counts": str}`` (column-major), or None for a box- or keypoint-only instance.
-  ``mask(i)`` decodes it to a bool (H, W) array on demand and caches it; ``set_mask`` stores an edited mask
-  as RLE with its tight box.
+  A mask is held as what it covers: ``crop(i)`` decodes it to a ``db.masks.Crop`` (the bool array of its
+  box and the box's place) on demand and caches that; ``mask(i)`` makes the full bool (H, W) frame for a
+  consumer that needs one (a loss target) and keeps nothing. ``set_crop`` / ``set_mask`` store an edited
+  mask (encoded to RLE when next read) with its tight box.
 - ``keypoints``: the flat COCO list ``[x, y, v] * K`` in the category's keypoint order, or None; K depends on
   the category. ``keypoints_xyv(i)`` is the (K, 3) float64 array.
 - ``scores``: the model's score, or None for an instance a person drew.
@@ -37,7 +39,7 @@ STANDARD_FIELDS = {"id", "image_id", "category_id", "segmentation", "bbox", "are
                    "num_keypoints", "score"}
 _COLUMNS = ("ann_ids", "category_ids", "bboxes", "segmentations", "keypoints", "scores", "sources", "states",
             "iscrowd", "areas", "num_keypoints", "extras", "model_version_ids", "originals", "edited", "deleted",
-            "loaded_states", "_masks")
+            "loaded_states", "_crops")
 
 
 def _column(repr: bool = True) -> Any:  # noqa: A002 - dataclasses.field's own name
@@ -66,7 +68,7 @@ class Instances:
     edited: list = _column()
     deleted: list = _column()
     loaded_states: list = _column()
-    _masks: list = _column(repr=False)  # decoded masks, None until asked for
+    _crops: list = _column(repr=False)  # decoded masks as db.masks.Crop, None until asked for
     _pending: set = dataclasses.field(default_factory=set, repr=False)  # edited masks not yet encoded to RLE
 
     @property
@@ -75,7 +77,7 @@ class Instances:
         faster than anyone reads them, so each is encoded once, when it is saved or drawn from RLE)."""
         if self._pending:
             for i in self._pending:
-                self._segs[i] = mask_codec.encode(self._masks[i])
+                self._segs[i] = mask_codec.encode_crop(self._crops[i], self.height, self.width)
             self._pending.clear()
         return self._segs
 
@@ -107,7 +109,7 @@ class Instances:
         self.edited.append(False)
         self.deleted.append(False)
         self.loaded_states.append(loaded_state)
-        self._masks.append(None)
+        self._crops.append(None)
         i = len(self) - 1
         if mask is not None:
             self.set_mask(i, mask)
@@ -204,29 +206,49 @@ class Instances:
         return np.array([np.nan if s is None else s for s in self.scores], np.float64)
 
     # --- derived values (their only home) --------------------------------------------------------------
+    def crop(self, i: int) -> mask_codec.Crop | None:
+        """Instance ``i``'s mask as its tight ``Crop``, decoded once (and kept: it costs what the mask
+        covers); None without a segmentation. Raises db.masks.MaskError for an invalid segmentation."""
+        if self._crops[i] is None and self._segs[i]:
+            self._crops[i] = mask_codec.decode_crop(self._segs[i], self.height, self.width)
+        return self._crops[i]
+
     def mask(self, i: int) -> np.ndarray | None:
-        """Instance ``i``'s bool (H, W) mask, decoded once; None without a segmentation. Raises
-        db.masks.MaskError for an invalid segmentation."""
-        if self._masks[i] is None and self._segs[i]:
-            self._masks[i] = mask_codec.decode(self._segs[i], self.height, self.width)
-        return self._masks[i]
+        """Instance ``i``'s bool (H, W) mask, made now and not kept (for a consumer that needs a full frame:
+        a loss target, COCO evaluation); None without a segmentation."""
+        if self._crops[i] is not None:
+            return self._crops[i].full(self.height, self.width)
+        if not self._segs[i]:
+            return None
+        return mask_codec.decode(self._segs[i], self.height, self.width)
+
+    def forget_decoded(self) -> None:
+        """Drop the decoded crops (each is decoded again when asked for); pending edits are encoded first."""
+        self.segmentations  # noqa: B018
+        self._crops = [None] * len(self)
 
     def set_mask(self, i: int, mask: np.ndarray) -> None:
-        """Store an edited mask: RLE, its tight box, its pixel area (the given values no longer apply)."""
+        """Store an edited full-frame mask (held as its crop)."""
         m = np.asarray(mask, dtype=bool)
         if m.shape != (self.height, self.width):
             raise ValueError(f"mask is {m.shape[1]}x{m.shape[0]}, the image {self.width}x{self.height}")
-        self._masks[i] = m
+        self.set_crop(i, mask_codec.crop_of(m))
+
+    def set_crop(self, i: int, crop: mask_codec.Crop) -> None:
+        """Store an edited mask given as a crop (cut to the image): RLE (encoded when next read), its tight
+        box, its pixel area (the given values no longer apply)."""
+        c = mask_codec.clip(crop, self.height, self.width)
+        self._crops[i] = c
         self._pending.add(i)  # its RLE is encoded when the segmentations are next read
-        self.bboxes[i] = self._mask_box(i)
+        self.bboxes[i] = c.bbox_xywh()
         self.areas[i] = None
 
     def set_polygons(self, i: int, polygons: list[list[float]]) -> None:
         """Store an edited polygon segmentation (kept as polygons): its mask, tight box and pixel area follow."""
         self._pending.discard(i)
         self._segs[i] = [list(p) for p in polygons]
-        self._masks[i] = mask_codec.decode(self._segs[i], self.height, self.width)
-        self.bboxes[i] = self._mask_box(i)
+        self._crops[i] = mask_codec.decode_crop(self._segs[i], self.height, self.width)
+        self.bboxes[i] = self._crops[i].bbox_xywh()
         self.areas[i] = None
 
     def polygons(self, i: int) -> list[list[float]] | None:
@@ -242,8 +264,8 @@ class Instances:
         """The area as given, else the mask's pixel count, else the box's area."""
         if self.areas[i] is not None:
             return self.areas[i]
-        if self._masks[i] is not None:
-            return float(self._masks[i].sum())
+        if self._crops[i] is not None:
+            return float(self._crops[i].area())
         seg = self._segs[i]  # no mask decoded, so nothing pending for it
         if seg is not None:  # an empty polygon list has area 0
             return mask_codec.area(seg, self.height, self.width) if seg else 0.0
@@ -252,17 +274,31 @@ class Instances:
     def tight_bbox(self, i: int) -> list[float]:
         """The xywh box around the mask (COCO's convention: pixel extents); the stored box when the mask is
         empty or there is none."""
-        if self._masks[i] is not None or self._segs[i]:
+        if self._crops[i] is not None or self._segs[i]:
             box = self._mask_box(i)
             if box[2] > 0 and box[3] > 0:
                 return box
         return [float(v) for v in self.bboxes[i]]
 
     def _mask_box(self, i: int) -> list[float]:
-        """The box around the decoded mask when there is one (no encoding needed), else from the RLE."""
-        if self._masks[i] is not None:
-            return mask_codec.mask_bbox_xywh(self._masks[i])
+        """The box around the decoded crop when there is one (no encoding needed), else from the RLE."""
+        if self._crops[i] is not None:
+            return self._crops[i].bbox_xywh()
         return mask_codec.bbox_xywh(self._segs[i], self.height, self.width)
+
+    def nbytes(self) -> int:
+        """About what the instances hold in memory (segmentations, decoded crops, keypoints), in bytes."""
+        total = 0
+        for seg, c, k in zip(self._segs, self._crops, self.keypoints):
+            if isinstance(seg, dict):
+                counts = seg.get("counts")
+                total += len(counts) if isinstance(counts, (str, bytes)) else 8 * len(counts or ())
+            elif isinstance(seg, list):
+                total += sum(8 * len(p) for p in seg if isinstance(p, list))
+            total += c.nbytes if c is not None else 0
+            total += 8 * len(k) if k else 0
+            total += 400  # the row's other columns and list slots
+        return total
 
     def num_keypoints_of(self, i: int) -> int | None:
         """As given, else the keypoints with v > 0; None without keypoints."""
@@ -320,9 +356,7 @@ def _copy(v: Any) -> Any:
         return [_copy(x) for x in v]
     if isinstance(v, dict):
         return {k: _copy(x) for k, x in v.items()}
-    if isinstance(v, np.ndarray):
-        return v.copy(order="K")  # decoded masks are column-major: a C-order copy would transpose them
-    return v
+    return v  # numbers, strings and read-only db.masks.Crop: shared, not copied
 
 
 class Instance:
@@ -352,7 +386,16 @@ class Instance:
 
     @property
     def mask(self) -> np.ndarray | None:
+        """The full frame, made now (Instances.mask): for a consumer that needs one."""
         return self._of.mask(self._i)
+
+    @property
+    def crop(self) -> mask_codec.Crop | None:
+        return self._of.crop(self._i)
+
+    @crop.setter
+    def crop(self, value: mask_codec.Crop) -> None:
+        self._of.set_crop(self._i, value)
 
     @mask.setter
     def mask(self, value: np.ndarray) -> None:

@@ -244,7 +244,27 @@ def write_media(media_dir: Path, prepared: PreparedImage) -> Path:
     return dest
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """A stored media file as an RGB image (already oriented at ingest)."""
+def load_rgb(path: Path, at_least: int | None = None) -> Image.Image:
+    """A stored media file as an RGB image (already oriented at ingest). With ``at_least`` (pixels), a JPEG
+    may be decoded at a reduced scale (1/2, 1/4 or 1/8) whose sides stay at least that large: for a
+    thumbnail, a 24 MP photo is then never decoded whole."""
     with Image.open(path) as img:
+        if at_least is not None and img.format == "JPEG":
+            w, h = img.size
+            k = max(1, max(w, h) // max(1, int(at_least)))
+            img.draft("RGB", (max(1, w // k), max(1, h // k)))
         return img.convert("RGB")
+
+
+def browser_ready(path: Path) -> str | None:
+    """The MIME type under which a browser shows a stored media file with exactly the pixels ``load_rgb``
+    gives (an 8-bit RGB or grey JPEG or PNG without transparency), else None (it must be re-encoded)."""
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG" and img.mode in ("RGB", "L"):
+                return "image/jpeg"
+            if img.format == "PNG" and img.mode in ("RGB", "L") and "transparency" not in img.info:
+                return "image/png"
+    except (OSError, ValueError):
+        return None
+    return None

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from db import masks as mask_codec
 from db.instances import Instances
 
 PERSON_KEYPOINTS = [
@@ -325,3 +326,34 @@ def make_loop_coco(n_images: int, *, size: int = 128, seed: int = 0, max_objects
             aid += 1
         _add_image(files, images, anns, f"{prefix}_{iid:06d}.png", iid, pix, inst)
     return files, {"images": images, "annotations": anns, "categories": json.loads(json.dumps(LOOP_CATEGORIES))}
+
+
+# --- photo scale (issue 19): one large photo with many instances, for tests and bench/memory.py ----------------
+def photo_instances(width: int, height: int, n: int, category_id: int, *, seed: int = 0,
+                    radius: tuple[int, int] = (80, 500)) -> Instances:
+    """``n`` elliptical objects spread over a ``width`` x ``height`` photo, as model proposals (scores
+    spread over 0.3..0.95); each mask is made as a crop of its box, never as a full frame."""
+    rng = np.random.default_rng(seed)
+    inst = Instances(height, width)
+    for k in range(n):
+        rx, ry = (int(v) for v in rng.integers(radius[0], radius[1], 2))
+        rx, ry = min(rx, max(1, width // 2 - 1)), min(ry, max(1, height // 2 - 1))
+        cx, cy = int(rng.integers(rx, max(rx + 1, width - rx))), int(rng.integers(ry, max(ry + 1, height - ry)))
+        yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
+        blob = (xx / max(rx, 1)) ** 2 + (yy / max(ry, 1)) ** 2 <= 1.0
+        i = inst.add(category_id, [cx - rx, cy - ry, 2 * rx + 1, 2 * ry + 1], score=0.3 + 0.65 * k / max(1, n - 1),
+                     source="model", state="proposed")
+        inst.set_crop(i, mask_codec.Crop(cx - rx, cy - ry, blob))
+    inst.segmentations  # encoded to RLE now  # noqa: B018
+    inst.forget_decoded()
+    return inst
+
+
+def write_photo(path: str | Path, width: int = 6000, height: int = 4000, *, seed: int = 0, quality: int = 90) -> Path:
+    """A photo-sized JPEG (smooth colour fields, like a photo compresses) at ``path``."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (max(2, height // 100), max(2, width // 100), 3), dtype=np.uint8))
+    big = small.resize((width, height), Image.BILINEAR)
+    path = Path(path)
+    big.save(path, format="JPEG", quality=quality)
+    return path

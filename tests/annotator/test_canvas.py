@@ -10,6 +10,7 @@ from annotator import canvas
 from annotator.labeling import LabelSession
 from db.errors import UserError
 from tests.annotator.test_labeling import _busiest_image, _rows, proposed_store  # noqa: F401 - fixture
+from tests.annotator.pages import page_of
 
 
 @pytest.fixture
@@ -26,7 +27,8 @@ def _crop_mask(m: dict, h: int, w: int) -> np.ndarray:
 
 
 def test_payload_carries_each_mask_as_a_crop_that_decodes_to_the_full_mask(ls):
-    data = canvas.payload(ls, seq=7, message="hello")
+    page_of(ls).seq = 7
+    data = canvas.payload(page_of(ls), message="hello")
     assert data["seq"] == 7 and data["message"] == "hello" and data["image_id"] == ls.image_id
     assert len(data["instances"]) == len(ls.instances)
     for d in data["instances"]:
@@ -34,39 +36,39 @@ def test_payload_carries_each_mask_as_a_crop_that_decodes_to_the_full_mask(ls):
         assert d["color"].startswith("#") and len(d["color"]) == 7
     assert data["unreviewed"] == len(ls.instances) and data["selected"] == ls.selected
     ls.delete(0)
-    assert [d["i"] for d in canvas.payload(ls)["instances"]] == list(range(1, len(ls.instances)))
+    assert [d["i"] for d in canvas.payload(page_of(ls))["instances"]] == list(range(1, len(ls.instances)))
 
 
 def test_opening_selects_the_best_unreviewed_and_a_r_move_to_the_next(ls):
     scores = ls.instances.scores
     best = max(range(len(ls.instances)), key=lambda i: (scores[i], -i))
     assert ls.selected == best
-    msg = canvas.apply(ls, {"op": "accept", "index": best})
+    msg = canvas.apply(page_of(ls), {"op": "accept", "index": best})
     assert ls.instances[best].state == "accepted" and ls.selected != best and "next: #" in msg
     nxt = ls.selected
-    canvas.apply(ls, {"op": "reject", "index": nxt})
+    canvas.apply(page_of(ls), {"op": "reject", "index": nxt})
     assert ls.instances[nxt].state == "rejected"
     while ls.selected is not None:  # one key per instance
-        canvas.apply(ls, {"op": "accept", "index": ls.selected})
+        canvas.apply(page_of(ls), {"op": "accept", "index": ls.selected})
     assert ls.unreviewed() == 0
 
 
 def test_save_leaves_unseen_proposals_as_they_are_until_the_rest_is_rejected(ls, proposed_store):
-    canvas.apply(ls, {"op": "accept", "index": ls.selected})
+    canvas.apply(page_of(ls), {"op": "accept", "index": ls.selected})
     left = ls.save("alice")
     assert left == len(ls.instances) - 1 and ls.status == "in_review"
     rows = _rows(proposed_store, ls.image_id)
     assert sorted(r.review_state for r in rows).count("proposed") == left
     assert all(r.reviewed_by != "alice" for r in rows if r.review_state == "proposed")  # nobody reviewed them
-    assert "rejected" in canvas.apply(ls, {"op": "reject_rest"})
+    assert "rejected" in canvas.apply(page_of(ls), {"op": "reject_rest"})
     assert ls.save("alice") == 0 and ls.status == "done"
     assert {r.review_state for r in _rows(proposed_store, ls.image_id)} == {"accepted", "rejected"}
 
 
 def test_discard_goes_back_to_what_was_saved(ls):
     before = [m.copy() for m in (ls.instances.mask(i) for i in range(len(ls.instances)))]
-    canvas.apply(ls, {"op": "stroke", "points": [[1, 1], [30, 30]], "radius": 3, "index": 0})
-    canvas.apply(ls, {"op": "delete", "index": 1})
+    canvas.apply(page_of(ls), {"op": "stroke", "points": [[1, 1], [30, 30]], "radius": 3, "index": 0})
+    canvas.apply(page_of(ls), {"op": "delete", "index": 1})
     ls.discard()
     assert not ls.dirty and len(ls.instances) == len(before)
     assert all(np.array_equal(ls.instances.mask(i), m) for i, m in enumerate(before))
@@ -74,42 +76,42 @@ def test_discard_goes_back_to_what_was_saved(ls):
 
 def test_brush_and_eraser_strokes_change_the_mask_at_full_resolution(ls):
     m0 = ls.instances.mask(0).copy()
-    canvas.apply(ls, {"op": "stroke", "points": [[2, 2], [20, 2]], "radius": 1.5, "index": 0})
+    canvas.apply(page_of(ls), {"op": "stroke", "points": [[2, 2], [20, 2]], "radius": 1.5, "index": 0})
     m1 = ls.instances.mask(0)
     assert m1[2, 2:21].all() and (m1 | m0).sum() == m1.sum() > m0.sum()
-    canvas.apply(ls, {"op": "stroke", "points": [[2, 2], [20, 2]], "radius": 1.5, "index": 0, "erase": True})
+    canvas.apply(page_of(ls), {"op": "stroke", "points": [[2, 2], [20, 2]], "radius": 1.5, "index": 0, "erase": True})
     assert not ls.instances.mask(0)[2, 2:21].any()
     assert ls.instances[0].state == "accepted" and ls.instances[0].edited  # correcting accepts
     n = len(ls.instances)
     cid = ls.instances.category_ids[0]
-    msg = canvas.apply(ls, {"op": "stroke", "points": [[50, 50]], "radius": 4, "index": None, "category": cid})
+    msg = canvas.apply(page_of(ls), {"op": "stroke", "points": [[50, 50]], "radius": 4, "index": None, "category": cid})
     assert msg == f"new instance #{n}" and ls.selected == n and ls.instances.mask(n)[50, 50]
     with pytest.raises(UserError, match="choose the class"):
-        canvas.apply(ls, {"op": "stroke", "points": [[50, 50]], "radius": 4, "index": None, "category": None})
-    assert canvas.apply(ls, {"op": "undo"}) == "" and len(ls.instances) == n
+        canvas.apply(page_of(ls), {"op": "stroke", "points": [[50, 50]], "radius": 4, "index": None, "category": None})
+    assert canvas.apply(page_of(ls), {"op": "undo"}) == "" and len(ls.instances) == n
 
 
 def test_polygons_add_subtract_or_make_a_new_instance_and_their_vertices_move(ls, proposed_store):
     square = [[10, 10], [40, 10], [40, 40], [10, 40]]
     cid = ls.instances.category_ids[0]
-    canvas.apply(ls, {"op": "polygon", "points": square, "mode": "new", "category": cid})
+    canvas.apply(page_of(ls), {"op": "polygon", "points": square, "mode": "new", "category": cid})
     i = ls.selected
     assert ls.instances.mask(i)[20, 20] and ls.instances.mask(i).sum() >= 30 * 30
-    canvas.apply(ls, {"op": "polygon", "points": [[10, 10], [25, 10], [25, 40], [10, 40]], "mode": "subtract",
+    canvas.apply(page_of(ls), {"op": "polygon", "points": [[10, 10], [25, 10], [25, 40], [10, 40]], "mode": "subtract",
                       "index": i})
     assert not ls.instances.mask(i)[20, 15] and ls.instances.mask(i)[20, 35]
     # a polygon annotation: its vertices come to the canvas, and a moved vertex keeps it a polygon
     ls.instances.set_polygons(0, [[10.0, 10.0, 40.0, 10.0, 40.0, 40.0, 10.0, 40.0]])
-    data = canvas.payload(ls)
+    data = canvas.payload(page_of(ls))
     assert data["instances"][0]["polygons"] == [[10.0, 10.0, 40.0, 10.0, 40.0, 40.0, 10.0, 40.0]]
     assert data["instances"][1]["polygons"] is None  # an RLE mask has no vertices to drag
-    canvas.apply(ls, {"op": "vertex", "index": 0, "part": 0, "vertex": 2, "x": 60, "y": 60})
+    canvas.apply(page_of(ls), {"op": "vertex", "index": 0, "part": 0, "vertex": 2, "x": 60, "y": 60})
     assert ls.instances.polygons(0) == [[10.0, 10.0, 40.0, 10.0, 60.0, 60.0, 10.0, 40.0]]
     assert ls.instances.mask(0)[50, 50] and ls.instances.bboxes[0][2] > 45
     with pytest.raises(UserError, match="no vertex 9"):
-        canvas.apply(ls, {"op": "vertex", "index": 0, "part": 0, "vertex": 9, "x": 1, "y": 1})
+        canvas.apply(page_of(ls), {"op": "vertex", "index": 0, "part": 0, "vertex": 9, "x": 1, "y": 1})
     with pytest.raises(UserError, match="not a polygon"):
-        canvas.apply(ls, {"op": "vertex", "index": 1, "part": 0, "vertex": 0, "x": 1, "y": 1})
+        canvas.apply(page_of(ls), {"op": "vertex", "index": 1, "part": 0, "vertex": 0, "x": 1, "y": 1})
     ls.reject_rest()
     ls.save("alice")
     saved = [r for r in _rows(proposed_store, ls.image_id) if r.id == ls.instances.ann_ids[0]][0]
@@ -118,19 +120,19 @@ def test_polygons_add_subtract_or_make_a_new_instance_and_their_vertices_move(ls
 
 def test_box_keypoint_and_class_messages(ls):
     x, y, w, h = ls.instances.bboxes[0]
-    canvas.apply(ls, {"op": "box", "index": 0, "box": [x, y, x + w / 2, y + h / 2]})
+    canvas.apply(page_of(ls), {"op": "box", "index": 0, "box": [x, y, x + w / 2, y + h / 2]})
     bx, by, bw, bh = ls.instances.bboxes[0]
     assert bw <= w / 2 + 1 and bh <= h / 2 + 1
     person = next((c for c in ls.categories.values() if c.keypoints), None)
     if person is not None:
-        canvas.apply(ls, {"op": "class", "index": 0, "category": person.id})
+        canvas.apply(page_of(ls), {"op": "class", "index": 0, "category": person.id})
         name = person.keypoints[0]
-        canvas.apply(ls, {"op": "keypoint", "index": 0, "name": name, "x": 12.5, "y": 30, "v": 2})
+        canvas.apply(page_of(ls), {"op": "keypoint", "index": 0, "name": name, "x": 12.5, "y": 30, "v": 2})
         assert ls.instances.keypoints[0][:3] == [12.5, 30.0, 2]
-        canvas.apply(ls, {"op": "keypoint", "index": 0, "name": name, "x": 12.5, "y": 30, "v": 1})
+        canvas.apply(page_of(ls), {"op": "keypoint", "index": 0, "name": name, "x": 12.5, "y": 30, "v": 1})
         assert ls.instances.keypoints[0][2] == 1
         with pytest.raises(UserError, match="no keypoint 'tail'"):
-            canvas.apply(ls, {"op": "keypoint", "index": 0, "name": "tail", "x": 1, "y": 1, "v": 2})
+            canvas.apply(page_of(ls), {"op": "keypoint", "index": 0, "name": "tail", "x": 1, "y": 1, "v": 2})
 
 
 @pytest.mark.parametrize("msg, says", [
@@ -159,10 +161,10 @@ def test_box_keypoint_and_class_messages(ls):
     ({"op": "drop_all"}, "no refused edits to drop"),
 ])
 def test_bad_messages_are_named_and_change_nothing(ls, msg, says):
-    before = {k: v for k, v in canvas.payload(ls).items() if k != "rev"}
+    before = {k: v for k, v in canvas.payload(page_of(ls)).items() if k != "rev"}
     with pytest.raises(UserError, match=says):
-        canvas.apply(ls, msg)
-    assert {k: v for k, v in canvas.payload(ls).items() if k != "rev"} == before
+        canvas.apply(page_of(ls), msg)
+    assert {k: v for k, v in canvas.payload(page_of(ls)).items() if k != "rev"} == before
 
 
 def test_assist_answers_become_a_selected_instance_and_a_moved_box_asks_again(ls):
@@ -178,16 +180,16 @@ def test_assist_answers_become_a_selected_instance_and_a_moved_box_asks_again(ls
     helper = SimpleNamespace(assist_box=lambda image_id, box, c=None: calls.append(("box", box, c)) or answer(box),
                              assist_point=lambda image_id, x, y, c=None: calls.append(("point", x, y, c)) or answer(None))
     n = len(ls.instances)
-    msg = canvas.apply(ls, {"op": "assist", "box": [15, 15, 35, 35], "category": None}, helper)
+    msg = canvas.apply(page_of(ls), {"op": "assist", "box": [15, 15, 35, 35], "category": None}, helper)
     assert "assist found" in msg and ls.selected == n and ls.instances[n].source == "assist"
     assert ls.instances.model_version_ids[n] == 7 and ls.instances.extras[n] is None  # made by, not an extra field
-    canvas.apply(ls, {"op": "box", "index": n, "box": [10, 10, 40, 40]}, helper)  # handles dragged: asked again
+    canvas.apply(page_of(ls), {"op": "box", "index": n, "box": [10, 10, 40, 40]}, helper)  # handles dragged: asked again
     assert calls[-1] == ("box", [10.0, 10.0, 40.0, 40.0], None) and len(ls.instances) == n + 1
     assert ls.instances[n].source == "assist" and ls.instances[n].state == "proposed"
-    canvas.apply(ls, {"op": "assist_point", "x": 25, "y": 25, "category": cid}, helper)
+    canvas.apply(page_of(ls), {"op": "assist_point", "x": 25, "y": 25, "category": cid}, helper)
     assert calls[-1] == ("point", 25.0, 25.0, cid) and len(ls.instances) == n + 2
-    canvas.apply(ls, {"op": "accept", "index": n})
-    canvas.apply(ls, {"op": "box", "index": n, "box": [20, 20, 25, 25]}, helper)  # accepted: a plain box edit
+    canvas.apply(page_of(ls), {"op": "accept", "index": n})
+    canvas.apply(page_of(ls), {"op": "box", "index": n, "box": [20, 20, 25, 25]}, helper)  # accepted: a plain box edit
     assert len(calls) == 3 and ls.instances.bboxes[n] == [20.0, 20.0, 5.0, 5.0]
 
 
@@ -195,13 +197,13 @@ def test_edits_that_would_leave_a_mask_empty_are_refused(ls):
     x, y, w, h = ls.instances.bboxes[0]
     far = [0, 0, 1, 1] if x > 2 and y > 2 else [126, 126, 127, 127]
     with pytest.raises(UserError, match="that box would leave the mask empty"):
-        canvas.apply(ls, {"op": "box", "index": 0, "box": far})
+        canvas.apply(page_of(ls), {"op": "box", "index": 0, "box": far})
     whole = [[x + w / 2, y + h / 2]]
     with pytest.raises(UserError, match="erasing would leave the mask empty"):
-        canvas.apply(ls, {"op": "stroke", "points": whole, "radius": 200, "index": 0, "erase": True})
+        canvas.apply(page_of(ls), {"op": "stroke", "points": whole, "radius": 200, "index": 0, "erase": True})
     ls.instances.set_polygons(0, [[10.0, 10.0, 40.0, 10.0, 40.0, 40.0]])
     with pytest.raises(UserError, match="moving that vertex would leave the mask empty"):
-        canvas.apply(ls, {"op": "vertex", "index": 0, "part": 0, "vertex": 2, "x": 70, "y": 10})  # all in a line
+        canvas.apply(page_of(ls), {"op": "vertex", "index": 0, "part": 0, "vertex": 2, "x": 70, "y": 10})  # all in a line
     assert not ls.dirty and ls.instances.polygons(0) == [[10.0, 10.0, 40.0, 10.0, 40.0, 40.0]]
 
 
@@ -210,8 +212,8 @@ def test_the_label_tab_names_an_impossible_image_id_and_keeps_the_open_image(ls)
 
     tab = LabelTab(ls.store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     for bad in (10 ** 20, 0, -3):
-        out_ls, data = tab.open(bad, ls)
-        assert out_ls is ls and f"no image with id {bad}" in data["message"]
+        out, data = tab.open(bad, page_of(ls))
+        assert out is page_of(ls) and out.session is ls and f"no image with id {bad}" in data["message"]
     out_ls, data = tab.open(ls.image_id, None)
     assert data["selected"] == ls.selected  # opening selects the best unreviewed proposal, not the second
 
@@ -245,14 +247,14 @@ def test_previous_returns_to_the_image_this_page_came_from(proposed_store):
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     order = view.queue(proposed_store)
-    ls, _ = tab.open(order[2], None)
-    ls, _ = tab.open(order[0], ls)
-    ls, _ = tab.step(view.QUEUE_FILTERS[0], ls, +1)
-    assert ls.image_id == order[1]
-    ls, _ = tab.step(view.QUEUE_FILTERS[0], ls, -1)  # back, not the queue's neighbour
-    assert ls.image_id == order[0]
-    ls, _ = tab.step(view.QUEUE_FILTERS[0], ls, -1)
-    assert ls.image_id == order[2]
+    page, _ = tab.open(order[2], None)
+    page, _ = tab.open(order[0], page)
+    page, _ = tab.step(view.QUEUE_FILTERS[0], page, +1)
+    assert page.session.image_id == order[1]
+    page, _ = tab.step(view.QUEUE_FILTERS[0], page, -1)  # back, not the queue's neighbour
+    assert page.session.image_id == order[0]
+    page, _ = tab.step(view.QUEUE_FILTERS[0], page, -1)
+    assert page.session.image_id == order[2]
 
 
 def test_an_empty_store_points_to_the_dataset_tab(store):
@@ -293,12 +295,12 @@ def test_previous_from_the_first_image_goes_to_the_image_saved_last(proposed_sto
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     order = view.queue(proposed_store)
     first, _ = tab.open(order[0], None)
-    first.history = []  # a page that came through no other image
-    ls, answer = tab.step(view.QUEUE_FILTERS[0], first, -1)
-    assert ls.image_id == order[0] and answer["message"] == "This is the first image in this queue."
+    first.trail = []  # a page that came through no other image
+    page, answer = tab.step(view.QUEUE_FILTERS[0], first, -1)
+    assert page.session.image_id == order[0] and answer["message"] == "This is the first image in this queue."
     saved = LabelSession(proposed_store, order[3])
-    canvas.apply(saved, {"op": "accept_all"})
+    canvas.apply(page_of(saved), {"op": "accept_all"})
     saved.save("alice")  # done: out of the queue, which still starts at order[0]
     assert view.queue(proposed_store)[0] == order[0]
-    ls, answer = tab.step(view.QUEUE_FILTERS[0], first, -1)
-    assert ls.image_id == order[3] and "This was the first image in this queue" in answer["message"]
+    page, answer = tab.step(view.QUEUE_FILTERS[0], first, -1)
+    assert page.session.image_id == order[3] and "This was the first image in this queue" in answer["message"]

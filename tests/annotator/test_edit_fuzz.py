@@ -20,6 +20,7 @@ from db.coco_import import import_coco
 from db.errors import UserError
 from db.schema import Annotation
 from model.synthetic import write_coco
+from tests.annotator.pages import page_of
 
 NUMBER = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2 ** 64, 2 ** 64)
           | st.sampled_from([0, 1, 2, 5, 30, 60, 95, -1, 1e9]))
@@ -51,15 +52,15 @@ def _save_what_is_left(ls: LabelSession) -> None:
     """Save what the messages left (also nothing: the session then holds what the store has); after a
     conflict, with every refused edit re-applied that can be."""
     for _ in range(3):
-        if any(not ls.blocked(r) for r in ls.pending):
-            ls.reapply_all()
+        if any(not ls.conflicts.blocked(r) for r in ls.pending):
+            ls.conflicts.reapply_all()
         if ls.pending:
-            ls.drop_all()
+            ls.conflicts.drop_all()
         try:
             ls.save("fuzz")
             return
         except SaveConflict:
-            ls.review_conflict()
+            ls.conflicts.review()
     raise AssertionError("the labels could not be saved")
 
 
@@ -80,11 +81,11 @@ def test_any_sequence_of_edit_messages_is_applied_or_refused_and_the_labels_stil
             for msg in messages:
                 before = _state(ls)
                 try:
-                    canvas.apply(ls, msg, None)
+                    canvas.apply(page_of(ls), msg, None)
                 except UserError as e:
                     assert str(e).strip()
                     assert _state(ls) == before, f"refused {msg} but the labels changed"
-                canvas.payload(ls)  # still drawable
+                canvas.payload(page_of(ls))  # still drawable
             _save_what_is_left(ls)
             with store.session() as s:
                 rows = s.scalars(select(Annotation).where(Annotation.image_id == 1)).all()

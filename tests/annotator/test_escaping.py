@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import update
 
+from tests.annotator.pages import page_of
 from annotator import model_view, text
 from annotator.labeling import LabelSession
 from annotator.ui import LabelTab
@@ -38,7 +39,7 @@ def test_label_view_sends_names_and_messages_as_data_that_the_canvas_shows_as_te
     proposer = SimpleNamespace(last_error=f"proposals failed for {HOSTILE}.png", want=lambda ids: None)
     tab = LabelTab(store, proposer)
     ls = LabelSession(store, 1)
-    _, data = tab.outputs(ls, f"placed {HOSTILE}")
+    _, data = tab.outputs(page_of(ls), f"placed {HOSTILE}")
     assert data["file_name"] == HOSTILE + ".png" and HOSTILE in data["message"]
     assert "proposals failed" in data["message"]  # the background error is told once
     _, empty = tab.outputs(None, f"no image {HOSTILE}")

@@ -15,6 +15,7 @@ from db.annotations import write_proposals
 from db.instances import Instances
 from tests.annotator.test_labeling import _busiest_image, _rows, proposed_store  # noqa: F401 - fixture
 from tests.db.test_annotations import _version
+from tests.annotator.pages import page_of
 
 
 def _one_proposal(store, image_id) -> Instances:
@@ -37,9 +38,9 @@ def test_proposing_again_while_a_person_has_the_image_open_loses_nothing(propose
     with pytest.raises(SaveConflict):
         a.save("alice")
     assert a.dirty  # the edits are still in the session
-    summary = a.review_conflict()
+    summary = a.conflicts.review()
     assert "2 refused edit(s) are kept" in summary and len(a.pending) == 2
-    a.reapply_all()  # both rows were replaced: they come back as new instances
+    a.conflicts.reapply_all()  # both rows were replaced: they come back as new instances
     a.save("alice")
     rows = _rows(store, image_id)
     kept = [r for r in rows if r.review_state == "accepted"]
@@ -61,8 +62,8 @@ def test_a_save_that_would_skip_a_vanished_row_is_refused_whole(proposed_store):
     with pytest.raises(SaveConflict, match=str(gone)):
         ls.save("alice")
     assert all(r.review_state == "proposed" for r in _rows(store, image_id))  # nothing half-written
-    ls.review_conflict()
-    ls.reapply_all()
+    ls.conflicts.review()
+    ls.conflicts.reapply_all()
     ls.save("alice")
     assert sum(r.review_state == "accepted" for r in _rows(store, image_id)) == 2
 
@@ -76,9 +77,9 @@ def test_untouched_instances_follow_the_store_after_a_conflict(proposed_store):
     a.accept(0)
     with pytest.raises(SaveConflict):
         a.save("alice")
-    a.review_conflict()
+    a.conflicts.review()
     assert a.instances[2].state == "rejected" and a.instances[0].state == "proposed"  # theirs, as saved
-    a.reapply_all()
+    a.conflicts.reapply_all()
     assert a.instances[2].state == "rejected" and a.instances[0].state == "accepted"
     a.save("alice")
     states = [r.review_state for r in _rows(store, image_id)]
@@ -119,13 +120,13 @@ def test_label_tab_keeps_edits_on_conflict_and_stays_on_the_image(proposed_store
     ls = LabelSession(store, image_id)
     ls.accept(0)
     write_proposals(store, image_id, _one_proposal(store, image_id), _version(store))
-    out = tab.open(image_id + 1, ls)  # moving on saves first: refused, so it stays
-    assert out[0] is ls and ls.dirty and "kept" in out[1]["message"] and "You stayed" in out[1]["message"]
+    out = tab.open(image_id + 1, page_of(ls))  # moving on saves first: refused, so it stays
+    assert out[0].session is ls and ls.dirty and "kept" in out[1]["message"] and "You stayed" in out[1]["message"]
     assert [p["kind"] for p in out[1]["pending"]] == ["reviewed"]
-    out = tab.open(image_id + 1, ls)  # moving on again: the refused edit still waits for a decision
-    assert out[0] is ls and "still wait" in out[1]["message"] and "You stayed" in out[1]["message"]
-    tab.edit(ls, {"op": "reapply_all"})
-    out = tab.save(ls)
+    out = tab.open(image_id + 1, page_of(ls))  # moving on again: the refused edit still waits for a decision
+    assert out[0].session is ls and "still wait" in out[1]["message"] and "You stayed" in out[1]["message"]
+    tab.edit(page_of(ls), {"op": "reapply_all"})
+    out = tab.save(page_of(ls))
     assert "saved image" in out[1]["message"]
     assert any(r.review_state == "accepted" for r in _rows(store, image_id))
 
@@ -141,7 +142,7 @@ def _two_browsers(store):
     deleted 2 and drew a new one; Bob moved 0 to another class, rejected 1 and accepted 2."""
     image_id = _busiest_image(store)
     alice, bob = LabelSession(store, image_id), LabelSession(store, image_id)
-    alice.user = "alice"  # who the canvas's save writes as
+    page_of(alice).user = "alice"  # who the canvas's save writes as
     alice.paint([(2, 2), (20, 2)], 3, index=0)
     alice.accept(1)
     alice.delete(2)
@@ -160,12 +161,12 @@ def _two_browsers(store):
 def test_a_refused_save_shows_theirs_and_lists_mine_instance_by_instance(proposed_store):
     store = proposed_store
     alice, mine = _two_browsers(store)
-    said = canvas.apply(alice, {"op": "save"})
+    said = canvas.apply(page_of(alice), {"op": "save"})
     assert "since you opened it (bob saved it)" in said and "4 refused edit(s)" in said
     rows = _rows(store, alice.image_id)
     assert alice.instances.category_ids == [r.category_id for r in rows]  # the picture shows Bob's labels
     assert alice.instances.states == [r.review_state for r in rows] and alice.dirty
-    data = canvas.payload(alice)
+    data = canvas.payload(page_of(alice))
     assert data["theirs"]["by"] == "bob" and data["theirs"]["at"].endswith("Z")
     items = {p["kind"]: p for p in data["pending"]}
     assert sorted(items) == ["deleted", "drawn", "edited", "reviewed"]
@@ -176,17 +177,17 @@ def test_a_refused_save_shows_theirs_and_lists_mine_instance_by_instance(propose
     assert items["reviewed"]["state"] == "accepted" and items["reviewed"]["theirs"]["state"] == "rejected"
     assert items["drawn"]["theirs"] is None and items["deleted"]["theirs"]["state"] == "accepted"
 
-    canvas.apply(alice, {"op": "reapply", "item": edited["item"]})  # hers replaces his, instance 0
+    canvas.apply(page_of(alice), {"op": "reapply", "item": edited["item"]})  # hers replaces his, instance 0
     assert alice.instances.category_ids[0] == mine.category_ids[0]
     assert np.array_equal(alice.instances[0].mask, mine[0].mask)
-    canvas.apply(alice, {"op": "drop_mine", "item": items["reviewed"]["item"]})  # his reject stays
-    canvas.apply(alice, {"op": "reapply", "item": items["deleted"]["item"]})
+    canvas.apply(page_of(alice), {"op": "drop_mine", "item": items["reviewed"]["item"]})  # his reject stays
+    canvas.apply(page_of(alice), {"op": "reapply", "item": items["deleted"]["item"]})
     assert alice.instances[2].deleted
     with pytest.raises(UserError, match="1 of your refused edits still wait"):
-        canvas.apply(alice, {"op": "save"})
-    canvas.apply(alice, {"op": "reapply", "item": items["drawn"]["item"]})  # added as new
+        canvas.apply(page_of(alice), {"op": "save"})
+    canvas.apply(page_of(alice), {"op": "reapply", "item": items["drawn"]["item"]})  # added as new
     assert not alice.pending and alice.dirty
-    assert "saved image" in canvas.apply(alice, {"op": "save"})
+    assert "saved image" in canvas.apply(page_of(alice), {"op": "save"})
     rows = {r.id: r for r in _rows(store, alice.image_id)}
     first, second, third = mine.ann_ids[:3]
     assert rows[first].category_id == mine.category_ids[0] and rows[first].reviewed_by == "alice"
@@ -200,32 +201,32 @@ def test_a_refused_save_shows_theirs_and_lists_mine_instance_by_instance(propose
 
 def test_undo_and_redo_go_across_reapply_and_drop(proposed_store):
     alice, mine = _two_browsers(proposed_store)
-    alice.review_conflict()
+    alice.conflicts.review()
     theirs = alice.instances.take(list(range(len(alice.instances))))
     keys = [r.key for r in alice.pending]
     edited = next(r.key for r in alice.pending if r.kind == "edited")
-    canvas.apply(alice, {"op": "reapply", "item": edited})
+    canvas.apply(page_of(alice), {"op": "reapply", "item": edited})
     assert alice.instances.category_ids[0] == mine.category_ids[0]
-    canvas.apply(alice, {"op": "undo"})  # his version is back, and so is her item, in its place
+    canvas.apply(page_of(alice), {"op": "undo"})  # his version is back, and so is her item, in its place
     assert alice.instances.category_ids[0] == theirs.category_ids[0] and [r.key for r in alice.pending] == keys
-    canvas.apply(alice, {"op": "redo"})
+    canvas.apply(page_of(alice), {"op": "redo"})
     assert alice.instances.category_ids[0] == mine.category_ids[0] and edited not in [r.key for r in alice.pending]
-    canvas.apply(alice, {"op": "undo"})
-    canvas.apply(alice, {"op": "drop_all"})
+    canvas.apply(page_of(alice), {"op": "undo"})
+    canvas.apply(page_of(alice), {"op": "drop_all"})
     assert not alice.pending and not alice.dirty  # nothing of hers left: the labels are the store's
-    canvas.apply(alice, {"op": "undo"})
+    canvas.apply(page_of(alice), {"op": "undo"})
     assert [r.key for r in alice.pending] == keys and alice.dirty
     n = len(alice.instances)
     second = alice.new_instance(3, mask=_square(alice, 10, 70))  # an edit of hers after the conflict
-    canvas.apply(alice, {"op": "reapply_all"})
+    canvas.apply(page_of(alice), {"op": "reapply_all"})
     assert len(alice.instances) == n + 2 and not alice.pending
-    canvas.apply(alice, {"op": "undo"})  # one step: every item listed again, the new instance removed
+    canvas.apply(page_of(alice), {"op": "undo"})  # one step: every item listed again, the new instance removed
     assert len(alice.instances) == n + 1 and [r.key for r in alice.pending] == keys
-    canvas.apply(alice, {"op": "redo"})
+    canvas.apply(page_of(alice), {"op": "redo"})
     assert len(alice.instances) == n + 2
     assert np.array_equal(alice.instances[n + 1].mask, mine[len(mine) - 1].mask)  # made again in order
     assert alice.instances[second].area == 36
-    payload = canvas.payload(alice)  # still drawable
+    payload = canvas.payload(page_of(alice))  # still drawable
     assert not payload["pending"] and payload["dirty"]
     alice.save("alice")
 
@@ -233,23 +234,23 @@ def test_undo_and_redo_go_across_reapply_and_drop(proposed_store):
 def test_a_second_conflict_while_items_are_pending_keeps_everything_for_review(proposed_store):
     store = proposed_store
     alice, mine = _two_browsers(store)
-    alice.review_conflict()
+    alice.conflicts.review()
     bob = LabelSession(store, alice.image_id)  # Bob saves again while Alice is deciding
     bob.reject(0)
     bob.save("bob")
     edited = next(r.key for r in alice.pending if r.kind == "edited")
-    canvas.apply(alice, {"op": "reapply", "item": edited})
-    canvas.apply(alice, {"op": "drop_mine", "item": next(r.key for r in alice.pending if r.kind == "reviewed")})
+    canvas.apply(page_of(alice), {"op": "reapply", "item": edited})
+    canvas.apply(page_of(alice), {"op": "drop_mine", "item": next(r.key for r in alice.pending if r.kind == "reviewed")})
     with pytest.raises(UserError, match="2 of your refused edits still wait"):
         alice.save("alice")
-    canvas.apply(alice, {"op": "reapply_all"})
-    said = canvas.apply(alice, {"op": "save"})  # refused again: Bob's second save
+    canvas.apply(page_of(alice), {"op": "reapply_all"})
+    said = canvas.apply(page_of(alice), {"op": "save"})  # refused again: Bob's second save
     assert "since you opened it (bob saved it)" in said
     assert sorted(r.kind for r in alice.pending) == ["deleted", "drawn", "edited"]  # what she chose, listed again
     assert alice.instances.states[0] == "rejected"  # his newest
-    theirs = next(p for p in canvas.payload(alice)["pending"] if p["kind"] == "edited")["theirs"]
+    theirs = next(p for p in canvas.payload(page_of(alice))["pending"] if p["kind"] == "edited")["theirs"]
     assert theirs["state"] == "rejected" and theirs["by"] == "bob"
-    canvas.apply(alice, {"op": "reapply_all"})
+    canvas.apply(page_of(alice), {"op": "reapply_all"})
     alice.save("alice")
     rows = {r.id: r for r in _rows(store, alice.image_id)}
     assert rows[mine.ann_ids[0]].category_id == mine.category_ids[0]
@@ -266,7 +267,7 @@ def test_refused_edits_the_same_as_theirs_are_not_listed(proposed_store):
     b.save("bob")
     with pytest.raises(SaveConflict):
         a.save("alice")
-    assert "the same as theirs" in a.review_conflict()
+    assert "the same as theirs" in a.conflicts.review()
     assert not a.pending and not a.dirty
 
 
@@ -323,17 +324,17 @@ def test_a_category_deleted_while_its_new_instance_is_open_gives_a_conflict_not_
     categories.delete(store, extra)  # another browser, or the Dataset tab
     with pytest.raises(SaveConflict, match="category"):
         ls.save("alice")
-    said = ls.review_conflict()
+    said = ls.conflicts.review()
     assert "class 'added-later'" in said and "deleted meanwhile" in said
     blocked = next(r for r in ls.pending if r.kind == "drawn")
     with pytest.raises(UserError, match="class 'added-later' .* was deleted meanwhile"):
-        canvas.apply(ls, {"op": "reapply", "item": blocked.key})
-    assert "re-applied 1" in canvas.apply(ls, {"op": "reapply_all"})  # the accept; the drawn one stays listed
+        canvas.apply(page_of(ls), {"op": "reapply", "item": blocked.key})
+    assert "re-applied 1" in canvas.apply(page_of(ls), {"op": "reapply_all"})  # the accept; the drawn one stays listed
     assert [r.key for r in ls.pending] == [blocked.key]
-    assert canvas.payload(ls)["pending"][0]["blocked"]
+    assert canvas.payload(page_of(ls))["pending"][0]["blocked"]
     with pytest.raises(UserError, match="still wait"):
         ls.save("alice")
-    canvas.apply(ls, {"op": "drop_mine", "item": blocked.key})
+    canvas.apply(page_of(ls), {"op": "drop_mine", "item": blocked.key})
     ls.save("alice")
     assert _rows(store, image_id)[0].review_state == "accepted"
 
@@ -349,8 +350,8 @@ def test_a_proposal_kept_through_a_conflict_stays_a_model_proposal(proposed_stor
     write_proposals(store, image_id, _one_proposal(store, image_id), _version(store))
     with pytest.raises(SaveConflict):
         a.save("alice")
-    a.review_conflict()
-    a.reapply_all()
+    a.conflicts.review()
+    a.conflicts.reapply_all()
     a.save("alice")
     kept = [r for r in _rows(store, image_id) if r.review_state == "accepted"]
     assert len(kept) == 1 and kept[0].source == "model" and kept[0].score is not None

@@ -81,7 +81,7 @@ def test_memory_is_bounded_the_longest_silent_go_first():
 
 def test_a_poll_is_a_heartbeat_and_refuses_what_it_does_not_know():
     p, clock = _presence()
-    alice = SimpleNamespace(token="a", image_id=5, user="alice")
+    alice = SimpleNamespace(token="a", user="alice", session=SimpleNamespace(image_id=5))  # a Page
     assert p.poll({"token": "a", "browser": "x" * 500}, alice)["others"] == []
     p.open("b", 5, "bob", "y")
     got = p.poll({"token": "a", "browser": "x"}, alice)

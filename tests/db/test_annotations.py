@@ -44,9 +44,9 @@ def review_until_saved(store, image_id, user) -> set[int]:
             ls.save(user)
             return {it.ann_id for it in ls.instances if it.state == "accepted" and not it.deleted}
         except SaveConflict:
-            ls.review_conflict()
+            ls.conflicts.review()
             if ls.pending:
-                ls.reapply_all()
+                ls.conflicts.reapply_all()
             ls.accept_all_shown(0.0)
     raise AssertionError(f"image {image_id} could not be saved in 50 tries")
 

@@ -95,13 +95,11 @@ def test_a_reviewer_approves_or_sends_back_someone_elses_saved_labels(store, syn
     _labeled(store, synth_dir)
     assert annotations.queue(store, annotations.TO_REVIEW) == [1]
     ls = LabelSession(store, 1)
-    ls.user, ls.role = "alice", "reviewer"
     with pytest.raises(UserError, match="saved these labels last"):
-        ls.give_verdict("approved")
-    ls.user = "bob"
+        ls.give_verdict("approved", "alice", "reviewer")
     with pytest.raises(UserError, match="needs a note"):
-        ls.give_verdict("sent_back", "   ")
-    assert "sent back" in ls.give_verdict("sent_back", "the left arm is missing")
+        ls.give_verdict("sent_back", "bob", "reviewer", "   ")
+    assert "sent back" in ls.give_verdict("sent_back", "bob", "reviewer", "the left arm is missing")
     assert annotations.images(store, [1])[1].status == "in_review"
     assert annotations.queue(store)[0] == 1  # first in the labeling queue
     assert annotations.queue(store, annotations.TO_REVIEW) == []
@@ -118,8 +116,7 @@ def test_a_reviewer_approves_or_sends_back_someone_elses_saved_labels(store, syn
     assert annotations.queue(store, annotations.TO_REVIEW) == [1] and 1 not in annotations.sent_back(store)
     assert not annotations.history(store, 1)[-2].current  # the verdict was on the labels before this save
     again = LabelSession(store, 1)
-    again.user, again.role = "bob", "reviewer"
-    assert again.give_verdict("approved") == "image 1 approved"
+    assert again.give_verdict("approved", "bob", "reviewer") == "image 1 approved"
     assert annotations.queue(store, annotations.TO_REVIEW) == []
     assert annotations.history(store, 1)[-1].current
 

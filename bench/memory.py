@@ -1,0 +1,315 @@
+"""Memory and time at photo scale (issue 19). Each measure runs in a fresh process of its own (so one
+measure's allocations never count in another's), reads the process's resident memory from /proc, and prints
+one JSON line; the parent prints the table that docs/benchmarks.md quotes.
+
+    .venv/bin/python bench/memory.py                 # every measure (about 4 minutes on 2 idle cores)
+    .venv/bin/python bench/memory.py --only page edits
+
+Measures (the store is built once per measure, before the first reading):
+- page: server RSS per open Label page (annotator.ui.LabelTab.open, as the browser's Open does: labels, canvas
+  data, display cache) of a 6000x4000 JPEG with 20 proposals; 10 pages, each its own (the page budget would
+  end none of them).
+- edits: RSS per accept or reject (40 of them, undo steps kept) and per brush stroke (100 strokes of radius 40
+  over 60 points, on the selected proposal), on that photo.
+- label_image: /label_image (annotator.ui.label_image) with 500 messages (accepts, rejects and strokes) on the
+  photo: peak RSS growth during the call, and what is still held after it.
+- many: an image of 640x480 with 20,000 annotations: open in the Label tab (session + canvas data) and its
+  gallery page (annotator.store_view.gallery): seconds and peak RSS growth each.
+- stroke: the server time of the largest stroke one message may draw on the photo (radius 1024, 30 dabs), and of
+  refusing one over the limit (20,000 points at radius 1024).
+- train: peak RSS of one pass of fine-tuning's data (model.data.TrainDataset through model.train.train_loader:
+  each image decoded, its targets made: full-frame masks for the loss) over 60 and over 600 labeled 1920x1080
+  images with 15 instances each; the samples are checked to hold no decoded mask afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MB = 2 ** 20
+
+
+def rss() -> int:
+    return _status("VmRSS")
+
+
+def peak() -> int:
+    return _status("VmHWM")
+
+
+def reset_peak() -> None:
+    """Linux: the peak (VmHWM) starts again from the current RSS."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
+def settle() -> int:
+    gc.collect()
+    return rss()
+
+
+def _stub():
+    return SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None)
+
+
+def photo_store(root: Path, width: int = 6000, height: int = 4000, n: int = 20):
+    from db.annotations import write_proposals
+    from db.categories import add as add_category
+    from db.ingest import ingest
+    from db.schema import ModelVersion
+    from db.store import Settings, Store
+    from model.synthetic import photo_instances, write_photo
+
+    store = Store(Settings(store_dir=root / "store"))
+    (image_id, _), = ingest(store, [write_photo(root / "photo.jpg", width, height)]).added
+    cid = add_category(store, "blob", "", [], [])
+    with store.transaction() as s:
+        mv = ModelVersion(size="tiny", checkpoint=None, note="bench")
+        s.add(mv)
+        s.flush()
+        version = mv.id
+    write_proposals(store, image_id, photo_instances(width, height, n, cid), version)
+    return store, image_id
+
+
+# --- the measures -----------------------------------------------------------------------------------------
+def m_page(tmp: Path) -> dict:
+    from annotator.ui import LabelTab
+
+    store, image_id = photo_store(tmp)
+    tab = LabelTab(store, _stub())
+    tab.open(image_id, None)  # the first open imports and warms what every later one shares
+    pages = []
+    base = settle()
+    for _ in range(10):
+        pages.append(tab.open(image_id, None)[0])
+    grown = settle() - base
+    return {"pages": len(pages), "rss_per_page_mb": grown / len(pages) / MB,
+            "estimate_per_page_mb": pages[-1].nbytes() / MB}
+
+
+def m_edits(tmp: Path) -> dict:
+    from annotator import canvas
+    from annotator.labeling import LabelSession
+    from annotator.page import Page
+
+    store, image_id = photo_store(tmp)
+    page = Page("bench", session=LabelSession(store, image_id))
+    ls = page.session
+    canvas.payload(page)
+    base = settle()
+    n_review = 0
+    for k in range(40):
+        i = k % len(ls.instances)
+        canvas.apply(page, {"op": "accept" if k % 2 else "reject", "index": i})
+        canvas.payload(page)
+        n_review += 1
+    per_review = (settle() - base) / n_review
+    i = 0
+    x, y, w, h = (float(v) for v in ls.instances.bboxes[i])
+    base = settle()
+    t = time.perf_counter()
+    for k in range(100):
+        pts = [[x + w * (j / 60), y + h / 2 + (k % 10) * 4] for j in range(60)]
+        canvas.apply(page, {"op": "stroke", "index": i, "radius": 40, "points": pts, "erase": bool(k % 3 == 2)})
+        canvas.payload(page)
+    ms = (time.perf_counter() - t) * 1000 / 100
+    per_stroke = (settle() - base) / 100
+    return {"rss_per_review_mb": per_review / MB, "rss_per_stroke_mb": per_stroke / MB, "ms_per_stroke": ms,
+            "undo_steps": len(ls.edits), "history_mb": ls.edits.nbytes / MB}
+
+
+def m_label_image(tmp: Path) -> dict:
+    from annotator.ui import label_image
+
+    store, image_id = photo_store(tmp)
+    ops = []
+    for k in range(500):
+        i = k % 20
+        if k % 5 == 4:
+            ops.append({"op": "stroke", "index": i, "radius": 30,
+                        "points": [[1000 + 20 * j, 1000 + 3 * k] for j in range(40)]})
+        else:
+            ops.append({"op": "accept" if k % 2 else "reject", "index": i})
+    base = settle()
+    reset_peak()
+    t = time.perf_counter()
+    got = label_image(store, _stub(), image_id, ops, "bench", "labeler")
+    secs = time.perf_counter() - t
+    top = peak()
+    return {"messages": len(got["messages"]), "seconds": secs, "peak_growth_mb": (top - base) / MB,
+            "held_after_mb": (settle() - base) / MB}
+
+
+def m_many(tmp: Path) -> dict:
+    from PIL import Image
+
+    from annotator import canvas, store_view
+    from annotator.labeling import LabelSession
+    from annotator.page import Page
+    from db.annotations import write_proposals
+    from db.categories import add as add_category
+    from db.ingest import ingest
+    from db.instances import Instances
+    from db.masks import Crop
+    from db.schema import ModelVersion
+    from db.store import Settings, Store
+
+    w, h, n = 640, 480, 20_000
+    store = Store(Settings(store_dir=tmp / "store"))
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp / "m.png")
+    (image_id, _), = ingest(store, [tmp / "m.png"]).added
+    cid = add_category(store, "dot", "", [], [])
+    rng = np.random.default_rng(1)
+    inst = Instances(h, w)
+    for k in range(n):
+        s = int(rng.integers(3, 12))
+        x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+        i = inst.add(cid, [x, y, s, s], score=float(rng.uniform(0.3, 0.99)), source="model", state="proposed")
+        inst.set_crop(i, Crop(x, y, np.ones((s, s), bool)))
+    with store.transaction() as s_:
+        mv = ModelVersion(size="tiny", checkpoint=None, note="bench")
+        s_.add(mv)
+        s_.flush()
+        version = mv.id
+    write_proposals(store, image_id, inst, version)
+    del inst
+    base = settle()
+    reset_peak()
+    t = time.perf_counter()
+    page = Page("bench", session=LabelSession(store, image_id))
+    data = canvas.payload(page)
+    open_s = time.perf_counter() - t
+    open_peak = (peak() - base) / MB
+    size = len(json.dumps(data)) / MB
+    del page, data
+    base = settle()
+    reset_peak()
+    t = time.perf_counter()
+    gp = store_view.gallery(store, 1)
+    gallery_s = time.perf_counter() - t
+    return {"annotations": n, "open_seconds": open_s, "open_peak_growth_mb": open_peak, "canvas_data_mb": size,
+            "gallery_seconds": gallery_s, "gallery_peak_growth_mb": (peak() - base) / MB,
+            "gallery_items": len(gp.items)}
+
+
+def m_stroke(tmp: Path) -> dict:
+    from annotator import canvas
+    from annotator.labeling import LabelSession
+    from annotator.page import Page
+    from db.errors import UserError
+
+    store, image_id = photo_store(tmp)
+    page = Page("bench", session=LabelSession(store, image_id))
+    times = []
+    for k in range(5):
+        pts = [[500.0 + 100 * j, 1500.0 + 50 * k] for j in range(30)]  # 30 dabs of radius 1024 over 2,900 px
+        t = time.perf_counter()
+        canvas.apply(page, {"op": "stroke", "index": 0, "radius": 1024, "points": pts})
+        times.append((time.perf_counter() - t) * 1000)
+        page.session.undo()
+    many = [[float(x), float(y)] for x, y in zip(np.linspace(0, 6000, 20_000), np.tile([0, 4000], 10_000))]
+    t = time.perf_counter()
+    try:
+        canvas.apply(page, {"op": "stroke", "index": 0, "radius": 1024, "points": many})
+        refused = False
+    except UserError:
+        refused = True
+    return {"largest_stroke_ms_median": float(np.median(times)), "largest_stroke_ms_max": max(times),
+            "over_limit_refused": refused, "over_limit_ms": (time.perf_counter() - t) * 1000}
+
+
+def m_train(tmp: Path, n_images: int) -> dict:
+    import torch
+
+    from db.annotations import save_review
+    from db.categories import add as add_category
+    from db.ingest import ingest
+    from db.store import Settings, Store
+    from model import data
+    from model.synthetic import photo_instances, write_photo
+    from model.train import TrainOptions, train_loader
+
+    torch.set_num_threads(2)
+    store = Store(Settings(store_dir=tmp / "store"))
+    files = [write_photo(tmp / f"f{k:04d}.jpg", 1920, 1080, seed=k) for k in range(n_images)]
+    ids = [i for i, _ in ingest(store, files).added]
+    cid = add_category(store, "blob", "", [], [])
+    from db.annotations import load
+
+    for k, image_id in enumerate(ids):
+        inst = photo_instances(1920, 1080, 15, cid, seed=k, radius=(40, 200))
+        for i in range(len(inst)):
+            inst.states[i], inst.sources[i], inst.scores[i] = "accepted", "human", None
+        got = load(store, image_id)
+        save_review(store, image_id, got.image.row_version, inst, "bench", status="done")
+    for f in files:
+        f.unlink()
+    samples = data.labeled_samples(store, heldout=False)
+    cmap = data.store_category_map(store)
+    ds = data.TrainDataset(samples, cmap)
+    loader = train_loader(ds, TrainOptions(batch_size=2), torch.device("cpu"))
+    base = settle()
+    reset_peak()
+    t = time.perf_counter()
+    seen = 0
+    for imgs, targets in loader:
+        seen += len(imgs)
+        del imgs, targets
+    secs = time.perf_counter() - t
+    top = peak()
+    decoded = sum(c is not None for s in samples for c in s.instances._crops)
+    return {"labeled_images": len(samples), "instances": sum(len(s.instances) for s in samples), "seen": seen,
+            "peak_rss_mb": top / MB, "peak_growth_mb": (top - base) / MB, "seconds": secs,
+            "decoded_masks_kept": decoded}
+
+
+MEASURES = {"page": m_page, "edits": m_edits, "label_image": m_label_image, "many": m_many, "stroke": m_stroke,
+            "train60": lambda tmp: m_train(tmp, 60), "train600": lambda tmp: m_train(tmp, 600)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", choices=sorted(MEASURES))
+    ap.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)  # one, in this process
+    args = ap.parse_args()
+    if args.measure:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps({args.measure: MEASURES[args.measure](Path(tmp))}), flush=True)
+        return
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} · {platform.machine()} · {os.cpu_count()} cores · "
+          f"python {platform.python_version()} · each measure in a fresh process", flush=True)
+    for name in args.only or list(MEASURES):
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--measure", name], capture_output=True, text=True)
+        if out.returncode:
+            print(f"{name}: failed\n{out.stderr[-3000:]}", flush=True)
+            continue
+        got = json.loads(out.stdout.strip().splitlines()[-1])[name]
+        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in got.items())
+        print(f"{name:<12} {shown}   ({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
