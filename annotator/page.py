@@ -167,3 +167,46 @@ class Pages:
                 p.end(p.ended)
             if self.on_end is not None:
                 self.on_end(p)
+
+
+class EditRate:
+    """Each login's edit messages within a rate (a token bucket per user): a message costs one unit, a brush
+    stroke more in proportion to the pixels it may draw, so one user's flood of heavy strokes waits for its
+    own budget instead of taking the server's cores from everyone else. Thread-safe."""
+
+    def __init__(self, per_second: float = 20.0, burst: float = 100.0, clock: Callable[[], float] = time.monotonic):
+        self.per_second, self.burst, self.clock = per_second, burst, clock
+        self._left: dict[str, tuple[float, float]] = {}  # user -> (units left, when)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def cost(message: Any) -> float:
+        """What one edit message costs: a tenth of a unit (an accept takes about a millisecond), a unit for
+        what runs the model (assist) or writes (save), and for a brush stroke a unit more per 10 million
+        pixels its dabs may cover."""
+        op = message.get("op") if isinstance(message, dict) else None
+        if op in ("assist", "assist_point", "box", "save"):
+            return 1.0
+        if op != "stroke":
+            return 0.1
+        points, radius = message.get("points"), message.get("radius")
+        if not isinstance(points, list) or isinstance(radius, bool) or not isinstance(radius, (int, float)):
+            return 0.1
+        r = min(max(float(radius), 0.5), 1e4) if radius == radius else 0.5  # NaN: refused later, by name
+        return 0.1 + min(len(points), 100_000) * (2 * r + 1) ** 2 / 1e7
+
+    def take(self, user: str, cost: float) -> float:
+        """Charge ``cost`` to ``user``; 0.0 when allowed, else the seconds to wait (nothing is charged)."""
+        now = self.clock()
+        with self._lock:
+            left, when = self._left.get(user, (self.burst, now))
+            left = min(self.burst, left + (now - when) * self.per_second)
+            need = min(cost, self.burst)  # a message dearer than the burst waits for a full bucket
+            if left < need:
+                self._left[user] = (left, now)
+                return (need - left) / self.per_second
+            self._left[user] = (left - need, now)
+            if len(self._left) > 10_000:  # users idle long enough to be full again are forgotten
+                self._left = {u: v for u, v in self._left.items()
+                              if v[0] + (now - v[1]) * self.per_second < self.burst}
+            return 0.0

@@ -15,7 +15,7 @@ from annotator import canvas, model_view, presence, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired, Roles
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
-from annotator.page import Page, PageLimits, Pages
+from annotator.page import EditRate, Page, PageLimits, Pages
 from db import annotations, users
 from db import categories as cat_db
 from db.ids import id_problem
@@ -121,6 +121,7 @@ class LabelTab:
         # every open page by its secret token (the canvas's edits are direct server-function calls, which do
         # not see the page's gr.State): bounded, idle pages end (annotator.page)
         self.pages = Pages(limits or PageLimits(), on_end=lambda p: self.presence.close(p.token))
+        self.rate = EditRate()  # each login's edit messages, canvas and /label_image alike
 
     # --- helpers --------------------------------------------------------------------------------------
     def outputs(self, page: Page | None, message: str = ""):
@@ -260,6 +261,13 @@ class LabelTab:
             users.require(page.role, "label", page.user if self.roles.login else "")
         except UserError as e:
             return self.outputs(page, str(e))[1]
+        wait = self.rate.take(page.user, EditRate.cost(message))
+        if wait:
+            with page.lock:
+                if isinstance(message.get("seq"), int):
+                    page.seq = max(page.seq, message["seq"])  # answered: refused, nothing changed
+                return self.outputs(page, f"too many edits too fast: that one was not applied; try again in "
+                                          f"{max(wait, 0.1):.1f} s")[1]
         try:
             return self.edit(page, message)[1]
         except Exception as e:  # noqa: BLE001 - the canvas must get an answer, never wait for one
@@ -735,7 +743,8 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
 
         def label_api(image_id: float, ops: list[dict], request: gr.Request) -> dict:
             may_label(request)
-            return label_image(store, proposer, image_id, ops, roles.name(request), roles.role(request))
+            return label_image(store, proposer, image_id, ops, roles.name(request), roles.role(request),
+                               label_tab.rate)
 
         gr.api(queue_api, api_name="next_images", api_description=next_images.__doc__)
         gr.api(label_api, api_name="label_image", api_description=label_image.__doc__, concurrency_limit=8)
@@ -775,7 +784,8 @@ def next_images(store: Store, n) -> list[int]:
 MAX_API_OPS = 500
 
 
-def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user: str, role: str = "labeler") -> dict:
+def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user: str, role: str = "labeler",
+                rate: EditRate | None = None) -> dict:
     """/label_image: (image_id, [edit message, ...]) -> {"messages", "status", "instances"}: open the image,
     apply the canvas's edit messages in order (``{"op": "accept", "index": 0}``, ``{"op": "reject_rest"}``,
     ``{"op": "class", ...}``, ``{"op": "assist", "box": [...]}``, ..., ``{"op": "save"}``; see
@@ -790,6 +800,11 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
         page = Page("", user=user, role=role, session=LabelSession(store, image_id))  # (refuses a missing id)
         said = []
         for k, op in enumerate(ops):
+            wait = rate.take(user, EditRate.cost(op)) if rate is not None else 0.0
+            if wait:
+                raise UserError(f"edit message {k}: too many edits too fast (nothing after message {k - 1} was "
+                                f"applied, and nothing was saved unless a save came before); try again in "
+                                f"{max(wait, 0.1):.1f} s")
             try:
                 said.append(canvas.apply(page, op, proposer))
             except UserError as e:

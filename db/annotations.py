@@ -62,12 +62,12 @@ def _record(im: Image) -> ImageRecord:
 
 @dataclasses.dataclass
 class ImageLabels:
-    """One image as read for labeling: the image, every category (by id) and its annotation rows (detached
-    ORM objects, by id)."""
+    """One image as read for labeling: the image, every category (by id) and its annotation rows (result rows
+    with every column of Annotation, by id)."""
 
     image: ImageRecord
     categories: list[Category]
-    annotations: list[Annotation]
+    annotations: list  # rows with Annotation's columns as attributes
 
 
 def load(store: Store, image_id: int, *, opening: bool = False) -> ImageLabels:
@@ -78,7 +78,9 @@ def load(store: Store, image_id: int, *, opening: bool = False) -> ImageLabels:
         if im is None:
             raise UserError(f"no image with id {image_id}")
         cats = list(s.scalars(select(Category).order_by(Category.id)))
-        anns = list(s.scalars(select(Annotation).where(Annotation.image_id == image_id).order_by(Annotation.id)))
+        # the rows' columns, not ORM objects: an image may hold tens of thousands of annotations
+        anns = list(s.execute(select(*Annotation.__table__.columns).where(Annotation.image_id == image_id)
+                              .order_by(Annotation.id)))
         record = _record(im)
     if opening and record.status in ("new", "proposed"):
         mark_in_review(store, image_id)

@@ -429,6 +429,14 @@ class Crop:
         object.__setattr__(self, "x", int(self.x))
         object.__setattr__(self, "y", int(self.y))
 
+    @classmethod
+    def _made(cls, x: int, y: int, m: np.ndarray) -> "Crop":
+        """A crop this module just made (ints, a fresh 2-d bool array): no checks, for decoding thousands."""
+        m.flags.writeable = False
+        c = object.__new__(cls)
+        c.__dict__.update(x=x, y=y, m=m)
+        return c
+
     @property
     def h(self) -> int:
         return int(self.m.shape[0])
@@ -727,7 +735,7 @@ def decode_crops(segmentations: list, height: int, width: int) -> list:
         for m in range(j, k):
             if present[m]:
                 crop = filled[offs[m - j]:offs[m - j + 1]].reshape(int(wc[m]), int(hc[m])).T.copy()
-                out[batch[m]] = Crop(int(x0[m]), int(y0[m]), crop)
+                out[batch[m]] = Crop._made(int(x0[m]), int(y0[m]), crop)
             else:
                 out[batch[m]] = EMPTY
         j = k

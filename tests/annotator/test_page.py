@@ -116,3 +116,31 @@ def test_label_image_keeps_nothing_after_it_answers(proposed_store):
     assert got["messages"][0].startswith("accepted")
     gc.collect()
     assert seen and all(r() is None for r in seen)
+
+
+def test_each_login_edits_within_its_rate_and_heavy_strokes_cost_more():
+    from annotator.page import EditRate
+
+    clock = Clock()
+    rate = EditRate(per_second=10, burst=20, clock=clock)
+    accept = {"op": "accept", "index": 0}
+    assert all(rate.take("ann", EditRate.cost(accept)) == 0 for _ in range(195))  # a tenth of a unit each
+    assert any(rate.take("ann", EditRate.cost(accept)) > 0 for _ in range(10))
+    assert rate.take("bob", 1.0) == 0  # bob has a budget of his own
+    big = {"op": "stroke", "radius": 1024, "points": [[0, 0]] * 30}
+    assert EditRate.cost(big) > 10 and EditRate.cost({"op": "stroke", "radius": 10, "points": [[0, 0]] * 50}) < 0.2
+    clock.t += 2
+    assert rate.take("ann", EditRate.cost(big)) == 0 and rate.take("ann", EditRate.cost(big)) > 0
+    assert EditRate.cost({"op": "stroke", "radius": float("nan"), "points": "x"}) == 0.1  # refused later, by name
+
+
+def test_the_label_tab_refuses_a_flood_of_edits_and_applies_nothing_of_it(proposed_store):
+    from annotator.page import EditRate
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
+    tab.rate = EditRate(per_second=0.001, burst=0.35, clock=Clock())
+    page, data = tab.open(_busiest_image(proposed_store), None)
+    got = [tab.canvas_edit({"token": data["token"], "op": "accept", "index": k, "seq": k + 1}) for k in range(4)]
+    assert "too many edits too fast" in got[3]["message"] and got[3]["seq"] == 4
+    assert [s for s in page.session.instances.states].count("accepted") == 3

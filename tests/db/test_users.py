@@ -124,25 +124,21 @@ def test_a_reviewer_approves_or_sends_back_someone_elses_saved_labels(store, syn
 def test_a_verdict_is_refused_on_changed_unfinished_or_edited_labels_and_below_reviewer(store, synth_dir):
     _labeled(store, synth_dir)
     stale = LabelSession(store, 1)
-    stale.user, stale.role = "bob", "reviewer"
     other = LabelSession(store, 1)
     other.reject(0)
     other.save("carol")  # the labels changed after bob opened them
     with pytest.raises(SaveConflict, match="changed in the store"):
-        stale.give_verdict("approved")
+        stale.give_verdict("approved", "bob", "reviewer")
     labeler = LabelSession(store, 1)
-    labeler.user, labeler.role = "dave", "labeler"
     with pytest.raises(UserError, match="needs the reviewer role"):
-        labeler.give_verdict("approved")
+        labeler.give_verdict("approved", "dave", "labeler")
     editing = LabelSession(store, 1)
-    editing.user, editing.role = "bob", "reviewer"
     editing.reject(1)
     with pytest.raises(UserError, match="save or discard"):
-        editing.give_verdict("approved")
+        editing.give_verdict("approved", "bob", "reviewer")
     unfinished = LabelSession(store, 2)  # proposals, nobody saved it
-    unfinished.user, unfinished.role = "bob", "reviewer"
     with pytest.raises(UserError, match="not done"):
-        unfinished.give_verdict("approved")
+        unfinished.give_verdict("approved", "bob", "reviewer")
     with pytest.raises(UserError, match="verdict"):
         annotations.give_verdict(store, 1, LabelSession(store, 1).row_version, "maybe", "bob")
     with pytest.raises(UserError, match="at most"):

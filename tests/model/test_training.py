@@ -242,12 +242,13 @@ def test_assist_tool_in_the_label_tab_adds_a_selected_instance_that_saves_as_ass
     from annotator.background import BackgroundProposer
     from annotator.labeling import LabelSession
     from annotator.ui import LabelTab
+    from tests.annotator.pages import page_of
 
     tab = LabelTab(demo_store, BackgroundProposer(demo_store, ModelOptions(weights="none")))
     image_id = images_to_propose(demo_store)[-1]
     ls = LabelSession(demo_store, image_id)
     n = len(ls.instances)
-    _, data = tab.edit(ls, {"op": "assist", "box": [8, 8, 80, 88], "category": None, "seq": 1})  # a rough box
+    _, data = tab.edit(page_of(ls), {"op": "assist", "box": [8, 8, 80, 88], "category": None, "seq": 1})  # a rough box
     # dragged with the assist tool, as the canvas sends it
     message = data["message"]
     assert data["selected"] == len(ls.instances) - 1 and data["instances"][-1]["source"] == "assist"
