@@ -49,7 +49,7 @@ const ctx = canvas.getContext('2d');
 const $ = (sel) => root.querySelector(sel);
 const HANDLE = 7;  // screen pixels within which a handle is grabbed
 const S = {
-  data: null, byIndex: new Map(), imageId: null, levels: [], loading: 0,
+  data: null, byIndex: new Map(), imageId: null, levels: [], loading: 0, prefetched: null, layer: null,
   view: {s: 1, tx: 0, ty: 0}, tool: 'select', newClass: '', radius: 10, minScore: 0, opacity: 0.5,
   selected: null, hover: null, hoverKp: null, over: false, space: false,
   seq: 0, rev: 0, afterFrame: [], reviewed: [], sentAt: new Map(), answered: [], outbox: [], inflight: null, whenIdle: [], masks: new Map(), drag: null, poly: [], strokes: [], pointer: null,
@@ -133,19 +133,26 @@ function paintHatch(it, entry) {  // a refused edit's mask: an outline of colour
     d[o + 3] = edge ? 255 : 170;
   });
 }
-function maskOf(it) {  // {inside, painted} cached by the crop's content and the instance's colour and state
+function insideOf(it) {  // {inside, painted}: the crop decoded once, cached by its content and colour
   if (!it.mask) return null;
   const key = `${it.color}|${it.mask.x},${it.mask.y},${it.mask.w},${it.mask.h}|${it.mask.counts}`;
   let e = S.masks.get(key);
   if (!e) { e = {inside: decodeMask(it.mask), painted: {}}; S.masks.set(key, e); }
   e.used = true;
+  return e;
+}
+function maskOf(it) {  // insideOf, with the mask painted in the instance's style
+  const e = insideOf(it);
+  if (!e) return null;
   const style = it.kind ? 'h' : it.state === 'proposed' ? 'p' : 'a';  // (a refused edit has a kind)
   if (!e.painted[style]) e.painted[style] = style === 'h' ? paintHatch(it, e) : paintMask(it, e);
   return e;
 }
 function contains(it, x, y) {
   if (it.mask) {
-    const e = maskOf(it), xi = Math.floor(x) - it.mask.x, yi = Math.floor(y) - it.mask.y;
+    const [bx, by, bw, bh] = it.bbox;
+    if (x < bx || y < by || x > bx + bw || y > by + bh) return false;  // (most instances: no decoding)
+    const e = insideOf(it), xi = Math.floor(x) - it.mask.x, yi = Math.floor(y) - it.mask.y;
     return xi >= 0 && yi >= 0 && xi < it.mask.w && yi < it.mask.h && e.inside[yi * it.mask.w + xi] === 1;
   }
   const [bx, by, bw, bh] = it.bbox;
@@ -158,25 +165,59 @@ function hitTest(x, y) {  // the smallest drawn instance under the point
 }
 
 // --- the image: decoded off the main thread, with smaller copies for zoomed-out views ---------------------
+async function decodePicture(imageId) {  // the image's pixels as a bitmap, decoded off the main thread
+  const pic = await server.canvas_image(imageId);
+  if (!pic || pic.image_id !== imageId) return null;
+  const blob = await (await fetch(pic.url)).blob();
+  return createImageBitmap(blob);
+}
+async function halves(full, stillWanted) {  // smaller copies, for drawing a big image small without a long task
+  const out = [];
+  let w = full.width, h = full.height, f = 1;
+  while (Math.max(w, h) > 1024) {
+    w = Math.max(1, Math.round(w / 2)); h = Math.max(1, Math.round(h / 2)); f /= 2;
+    const bmp = await createImageBitmap(full, {resizeWidth: w, resizeHeight: h, resizeQuality: 'medium'});
+    if (!stillWanted()) return null;
+    out.push({s: f, bmp});
+  }
+  return out;
+}
+function prefetch(ids) {  // the next image in the queue, decoded (with its smaller copies) while this one is labeled
+  const id = ids && ids.length ? ids[0] : null;
+  if (id == null || id === S.imageId || (S.prefetched && S.prefetched.id === id)) return;
+  const mine = {id};
+  mine.levels = decodePicture(id).then(async (full) => {
+    if (!full) return null;
+    const rest = await halves(full, () => S.prefetched === mine);
+    return rest ? [{s: 1, bmp: full}].concat(rest) : null;
+  }).catch(() => null);
+  S.prefetched = mine;
+}
 async function loadImage(imageId) {
   const token = ++S.loading;
   S.levels = [];
   S.fitted = false;
-  const pic = await server.canvas_image(imageId);
-  if (token !== S.loading || !pic || pic.image_id !== imageId) return;
-  const blob = await (await fetch(pic.url)).blob();
-  const full = await createImageBitmap(blob);
-  if (token !== S.loading) return;
+  if (S.prefetched && S.prefetched.id === imageId) {  // decoded while the last image was labeled
+    const levels = await S.prefetched.levels;
+    S.prefetched = null;
+    if (token !== S.loading) return;
+    if (levels) {
+      S.levels = levels;
+      fit();
+      requestDraw();
+      if (S.data) prefetch(S.data.next);
+      return;
+    }
+  }
+  const full = await decodePicture(imageId);
+  if (token !== S.loading || !full) return;
   S.levels = [{s: 1, bmp: full}];
   fit();
-  let w = full.width, h = full.height, f = 1;
-  while (Math.max(w, h) > 1024) {  // halves, for drawing a big image small without a long task
-    w = Math.max(1, Math.round(w / 2)); h = Math.max(1, Math.round(h / 2)); f /= 2;
-    const bmp = await createImageBitmap(full, {resizeWidth: w, resizeHeight: h, resizeQuality: 'medium'});
-    if (token !== S.loading) return;
-    S.levels.push({s: f, bmp});
-  }
+  const rest = await halves(full, () => token === S.loading);
+  if (!rest) return;
+  S.levels = S.levels.concat(rest);
   requestDraw();
+  if (S.data) prefetch(S.data.next);
 }
 function imageLevel() {  // the smallest copy with at least one pixel per screen pixel
   let best = S.levels[0];
@@ -247,8 +288,11 @@ function draw() {
     ctx.drawImage(lv.bmp, 0, 0, S.data.width, S.data.height);
   }
   ctx.imageSmoothingEnabled = false;
-  const list = drawn();
-  for (const it of list) {
+  const list = drawn(), many = list.length > MANY;
+  if (many) {  // one cached layer of every mask, then the selected and hovered ones on top
+    ctx.drawImage(layerOf(list).canvas, 0, 0, S.data.width, S.data.height);
+  }
+  for (const it of many ? [inst(S.hover), inst(S.selected)].filter((x) => x && shown(x)) : list) {
     const e = maskOf(it);
     if (!e) continue;
     const emph = it.i === S.selected ? 1.8 : it.i === S.hover ? 1.4 : 1;
@@ -275,15 +319,19 @@ function draw() {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.imageSmoothingEnabled = true;
   ctx.font = '12px sans-serif';
+  let tags = 0;
   for (const it of list) {
     const [x0, y0, x1, y1] = boxOf(it), [a, b] = toScreen(x0, y0), [c, d] = toScreen(x1, y1);
     const sel = it.i === S.selected;
+    if (many && !sel && it.i !== S.hover && (c < 0 || d < 0 || a > W || b > H || (c - a < 3 && d - b < 3))) continue;
     ctx.setLineDash(it.state === 'proposed' ? [6, 4] : []);
     ctx.lineWidth = sel ? 3 : it.i === S.hover ? 2 : 1.5;
     ctx.strokeStyle = it.color;
     ctx.strokeRect(a, b, c - a, d - b);
     if (sel) { ctx.setLineDash([]); ctx.lineWidth = 1; ctx.strokeStyle = '#ffffff'; ctx.strokeRect(a - 2, b - 2, c - a + 4, d - b + 4); }
     ctx.setLineDash([]);
+    drawKeypoints(it, sel);
+    if (many && !sel && it.i !== S.hover && (c - a < TAG_MIN || ++tags > MAX_TAGS)) continue;  // unreadable crowds
     const label = `#${it.i} ${it.name}` + (it.score != null && it.state === 'proposed' ? ` ${it.score.toFixed(2)}` : '') +
       (it.state === 'accepted' ? ' ✓' : '');
     const tw = ctx.measureText(label).width;
@@ -291,13 +339,41 @@ function draw() {
     ctx.fillRect(a, Math.max(0, b - 15), tw + 6, 15);
     ctx.fillStyle = it.color;
     ctx.fillText(label, a + 3, Math.max(11, b - 4));
-    drawKeypoints(it, sel);
   }
   drawRefused();
   const sel = inst(S.selected);
   if (sel && shown(sel)) drawHandles(sel);
   drawGesture();
   finishDraw();
+}
+const MANY = 400;  // more instances drawn than this: masks from one cached layer, boxes culled, fewer tags
+const TAG_MIN = 40, MAX_TAGS = 200;  // with many instances: a tag only on a box this wide, at most this many
+const LAYER_PIXELS = 16e6;  // the layer's size at most (a larger image's layer is scaled down)
+function layerOf(list) {  // every drawn mask in one bitmap, rebuilt only when the labels or the view's filters change
+  const key = `${S.data.image_id}|${S.rev}|${S.opacity}|${S.minScore}|${S.reviewed.map((r) => r.i + r.state).join()}`;
+  if (S.layer && S.layer.key === key) return S.layer;
+  const W = S.data.width, H = S.data.height, f = Math.min(1, Math.sqrt(LAYER_PIXELS / (W * H)));
+  const lw = Math.max(1, Math.round(W * f)), lh = Math.max(1, Math.round(H * f));
+  const im = new ImageData(lw, lh), d = im.data;
+  for (const it of list) {
+    const e = insideOf(it);
+    if (!e) continue;
+    const m = it.mask, [r, g, b] = rgb(it.color);
+    const a = Math.round(Math.min(1, S.opacity * 2 * 0.85) * (it.state === 'proposed' ? 70 : 140));
+    for (let y = 0; y < m.h; y++) {
+      const ly = Math.min(lh - 1, Math.floor((m.y + y) * f));
+      for (let x = 0; x < m.w; x++) {
+        if (!e.inside[y * m.w + x]) continue;
+        const o = 4 * (ly * lw + Math.min(lw - 1, Math.floor((m.x + x) * f)));
+        d[o] = r; d[o + 1] = g; d[o + 2] = b; d[o + 3] = a;
+      }
+    }
+  }
+  const canvas2 = document.createElement('canvas');
+  canvas2.width = lw; canvas2.height = lh;
+  canvas2.getContext('2d').putImageData(im, 0, 0);
+  S.layer = {key, canvas: canvas2};
+  return S.layer;
 }
 function hotItem(p) {  // a refused edit pointed at in the list, or whose instance is pointed at on the picture
   const j = p.theirs ? p.theirs.i : null;
@@ -501,14 +577,16 @@ function refreshToolbar(rebuildList = true) {
     markItems();
   }
 }
+const LIST_ROWS = 500;  // the instance list's rows at most (an image may hold tens of thousands)
 function refreshList() {  // the instance list beside the picture: what is drawn, and the hidden count
   const list = $('.mlc-list');
   list.textContent = '';
   if (!S.data || !S.data.instances) return;
   if (S.pending.length) list.appendChild(refusedSection());
-  let hidden = 0;
+  let hidden = 0, listed = 0, more = 0;
   for (const it of S.data.instances) {
     if (!shown(it)) { hidden++; continue; }
+    if (++listed > LIST_ROWS && it.i !== S.selected) { more++; continue; }
     const row = document.createElement('div');
     row.className = 'mlc-row' + (it.i === S.selected ? ' sel' : '') + ' ' + it.state;
     row.dataset.index = String(it.i);
@@ -520,6 +598,8 @@ function refreshList() {  // the instance list beside the picture: what is drawn
     row.addEventListener('click', () => select(it.i));
     list.appendChild(row);
   }
+  if (more) list.appendChild(el('div', 'mlc-hidden', `${more} more not listed (the list shows ${LIST_ROWS}): click them on ` +
+    'the picture, or raise the min score'));
   if (hidden) { const h = document.createElement('div'); h.className = 'mlc-hidden'; h.textContent = `${hidden} below the min score`; list.appendChild(h); }
   const sel = list.querySelector('.sel');
   if (sel) sel.scrollIntoView({block: 'nearest'});
@@ -907,7 +987,19 @@ function receive(data) {
   if (!S.fitted && S.levels.length) fit();
   requestDraw();
 }
-watch('value', () => receive(props.value));
+function take(data) {  // (timed: bench/photos.py reads how long taking an answer in takes)
+  const t = performance.now();
+  receive(data);
+  S.timings.push({kind: 'receive', ms: performance.now() - t});
+}
+watch('value', () => {
+  const v = props.value;
+  // an image with very many instances: the label event sends a note, and its data comes by a direct call
+  // (handing megabytes to the page's component state costs seconds)
+  if (v && v.fetch) server.canvas_fetch({token: v.token, rev: v.rev}).then(take).catch((err) => hint('could not ' +
+    'read the labels: ' + err));
+  else take(v);
+});
 new ResizeObserver(() => { if (S.data) requestDraw(); }).observe(canvas);
 window.addEventListener('resize', () => requestDraw());
 window.addEventListener('beforeunload', (e) => {  // leaving the page with unsaved edits asks first

@@ -148,7 +148,7 @@ def payload(page: Page, message: str = "") -> dict[str, Any]:
     return {
         "image_id": ls.image_id, "width": ls.width, "height": ls.height, "seq": page.seq, "rev": page.rev,
         "token": page.token, "message": message,
-        "file_name": ls.file_name, "status": ls.status,
+        "file_name": ls.file_name, "status": ls.status, "next": page.next,
         "selected": ls.selected, "min_score": ls.min_score, "dirty": ls.dirty, "unreviewed": ls.unreviewed(),
         "instances": shown, "history": _history(page),
         "pending": _refused(page),

@@ -44,6 +44,7 @@ class Page:
     seq: int = 0  # the last canvas message applied (annotator.canvas)
     rev: int = 0  # how many answers the canvas was sent: it ignores one older than what it shows
     trail: list[int] = dataclasses.field(default_factory=list)  # images opened before the current one
+    next: list[int] = dataclasses.field(default_factory=list)  # the queue's next image (the browser prefetches it)
     display_cache: dict = dataclasses.field(default_factory=dict)  # mask crops as sent, the image's history
     browser: str | None = None  # the Gradio session (browser tab) it belongs to
     ended: str = ""  # why the page ended, when it did

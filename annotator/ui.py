@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import threading
 
 import gradio as gr
 import pandas as pd
@@ -25,6 +26,9 @@ from db.store import Store
 from model.api import ModelOptions
 
 log = logging.getLogger(__name__)
+
+OPENS_PER_USER = 2  # opens of one login that run at once; the rest of its opens wait their turn
+INLINE_INSTANCES = 2000  # an image with more instances has its canvas data fetched by the canvas (canvas_fetch)
 
 SHORTCUTS = """
 | key | action |
@@ -122,9 +126,11 @@ class LabelTab:
         # not see the page's gr.State): bounded, idle pages end (annotator.page)
         self.pages = Pages(limits or PageLimits(), on_end=lambda p: self.presence.close(p.token))
         self.rate = EditRate()  # each login's edit messages, canvas and /label_image alike
+        self._user_slots: dict[str, threading.BoundedSemaphore] = {}  # each login's opens at a time (_slots)
+        self._slots_lock = threading.Lock()
 
     # --- helpers --------------------------------------------------------------------------------------
-    def outputs(self, page: Page | None, message: str = ""):
+    def outputs(self, page: Page | None, message: str = "", via_event: bool = True):
         """(page, canvas data): every label event's outputs. The canvas shows the message, the image line
         and the instance list itself, so an edit's answer is one small update."""
         if self.proposer.last_error:
@@ -145,7 +151,24 @@ class LabelTab:
         ls.refresh_categories()  # one added in the Dataset tab reaches the class lists
         if not ls.categories and not message:
             message = "No categories yet: add them in the Dataset tab, or import a COCO file that has them."
-        return page, canvas.payload(page, message)
+        data = canvas.payload(page, message)
+        if len(data["instances"]) > INLINE_INSTANCES and via_event:  # fetched by the canvas (canvas_fetch)
+            page.display_cache["outbox"] = data
+            return page, {"fetch": True, "token": page.token, "rev": data["rev"], "image_id": data["image_id"]}
+        return page, data
+
+    def canvas_fetch(self, message) -> dict:
+        """The canvas's server function for the data of an image with very many instances, which a label
+        event announced instead of sending (``fetch``)."""
+        token = message.get("token") if isinstance(message, dict) else None
+        page = self.pages.get(token)
+        if page is None:
+            return {"message": "this page's labeling session is gone: reload the page", "ended": True}
+        with page.lock:
+            data = page.display_cache.pop("outbox", None)
+            if data is not None and data["rev"] == message.get("rev"):
+                return data
+            return self.outputs(page, via_event=False)[1]
 
     def open(self, image_id, page: Page | None, request=None, note: str = "", back: bool = False):
         """Open an image (saving unsaved edits of the current one first). The page remembers the images it
@@ -162,10 +185,21 @@ class LabelTab:
         with page.lock:
             page.opens += 1
             mine = page.opens
-        with page.lock:  # one open at a time per page; of a burst (Next held down) only the last one runs
-            if page.opens != mine:
+        with self._slots(user), page.lock:  # one open at a time per page, two per login; of a burst (Next held
+            if page.opens != mine:          # down) only the last one runs
                 return self.outputs(page) if page.session is not None else (page, {"message": ""})
             return self._open(image_id, page, role, user, note, back)
+
+    def _slots(self, user: str) -> threading.BoundedSemaphore:
+        """The login's share of the server for opening images: OPENS_PER_USER at a time, so one user's pile of
+        opens (many tabs, a script) waits for its own turns while other users' opens run beside it."""
+        with self._slots_lock:
+            slot = self._user_slots.get(user)
+            if slot is None:
+                if len(self._user_slots) > 10_000:
+                    self._user_slots.clear()
+                slot = self._user_slots[user] = threading.BoundedSemaphore(OPENS_PER_USER)
+            return slot
 
     def _open(self, image_id, page: Page, role, user, note: str, back: bool):
         msg = note
@@ -208,6 +242,7 @@ class LabelTab:
             k = order.index(new.image_id)
             following = order[k + 1:k + 4]
             self.proposer.want(following)
+        page.next = following[:1]
         self.proposer.warm([new.image_id] + following)  # assist's features, before anyone asks
         return self.outputs(page, msg)
 
@@ -225,7 +260,7 @@ class LabelTab:
                                                     "saved last.")
         return self.open(target, page, request)
 
-    def act(self, fn, page: Page | None):
+    def act(self, fn, page: Page | None, via_event: bool = True):
         if page is None:
             return self.outputs(page, "Open an image first.")
         with page.lock:
@@ -237,16 +272,17 @@ class LabelTab:
                     msg = fn(page) or ""
                 except UserError as e:
                     msg = str(e)
-                return self.outputs(page, msg)
+                return self.outputs(page, msg, via_event=via_event)
 
     def edit(self, page, data):
-        """One message from the canvas (annotator.canvas.apply); returns the outputs."""
+        """One message from the canvas (annotator.canvas.apply); returns the outputs (answered directly to
+        the canvas's call, never through a label event)."""
         def apply(p):
             if isinstance(data, dict) and isinstance(data.get("seq"), int):
                 p.seq = max(p.seq, data["seq"])  # answered, whatever the outcome
             return canvas.apply(p, data, self.proposer)
 
-        return self.act(apply, page)
+        return self.act(apply, page, via_event=False)
 
     def canvas_edit(self, message) -> dict:
         """The canvas's server function for an edit: the message applied to the open page holding the
@@ -260,19 +296,19 @@ class LabelTab:
         try:
             users.require(page.role, "label", page.user if self.roles.login else "")
         except UserError as e:
-            return self.outputs(page, str(e))[1]
+            return self.outputs(page, str(e), via_event=False)[1]
         wait = self.rate.take(page.user, EditRate.cost(message))
         if wait:
             with page.lock:
                 if isinstance(message.get("seq"), int):
                     page.seq = max(page.seq, message["seq"])  # answered: refused, nothing changed
                 return self.outputs(page, f"too many edits too fast: that one was not applied; try again in "
-                                          f"{max(wait, 0.1):.1f} s")[1]
+                                          f"{max(wait, 0.1):.1f} s", via_event=False)[1]
         try:
             return self.edit(page, message)[1]
         except Exception as e:  # noqa: BLE001 - the canvas must get an answer, never wait for one
             log.exception("canvas edit %r failed", message)
-            return self.outputs(page, f"that edit failed on the server and changed nothing: {e}")[1]
+            return self.outputs(page, f"that edit failed on the server and changed nothing: {e}", via_event=False)[1]
 
     def canvas_presence(self, message) -> dict:
         """The canvas's server function, every few seconds: this page is still on its image, and who else is
@@ -342,6 +378,9 @@ class LabelTab:
         def canvas_presence(message):  # canvas.js: server.canvas_presence({token, browser}), every 3 s
             return self.canvas_presence(message)
 
+        def canvas_fetch(message):  # canvas.js: server.canvas_fetch({token, rev}), for very many instances
+            return self.canvas_fetch(message)
+
         with gr.Row(equal_height=True):
             which = gr.Dropdown(view.QUEUE_FILTERS, value=view.QUEUE_FILTERS[0], label="Queue", scale=2,
                                 elem_id="queue-filter")
@@ -353,7 +392,7 @@ class LabelTab:
         with gr.Row():
             with gr.Column(scale=5):
                 board = gr.HTML(None, html_template=canvas.TEMPLATE, css_template=canvas.CSS, js_on_load=canvas.JS,
-                                elem_id="label-canvas", server_functions=[canvas_image, canvas_edit, canvas_presence],
+                                elem_id="label-canvas", server_functions=[canvas_image, canvas_edit, canvas_presence, canvas_fetch],
                                 padding=False)
             with gr.Column(scale=1, min_width=200, elem_id="label-actions"):
                 save_b = gr.Button("Save (s)", elem_id="btn-save", variant="primary", size="sm")

@@ -17,6 +17,9 @@ Measures (the store is built once per measure, before the first reading):
   gallery page (annotator.store_view.gallery): seconds and peak RSS growth each.
 - stroke: the server time of the largest stroke one message may draw on the photo (radius 1024, 30 dabs), and of
   refusing one over the limit (20,000 points at radius 1024).
+- queue: Bob opens a 24 MP photo while Ann has 12 opens queued, from one page (Next held down) and from 12 pages
+  of hers, against Bob's open on an idle server (the app in its own process, logins ann and bob, all through
+  gradio_client from one process: on 2 cores that client process takes its share of the CPU too).
 - train: peak RSS of one pass of fine-tuning's data (model.data.TrainDataset through model.train.train_loader:
   each image decoded, its targets made: full-frame masks for the loss) over 60 and over 600 labeled 1920x1080
   images with 15 instances each; the samples are checked to hold no decoded mask afterwards.
@@ -73,24 +76,11 @@ def _stub():
     return SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None)
 
 
-def photo_store(root: Path, width: int = 6000, height: int = 4000, n: int = 20):
-    from db.annotations import write_proposals
-    from db.categories import add as add_category
-    from db.ingest import ingest
-    from db.schema import ModelVersion
-    from db.store import Settings, Store
-    from model.synthetic import photo_instances, write_photo
+def photo_store(root: Path):
+    """One 6000x4000 photo with 20 proposals (bench/photos.py); the store and the image's id."""
+    from bench.photos import photo_store as photos
 
-    store = Store(Settings(store_dir=root / "store"))
-    (image_id, _), = ingest(store, [write_photo(root / "photo.jpg", width, height)]).added
-    cid = add_category(store, "blob", "", [], [])
-    with store.transaction() as s:
-        mv = ModelVersion(size="tiny", checkpoint=None, note="bench")
-        s.add(mv)
-        s.flush()
-        version = mv.id
-    write_proposals(store, image_id, photo_instances(width, height, n, cid), version)
-    return store, image_id
+    return photos(root, 1), 1
 
 
 # --- the measures -----------------------------------------------------------------------------------------
@@ -163,38 +153,13 @@ def m_label_image(tmp: Path) -> dict:
 
 
 def m_many(tmp: Path) -> dict:
-    from PIL import Image
-
     from annotator import canvas, store_view
     from annotator.labeling import LabelSession
     from annotator.page import Page
-    from db.annotations import write_proposals
-    from db.categories import add as add_category
-    from db.ingest import ingest
-    from db.instances import Instances
-    from db.masks import Crop
-    from db.schema import ModelVersion
-    from db.store import Settings, Store
+    from bench.photos import many_store
 
-    w, h, n = 640, 480, 20_000
-    store = Store(Settings(store_dir=tmp / "store"))
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp / "m.png")
-    (image_id, _), = ingest(store, [tmp / "m.png"]).added
-    cid = add_category(store, "dot", "", [], [])
-    rng = np.random.default_rng(1)
-    inst = Instances(h, w)
-    for k in range(n):
-        s = int(rng.integers(3, 12))
-        x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
-        i = inst.add(cid, [x, y, s, s], score=float(rng.uniform(0.3, 0.99)), source="model", state="proposed")
-        inst.set_crop(i, Crop(x, y, np.ones((s, s), bool)))
-    with store.transaction() as s_:
-        mv = ModelVersion(size="tiny", checkpoint=None, note="bench")
-        s_.add(mv)
-        s_.flush()
-        version = mv.id
-    write_proposals(store, image_id, inst, version)
-    del inst
+    n, image_id = 20_000, 1
+    store = many_store(tmp, n)
     base = settle()
     reset_peak()
     t = time.perf_counter()
@@ -285,8 +250,64 @@ def m_train(tmp: Path, n_images: int) -> dict:
             "decoded_masks_kept": decoded}
 
 
+def m_queue(tmp: Path) -> dict:
+    """Bob's open while ann has 12 opens of 24 MP photos queued (from 12 pages), against Bob's open on an idle
+    server (the app in a process of its own, opened through gradio_client as a browser's Open does)."""
+    import socket
+    import statistics
+    import urllib.request
+
+    from gradio_client import Client
+
+    photo_store_many = __import__("bench.photos", fromlist=["photo_store"]).photo_store
+    photo_store_many(tmp, 14)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--store", str(tmp / "pstore"), "--port",
+                               str(port), "--auth", "ann:ann-password", "--auth", "bob:bob-password"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        me = Client(url, auth=("bob", "bob-password"), verbose=False)
+        one_page = Client(url, auth=("ann", "ann-password"), verbose=False)
+        pages = [Client(url, auth=("ann", "ann-password"), verbose=False) for _ in range(12)]  # ann, 12 tabs
+
+        def open_(client, image_id):
+            return client.predict(str(image_id), api_name="/open_id")
+
+        open_(me, 14)
+        out = {}
+        for how, clients in (("one_page", [one_page] * 12), ("twelve_pages", pages)):
+            idle, loaded = [], []
+            for r in range(3):
+                t = time.perf_counter()
+                open_(me, 13 + r % 2)
+                idle.append(time.perf_counter() - t)
+                jobs = [c.submit(str(1 + (k + r) % 12), api_name="/open_id") for k, c in enumerate(clients)]
+                time.sleep(0.05)  # hers are queued first
+                t = time.perf_counter()
+                open_(me, 14 - r % 2)
+                loaded.append(time.perf_counter() - t)
+                for j in jobs:
+                    j.result(timeout=300)
+            out[f"{how}_idle_open_s"] = statistics.median(idle)
+            out[f"{how}_open_behind_12_s"] = statistics.median(loaded)
+            out[f"{how}_ratio"] = statistics.median(loaded) / statistics.median(idle)
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 MEASURES = {"page": m_page, "edits": m_edits, "label_image": m_label_image, "many": m_many, "stroke": m_stroke,
-            "train60": lambda tmp: m_train(tmp, 60), "train600": lambda tmp: m_train(tmp, 600)}
+            "queue": m_queue, "train60": lambda tmp: m_train(tmp, 60), "train600": lambda tmp: m_train(tmp, 600)}
 
 
 def main() -> None:

@@ -179,6 +179,7 @@ class Instances:
 
     def put(self, i: int, one: "Instances") -> None:
         """Replace instance ``i`` with the single instance in ``one`` (an undo snapshot)."""
+        self._pending.discard(i)  # an edit not yet encoded is replaced, not encoded
         for col in _COLUMNS:
             getattr(self, col)[i] = _copy(getattr(one, col)[0])
 
