@@ -162,9 +162,12 @@ class Pages:
 
     def _ended(self, pages: list[Page]) -> None:
         """Free the ended pages' sessions outside the registry's lock (a page's own lock may be held by a
-        request in progress: it finishes first)."""
+        request in progress: it finishes first). Callers never hold a page's lock while they call into the
+        registry, so this cannot wait on itself."""
         for p in pages:
             with p.lock:
+                if self._pages.get(p.token) is p:
+                    continue  # opened again meanwhile: it lives on
                 p.end(p.ended)
             if self.on_end is not None:
                 self.on_end(p)

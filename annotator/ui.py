@@ -188,7 +188,11 @@ class LabelTab:
         with self._slots(user), page.lock:  # one open at a time per page, two per login; of a burst (Next held
             if page.opens != mine:          # down) only the last one runs
                 return self.outputs(page) if page.session is not None else (page, {"message": ""})
-            return self._open(image_id, page, role, user, note, back)
+            out = self._open(image_id, page, role, user, note, back)
+        if page.session is not None:
+            # registered outside the page's lock: making room ends other pages, taking their locks in turn
+            self.pages.add(page)
+        return out
 
     def _slots(self, user: str) -> threading.BoundedSemaphore:
         """The login's share of the server for opening images: OPENS_PER_USER at a time, so one user's pile of
@@ -234,7 +238,6 @@ class LabelTab:
         page.user, page.role = user, role  # who saves, and what they may do (read again on each canvas edit)
         page.session = new
         page.display_cache.clear()
-        self.pages.add(page)
         self.presence.open(page.token, new.image_id, page.user)
         order = view.queue(self.store)
         following = []
