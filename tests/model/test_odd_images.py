@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import io
 import random
+import uuid
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 import app
@@ -204,3 +207,51 @@ def test_assist_on_an_image_the_model_cannot_use_says_why_and_records_it(odd):
     api.assist_features(st, helper, ok)
     assert _problem(st, ok) is None  # the model looked at it: cleared
     assert np.isfinite(api.assist_box(st, helper, ok, [5, 5, 30, 30])["score"])
+
+
+# (width, height): strips both ways round, about the tiny model's 192:1 limit
+SHAPES = hs.tuples(hs.sampled_from([1, 2, 3, 8, 9, 40]), hs.sampled_from([1, 100, 191, 192, 193, 400, 3000])
+                   ).flatmap(lambda sl: hs.sampled_from([sl, sl[::-1]]))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shapes=hs.lists(SHAPES, min_size=1, max_size=3))
+def test_propose_on_any_shapes_never_fails_and_skips_exactly_those_the_model_cannot_look_at(odd, shapes):
+    store, _, _, _ = odd
+    pred = Predictor.for_version(store, OPTIONS)
+    ids = [legacy_image(store, w, h, name=f"fuzz_{uuid.uuid4().hex}.png") for w, h in shapes]
+    r = propose(store, ids, pred, min_score=0.5, chunk=2)
+    cannot = {i for i, (w, h) in zip(ids, shapes) if pred.input_problem(h, w)}
+    assert set(r["skipped"]) == cannot
+    for i, (w, h) in zip(ids, shapes):
+        assert (_problem(store, i) is not None) == (i in cannot)
+        assert (i in cannot) == (max(w, h) > 192 * min(w, h))  # the tiny model takes up to 192:1
+
+
+@settings(max_examples=10, deadline=None)
+@given(shape=SHAPES)
+def test_training_on_any_shape_the_check_lets_through_runs(shape):
+    """What model.train.usable_samples keeps, the network trains on (a box label over its middle): the check
+    is the whole story of odd shapes in training."""
+    from db.instances import Instances
+    from model.build import build
+    from model.categories import CategoryMap
+    from model.config import TINY
+    from model.convert import targets_from_instances
+    from model.data import Sample
+    from model.train import usable_samples
+
+    w, h = shape
+    cmap = CategoryMap((1,), ("thing",), ((),))
+    inst = Instances(h, w)
+    inst.add(1, [w / 4, h / 4, max(1.0, w / 2), max(1.0, h / 2)])
+    skipped: dict[int, str] = {}
+    kept = usable_samples([Sample(1, "unused", w, h, inst)], TINY.min_size_train, TINY.max_size, skipped)
+    assert bool(kept) != bool(skipped)
+    if not kept:
+        assert SHRUNK in skipped[1]
+        return
+    torch.manual_seed(0)
+    net = build(TINY, cmap).train()
+    losses = net([torch.rand(3, h, w)], [targets_from_instances(inst, cmap)])
+    assert all(torch.isfinite(v) for v in losses.values())
