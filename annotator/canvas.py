@@ -54,14 +54,20 @@ def picture(store: Store, image_id: int) -> dict[str, Any]:
     im = annotations.images(store, [image_id]).get(image_id)
     if im is None:
         raise UserError(f"no image with id {image_id}")
-    pix = np.asarray(load_rgb(store.media_file(im.media_path)))
-    buf = io.BytesIO()
-    if pix.shape[0] * pix.shape[1] <= LOSSLESS_PIXELS:
-        PILImage.fromarray(pix).save(buf, format="PNG", compress_level=1)
-        mime = "image/png"
-    else:
-        PILImage.fromarray(pix).save(buf, format="JPEG", quality=92)
-        mime = "image/jpeg"
+    cannot = f"image {image_id} ({im.file_name}, {im.width}x{im.height}) cannot be shown"
+    if max(im.width, im.height) > store.settings.max_side:  # (an older release imported it)
+        raise UserError(f"{cannot}: a side over {store.settings.max_side} pixels is wider than a browser canvas")
+    try:
+        pix = np.asarray(load_rgb(store.media_file(im.media_path)))
+        buf = io.BytesIO()
+        if pix.shape[0] * pix.shape[1] <= LOSSLESS_PIXELS:
+            PILImage.fromarray(pix).save(buf, format="PNG", compress_level=1)
+            mime = "image/png"
+        else:
+            PILImage.fromarray(pix).save(buf, format="JPEG", quality=92)
+            mime = "image/jpeg"
+    except (OSError, ValueError, MemoryError) as e:  # a missing or unreadable file, a size an encoder refuses
+        raise UserError(f"{cannot}: {type(e).__name__}: {e}") from None
     return {"image_id": image_id, "width": int(pix.shape[1]), "height": int(pix.shape[0]),
             "url": f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")}
 

@@ -412,6 +412,9 @@ def dataset_tab(store: Store, roles: Roles):
         status_plot = gr.BarPlot(x="status", y="images", label="Images by status", elem_id="plot-status")
         cat_plot = gr.BarPlot(x="category", y="count", color="state", label="Annotations by category",
                               elem_id="plot-category")
+    with gr.Accordion("Images the model could not use", open=False, elem_id="problems-panel"):
+        problems_line = markdown(elem_id="problems-count")
+        problems = gr.Dataframe(headers=store_view.PROBLEM_HEADERS, interactive=False, elem_id="problems-table")
     gallery = gr.Gallery(label="Images (masks drawn)", columns=6, height=420, elem_id="store-gallery")
     with gr.Row():
         g_prev = gr.Button("◀ Previous page", elem_id="gallery-prev", scale=1)
@@ -455,7 +458,7 @@ def dataset_tab(store: Store, roles: Roles):
         sdf = pd.DataFrame(s, columns=["status", "images"])
         cdf = pd.DataFrame([(r[0], st, r[k]) for r in c for k, st in ((1, "accepted"), (2, "proposed"), (3, "rejected"))],
                            columns=["category", "state", "count"])
-        return s, c, sdf, cdf, store_view.categories_rows(store)
+        return (s, c, sdf, cdf, store_view.categories_rows(store)) + store_view.problem_table(store)
 
     def show_page(page):
         """The gallery is drawn only here: when the tab is opened, on Refresh, paging and imports."""
@@ -465,7 +468,7 @@ def dataset_tab(store: Store, roles: Roles):
     def refresh_all(page):
         return refresh_counts() + show_page(page)
 
-    counts = [by_status, by_cat, status_plot, cat_plot, cats_table]
+    counts = [by_status, by_cat, status_plot, cat_plot, cats_table, problems_line, problems]
     page_outs = [gallery, g_page, g_label, g_ids]
     outputs = counts + page_outs
     refresh.click(refresh_all, g_page, outputs, api_name="refresh_store")
