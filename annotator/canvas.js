@@ -163,7 +163,11 @@ async function loadImage(imageId) {
   S.levels = [];
   S.fitted = false;
   const pic = await server.canvas_image(imageId);
-  if (token !== S.loading || !pic || pic.image_id !== imageId) return;
+  if (token !== S.loading || (pic && pic.image_id !== imageId)) return;
+  if (!pic || pic.error) {  // said where the labels' messages go: the picture stays empty, never silently
+    $('.mlc-message').textContent = (pic && pic.error) || `image ${imageId} cannot be shown: the server failed (see its log)`;
+    return;
+  }
   const blob = await (await fetch(pic.url)).blob();
   const full = await createImageBitmap(blob);
   if (token !== S.loading) return;

@@ -247,7 +247,8 @@ class LabelTab:
         return self.presence.poll(message, self._live.get(token) if isinstance(token, str) else None)
 
     def picture(self, image_id) -> dict:
-        """The canvas's server function: the image's pixels, once per opened image."""
+        """The canvas's server function: the image's pixels, once per opened image; {"image_id", "error"} naming
+        why when it cannot be sent (a raised error reaches the page as a bare HTTP 500, without its message)."""
         if isinstance(image_id, bool) or not isinstance(image_id, (int, float)) or image_id != int(image_id):
             raise gr.Error(f"image id {image_id!r} is not an integer")
         image_id = int(image_id)
@@ -255,7 +256,7 @@ class LabelTab:
             try:
                 pic = canvas.picture(self.store, image_id)
             except UserError as e:
-                raise gr.Error(str(e)) from None
+                return {"image_id": image_id, "error": str(e)}
             while len(self._pictures) >= 3:
                 self._pictures.pop(next(iter(self._pictures)))
             self._pictures[image_id] = pic
