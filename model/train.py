@@ -122,11 +122,13 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     while it < planned:
         for images, targets in loader:
             if any(i is None for i in images):
-                images, targets = _readable(images, targets, skipped)
+                images, targets, unread = _readable(images, targets)
+                if skipped is not None:
+                    skipped.update(unread)
                 if not images:
                     if dist is not None:  # the other processes are waiting in this iteration's collectives
-                        raise UserError("a whole batch of images could not be read on one of the training "
-                                        f"processes ({', '.join(map(str, sorted(skipped or {})))}): the run stops")
+                        raise UserError("no image of a batch of one of the training processes could be read ("
+                                        + "; ".join(f"image {i}: {why}" for i, why in unread.items()) + ")")
                     continue
             images = [i.to(device, non_blocking=True) for i in images]
             targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
@@ -167,18 +169,17 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     return curve
 
 
-def _readable(images, targets, skipped: dict[int, str] | None) -> tuple[list, list]:
-    """A batch without the images the loader could not read, each named in ``skipped``."""
-    keep_i, keep_t = [], []
+def _readable(images, targets) -> tuple[list, list, dict[int, str]]:
+    """A batch without the images the loader could not read, and those (image id -> reason)."""
+    keep_i, keep_t, unread = [], [], {}
     for img, t in zip(images, targets):
         if img is None:
             image_id, why = t["skipped"]
-            if skipped is not None:
-                skipped[int(image_id)] = why
+            unread[int(image_id)] = why
         else:
             keep_i.append(img)
             keep_t.append(t)
-    return keep_i, keep_t
+    return keep_i, keep_t, unread
 
 
 def usable_samples(samples: list[Sample], min_sizes, max_size: int, skipped: dict[int, str]) -> list[Sample]:
@@ -229,9 +230,18 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
     skipped: dict[int, str] = {}
     every_train = labeled_samples(store, heldout=False)
     train_samples = usable_samples(every_train, config.min_size_train, config.max_size, skipped)
+    every_heldout = labeled_samples(store, heldout=True)
+    heldout = usable_samples(every_heldout, (config.min_size_test,), config.max_size, skipped)
+    recorded: set[int] = set()
+
+    def record() -> None:  # as soon as they are known: a run that fails or is cancelled later has said so too
+        if dist is None or dist.main:
+            annotations.record_problems(store, {i: why for i, why in skipped.items() if i not in recorded})
+        recorded.update(skipped)
+
+    record()
     problem = _data_problem(cmap, train_samples)
     if problem:
-        annotations.record_problems(store, skipped)
         raise UserError(problem + (f" ({len(skipped)} labeled image(s) the model cannot look at were left out: "
                                    "app.py stats names them)" if skipped else ""))
     counts = {cid: 0 for cid in cmap.ids}
@@ -240,8 +250,6 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
             counts[cid] = counts.get(cid, 0) + 1
     warnings = [f"category {cid} '{cmap.names[cmap.ids.index(cid)]}' has no accepted instances in the training "
                 f"split; the model cannot learn it yet" for cid, n in counts.items() if n == 0]
-    every_heldout = labeled_samples(store, heldout=True)
-    heldout = usable_samples(every_heldout, (config.min_size_test,), config.max_size, skipped)
     warnings += [w for smp in train_samples + heldout for w in smp.skipped]
 
     parent = active if active is not None and active.size == size else None
@@ -268,6 +276,8 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of GPU memory at batch size {opts.batch_size}: lower --batch-size or use "
                         "--size tiny; the active model is unchanged") from None
+    finally:
+        record()  # the files the loader could not read
     if dist is not None and not dist.main:
         return None  # rank 0 evaluates and writes the version
 
@@ -325,7 +335,7 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
         s.add(mv)
         s.flush()
         vid = mv.id
-    annotations.record_problems(store, skipped)
+    record()  # the held-out images the evaluation left out
     annotations.clear_problems(store, used)  # looked at this time: what was recorded on them is past
     return TrainResult(vid, promoted, metrics, baseline, len(curve), time.monotonic() - t_start, warnings, skipped)
 
