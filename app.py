@@ -274,7 +274,7 @@ def _propose_worker(store, options, args) -> int:
         print(f"worker {name}: stopped", flush=True)
         return 0
     print(f"worker {name}: {total['proposals']} proposal(s) on {total['images']} image(s)"
-          + (f", {len(total['skipped'])} skipped (named above)" if total["skipped"] else ""), flush=True)
+          + (f", {total['skipped']} skipped (named above)" if total["skipped"] else ""), flush=True)
     return 1 if total["skipped"] else 0
 
 

@@ -81,7 +81,8 @@ def gallery(store: Store, page: int = 1, page_size: int = GALLERY_PAGE_SIZE, thu
 
 def _thumbnail(store: Store, im: annotations.ImageRecord, anns: list[Annotation], cats: dict,
                thumb: int) -> tuple[np.ndarray, str]:
-    caption = f"#{im.id} {im.file_name} · {im.status} · {len(anns)} inst." + (f" · {im.problem}" if im.problem else "")
+    caption = f"#{im.id} {im.file_name} · {im.status} · {len(anns)} inst."
+    caption += f" · {im.problem}" if im.problem else ""  # why the model could not use it
     try:
         pix = load_rgb(store.media_file(im.media_path))
     except Exception as e:  # a missing or unreadable media file names its image; the page goes on

@@ -269,7 +269,7 @@ def skipped_lines(store: Store, skipped: dict[int, str]) -> list[str]:
 def propose_worker(store: Store, options: ModelOptions, worker: str, *, claim: int = 16, claim_seconds: float = 600.0,
                    min_score: float = 0.3, poll_seconds: float = 5.0, once: bool = False,
                    stop: Callable[[], bool] = lambda: False,
-                   echo: Callable[[list[int], dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   echo: Callable[[list[int], dict[str, Any]], None] | None = None) -> dict[str, int]:
     """One proposal worker (``app.py propose --worker``): claim images through the database
     (db.annotations.claim_images), propose on them with the active model, write them (which ends the claims),
     and again; a new active version is picked up between claims, and then every image not done is proposed
@@ -277,8 +277,9 @@ def propose_worker(store: Store, options: ModelOptions, worker: str, *, claim: i
     twice; a worker that dies holds its images until its claims expire (``claim_seconds``). ``once``: stop
     when nothing is left to claim, else wait ``poll_seconds`` and look again, until ``stop()``. An image the
     model cannot use is skipped with its reason recorded on it (``propose``) and not claimed again for this
-    version; it never stops the worker. Returns {"images", "proposals", "skipped": {image id: reason}}."""
-    total: dict[str, Any] = {"images": 0, "proposals": 0, "skipped": {}}
+    version; it never stops the worker (``echo`` gets each batch's reasons). Returns the counts {"images",
+    "proposals", "skipped"}."""
+    total = {"images": 0, "proposals": 0, "skipped": 0}
     predictor = None
     while not stop():
         predictor = active_predictor(store, options, predictor)
@@ -296,7 +297,7 @@ def propose_worker(store: Store, options: ModelOptions, worker: str, *, claim: i
             raise
         total["images"] += r["images"]
         total["proposals"] += r["proposals"]
-        total["skipped"].update(r["skipped"])
+        total["skipped"] += len(r["skipped"])
         if echo:
             echo(ids, r)
     return total
