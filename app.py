@@ -212,7 +212,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_propose(args) -> int:
-    from model.api import images_to_propose, predictor as make_predictor, propose_images
+    from model.api import images_to_propose, predictor as make_predictor, propose_images, skipped_lines
 
     from model.api import active_version
 
@@ -233,21 +233,24 @@ def cmd_propose(args) -> int:
     with bar:
         r = propose_images(store, ids, options, min_score=args.min_score, predictor=predictor,
                            progress=lambda n, total: bar.update(n - bar.n))
-    print(f"wrote {r['proposals']} proposal(s) on {r['images']} image(s) with model version {predictor.version.id}")
-    if r["images"] and not r["proposals"]:  # say why, and what to do
+    done = r["images"] - len(r["skipped"])
+    print(f"wrote {r['proposals']} proposal(s) on {done} image(s) with model version {predictor.version.id}")
+    if r["skipped"]:  # the rest went on; each is named, and the reason stays on it (app.py stats)
+        print("\n".join(skipped_lines(store, r["skipped"])))
+    if done and not r["proposals"]:  # say why, and what to do
         ap = (predictor.version.metrics or {}).get("segm")
         print(f"no detection scored --min-score {args.min_score} or more"
               + (f"; this model's held-out mask AP is {ap:.3f}" if isinstance(ap, (int, float)) else "")
               + ". The images stay in the 'to label' queue: label some by hand (the brush, polygon or assist "
                 "tools), fine-tune again (app.py train), or try a lower --min-score.")
-    return 0
+    return 1 if r["skipped"] else 0
 
 
 def _propose_worker(store, options, args) -> int:
     import os
     import socket
 
-    from model.api import propose_worker
+    from model.api import propose_worker, skipped_lines
 
     if args.claim < 1 or not args.claim_seconds > 0:
         print("error: --claim must be at least 1 and --claim-seconds above 0", file=sys.stderr)
@@ -257,8 +260,12 @@ def _propose_worker(store, options, args) -> int:
           + ("; stops when nothing is left" if args.once else "; Ctrl+C stops"), flush=True)
 
     def echo(ids, r):
-        print(f"worker {name}: proposed on image(s) {', '.join(map(str, ids))}: {r['proposals']} proposal(s)",
-              flush=True)
+        done = [i for i in ids if i not in r["skipped"]]
+        if done:
+            print(f"worker {name}: proposed on image(s) {', '.join(map(str, done))}: {r['proposals']} proposal(s)",
+                  flush=True)
+        for line in skipped_lines(store, r["skipped"]):  # recorded on the image; the worker goes on
+            print(f"worker {name}: {line}", flush=True)
 
     try:
         total = propose_worker(store, options, name, claim=args.claim, claim_seconds=args.claim_seconds,
@@ -266,12 +273,13 @@ def _propose_worker(store, options, args) -> int:
     except KeyboardInterrupt:
         print(f"worker {name}: stopped", flush=True)
         return 0
-    print(f"worker {name}: {total['proposals']} proposal(s) on {total['images']} image(s)", flush=True)
-    return 0
+    print(f"worker {name}: {total['proposals']} proposal(s) on {total['images']} image(s)"
+          + (f", {total['skipped']} skipped (named above)" if total["skipped"] else ""), flush=True)
+    return 1 if total["skipped"] else 0
 
 
 def cmd_train(args) -> int:
-    from model.api import TrainOptions, quality_verdict, train_job
+    from model.api import TrainOptions, quality_verdict, skipped_lines, train_job
 
     store = open_store(args)
     # a tiny model never starts from the COCO networks: no download to try, nothing to say
@@ -324,6 +332,8 @@ def cmd_train(args) -> int:
         return 1
     for w in r.warnings:
         print(f"warning: {w}")
+    for line in skipped_lines(store, r.skipped):  # left out of the run; the reason stays on the image
+        print(line)
     fmt = lambda m: ", ".join(f"{k} AP {v:.3f}" for k, v in (m or {}).items() if k in ("bbox", "segm", "keypoints") and v is not None) or "n/a"  # noqa: E731
     print(f"version {r.version_id}: {r.iterations} iterations in {r.seconds:.0f} s; held-out {fmt(r.metrics)}")
     print(f"active model before: {fmt(r.parent_metrics)}")
@@ -331,7 +341,7 @@ def cmd_train(args) -> int:
     why = r.metrics.get("promotion")
     print(("promoted to active" if r.promoted else "not promoted: not better than the active model beyond the "
            "noise (app.py activate VERSION to use it anyway)") + (f"; {why}" if why else ""))
-    return 0
+    return 1 if r.skipped else 0
 
 
 def cmd_models(args) -> int:

@@ -51,9 +51,11 @@ class BackgroundProposer:
         return self._assistant
 
     def want(self, image_ids: Iterable[int]) -> None:
-        """Queue these images for proposals if they have none yet (status new)."""
+        """Queue these images for proposals if they have none yet (status new) and no problem is recorded on
+        them (the model could not use them when it tried: "Propose again", a worker or app.py propose tries
+        again)."""
         ids = list(image_ids)
-        new = {i for i, im in annotations.images(self.store, ids).items() if im.status == "new"}
+        new = {i for i, im in annotations.images(self.store, ids).items() if im.status == "new" and not im.problem}
         for i in ids:
             if i in new and i not in self._pending:
                 self._pending.add(i)
@@ -88,7 +90,10 @@ class BackgroundProposer:
             p = self.predictor()
             if p is None:
                 raise UserError("no model yet: fine-tune one in the Model tab first")
-            return api.propose_images(self.store, [image_id], self.options, self.min_score, predictor=p)
+            r = api.propose_images(self.store, [image_id], self.options, self.min_score, predictor=p)
+        if image_id in r["skipped"]:
+            raise UserError(f"the model cannot use image {image_id}, so it proposed nothing: {r['skipped'][image_id]}")
+        return r
 
     def _run(self) -> None:
         while True:
@@ -119,7 +124,9 @@ class BackgroundProposer:
             im = annotations.images(self.store, [image_id]).get(image_id)
             p = self.predictor() if im is not None and im.status == "new" else None
             if p is not None:
-                api.propose_images(self.store, [image_id], self.options, self.min_score, predictor=p)
+                r = api.propose_images(self.store, [image_id], self.options, self.min_score, predictor=p)
+                if r["skipped"]:  # recorded on the image; said once in the Label tab
+                    self.last_error = f"background proposals skipped image {image_id}: {r['skipped'][image_id]}"
 
     def _warm_one(self, image_id: int, generation: int) -> None:
         with self._lock:

@@ -167,7 +167,8 @@ function hitTest(x, y) {  // the smallest drawn instance under the point
 // --- the image: decoded off the main thread, with smaller copies for zoomed-out views ---------------------
 async function decodePicture(imageId) {  // the image's pixels as a bitmap, decoded off the main thread
   const pic = await server.canvas_image(imageId);
-  if (!pic || pic.image_id !== imageId) return null;
+  if (pic && pic.image_id !== imageId) return null;
+  if (!pic || pic.error) throw new Error((pic && pic.error) || `image ${imageId} cannot be shown: the server failed (see its log)`);
   const blob = await (await fetch(pic.url)).blob();
   return createImageBitmap(blob);
 }
@@ -209,7 +210,13 @@ async function loadImage(imageId) {
       return;
     }
   }
-  const full = await decodePicture(imageId);
+  let full = null;
+  try {
+    full = await decodePicture(imageId);
+  } catch (err) {  // said where the labels' messages go: the picture stays empty, never silently
+    if (token === S.loading) $('.mlc-message').textContent = String(err.message || err);
+    return;
+  }
   if (token !== S.loading || !full) return;
   S.levels = [{s: 1, bmp: full}];
   fit();

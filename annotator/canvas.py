@@ -58,12 +58,15 @@ def picture(store: Store, image_id: int) -> dict[str, Any]:
     im = annotations.images(store, [image_id]).get(image_id)
     if im is None:
         raise UserError(f"no image with id {image_id}")
+    cannot = f"image {image_id} ({im.file_name}, {im.width}x{im.height}) cannot be shown"
+    if max(im.width, im.height) > store.settings.max_side:  # (an older release imported it)
+        raise UserError(f"{cannot}: a side over {store.settings.max_side} pixels is wider than a browser canvas")
     path = store.media_file(im.media_path)
-    mime = browser_ready(path)
-    if mime is not None:
-        data = Path(path).read_bytes()
-        width, height = im.width, im.height
-    else:
+    try:
+        mime = browser_ready(path)
+        if mime is not None:
+            return {"image_id": image_id, "width": im.width, "height": im.height,
+                    "url": f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")}
         pix = np.asarray(load_rgb(path))
         buf = io.BytesIO()
         if pix.shape[0] * pix.shape[1] <= LOSSLESS_PIXELS:
@@ -72,9 +75,10 @@ def picture(store: Store, image_id: int) -> dict[str, Any]:
         else:
             PILImage.fromarray(pix).save(buf, format="JPEG", quality=92)
             mime = "image/jpeg"
-        data, width, height = buf.getvalue(), int(pix.shape[1]), int(pix.shape[0])
-    return {"image_id": image_id, "width": width, "height": height,
-            "url": f"data:{mime};base64," + base64.b64encode(data).decode("ascii")}
+    except (OSError, ValueError, MemoryError) as e:  # a missing or unreadable file, a size an encoder refuses
+        raise UserError(f"{cannot}: {type(e).__name__}: {e}") from None
+    return {"image_id": image_id, "width": int(pix.shape[1]), "height": int(pix.shape[0]),
+            "url": f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
 def _crop_rle(page: Page, crop) -> dict[str, Any] | None:

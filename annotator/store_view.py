@@ -36,6 +36,23 @@ def counts_tables(store: Store) -> tuple[list[list], list[list]]:
     return by_status, by_cat
 
 
+PROBLEM_HEADERS = ["id", "file name", "why the model could not use it", "when (UTC)"]
+
+
+def problem_table(store: Store, limit: int = 200) -> tuple[str, list[list]]:
+    """The images with a recorded problem (db.annotations.record_problems): a line with their count, and a row
+    per image (id, file name, reason, when), the first ``limit`` by id."""
+    n, shown = annotations.images_with_problems(store, limit)
+    if not n:
+        return "No image with a problem: the model could use every image it tried.", []
+    line = (f"**{n} image(s) the model could not use**: proposals, assist and fine-tuning skip them (the rest go "
+            "on). The reason is cleared when one is used again (Propose again, a new model version).")
+    if n > len(shown):
+        line += f" The first {len(shown)} by id:"
+    rows = [[p.id, p.file_name, p.problem, f"{p.at:%Y-%m-%d %H:%M}" if p.at else ""] for p in shown]
+    return line, rows
+
+
 GALLERY_PAGE_SIZE = 24
 
 
@@ -66,6 +83,7 @@ def gallery(store: Store, page: int = 1, page_size: int = GALLERY_PAGE_SIZE, thu
 def _thumbnail(store: Store, im: annotations.ImageRecord, anns: list[Annotation], cats: dict,
                thumb: int) -> tuple[np.ndarray, str]:
     caption = f"#{im.id} {im.file_name} · {im.status} · {len(anns)} inst."
+    caption += f" · {im.problem}" if im.problem else ""  # why the model could not use it
     try:
         pix = load_rgb(store.media_file(im.media_path), at_least=thumb)  # a photo is decoded at reduced size
     except Exception as e:  # a missing or unreadable media file names its image; the page goes on

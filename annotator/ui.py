@@ -334,7 +334,8 @@ class LabelTab:
         return self.pages.end_where(lambda p: p.user == user, why)
 
     def picture(self, image_id) -> dict:
-        """The canvas's server function: the image's pixels, once per opened image."""
+        """The canvas's server function: the image's pixels, once per opened image; {"image_id", "error"} naming
+        why when it cannot be sent (a raised error reaches the page as a bare HTTP 500, without its message)."""
         if isinstance(image_id, bool) or not isinstance(image_id, (int, float)) or image_id != int(image_id):
             raise gr.Error(f"image id {image_id!r} is not an integer")
         image_id = int(image_id)
@@ -342,7 +343,7 @@ class LabelTab:
             try:
                 pic = canvas.picture(self.store, image_id)
             except UserError as e:
-                raise gr.Error(str(e)) from None
+                return {"image_id": image_id, "error": str(e)}
             while len(self._pictures) >= 3:
                 self._pictures.pop(next(iter(self._pictures)))
             self._pictures[image_id] = pic
@@ -505,6 +506,9 @@ def dataset_tab(store: Store, roles: Roles):
         status_plot = gr.BarPlot(x="status", y="images", label="Images by status", elem_id="plot-status")
         cat_plot = gr.BarPlot(x="category", y="count", color="state", label="Annotations by category",
                               elem_id="plot-category")
+    with gr.Accordion("Images the model could not use", open=False, elem_id="problems-panel"):
+        problems_line = markdown(elem_id="problems-count")
+        problems = gr.Dataframe(headers=store_view.PROBLEM_HEADERS, interactive=False, elem_id="problems-table")
     gallery = gr.Gallery(label="Images (masks drawn)", columns=6, height=420, elem_id="store-gallery")
     with gr.Row():
         g_prev = gr.Button("◀ Previous page", elem_id="gallery-prev", scale=1)
@@ -548,7 +552,7 @@ def dataset_tab(store: Store, roles: Roles):
         sdf = pd.DataFrame(s, columns=["status", "images"])
         cdf = pd.DataFrame([(r[0], st, r[k]) for r in c for k, st in ((1, "accepted"), (2, "proposed"), (3, "rejected"))],
                            columns=["category", "state", "count"])
-        return s, c, sdf, cdf, store_view.categories_rows(store)
+        return (s, c, sdf, cdf, store_view.categories_rows(store)) + store_view.problem_table(store)
 
     def show_page(page):
         """The gallery is drawn only here: when the tab is opened, on Refresh, paging and imports."""
@@ -558,7 +562,7 @@ def dataset_tab(store: Store, roles: Roles):
     def refresh_all(page):
         return refresh_counts() + show_page(page)
 
-    counts = [by_status, by_cat, status_plot, cat_plot, cats_table]
+    counts = [by_status, by_cat, status_plot, cat_plot, cats_table, problems_line, problems]
     page_outs = [gallery, g_page, g_label, g_ids]
     outputs = counts + page_outs
     refresh.click(refresh_all, g_page, outputs, api_name="refresh_store")

@@ -54,10 +54,12 @@ class ImageRecord:
     height: int
     status: str
     row_version: int
+    problem: str | None = None  # why the model could not use it the last time it tried (record_problems)
 
 
 def _record(im: Image) -> ImageRecord:
-    return ImageRecord(im.id, im.file_name, im.media_path, im.width, im.height, im.status, im.row_version)
+    return ImageRecord(im.id, im.file_name, im.media_path, im.width, im.height, im.status, im.row_version,
+                       im.problem)
 
 
 @dataclasses.dataclass
@@ -190,13 +192,62 @@ def write_proposals_of_images(store: Store, proposals: dict[int, Instances], mod
                       .values(status=case((Image.status.in_(("new", "proposed")), "proposed" if rows else "new"),
                                           else_=Image.status),
                               row_version=Image.row_version + 1, updated_at=now,
-                              proposed_version_id=model_version_id, claimed_by=None, claimed_until=None))
+                              proposed_version_id=model_version_id, claimed_by=None, claimed_until=None,
+                              problem=None, problem_at=None))  # the model could use it, whatever it said before
             s.execute(delete(Annotation).where(Annotation.image_id == image_id,
                                                Annotation.review_state == "proposed", Annotation.source == "model"))
         every = [r for image_id in sorted(by_image) for r in by_image[image_id]]
         if every:
             s.execute(insert(Annotation), every)
     return {image_id: len(rows) for image_id, rows in by_image.items()}
+
+
+MAX_PROBLEM = 500  # characters of a recorded reason
+
+
+def record_problems(store: Store, problems: dict[int, str], version_id: int | None = None) -> None:
+    """Record why these images could not be used (image id -> reason; an image gone meanwhile is passed over).
+    Their labels, status, row version and place in the queues stay as they are. With ``version_id`` (a
+    proposal run of that model version) the image counts as looked at by it: its claim ends, and workers do
+    not claim it again until another version is active (which tries it again)."""
+    if not problems:
+        return
+    now = utcnow()
+    with store.transaction() as s:
+        for image_id in sorted(problems):  # (every multi-image writer locks images in id order)
+            values = dict(problem=str(problems[image_id])[:MAX_PROBLEM], problem_at=now,
+                          updated_at=Image.updated_at)  # (not a change of its labels: the review order stays)
+            if version_id is not None:
+                values.update(proposed_version_id=version_id, claimed_by=None, claimed_until=None)
+            s.execute(update(Image).where(Image.id == image_id).values(**values))
+
+
+def clear_problems(store: Store, image_ids: Iterable[int]) -> None:
+    """These images were used successfully: the problems recorded on them are forgotten."""
+    ids = sorted(set(image_ids))
+    if not ids:
+        return
+    with store.transaction() as s:
+        for k in range(0, len(ids), 900):
+            s.execute(update(Image).where(Image.id.in_(ids[k:k + 900]), Image.problem.is_not(None))
+                      .values(problem=None, problem_at=None, updated_at=Image.updated_at))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageProblem:
+    id: int
+    file_name: str
+    problem: str
+    at: dt.datetime | None
+
+
+def images_with_problems(store: Store, limit: int = 100) -> tuple[int, list[ImageProblem]]:
+    """How many images have a recorded problem, and the first ``limit`` of them by id."""
+    with store.session() as s:
+        n = s.scalar(select(func.count()).select_from(Image).where(Image.problem.is_not(None))) or 0
+        rows = s.execute(select(Image.id, Image.file_name, Image.problem, Image.problem_at)
+                         .where(Image.problem.is_not(None)).order_by(Image.id).limit(max(0, int(limit)))).all()
+    return n, [ImageProblem(*r) for r in rows]
 
 
 def images(store: Store, image_ids: Iterable[int]) -> dict[int, ImageRecord]:

@@ -20,7 +20,7 @@ from db.errors import UserError
 from db.ids import advance_sequences, id_problem
 from db.instances import Instances
 from db.media import (BadImage, PreparedImage, file_name_problem, media_writer, prepare, read_file,
-                      write_new_media)
+                      shape_problem, write_new_media)
 from db.schema import MAX_ID, Annotation, Category, DatasetMeta, Image, utcnow
 from db.store import Store
 
@@ -105,7 +105,9 @@ def _check_categories(raw: Any, ck: _Checker) -> dict[int, dict]:
     return cats
 
 
-def _check_images(raw: Any, ck: _Checker) -> dict[int, dict]:
+def _check_images(raw: Any, ck: _Checker, limits) -> dict[int, dict]:
+    """The file's images by id; each bad field named, and a size the store refuses (``limits``: its Settings,
+    db.media.shape_problem) named before any file is read."""
     imgs: dict[int, dict] = {}
     if not isinstance(raw, list):
         ck.bad("file", "images", "must be a list")
@@ -140,6 +142,9 @@ def _check_images(raw: Any, ck: _Checker) -> dict[int, dict]:
             if not _is_int(im.get(f)) or not 0 < im[f] <= _MAX_SIDE:
                 ck.bad(where, f, f"missing or not an integer in 1..{_MAX_SIDE}")
                 ok = False
+        if ok and shape_problem(im["width"], im["height"], limits):
+            ck.bad(where, "width/height", shape_problem(im["width"], im["height"], limits))
+            ok = False
         if ok:
             imgs[iid] = im
     return imgs
@@ -293,7 +298,7 @@ def import_coco(
         if key in data:
             _check_finite({key: data[key]}, "file", ck)
     cats = _check_categories(data["categories"], ck)
-    imgs = _check_images(data["images"], ck)
+    imgs = _check_images(data["images"], ck, store.settings)
     anns = _check_annotations(data["annotations"], imgs, cats, ck)
     if ck.problems:
         raise CocoRejected(ck.problems)
@@ -359,7 +364,7 @@ def _read_images(store: Store, imgs: dict, images_dir: Path, ck: _Checker,
             ck.bad(where, "file_name", f"'{im['file_name']}' points outside the images folder")
             continue
         try:
-            p = prepare(read_file(path, store.settings.max_image_bytes), store.settings.max_pixels)
+            p = prepare(read_file(path, store.settings.max_image_bytes), store.settings.max_pixels, store.settings)
         except FileNotFoundError:
             ck.bad(where, "file_name", f"'{im['file_name']}' not found in {images_dir}")
             continue

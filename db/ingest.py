@@ -233,7 +233,7 @@ def ingest(
                 progress(n, src.display)
             try:
                 raw = src.read()
-                prepared = prepare(raw, store.settings.max_pixels)
+                prepared = prepare(raw, store.settings.max_pixels, store.settings)
             except BadImage as e:
                 report.skipped.append((src.display, str(e)))
                 continue

@@ -45,8 +45,25 @@ class PreparedImage:
         return f"{self.content_hash[:2]}/{self.content_hash}{self.ext}"
 
 
-def prepare(raw: bytes, max_pixels: int) -> PreparedImage:
-    """Validate and normalise one image file's bytes; raises BadImage with the reason."""
+def shape_problem(width: int, height: int, limits) -> str | None:
+    """Why an image of this size cannot be labeled here (None when it can), under ``limits`` (the store's
+    Settings: ``min_side``, ``max_aspect``, ``max_side``). The same answer whichever way round the image is."""
+    short, long = sorted((int(width), int(height)))
+    if short < limits.min_side:
+        return (f"{width}x{height}: a side of {short} pixel(s) is under the minimum of {limits.min_side} "
+                "(nothing there to label)")
+    if long > limits.max_side:
+        return (f"{width}x{height}: a side of {long} pixels is over the maximum of {limits.max_side} "
+                "(wider than a browser canvas can be)")
+    if long > limits.max_aspect * short:
+        return (f"{width}x{height}: {long / short:.3g}:1 is more elongated than the maximum of "
+                f"{limits.max_aspect:g}:1 (the model would shrink its short side to a few pixels or none)")
+    return None
+
+
+def prepare(raw: bytes, max_pixels: int, limits=None) -> PreparedImage:
+    """Validate and normalise one image file's bytes; raises BadImage with the reason. With ``limits`` (the
+    store's Settings) an odd shape (``shape_problem``) is refused too, before the pixels are decoded."""
     if not raw:
         raise BadImage("empty file (0 bytes)")
     digest = hashlib.sha256(raw).hexdigest()
@@ -57,6 +74,9 @@ def prepare(raw: bytes, max_pixels: int) -> PreparedImage:
             w, h = img.size
             if w * h > max_pixels:
                 raise BadImage(f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}")
+            odd = shape_problem(w, h, limits) if limits is not None and w and h else None
+            if odd:
+                raise BadImage(odd)
             fmt = img.format
             img.load()
     except BadImage:

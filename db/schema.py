@@ -115,6 +115,11 @@ class Image(Base):
     proposed_version_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     claimed_by: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
     claimed_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+    # Why the model could not use the image the last time it tried (an odd shape, an unreadable file), and when;
+    # None when no problem is known. Written by db.annotations.record_problems when a proposal run, a worker,
+    # assist, a fine-tune or an evaluation skips the image; cleared when the image is used successfully again.
+    problem: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    problem_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
 
     annotations: Mapped[list["Annotation"]] = relationship(
         back_populates="image", cascade="all, delete-orphan", order_by="Annotation.id"

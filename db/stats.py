@@ -6,6 +6,7 @@ import dataclasses
 
 from sqlalchemy import func, select
 
+from db import annotations
 from db.schema import IMAGE_STATUSES, REVIEW_STATES, Annotation, Category, Image, Review
 from db.store import Store
 
@@ -15,6 +16,8 @@ class StoreStats:
     images_by_status: dict[str, int]
     # category name -> review state -> count
     annotations_by_category: dict[str, dict[str, int]]
+    problems: int = 0  # images with a recorded problem (db.annotations.record_problems)
+    problem_images: list[annotations.ImageProblem] = dataclasses.field(default_factory=list)  # the first ones
 
     @property
     def images(self) -> int:
@@ -28,7 +31,16 @@ class StoreStats:
             out.append("  (no categories)")
         for name, c in self.annotations_by_category.items():
             out.append(f"  {name:<20} {c['accepted']:>7} / {c['proposed']:>7} / {c['rejected']:>7}")
+        if self.problems:
+            out.append(f"images the model could not use (skipped, with the reason): {self.problems}")
+            out += [f"  #{p.id} {p.file_name}: {p.problem}" + (f" ({p.at:%Y-%m-%d %H:%M} UTC)" if p.at else "")
+                    for p in self.problem_images]
+            if self.problems > len(self.problem_images):
+                out.append(f"  ... and {self.problems - len(self.problem_images)} more")
         return out
+
+
+PROBLEMS_SHOWN = 100  # images with a problem listed by name (all of them are counted)
 
 
 def stats(store: Store) -> StoreStats:
@@ -41,7 +53,9 @@ def stats(store: Store) -> StoreStats:
     per = {cid: dict.fromkeys(REVIEW_STATES, 0) for cid, _ in cats}
     for cid, state, n in counts:
         per.setdefault(cid, dict.fromkeys(REVIEW_STATES, 0))[state] = n
-    return StoreStats(by_status, {name: per[cid] for cid, name in cats})
+    n_problems, problem_images = annotations.images_with_problems(store, PROBLEMS_SHOWN)
+    return StoreStats(by_status, {name: per[cid] for cid, name in cats}, n_problems, problem_images)
+
 
 
 @dataclasses.dataclass

@@ -23,6 +23,13 @@ class Settings:
     store_dir: Path = Path("labelstore")
     db_url: str | None = None  # None: SQLite file inside store_dir
     max_pixels: int = 120_000_000  # images above this are refused at ingest
+    # Shapes refused at ingest (db.media.shape_problem), measured in docs/reliability.md ("Odd shapes"): a side
+    # under min_side pixels is nothing to label; beyond max_aspect:1 the tiny model's resize leaves a short side
+    # of under 9 px (0 px, and a crash, past 192:1) and a fitted canvas shows a sliver; a side over max_side
+    # cannot be a browser canvas (Firefox's limit; Chrome's is 65535), and a mask crop is drawn on one.
+    min_side: int = 8
+    max_aspect: float = 20.0
+    max_side: int = 32_767
     max_image_bytes: int = 512 * 2 ** 20  # an image file (or zip entry) larger than this is refused unread
     max_zip_ratio: int = 200  # a zip entry expanding more than this is refused unread (a zip bomb)
     busy_timeout_ms: int = 30_000

@@ -19,13 +19,12 @@ from db.errors import UserError
 from db.store import Store
 from db import annotations
 from db.instances import Instances
-from db.media import load_rgb
 from db.schema import ModelVersion
 from model.assist import ROUND0_REFUSED, Assistant
 from model.build import WeightsUnavailable
 from model.demo import fill_demo
 from model.options import ModelOptions
-from model.data import store_category_map
+from model.data import UnusableImage, read_pixels, store_category_map
 from model.predict import Predictor, active_version, ensure_round0, images_to_propose, propose
 from model.train import (Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions,
                          training_data_problem)
@@ -34,7 +33,7 @@ __all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
            "list_versions", "training_data_problem", "active_version", "active_predictor", "predictor", "propose_images",
            "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box", "assist_point",
-           "assist_features", "assist_features_ready", "propose_worker"]
+           "assist_features", "assist_features_ready", "propose_worker", "skipped_lines"]
 
 
 def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
@@ -79,7 +78,9 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
         jobs.set_state(store, job_id, "failed", f"{type(e).__name__}: {e}")
         raise
     verdict = "promoted to active" if result.promoted else "not promoted (not better than the active model beyond the noise)"
-    jobs.set_state(store, job_id, "done", f"version {result.version_id} {verdict}", progress=1.0,
+    left_out = (f"; {len(result.skipped)} image(s) the model cannot use were left out (the Dataset tab lists them)"
+                if result.skipped else "")
+    jobs.set_state(store, job_id, "done", f"version {result.version_id} {verdict}{left_out}", progress=1.0,
                    result_version_id=result.version_id)
     return result
 
@@ -156,10 +157,12 @@ def assist_box(store: Store, helper: Assistant | None, image_id: int, box_xyxy: 
     unless ``category_id`` is given): {"category_id", "score", "bbox" (xywh, tight around the mask),
     "segmentation" (COCO RLE, counts a str), "keypoints" (flat x, y, v, or None), "model_version_id" (the
     version that answered)}. Writes nothing."""
-    key, load, size_hw = _prompted(store, helper, image_id, category_id)
     if not isinstance(box_xyxy, (list, tuple)) or len(box_xyxy) != 4:
+        _prompted(store, helper, image_id, category_id)  # (a missing model or image is said first)
         raise UserError("the box must be [x0, y0, x1, y1] in image pixels")
-    return _answer(helper.box(key, load, size_hw, box_xyxy, category_id), image_id, helper.predictor.version.id)
+    return _answer(_ask(store, helper, image_id, category_id,
+                        lambda key, load, size_hw: helper.box(key, load, size_hw, box_xyxy, category_id)),
+                   image_id, helper.predictor.version.id)
 
 
 def assist_point(store: Store, helper: Assistant | None, image_id: int, x: float, y: float,
@@ -167,14 +170,30 @@ def assist_point(store: Store, helper: Assistant | None, image_id: int, x: float
     """The model's best detection covering the point (x, y) of an image (image pixels), however low its
     score (only of ``category_id`` when given), as ``assist_box`` answers: {"category_id", "score", "bbox",
     "segmentation", "keypoints", "model_version_id"}. UserError when the model sees nothing there. Writes nothing."""
-    key, load, size_hw = _prompted(store, helper, image_id, category_id)
-    return _answer(helper.point(key, load, size_hw, x, y, category_id), image_id, helper.predictor.version.id)
+    return _answer(_ask(store, helper, image_id, category_id,
+                        lambda key, load, size_hw: helper.point(key, load, size_hw, x, y, category_id)),
+                   image_id, helper.predictor.version.id)
 
 
 def assist_features(store: Store, helper: Assistant, image_id: int) -> None:
     """Compute (or, when cached, mark as just used) the features assist prompts of this image will use."""
-    key, load, _ = _prompted(store, helper, image_id)
-    helper.features(key, load)
+    _ask(store, helper, image_id, None, lambda key, load, _: helper.features(key, load))
+
+
+def _ask(store: Store, helper: Assistant | None, image_id: int, category_id: int | None,
+         question: Callable[[tuple, Callable[[], np.ndarray], tuple[int, int]], Any]) -> Any:
+    """``question(key, load, size_hw)`` about a checked image (``_prompted``). An image the model cannot look
+    at, or whose file cannot be read, gets the reason recorded on it (db.annotations.record_problems) and a
+    UserError naming it; a problem recorded before is cleared once the model has looked at it."""
+    key, load, size_hw, had_problem = _prompted(store, helper, image_id, category_id)
+    try:
+        answer = question(key, load, size_hw)
+    except UnusableImage as e:
+        annotations.record_problems(store, {image_id: str(e)})
+        raise UserError(f"the model cannot use image {image_id}: {e}") from None
+    if had_problem:
+        annotations.clear_problems(store, [image_id])
+    return answer
 
 
 def assist_features_ready(store: Store, helper: Assistant | None, image_id: int) -> bool:
@@ -190,8 +209,9 @@ def _assist_key(helper: Assistant, image_id: int, media_path: str) -> tuple:
 
 
 def _prompted(store: Store, helper: Assistant | None, image_id: int, category_id: int | None = None
-              ) -> tuple[tuple, Callable[[], np.ndarray], tuple[int, int]]:
-    """An assist prompt's image, checked: (cache key, pixel loader, (height, width))."""
+              ) -> tuple[tuple, Callable[[], np.ndarray], tuple[int, int], bool]:
+    """An assist prompt's image, checked: (cache key, pixel loader (UnusableImage when the file cannot be
+    read), (height, width), whether a problem is recorded on it)."""
     if helper is None:
         raise UserError("no model yet: fine-tune one first (Model tab, or app.py train --size tiny)")
     if not isinstance(image_id, int) or isinstance(image_id, bool):
@@ -202,7 +222,8 @@ def _prompted(store: Store, helper: Assistant | None, image_id: int, category_id
     if im is None:
         raise UserError(f"no image with id {image_id}")
     return (_assist_key(helper, image_id, im.media_path),
-            lambda: np.asarray(load_rgb(store.media_file(im.media_path))), (im.height, im.width))
+            lambda: read_pixels(store.media_file(im.media_path), im.height, im.width), (im.height, im.width),
+            bool(im.problem))
 
 
 def _answer(inst: Instances, image_id: int, version_id: int | None) -> dict[str, Any]:
@@ -230,24 +251,35 @@ def active_predictor(store: Store, options: ModelOptions, current: Predictor | N
 
 def propose_images(store: Store, image_ids: list[int], options: ModelOptions, min_score: float = 0.3,
                    progress: Callable[[int, int], None] | None = None,
-                   predictor: Predictor | None = None) -> dict[str, int]:
+                   predictor: Predictor | None = None) -> dict[str, Any]:
     """Proposals for these images from the active model (or ``predictor``), replacing their unreviewed ones;
-    returns {"images": n, "proposals": m}."""
+    returns {"images": n, "proposals": m, "skipped": {image id: reason}} (model.predict.propose: an image the
+    model cannot use is skipped, its reason recorded on it)."""
     predictor = predictor or Predictor.for_version(store, options)
     return propose(store, image_ids, predictor, min_score=min_score, progress=progress)
+
+
+def skipped_lines(store: Store, skipped: dict[int, str]) -> list[str]:
+    """One line per skipped image, naming it: "skipped: image 7 (thin.png): reason"."""
+    names = {i: im.file_name for i, im in annotations.images(store, list(skipped)).items()}
+    return [f"skipped: image {i}" + (f" ({names[i]})" if i in names else "") + f": {why}"
+            for i, why in skipped.items()]
 
 
 def propose_worker(store: Store, options: ModelOptions, worker: str, *, claim: int = 16, claim_seconds: float = 600.0,
                    min_score: float = 0.3, poll_seconds: float = 5.0, once: bool = False,
                    stop: Callable[[], bool] = lambda: False,
-                   echo: Callable[[list[int], dict[str, int]], None] | None = None) -> dict[str, int]:
+                   echo: Callable[[list[int], dict[str, Any]], None] | None = None) -> dict[str, int]:
     """One proposal worker (``app.py propose --worker``): claim images through the database
     (db.annotations.claim_images), propose on them with the active model, write them (which ends the claims),
     and again; a new active version is picked up between claims, and then every image not done is proposed
     on again. Any number of workers, processes or machines, share a store without proposing on an image
     twice; a worker that dies holds its images until its claims expire (``claim_seconds``). ``once``: stop
-    when nothing is left to claim, else wait ``poll_seconds`` and look again, until ``stop()``."""
-    total = {"images": 0, "proposals": 0}
+    when nothing is left to claim, else wait ``poll_seconds`` and look again, until ``stop()``. An image the
+    model cannot use is skipped with its reason recorded on it (``propose``) and not claimed again for this
+    version; it never stops the worker (``echo`` gets each batch's reasons). Returns the counts {"images",
+    "proposals", "skipped"}."""
+    total = {"images": 0, "proposals": 0, "skipped": 0}
     predictor = None
     while not stop():
         predictor = active_predictor(store, options, predictor)
@@ -265,6 +297,7 @@ def propose_worker(store: Store, options: ModelOptions, worker: str, *, claim: i
             raise
         total["images"] += r["images"]
         total["proposals"] += r["proposals"]
+        total["skipped"] += len(r["skipped"])
         if echo:
             echo(ids, r)
     return total

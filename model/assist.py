@@ -25,6 +25,7 @@ from torchvision.ops import boxes as box_ops
 from db.errors import UserError
 from db.instances import Instances
 from model.convert import instances_from_output
+from model.data import UnusableImage
 
 from model.predict import Predictor, upload
 
@@ -61,7 +62,8 @@ class Assistant:
     @torch.inference_mode()
     def features(self, key, load: Callable[[], np.ndarray]) -> Features:
         """The features of an image, computed once per ``key``; ``load`` gives its pixels (H, W, 3 uint8) when
-        they are needed. A hit counts as a use: the least recently used image leaves the cache first."""
+        they are needed. A hit counts as a use: the least recently used image leaves the cache first.
+        UnusableImage for an image the model cannot look at."""
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -69,11 +71,14 @@ class Assistant:
                 return hit
         pixels = load()
         net, device = self.net, self.predictor.device
+        h, w = pixels.shape[:2]
+        why = self.predictor.input_problem(h, w)  # e.g. a 3000x2 image: its short side would scale to 0 pixels
+        if why:
+            raise UnusableImage(why)
         try:
             images, _ = net.transform([upload(pixels, device)])
-        except RuntimeError as e:  # e.g. a 3000x2 image: its short side scales to 0 pixels
-            h, w = pixels.shape[:2]
-            raise UserError(f"the model cannot look at this {w}x{h} image ({str(e).splitlines()[0]})") from None
+        except RuntimeError as e:
+            raise UnusableImage(f"the model cannot look at this {w}x{h} image ({str(e).splitlines()[0]})") from None
         entry = Features(net.backbone(images.tensors), tuple(images.image_sizes[0]), tuple(pixels.shape[:2]),
                          tuple(images.tensors.shape[-2:]))
         with self._lock:

@@ -11,13 +11,15 @@ image with ``boxes`` xyxy, ``labels``, ``scores``, ``masks`` (N, 1, H, W) probab
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import tempfile
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -108,6 +110,25 @@ def freeze_pretrained(model: MaskRCNN, trainable_layers: int = 3) -> None:
 
 def set_eval_size(model: MaskRCNN, config: ModelConfig) -> None:
     model.transform.min_size = (config.min_size_test,)
+
+
+def resize_problem(min_sizes: int | Sequence[int], max_size: int, height: int, width: int) -> str | None:
+    """Why a network whose transform (torchvision's GeneralizedRCNNTransform) resizes images to ``min_sizes``
+    on their shorter side (the smallest of several: the worst case of scale jitter) and at most ``max_size`` on
+    their longer side cannot take a ``height`` x ``width`` image: the resize would leave a side of 0 pixels,
+    and torch's interpolate fails ("Input and output sizes should be greater than 0"). That happens past
+    ``max_size``:1 (192:1 for the tiny configuration, 1333:1 for the full one). None when it can take it.
+    The same arithmetic as torchvision's: a float32 scale, sizes floored."""
+    if height < 1 or width < 1:
+        return f"{width}x{height}: an image with no pixels"
+    smallest = min(min_sizes) if isinstance(min_sizes, Sequence) else min_sizes
+    short, long = np.float32(min(height, width)), np.float32(max(height, width))
+    scale = float(min(np.float32(smallest) / short, np.float32(max_size) / long))
+    rw, rh = math.floor(width * scale), math.floor(height * scale)
+    if min(rw, rh) >= 1:
+        return None
+    return (f"{width}x{height}: the model shrinks it to {rw}x{rh} pixels (its longer side to {max_size}), which "
+            f"leaves nothing to look at; it takes images up to {max_size}:1")
 
 
 # --- moving class rows between label spaces --------------------------------------------------------

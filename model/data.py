@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from db import annotations
 from db.annotations import HELDOUT_EVERY, is_heldout  # noqa: F401 - the split is the store's rule
+from db.errors import UserError
 from db.instances import Instances
 from db.media import load_rgb
 from db.schema import Category
@@ -35,13 +36,35 @@ class Sample:
     height: int
     instances: Instances
     skipped: list[str] = dataclasses.field(default_factory=list)  # rows left out, each named with its reason
+    problem: str | None = None  # the problem recorded on the image (db.annotations.record_problems), if any
 
 
 def labeled_samples(store: Store, heldout: bool) -> list[Sample]:
     """Images marked done, with their accepted labels (db.annotations.labeled_images); ``heldout`` picks the
     fixed held-out split or the training split."""
     return [Sample(li.image.id, str(store.media_file(li.image.media_path)), li.image.width, li.image.height,
-                   li.instances, li.skipped) for li in annotations.labeled_images(store, heldout)]
+                   li.instances, li.skipped, li.image.problem) for li in annotations.labeled_images(store, heldout)]
+
+
+class UnusableImage(UserError):
+    """An image the model cannot look at; the message is the reason, recorded on the image
+    (db.annotations.record_problems) by whoever skips it."""
+
+
+def read_pixels(path, height: int, width: int) -> np.ndarray:
+    """A stored image's pixels (H, W, 3 uint8), or UnusableImage naming why they cannot be had: its media file
+    is missing or cannot be decoded, or it is not of the size the store has for it."""
+    try:
+        pix = np.asarray(load_rgb(path))
+    except FileNotFoundError:
+        raise UnusableImage(f"its media file is missing ({path})") from None
+    except Exception as e:  # noqa: BLE001 - whatever the decoder says, this image is the one that fails
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UnusableImage(f"its media file cannot be read ({type(e).__name__}: {first})") from None
+    if pix.shape[:2] != (height, width):
+        raise UnusableImage(f"its media file is {pix.shape[1]}x{pix.shape[0]}, not {width}x{height} as the store "
+                            "says")
+    return pix
 
 
 def image_tensor(pix: np.ndarray) -> torch.Tensor:
@@ -83,8 +106,13 @@ class TrainDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int):
+        """(image, target); for an image that cannot be read, (None, {"skipped": (image id, reason)}), which the
+        training loop leaves out of its batch (model.train.train_loop)."""
         s = self.samples[i]
-        img = image_tensor(np.asarray(load_rgb(s.path)))
+        try:
+            img = image_tensor(read_pixels(s.path, s.height, s.width))
+        except UnusableImage as e:
+            return None, {"skipped": (s.image_id, str(e))}
         t = target_for(s, self.cmap)
         if self.augment and float(torch.rand(())) < 0.5:
             img, t = hflip(img, t, self.flip_perm)

@@ -13,9 +13,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from db.compare import keypoint_sigmas
-from db.media import load_rgb
 from model.categories import CategoryMap
-from model.data import Sample
+from model.data import Sample, UnusableImage, read_pixels
 
 
 def ground_truth(samples: Sequence[Sample], cmap: CategoryMap) -> dict:
@@ -136,19 +135,42 @@ def evaluation(predictor, samples: Sequence[Sample]) -> Evaluation:
     return coco_evaluation(gt, dets, predictor.cmap)
 
 
-def detections(predictor, samples: Sequence[Sample]) -> tuple[dict, list[dict]]:
+def detections(predictor, samples: Sequence[Sample], skipped: dict[int, str] | None = None) -> tuple[dict, list[dict]]:
     """The held-out ground truth (COCO dict, of the predictor's categories) and the predictor's detections
-    on it, to score with ``coco_evaluation`` (several ways, without predicting again)."""
+    on it, to score with ``coco_evaluation`` (several ways, without predicting again). An image the
+    predictor cannot look at (``input_problem``), whose file cannot be read, or that the network fails on
+    alone is left out of both, with its reason in ``skipped`` (image id -> reason)."""
     cmap = predictor.cmap
-    gt = ground_truth(samples, cmap)
+    skipped = {} if skipped is None else skipped
+    kept: list[Sample] = []
     dets = []
     for k in range(0, len(samples), 8):
-        chunk = samples[k:k + 8]
-        preds = predictor.predict([np.asarray(load_rgb(s.path)) for s in chunk])
-        for s, p in zip(chunk, preds):
+        chunk, pixels = [], []
+        for s in samples[k:k + 8]:
+            try:
+                why = predictor.input_problem(s.height, s.width)
+                if why:
+                    raise UnusableImage(why)
+                pixels.append(read_pixels(s.path, s.height, s.width))
+                chunk.append(s)
+            except UnusableImage as e:
+                skipped[s.image_id] = str(e)
+        preds, failed = predictor.predict_each(pixels) if pixels else ([], {})
+        for j, (s, p) in enumerate(zip(chunk, preds)):
+            if j in failed:
+                skipped[s.image_id] = failed[j]
+                continue
+            kept.append(s)
             dets += [{k: v for k, v in d.items() if k != "segmentation" or v}  # keypoint-only: no mask
                      for d in p.to_coco(s.image_id, with_score=True)]
-    return gt, dets
+    return ground_truth(kept, cmap), dets
+
+
+def restricted(gt: dict, dets: list[dict], image_ids: set[int]) -> tuple[dict, list[dict]]:
+    """Ground truth and detections (``detections``) of only these images."""
+    return ({**gt, "images": [im for im in gt["images"] if im["id"] in image_ids],
+             "annotations": [a for a in gt["annotations"] if a["image_id"] in image_ids]},
+            [d for d in dets if d["image_id"] in image_ids])
 
 
 @dataclasses.dataclass

@@ -4,12 +4,13 @@ and ``propose`` that writes them to the store as proposals (the CLI and the UI b
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 import uuid
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,15 +19,23 @@ from sqlalchemy import select
 from db import annotations
 from db.errors import UserError
 from db.instances import Instances
-from db.media import load_rgb
 from db.schema import ModelVersion
 from db.store import Store
-from model.build import (CocoNets, load_checkpoint, load_coco_nets, read_checkpoint, set_eval_size,
+from model.build import (CocoNets, load_checkpoint, load_coco_nets, read_checkpoint, resize_problem, set_eval_size,
                          verify_checkpoint)
 from model.categories import CategoryMap
 from model.convert import instances_from_output, merge_person_keypoints
 from model.options import ModelOptions
-from model.data import store_category_map
+from model.data import UnusableImage, read_pixels, store_category_map
+
+
+log = logging.getLogger(__name__)
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}"[:limit]
 
 
 def pick_device(setting: str = "auto") -> torch.device:
@@ -119,6 +128,41 @@ class Predictor:
         names = ", ".join(f"'{n}'" for n in self.unknown[:5]) + (" …" if len(self.unknown) > 5 else "")
         return (f"model version {self.version.id} was trained before {names} existed: it proposes the other "
                 "categories; fine-tune to have it propose these too")
+
+    def input_problem(self, height: int, width: int) -> str | None:
+        """Why this model cannot look at a ``height`` x ``width`` image (its resize would leave a side of 0
+        pixels: model.build.resize_problem); None when it can."""
+        nets = [self.net] if self.net is not None else [self.coco.instances, self.coco.keypoints]
+        for n in nets:
+            why = resize_problem(n.transform.min_size, n.transform.max_size, height, width)
+            if why:
+                return why
+        return None
+
+    def predict_each(self, pixels: Sequence[np.ndarray], min_score: float | None = None
+                     ) -> tuple[list[Instances | None], dict[int, str]]:
+        """``predict``, where an image the network fails on does not take the others with it: when a batch
+        fails, each image is tried alone. Returns the proposals per image (None for a failed one) and the
+        reason per failed position. When every image of several fails alone too, the model (or the device) is
+        what fails, not the images: that error is raised."""
+        try:
+            return list(self.predict(pixels, min_score)), {}
+        except Exception as e:  # noqa: BLE001 - sorted out image by image below
+            if len(pixels) == 1:
+                return [None], {0: "the model failed on it: " + _one_line(e)}
+            log.warning("a batch of %d images failed (%s); trying each alone", len(pixels), _one_line(e))
+            first = e
+        out: list[Instances | None] = []
+        failed: dict[int, str] = {}
+        for k, p in enumerate(pixels):
+            try:
+                out += self.predict([p], min_score)
+            except Exception as e:  # noqa: BLE001 - this image is one the model fails on
+                out.append(None)
+                failed[k] = "the model failed on it: " + _one_line(e)
+        if len(failed) == len(pixels):
+            raise first
+        return out, failed
 
     DEFAULT_SCORE = 0.05  # torchvision's box_score_thresh: what evaluation sees
 
@@ -240,55 +284,85 @@ def _register(store: Store, mv: ModelVersion) -> ModelVersion:
 
 
 def propose(store: Store, image_ids: Sequence[int], predictor: Predictor, *, min_score: float = 0.3,
-            progress: Callable[[int, int], None] | None = None, chunk: int = 16) -> dict[str, int]:
+            progress: Callable[[int, int], None] | None = None, chunk: int = 16) -> dict[str, Any]:
     """Run the predictor on images and write proposals, replacing earlier unreviewed model proposals of
     those images; accepted and rejected annotations are never touched.
 
     A pipeline: while the model runs on one chunk of images, the next chunk is decoded by a thread pool and
     the previous one's rows are written by a writer thread, one transaction per chunk (a chunk's proposals
-    appear all at once or not at all). Every id is checked before anything runs."""
+    appear all at once or not at all). Every id is checked before anything runs.
+
+    An image the model cannot use is skipped and the rest go on: one it cannot look at (``input_problem``,
+    known from the image's size before anything is decoded), one whose media file cannot be read, or one the
+    network fails on alone (``Predictor.predict_each``). Its reason is recorded on the image
+    (db.annotations.record_problems, which also ends a worker's claim on it) and cleared when proposals are
+    written for it later. Returns {"images": images given, "proposals": proposals written, "skipped":
+    {image id: reason}}."""
     ids = list(image_ids)
     rows = annotations.images(store, ids)
     missing = [i for i in ids if i not in rows]
     if missing:
         raise UserError(f"no image with id {', '.join(map(str, missing[:20]))}"
                         f"{' …' if len(missing) > 20 else ''} in the store; nothing was proposed")
-    chunks = [ids[k:k + chunk] for k in range(0, len(ids), chunk)]
-    written = done = 0
+    version_id = predictor.version.id if predictor.version is not None else None
+    skipped = {i: why for i in ids if (why := predictor.input_problem(rows[i].height, rows[i].width))}
+    annotations.record_problems(store, skipped, version_id)
+    todo = [i for i in ids if i not in skipped]
+    chunks = [todo[k:k + chunk] for k in range(0, len(todo), chunk)]
+    written, done = 0, len(skipped)
 
-    def pixels_of(image_id: int) -> np.ndarray:
-        return np.asarray(load_rgb(store.media_file(rows[image_id].media_path)))
+    def pixels_of(image_id: int) -> np.ndarray | str:
+        """The image's pixels, or why they cannot be had."""
+        try:
+            return read_pixels(store.media_file(rows[image_id].media_path), rows[image_id].height, rows[image_id].width)
+        except UnusableImage as e:
+            return str(e)
 
-    def write(chunk_ids: list[int], preds: list[Instances]) -> int:
+    def run(chunk_ids: list[int], pixels: list[np.ndarray | str]) -> tuple[dict[int, Instances], dict[int, str]]:
+        """The chunk's proposals by image id, and the images left out with their reasons."""
+        bad = {i: p for i, p in zip(chunk_ids, pixels) if isinstance(p, str)}
+        good = [(i, p) for i, p in zip(chunk_ids, pixels) if not isinstance(p, str)]
+        preds, failed = predictor.predict_each([p for _, p in good], min_score) if good else ([], {})
+        bad.update((good[k][0], why) for k, why in failed.items())
+        skipped.update(bad)
+        return {i: p for (i, _), p in zip(good, preds) if p is not None}, bad
+
+    def write(preds: dict[int, Instances], bad: dict[int, str]) -> int:
+        annotations.record_problems(store, bad, version_id)
         kept = {iid: p.take(p.score_array() >= min_score)  # (the round-0 keypoint network's persons)
-                for iid, p in zip(chunk_ids, preds)}
-        return sum(annotations.write_proposals_of_images(store, kept, predictor.version.id).values())
+                for iid, p in preds.items()}
+        return sum(annotations.write_proposals_of_images(store, kept, version_id).values()) if kept else 0
 
-    if len(chunks) == 1:  # one chunk (one image opened in the UI): nothing to overlap, no threads to start
-        written = write(chunks[0], predictor.predict([pixels_of(i) for i in chunks[0]], min_score))
+    def result() -> dict[str, Any]:
+        return {"images": len(ids), "proposals": written, "skipped": {i: skipped[i] for i in ids if i in skipped}}
+
+    if len(chunks) <= 1:  # one chunk (one image opened in the UI): nothing to overlap, no threads to start
+        if chunks:
+            written = write(*run(chunks[0], [pixels_of(i) for i in chunks[0]]))
         if progress:
             progress(len(ids), len(ids))
-        return {"images": len(ids), "proposals": written}
+        return result()
     with ThreadPoolExecutor(2, thread_name_prefix="decode") as decoders, \
             ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
-        decoding = [decoders.submit(pixels_of, i) for i in chunks[0]] if chunks else []
+        decoding = [decoders.submit(pixels_of, i) for i in chunks[0]]
         writing = None
         for k, chunk_ids in enumerate(chunks):
             pixels = [f.result() for f in decoding]
             if k + 1 < len(chunks):
                 decoding = [decoders.submit(pixels_of, i) for i in chunks[k + 1]]
-            preds = predictor.predict(pixels, min_score)
+            preds, bad = run(chunk_ids, pixels)
+            del pixels
             if writing is not None:  # one chunk in writing at a time: memory stays bounded
                 written += writing.result()
                 done += len(chunks[k - 1])
                 if progress:
                     progress(done, len(ids))
-            writing = writer.submit(write, chunk_ids, preds)
+            writing = writer.submit(write, preds, bad)
         if writing is not None:
             written += writing.result()
             if progress:
                 progress(len(ids), len(ids))
-    return {"images": len(ids), "proposals": written}
+    return result()
 
 
 def images_to_propose(store: Store) -> list[int]:

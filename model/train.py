@@ -20,11 +20,12 @@ from db.store import Store
 from model import distributed
 from model import evaluate as ev
 from model.build import (WeightsUnavailable, build, freeze_pretrained, init_from_coco, load_coco_nets, read_checkpoint,
-                         save_checkpoint, set_eval_size, transfer, classes_of, keypoints_of, verify_checkpoint)
+                         resize_problem, save_checkpoint, set_eval_size, transfer, classes_of, keypoints_of,
+                         verify_checkpoint)
 from model.categories import CategoryMap
 from model.options import ModelOptions
 from model.config import ModelConfig, get
-from model.data import AspectBatches, TrainDataset, collate, labeled_samples, store_category_map
+from model.data import AspectBatches, Sample, TrainDataset, collate, labeled_samples, store_category_map
 from model.distributed import Dist
 from model.predict import Predictor, active_version, pick_device
 
@@ -74,6 +75,7 @@ class TrainResult:
     iterations: int
     seconds: float
     warnings: list[str]
+    skipped: dict[int, str] = dataclasses.field(default_factory=dict)  # images left out: image id -> reason
 
 
 PLAN_PROBE = 8  # iterations timed to plan a run that a time limit binds
@@ -88,13 +90,15 @@ def lr_factor(it: int, planned: int, warmup: int) -> float:
 
 def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: int, device: torch.device,
                deadline: float | None, after_step: Callable[[Progress], None],
-               dist: Dist | None = None) -> list[list[float]]:
+               dist: Dist | None = None, skipped: dict[int, str] | None = None) -> list[list[float]]:
     """Iterate over ``loader`` until ``total_iters`` or the deadline; returns the loss curve [[it, loss]].
 
     With a deadline, the first ``PLAN_PROBE`` iterations are timed and the run is planned to the number of
     iterations that fit (never more than ``total_iters``): the schedule decays over that plan. One host
     sync per iteration (the losses, read once for the curve, the progress and the divergence check). With
-    ``dist`` (several processes) the processes agree every iteration on the plan and on a cancel."""
+    ``dist`` (several processes) the processes agree every iteration on the plan and on a cancel. An image the
+    loader could not read (``TrainDataset`` gives None for it) is left out of its batch and named in
+    ``skipped`` (image id -> reason); a batch left empty is no iteration."""
     params = [p for p in model.parameters() if p.requires_grad]
     lr = opts.lr or (1e-3 if opts.optimizer == "adamw" else 0.02 * opts.batch_size / 16)
     if opts.optimizer == "sgd":
@@ -117,6 +121,15 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     t0 = time.monotonic()
     while it < planned:
         for images, targets in loader:
+            if any(i is None for i in images):
+                images, targets, unread = _readable(images, targets)
+                if skipped is not None:
+                    skipped.update(unread)
+                if not images:
+                    if dist is not None:  # the other processes are waiting in this iteration's collectives
+                        raise UserError("no image of a batch of one of the training processes could be read ("
+                                        + "; ".join(f"image {i}: {why}" for i, why in unread.items()) + ")")
+                    continue
             images = [i.to(device, non_blocking=True) for i in images]
             targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
@@ -156,6 +169,32 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     return curve
 
 
+def _readable(images, targets) -> tuple[list, list, dict[int, str]]:
+    """A batch without the images the loader could not read, and those (image id -> reason)."""
+    keep_i, keep_t, unread = [], [], {}
+    for img, t in zip(images, targets):
+        if img is None:
+            image_id, why = t["skipped"]
+            unread[int(image_id)] = why
+        else:
+            keep_i.append(img)
+            keep_t.append(t)
+    return keep_i, keep_t, unread
+
+
+def usable_samples(samples: list[Sample], min_sizes, max_size: int, skipped: dict[int, str]) -> list[Sample]:
+    """The samples a network resizing to ``min_sizes`` / ``max_size`` can look at; the others are named in
+    ``skipped`` (image id -> reason: model.build.resize_problem)."""
+    out = []
+    for smp in samples:
+        why = resize_problem(min_sizes, max_size, smp.height, smp.width)
+        if why:
+            skipped[smp.image_id] = why
+        else:
+            out.append(smp)
+    return out
+
+
 def fine_tune(store: Store, opts: TrainOptions,
               on_progress: Callable[[Progress], bool] | None = None) -> TrainResult | None:
     """Fine-tune the active model (or start a new line when ``opts.size`` differs) on accepted labels.
@@ -182,24 +221,37 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
 
     phase("reading the labels")
     cmap = store_category_map(store)
+    active = active_version(store)
+    size = opts.size or (active.size if active is not None else "tiny")
+    config = get(size)
     # images with nothing to label (every proposal rejected, or none) train as background: rejecting a
-    # false positive teaches the model not to propose it again
-    train_samples = labeled_samples(store, heldout=False)
+    # false positive teaches the model not to propose it again. An image the network cannot look at (its
+    # resize would leave a side of 0 pixels) is left out and named, never the end of the run.
+    skipped: dict[int, str] = {}
+    every_train = labeled_samples(store, heldout=False)
+    train_samples = usable_samples(every_train, config.min_size_train, config.max_size, skipped)
+    every_heldout = labeled_samples(store, heldout=True)
+    heldout = usable_samples(every_heldout, (config.min_size_test,), config.max_size, skipped)
+    recorded: set[int] = set()
+
+    def record() -> None:  # as soon as they are known: a run that fails or is cancelled later has said so too
+        if dist is None or dist.main:
+            annotations.record_problems(store, {i: why for i, why in skipped.items() if i not in recorded})
+        recorded.update(skipped)
+
+    record()
     problem = _data_problem(cmap, train_samples)
     if problem:
-        raise UserError(problem)
+        raise UserError(problem + (f" ({len(skipped)} labeled image(s) the model cannot look at were left out: "
+                                   "app.py stats names them)" if skipped else ""))
     counts = {cid: 0 for cid in cmap.ids}
     for s in train_samples:
         for cid in s.instances.category_ids:
             counts[cid] = counts.get(cid, 0) + 1
     warnings = [f"category {cid} '{cmap.names[cmap.ids.index(cid)]}' has no accepted instances in the training "
                 f"split; the model cannot learn it yet" for cid, n in counts.items() if n == 0]
-    heldout = labeled_samples(store, heldout=True)
     warnings += [w for smp in train_samples + heldout for w in smp.skipped]
 
-    active = active_version(store)
-    size = opts.size or (active.size if active is not None else "tiny")
-    config = get(size)
     parent = active if active is not None and active.size == size else None
     device = pick_device(opts.device)
     if dist is not None:
@@ -220,10 +272,12 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
 
     net = dist.wrap(model.to(device), device) if dist is not None else model
     try:
-        curve = train_loop(net, loader, opts, total, device, deadline, after_step, dist)
+        curve = train_loop(net, loader, opts, total, device, deadline, after_step, dist, skipped)
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of GPU memory at batch size {opts.batch_size}: lower --batch-size or use "
                         "--size tiny; the active model is unchanged") from None
+    finally:
+        record()  # the files the loader could not read
     if dist is not None and not dist.main:
         return None  # rank 0 evaluates and writes the version
 
@@ -232,17 +286,25 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
     set_eval_size(model, config)
     new_pred = Predictor(cmap, net=model, device=opts.device)
     evaluation = comparison = None
-    if heldout:
-        gt, dets = ev.detections(new_pred, heldout)
-        evaluation = comparison = ev.coco_evaluation(gt, dets, cmap)
     before = old_pred = None
     if active is not None and heldout:
         try:
             old_pred = Predictor.for_version(store, opts.model_options, active)
-            old_gt, old_dets = ev.detections(old_pred, heldout)
-            before = ev.coco_evaluation(old_gt, old_dets, old_pred.cmap)
         except UserError as e:
             warnings.append(f"active version {active.id} could not be evaluated: {e}")
+    if old_pred is not None:  # both versions are scored on the same held-out images: those both can look at
+        heldout = [smp for smp in heldout if not _cannot_look(old_pred, smp, active, skipped)]
+    if heldout:
+        gt, dets = ev.detections(new_pred, heldout, skipped)
+        evaluation = comparison = ev.coco_evaluation(gt, dets, cmap)
+        heldout = [smp for smp in heldout if smp.image_id not in skipped]  # (the files it could not read)
+    if old_pred is not None and heldout:
+        old_gt, old_dets = ev.detections(old_pred, heldout, skipped)
+        if len(old_gt["images"]) != len(gt["images"]):  # a file that became unreadable in between
+            kept = {im["id"] for im in old_gt["images"]}
+            gt, dets = ev.restricted(gt, dets, kept)
+            evaluation = comparison = ev.coco_evaluation(gt, dets, cmap)
+        before = ev.coco_evaluation(old_gt, old_dets, old_pred.cmap)
     if before is not None and old_pred.classes_changed:
         # the categories changed since the active version was trained: compare on those both know
         shared = old_pred.known
@@ -254,11 +316,17 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
     if why:
         metrics = metrics | {"promotion": why}
 
+    if skipped:
+        shown = ", ".join(f"{i}" for i in sorted(skipped)[:10]) + (" …" if len(skipped) > 10 else "")
+        warnings.append(f"{len(skipped)} image(s) left out, each with its reason recorded (app.py stats, Dataset "
+                        f"tab): {shown}")
+    used = [smp.image_id for smp in every_train + every_heldout if smp.problem and smp.image_id not in skipped]
     name = f"{size}-{uuid.uuid4().hex[:12]}.pt"
     save_checkpoint(store.settings.models_dir / name, model.cpu(), config, cmap)
     with store.transaction() as s:
         mv = ModelVersion(parent_id=parent.id if parent else None, size=size, checkpoint=name,
-                          images_used=len(train_samples), train_seconds=round(time.monotonic() - t_start, 2),
+                          images_used=sum(smp.image_id not in skipped for smp in train_samples),
+                          train_seconds=round(time.monotonic() - t_start, 2),
                           loss_curve=_thin(curve), metrics=metrics | {"heldout_images": len(heldout)},
                           parent_metrics=baseline, category_map=cmap.to_dict(), promoted=promoted,
                           is_active=promoted, note="; ".join(warnings))
@@ -267,7 +335,17 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
         s.add(mv)
         s.flush()
         vid = mv.id
-    return TrainResult(vid, promoted, metrics, baseline, len(curve), time.monotonic() - t_start, warnings)
+    record()  # the held-out images the evaluation left out
+    annotations.clear_problems(store, used)  # looked at this time: what was recorded on them is past
+    return TrainResult(vid, promoted, metrics, baseline, len(curve), time.monotonic() - t_start, warnings, skipped)
+
+
+def _cannot_look(pred: Predictor, smp: Sample, version: ModelVersion, skipped: dict[int, str]) -> bool:
+    """Whether the active version cannot look at a held-out image (named in ``skipped`` if so)."""
+    why = pred.input_problem(smp.height, smp.width)
+    if why:
+        skipped[smp.image_id] = f"the active model (version {version.id}) cannot look at it: {why}"
+    return bool(why)
 
 
 def _data_problem(cmap: CategoryMap, train_samples: list) -> str | None:

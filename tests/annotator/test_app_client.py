@@ -59,3 +59,16 @@ def test_label_an_image_through_the_api(running_app):
                        api_name="/label_image")
     with pytest.raises(Exception, match="no image with id 999999"):
         client.predict(999999, [], api_name="/label_image")
+
+
+def test_the_dataset_tab_lists_the_images_the_model_could_not_use(running_app):
+    from db import annotations
+    from tests.helpers import legacy_image
+
+    store, url = running_app
+    thin = legacy_image(store, 1, 5000, status="done", name="tab_thin.png")  # (done: not in the label queue)
+    annotations.record_problems(store, {thin: "1x5000: the model shrinks it to 0x192 pixels"})
+    out = Client(url, verbose=False).predict(api_name="/refresh_store")
+    line, table = out[5], out[6]
+    assert "image(s) the model could not use" in line
+    assert [thin, "tab_thin.png", "1x5000: the model shrinks it to 0x192 pixels"] in [r[:3] for r in table["data"]]

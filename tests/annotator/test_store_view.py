@@ -57,3 +57,26 @@ def test_draw_highlights_selected_instance():
 
     plain, sel = draw(), draw(selected=0)
     assert plain[7, 7].sum() > 0 and sel[7, 7].sum() > plain[7, 7].sum()
+
+
+def test_images_with_a_problem_are_counted_and_listed_by_id_name_and_reason(store):
+    from db import annotations
+    from tests.helpers import legacy_image
+
+    assert store_view.problem_table(store) == ("No image with a problem: the model could use every image it tried.",
+                                               [])
+    thin = legacy_image(store, 1, 5000, name="thin.png")
+    fine = legacy_image(store, 40, 30, name="fine.png")
+    annotations.record_problems(store, {thin: "1x5000: the model shrinks it to 0x192 pixels"})
+    line, rows = store_view.problem_table(store)
+    assert line.startswith("**1 image(s) the model could not use**")
+    assert [r[:3] for r in rows] == [[thin, "thin.png", "1x5000: the model shrinks it to 0x192 pixels"]]
+    assert rows[0][3]  # when
+    for k in range(3):
+        annotations.record_problems(store, {legacy_image(store, 2, 900 + k): "odd"})
+    line, rows = store_view.problem_table(store, limit=2)
+    assert "**4 image(s)" in line and "The first 2 by id:" in line and [r[0] for r in rows] == [thin, thin + 2]
+    captions = dict(zip(store_view.gallery(store, page_size=10).ids,
+                        (c for _, c in store_view.gallery(store, page_size=10).items)))
+    assert captions[thin].endswith("· 1x5000: the model shrinks it to 0x192 pixels")
+    assert "model" not in captions[fine]

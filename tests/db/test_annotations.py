@@ -193,3 +193,36 @@ def test_writing_proposals_ends_the_claim_and_the_version_is_not_proposed_twice(
     annotations.write_proposals_of_images(store, {i: Instances(12, 16) for i in claimed}, 5)
     assert annotations.claim_images(store, "w2", 5, 10, 600) == [ids[2]]  # version 5 proposed on the others
     assert annotations.claim_images(store, "w3", 6, 10, 600) == claimed  # a new version: proposed on again
+
+
+def test_a_recorded_problem_ends_the_claim_is_listed_and_is_cleared_by_proposals(store, tmp_path):
+    from db.schema import Image, ModelVersion
+    from db.stats import stats
+
+    ids = _unlabeled(store, tmp_path, 3)
+    with store.transaction() as s:
+        s.add(ModelVersion(id=5, size="tiny", checkpoint="x.pt"))
+    claimed = annotations.claim_images(store, "w", 5, 3, 600)
+    with store.session() as s:
+        before = {im.id: (im.updated_at, im.row_version, im.status) for im in s.query(Image)}
+    annotations.record_problems(store, {ids[1]: "the model cannot look at it", 10 ** 6: "gone"}, version_id=5)
+    assert annotations.images(store, [ids[1]])[ids[1]].problem == "the model cannot look at it"
+    n, listed = annotations.images_with_problems(store)
+    assert n == 1 and [(p.id, p.file_name, p.problem) for p in listed] == [(ids[1], "u01.png",
+                                                                           "the model cannot look at it")]
+    assert listed[0].at is not None
+    with store.session() as s:  # labels, status, row version and the review order are untouched
+        im = s.get(Image, ids[1])
+        assert (im.updated_at, im.row_version, im.status) == before[ids[1]] and im.claimed_by is None
+    annotations.release_claims(store, "w", claimed)
+    assert annotations.claim_images(store, "w2", 5, 10, 600) == [ids[0], ids[2]]  # version 5 looked at it
+    assert ids[1] in annotations.claim_images(store, "w3", 6, 10, 600)  # a new version tries it again
+    lines = stats(store).lines()
+    assert "images the model could not use (skipped, with the reason): 1" in lines
+    assert any(line.startswith(f"  #{ids[1]} u01.png: the model cannot look at it (") for line in lines)
+    annotations.write_proposals_of_images(store, {ids[1]: Instances(12, 16)}, 6)  # used successfully: cleared
+    assert annotations.images_with_problems(store) == (0, []) and stats(store).problems == 0
+    annotations.record_problems(store, {ids[0]: "x" * 2000})
+    assert len(annotations.images(store, [ids[0]])[ids[0]].problem) == annotations.MAX_PROBLEM
+    annotations.clear_problems(store, [ids[0], ids[2]])
+    assert annotations.images_with_problems(store)[0] == 0

@@ -228,3 +228,25 @@ def test_a_zigzag_polygon_within_reach_but_with_an_endless_outline_is_refused(st
         masks.decode([zigzag], 30, 40)
     checker = np.indices((30, 40)).sum(axis=0) % 2 == 0  # the longest honest outline: every pixel apart
     assert masks.polygon_problem(masks.mask_to_polygons(checker), 30, 40) is None
+
+
+@pytest.mark.parametrize("width, height, says", [
+    (1, 100000, "a side of 1 pixel(s) is under the minimum of 8"),
+    (70000, 40, "a side of 70000 pixels is over the maximum of 32767"),
+    (900, 30, "30:1 is more elongated than the maximum of 20:1"),
+])
+def test_an_image_of_a_shape_the_store_refuses_is_refused_by_id_before_its_file_is_read(store, tmp_path, width,
+                                                                                         height, says):
+    coco, d = _handmade(tmp_path)
+    coco["images"].append({"id": 77, "file_name": "never_read.png", "width": width, "height": height})
+    msg = _refused(store, coco, d)
+    assert f"image id 77: field 'width/height': {width}x{height}: {says}" in msg
+    assert "not found" not in msg  # refused on the sizes the file gives, before looking for the image
+
+
+def test_an_odd_image_file_under_ordinary_sizes_is_refused_by_id(store, tmp_path):
+    coco, d = _handmade(tmp_path)
+    Image.new("RGB", (3, 300), (1, 2, 3)).save(d / "thin.png")
+    coco["images"].append({"id": 78, "file_name": "thin.png", "width": 30, "height": 30})
+    msg = _refused(store, coco, d)
+    assert "image id 78: field 'file_name': 'thin.png': 3x300: a side of 3 pixel(s) is under the minimum" in msg

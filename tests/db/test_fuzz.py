@@ -22,6 +22,7 @@ from pycocotools.coco import COCO
 from db import coco_export, masks
 from db.coco_import import CocoRejected, import_coco
 from db.ingest import ingest
+from db.media import shape_problem
 from db.stats import stats
 from db.store import Store
 from tests.db.test_coco import _handmade
@@ -141,7 +142,9 @@ def _jpeg_bytes() -> bytes:
 def image_files(draw) -> bytes:
     """Image files broken in every way a disk, a download or an attacker breaks them."""
     base = draw(st.sampled_from([_png_bytes(), _jpeg_bytes(), b"GIF89a", b"\x89PNG\r\n\x1a\n", b""]))
-    how = draw(st.sampled_from(["keep", "truncate", "flip", "garbage", "huge_png"]))
+    how = draw(st.sampled_from(["keep", "truncate", "flip", "garbage", "huge_png", "odd_shape"]))
+    if how == "odd_shape":  # a valid image of a shape the model or the canvas cannot take (or just can)
+        return _png_bytes(*draw(odd_shapes()))
     if how == "truncate" and base:
         return base[:draw(st.integers(0, len(base) - 1))]
     if how == "flip" and base:
@@ -162,6 +165,14 @@ def image_files(draw) -> bytes:
     return base
 
 
+@st.composite
+def odd_shapes(draw) -> tuple[int, int]:
+    """(width, height): 1 x N, N x 1, thin strips around the 20:1 limit, small squares around the 8 px one."""
+    short = draw(st.sampled_from([1, 2, 3, 7, 8, 9, 12]))
+    long = draw(st.sampled_from([1, 8, 100, 5000]) | st.integers(short, 25 * short + 3))
+    return draw(st.sampled_from([(short, long), (long, short)]))
+
+
 @FUZZ
 @given(files=st.lists(image_files(), min_size=1, max_size=4))
 def test_any_image_file_is_imported_or_skipped_with_a_reason(store_factory, files):
@@ -180,10 +191,35 @@ def test_any_image_file_is_imported_or_skipped_with_a_reason(store_factory, file
             from db.media import load_rgb
             from db import annotations
 
-            for image_id, _ in report.added:  # every image that went in can be opened
+            for image_id, _ in report.added:  # every image that went in can be opened, and has a usable shape
                 im = annotations.images(store, [image_id])[image_id]
                 pix = np.asarray(load_rgb(store.media_file(im.media_path)))
                 assert pix.shape == (im.height, im.width, 3)
+                assert shape_problem(im.width, im.height, store.settings) is None
+
+
+@settings(FUZZ, max_examples=30)
+@given(size=odd_shapes())
+def test_any_image_shape_is_imported_or_refused_by_name_alike_as_a_file_and_in_a_coco_file(store_factory, size):
+    w, h = size
+    usable = 8 <= min(w, h) and max(w, h) <= 20 * min(w, h)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "odd.png").write_bytes(_png_bytes(w, h))
+        with store_factory.scratch(root / "files") as store:
+            report = ingest(store, [root / "odd.png"])
+            assert bool(report.added) == usable, report.lines()
+            if not usable:
+                assert report.skipped[0][1].startswith(f"{w}x{h}: ")
+        coco = {"images": [{"id": 5, "file_name": "odd.png", "width": w, "height": h}], "annotations": [],
+                "categories": [{"id": 1, "name": "thing"}]}
+        with store_factory.scratch(root / "coco") as store:
+            try:
+                import_coco(store, coco, root)
+                assert usable and stats(store).images == 1
+            except CocoRejected as e:
+                assert not usable and f"image id 5: field 'width/height': {w}x{h}: " in str(e)
+                _nothing_written(store)
 
 
 SEGMENTATIONS = (

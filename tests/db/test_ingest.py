@@ -50,7 +50,7 @@ def test_pixel_limit(make_store, tmp_path):
 
 
 def test_duplicates_are_one_image(store, tmp_path):
-    data = _png(np.full((5, 5, 3), 9, np.uint8))
+    data = _png(np.full((9, 9, 3), 9, np.uint8))
     (tmp_path / "a.png").write_bytes(data)
     (tmp_path / "b.png").write_bytes(data)
     r = ingest(store, [tmp_path / "a.png", tmp_path / "b.png"])
@@ -62,10 +62,10 @@ def test_duplicates_are_one_image(store, tmp_path):
 def test_zip_archives_and_escaping_entries(store, tmp_path):
     z = tmp_path / "pack.zip"
     with zipfile.ZipFile(z, "w") as zf:
-        zf.writestr("imgs/one.png", _png(np.full((4, 6, 3), 1, np.uint8)))
-        zf.writestr("imgs/two.png", _png(np.full((4, 6, 3), 2, np.uint8)))
-        zf.writestr("../evil.png", _png(np.full((4, 6, 3), 3, np.uint8)))
-        zf.writestr("/abs.png", _png(np.full((4, 6, 3), 4, np.uint8)))
+        zf.writestr("imgs/one.png", _png(np.full((8, 12, 3), 1, np.uint8)))
+        zf.writestr("imgs/two.png", _png(np.full((8, 12, 3), 2, np.uint8)))
+        zf.writestr("../evil.png", _png(np.full((8, 12, 3), 3, np.uint8)))
+        zf.writestr("/abs.png", _png(np.full((8, 12, 3), 4, np.uint8)))
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04garbage")
     r = ingest(store, [z, tmp_path / "broken.zip"])
     assert sorted(n for _, n in r.added) == ["imgs/one.png", "imgs/two.png"]
@@ -76,8 +76,8 @@ def test_zip_archives_and_escaping_entries(store, tmp_path):
 def test_same_name_different_content_gets_unique_name(store, tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
-    (tmp_path / "x" / "p.png").write_bytes(_png(np.full((3, 3, 3), 1, np.uint8)))
-    (tmp_path / "y" / "p.png").write_bytes(_png(np.full((3, 3, 3), 2, np.uint8)))
+    (tmp_path / "x" / "p.png").write_bytes(_png(np.full((8, 8, 3), 1, np.uint8)))
+    (tmp_path / "y" / "p.png").write_bytes(_png(np.full((8, 8, 3), 2, np.uint8)))
     r = ingest(store, [tmp_path / "x" / "p.png", tmp_path / "y" / "p.png"])
     names = [n for _, n in r.added]
     assert names[0] == "p.png" and names[1].startswith("p_") and len(set(names)) == 2
@@ -116,3 +116,40 @@ def test_image_modes_are_accepted(mode, store, tmp_path):
     assert rgb.size == (12, 8) == (row.width, row.height)
     if mode == "I;16":
         assert np.asarray(rgb).std() > 10  # 16-bit range kept visible, not clipped to white
+
+
+ODD_SHAPES = [  # (width, height): what the tool refuses, and the words of the reason
+    ((1, 100000), "a side of 1 pixel(s) is under the minimum of 8"),
+    ((100000, 1), "a side of 1 pixel(s) is under the minimum of 8"),
+    ((2, 5000), "a side of 2 pixel(s) is under the minimum of 8"),
+    ((7, 7), "a side of 7 pixel(s) is under the minimum of 8"),
+    ((70000, 40), "a side of 70000 pixels is over the maximum of 32767"),
+    ((161, 8), "20.1:1 is more elongated than the maximum of 20:1"),
+    ((40, 1000), "25:1 is more elongated than the maximum of 20:1"),
+]
+
+
+@pytest.mark.parametrize("size, says", ODD_SHAPES)
+def test_odd_shapes_are_refused_at_import_by_name_with_the_reason(store, tmp_path, size, says):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("L", size, 90).save(src / "odd.png")
+    Image.new("L", (160, 8), 30).save(src / "strip.png")  # exactly 20:1, the smallest side allowed: accepted
+    with zipfile.ZipFile(src / "pack.zip", "w") as zf:
+        zf.write(src / "odd.png", "in/odd.png")
+    report = ingest(store, [src])
+    assert [n for _, n in report.added] == ["strip.png"]
+    reasons = dict(report.skipped)
+    assert set(reasons) == {str(src / "odd.png"), f"{src / 'pack.zip'}:in/odd.png"}
+    assert all(r.startswith(f"{size[0]}x{size[1]}: ") and says in r for r in reasons.values()), reasons
+    assert not [p for p in store.settings.media_dir.rglob("*") if p.is_file() and p.suffix == ".png"
+                and Image.open(p).size == size]  # nothing of a refused file is stored
+
+
+def test_the_shape_limits_are_settings(make_store, tmp_path):
+    store = make_store(tmp_path / "s", min_side=2, max_aspect=3000, max_side=100_000)
+    Image.new("L", (2, 5000), 1).save(tmp_path / "thin.png")
+    Image.new("L", (1, 50), 1).save(tmp_path / "thinner.png")
+    report = ingest(store, [tmp_path / "thin.png", tmp_path / "thinner.png"])
+    assert [n for _, n in report.added] == ["thin.png"]
+    assert "under the minimum of 2" in dict(report.skipped)[str(tmp_path / "thinner.png")]

@@ -62,7 +62,7 @@ def test_a_zip_is_opened_once_however_many_entries(store, tmp_path):
     z = tmp_path / "many.zip"
     with zipfile.ZipFile(z, "w") as zf:
         for i in range(60):
-            zf.writestr(f"img{i:03d}.png", _png(i, (4, 4)))
+            zf.writestr(f"img{i:03d}.png", _png(i, (8, 8)))
     opened = []
     real_init = zipfile.ZipFile.__init__
 

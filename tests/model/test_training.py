@@ -155,6 +155,12 @@ class PlainTorchvision:
         self.net = copy.deepcopy(fast.net)
         self.net.roi_heads.__class__ = RoIHeads
 
+    def input_problem(self, height, width):
+        return None
+
+    def predict_each(self, pixels, min_score=None):
+        return self.predict(pixels), {}
+
     @torch.inference_mode()
     def predict(self, pixels):
         out = []
