@@ -171,8 +171,6 @@ class LabelSession:
         self.edits.record(self.instances, indices, list(self.pending) if pending else NOTHING)
         self.dirty = True
 
-    _record = record
-
     def _swap(self, undo: bool) -> bool:
         now = list(self.pending)
         done, before = (self.edits.undo if undo else self.edits.redo)(self.instances, now)
@@ -254,7 +252,7 @@ class LabelSession:
     # --- review -------------------------------------------------------------------------------------
     def set_state(self, state: str, index: int | None = None) -> None:
         i = self._need(index)
-        self._record([i])
+        self.record([i])
         self.instances[i].state = state
 
     def accept(self, index: int | None = None) -> None:
@@ -274,21 +272,21 @@ class LabelSession:
         """Reject every proposal still unreviewed (shown or hidden by the score threshold); one undo step."""
         idx = [i for i, it in enumerate(self.instances) if not it.deleted and it.state == "proposed"]
         if idx:
-            self._record(idx)
+            self.record(idx)
             for i in idx:
                 self.instances[i].state = "rejected"
         return len(idx)
 
     def delete(self, index: int | None = None) -> None:
         i = self._need(index)
-        self._record([i])
+        self.record([i])
         self.instances[i].deleted = True
         self.selected = None
 
     def accept_all_shown(self, min_score: float) -> int:
         idx = [i for i in self.visible(min_score) if self.instances[i].state == "proposed"]
         if idx:
-            self._record(idx)
+            self.record(idx)
             for i in idx:
                 self.instances[i].state = "accepted"
         return len(idx)
@@ -305,7 +303,7 @@ class LabelSession:
         if category_id not in self.categories:
             raise UserError(f"no category with id {category_id}")
         i = self._need(index)
-        self._record([i])
+        self.record([i])
         it = self._edited(i)
         if self.categories[category_id].keypoints != self.categories[it.category_id].keypoints:
             it.keypoints = None  # keypoints belong to the old category's list
@@ -352,7 +350,7 @@ class LabelSession:
     def _apply(self, i: int, region: mask_codec.Crop, erase: bool) -> None:
         m = self.instances[i].crop or mask_codec.EMPTY
         new = _not_empty(mask_codec.minus(m, region) if erase else mask_codec.union(m, region), "erasing")
-        self._record([i])
+        self.record([i])
         self._edited(i).crop = new  # encoded to RLE with its tight box when next read
 
     def polygon(self, vertices: Sequence[tuple[float, float]], subtract: bool = False, index: int | None = None) -> None:
@@ -375,7 +373,7 @@ class LabelSession:
         if mask.shape != (self.height, self.width):
             raise UserError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image {self.width}x{self.height}")
         crop = mask_codec.crop_of(mask)
-        self._record([i])
+        self.record([i])
         self._edited(i).crop = crop
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float, index: int | None = None) -> None:
@@ -390,7 +388,7 @@ class LabelSession:
         if mask is not None:
             mask = _not_empty(mask_codec.within(mask, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
                               "that box")
-        self._record([i])
+        self.record([i])
         it = self._edited(i)
         if mask is not None:
             it.crop = mask
@@ -402,7 +400,7 @@ class LabelSession:
         it = self.instances[i]
         if it.crop is None or it.crop.empty():
             raise UserError("this instance has no mask to take the box from")
-        self._record([i])
+        self.record([i])
         self._edited(i).bbox = self.instances.tight_bbox(i)
 
     def set_keypoint(self, name: str, x: float, y: float, visibility: int = 2, index: int | None = None) -> None:
@@ -417,7 +415,7 @@ class LabelSession:
         ((x, y),) = _points([(x, y)])
         if not (-0.5 <= x <= self.width + 0.5 and -0.5 <= y <= self.height + 0.5):
             raise UserError(f"({x:g}, {y:g}) is outside the {self.width}x{self.height} image")
-        self._record([i])
+        self.record([i])
         it = self._edited(i)
         k = list(it.keypoints) if it.keypoints else [0.0] * (3 * len(cat.keypoints))
         j = cat.keypoints.index(name)
@@ -442,7 +440,7 @@ class LabelSession:
         if found.category_ids[0] not in self.categories:
             raise UserError(f"no category with id {found.category_ids[0]}")
         i = len(self.instances)
-        self._record([i])
+        self.record([i])
         self.instances.append(found)
         self.instances.ann_ids[i], self.instances.edited[i], self.instances.loaded_states[i] = None, True, None
         self.selected = i
@@ -453,7 +451,7 @@ class LabelSession:
         i = self._need(index)
         if len(found) != 1 or (found.height, found.width) != (self.height, self.width):
             raise UserError("expected one instance of this image")
-        self._record([i])
+        self.record([i])
         ann_id, loaded = self.instances.ann_ids[i], self.instances.loaded_states[i]
         self.instances.put(i, found)
         self.instances.ann_ids[i], self.instances.loaded_states[i], self.instances.edited[i] = ann_id, loaded, True
@@ -476,7 +474,7 @@ class LabelSession:
             _not_empty(mask_codec.decode_crop(polygons, self.height, self.width), "moving that vertex")
         except mask_codec.MaskError as e:
             raise UserError(f"polygon refused: {e}") from None
-        self._record([i])
+        self.record([i])
         self._edited(i)
         self.instances.set_polygons(i, polygons)
 
@@ -500,7 +498,7 @@ class LabelSession:
         if m.empty():
             raise UserError("the drawn shape covers no pixels")
         i = len(self.instances)
-        self._record([i])
+        self.record([i])
         self.instances.add(category_id, [0, 0, 0, 0], source="human", state="accepted")
         self.instances.set_crop(i, m)
         self.instances[i].edited = True

@@ -17,10 +17,11 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
 
 
 def legacy_image(store, width: int, height: int, *, status: str = "new", name: str | None = None,
-                 category_id: int | None = None, media: bool = True, image_id: int | None = None) -> int:
+                 category_id: int | None = None, media: bool = True, image_id: int | None = None,
+                 mode: str = "RGB") -> int:
     """An image row of any shape, written straight into the store as an older release let it in (import
     refuses such shapes now): its media file (a PNG of that size, unless ``media`` is False) and its row (of
-    id ``image_id`` if given); with ``category_id``, one accepted label over its middle. Returns its id."""
+    id ``image_id`` if given; a PNG of ``mode``); with ``category_id``, one accepted label over its middle. Returns its id."""
     import hashlib
     import io
 
@@ -29,7 +30,7 @@ def legacy_image(store, width: int, height: int, *, status: str = "new", name: s
     from db.schema import Annotation, Image, utcnow
 
     buf = io.BytesIO()
-    PILImage.new("RGB", (width, height), (120, 60, 30)).save(buf, "PNG")
+    PILImage.new(mode, (width, height), (120, 60, 30)).save(buf, "PNG")
     digest = hashlib.sha256(buf.getvalue() + (name or "").encode()).hexdigest()
     rel = f"{digest[:2]}/{digest}.png"
     if media:

@@ -144,3 +144,34 @@ def test_the_label_tab_refuses_a_flood_of_edits_and_applies_nothing_of_it(propos
     got = [tab.canvas_edit({"token": data["token"], "op": "accept", "index": k, "seq": k + 1}) for k in range(4)]
     assert "too many edits too fast" in got[3]["message"] and got[3]["seq"] == 4
     assert [s for s in page.session.instances.states].count("accepted") == 3
+
+
+def test_many_users_opening_and_editing_at_once_within_small_budgets_never_deadlock(proposed_store):
+    import threading
+
+    from annotator import view
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None),
+                   limits=PageLimits(max_pages=3, max_per_user=1))
+    ids = view.queue(proposed_store)[:6]
+    errors = []
+
+    def user(k: int):
+        try:
+            req = SimpleNamespace(username=f"u{k % 4}", session_hash=f"s{k}")
+            page = None
+            for r in range(6):
+                page, data = tab.open(ids[(k + r) % len(ids)], page, request=req)
+                if data.get("token"):
+                    tab.canvas_edit({"token": data["token"], "op": "select", "index": 0, "seq": r + 1})
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=user, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads) and errors == []
+    assert len(tab.pages) <= 3
