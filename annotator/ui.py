@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import weakref
 
 import gradio as gr
 import pandas as pd
@@ -128,6 +129,7 @@ class LabelTab:
         self.rate = EditRate()  # each login's edit messages, canvas and /label_image alike
         self._user_slots: dict[str, threading.BoundedSemaphore] = {}  # each login's opens at a time (_slots)
         self._slots_lock = threading.Lock()
+        self._tabs: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # each tab's page (_page_for)
 
     # --- helpers --------------------------------------------------------------------------------------
     def outputs(self, page: Page | None, message: str = "", via_event: bool = True):
@@ -180,8 +182,7 @@ class LabelTab:
         except UserError as e:
             return self.outputs(page, str(e))
         if page is None:
-            page = Page(secrets.token_urlsafe(24), user=user, role=role,
-                        browser=getattr(request, "session_hash", None))
+            page = self._page_for(getattr(request, "session_hash", None), user, role)
         with page.lock:
             page.opens += 1
             mine = page.opens
@@ -193,6 +194,17 @@ class LabelTab:
             # registered outside the page's lock: making room ends other pages, taking their locks in turn
             self.pages.add(page)
         return out
+
+    def _page_for(self, browser: str | None, user: str, role) -> Page:
+        """The page of this browser tab: a new one, or the one an event of the same tab made a moment ago
+        (the page's first events, the page load and the tab's select, run at once and both start without it)."""
+        with self._slots_lock:
+            page = self._tabs.get(browser) if browser else None
+            if page is None or page.user != user:
+                page = Page(secrets.token_urlsafe(24), user=user, role=role, browser=browser)
+                if browser:
+                    self._tabs[browser] = page
+            return page
 
     def _slots(self, user: str) -> threading.BoundedSemaphore:
         """The login's share of the server for opening images: OPENS_PER_USER at a time, so one user's pile of
