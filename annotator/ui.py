@@ -187,8 +187,8 @@ class LabelTab:
             page.opens += 1
             mine = page.opens
         with self._slots(user), page.lock:  # one open at a time per page, two per login; of a burst (Next held
-            if page.opens != mine:          # down) only the last one runs
-                return self.outputs(page) if page.session is not None else (page, {"message": ""})
+            if page.opens != mine:          # down) only the last one runs; the others leave the canvas be
+                return page, gr.skip()
             out = self._open(image_id, page, role, user, note, back)
         if page.session is not None:
             # registered outside the page's lock: making room ends other pages, taking their locks in turn

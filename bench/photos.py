@@ -117,7 +117,8 @@ def measure_many(page, url: str) -> tuple[float, list[float], list[float], float
     c.idle()
     page.wait_for_timeout(500)
     opened = max(page.evaluate("window.__long.slice()"), default=0.0)
-    print("receive ms:", c.timings("receive"), "long tasks:", page.evaluate("window.__long.slice()"))
+    print("taking the labels in (canvas.js receive, ms):", c.timings("receive"), "; long tasks while opening (ms):",
+          page.evaluate("window.__long.slice()"))
     c.clear()
     box = page.locator("#label-canvas canvas").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
