@@ -27,6 +27,7 @@ from pycocotools import mask as coco_mask
 from annotator.labeling import LabelSession, SaveConflict
 from annotator.page import Page
 from annotator.render import color
+from db import crops
 from db import annotations
 from db.errors import UserError
 from db.instances import Instances
@@ -82,7 +83,7 @@ def picture(store: Store, image_id: int) -> dict[str, Any]:
 
 
 def _crop_rle(page: Page, crop) -> dict[str, Any] | None:
-    """A mask (a db.masks.Crop) as the canvas takes it, {x, y, w, h, counts}: COCO compressed RLE
+    """A mask (a db.crops.Crop) as the canvas takes it, {x, y, w, h, counts}: COCO compressed RLE
     (column-major) of its crop, cached on the page for as long as the crop lives (an edit makes a new crop,
     and the old one's entry goes with it: the cache never keeps a mask alive)."""
     if crop is None or crop.m.size == 0:

@@ -6,14 +6,11 @@ drop one by one (``ConflictReview``). Nothing is written here; the session's sav
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from db import annotations
 from db.errors import UserError
 from db.instances import Instances
-
-if TYPE_CHECKING:
-    from annotator.labeling import LabelSession
 
 KIND_NAMES = {"edited": "edit", "reviewed": "review", "drawn": "drawn instance", "assisted": "assist instance",
               "deleted": "deletion"}  # a Refused item's kind, as said to the person
@@ -36,8 +33,8 @@ class Refused:
 class ConflictReview:
     """The refused edits of one open image (``pending``) and who saved the labels shown (``theirs``)."""
 
-    def __init__(self, session: "LabelSession"):
-        self.ls = session
+    def __init__(self, session: Any):
+        self.ls = session  # the annotator.labeling.LabelSession it belongs to (which makes this object)
         self.pending: list[Refused] = []
         self.theirs: tuple[str, Any] | None = None  # after a conflict: who saved the labels shown, and when
         self._keys = 0  # the last Refused.key given

@@ -3,7 +3,7 @@ The Gradio callbacks call these methods; so do the tests and bench/ui.py. Undo a
 ``annotator.history.EditHistory``; a refused save's edits are an ``annotator.conflicts.ConflictReview``;
 what a browser page holds (its token, login, sequence numbers, display cache) is an ``annotator.page.Page``.
 
-Coordinates are full-resolution image pixels; each mask is held as a ``db.masks.Crop`` of its box, and an
+Coordinates are full-resolution image pixels; each mask is held as a ``db.crops.Crop`` of its box, and an
 edit works on the pixels it touches (a stroke is drawn within its own box), never on a full frame. Boxes
 are COCO xywh.
 """
@@ -25,6 +25,7 @@ from annotator.history import DEFAULT_BUDGET, NOTHING, EditHistory
 from db import annotations
 from db import categories as cat_db
 from db import compare
+from db import crops
 from db import masks as mask_codec
 from db import users
 from db.annotations import SaveConflict
@@ -68,7 +69,7 @@ def _thin(points: list[tuple[float, float]], spacing: float) -> list[tuple[float
     return out
 
 
-def _not_empty(mask: mask_codec.Crop, what: str) -> mask_codec.Crop:
+def _not_empty(mask: crops.Crop, what: str) -> crops.Crop:
     """An edited mask must keep a pixel: an instance with an empty mask would be saved and exported as a
     zero-area annotation. Deleting the instance is the way to remove it."""
     if mask.empty():
@@ -126,20 +127,20 @@ class LabelSession:
         self.media_path = im.media_path
         self.categories = _infos(got.categories)
         good, self.broken = [], []
-        crops = []
-        decoded = mask_codec.decode_crops([a.segmentation for a in got.annotations], self.height, self.width)
+        kept = []
+        decoded = crops.decode_crops([a.segmentation for a in got.annotations], self.height, self.width)
         for a, crop in zip(got.annotations, decoded):  # (thousands of masks are decoded together, above)
             if a.category_id not in self.categories:
                 problem = f"category {a.category_id} does not exist"
             elif isinstance(crop, mask_codec.MaskError):
                 problem = str(crop)
             else:
-                crops.append(crop)
+                kept.append(crop)
                 good.append(a)
                 continue
             self.broken.append(f"annotation {a.id} cannot be shown ({problem}); it is kept unchanged")
         self.instances = Instances.from_rows(good, self.height, self.width)
-        self.instances._crops[:] = crops  # decoded once, above (each costs what its mask covers)
+        self.instances._crops[:] = kept  # decoded once, above (each costs what its mask covers)
         self.reviewers = {a.id: (a.reviewed_by, a.reviewed_at) for a in good}  # who saved each row as it is
         self.verdicts = getattr(self, "verdicts", 0)  # verdicts given from this session (its history changed)
 
@@ -316,7 +317,7 @@ class LabelSession:
         stroke = self._stroke(points, radius)
         self._apply(i, stroke, erase)
 
-    def _stroke(self, points: Sequence[tuple[float, float]], radius: float) -> mask_codec.Crop:
+    def _stroke(self, points: Sequence[tuple[float, float]], radius: float) -> crops.Crop:
         """The pixels a brush of ``radius`` covers along ``points``, drawn within the stroke's own box (cut to
         the image): the work and memory are in proportion to the area it touches. Points closer than a
         quarter radius to the last one kept add nothing a line does not cover, and are skipped."""
@@ -337,7 +338,7 @@ class LabelSession:
         x0, y0 = max(0, math.floor(min(xs) - r) - 1), max(0, math.floor(min(ys) - r) - 1)
         x1, y1 = min(self.width, math.ceil(max(xs) + r) + 2), min(self.height, math.ceil(max(ys) + r) + 2)
         if x1 <= x0 or y1 <= y0:
-            return mask_codec.EMPTY
+            return crops.EMPTY
         img = PILImage.new("1", (x1 - x0, y1 - y0), 0)
         d = ImageDraw.Draw(img)
         local = [(x - x0, y - y0) for x, y in pts]
@@ -345,11 +346,11 @@ class LabelSession:
             d.line(local, fill=1, width=max(1, int(round(2 * r))))
         for x, y in local:
             d.ellipse([x - r, y - r, x + r, y + r], fill=1)
-        return mask_codec.tight(mask_codec.Crop(x0, y0, np.asarray(img, dtype=bool)))
+        return crops.tight(crops.Crop(x0, y0, np.asarray(img, dtype=bool)))
 
-    def _apply(self, i: int, region: mask_codec.Crop, erase: bool) -> None:
-        m = self.instances[i].crop or mask_codec.EMPTY
-        new = _not_empty(mask_codec.minus(m, region) if erase else mask_codec.union(m, region), "erasing")
+    def _apply(self, i: int, region: crops.Crop, erase: bool) -> None:
+        m = self.instances[i].crop or crops.EMPTY
+        new = _not_empty(crops.minus(m, region) if erase else crops.union(m, region), "erasing")
         self.record([i])
         self._edited(i).crop = new  # encoded to RLE with its tight box when next read
 
@@ -360,10 +361,10 @@ class LabelSession:
         i = self._need(index)
         self._apply(i, self._polygon_mask(vertices), subtract)
 
-    def _polygon_mask(self, vertices: Sequence[tuple[float, float]]) -> mask_codec.Crop:
+    def _polygon_mask(self, vertices: Sequence[tuple[float, float]]) -> crops.Crop:
         flat = [v for p in _points(vertices) for v in p]
         try:
-            return mask_codec.decode_crop([flat], self.height, self.width)
+            return crops.decode_crop([flat], self.height, self.width)
         except mask_codec.MaskError as e:
             raise UserError(f"polygon refused: {e}") from None
 
@@ -372,7 +373,7 @@ class LabelSession:
         i = self._need(index)
         if mask.shape != (self.height, self.width):
             raise UserError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image {self.width}x{self.height}")
-        crop = mask_codec.crop_of(mask)
+        crop = crops.crop_of(mask)
         self.record([i])
         self._edited(i).crop = crop
 
@@ -386,7 +387,7 @@ class LabelSession:
             raise UserError("the box is empty: click two opposite corners")
         mask = self.instances[i].crop
         if mask is not None:
-            mask = _not_empty(mask_codec.within(mask, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
+            mask = _not_empty(crops.within(mask, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
                               "that box")
         self.record([i])
         it = self._edited(i)
@@ -471,7 +472,7 @@ class LabelSession:
         polygons[part][2 * vertex:2 * vertex + 2] = [round(x, 2), round(y, 2)]
         try:
             mask_codec.check(polygons, self.height, self.width)
-            _not_empty(mask_codec.decode_crop(polygons, self.height, self.width), "moving that vertex")
+            _not_empty(crops.decode_crop(polygons, self.height, self.width), "moving that vertex")
         except mask_codec.MaskError as e:
             raise UserError(f"polygon refused: {e}") from None
         self.record([i])
@@ -492,7 +493,7 @@ class LabelSession:
         elif mask is not None:
             if mask.shape != (self.height, self.width):
                 raise UserError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image {self.width}x{self.height}")
-            m = mask_codec.crop_of(mask)
+            m = crops.crop_of(mask)
         else:
             raise UserError("draw the new instance first (polygon points or a brush stroke)")
         if m.empty():
@@ -591,8 +592,8 @@ def review_summary(instances: Instances) -> dict[str, Any]:
         out["accepted_unchanged" if same else "accepted_edited"] += 1
         if orig.get("segmentation") and seg:
             out["iou_count"] += 1
-            out["iou_sum"] += 1.0 if orig["segmentation"] == seg else mask_codec.crop_iou(
-                mask_codec.decode_crop(orig["segmentation"], instances.height, instances.width), instances.crop(i))
+            out["iou_sum"] += 1.0 if orig["segmentation"] == seg else crops.crop_iou(
+                crops.decode_crop(orig["segmentation"], instances.height, instances.width), instances.crop(i))
         out["keypoints_moved"] += compare.keypoints_moved(orig.get("keypoints"), kp)
     out["model_version_id"] = versions.most_common(1)[0][0] if versions else None
     return out

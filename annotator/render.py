@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from db import crops
 from db import masks as mask_codec
 from db.instances import Instances
 
@@ -33,7 +34,7 @@ class CannotDraw(ValueError):
 def check_drawable(ann: Any, height: int, width: int, mask: Any = None) -> None:
     """Raise CannotDraw (naming the annotation id) for a row whose segmentation, box or keypoints cannot be
     drawn, so a caller can show everything else. ``mask``: the row's segmentation as already decoded
-    (db.masks.decode_crops: a Crop, None, or the MaskError naming what is wrong), so it is not read twice."""
+    (db.crops.decode_crops: a Crop, None, or the MaskError naming what is wrong), so it is not read twice."""
     try:
         if isinstance(mask, Exception):
             raise mask
@@ -60,7 +61,7 @@ def _coordinates(values: Sequence[float], height: int, width: int, step: int) ->
     return out
 
 
-def display_crop(mask: mask_codec.Crop | None, scale: float, h: int, w: int) -> Crop:
+def display_crop(mask: crops.Crop | None, scale: float, h: int, w: int) -> Crop:
     """A mask's crop sampled at display scale (nearest neighbour), clipped to an (h, w) picture; the work is
     in proportion to the crop, never to the image."""
     if mask is None or mask.m.size == 0:

@@ -21,7 +21,7 @@ from db import categories as cat_db
 from db.coco_import import CocoRejected, import_coco, summary as coco_summary
 from db.errors import UserError
 from db.ingest import extract_zip, ingest
-from db import masks as mask_codec
+from db import crops
 from db.instances import Instances
 from db.media import load_rgb
 from db.schema import Annotation
@@ -91,17 +91,17 @@ def _thumbnail(store: Store, im: annotations.ImageRecord, anns: list[Annotation]
     scale = min(1.0, thumb / max(im.width, im.height, 1))
     if scale < 1 or pix.size != (im.width, im.height):
         pix = pix.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), PILImage.BILINEAR)
-    good, crops, problems = [], [], []
-    decoded = mask_codec.decode_crops([a.segmentation for a in anns], im.height, im.width)  # all at once
+    good, kept, problems = [], [], []
+    decoded = crops.decode_crops([a.segmentation for a in anns], im.height, im.width)  # all at once
     for a, crop in zip(anns, decoded):
         try:
             check_drawable(a, im.height, im.width, crop)
             good.append(a)
-            crops.append(crop)
+            kept.append(crop)
         except CannotDraw as e:
             problems.append(str(e))
     inst = Instances.from_rows(good, im.height, im.width)
-    inst._crops[:] = crops
+    inst._crops[:] = kept
 
     def name(i: int) -> str:
         cat = cats.get(inst.category_ids[i])

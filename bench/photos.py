@@ -56,7 +56,7 @@ def many_store(root: Path, n: int = 20_000):
     from db.categories import add as add_category
     from db.ingest import ingest
     from db.instances import Instances
-    from db.masks import Crop
+    from db.crops import Crop
     from db.schema import ModelVersion
     from db.store import Settings, Store
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
+from db import crops
 from db import masks
 from db.errors import UserError
 from db.instances import Instances
@@ -98,7 +99,7 @@ def _segmentation(inst: Instances, i: int, seg_format: SegFormat):
     if seg_format == "rle" and isinstance(seg, list):
         return inst.rle(i)
     if seg_format == "polygons" and isinstance(seg, dict) and not inst.iscrowd[i]:
-        return masks.crop_to_polygons(inst.crop(i))  # traced on the mask's crop, not a full frame
+        return crops.crop_to_polygons(inst.crop(i))  # traced on the mask's crop, not a full frame
     return seg
 
 

@@ -8,7 +8,7 @@ Data contract (N instances of one image of ``height`` x ``width`` pixels; one li
   ``[1, 2, 10, 8]`` stays ints, so exports are byte-identical). ``boxes()`` is the (N, 4) float64 array.
 - ``segmentations``: a COCO segmentation: polygons ``[[x1, y1, x2, y2, ...], ...]``, a compressed RLE
   ``{"size": [h, w], "counts": str}`` (column-major), or None for a box- or keypoint-only instance.
-  A mask is held as what it covers: ``crop(i)`` decodes it to a ``db.masks.Crop`` (the bool array of its
+  A mask is held as what it covers: ``crop(i)`` decodes it to a ``db.crops.Crop`` (the bool array of its
   box and the box's place) on demand and caches that; ``mask(i)`` makes the full bool (H, W) frame for a
   consumer that needs one (a loss target) and keeps nothing. ``set_crop`` / ``set_mask`` store an edited
   mask (encoded to RLE when next read) with its tight box.
@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from db import crops
 from db import masks as mask_codec
 
 STANDARD_FIELDS = {"id", "image_id", "category_id", "segmentation", "bbox", "area", "iscrowd", "keypoints",
@@ -68,7 +69,7 @@ class Instances:
     edited: list = _column()
     deleted: list = _column()
     loaded_states: list = _column()
-    _crops: list = _column(repr=False)  # decoded masks as db.masks.Crop, None until asked for
+    _crops: list = _column(repr=False)  # decoded masks as db.crops.Crop, None until asked for
     _pending: set = dataclasses.field(default_factory=set, repr=False)  # edited masks not yet encoded to RLE
 
     @property
@@ -77,7 +78,7 @@ class Instances:
         faster than anyone reads them, so each is encoded once, when it is saved or drawn from RLE)."""
         if self._pending:
             for i in self._pending:
-                self._segs[i] = mask_codec.encode_crop(self._crops[i], self.height, self.width)
+                self._segs[i] = crops.encode_crop(self._crops[i], self.height, self.width)
             self._pending.clear()
         return self._segs
 
@@ -207,11 +208,11 @@ class Instances:
         return np.array([np.nan if s is None else s for s in self.scores], np.float64)
 
     # --- derived values (their only home) --------------------------------------------------------------
-    def crop(self, i: int) -> mask_codec.Crop | None:
+    def crop(self, i: int) -> crops.Crop | None:
         """Instance ``i``'s mask as its tight ``Crop``, decoded once (and kept: it costs what the mask
         covers); None without a segmentation. Raises db.masks.MaskError for an invalid segmentation."""
         if self._crops[i] is None and self._segs[i]:
-            self._crops[i] = mask_codec.decode_crop(self._segs[i], self.height, self.width)
+            self._crops[i] = crops.decode_crop(self._segs[i], self.height, self.width)
         return self._crops[i]
 
     def mask(self, i: int) -> np.ndarray | None:
@@ -233,12 +234,12 @@ class Instances:
         m = np.asarray(mask, dtype=bool)
         if m.shape != (self.height, self.width):
             raise ValueError(f"mask is {m.shape[1]}x{m.shape[0]}, the image {self.width}x{self.height}")
-        self.set_crop(i, mask_codec.crop_of(m))
+        self.set_crop(i, crops.crop_of(m))
 
-    def set_crop(self, i: int, crop: mask_codec.Crop) -> None:
+    def set_crop(self, i: int, crop: crops.Crop) -> None:
         """Store an edited mask given as a crop (cut to the image): RLE (encoded when next read), its tight
         box, its pixel area (the given values no longer apply)."""
-        c = mask_codec.clip(crop, self.height, self.width)
+        c = crops.clip(crop, self.height, self.width)
         self._crops[i] = c
         self._pending.add(i)  # its RLE is encoded when the segmentations are next read
         self.bboxes[i] = c.bbox_xywh()
@@ -248,7 +249,7 @@ class Instances:
         """Store an edited polygon segmentation (kept as polygons): its mask, tight box and pixel area follow."""
         self._pending.discard(i)
         self._segs[i] = [list(p) for p in polygons]
-        self._crops[i] = mask_codec.decode_crop(self._segs[i], self.height, self.width)
+        self._crops[i] = crops.decode_crop(self._segs[i], self.height, self.width)
         self.bboxes[i] = self._crops[i].bbox_xywh()
         self.areas[i] = None
 
@@ -357,7 +358,7 @@ def _copy(v: Any) -> Any:
         return [_copy(x) for x in v]
     if isinstance(v, dict):
         return {k: _copy(x) for k, x in v.items()}
-    return v  # numbers, strings and read-only db.masks.Crop: shared, not copied
+    return v  # numbers, strings and read-only db.crops.Crop: shared, not copied
 
 
 class Instance:
@@ -391,11 +392,11 @@ class Instance:
         return self._of.mask(self._i)
 
     @property
-    def crop(self) -> mask_codec.Crop | None:
+    def crop(self) -> crops.Crop | None:
         return self._of.crop(self._i)
 
     @crop.setter
-    def crop(self, value: mask_codec.Crop) -> None:
+    def crop(self, value: crops.Crop) -> None:
         self._of.set_crop(self._i, value)
 
     @mask.setter

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from db import masks as mask_codec
+from db import crops
 from db.instances import Instances
 
 PERSON_KEYPOINTS = [
@@ -343,7 +343,7 @@ def photo_instances(width: int, height: int, n: int, category_id: int, *, seed: 
         blob = (xx / max(rx, 1)) ** 2 + (yy / max(ry, 1)) ** 2 <= 1.0
         i = inst.add(category_id, [cx - rx, cy - ry, 2 * rx + 1, 2 * ry + 1], score=0.3 + 0.65 * k / max(1, n - 1),
                      source="model", state="proposed")
-        inst.set_crop(i, mask_codec.Crop(cx - rx, cy - ry, blob))
+        inst.set_crop(i, crops.Crop(cx - rx, cy - ry, blob))
     inst.segmentations  # encoded to RLE now  # noqa: B018
     inst.forget_decoded()
     return inst

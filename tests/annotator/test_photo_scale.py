@@ -7,6 +7,7 @@ import pytest
 from annotator import canvas
 from annotator.history import EditHistory
 from annotator.labeling import LabelSession
+from db import crops
 from db import masks
 from db.annotations import write_proposals
 from db.categories import add as add_category
@@ -45,7 +46,7 @@ def test_an_open_photo_holds_its_masks_as_crops_not_frames(store, photo):
     assert len(ls.instances) == 20
     for i, c in enumerate(ls.instances._crops):
         x, y, w, h = ls.instances.bboxes[i]
-        assert isinstance(c, masks.Crop) and c.m.shape == (h, w) and (c.x, c.y) == (x, y)
+        assert isinstance(c, crops.Crop) and c.m.shape == (h, w) and (c.x, c.y) == (x, y)
     assert _held(ls) < 20 * 1001 * 1001  # each crop is its object's box: far below one 24 MB frame
     assert ls.instances.nbytes() < 25 * 2 ** 20
 
@@ -63,7 +64,7 @@ def test_accepts_and_strokes_add_steps_in_proportion_to_what_they_touch(store, p
     canvas.apply(page, {"op": "stroke", "index": i, "radius": 20, "points": [[x + w // 2, y + h // 2],
                                                                              [x + w // 2 + 300, y + h // 2]]})
     after = ls.instances.crop(i)
-    assert after.area() > before.area() and masks.minus(before, after).empty()  # painted on, nothing lost
+    assert after.area() > before.area() and crops.minus(before, after).empty()  # painted on, nothing lost
     assert after.nbytes < (w + 400) * (h + 50)  # the union of the mask and the stroke's box, not the frame
     step = ls.edits._undo[-1]
     assert step.nbytes < 64 * 1024
@@ -91,7 +92,7 @@ def test_history_steps_restore_created_and_deleted_instances_in_order():
     hist = EditHistory()
     hist.record(inst, [1, 3])  # an edit of instance 1 that also draws a new one
     inst.category_ids[1] = 5
-    inst.set_crop(1, masks.Crop(30, 30, np.ones((4, 4), bool)))
+    inst.set_crop(1, crops.Crop(30, 30, np.ones((4, 4), bool)))
     inst.add(2, [0, 0, 1, 1])
     assert hist.undo(inst)[0] and inst.category_ids == [1, 1, 1]
     assert [inst.crop(k).x for k in range(3)] == [0, 1, 2]
