@@ -27,7 +27,6 @@ from pycocotools import mask as coco_mask
 from annotator.labeling import LabelSession, SaveConflict
 from annotator.page import Page
 from annotator.render import color
-from db import crops
 from db import annotations
 from db.errors import UserError
 from db.instances import Instances

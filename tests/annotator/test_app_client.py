@@ -1,7 +1,5 @@
 """The running app answers through gradio_client."""
 
-import json
-from pathlib import Path
 
 from gradio_client import Client, handle_file
 from pycocotools.coco import COCO

@@ -8,7 +8,6 @@ from annotator import canvas
 from annotator.history import EditHistory
 from annotator.labeling import LabelSession
 from db import crops
-from db import masks
 from db.annotations import write_proposals
 from db.categories import add as add_category
 from db.ingest import ingest
