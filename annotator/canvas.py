@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
-import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,21 +81,24 @@ def picture(store: Store, image_id: int) -> dict[str, Any]:
             "url": f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
-def _crop_rle(page: Page, crop) -> dict[str, Any] | None:
-    """A mask (a db.crops.Crop) as the canvas takes it, {x, y, w, h, counts}: COCO compressed RLE
-    (column-major) of its crop, cached on the page for as long as the crop lives (an edit makes a new crop,
-    and the old one's entry goes with it: the cache never keeps a mask alive)."""
-    if crop is None or crop.m.size == 0:
+def _crop_rle(page: Page, of: Instances, i: int, used: dict) -> dict[str, Any] | None:
+    """Instance ``i``'s mask as the canvas takes it, {x, y, w, h, counts}: COCO compressed RLE (column-major)
+    of its crop. Cached on the page by the mask's stored segmentation (an edit gives a new one), so a mask is
+    decoded once for the browser; ``used`` collects this answer's entries (the cache keeps only those)."""
+    seg = of.segmentations[i]  # (an edit not encoded yet is encoded now)
+    if not seg:
         return None
-    cache = page.display_cache.get("crops")
-    if cache is None:
-        cache = page.display_cache["crops"] = weakref.WeakKeyDictionary()
-    hit = cache.get(crop)
-    if hit is not None:
-        return hit
-    rle = coco_mask.encode(np.asfortranarray(crop.m.astype(np.uint8)))
-    out = cache[crop] = {"x": crop.x, "y": crop.y, "w": crop.w, "h": crop.h, "counts": rle["counts"].decode("ascii")}
-    return out
+    key = seg.get("counts") if isinstance(seg, dict) else json.dumps(seg)
+    cache = page.display_cache.get("crops", {})
+    hit = used.get(key) or cache.get(key)
+    if hit is None:
+        crop = of.crop(i)
+        if crop is None or crop.m.size == 0:
+            return None
+        rle = coco_mask.encode(np.asfortranarray(crop.m.astype(np.uint8)))
+        hit = {"x": crop.x, "y": crop.y, "w": crop.w, "h": crop.h, "counts": rle["counts"].decode("ascii")}
+    used[key] = hit
+    return hit
 
 
 def _hex(i: int) -> str:
@@ -107,7 +110,7 @@ def _when(t) -> str | None:
     return None if t is None else t.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
-def _refused(page: Page) -> list[dict[str, Any]]:
+def _refused(page: Page, used: dict) -> list[dict[str, Any]]:
     """This person's edits a save refused (annotator.conflicts), each with the other person's current
     version of the same instance (``theirs``: None when its row is gone or it was drawn here)."""
     ls = page.session
@@ -126,7 +129,7 @@ def _refused(page: Page) -> list[dict[str, Any]]:
             "item": r.key, "kind": r.kind, "category_id": cid, "state": mine.states[0], "source": mine.sources[0],
             "name": ls.categories[cid].name if cid in ls.categories else r.category_name,
             "area": float(mine.area(0)), "bbox": [float(v) for v in mine.bboxes[0]],
-            "mask": _crop_rle(page, mine.crop(0)), "keypoints": mine.keypoints[0], "blocked": ls.conflicts.blocked(r),
+            "mask": _crop_rle(page, mine, 0, used), "keypoints": mine.keypoints[0], "blocked": ls.conflicts.blocked(r),
             "color": _hex(j if j is not None else len(ls.instances) + r.key), "theirs": theirs})
     return out
 
@@ -138,6 +141,7 @@ def payload(page: Page, message: str = "") -> dict[str, Any]:
     ls = page.session
     inst = ls.instances
     page.rev += 1
+    used: dict = {}  # the masks' crops as sent (page.display_cache["crops"] keeps these for the next answer)
     shown = []
     for i in range(len(inst)):
         if inst.deleted[i]:
@@ -146,20 +150,27 @@ def payload(page: Page, message: str = "") -> dict[str, Any]:
         shown.append({
             "i": i, "category_id": cid, "name": ls.categories[cid].name if cid in ls.categories else str(cid),
             "color": _hex(i), "state": inst.states[i], "source": inst.sources[i], "score": inst.scores[i],
-            "edited": inst.edited[i], "bbox": [float(v) for v in inst.bboxes[i]], "mask": _crop_rle(page, inst.crop(i)),
+            "edited": inst.edited[i], "bbox": [float(v) for v in inst.bboxes[i]], "mask": _crop_rle(page, inst, i, used),
             "polygons": inst.polygons(i),
             "keypoints": inst.keypoints[i], "area": float(inst.area(i))})
-    return {
+    data = {
         "image_id": ls.image_id, "width": ls.width, "height": ls.height, "seq": page.seq, "rev": page.rev,
         "token": page.token, "message": message,
         "file_name": ls.file_name, "status": ls.status, "next": page.next,
         "selected": ls.selected, "min_score": ls.min_score, "dirty": ls.dirty, "unreviewed": ls.unreviewed(),
         "instances": shown, "history": _history(page),
-        "pending": _refused(page),
+        "pending": _refused(page, used),
         "theirs": {"by": theirs[0], "at": _when(theirs[1])} if (theirs := ls.conflicts.theirs) else None,
         "categories": {str(c.id): {"name": c.name, "keypoints": c.keypoints, "skeleton": c.skeleton}
                        for c in ls.categories.values()},
     }
+    page.display_cache["crops"] = used
+    # what was decoded for this answer is not kept: between requests a page holds its labels as RLE (a 24 MP
+    # photo's masks would otherwise stay decoded, a byte a pixel of every object, for as long as the page lives)
+    inst.forget_decoded()
+    for r in ls.pending:
+        r.mine.forget_decoded()
+    return data
 
 
 def _history(page: Page) -> list[dict[str, Any]]:

@@ -215,12 +215,11 @@ class LabelSession:
             it = self.instances[i]
             if it.state == "rejected":
                 continue
-            crop = it.crop
+            bx, by, bw, bh = it.bbox
+            inside = bx <= x <= bx + bw and by <= y <= by + bh  # (a mask is decoded only under the point)
+            crop = it.crop if inside and self.instances.segmentations[i] else None
             if crop is not None and 0 <= x < self.width and 0 <= y < self.height:
                 inside = crop.at(x, y)
-            else:
-                bx, by, bw, bh = it.bbox
-                inside = bx <= x <= bx + bw and by <= y <= by + bh
             if inside:
                 hits.append((it.area, i))
         self.selected = min(hits)[1] if hits else None

@@ -18,8 +18,8 @@ Measures (the store is built once per measure, before the first reading):
 - stroke: the server time of the largest stroke one message may draw on the photo (radius 1024, 30 dabs), and of
   refusing one over the limit (20,000 points at radius 1024).
 - queue: Bob opens a 24 MP photo while Ann has 12 opens queued, from one page (Next held down) and from 12 pages
-  of hers, against Bob's open on an idle server (the app in its own process, logins ann and bob, all through
-  gradio_client from one process: on 2 cores that client process takes its share of the CPU too).
+  of hers, against Bob's open on an idle server (the app, Ann's clients and Bob's in three processes, logins
+  ann and bob, all through gradio_client; on 2 cores Ann's client process takes its share of the CPU too).
 - train: peak RSS of one pass of fine-tuning's data (model.data.TrainDataset through model.train.train_loader:
   each image decoded, its targets made: full-frame masks for the loss) over 60 and over 600 labeled 1920x1080
   images with 15 instances each; the samples are checked to hold no decoded mask afterwards.
@@ -250,9 +250,26 @@ def m_train(tmp: Path, n_images: int) -> dict:
             "decoded_masks_kept": decoded}
 
 
+ANN = """
+import sys
+from gradio_client import Client
+url, tabs = sys.argv[1], int(sys.argv[2])
+clients = [Client(url, auth=("ann", "ann-password"), verbose=False) for _ in range(tabs)]
+print("ready", flush=True)
+for line in sys.stdin:
+    r = int(line)
+    jobs = [clients[k % tabs].submit(str(1 + (k + r) % 12), api_name="/open_id") for k in range(12)]
+    print("queued", flush=True)
+    for j in jobs:
+        j.result(timeout=300)
+    print("done", flush=True)
+"""  # Ann: 12 opens queued at once, from one page or from twelve (her own process, as her own browser is)
+
+
 def m_queue(tmp: Path) -> dict:
-    """Bob's open while ann has 12 opens of 24 MP photos queued (from 12 pages), against Bob's open on an idle
-    server (the app in a process of its own, opened through gradio_client as a browser's Open does)."""
+    """Bob's open while Ann has 12 opens of 24 MP photos queued (from one page, then from 12), against Bob's
+    open on an idle server; the app, Ann and Bob in processes of their own, all through gradio_client (as a
+    browser's Open does)."""
     import socket
     import statistics
     import urllib.request
@@ -276,27 +293,26 @@ def m_queue(tmp: Path) -> dict:
             except OSError:
                 time.sleep(0.5)
         me = Client(url, auth=("bob", "bob-password"), verbose=False)
-        one_page = Client(url, auth=("ann", "ann-password"), verbose=False)
-        pages = [Client(url, auth=("ann", "ann-password"), verbose=False) for _ in range(12)]  # ann, 12 tabs
-
-        def open_(client, image_id):
-            return client.predict(str(image_id), api_name="/open_id")
-
-        open_(me, 14)
+        me.predict("14", api_name="/open_id")
         out = {}
-        for how, clients in (("one_page", [one_page] * 12), ("twelve_pages", pages)):
+        for how, tabs in (("one_page", 1), ("twelve_pages", 12)):
+            ann = subprocess.Popen([sys.executable, "-c", ANN, url, str(tabs)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True, bufsize=1)
+            assert ann.stdout.readline().strip() == "ready"
             idle, loaded = [], []
-            for r in range(3):
+            for r in range(5):
                 t = time.perf_counter()
-                open_(me, 13 + r % 2)
+                me.predict(str(13 + r % 2), api_name="/open_id")
                 idle.append(time.perf_counter() - t)
-                jobs = [c.submit(str(1 + (k + r) % 12), api_name="/open_id") for k, c in enumerate(clients)]
-                time.sleep(0.05)  # hers are queued first
+                ann.stdin.write(f"{r}\n")
+                assert ann.stdout.readline().strip() == "queued"
+                time.sleep(0.05)  # hers are in the queue first
                 t = time.perf_counter()
-                open_(me, 14 - r % 2)
+                me.predict(str(14 - r % 2), api_name="/open_id")
                 loaded.append(time.perf_counter() - t)
-                for j in jobs:
-                    j.result(timeout=300)
+                assert ann.stdout.readline().strip() == "done"
+            ann.stdin.close()
+            ann.wait(timeout=60)
             out[f"{how}_idle_open_s"] = statistics.median(idle)
             out[f"{how}_open_behind_12_s"] = statistics.median(loaded)
             out[f"{how}_ratio"] = statistics.median(loaded) / statistics.median(idle)

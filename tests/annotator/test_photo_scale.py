@@ -131,3 +131,22 @@ def test_a_stroke_is_the_same_pixels_as_drawing_it_on_the_whole_frame():
         d.ellipse([x - 6, y - 6, x + 6, y + 6], fill=1)
     want = np.asarray(img, dtype=bool)
     assert (got ^ want).sum() <= 0.002 * want.sum()  # the same brush, drawn in its own box
+
+
+def test_between_requests_a_page_holds_its_labels_as_rle_and_sends_each_crop_once(store, photo, monkeypatch):
+    ls = LabelSession(store, photo)
+    page = page_of(ls)
+    first = canvas.payload(page)
+    assert all(c is None for c in ls.instances._crops)  # nothing decoded is kept past the answer
+    decoded = []
+    real = ls.instances.crop
+    monkeypatch.setattr(ls.instances, "crop", lambda i: decoded.append(i) or real(i))
+    canvas.apply(page, {"op": "accept", "index": 0})
+    second = canvas.payload(page)
+    assert decoded == [] and [d["mask"] for d in first["instances"]] == [d["mask"] for d in second["instances"]]
+    x, y, _, _ = (int(v) for v in ls.instances.bboxes[1])
+    canvas.apply(page, {"op": "stroke", "index": 1, "radius": 3, "points": [[x + 2, y + 2]]})  # the box's corner:
+    third = canvas.payload(page)                                                              # outside the ellipse
+    assert decoded == [1] and third["instances"][1]["area"] > second["instances"][1]["area"]
+    assert third["instances"][1]["mask"] != second["instances"][1]["mask"]
+    assert len(page.display_cache["crops"]) == len(ls.instances)
