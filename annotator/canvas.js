@@ -353,6 +353,7 @@ function draw() {
   drawGesture();
   finishDraw();
 }
+const MAX_BRUSH = 1024;  // image pixels: the server's limit on a brush's radius (annotator.labeling)
 const MANY = 400;  // more instances drawn than this: masks from one cached layer, boxes culled, fewer tags
 const TAG_MIN = 40, MAX_TAGS = 200;  // with many instances: a tag only on a box this wide, at most this many
 const LAYER_PIXELS = 16e6;  // the layer's size at most (a larger image's layer is scaled down)
@@ -509,10 +510,14 @@ function pump() {
   setTimeout(() => {  // no answer (the server failed: Gradio shows its error): do not block the next edits
     if (S.inflight === msg.seq) { S.inflight = null; S.sentAt.delete(msg.seq); hint('the server did not answer that edit'); pump(); }
   }, 20000);
-  server.canvas_edit(Object.assign({token: S.data ? S.data.token : ''}, msg)).then(receive).catch((err) => {
+  const failed = (why) => {  // the picture and the labels stay as they are; the person is told
     if (S.inflight === msg.seq) { S.inflight = null; S.sentAt.delete(msg.seq); pump(); }
-    hint('that edit failed on the server: ' + err);
-  });
+    hint(why);
+  };
+  server.canvas_edit(Object.assign({token: S.data ? S.data.token : ''}, msg)).then((data) => {
+    if (data && typeof data === 'object') receive(data);
+    else failed('that edit got no answer (logged out in another tab, or the server failed): reload the page');
+  }).catch((err) => failed('that edit failed on the server: ' + err));
 }
 function whenIdle(fn) {  // after every queued edit is answered (saving, moving on)
   if (!S.inflight && !S.outbox.length) fn(); else S.whenIdle.push(fn);
@@ -745,7 +750,8 @@ canvas.addEventListener('pointerdown', (e) => {
   const g = (S.tool === 'select' || S.tool === 'keypoint' || S.tool === 'box') ? grab(p.x, p.y) : null;
   if (g) { S.drag = Object.assign(g, {sx: p.x, sy: p.y, moved: false}); return; }
   if (S.tool === 'brush' || S.tool === 'eraser') {
-    S.drag = {kind: 'stroke', erase: S.tool === 'eraser', index: S.selected, r: S.radius / S.view.s, pts: [[x, y]]};
+    S.drag = {kind: 'stroke', erase: S.tool === 'eraser', index: S.selected, r: Math.min(MAX_BRUSH, S.radius / S.view.s),
+      pts: [[x, y]]};
     local('stroke');
   } else if (S.tool === 'box' || S.tool === 'assist') {
     S.drag = {kind: 'rect', x0: x, y0: y, x1: x, y1: y, sx: p.x, sy: p.y};
@@ -937,7 +943,10 @@ function onKey(e) {
   else if ((k === 'Delete' || k === 'Backspace') && S.selected != null) send('delete', {index: S.selected});
   else if (k === 'z') send('undo');
   else if (k === 'y') send('redo');
-  else if (k === '[' || k === ']') { S.radius = Math.max(1, Math.min(200, S.radius * (k === ']' ? 1.25 : 0.8))); hint(`brush radius ${S.radius.toFixed(0)} px`); requestDraw(); }
+  else if (k === '[' || k === ']') {  // on screen, at most the server's limit in image pixels at this zoom
+    S.radius = Math.max(1, Math.min(200, MAX_BRUSH * S.view.s, S.radius * (k === ']' ? 1.25 : 0.8)));
+    hint(`brush radius ${S.radius.toFixed(0)} px (${(S.radius / S.view.s).toFixed(0)} image px)`); requestDraw();
+  }
   else if (k === 'f') { fit(); local('fit'); }
   else if (k === '1') { oneToOne(); local('zoom'); }
   else if (k === 'Enter' && S.poly.length) closePolygon();

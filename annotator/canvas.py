@@ -372,9 +372,9 @@ def apply(page: Page, msg: Any, assist: Assist | None = None) -> str:
     ls = page.session
     if ls is None:
         raise UserError(page.ended or "open an image first")
-    if not isinstance(msg, dict) or msg.get("op") not in OPS:
-        op = msg.get("op") if isinstance(msg, dict) else msg
-        raise UserError(f"unknown canvas action {op!r}")
+    op = msg.get("op") if isinstance(msg, dict) else msg
+    if not isinstance(msg, dict) or not isinstance(op, str) or op not in OPS:
+        raise UserError(f"unknown canvas action {str(op)[:80]!r}")
     if "min_score" in msg:
         ms = _number(msg, "min_score")
         ls.min_score = min(max(ms, 0.0), 1.0)

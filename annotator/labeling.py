@@ -39,6 +39,7 @@ __all__ = ["LabelSession", "CategoryInfo", "Refused", "SaveConflict", "review_su
 IDLE_GAP = 60.0  # seconds: a longer pause between two actions is not counted as time spent labeling
 MAX_BRUSH_RADIUS = 1024.0  # image pixels: a larger brush is refused (draw a polygon instead)
 MAX_STROKE_WORK = 150_000_000  # pixels one stroke message may draw (its dabs and line, overlaps counted)
+LINE_WEIGHT = 8  # a pixel of a stroke's line costs this many of a dab's (measured: PIL's wide lines)
 
 
 def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -53,6 +54,15 @@ def _points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
             raise UserError(f"not a point in the image: ({x}, {y})")
         out.append((x, y))
     return out
+
+
+def stroke_work(points: Sequence[tuple[float, float]], radius: float) -> float:
+    """What drawing a stroke costs, in pixels: its dabs, and its line (weighted: a long thin line costs more
+    per pixel than a filled disc). The one measure of a stroke for its limit and for the edit rate."""
+    r = max(0.5, float(radius))
+    xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    length = float(np.hypot(*np.diff(xy, axis=0).T).sum()) if len(xy) > 1 else 0.0
+    return len(xy) * (2 * r + 1) ** 2 + LINE_WEIGHT * length * (2 * r + 1)
 
 
 def _thin(points: list[tuple[float, float]], spacing: float) -> list[tuple[float, float]]:
@@ -328,8 +338,7 @@ class LabelSession:
                             "(g) for a large area")
         r = max(0.5, r)
         pts = _thin(_points(points), r / 8)
-        length = sum(math.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(pts, pts[1:]))
-        work = len(pts) * (2 * r + 1) ** 2 + length * 2 * r
+        work = stroke_work(pts, r)
         if work > MAX_STROKE_WORK:
             raise UserError(f"that stroke would draw {work / 1e6:.0f} million pixels, over the limit of "
                             f"{MAX_STROKE_WORK / 1e6:.0f} million for one stroke: paint it in parts, or draw a polygon")
@@ -350,6 +359,9 @@ class LabelSession:
     def _apply(self, i: int, region: crops.Crop, erase: bool) -> None:
         m = self.instances[i].crop or crops.EMPTY
         new = _not_empty(crops.minus(m, region) if erase else crops.union(m, region), "erasing")
+        if crops.pixels_differing(m, new) == 0:  # (off the image, or all inside already): not an edit
+            raise UserError("that changed no pixel of the mask" + (" (it lies outside the image)"
+                                                                 if region.empty() else ""))
         self.record([i])
         self._edited(i).crop = new  # encoded to RLE with its tight box when next read
 

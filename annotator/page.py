@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import threading
 import time
 from typing import Any, Callable
 
-from annotator.labeling import LabelSession
+import numpy as np
+
+from annotator.labeling import MAX_BRUSH_RADIUS, LabelSession, stroke_work
 
 RELOAD = "reload the page to go on labeling"
 
@@ -39,6 +42,7 @@ class Page:
 
     token: str
     user: str = ""
+    owner: str = ""  # whose budgets it counts against: the login, or without logins its browser tab
     role: str | None = "admin"
     session: LabelSession | None = None
     seq: int = 0  # the last canvas message applied (annotator.canvas)
@@ -51,6 +55,10 @@ class Page:
     last_used: float = 0.0
     opens: int = 0  # opens asked for by this page (annotator.ui: a burst runs only its last)
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)  # one request at a time
+
+    @property
+    def who(self) -> str:
+        return self.owner or self.user
 
     @property
     def min_score(self) -> float:
@@ -78,6 +86,7 @@ class Pages:
                  on_end: Callable[[Page], Any] | None = None):
         self.limits, self.clock, self.on_end = limits, clock, on_end
         self._pages: collections.OrderedDict[str, Page] = collections.OrderedDict()  # least recently used first
+        self._gone: collections.OrderedDict[str, str] = collections.OrderedDict()  # why recent pages ended
         self._lock = threading.Lock()
         self.ended = 0  # pages ended so far, for any reason
 
@@ -95,7 +104,7 @@ class Pages:
             self._pages[page.token] = page
             self._pages.move_to_end(page.token)
             gone = self._sweep()
-            mine = [p for p in self._pages.values() if p.user == page.user]
+            mine = [p for p in self._pages.values() if p.who == page.who]
             for p in mine[:max(0, len(mine) - self.limits.max_per_user)]:
                 gone.append(self._drop(p, f"you have more than {self.limits.max_per_user} pages open; this one "
                                           f"was the least recently used and was closed: {RELOAD}"))
@@ -108,14 +117,15 @@ class Pages:
                                                f"least recently used: {RELOAD}"))
         self._ended(gone)
 
-    def get(self, token: Any) -> Page | None:
-        """The open page with this token (now its most recently used), or None."""
+    def get(self, token: Any, use: bool = True) -> Page | None:
+        """The open page with this token, or None; with ``use`` it is now the most recently used (a
+        heartbeat that only says the tab is still there passes False: an open, untouched tab still idles)."""
         if not isinstance(token, str):
             return None
         with self._lock:
             gone = self._sweep()
             page = self._pages.get(token)
-            if page is not None:
+            if page is not None and use:
                 page.last_used = self.clock()
                 self._pages.move_to_end(token)
         self._ended(gone)
@@ -154,8 +164,16 @@ class Pages:
         return [self._drop(p, f"this page was idle for over {minutes:g} minutes and was closed (unsaved edits "
                               f"are not kept): {RELOAD}") for p in idle]
 
+    def why_ended(self, token: Any) -> str:
+        """Why the page with this token ended, if it did lately (the last thousand are remembered)."""
+        with self._lock:
+            return self._gone.get(token, "") if isinstance(token, str) else ""
+
     def _drop(self, page: Page, why: str) -> Page:
         self._pages.pop(page.token, None)
+        self._gone[page.token] = why
+        while len(self._gone) > 1000:
+            self._gone.popitem(last=False)
         page.ended = why
         self.ended += 1
         return page
@@ -196,8 +214,13 @@ class EditRate:
         points, radius = message.get("points"), message.get("radius")
         if not isinstance(points, list) or isinstance(radius, bool) or not isinstance(radius, (int, float)):
             return 0.1
-        r = min(max(float(radius), 0.5), 1e4) if radius == radius else 0.5  # NaN: refused later, by name
-        return 0.1 + min(len(points), 100_000) * (2 * r + 1) ** 2 / 1e7
+        try:
+            xy = np.asarray(points[:100_000], dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            return 0.1  # refused later, by name
+        if not np.isfinite(xy).all() or not math.isfinite(radius):
+            return 0.1
+        return 0.1 + stroke_work(xy, min(float(radius), MAX_BRUSH_RADIUS)) / 1e7
 
     def take(self, user: str, cost: float) -> float:
         """Charge ``cost`` to ``user``; 0.0 when allowed, else the seconds to wait (nothing is charged)."""

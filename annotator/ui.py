@@ -28,6 +28,7 @@ from model.api import ModelOptions
 
 log = logging.getLogger(__name__)
 
+MAX_SEQ = 2 ** 53  # a canvas message's sequence number is at most this (JSON's exact integers)
 OPENS_PER_USER = 2  # opens of one login that run at once; the rest of its opens wait their turn
 INLINE_INSTANCES = 2000  # an image with more instances has its canvas data fetched by the canvas (canvas_fetch)
 
@@ -186,7 +187,7 @@ class LabelTab:
         with page.lock:
             page.opens += 1
             mine = page.opens
-        with self._slots(user), page.lock:  # one open at a time per page, two per login; of a burst (Next held
+        with self._slots(page.who), page.lock:  # one open at a time per page, two per login; of a burst (Next held
             if page.opens != mine:          # down) only the last one runs; the others leave the canvas be
                 return page, gr.skip()
             out = self._open(image_id, page, role, user, note, back)
@@ -201,7 +202,10 @@ class LabelTab:
         with self._slots_lock:
             page = self._tabs.get(browser) if browser else None
             if page is None or page.user != user:
-                page = Page(secrets.token_urlsafe(24), user=user, role=role, browser=browser)
+                token = secrets.token_urlsafe(24)
+                # without logins every browser is "local": each tab then has budgets of its own
+                page = Page(token, user=user, role=role, browser=browser,
+                            owner=user if self.roles.login else f"tab {browser or token}")
                 if browser:
                     self._tabs[browser] = page
             return page
@@ -294,7 +298,7 @@ class LabelTab:
         the canvas's call, never through a label event)."""
         def apply(p):
             if isinstance(data, dict) and isinstance(data.get("seq"), int):
-                p.seq = max(p.seq, data["seq"])  # answered, whatever the outcome
+                p.seq = max(p.seq, min(data["seq"], MAX_SEQ))  # answered, whatever the outcome
             return canvas.apply(p, data, self.proposer)
 
         return self.act(apply, page, via_event=False)
@@ -305,18 +309,18 @@ class LabelTab:
         token = message.get("token") if isinstance(message, dict) else None
         page = self.pages.get(token)
         if page is None:
-            return {"message": "this page's labeling session is gone (the server restarted, or the page was "
-                               "closed for being idle): reload the page", "ended": True}
+            return {"message": self.pages.why_ended(token) or "this page's labeling session is gone (the server "
+                    "restarted?): reload the page", "ended": True}
         page.role = self.roles.role_of(page.user)  # read again: a changed role or a removed account counts at once
         try:
             users.require(page.role, "label", page.user if self.roles.login else "")
         except UserError as e:
             return self.outputs(page, str(e), via_event=False)[1]
-        wait = self.rate.take(page.user, EditRate.cost(message))
+        wait = self.rate.take(page.who, EditRate.cost(message))
         if wait:
             with page.lock:
                 if isinstance(message.get("seq"), int):
-                    page.seq = max(page.seq, message["seq"])  # answered: refused, nothing changed
+                    page.seq = max(page.seq, min(message["seq"], MAX_SEQ))  # answered: refused, nothing changed
                 return self.outputs(page, f"too many edits too fast: that one was not applied; try again in "
                                           f"{max(wait, 0.1):.1f} s", via_event=False)[1]
         try:
@@ -329,7 +333,7 @@ class LabelTab:
         """The canvas's server function, every few seconds: this page is still on its image, and who else is
         (annotator.presence). A page that goes away (``leaving``) ends: what it held is freed."""
         token = message.get("token") if isinstance(message, dict) else None
-        page = self.pages.get(token)
+        page = self.pages.get(token, use=False)
         out = self.presence.poll(message, page)
         if page is not None and isinstance(message, dict) and message.get("leaving") is True:
             self.pages.end(page.token, "this page was closed: " + "reload the page to go on labeling")
@@ -852,6 +856,9 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
     A bad message is refused by name and nothing after it is applied."""
     try:
         image_id = _whole(image_id, "image id")
+        problem = id_problem(image_id)
+        if problem:
+            raise UserError(f"no image with id {image_id}: {problem}")
         if not isinstance(ops, list) or len(ops) > MAX_API_OPS:
             raise UserError(f"ops must be a list of at most {MAX_API_OPS} edit messages")
         # the call's own page, freed when it answers (nothing of it is kept between calls)
@@ -874,7 +881,8 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
 
 def _whole(value, what: str) -> int:
     """A JSON number that must be an integer (clients may send 3.0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
+            float("inf"), float("-inf")) or value != int(value):
         raise UserError(f"{what} {value!r} is not an integer")
     return int(value)
 

@@ -299,7 +299,7 @@ class Instances:
                 total += sum(8 * len(p) for p in seg if isinstance(p, list))
             total += c.nbytes if c is not None else 0
             total += 8 * len(k) if k else 0
-            total += 400  # the row's other columns and list slots
+            total += 3800  # the row's other columns as Python objects (measured: about 3.8 KB an instance)
         return total
 
     def num_keypoints_of(self, i: int) -> int | None:

@@ -175,3 +175,37 @@ def test_many_users_opening_and_editing_at_once_within_small_budgets_never_deadl
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads) and errors == []
     assert len(tab.pages) <= 3
+
+
+def test_an_open_untouched_tab_still_idles_and_an_ended_page_is_told_why(proposed_store):
+    from annotator.access import Roles
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None),
+                   Roles(proposed_store, admins=["ann"], login=True), limits=PageLimits(idle_seconds=60, max_per_user=1))
+    clock = Clock()
+    tab.pages.clock = clock
+    image_id = _busiest_image(proposed_store)
+    page, data = tab.open(image_id, None, request=SimpleNamespace(username="ann", session_hash="t1"))
+    for _ in range(30):  # the canvas's presence poll every 3 s: the tab is there, nobody uses it
+        clock.t += 3
+        tab.canvas_presence({"token": data["token"], "browser": "b"})
+    gone = tab.canvas_edit({"token": data["token"], "op": "accept", "index": 0, "seq": 1})
+    assert gone["ended"] and "idle for over 1 minutes" in gone["message"]
+    a, da = tab.open(image_id, None, request=SimpleNamespace(username="ann", session_hash="t2"))
+    b, db_ = tab.open(image_id, None, request=SimpleNamespace(username="ann", session_hash="t3"))
+    said = tab.canvas_edit({"token": da["token"], "op": "view", "seq": 1})
+    assert said["ended"] and "more than 1 pages open" in said["message"]
+    huge = tab.canvas_edit({"token": db_["token"], "op": "accept", "index": 0, "seq": 10 ** 30})
+    assert huge["seq"] == 2 ** 53  # answered with a number JSON holds exactly, never an exception
+
+
+def test_without_logins_each_tab_has_budgets_of_its_own(proposed_store):
+    from annotator.ui import LabelTab
+
+    tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None),
+                   limits=PageLimits(max_per_user=1))
+    image_id = _busiest_image(proposed_store)
+    pages = [tab.open(image_id, None, request=SimpleNamespace(username=None, session_hash=f"tab{k}"))[0]
+             for k in range(3)]
+    assert all(p.session is not None for p in pages) and len(tab.pages) == 3  # three people, no accounts
