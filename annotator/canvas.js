@@ -962,7 +962,20 @@ window.addEventListener('keydown', onKey, true);
 window.addEventListener('keyup', (e) => { if (e.key === ' ') S.space = false; }, true);
 
 // --- what the server sends -------------------------------------------------------------------------------
+function merged(data) {  // an answer holding only the instances that changed (an image with very many), merged
+  if (!data || !data.delta) return data;
+  if (!S.data || data.image_id !== S.imageId || data.base !== S.rev) {  // an answer in between was not seen
+    server.canvas_fetch({token: S.data ? S.data.token : data.token, rev: null}).then(take).catch((err) =>
+      hint('could not read the labels: ' + err));
+    return null;
+  }
+  const byIndex = new Map(S.data.instances.map((it) => [it.i, it]));
+  for (const i of data.removed || []) byIndex.delete(i);
+  for (const it of data.instances) byIndex.set(it.i, it);
+  return Object.assign({}, data, {delta: false, instances: [...byIndex.values()].sort((a, b) => a.i - b.i)});
+}
 function receive(data) {
+  if (data && data.delta) { data = merged(data); if (!data) return; }
   const newImage = !data || data.image_id !== S.imageId;
   if (!newImage && data.rev <= S.rev) return;  // an older answer than the one shown (a button's, overtaken)
   S.answerPending = true;  // the next frame draws a server answer (bench/canvas.py times buttons with it)

@@ -134,10 +134,18 @@ def _refused(page: Page, used: dict) -> list[dict[str, Any]]:
     return out
 
 
-def payload(page: Page, message: str = "") -> dict[str, Any]:
+DELTA_INSTANCES = 2000  # an image with more instances is answered with the instances that changed (``delta``)
+
+
+def payload(page: Page, message: str = "", delta: bool = False) -> dict[str, Any]:
     """Everything the canvas shows for the page's open image; ``seq`` is the last edit message applied,
     ``message`` what to tell the person (shown as text, never as HTML). After a refused save, ``pending``
-    lists this person's refused edits and ``theirs`` says who saved the labels shown, and when."""
+    lists this person's refused edits and ``theirs`` says who saved the labels shown, and when.
+
+    With ``delta``, for an image of over DELTA_INSTANCES instances, ``instances`` holds only those that differ
+    from the last answer built for the page (``base``: that answer's ``rev``), and ``removed`` the indices it
+    held that are gone: the canvas merges them into what it shows (or asks for the whole when its ``rev`` is
+    not ``base``). An edit on an image of 20,000 instances then answers in kilobytes, not megabytes."""
     ls = page.session
     inst = ls.instances
     page.rev += 1
@@ -165,12 +173,28 @@ def payload(page: Page, message: str = "") -> dict[str, Any]:
                        for c in ls.categories.values()},
     }
     page.display_cache["crops"] = used
+    if len(shown) > DELTA_INSTANCES:
+        _as_delta(page, data, delta)
+    else:
+        page.display_cache.pop("sent", None)
     # what was decoded for this answer is not kept: between requests a page holds its labels as RLE (a 24 MP
     # photo's masks would otherwise stay decoded, a byte a pixel of every object, for as long as the page lives)
     inst.forget_decoded()
     for r in ls.pending:
         r.mine.forget_decoded()
     return data
+
+
+def _as_delta(page: Page, data: dict[str, Any], delta: bool) -> None:
+    """Remember what this answer holds; with ``delta``, cut it to what changed since the last one."""
+    sent = page.display_cache.get("sent")
+    now = {d["i"]: d for d in data["instances"]}
+    if delta and sent is not None and sent[0] == data["image_id"]:
+        before = sent[2]
+        data["instances"] = [d for i, d in now.items() if before.get(i) != d]
+        data["removed"] = [i for i in before if i not in now]
+        data["delta"], data["base"] = True, sent[1]
+    page.display_cache["sent"] = (data["image_id"], data["rev"], now)
 
 
 def _history(page: Page) -> list[dict[str, Any]]:

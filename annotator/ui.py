@@ -133,7 +133,7 @@ class LabelTab:
         self._tabs: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # each tab's page (_page_for)
 
     # --- helpers --------------------------------------------------------------------------------------
-    def outputs(self, page: Page | None, message: str = "", via_event: bool = True):
+    def outputs(self, page: Page | None, message: str = "", via_event: bool = True, delta: bool = False):
         """(page, canvas data): every label event's outputs. The canvas shows the message, the image line
         and the instance list itself, so an edit's answer is one small update."""
         if self.proposer.last_error:
@@ -154,7 +154,7 @@ class LabelTab:
         ls.refresh_categories()  # one added in the Dataset tab reaches the class lists
         if not ls.categories and not message:
             message = "No categories yet: add them in the Dataset tab, or import a COCO file that has them."
-        data = canvas.payload(page, message)
+        data = canvas.payload(page, message, delta=delta)
         if len(data["instances"]) > INLINE_INSTANCES and via_event:  # fetched by the canvas (canvas_fetch)
             page.display_cache["outbox"] = data
             return page, {"fetch": True, "token": page.token, "rev": data["rev"], "image_id": data["image_id"]}
@@ -171,6 +171,9 @@ class LabelTab:
             data = page.display_cache.pop("outbox", None)
             if data is not None and data["rev"] == message.get("rev"):
                 return data
+            wait = self.rate.take(page.who, 1.0)  # the whole of an image's labels, asked for again
+            if wait:
+                return {"message": f"too many requests too fast: try again in {max(wait, 0.1):.1f} s"}
             return self.outputs(page, via_event=False)[1]
 
     def open(self, image_id, page: Page | None, request=None, note: str = "", back: bool = False):
@@ -279,7 +282,7 @@ class LabelTab:
                                                     "saved last.")
         return self.open(target, page, request)
 
-    def act(self, fn, page: Page | None, via_event: bool = True):
+    def act(self, fn, page: Page | None, via_event: bool = True, delta: bool = False):
         if page is None:
             return self.outputs(page, "Open an image first.")
         with page.lock:
@@ -291,7 +294,7 @@ class LabelTab:
                     msg = fn(page) or ""
                 except UserError as e:
                     msg = str(e)
-                return self.outputs(page, msg, via_event=via_event)
+                return self.outputs(page, msg, via_event=via_event, delta=delta)
 
     def edit(self, page, data):
         """One message from the canvas (annotator.canvas.apply); returns the outputs (answered directly to
@@ -301,7 +304,7 @@ class LabelTab:
                 p.seq = max(p.seq, min(data["seq"], MAX_SEQ))  # answered, whatever the outcome
             return canvas.apply(p, data, self.proposer)
 
-        return self.act(apply, page, via_event=False)
+        return self.act(apply, page, via_event=False, delta=True)
 
     def canvas_edit(self, message) -> dict:
         """The canvas's server function for an edit: the message applied to the open page holding the
