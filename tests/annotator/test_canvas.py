@@ -159,6 +159,9 @@ def test_box_keypoint_and_class_messages(ls):
     ({"op": "drop_mine"}, "item must be an integer, not None"),
     ({"op": "reapply_all"}, "no refused edit to re-apply"),
     ({"op": "drop_all"}, "no refused edits to drop"),
+    ({"op": ["accept"], "index": 0}, "unknown canvas action"),
+    ({"op": "stroke", "points": [[1e12, 1e12]], "radius": 5, "index": 0}, "changed no pixel .*outside the image"),
+    ({"op": "stroke", "points": [[-50, 2], [-40, 3]], "radius": 3, "index": 0, "erase": True}, "changed no pixel"),
 ])
 def test_bad_messages_are_named_and_change_nothing(ls, msg, says):
     before = {k: v for k, v in canvas.payload(page_of(ls)).items() if k != "rev"}
