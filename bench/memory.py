@@ -10,7 +10,7 @@ Measures (the store is built once per measure, before the first reading):
   data, display cache) of a 6000x4000 JPEG with 20 proposals; 10 pages, each its own (the page budget would
   end none of them).
 - edits: RSS per accept or reject (40 of them, undo steps kept) and per brush stroke (100 strokes of radius 40
-  over 60 points, on the selected proposal), on that photo.
+  over 60 points on one proposal, each path painted then erased), on that photo.
 - label_image: /label_image (annotator.ui.label_image) with 500 messages (accepts, rejects and strokes) on the
   photo: peak RSS growth during the call, and what is still held after it.
 - many: an image of 640x480 with 20,000 annotations: open in the Label tab (session + canvas data) and its
@@ -121,8 +121,8 @@ def m_edits(tmp: Path) -> dict:
     base = settle()
     t = time.perf_counter()
     for k in range(100):
-        pts = [[x + w * (j / 60), y + h / 2 + (k % 10) * 4] for j in range(60)]
-        canvas.apply(page, {"op": "stroke", "index": i, "radius": 40, "points": pts, "erase": bool(k % 3 == 2)})
+        pts = [[x + w * (j / 60), y + h / 2 + (k // 2 % 10) * 4] for j in range(60)]  # painted, then erased
+        canvas.apply(page, {"op": "stroke", "index": i, "radius": 40, "points": pts, "erase": bool(k % 2)})
         canvas.payload(page)
     ms = (time.perf_counter() - t) * 1000 / 100
     per_stroke = (settle() - base) / 100
