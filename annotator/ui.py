@@ -78,6 +78,10 @@ HOTKEYS_JS = """
 <script>
 document.addEventListener('keydown', (e) => {
   const t = e.target;
+  if (e.key === 'Enter' && t && t.closest && t.closest('#jump-id')) {  // an id typed and opened: the keys go back
+    setTimeout(() => t.blur(), 0);                                      // to labeling (a, r, ...), not the box
+    return;
+  }
   if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
   const k = e.key;
   const ctrl = e.ctrlKey || e.metaKey;

@@ -251,3 +251,20 @@ def test_a_gallery_thumbnail_opens_its_image_in_the_label_tab(app_with_model, pa
     third = annotations.image_ids(store)[2]
     expect(page.locator("#label-canvas .mlc-info")).to_contain_text(f"Image {third} ")
     expect(page.locator("#label-canvas canvas")).to_be_visible()
+
+
+def test_after_opening_an_id_with_enter_the_review_keys_label_again(app_with_model, page):
+    store, url, _ = app_with_model
+    page.goto(url)
+    expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
+    image_id = _fresh_image(store, USED)
+    page.wait_for_function(f"{ST} && {ST}.answerDrawnAt > 0")
+    box = page.locator("#jump-id").get_by_role("textbox")
+    box.fill(str(image_id))
+    box.press("Enter")  # the keyboard way: the focus was left in the box, so `a` typed into it
+    page.wait_for_function(f"{ST}.imageId === {image_id}")
+    idle(page)
+    sel = canvas_state(page, "S.selected")
+    page.keyboard.press("a")
+    idle(page)
+    assert instance(page, sel)["state"] == "accepted" and box.input_value() == str(image_id)
