@@ -89,14 +89,20 @@ class Crop:
 EMPTY = Crop(0, 0, np.zeros((0, 0), bool))
 
 
+def _bounds(m: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The rows r0:r1 and columns c0:c1 of ``m`` that hold a pixel, or None when none do."""
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def tight(c: Crop) -> Crop:
     """``c`` cut to the rows and columns that hold a pixel (EMPTY when none do)."""
-    if c.m.size == 0:
+    b = _bounds(c.m) if c.m.size else None
+    if b is None:
         return EMPTY
-    rows, cols = np.flatnonzero(c.m.any(axis=1)), np.flatnonzero(c.m.any(axis=0))
-    if rows.size == 0:
-        return EMPTY
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    r0, r1, c0, c1 = b
     if (r0, c0, r1, c1) == (0, 0, c.h, c.w):
         return c
     return Crop(c.x + c0, c.y + r0, c.m[r0:r1, c0:c1].copy())
@@ -105,10 +111,10 @@ def tight(c: Crop) -> Crop:
 def crop_of(mask: np.ndarray, x: int = 0, y: int = 0) -> Crop:
     """A full (or placed) bool array as its tight crop (a copy: the caller keeps its array)."""
     m = np.asarray(mask, dtype=bool)
-    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-    if rows.size == 0:
+    b = _bounds(m) if m.size else None
+    if b is None:
         return EMPTY
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    r0, r1, c0, c1 = b
     return Crop(x + c0, y + r0, m[r0:r1, c0:c1].copy())
 
 
@@ -181,29 +187,12 @@ def _runs(segmentation: Any, height: int, width: int) -> np.ndarray:
 
 
 def decode_crop(segmentation: Any, height: int, width: int) -> Crop:
-    """COCO segmentation (polygons or RLE) -> its tight ``Crop``, without a full-size array: only the
-    columns the mask spans are visited. Raises MaskError for an invalid segmentation."""
+    """COCO segmentation (polygons or RLE) -> its tight ``Crop``, without a full-size array: the work is in
+    proportion to the mask's runs and its crop. Raises MaskError for an invalid segmentation."""
     if isinstance(segmentation, list) and not segmentation:
         return EMPTY
     runs = _runs(segmentation, height, width)
-    ends = np.cumsum(runs)
-    starts = ends - runs
-    s, e = starts[1::2], ends[1::2]  # runs of 1s
-    keep = e > s
-    s, e = s[keep], e[keep]
-    if s.size == 0:
-        return EMPTY
-    c0, c1 = s // height, (e - 1) // height
-    one_col = c0 == c1
-    x0, x1 = int(c0.min()), int(c1.max()) + 1
-    y0 = int(np.where(one_col, s % height, 0).min())
-    y1 = int(np.where(one_col, (e - 1) % height + 1, height).max())
-    base = x0 * height
-    band = np.zeros((x1 - x0) * height + 1, np.int8)
-    np.add.at(band, s - base, 1)
-    np.add.at(band, e - base, -1)
-    cols = np.cumsum(band[:-1], dtype=np.int8).reshape(x1 - x0, height)  # one row per image column
-    return Crop(x0, y0, cols[:, y0:y1].T.astype(bool))
+    return _crops_from_runs(runs, np.zeros(runs.size, np.int64), 1, height, width)[0]
 
 
 def encode_crop(c: Crop, height: int, width: int) -> dict[str, Any]:
@@ -220,7 +209,7 @@ def crop_to_polygons(c: Crop) -> list[list[float]]:
     return [[v + (c.x if k % 2 == 0 else c.y) for k, v in enumerate(p)] for p in polys]
 
 
-BATCH_BAND_BYTES = 64 * 2 ** 20  # decode_crops fills at most this many bytes of mask columns at once
+BATCH_BAND_BYTES = 64 * 2 ** 20  # decoding fills at most this many bytes of crops at once
 
 
 def _segmented_cumsum(values: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -300,6 +289,16 @@ def decode_crops(segmentations: list, height: int, width: int) -> list:
             out[k] = _one_crop(segmentations[k], height, width)
         return out
     runs, sid = got
+    for k, crop in zip(batch, _crops_from_runs(runs, sid, len(batch), height, width)):
+        out[k] = crop
+    return out
+
+
+def _crops_from_runs(runs: np.ndarray, sid: np.ndarray, n: int, height: int, width: int) -> list[Crop]:
+    """The tight crops of ``n`` masks given by their run lengths (0s first, column-major, checked), all
+    concatenated, with ``sid`` each run's mask (sorted). Boxes come from the runs of 1s; each crop is filled
+    by marking where its runs start and end in a buffer of the crops' size and summing along it."""
+    out: list[Crop] = [EMPTY] * n
     ends = _segmented_cumsum(runs, sid)
     pos = np.arange(runs.size) - np.searchsorted(sid, sid)
     ones = (pos % 2 == 1) & (runs > 0)
@@ -307,9 +306,8 @@ def decode_crops(segmentations: list, height: int, width: int) -> list:
     s = e - runs[ones]
     c0, c1 = s // height, (e - 1) // height
     one_col = c0 == c1
-    present = np.zeros(len(batch), bool)
+    present = np.zeros(n, bool)
     present[sid1] = True
-    n = len(batch)
     x0 = np.full(n, width, np.int64)
     x1 = np.zeros(n, np.int64)
     y0 = np.full(n, height, np.int64)
@@ -342,8 +340,6 @@ def decode_crops(segmentations: list, height: int, width: int) -> list:
         for m in range(j, k):
             if present[m]:
                 crop = filled[offs[m - j]:offs[m - j + 1]].reshape(int(wc[m]), int(hc[m])).T.copy()
-                out[batch[m]] = Crop._made(int(x0[m]), int(y0[m]), crop)
-            else:
-                out[batch[m]] = EMPTY
+                out[m] = Crop._made(int(x0[m]), int(y0[m]), crop)
         j = k
     return out
