@@ -134,7 +134,8 @@ def _refused(page: Page, used: dict) -> list[dict[str, Any]]:
     return out
 
 
-DELTA_INSTANCES = 2000  # an image with more instances is answered with the instances that changed (``delta``)
+MANY_INSTANCES = 2000  # an image with more: answered with the instances that changed (``delta``), and its
+# labels reach the page by the canvas's own call rather than through a label event (annotator.ui)
 
 
 def payload(page: Page, message: str = "", delta: bool = False) -> dict[str, Any]:
@@ -142,7 +143,7 @@ def payload(page: Page, message: str = "", delta: bool = False) -> dict[str, Any
     ``message`` what to tell the person (shown as text, never as HTML). After a refused save, ``pending``
     lists this person's refused edits and ``theirs`` says who saved the labels shown, and when.
 
-    With ``delta``, for an image of over DELTA_INSTANCES instances, ``instances`` holds only those that differ
+    With ``delta``, for an image of over MANY_INSTANCES instances, ``instances`` holds only those that differ
     from the last answer built for the page (``base``: that answer's ``rev``), and ``removed`` the indices it
     held that are gone: the canvas merges them into what it shows (or asks for the whole when its ``rev`` is
     not ``base``). An edit on an image of 20,000 instances then answers in kilobytes, not megabytes."""
@@ -173,7 +174,7 @@ def payload(page: Page, message: str = "", delta: bool = False) -> dict[str, Any
                        for c in ls.categories.values()},
     }
     page.display_cache["crops"] = used
-    if len(shown) > DELTA_INSTANCES:
+    if len(shown) > MANY_INSTANCES:
         _as_delta(page, data, delta)
     else:
         page.display_cache.pop("sent", None)

@@ -41,8 +41,8 @@ def _snapshot(instances: Instances, i: int) -> Instances | None:
 def _step(changes: list[tuple[int, Instances | None]], extra: Any) -> Step:
     """A step and its size: the instances it holds, and the refused edits' list when it holds one."""
     size = 200 + sum(64 + (one.nbytes() if one is not None else 0) for _, one in changes)
-    if isinstance(extra, list):
-        size += sum(r.mine.nbytes() if isinstance(getattr(r, "mine", None), Instances) else 400 for r in extra)
+    if extra is not NOTHING:  # the refused edits' list as it was (annotator.conflicts.Refused items)
+        size += sum(r.mine.nbytes() for r in extra)
     return Step(changes, extra, size)
 
 
@@ -58,10 +58,6 @@ class EditHistory:
 
     def __len__(self) -> int:
         return len(self._undo)
-
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
 
     def record(self, instances: Instances, indices: Sequence[int], extra: Any = NOTHING) -> None:
         """Before an edit of ``indices`` (and of the caller's ``extra`` state, when given): one undo step.

@@ -107,6 +107,7 @@ class LabelSession:
     def __init__(self, store: Store, image_id: int, min_score: float = 0.0, history_bytes: int = DEFAULT_BUDGET):
         self.store = store
         self.image_id = image_id
+        self.verdicts = 0  # verdicts given from this session: the image's history changed (annotator.canvas)
         self._load(mark_in_review=True)
         self._start_timing()
         self.min_score = min_score  # the view's "hide proposals below" threshold: what "shown" and "next" mean
@@ -152,7 +153,6 @@ class LabelSession:
         self.instances = Instances.from_rows(good, self.height, self.width)
         self.instances._crops[:] = kept  # decoded once, above (each costs what its mask covers)
         self.reviewers = {a.id: (a.reviewed_by, a.reviewed_at) for a in good}  # who saved each row as it is
-        self.verdicts = getattr(self, "verdicts", 0)  # verdicts given from this session (its history changed)
 
     def refresh_categories(self) -> None:
         """Read the categories again: one added, renamed or given keypoints in the Dataset tab shows up here
@@ -227,7 +227,7 @@ class LabelSession:
                 continue
             bx, by, bw, bh = it.bbox
             inside = bx <= x <= bx + bw and by <= y <= by + bh  # (a mask is decoded only under the point)
-            crop = it.crop if inside and self.instances.segmentations[i] else None
+            crop = it.crop if inside else None
             if crop is not None and 0 <= x < self.width and 0 <= y < self.height:
                 inside = crop.at(x, y)
             if inside:
@@ -328,8 +328,8 @@ class LabelSession:
 
     def _stroke(self, points: Sequence[tuple[float, float]], radius: float) -> crops.Crop:
         """The pixels a brush of ``radius`` covers along ``points``, drawn within the stroke's own box (cut to
-        the image): the work and memory are in proportion to the area it touches. Points closer than a
-        quarter radius to the last one kept add nothing a line does not cover, and are skipped."""
+        the image): the work and memory are in proportion to the area it touches. Points closer than an
+        eighth of the radius to the last one kept are skipped (``_thin``)."""
         r = float(radius)
         if not math.isfinite(r):
             raise UserError(f"brush radius {radius!r} is not a number")
@@ -396,14 +396,14 @@ class LabelSession:
         y0, y1 = sorted((max(0.0, min(y0, self.height)), max(0.0, min(y1, self.height))))
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise UserError("the box is empty: click two opposite corners")
-        mask = self.instances[i].crop
-        if mask is not None:
-            mask = _not_empty(crops.within(mask, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
+        crop = self.instances[i].crop
+        if crop is not None:
+            crop = _not_empty(crops.within(crop, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
                               "that box")
         self.record([i])
         it = self._edited(i)
-        if mask is not None:
-            it.crop = mask
+        if crop is not None:
+            it.crop = crop
         else:
             it.bbox = [x0, y0, x1 - x0, y1 - y0]
 

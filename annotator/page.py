@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from annotator.history import DEFAULT_BUDGET
 from annotator.labeling import MAX_BRUSH_RADIUS, LabelSession, stroke_work
 
 RELOAD = "reload the page to go on labeling"
@@ -33,7 +34,7 @@ class PageLimits:
     max_pages: int = 200  # open pages on the server; the least recently used ends to make room
     max_per_user: int = 8  # open pages of one login
     max_bytes: int = 2 * 2 ** 30  # what all open pages hold (labels, undo steps, display caches), about
-    history_bytes: int = 32 * 2 ** 20  # each page's undo and redo steps
+    history_bytes: int = DEFAULT_BUDGET  # each page's undo and redo steps
 
 
 @dataclasses.dataclass(eq=False)
@@ -70,7 +71,9 @@ class Page:
         if ls is None:
             return 0
         held = ls.instances.nbytes() + ls.edits.nbytes + sum(r.mine.nbytes() for r in ls.pending)
-        return held + sum(len(v["counts"]) + 100 for v in self.display_cache.get("crops", {}).values())
+        sent = self.display_cache.get("sent")  # (the last answer's instances, for a delta: about 500 bytes each)
+        return (held + sum(len(v["counts"]) + 100 for v in self.display_cache.get("crops", {}).values())
+                + (500 * len(sent[2]) if sent else 0))
 
     def end(self, why: str) -> None:
         """Free what the page holds; its next request is answered with ``why``."""
@@ -88,7 +91,6 @@ class Pages:
         self._pages: collections.OrderedDict[str, Page] = collections.OrderedDict()  # least recently used first
         self._gone: collections.OrderedDict[str, str] = collections.OrderedDict()  # why recent pages ended
         self._lock = threading.Lock()
-        self.ended = 0  # pages ended so far, for any reason
 
     def __len__(self) -> int:
         return len(self._pages)
@@ -108,11 +110,12 @@ class Pages:
             for p in mine[:max(0, len(mine) - self.limits.max_per_user)]:
                 gone.append(self._drop(p, f"you have more than {self.limits.max_per_user} pages open; this one "
                                           f"was the least recently used and was closed: {RELOAD}"))
-            while len(self._pages) > self.limits.max_pages or (
-                    len(self._pages) > 1 and self._held() > self.limits.max_bytes):
+            held = sum(p.nbytes() for p in self._pages.values())
+            while len(self._pages) > self.limits.max_pages or (len(self._pages) > 1 and held > self.limits.max_bytes):
                 oldest = next(iter(self._pages.values()))
                 if oldest is page:
                     break
+                held -= oldest.nbytes()
                 gone.append(self._drop(oldest, f"the server had too many open pages and closed this one, the "
                                                f"least recently used: {RELOAD}"))
         self._ended(gone)
@@ -144,19 +147,7 @@ class Pages:
         self._ended(gone)
         return len(gone)
 
-    def sweep(self) -> None:
-        with self._lock:
-            gone = self._sweep()
-        self._ended(gone)
-
-    def held_bytes(self) -> int:
-        with self._lock:
-            return self._held()
-
     # --- inside (under the lock) ---------------------------------------------------------------------
-    def _held(self) -> int:
-        return sum(p.nbytes() for p in self._pages.values())
-
     def _sweep(self) -> list[Page]:
         limit = self.clock() - self.limits.idle_seconds
         idle = [p for p in self._pages.values() if p.last_used < limit]
@@ -175,7 +166,6 @@ class Pages:
         while len(self._gone) > 1000:
             self._gone.popitem(last=False)
         page.ended = why
-        self.ended += 1
         return page
 
     def _ended(self, pages: list[Page]) -> None:

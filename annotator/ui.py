@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 MAX_SEQ = 2 ** 53  # a canvas message's sequence number is at most this (JSON's exact integers)
 OPENS_PER_USER = 2  # opens of one login that run at once; the rest of its opens wait their turn
-INLINE_INSTANCES = 2000  # an image with more instances has its canvas data fetched by the canvas (canvas_fetch)
 
 SHORTCUTS = """
 | key | action |
@@ -159,7 +158,7 @@ class LabelTab:
         if not ls.categories and not message:
             message = "No categories yet: add them in the Dataset tab, or import a COCO file that has them."
         data = canvas.payload(page, message, delta=delta)
-        if len(data["instances"]) > INLINE_INSTANCES and via_event:  # fetched by the canvas (canvas_fetch)
+        if len(data["instances"]) > canvas.MANY_INSTANCES and via_event:  # fetched by the canvas (canvas_fetch)
             page.display_cache["outbox"] = data
             return page, {"fetch": True, "token": page.token, "rev": data["rev"], "image_id": data["image_id"]}
         return page, data
