@@ -17,7 +17,7 @@ from annotator import canvas, model_view, presence, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired, Roles
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
-from annotator.page import EditRate, Page, PageLimits, Pages
+from annotator.page import RELOAD, EditRate, Page, PageLimits, Pages
 from db import annotations, users
 from db import categories as cat_db
 from db.ids import id_problem
@@ -321,19 +321,25 @@ class LabelTab:
         try:
             users.require(page.role, "label", page.user if self.roles.login else "")
         except UserError as e:
-            return self.outputs(page, str(e), via_event=False)[1]
+            return self._answer(page, str(e))
         wait = self.rate.take(page.who, EditRate.cost(message))
         if wait:
             with page.lock:
                 if isinstance(message.get("seq"), int):
                     page.seq = max(page.seq, min(message["seq"], MAX_SEQ))  # answered: refused, nothing changed
-                return self.outputs(page, f"too many edits too fast: that one was not applied; try again in "
-                                          f"{max(wait, 0.1):.1f} s", via_event=False)[1]
+                return self._answer(page, f"too many edits too fast: that one was not applied; try again in "
+                                          f"{max(wait, 0.1):.1f} s")
         try:
             return self.edit(page, message)[1]
         except Exception as e:  # noqa: BLE001 - the canvas must get an answer, never wait for one
             log.exception("canvas edit %r failed", message)
-            return self.outputs(page, f"that edit failed on the server and changed nothing: {e}", via_event=False)[1]
+            return self._answer(page, f"that edit failed on the server and changed nothing: {e}")
+
+    def _answer(self, page: Page, message: str) -> dict:
+        """The canvas data answering one of its own calls with ``message`` (only what changed, for an image
+        of very many instances: a refusal never costs the whole of its labels)."""
+        with page.lock:
+            return self.outputs(page, message, via_event=False, delta=True)[1]
 
     def canvas_presence(self, message) -> dict:
         """The canvas's server function, every few seconds: this page is still on its image, and who else is
@@ -342,7 +348,7 @@ class LabelTab:
         page = self.pages.get(token, use=False)
         out = self.presence.poll(message, page)
         if page is not None and isinstance(message, dict) and message.get("leaving") is True:
-            self.pages.end(page.token, "this page was closed: " + "reload the page to go on labeling")
+            self.pages.end(page.token, f"this page was closed: {RELOAD}")
         return out
 
     def end_browser(self, session_hash: str | None) -> int:
