@@ -965,11 +965,10 @@ window.addEventListener('keyup', (e) => { if (e.key === ' ') S.space = false; },
 function merged(data) {  // an answer holding only the instances that changed (an image with very many), merged
   if (!data || !data.delta) return data;
   if (!S.data || data.image_id !== S.imageId || data.base !== S.rev) {  // an answer in between was not seen
-    server.canvas_fetch({token: S.data ? S.data.token : data.token, rev: null}).then(take).catch((err) =>
-      hint('could not read the labels: ' + err));
+    fetchLabels(S.data ? S.data.token : data.token, null);
     return null;
   }
-  const byIndex = new Map(S.data.instances.map((it) => [it.i, it]));
+  const byIndex = new Map(S.byIndex);
   for (const i of data.removed || []) byIndex.delete(i);
   for (const it of data.instances) byIndex.set(it.i, it);
   return Object.assign({}, data, {delta: false, instances: [...byIndex.values()].sort((a, b) => a.i - b.i)});
@@ -1016,6 +1015,9 @@ function receive(data) {
   if (!S.fitted && S.levels.length) fit();
   requestDraw();
 }
+function fetchLabels(token, rev) {  // the whole of the labels by a direct call (rev: the announced answer, or null)
+  server.canvas_fetch({token, rev}).then(take).catch((err) => hint('could not read the labels: ' + err));
+}
 function take(data) {  // (timed: bench/photos.py reads how long taking an answer in takes)
   const t = performance.now();
   receive(data);
@@ -1025,8 +1027,7 @@ watch('value', () => {
   const v = props.value;
   // an image with very many instances: the label event sends a note, and its data comes by a direct call
   // (handing megabytes to the page's component state costs seconds)
-  if (v && v.fetch) server.canvas_fetch({token: v.token, rev: v.rev}).then(take).catch((err) => hint('could not ' +
-    'read the labels: ' + err));
+  if (v && v.fetch) fetchLabels(v.token, v.rev);
   else take(v);
 });
 new ResizeObserver(() => { if (S.data) requestDraw(); }).observe(canvas);

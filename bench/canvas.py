@@ -38,6 +38,22 @@ IDLE = (f"(() => {{ const S = {ST}; return S && S.data && S.levels.length > 0 &&
         "!S.outbox.length && S.inflight == null; })()")
 
 
+def measured(browser, store, measure, *args):
+    """``measure(page, url, *args)`` on a fresh page (1440x900) of the app serving ``store``; the app stops after."""
+    from annotator.ui import launch
+
+    port = free_port()
+    demo = launch(store, port=port, block=False)
+    try:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        try:
+            return measure(page, f"http://127.0.0.1:{port}/", *args)
+        finally:
+            page.close()
+    finally:
+        demo.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -219,7 +235,6 @@ def measure_huge(page, url: str) -> str:
 
 
 def main() -> None:
-    from annotator.ui import launch
     from playwright.sync_api import sync_playwright
 
     ap = argparse.ArgumentParser()
@@ -227,19 +242,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        store = make_store(Path(tmp))
-        port = free_port()
-        demo = launch(store, port=port, block=False)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        rows = measure_1080p(page, f"http://127.0.0.1:{port}/", args.repeats)
-        page.close()
-        demo.close()
-        hstore = huge_store(Path(tmp))
-        port = free_port()
-        demo = launch(hstore, port=port, block=False)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        huge = measure_huge(page, f"http://127.0.0.1:{port}/")
-        demo.close()
+        rows = measured(browser, make_store(Path(tmp)), measure_1080p, args.repeats)
+        huge = measured(browser, huge_store(Path(tmp)), measure_huge)
         browser.close()
     print(f"machine: {platform.machine()}, python {platform.python_version()}, Chromium headless; 1920x1080 image, "
           f"30 instances, viewport 1440x900")

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.canvas import ST, Canvas, free_port  # noqa: E402
+from bench.canvas import ST, Canvas, measured  # noqa: E402
 
 
 def photo_store(root: Path, n_photos: int, width: int = 6000, height: int = 4000):
@@ -143,7 +143,6 @@ def measure_many(page, url: str) -> tuple[float, list[float], list[float], float
 
 
 def main() -> None:
-    from annotator.ui import launch
     from playwright.sync_api import sync_playwright
 
     ap = argparse.ArgumentParser()
@@ -151,19 +150,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        store = photo_store(Path(tmp), args.repeats + 1)
-        port = free_port()
-        demo = launch(store, port=port, block=False)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        nexts = measure_next(page, f"http://127.0.0.1:{port}/", args.repeats)
-        page.close()
-        demo.close()
-        store = many_store(Path(tmp))
-        port = free_port()
-        demo = launch(store, port=port, block=False)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        opened, hover, zoom, n, accepts, accepted = measure_many(page, f"http://127.0.0.1:{port}/")
-        demo.close()
+        nexts = measured(browser, photo_store(Path(tmp), args.repeats + 1), measure_next, args.repeats)
+        opened, hover, zoom, n, accepts, accepted = measured(browser, many_store(Path(tmp)), measure_many)
         browser.close()
     print(f"machine: {platform.machine()}, python {platform.python_version()}, Chromium headless, viewport 1440x900")
     print(f"next 24 MP photo, key to first frame (ms): {', '.join(f'{v:.0f}' for v in nexts)}; median "
