@@ -4,9 +4,11 @@ store_view), db/ and model.api, which the tests call too."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import secrets
 import threading
+import time
 import weakref
 
 import gradio as gr
@@ -18,7 +20,7 @@ from annotator.access import LoginGuard, LoginRequired, Roles
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
 from annotator.page import RELOAD, EditRate, Page, PageLimits, Pages
-from db import annotations, users
+from db import annotations, claims, users
 from db import categories as cat_db
 from db.ids import id_problem
 from db.errors import UserError
@@ -129,11 +131,21 @@ class LabelTab:
         self.presence = presence.Presence()  # who has which image open (the canvas polls canvas_presence)
         # every open page by its secret token (the canvas's edits are direct server-function calls, which do
         # not see the page's gr.State): bounded, idle pages end (annotator.page)
-        self.pages = Pages(limits or PageLimits(), on_end=lambda p: self.presence.close(p.token))
+        self.pages = Pages(limits or PageLimits(), on_end=self._ended)
         self.rate = EditRate()  # each login's edit messages, canvas and /label_image alike
         self._user_slots: dict[str, threading.BoundedSemaphore] = {}  # each login's opens at a time (_slots)
         self._slots_lock = threading.Lock()
         self._tabs: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # each tab's page (_page_for)
+
+    def _ended(self, page: Page) -> None:
+        """A page ended: it is no longer on its image, and the image it held is free for others."""
+        self.presence.close(page.token)
+        if page.claimed is not None:
+            try:
+                claims.release(self.store, page.user, [page.claimed])
+            except Exception:  # noqa: BLE001 - the claim then expires by itself (claims.PAGE_SECONDS)
+                log.exception("releasing the claim on image %s failed", page.claimed)
+            page.claimed = None
 
     # --- helpers --------------------------------------------------------------------------------------
     def outputs(self, page: Page | None, message: str = "", via_event: bool = True, delta: bool = False):
@@ -179,9 +191,12 @@ class LabelTab:
                 return {"message": f"too many requests too fast: try again in {max(wait, 0.1):.1f} s"}
             return self.outputs(page, via_event=False)[1]
 
-    def open(self, image_id, page: Page | None, request=None, note: str = "", back: bool = False):
-        """Open an image (saving unsaved edits of the current one first). The page remembers the images it
-        came through, so Previous (``back``) returns to the one before, whatever the queue's order now."""
+    def open(self, image_id, page: Page | None, request=None, note: str = "", back: bool = False,
+             walk: list[int] | None = None):
+        """Open an image (saving unsaved edits of the current one first), or with ``walk`` (a queue's images in
+        the order to try) the first of them nobody else holds (db.claims). The page holds the image it shows
+        while it is on it. The page remembers the images it came through, so Previous (``back``) returns to
+        the one before, whatever the queue's order now."""
         role = self.roles.role(request)  # read once: checked here, kept on the page for its review actions
         user = self.roles.name(request)
         try:
@@ -196,7 +211,7 @@ class LabelTab:
         with self._slots(page.who), page.lock:  # one open at a time per page, two per login; of a burst (Next held
             if page.opens != mine:          # down) only the last one runs; the others leave the canvas be
                 return page, gr.skip()
-            out = self._open(image_id, page, role, user, note, back)
+            out = self._open(image_id, page, role, user, note, back, walk)
         if page.session is not None:
             # registered outside the page's lock: making room ends other pages, taking their locks in turn
             self.pages.add(page)
@@ -227,9 +242,19 @@ class LabelTab:
                 slot = self._user_slots[user] = threading.BoundedSemaphore(OPENS_PER_USER)
             return slot
 
-    def _open(self, image_id, page: Page, role, user, note: str, back: bool):
+    def _open(self, image_id, page: Page, role, user, note: str, back: bool, walk: list[int] | None = None):
         msg = note
         ls = page.session
+        holder = None
+        if walk is not None:  # handed out: the first one nobody else holds, claimed for this person
+            got = claims.take(self.store, user, walk, claims.PAGE_SECONDS)
+            image_id = got[0] if got else None
+            mine = image_id is not None
+        elif image_id is not None and not id_problem(image_id):  # picked by id: held if nobody else holds it
+            mine = bool(claims.take(self.store, user, [image_id], claims.PAGE_SECONDS))
+            holder = None if mine else claims.holder(self.store, image_id, other_than=user)
+        else:
+            mine = False
         if ls is not None and ls.dirty and image_id != ls.image_id:
             try:
                 with ls.lock:
@@ -237,14 +262,19 @@ class LabelTab:
                 msg = f"saved image {ls.image_id}" + (f" ({left} proposal(s) left unreviewed)" if left else "") \
                     + ". " + msg
             except SaveConflict:  # stay on this image: its edits must not be left behind unsaved
+                self._let_go(page, image_id if mine else None)
                 return self.outputs(page, ls.conflicts.review() + " (You stayed on this image.)")
             except UserError as e:  # refused edits still wait to be re-applied or dropped
+                self._let_go(page, image_id if mine else None)
                 return self.outputs(page, f"{e} (You stayed on this image.)")
         if image_id is None:
             if not view.queue(self.store, "all"):
                 return self.outputs(page, msg or "No images yet: import some in the Dataset tab (or run "
                                                  "app.py demo for synthetic ones).")
-            return self.outputs(page, msg or "Nothing more in this queue.")
+            held = len(claims.held_by_others(self.store, user)) if walk is not None else 0
+            return self.outputs(page, msg or "Nothing more in this queue" + (
+                f" for you: the other {held} image(s) not done are held by others (open one by id to look)."
+                if held else "."))
         problem = id_problem(image_id)
         if problem:
             return self.outputs(page, f"no image with id {image_id}: {problem}")
@@ -252,7 +282,14 @@ class LabelTab:
             new = LabelSession(self.store, image_id, min_score=page.min_score,
                                history_bytes=self.pages.limits.history_bytes)
         except UserError as e:
+            self._let_go(page, image_id if mine else None)
             return self.outputs(page, str(e))
+        if holder is not None:
+            msg = "\n".join([msg] * bool(msg) + [held_note(image_id, holder)])
+        if page.claimed is not None and page.claimed != new.image_id:
+            claims.release(self.store, user, [page.claimed])  # moved on: free for the next person
+        page.claimed = new.image_id if mine else None
+        page.claim_renewed = time.monotonic()
         if back and page.trail:
             page.trail.pop()
         elif ls is not None and ls.image_id != new.image_id:
@@ -261,7 +298,7 @@ class LabelTab:
         page.session = new
         page.display_cache.clear()
         self.presence.open(page.token, new.image_id, page.user)
-        order = view.queue(self.store)
+        order = walk if walk is not None else claims.queue_for(self.store, user)
         following = []
         if new.image_id in order:
             k = order.index(new.image_id)
@@ -271,19 +308,37 @@ class LabelTab:
         self.proposer.warm([new.image_id] + following)  # assist's features, before anyone asks
         return self.outputs(page, msg)
 
-    def step(self, which, page, step, request=None):
+    def _let_go(self, page: Page, image_id: int | None) -> None:
+        """An image claimed for this page that it did not open after all is free again."""
+        if image_id is not None and image_id != page.claimed:
+            claims.release(self.store, page.user, [image_id])
+
+    def walk(self, which, page, request=None, review: annotations.ReviewFilter | None = None, step: int = +1,
+             from_start: bool = False):
+        """Open the next image of the queue ``which`` for this person (after the page's image, or with
+        ``from_start`` from the queue's first): the first one nobody else holds, or with ``step`` < 0 the one
+        before."""
         ls = page.session if page is not None else None
-        if step < 0 and ls is not None and page.trail:  # back to the image this page came from
-            return self.open(page.trail[-1], page, request, back=True)
-        ids = view.queue(self.store, which)
-        target = view.neighbour(ids, ls.image_id if ls else None, step)  # before saving moves it out
-        if target is None and step < 0 and ls is not None:  # before the queue's first: the image saved last
+        ids = claims.queue_for(self.store, self.roles.name(request), which, review)
+        here = ls.image_id if ls is not None and not from_start else None
+        if here in ids:
+            k = ids.index(here)
+            walk = ids[k + 1:] if step > 0 else ids[:k][::-1]
+        else:
+            walk = ids if step > 0 else ids[::-1]
+        if not walk and step < 0 and here is not None:  # before the queue's first: the image saved last
             target = annotations.last_reviewed_image(self.store, ls.image_id)
             if target is None:
                 return self.outputs(page, "This is the first image in this queue.")
             return self.open(target, page, request, "This was the first image in this queue; here is the image "
                                                     "saved last.")
-        return self.open(target, page, request)
+        return self.open(None, page, request, walk=walk)
+
+    def step(self, which, page, step, request=None, review: annotations.ReviewFilter | None = None):
+        ls = page.session if page is not None else None
+        if step < 0 and ls is not None and page.trail:  # back to the image this page came from
+            return self.open(page.trail[-1], page, request, back=True)
+        return self.walk(which, page, request, review, step)
 
     def act(self, fn, page: Page | None, via_event: bool = True, delta: bool = False):
         if page is None:
@@ -349,7 +404,21 @@ class LabelTab:
         out = self.presence.poll(message, page)
         if page is not None and isinstance(message, dict) and message.get("leaving") is True:
             self.pages.end(page.token, f"this page was closed: {RELOAD}")
+        elif page is not None:
+            self._keep_claim(page)
         return out
+
+    def _keep_claim(self, page: Page) -> None:
+        """While a page is open on an image it holds, its claim is renewed (every claims.RENEW_EVERY s)."""
+        now = time.monotonic()
+        image_id = page.claimed
+        if image_id is None or now - page.claim_renewed < claims.RENEW_EVERY:
+            return
+        page.claim_renewed = now
+        if not claims.renew(self.store, page.user, [image_id], claims.PAGE_SECONDS):
+            # lapsed (the machine slept?): held again if nobody else took it meanwhile
+            if not claims.take(self.store, page.user, [image_id], claims.PAGE_SECONDS):
+                page.claimed = None
 
     def end_browser(self, session_hash: str | None) -> int:
         """A browser tab closed (Gradio's unload): its pages end."""
@@ -418,6 +487,10 @@ class LabelTab:
                                 elem_id="queue-filter")
             prev_b = gr.Button("◀ Previous (p)", elem_id="btn-prev", size="sm", scale=1)
             next_b = gr.Button("Next (n) ▶", elem_id="btn-next", size="sm", scale=1)
+            review_by = gr.Dropdown([ANYONE], value=ANYONE, label="Saved by", scale=1, visible=False,
+                                    elem_id="review-by", allow_custom_value=False)
+            review_days = gr.Textbox(label="Saved on (UTC)", scale=1, visible=False, elem_id="review-days",
+                                     max_lines=1, placeholder="2026-12-01, or 2026-12-01..2026-12-05, then Enter")
             jump = gr.Textbox(label="Image id", scale=1, elem_id="jump-id", max_lines=1,
                               placeholder="an image id, then Enter")
             go = gr.Button("Open", elem_id="btn-open", size="sm", scale=1)
@@ -449,18 +522,25 @@ class LabelTab:
         outs = [sess, board]
 
         def first(ls, request: gr.Request):
-            ids = view.queue(store)
-            return self.open(ids[0] if ids else None, ls, request)
+            return self.walk(view.QUEUE_FILTERS[0], ls, request)
 
-        def prev_image(w, ls, request: gr.Request):
-            return self.step(w, ls, -1, request)
+        def filtered(w, by, days, ls, request, step: int | None):
+            try:
+                review = review_filter(by, days) if w == annotations.TO_REVIEW else None
+            except UserError as e:
+                return self.outputs(ls, str(e))
+            if step is None:  # the queue or its filter changed: its first image
+                return self.walk(w, ls, request, review, from_start=True)
+            return self.step(w, ls, step, request, review)
 
-        def next_image(w, ls, request: gr.Request):
-            return self.step(w, ls, +1, request)
+        def prev_image(w, by, days, ls, request: gr.Request):
+            return filtered(w, by, days, ls, request, -1)
 
-        def first_in(w, ls, request: gr.Request):
-            ids = view.queue(store, w)
-            return self.open(ids[0] if ids else None, ls, request)
+        def next_image(w, by, days, ls, request: gr.Request):
+            return filtered(w, by, days, ls, request, +1)
+
+        def first_in(w, by, days, ls, request: gr.Request):
+            return filtered(w, by, days, ls, request, None)
 
         def open_id(typed, ls, request: gr.Request):
             try:
@@ -478,11 +558,17 @@ class LabelTab:
         # at a time (its Page's lock), and of a burst of opens from one page only the last one does the work
         label = dict(concurrency_limit=None)
         demo.load(first, [sess], outs, **label)
-        prev_b.click(prev_image, [which, sess], outs, **label)
-        next_b.click(next_image, [which, sess], outs, **label)
+        walk_in = [which, review_by, review_days, sess]
+        prev_b.click(prev_image, walk_in, outs, **label)
+        next_b.click(next_image, walk_in, outs, **label)
         go.click(open_id, [jump, sess], outs, **label)
         jump.submit(open_id, [jump, sess], outs, **label)
-        which.input(first_in, [which, sess], outs, **label)
+        which.input(first_in, walk_in, outs, **label)
+        which.input(lambda w: [gr.update(visible=w == annotations.TO_REVIEW, choices=[ANYONE] + annotations.savers(
+            store))] + [gr.update(visible=w == annotations.TO_REVIEW)], which, [review_by, review_days],
+            queue=False)
+        review_by.input(first_in, walk_in, outs, **label)
+        review_days.submit(first_in, walk_in, outs, **label)
 
         # the review and edit buttons act through the canvas, like its keys: queued behind the edits still on
         # their way, and answered by the same direct call (annotator/canvas.js act())
@@ -500,14 +586,43 @@ class LabelTab:
         """The Label tab shown again: class lists follow categories changed in the Dataset tab, and a page
         that had nothing to open (an empty store) opens the first image imported since."""
         if page is None or page.session is None:
-            ids = view.queue(self.store)
-            return self.open(ids[0] if ids else None, page, request)
+            return self.walk(view.QUEUE_FILTERS[0], page, request)
         with page.lock:
             return self.outputs(page)
 
     def open_from(self, image_id, ls, request=None):
         """Open an image picked elsewhere (a gallery thumbnail)."""
         return self.open(image_id, ls, request)
+
+
+ANYONE = "anyone"  # the review queue's "saved by" choice for every labeler
+
+
+def review_filter(by, days) -> annotations.ReviewFilter:
+    """The review queue's filter from its two fields: "saved by" (a name, or ANYONE) and the days saved (a UTC
+    date ``2026-12-01``, a range ``2026-12-01..2026-12-05``, or an open range ``..2026-12-05``; blank: any
+    day). UserError naming what is wrong."""
+    by = None if by in (None, "", ANYONE) else str(by)
+    days = (days or "").strip()
+    if not days:
+        return annotations.ReviewFilter(by)
+    first, sep, last = days.partition("..")
+    try:
+        since = dt.date.fromisoformat(first.strip()) if first.strip() else None
+        until = dt.date.fromisoformat(last.strip()) if last.strip() else None if sep else since
+    except ValueError:
+        raise UserError(f"saved on {days!r}: a date like 2026-12-01, or a range like 2026-12-01..2026-12-05") from None
+    if since and until and until < since:
+        raise UserError(f"saved on {days!r}: the range ends before it starts")
+    return annotations.ReviewFilter(by, since, until)
+
+
+def held_note(image_id: int, h: claims.Holder) -> str:
+    """What a person opening an image someone else holds is told."""
+    how = "assigned to" if h.assigned else "handed to"
+    until = "" if h.until is None else f" until {h.until:%H:%M} UTC unless they keep working on it"
+    return (f"image {image_id} is {how} {text.escape(h.user)}{until}: you can look, but if you both save, the "
+            "second save is refused (and kept for review)")
 
 
 def id_field(text, what: str) -> int | None:
@@ -813,7 +928,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
 
         def queue_api(request: gr.Request, n: float = 20) -> list[int]:
             may_label(request)
-            return next_images(store, n)
+            return next_images(store, n, roles.name(request))
 
         def label_api(image_id: float, ops: list[dict], request: gr.Request) -> dict:
             may_label(request)
@@ -846,11 +961,15 @@ def assist_box(proposer: BackgroundProposer, image_id: int, box: list[float], ca
         raise gr.Error(str(e)) from None
 
 
-def next_images(store: Store, n) -> list[int]:
-    """/next_images: (n) -> the first n image ids of the labeling queue (every image not done, in a fixed
-    shuffled order), what the Label tab's Next button walks through by default."""
+def next_images(store: Store, n, user: str = "") -> list[int]:
+    """/next_images: (n) -> up to n image ids of the labeling queue (every image not done, in a fixed shuffled
+    order, what the Label tab's Next button walks through by default), handed to the logged-in user: images
+    nobody else holds, claimed for them for claims.API_SECONDS (15 minutes; asking again renews the claims on
+    the ones still not done), so that two people never get the same image. A save that finishes an image
+    (/label_image with a save) ends its claim."""
     try:
-        return annotations.queue(store)[:max(0, min(_whole(n, "n"), 10_000))]
+        n = max(0, min(_whole(n, "n"), 1_000))
+        return claims.take(store, user, claims.queue_for(store, user), claims.API_SECONDS, n) if n else []
     except UserError as e:
         raise gr.Error(str(e)) from None
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from db import masks as mask_codec
 from db.errors import UserError
 from db.instances import Instances
-from db.schema import VERDICTS, Annotation, Category, Image, Review, Verdict, utcnow
+from db.schema import VERDICTS, Annotation, Category, Claim, Image, Review, Verdict, utcnow
 from db.store import Store
 
 HELDOUT_EVERY = 5  # one image in five is held out, chosen by a hash of its id
@@ -120,11 +120,15 @@ def _save_review(store: Store, image_id: int, row_version: int, instances: Insta
                  states: list[str], status: str, review: dict | None) -> list[int]:
     now = utcnow()
     with store.transaction() as s:
-        res = s.execute(update(Image).where(Image.id == image_id, Image.row_version == row_version)
-                        .values(status=status, row_version=row_version + 1, updated_at=now))
+        values = dict(status=status, row_version=row_version + 1, updated_at=now)
+        if status == "done":  # finished labels wait for a reviewer's verdict (awaiting_review)
+            values.update(saved_by=user, saved_at=now)
+        res = s.execute(update(Image).where(Image.id == image_id, Image.row_version == row_version).values(**values))
         if res.rowcount != 1:
             raise SaveConflict(f"image {image_id} changed in the store since you opened it (saved from another "
                                "browser, or proposed again); nothing was written")
+        if status == "done":  # finished: nobody holds it any more (db.claims)
+            s.execute(delete(Claim).where(Claim.image_id == image_id))
         existing = set(s.scalars(select(Annotation.id).where(Annotation.image_id == image_id)))
         gone = [a for a, d in zip(instances.ann_ids, instances.deleted) if a is not None and a not in existing and not d]
         if gone:  # never drop an edit silently: the whole save is refused (and rolled back)
@@ -295,28 +299,59 @@ def images_to_propose(store: Store) -> list[int]:
     return image_ids(store, not_status="done")
 
 
-def claim_images(store: Store, worker: str, version_id: int, n: int, ttl_seconds: float) -> list[int]:
-    """Claim for ``worker``, until ``ttl_seconds`` from now, up to ``n`` images (by id) that are not done,
-    were not yet proposed on by model version ``version_id`` and are not claimed by another worker (an expired
-    claim is free). Two workers never get the same image while a claim holds: on PostgreSQL the candidate
-    rows are locked with FOR UPDATE SKIP LOCKED, so concurrent workers take different images without waiting;
-    on SQLite the writing transaction holds the database's write lock from its start, so claims are taken one
-    after the other. Writing the image's proposals (``write_proposals_of_images``) ends its claim."""
+def claim_images(store: Store, worker: str, version_id: int, n: int, ttl_seconds: float,
+                 order: Sequence[int] | None = None) -> list[int]:
+    """Claim for ``worker``, until ``ttl_seconds`` from now, up to ``n`` images that are not done, were not yet
+    proposed on by model version ``version_id``, are not claimed by another worker (an expired claim is free)
+    and are not held by a person (a live db.claims claim: the image is open in their page, and new proposals
+    would refuse their save). Taken in the order of ``order`` (the labeling queue's: most needed first; only
+    images in it), else by id. Two workers never get the same image while a claim holds: on
+    PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED, so concurrent workers take different
+    images without waiting; on SQLite the writing transaction holds the database's write lock from its start,
+    so claims are taken one after the other. Writing the image's proposals (``write_proposals_of_images``)
+    ends its claim."""
     if not worker or len(worker) > 200:
         raise UserError("a worker needs a name of 1 to 200 characters")
     now = utcnow()
+    held = select(Claim.image_id).where(Claim.image_id == Image.id, Claim.until >= now).exists()
+    free = (Image.status != "done",
+            or_(Image.proposed_version_id.is_(None), Image.proposed_version_id != version_id),
+            or_(Image.claimed_until.is_(None), Image.claimed_until < now), ~held)
+    n = max(0, int(n))
     with store.transaction() as s:
-        q = (select(Image.id).where(Image.status != "done",
-                                    or_(Image.proposed_version_id.is_(None), Image.proposed_version_id != version_id),
-                                    or_(Image.claimed_until.is_(None), Image.claimed_until < now))
-             .order_by(Image.id).limit(max(0, int(n))))
-        if s.get_bind().dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        ids = list(s.scalars(q))
+        postgres = s.get_bind().dialect.name == "postgresql"
+        if order is None:
+            chunks: Iterable[list[int] | None] = [None]
+        else:  # the queue's stretches in turn, so only a stretch's candidates are locked, never the whole table
+            order = list(order)
+            step = max(4 * n, 200)
+            chunks = (order[k:k + step] for k in range(0, len(order), step))
+        ids: list[int] = []
+        for chunk in chunks:
+            q = select(Image.id).where(*free)
+            q = q.order_by(Image.id).limit(n - len(ids)) if chunk is None else q.where(Image.id.in_(chunk))
+            if postgres:
+                q = q.with_for_update(skip_locked=True)
+            got = set(s.scalars(q))
+            ids += [i for i in chunk if i in got][:n - len(ids)] if chunk is not None else sorted(got)
+            if len(ids) >= n:
+                break
         if ids:
             s.execute(update(Image).where(Image.id.in_(ids))
                       .values(claimed_by=worker, claimed_until=now + dt.timedelta(seconds=ttl_seconds)))
     return ids
+
+
+def proposal_progress(store: Store, version_id: int | None) -> tuple[int, int]:
+    """How far the images not done are in getting proposals from model version ``version_id``: (proposed on by
+    it, all not done), images the model could not use counted as done with."""
+    with store.session() as s:
+        total = s.scalar(select(func.count()).select_from(Image).where(Image.status != "done")) or 0
+        if version_id is None:
+            return 0, total
+        done = s.scalar(select(func.count()).select_from(Image).where(
+            Image.status != "done", Image.proposed_version_id == version_id)) or 0
+    return done, total
 
 
 def release_claims(store: Store, worker: str, image_ids: Iterable[int]) -> None:
@@ -328,18 +363,29 @@ def release_claims(store: Store, worker: str, image_ids: Iterable[int]) -> None:
                       .values(claimed_by=None, claimed_until=None))
 
 
-def queue(store: Store, which: str = QUEUE_FILTERS[0]) -> list[int]:
+@dataclasses.dataclass(frozen=True)
+class ReviewFilter:
+    """Which saves the review queue shows: by whom (None: anyone) and saved on which days (UTC dates,
+    inclusive; None: open-ended)."""
+
+    by: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+
+
+def queue(store: Store, which: str = QUEUE_FILTERS[0], review: ReviewFilter | None = None) -> list[int]:
     """Image ids in labeling order. The default: the images a reviewer sent back first, then every other image
     not done, in a fixed shuffled order (a hash of the id, so the order stays put as images come and go, and
     every stretch of it is a random sample). ``UNCERTAIN_FIRST``: those with proposals by uncertainty (mean
     proposal score nearest 0.5 first), then those still waiting for proposals. ``TO_REVIEW``: done images
-    with no verdict on their labels as they are now, in the order they were saved."""
+    whose last save waits for a verdict, newest save first (``awaiting_review``, filtered by ``review``).
+    Who holds which image is db.claims' (``claims.queue_for``)."""
     if which in ("new", "proposed", "in_review", "done"):
         return image_ids(store, which)
     if which == "all":
         return image_ids(store)
     if which == TO_REVIEW:
-        return awaiting_review(store)
+        return awaiting_review(store, review)
     todo = image_ids(store, not_status="done")
     if which != UNCERTAIN_FIRST:
         back = set(sent_back(store))
@@ -361,12 +407,51 @@ def _current_verdicts(s):
                      .where(Verdict.row_version == Image.row_version).order_by(Verdict.at, Verdict.id)).all()
 
 
-def awaiting_review(store: Store) -> list[int]:
-    """Done images that no reviewer approved or sent back as they are now, saved first first."""
+def awaiting_review(store: Store, review: ReviewFilter | None = None) -> list[int]:
+    """Done images whose last save (a Label-tab or /label_image save, or an import asked to be reviewed) no
+    reviewer approved or sent back yet, newest save first; ``review`` narrows them to one labeler or to the
+    days saved. Labels imported as they are wait for nobody."""
+    review = review or ReviewFilter()
     judged = select(Verdict.id).where(Verdict.image_id == Image.id, Verdict.row_version == Image.row_version)
+    q = select(Image.id).where(Image.status == "done", Image.saved_at.is_not(None), ~judged.exists())
+    if review.by is not None:
+        q = q.where(Image.saved_by == review.by)
+    if review.since is not None:
+        q = q.where(Image.saved_at >= dt.datetime.combine(review.since, dt.time()))
+    if review.until is not None:
+        q = q.where(Image.saved_at < dt.datetime.combine(review.until + dt.timedelta(days=1), dt.time()))
     with store.session() as s:
-        return list(s.scalars(select(Image.id).where(Image.status == "done", ~judged.exists())
-                              .order_by(Image.updated_at, Image.id)))
+        return list(s.scalars(q.order_by(Image.saved_at.desc(), Image.id.desc())))
+
+
+def savers(store: Store) -> list[str]:
+    """Everyone whose save waits for a verdict or ever did (the review queue's "saved by" choices), by name."""
+    with store.session() as s:
+        return sorted(s.scalars(select(Image.saved_by).where(Image.saved_by.is_not(None)).distinct()))
+
+
+def images_matching(store: Store, *, folder: str | None = None, category_id: int | None = None,
+                    status: str | None = None, ids: Iterable[int] | None = None) -> list[int]:
+    """Image ids (by id) matching every filter given: file names under ``folder`` (a path prefix), holding
+    an annotation (not rejected) of ``category_id``, with ``status``, among ``ids``."""
+    q = select(Image.id).order_by(Image.id)
+    if folder:
+        prefix = folder.strip().strip("/") + "/"
+        q = q.where(func.substr(Image.file_name, 1, len(prefix)) == prefix)
+    if category_id is not None:
+        q = q.where(select(Annotation.id).where(Annotation.image_id == Image.id, Annotation.category_id == category_id,
+                                                Annotation.review_state != "rejected").exists())
+    if status is not None:
+        if status not in ("new", "proposed", "in_review", "done"):
+            raise UserError(f"status {status!r}: one of new, proposed, in_review, done")
+        q = q.where(Image.status == status)
+    with store.session() as s:
+        if ids is None:
+            return list(s.scalars(q))
+        wanted, out = sorted(set(ids)), []
+        for k in range(0, len(wanted), 900):
+            out += s.scalars(q.where(Image.id.in_(wanted[k:k + 900])))
+        return sorted(out)
 
 
 def sent_back(store: Store) -> list[int]:

@@ -120,6 +120,12 @@ class Image(Base):
     # assist, a fine-tune or an evaluation skips the image; cleared when the image is used successfully again.
     problem: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     problem_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+    # The save that waits for a reviewer's verdict: who and when (a Label-tab or /label_image save, or an import
+    # asked to be reviewed: import-coco --needs-review); None when nobody needs to review the labels (a plain
+    # import). The review queue (db.annotations.awaiting_review) is the done images with a save and no verdict
+    # on their labels as they are now, newest save first.
+    saved_by: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    saved_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True, index=True)
 
     annotations: Mapped[list["Annotation"]] = relationship(
         back_populates="image", cascade="all, delete-orphan", order_by="Annotation.id"
@@ -264,6 +270,40 @@ class Job(Base):
     )
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Claim(Base):
+    """A person holds an image they were handed (the labeling or review queue, /next_images, or an image they
+    opened that nobody held) until ``until``; while it holds, nobody else is handed the image and no background
+    proposal run replaces its proposals. Renewed while the person's page is open, ended when they save it,
+    move on or close the page (db/claims.py)."""
+
+    __tablename__ = "claims"
+
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    until: Mapped[dt.datetime] = mapped_column(DateTime)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Assignment(Base):
+    """An admin handed the image to ``user``: the queues hand it to nobody else (db/claims.py)."""
+
+    __tablename__ = "assignments"
+
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    by: Mapped[str] = mapped_column(String(200))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Setting(Base):
+    """One of the store's own settings, by key (db/settings.py)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class DatasetMeta(Base):
