@@ -39,6 +39,14 @@ class BackgroundProposer:
         self._thread = threading.Thread(target=self._run, name="maskloop-proposals", daemon=True)
         self._thread.start()
 
+    def busy(self) -> bool:
+        """Whether work for the people labeling waits (proposals for their next images, assist features)."""
+        return bool(self._queue.unfinished_tasks)
+
+    def model_lock(self) -> threading.Lock:
+        """The one-model-run-at-a-time lock (annotator.follow runs its batches under it too)."""
+        return self._lock
+
     def predictor(self):
         """The active model's predictor, reloaded when another version becomes active. None: no model."""
         self._predictor = api.active_predictor(self.store, self.options, self._predictor)
@@ -84,6 +92,15 @@ class BackgroundProposer:
         writes nothing. Shares the lock and the model as ``assist_box`` does."""
         with self._lock:
             return api.assist_point(self.store, self.assistant(), image_id, x, y, category_id)
+
+    def outdated(self, image_id: int) -> int | None:
+        """The active model version's id when the image is not done and its proposals are not that version's
+        (made by an earlier one, imported, or none yet); else None."""
+        v = api.active_version(self.store)
+        im = annotations.images(self.store, [image_id]).get(image_id)
+        if v is None or im is None or im.status == "done" or im.proposed_version_id == v.id:
+            return None
+        return v.id
 
     def propose_now(self, image_id: int) -> dict:
         with self._lock:

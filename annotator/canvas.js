@@ -1050,14 +1050,22 @@ async function pollPresence() {
   const asked = S.imageId;
   try {
     const got = await server.canvas_presence({token: S.data.token, browser: BROWSER});
-    if (got && asked === S.imageId && (got.image_id === S.imageId || got.image_id == null)) showPresence(got.others || []);
+    if (got && asked === S.imageId && (got.image_id === S.imageId || got.image_id == null)) showPresence(got.others || [], got.news || '');
   } catch (err) {  // the next poll tries again
   } finally { S.polling = false; }
 }
-function showPresence(others) {
+function showPresence(others, news) {
   S.presence = others;
   const box = $('.mlc-presence');
   box.textContent = '';
+  if (news) {  // the store has newer labels or a newer model's proposals: read them again, keeping the edits
+    const line = el('div', 'mlc-news', news + ' ');
+    const again = el('button', 'mlc-refresh', 'Refresh (keeps your edits)');
+    again.type = 'button';
+    again.addEventListener('click', () => { box.textContent = ''; S.act('refresh'); });
+    line.appendChild(again);
+    box.appendChild(line);
+  }
   const then = ': if both of you save, the second save will be refused and kept for review';
   for (const o of others) {
     const since = when(new Date(o.since * 1000).toISOString());

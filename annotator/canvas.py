@@ -335,6 +335,17 @@ def _save(ls: LabelSession, page: Page) -> str:
     return f"saved image {ls.image_id}: done"
 
 
+def _again(ls: LabelSession, assist: Any, only_if_outdated: bool) -> str:
+    """New proposals from the active model for the open image (``only_if_outdated``: only when its proposals
+    are not the active model's), then the labels read again with this person's unsaved changes kept on top
+    (annotator.conflicts.ConflictReview.refresh)."""
+    said = ""
+    if assist is not None and (not only_if_outdated or assist.outdated(ls.image_id) is not None):
+        r = assist.propose_now(ls.image_id)
+        said = f"{r['proposals']} new proposal(s) from the active model; "
+    return said + ls.conflicts.refresh()
+
+
 def _discard(ls: LabelSession) -> str:
     if not ls.dirty:
         return "nothing to discard: no unsaved edits"
@@ -381,6 +392,8 @@ OPS = {
     "approve": lambda ls, m, a, p: _verdict(ls, "approved", m, p),
     "send_back": lambda ls, m, a, p: _verdict(ls, "sent_back", m, p),
     "discard": lambda ls, m, a, p: _discard(ls),
+    "refresh": lambda ls, m, a, p: _again(ls, a, only_if_outdated=True),
+    "propose_again": lambda ls, m, a, p: _again(ls, a, only_if_outdated=False),
     "undo": lambda ls, m, a, p: "" if ls.undo() else "nothing to undo",
     "redo": lambda ls, m, a, p: "" if ls.redo() else "nothing to redo",
     # after a refused save: this person's edits, listed next to the labels saved meanwhile ({"item": key})

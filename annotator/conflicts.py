@@ -90,6 +90,21 @@ class ConflictReview:
             said.append("Not re-appliable: " + "; ".join(blocked) + ".")
         return " ".join(said)
 
+    def refresh(self) -> str:
+        """Read the image's labels as the store has them now (new proposals, another person's save) and keep
+        this person's unsaved changes on top: each is re-applied where it can be (``review`` then
+        ``reapply_all``); one whose class was deleted stays listed to re-apply or drop. Nothing is written."""
+        ls = self.ls
+        if not ls.dirty and not self.pending:  # nothing of theirs to keep: the store's labels as they are
+            ls.reload()
+            ls.edits.clear()
+            ls.select_first()
+            return "read this image's labels again"
+        said = self.review()
+        if any(not self.blocked(r) for r in self.pending):
+            said = self.reapply_all()
+        return said + " (your unsaved changes are kept on top of the labels read again)"
+
     def blocked(self, r: Refused) -> str:
         """Why refused item ``r`` cannot be re-applied (its class was deleted meanwhile), or ""."""
         cid = r.mine.category_ids[0]

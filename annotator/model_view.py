@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from annotator.text import escape
-from db import jobs
+from db import annotations, jobs, settings
 from db.errors import UserError
 from db.stats import ReviewStats
 from db.store import Store
@@ -183,3 +183,31 @@ def activate_version(store: Store, version) -> str:
     except UserError as e:
         return escape(e)
     return f"version {mv.id} is now the active model"
+
+
+def proposals_line(store: Store, follower_error: str = "") -> str:
+    """How far the images not done are in getting the active version's proposals (annotator.follow, or the
+    proposal workers), and the auto fine-tune setting."""
+    v = api.active_version(store)
+    every = settings.fine_tune_every(store)
+    auto = (f"A fine-tune starts by itself after every {every} newly saved images." if every
+            else "Fine-tunes start only when asked (set *after every N saved images* to let the loop run itself).")
+    if v is None:
+        return "No active model yet: proposals start once one is fine-tuned. " + auto
+    done, total = annotations.proposal_progress(store, v.id)
+    workers = settings.workers_alive(store)
+    who = f"by {len(workers)} proposal worker(s)" if workers else "in the app, between the labelers' own requests"
+    line = (f"Proposals from the active version {v.id}: **{done} of {total}** images not done"
+            + (f" ({100 * done / total:.0f} %); the rest are proposed again {who}, most needed first, skipping "
+               "images open in a page." if done < total else " — all up to date.") + " " + auto)
+    if follower_error:
+        line += f"\n\n{escape(follower_error)}"
+    return line
+
+
+def set_auto_fine_tune(store: Store, n) -> str:
+    try:
+        n = settings.set_fine_tune_every(store, n)
+    except UserError as e:
+        return escape(e)
+    return f"A fine-tune now starts after every {n} newly saved images." if n else "Automatic fine-tunes are off."

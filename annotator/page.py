@@ -199,7 +199,7 @@ class EditRate:
         what runs the model (assist) or writes (save), and for a brush stroke a unit more per 10 million
         pixels its dabs may cover."""
         op = message.get("op") if isinstance(message, dict) else None
-        if op in ("assist", "assist_point", "box", "save"):
+        if op in ("assist", "assist_point", "box", "save", "refresh", "propose_again"):
             return 1.0
         if op != "stroke":
             return 0.1

@@ -18,14 +18,16 @@ from starlette.middleware import Middleware
 from annotator import canvas, model_view, presence, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired, Roles
 from annotator.background import BackgroundProposer
+from annotator.follow import Follower
 from annotator.labeling import LabelSession, SaveConflict
 from annotator.page import RELOAD, EditRate, Page, PageLimits, Pages
-from db import annotations, claims, users
+from db import annotations, claims, settings, users
 from db import categories as cat_db
 from db.ids import id_problem
 from db.errors import UserError
 from db.stats import review_stats
 from db.store import Store
+from model import api
 from model.api import ModelOptions
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,7 @@ class LabelTab:
         self._user_slots: dict[str, threading.BoundedSemaphore] = {}  # each login's opens at a time (_slots)
         self._slots_lock = threading.Lock()
         self._tabs: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # each tab's page (_page_for)
+        self._active: tuple[int | None, float] = (None, -1e9)  # the active version's id, and when it was read
 
     def _ended(self, page: Page) -> None:
         """A page ended: it is no longer on its image, and the image it held is free for others."""
@@ -406,7 +409,32 @@ class LabelTab:
             self.pages.end(page.token, f"this page was closed: {RELOAD}")
         elif page is not None:
             self._keep_claim(page)
+            out["news"] = self._news(page)
         return out
+
+    def _news(self, page: Page) -> str:
+        """What changed in the store about the page's image since it read it: its labels (another person's
+        save, new proposals), or a newer model whose proposals it does not have yet; "" when nothing did."""
+        ls = page.session
+        if ls is None:
+            return ""
+        im = annotations.images(self.store, [ls.image_id]).get(ls.image_id)
+        if im is None:
+            return ""
+        if im.row_version != ls.row_version:
+            return "This image's labels changed in the store since you opened it (new proposals, or someone saved it)."
+        active = self._active_version()
+        if active is not None and im.status != "done" and im.proposed_version_id != active:
+            return f"Model version {active} is active, and these proposals are not from it."
+        return ""
+
+    def _active_version(self) -> int | None:
+        """The active model version's id, read at most every few seconds (every open page asks, every poll)."""
+        now = time.monotonic()
+        if now - self._active[1] > 5.0:
+            v = api.active_version(self.store)
+            self._active = (v.id if v is not None else None, now)
+        return self._active[0]
 
     def _keep_claim(self, page: Page) -> None:
         """While a page is open on an image it holds, its claim is renewed (every claims.RENEW_EVERY s)."""
@@ -449,21 +477,6 @@ class LabelTab:
     def save(self, page):
         """Save the open image (annotator.canvas's "save": nothing unseen is decided, conflicts kept to review)."""
         return self.act(lambda p: canvas.apply(p, {"op": "save"}), page)
-
-    def propose_again(self, page, request=None):
-        ls = page.session if page is not None else None
-        if ls is None:
-            return self.outputs(page, "Open an image first.")
-        no = refused(self.roles, request, "label")
-        if no:
-            return self.outputs(page, no)
-        if ls.dirty:
-            return self.outputs(page, "Save or discard your edits before proposing again.")
-        try:
-            r = self.proposer.propose_now(ls.image_id)
-        except UserError as e:
-            return self.outputs(page, str(e))
-        return self.open(ls.image_id, page, request, note=f"{r['proposals']} new proposal(s)")
 
     # --- layout ---------------------------------------------------------------------------------------
     def build(self, demo: gr.Blocks):
@@ -551,9 +564,6 @@ class LabelTab:
                 return self.outputs(ls, "enter the id of the image to open")
             return self.open(image_id, ls, request)
 
-        def again(ls, request: gr.Request):
-            return self.propose_again(ls, request)
-
         # every user's label events at once (one user's slow opens never hold another's); one page's events one
         # at a time (its Page's lock), and of a burst of opens from one page only the last one does the work
         label = dict(concurrency_limit=None)
@@ -579,7 +589,7 @@ class LabelTab:
         approve_b.click(None, js=f"() => {{ {canvas.JS_STATE}.act('approve'); }}")
         send_back_b.click(None, verdict_note, js=f"(note) => {{ {canvas.JS_STATE}.act('send_back', {{note}}); }}")
         self.review_panel = review_panel
-        again_b.click(again, sess, outs, **label)
+        again_b.click(None, js=f"() => {{ {canvas.JS_STATE}.act('propose_again'); }}")  # (edits kept on top)
         self.sess, self.board, self.label_events = sess, board, label
 
     def on_show(self, page, request: gr.Request = None):  # annotated: Gradio passes the login only then
@@ -788,14 +798,18 @@ def export_tab(store: Store, exports: store_view.ExportFolder, roles: Roles):
     return tools, not_yours
 
 
-def model_tab(store: Store, options: ModelOptions, roles: Roles):
+def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follower | None = None):
     with gr.Row() as train_row:
         epochs = gr.Number(value=10, label="Epochs", precision=0, elem_id="train-epochs")
         minutes = gr.Number(value=5, label="At most minutes", elem_id="train-minutes")
         size = gr.Radio(["tiny", "full"], value=None, label="Size (blank: the active model's)", elem_id="train-size")
         start = gr.Button("Fine-tune", variant="primary", elem_id="btn-finetune")
         cancel = gr.Button("Cancel", variant="stop", elem_id="btn-cancel")
+        every = gr.Number(value=settings.fine_tune_every(store), label="Or by itself after every N saved images "
+                          "(0: off)", precision=0, elem_id="auto-every", minimum=0)
+        every_b = gr.Button("Set", elem_id="btn-auto-every", size="sm")
     job_md = markdown(elem_id="job-status")
+    follow_md = markdown(elem_id="proposals-status")
     progress = gr.HTML(model_view.progress_html(0), elem_id="job-progress")
     start_note = markdown(elem_id="start-note")  # a refused start stays in view (the job status is polled)
     loss_plot = gr.LinePlot(x="iteration", y="loss", label="Training loss", elem_id="loss-plot",
@@ -832,7 +846,8 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles):
         seen = (j["state"], len(model_view.api.list_versions(store)))
         changed = seen != last and (seen[0] in ("done", "failed", "cancelled") or last is None or seen[1] != last[1])
         refreshed = tables() if changed else (gr.update(),) * len(table_outs)  # a version from anywhere
-        return (j["markdown"], model_view.progress_html(j["percent"]), j["curve"], seen) + refreshed
+        return (j["markdown"], model_view.progress_html(j["percent"]), j["curve"], seen,
+                model_view.proposals_line(store, follower.last_error if follower else "")) + refreshed
 
     def start_job(e, m, sz, job_id, request: gr.Request):
         no = refused(roles, request, "train")
@@ -842,7 +857,12 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles):
         return ("" if new is not None else text), new if new is not None else job_id
 
     table_outs = [versions, ap_plot, fix_plot, secs_plot, reviews, fix_note]
-    timer.tick(poll, [last_state, mine], [job_md, progress, loss_plot, last_state] + table_outs)
+    timer.tick(poll, [last_state, mine], [job_md, progress, loss_plot, last_state, follow_md] + table_outs)
+
+    def auto_every(n, request: gr.Request):
+        return refused(roles, request, "train") or model_view.set_auto_fine_tune(store, n)
+
+    every_b.click(auto_every, every, start_note)
     start.click(start_job, [epochs, minutes, size, mine], [start_note, mine])
     def cancel_job(request: gr.Request):
         return refused(roles, request, "train") or model_view.cancel_latest(store)
@@ -869,12 +889,14 @@ CACHE_CLEANUP = (1800, 3600)
 
 def build_app(store: Store, proposer: BackgroundProposer | None = None,
               exports: store_view.ExportFolder | None = None, options: ModelOptions | None = None,
-              roles: Roles | None = None) -> gr.Blocks:
+              roles: Roles | None = None, follow: bool = True) -> gr.Blocks:
     """The page: Label, Dataset, Model and Export tabs on ``store``; the model runs with ``options``; each
-    login may do what its role allows (``roles``; without one everyone is the local admin)."""
+    login may do what its role allows (``roles``; without one everyone is the local admin). ``follow``: the
+    app re-proposes with each newly active model and starts the automatic fine-tunes (annotator.follow)."""
     roles = roles or Roles(store)
     options = options or ModelOptions()
     proposer = proposer or BackgroundProposer(store, options)
+    follower = Follower(store, proposer).start() if follow else None
     exports = exports or store_view.ExportFolder()
     with gr.Blocks(title="maskloop", delete_cache=CACHE_CLEANUP) as demo:
         with gr.Row():
@@ -888,7 +910,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
                 (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids), admin_parts = \
                     dataset_tab(store, roles)
             with gr.Tab("Model", id="model"):
-                tables, t_outs, _, train_parts = model_tab(store, options, roles)
+                tables, t_outs, _, train_parts = model_tab(store, options, roles, follower)
             with gr.Tab("Export", id="export"):
                 export_parts = export_tab(store, exports, roles)
 
@@ -947,6 +969,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
         dataset.select(show_page, g_page, page_outs)  # the gallery is drawn when the tab is opened, not on load
         demo.load(tables, outputs=t_outs)
     demo.label_tab = label_tab  # its open pages (launch ends a login's pages when it logs out)
+    demo.follower = follower
     return demo
 
 
@@ -1051,6 +1074,8 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
     async def lifespan(app):
         yield
         exports.close()  # the server is shutting down: the last export goes too
+        if demo.follower is not None:
+            demo.follower.stop()
 
     demo = build_app(store, exports=exports, options=options, roles=roles)
     label_tab = demo.label_tab

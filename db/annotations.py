@@ -55,11 +55,12 @@ class ImageRecord:
     status: str
     row_version: int
     problem: str | None = None  # why the model could not use it the last time it tried (record_problems)
+    proposed_version_id: int | None = None  # the model version that last proposed on it
 
 
 def _record(im: Image) -> ImageRecord:
     return ImageRecord(im.id, im.file_name, im.media_path, im.width, im.height, im.status, im.row_version,
-                       im.problem)
+                       im.problem, im.proposed_version_id)
 
 
 @dataclasses.dataclass
@@ -422,6 +423,15 @@ def awaiting_review(store: Store, review: ReviewFilter | None = None) -> list[in
         q = q.where(Image.saved_at < dt.datetime.combine(review.until + dt.timedelta(days=1), dt.time()))
     with store.session() as s:
         return list(s.scalars(q.order_by(Image.saved_at.desc(), Image.id.desc())))
+
+
+def saved_since(store: Store, since: dt.datetime | None) -> int:
+    """How many images were saved as done (their last save) after ``since`` (all of them when None)."""
+    q = select(func.count()).select_from(Image).where(Image.status == "done", Image.saved_at.is_not(None))
+    if since is not None:
+        q = q.where(Image.saved_at > since)
+    with store.session() as s:
+        return s.scalar(q) or 0
 
 
 def savers(store: Store) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from db import jobs
+from db import jobs, settings
 from db.errors import UserError
 from db.store import Store
 from db import annotations
@@ -271,8 +271,8 @@ def propose_worker(store: Store, options: ModelOptions, worker: str, *, claim: i
                    stop: Callable[[], bool] = lambda: False,
                    echo: Callable[[list[int], dict[str, Any]], None] | None = None) -> dict[str, int]:
     """One proposal worker (``app.py propose --worker``): claim images through the database
-    (db.annotations.claim_images), propose on them with the active model, write them (which ends the claims),
-    and again; a new active version is picked up between claims, and then every image not done is proposed
+    (db.annotations.claim_images, in the labeling queue's order), propose on them with the active model, write
+    them (which ends the claims), and again; a new active version is picked up between claims, and then every image not done is proposed
     on again. Any number of workers, processes or machines, share a store without proposing on an image
     twice; a worker that dies holds its images until its claims expire (``claim_seconds``). ``once``: stop
     when nothing is left to claim, else wait ``poll_seconds`` and look again, until ``stop()``. An image the
@@ -281,23 +281,28 @@ def propose_worker(store: Store, options: ModelOptions, worker: str, *, claim: i
     "proposals", "skipped"}."""
     total = {"images": 0, "proposals": 0, "skipped": 0}
     predictor = None
-    while not stop():
-        predictor = active_predictor(store, options, predictor)
-        ids = (annotations.claim_images(store, worker, predictor.version.id, claim, claim_seconds)
-               if predictor is not None else [])
-        if not ids:
-            if once:
-                break
-            time.sleep(poll_seconds)
-            continue
-        try:
-            r = propose(store, ids, predictor, min_score=min_score)
-        except BaseException:
-            annotations.release_claims(store, worker, ids)  # another worker may take them at once
-            raise
-        total["images"] += r["images"]
-        total["proposals"] += r["proposals"]
-        total["skipped"] += len(r["skipped"])
-        if echo:
-            echo(ids, r)
+    try:
+        while not stop():
+            settings.worker_beat(store, worker)  # the app leaves the proposing to the workers (annotator.follow)
+            predictor = active_predictor(store, options, predictor)
+            ids = (annotations.claim_images(store, worker, predictor.version.id, claim, claim_seconds,
+                                            order=annotations.queue(store))
+                   if predictor is not None else [])
+            if not ids:
+                if once:
+                    break
+                time.sleep(poll_seconds)
+                continue
+            try:
+                r = propose(store, ids, predictor, min_score=min_score)
+            except BaseException:
+                annotations.release_claims(store, worker, ids)  # another worker may take them at once
+                raise
+            total["images"] += r["images"]
+            total["proposals"] += r["proposals"]
+            total["skipped"] += len(r["skipped"])
+            if echo:
+                echo(ids, r)
+    finally:
+        settings.worker_gone(store, worker)
     return total
