@@ -48,6 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("annotations")
     p.add_argument("--images", required=True, help="folder the file_name fields are relative to")
     p.add_argument("--as-proposals", action="store_true", help="import the labels as proposals to review")
+    p.add_argument("--needs-review", action="store_true",
+                   help="the imported labels wait in the review queue (by default imported labels are taken as "
+                        "reviewed)")
+
+    p = sub.add_parser("assign", help="hand images to a labeler (the queues hand them to nobody else), take "
+                                      "them back, or list who holds what")
+    _store_args(p)
+    p.add_argument("user", nargs="?", help="whom to hand the images to (with --clear: whose to take back)")
+    p.add_argument("--folder", help="images whose file name starts with this folder")
+    p.add_argument("--category", help="images holding an annotation of this category (name or id)")
+    p.add_argument("--status", choices=["new", "proposed", "in_review", "done"], help="images with this status")
+    p.add_argument("--ids", help="image ids: 3,5,9-12")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--clear", action="store_true", help="take back the assignments of the images picked (and "
+                                                        "of USER only, when given)")
+    g.add_argument("--list", action="store_true", help="list who holds and who is assigned what")
 
     p = sub.add_parser("export-coco", help="export the dataset as COCO JSON (OUT.zip: with images)")
     _store_args(p)
@@ -186,7 +202,8 @@ def cmd_import_coco(args) -> int:
     total = len(data.get("images", [])) if isinstance(data, dict) and isinstance(data.get("images"), list) else None
     bar, cb = _progress("reading images", total)
     with bar:
-        result = import_coco(store, data, args.images, as_proposals=args.as_proposals, progress=cb)
+        result = import_coco(store, data, args.images, as_proposals=args.as_proposals,
+                             needs_review=args.needs_review, progress=cb)
     print(f"{summary(result)} from {args.annotations}")
     return 0
 
@@ -439,6 +456,29 @@ def cmd_user(args) -> int:
     return 0
 
 
+def cmd_assign(args) -> int:
+    from db import claims
+    from db.errors import UserError
+
+    store = open_store(args)
+    if args.list:
+        print("\n".join(claims.holds_lines(store)))
+        return 0
+    picked = dict(folder=args.folder, category=args.category, status=args.status, ids=args.ids)
+    if args.clear:
+        everything = not any(picked.values())
+        n = claims.unassign(store, None if everything else claims.matching(store, **picked), user=args.user)
+        print(f"took back {n} assignment(s)")
+        return 0
+    if not args.user:
+        raise UserError("assign to whom? app.py assign USER [--folder F] [--category C] [--status S] [--ids 1,5-9]")
+    if not any(picked.values()):
+        raise UserError("which images? give --folder, --category, --status or --ids")
+    n = claims.assign(store, args.user, claims.matching(store, **picked), by="app.py assign")
+    print(f"assigned {n} image(s) to {args.user}")
+    return 0
+
+
 COMMANDS = {
     None: cmd_ui,
     "ui": cmd_ui,
@@ -452,6 +492,7 @@ COMMANDS = {
     "activate": cmd_activate,
     "demo": cmd_demo,
     "user": cmd_user,
+    "assign": cmd_assign,
 }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from annotator.render import CannotDraw, check_drawable, draw_instances
-from db import annotations, coco_export
+from db import annotations, claims, coco_export
 from db import categories as cat_db
 from db.coco_import import CocoRejected, import_coco, summary as coco_summary
 from db.errors import UserError
@@ -192,3 +192,42 @@ def categories_rows(store: Store) -> list[list]:
     return [[c.id, c.name, c.supercategory, ", ".join(c.keypoints or []),
              ", ".join(f"{a}-{b}" for a, b in (c.skeleton or [])), used.get(c.id, 0)]
             for c in cat_db.all_categories(store)]
+
+
+HOLDS_HEADERS = ["user", "open now", "images open", "assigned", "assigned and done"]
+
+
+def holds_rows(store: Store) -> list[list]:
+    """Who holds what (db.claims.who_holds_what), a row per person."""
+    return [[h.user, h.claimed, ", ".join(map(str, h.claimed_ids)) + (" ..." if h.claimed > len(h.claimed_ids) else ""),
+             h.assigned, h.assigned_done] for h in claims.who_holds_what(store)]
+
+
+def assign(store: Store, user, folder, category, status, ids, by: str) -> str:
+    """Assign the images a filter picks to ``user`` (the Dataset tab's form); what to show."""
+    try:
+        user = (user or "").strip()
+        if not user:
+            return "Assign to whom? Enter a user name."
+        if not any((v or "").strip() for v in (folder, category, status, ids)):
+            return "Which images? Give a folder, a category, a status or image ids."
+        n = claims.assign(store, user, claims.matching(store, folder=folder, category=category, status=status,
+                                                       ids=ids), by=by)
+    except UserError as e:
+        return str(e)
+    return f"assigned {n} image(s) to {user}: only they are handed them" if n else "no image matches"
+
+
+def unassign(store: Store, user, folder, category, status, ids) -> str:
+    """Take back the assignments of the images a filter picks (of ``user`` only, when given; with no filter,
+    all of the user's)."""
+    try:
+        user = (user or "").strip() or None
+        blank = not any((v or "").strip() for v in (folder, category, status, ids))
+        if blank and user is None:
+            return "Whose images? Enter a user name, or pick the images."
+        n = claims.unassign(store, None if blank else claims.matching(store, folder=folder, category=category,
+                                                                       status=status, ids=ids), user=user)
+    except UserError as e:
+        return str(e)
+    return f"took back {n} assignment(s)"

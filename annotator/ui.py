@@ -662,6 +662,19 @@ def dataset_tab(store: Store, roles: Roles):
     with gr.Accordion("Images the model could not use", open=False, elem_id="problems-panel"):
         problems_line = markdown(elem_id="problems-count")
         problems = gr.Dataframe(headers=store_view.PROBLEM_HEADERS, interactive=False, elem_id="problems-table")
+    with gr.Accordion("Who holds what", open=False, elem_id="holds-panel"):
+        holds = gr.Dataframe(headers=store_view.HOLDS_HEADERS, interactive=False, elem_id="holds-table")
+        with gr.Group() as assign_edit:
+            with gr.Row():
+                a_user = gr.Textbox(label="Assign to (user name)", max_lines=1, elem_id="assign-user")
+                a_folder = gr.Textbox(label="Folder", placeholder="e.g. site-a/2026-11", max_lines=1)
+                a_cat = gr.Textbox(label="Category (name or id)", max_lines=1)
+                a_status = gr.Dropdown(["", "new", "proposed", "in_review", "done"], value="", label="Status")
+                a_ids = gr.Textbox(label="Image ids", placeholder="3, 5, 9-12", max_lines=1, elem_id="assign-ids")
+            with gr.Row():
+                a_go = gr.Button("Assign the images picked", elem_id="btn-assign")
+                a_back = gr.Button("Take back (the images picked, or all of the user's)", elem_id="btn-unassign")
+        a_msg = markdown(elem_id="assign-message")
     gallery = gr.Gallery(label="Images (masks drawn)", columns=6, height=420, elem_id="store-gallery")
     with gr.Row():
         g_prev = gr.Button("◀ Previous page", elem_id="gallery-prev", scale=1)
@@ -705,7 +718,8 @@ def dataset_tab(store: Store, roles: Roles):
         sdf = pd.DataFrame(s, columns=["status", "images"])
         cdf = pd.DataFrame([(r[0], st, r[k]) for r in c for k, st in ((1, "accepted"), (2, "proposed"), (3, "rejected"))],
                            columns=["category", "state", "count"])
-        return (s, c, sdf, cdf, store_view.categories_rows(store)) + store_view.problem_table(store)
+        return ((s, c, sdf, cdf, store_view.categories_rows(store)) + store_view.problem_table(store)
+                + (store_view.holds_rows(store),))
 
     def show_page(page):
         """The gallery is drawn only here: when the tab is opened, on Refresh, paging and imports."""
@@ -715,7 +729,7 @@ def dataset_tab(store: Store, roles: Roles):
     def refresh_all(page):
         return refresh_counts() + show_page(page)
 
-    counts = [by_status, by_cat, status_plot, cat_plot, cats_table, problems_line, problems]
+    counts = [by_status, by_cat, status_plot, cat_plot, cats_table, problems_line, problems, holds]
     page_outs = [gallery, g_page, g_label, g_ids]
     outputs = counts + page_outs
     refresh.click(refresh_all, g_page, outputs, api_name="refresh_store")
@@ -766,9 +780,21 @@ def dataset_tab(store: Store, roles: Roles):
     def delete_cat_checked(cid, move, del_anns, request: gr.Request):
         return text.escape(refused(roles, request, "categories") or delete_cat(cid, move, del_anns))
 
+    def assign(user, folder, cat, status, ids, request: gr.Request):
+        return text.escape(refused(roles, request, "assign") or store_view.assign(
+            store, user, folder, cat, status, ids, roles.name(request)))
+
+    def unassign(user, folder, cat, status, ids, request: gr.Request):
+        return text.escape(refused(roles, request, "assign") or store_view.unassign(
+            store, user, folder, cat, status, ids))
+
+    picked = [a_user, a_folder, a_cat, a_status, a_ids]
+    a_go.click(assign, picked, a_msg).then(refresh_counts, None, counts)
+    a_back.click(unassign, picked, a_msg).then(refresh_counts, None, counts)
     c_save.click(save_cat_checked, [c_id, c_name, c_super, c_kps, c_skel], c_msg).then(refresh_all, g_page, outputs)
     c_delete.click(delete_cat_checked, [c_id, c_move, c_del_anns], c_msg).then(refresh_all, g_page, outputs)
-    return (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids), (import_row, cat_edit)
+    return ((refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids),
+            (import_row, cat_edit, assign_edit))
 
 
 def export_tab(store: Store, exports: store_view.ExportFolder, roles: Roles):
@@ -920,8 +946,8 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
             line = (f"{text.escape(roles.name(request))} · {role or 'no account'} · [log out](/logout)"
                     if roles.login else "")
             return ((line, gr.update(visible=users.may(role, "review")))
-                    + tuple(gr.update(visible=users.may(role, a)) for a in ("import", "categories", "train",
-                                                                             "activate", "export"))
+                    + tuple(gr.update(visible=users.may(role, a)) for a in ("import", "categories", "assign",
+                                                                             "train", "activate", "export"))
                     + (gr.update(visible=not users.may(role, "export")),))
 
         demo.load(for_role, None, [who, label_tab.review_panel, *admin_parts, *train_parts, *export_parts])

@@ -240,3 +240,57 @@ def forget_expired(store: Store, older_than: float = 86400.0) -> int:
     with store.transaction() as s:
         return s.execute(delete(Claim).where(Claim.until < utcnow() - dt.timedelta(seconds=older_than))).rowcount
 
+
+
+MAX_LISTED_IDS = 100_000
+
+
+def parse_ids(text: str | None) -> list[int] | None:
+    """Image ids as typed: ``3, 5 9-12`` (commas or spaces, ranges inclusive); None when blank. UserError
+    naming the part that is not an id or a range."""
+    if text is None or not str(text).strip():
+        return None
+    out: list[int] = []
+    for part in str(text).replace(",", " ").split():
+        first, sep, last = part.partition("-")
+        try:
+            a, b = int(first), int(last) if sep else int(first)
+        except ValueError:
+            raise UserError(f"image ids: {part!r} is neither an id nor a range like 5-9") from None
+        if a < 1 or b < a:
+            raise UserError(f"image ids: {part!r} is not a range of positive ids, lowest first")
+        if len(out) + (b - a + 1) > MAX_LISTED_IDS:
+            raise UserError(f"image ids: at most {MAX_LISTED_IDS} at once")
+        out.extend(range(a, b + 1))
+    return out
+
+
+def matching(store: Store, *, folder: str | None = None, category: str | None = None, status: str | None = None,
+             ids: str | None = None) -> list[int]:
+    """The images a filter as typed picks (db.annotations.images_matching): a folder (path prefix), a category
+    (its name or id), a status, image ids (``parse_ids``); blank parts pick everything. UserError names an
+    unknown category."""
+    from db.schema import Category
+
+    cat_id = None
+    if category is not None and str(category).strip():
+        name = str(category).strip()
+        with store.session() as s:
+            cat_id = s.scalar(select(Category.id).where(Category.name == name))
+            if cat_id is None and name.isdigit():
+                cat_id = s.scalar(select(Category.id).where(Category.id == int(name)))
+        if cat_id is None:
+            raise UserError(f"no category named {name!r}")
+    return annotations.images_matching(store, folder=(folder or "").strip() or None, category_id=cat_id,
+                                       status=(status or "").strip() or None, ids=parse_ids(ids))
+
+
+def holds_lines(store: Store) -> list[str]:
+    """Who holds what, as lines (app.py assign --list)."""
+    rows = who_holds_what(store)
+    if not rows:
+        return ["nobody holds or is assigned any image"]
+    return [f"{h.user}: {h.claimed} open" + (f" ({', '.join(map(str, h.claimed_ids))}"
+                                              + (", ..." if h.claimed > len(h.claimed_ids) else "") + ")"
+                                              if h.claimed else "")
+            + f", {h.assigned} assigned ({h.assigned_done} done)" for h in rows]

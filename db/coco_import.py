@@ -281,10 +281,13 @@ def import_coco(
     images_dir: str | Path,
     *,
     as_proposals: bool = False,
+    needs_review: bool = False,
     user: str = "import",
     progress: Callable[[int, str], None] | None = None,
 ) -> dict[str, int]:
-    """Import a COCO instances or person_keypoints file. Raises CocoRejected, writing nothing."""
+    """Import a COCO instances or person_keypoints file. Raises CocoRejected, writing nothing. Labels imported
+    as labels (not ``as_proposals``) wait for no reviewer unless ``needs_review``: then their images join the
+    review queue (db.annotations.awaiting_review) as saved by ``user``."""
     data = load_json(source) if not isinstance(source, dict) else source
     ck = _Checker()
     if not isinstance(data, dict):
@@ -312,7 +315,7 @@ def import_coco(
         had = set(s.scalars(select(Category.id).where(Category.id.in_(list(cats)))))
         info_kept = "info" in data and s.get(DatasetMeta, "info") is not None
     with media_writer(store.settings) as journal:
-        _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user, journal)
+        _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user, journal)
     return {"images": len(imgs), "annotations": len(anns), "categories": len(cats),
             "categories_new": len(cats) - len(had), "categories_merged": len(had), "info_kept": info_kept,
             "images_already_in_store": len(existing)}
@@ -329,7 +332,7 @@ def summary(result: dict) -> str:
     return line
 
 
-def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, user, journal) -> None:
+def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user, journal) -> None:
     """Media files first (journaled), then every row in one transaction; a failure removes the media it
     wrote, and a kill leaves them to the next start's clean-up."""
     written: list[Path] = []
@@ -338,7 +341,7 @@ def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, 
             if write_new_media(store.settings.media_dir, p, journal):
                 written.append(store.settings.media_dir / p.media_path)
         with store.transaction() as s:
-            _write(s, data, cats, imgs, anns, prepared, existing, as_proposals, user)
+            _write(s, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user)
         journal.committed()
     except IntegrityError as e:  # another import took an id or file name after the checks above
         for path in written:
@@ -415,7 +418,7 @@ def _check_against_store(store: Store, cats: dict, imgs: dict, anns: dict,
     return reuse
 
 
-def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, user) -> None:
+def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, needs_review, user) -> None:
     now = utcnow()
     have = set(s.scalars(select(Category.id)))
     new_cats = [dict(id=cid, name=c["name"], supercategory=c.get("supercategory", ""),
@@ -427,6 +430,9 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, user) -> No
         if key in data and s.get(DatasetMeta, key) is None:
             s.add(DatasetMeta(key=key, value=data[key]))
     status = "proposed" if as_proposals else "done"
+    # labels imported as labels wait for a reviewer only when asked; proposals wait for a labeler first
+    saved = dict(saved_by=user, saved_at=now) if needs_review and not as_proposals else dict(saved_by=None,
+                                                                                              saved_at=None)
     rows = []
     for iid, im in sorted(imgs.items()):
         if iid in reuse:
@@ -435,12 +441,12 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, user) -> No
         extra = {k: v for k, v in im.items() if k not in _IMAGE_FIELDS} or None
         rows.append(dict(id=iid, file_name=im["file_name"], content_hash=p.content_hash, media_path=p.media_path,
                          width=p.width, height=p.height, status=status, row_version=1, extra=extra,
-                         created_at=now, updated_at=now))
+                         created_at=now, updated_at=now, **saved))
     if rows:
         s.execute(insert(Image), rows)
     if reuse:
         s.execute(update(Image).where(Image.id.in_(sorted(reuse))).values(status=status, updated_at=now,
-                                                                         row_version=Image.row_version + 1))
+                                                                         row_version=Image.row_version + 1, **saved))
     s.flush()
     arows = []
     by_image: dict[int, list[dict]] = {}

@@ -40,10 +40,12 @@ NEEDS = {
     "train": "admin",  # fine-tune, cancel a job
     "activate": "admin",  # make a model version the active one
     "export": "admin",
+    "assign": "admin",  # hand images to a labeler, take them back
 }
 ACTIONS_TEXT = {"label": "label images", "review": "approve or send back labels", "import": "import images",
                 "categories": "edit categories", "train": "train or cancel training",
-                "activate": "activate a model version", "export": "export the dataset"}
+                "activate": "activate a model version", "export": "export the dataset",
+                "assign": "assign images to people"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from db import annotations
 from tests.stores import cli_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,3 +113,24 @@ def test_two_proposal_workers_share_a_store_without_proposing_an_image_twice(mak
     store = make_store.open(settings)
     assert annotations.claim_images(store, "w3", 1, 50, 600) == []  # nothing left for this version
     store.close()
+
+
+def test_assign_hands_images_to_a_labeler_and_imports_wait_for_review_only_when_asked(make_store, tmp_path,
+                                                                                       synth_dir):
+    settings = make_store.settings(tmp_path / "st")
+    st = cli_args(settings)
+    r = run("import-coco", str(synth_dir / "annotations.json"), "--images", str(synth_dir), "--needs-review", *st)
+    assert r.returncode == 0, r.stderr
+    store = make_store.open(settings)
+    every = annotations.image_ids(store)
+    assert annotations.queue(store, annotations.TO_REVIEW) == sorted(every, reverse=True)  # asked: all wait
+    r = run("assign", "leo", "--ids", f"{every[0]},{every[1]}-{every[2]}", *st)
+    assert r.returncode == 0 and "assigned 3 image(s) to leo" in r.stdout, r.stderr
+    r = run("assign", "--list", *st)
+    assert "leo: 0 open, 3 assigned (3 done)" in r.stdout
+    for bad, why in ((["ana", "--ids", "4,x"], "'x' is neither an id"), (["ana", "--category", "unicorn"],
+                     "no category named 'unicorn'"), (["ana"], "which images?")):
+        r = run("assign", *bad, *st)
+        assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run("assign", "--clear", "leo", *st)
+    assert r.returncode == 0 and "took back 3" in r.stdout

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from annotator import follow, model_view
-from annotator.labeling import LabelSession
 from annotator.ui import LabelTab
 from db import annotations, claims, jobs, settings
 from db.errors import UserError
