@@ -23,6 +23,7 @@ from PIL import Image as PILImage, ImageDraw
 from annotator.conflicts import KIND_NAMES, ConflictReview, Refused  # noqa: F401 - re-exported
 from annotator.history import DEFAULT_BUDGET, NOTHING, EditHistory
 from db import annotations
+from db import claims
 from db import categories as cat_db
 from db import compare
 from db import crops
@@ -564,6 +565,7 @@ class LabelSession:
         if self.dirty:
             raise UserError("save or discard your edits first: a verdict is on the labels as saved")
         annotations.give_verdict(self.store, self.image_id, self.row_version, verdict, user, note)
+        claims.release(self.store, user, [self.image_id])  # judged: the reviewer is done with it
         self.verdicts += 1  # the page reads the history again
         if verdict == "sent_back":
             self.status = "in_review"

@@ -974,9 +974,9 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
 
         gr.api(assist, api_name="assist_box", api_description=assist_box.__doc__)
 
-        def queue_api(request: gr.Request, n: float = 20) -> list[int]:
+        def queue_api(request: gr.Request, n: float = 20, queue: str = "label") -> list[int]:
             may_label(request)
-            return next_images(store, n, roles.name(request))
+            return next_images(store, n, roles.name(request), queue, roles.role(request))
 
         def label_api(image_id: float, ops: list[dict], request: gr.Request) -> dict:
             may_label(request)
@@ -1010,15 +1010,24 @@ def assist_box(proposer: BackgroundProposer, image_id: int, box: list[float], ca
         raise gr.Error(str(e)) from None
 
 
-def next_images(store: Store, n, user: str = "") -> list[int]:
-    """/next_images: (n) -> up to n image ids of the labeling queue (every image not done, in a fixed shuffled
-    order, what the Label tab's Next button walks through by default), handed to the logged-in user: images
-    nobody else holds, claimed for them for claims.API_SECONDS (15 minutes; asking again renews the claims on
-    the ones still not done), so that two people never get the same image. A save that finishes an image
-    (/label_image with a save) ends its claim."""
+NEXT_QUEUES = {"label": annotations.QUEUE_FILTERS[0], "review": annotations.TO_REVIEW}
+
+
+def next_images(store: Store, n, user: str = "", queue: str = "label", role: str | None = "admin") -> list[int]:
+    """/next_images: (n, queue) -> up to n image ids handed to the logged-in user: of the labeling queue
+    (``queue`` "label": every image not done, in a fixed shuffled order, what the Label tab's Next button walks
+    through by default) or of the review queue ("review": saves awaiting a verdict, newest first; reviewers
+    only). Only images nobody else holds, claimed for the user for claims.API_SECONDS (15 minutes; asking again
+    renews the claims on the ones still in the queue), so two people never get the same image. A save that
+    finishes an image, or a verdict, ends its claim (/label_image)."""
     try:
         n = max(0, min(_whole(n, "n"), 1_000))
-        return claims.take(store, user, claims.queue_for(store, user), claims.API_SECONDS, n) if n else []
+        if queue not in NEXT_QUEUES:
+            raise UserError(f"queue {queue!r}: one of {', '.join(NEXT_QUEUES)}")
+        if queue == "review":
+            users.require(role, "review", user)
+        ids = claims.queue_for(store, user, NEXT_QUEUES[queue])
+        return claims.take(store, user, ids, claims.API_SECONDS, n) if n else []
     except UserError as e:
         raise gr.Error(str(e)) from None
 

@@ -471,6 +471,17 @@ def sent_back(store: Store) -> list[int]:
         return sorted(i for i, v in latest.items() if v == "sent_back")
 
 
+def sent_back_to(store: Store) -> dict[int, str | None]:
+    """The images a reviewer sent back whose labels nobody saved since, each with who saved them last (to
+    whom they go back)."""
+    back = sent_back(store)
+    out: dict[int, str | None] = {}
+    with store.session() as s:
+        for k in range(0, len(back), 900):
+            out.update(s.execute(select(Image.id, Image.saved_by).where(Image.id.in_(back[k:k + 900]))).all())
+    return out
+
+
 MAX_NOTE = 2000
 
 

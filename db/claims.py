@@ -64,14 +64,17 @@ LABELING = tuple(annotations.QUEUE_FILTERS[:2])  # the queues that hand out imag
 def queue_for(store: Store, who: str, which: str = annotations.QUEUE_FILTERS[0],
               review: annotations.ReviewFilter | None = None) -> list[int]:
     """The queue ``which`` (db.annotations.queue) as handed to ``who``: in the queues to label, the images
-    assigned to them come first (after the ones sent back) and the images someone else holds (a live claim
-    or an assignment) are left out; in the review queue, those someone else has open are left out. The
+    assigned to them come first (after the ones sent back to them) and the images someone else holds (a live
+    claim, an assignment, labels of theirs a reviewer sent back) are left out; in the review queue, those someone else has open are left out. The
     status views ("new", ..., "all") show every image."""
     ids = annotations.queue(store, which, review)
     if which in LABELING:
         others, mine = held_by_others(store, who), assigned_to(store, who)
-        back = set(annotations.sent_back(store)) if which == LABELING[0] else set()
-        return sorted((i for i in ids if i not in others), key=lambda i: 0 if i in back else 1 if i in mine else 2)
+        # labels sent back go back to whoever saved them (unless an admin assigned the image to someone)
+        back = annotations.sent_back_to(store)
+        others |= {i for i, saver in back.items() if saver not in (None, who) and i not in mine}
+        first = set(back) if which == LABELING[0] else set()
+        return sorted((i for i in ids if i not in others), key=lambda i: 0 if i in first else 1 if i in mine else 2)
     if which == annotations.TO_REVIEW:
         others = held_by_others(store, who, assigned=False)
         return [i for i in ids if i not in others]

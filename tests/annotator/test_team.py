@@ -110,3 +110,22 @@ def test_the_review_queue_is_saves_awaiting_a_verdict_newest_first_by_labeler_an
     for bad, why in (("2026-13-01", "a date like"), ("2026-12-05..2026-12-01", "ends before it starts")):
         with pytest.raises(UserError, match=why):
             ui.review_filter(None, bad)
+
+
+def test_labels_sent_back_go_back_to_whoever_saved_them_and_reviewers_are_handed_saves(proposed_store):
+    (image_id,) = ui.next_images(proposed_store, 1, "ann")
+    ui.label_image(proposed_store, None, image_id, [{"op": "reject_rest"}, {"op": "save"}], "ann")
+    with pytest.raises(ui.gr.Error, match="needs the reviewer role"):
+        ui.next_images(proposed_store, 5, "bob", "review", role="labeler")
+    assert ui.next_images(proposed_store, 5, "rita", "review", role="reviewer") == [image_id]
+    assert ui.next_images(proposed_store, 5, "rex", "review", role="reviewer") == []  # rita has it
+    ui.label_image(proposed_store, None, image_id, [{"op": "send_back", "note": "the dog's tail"}], "rita",
+                   role="reviewer")
+    assert claims.holder(proposed_store, image_id) is None  # judged: let go
+    assert image_id not in ui.next_images(proposed_store, 50, "bob")  # not bob's to fix
+    assert ui.next_images(proposed_store, 1, "ann") == [image_id]  # ann's, first in her queue
+    claims.release(proposed_store, "ann")
+    claims.assign(proposed_store, "bob", [image_id], by="boss")  # unless an admin hands it to someone else
+    assert ui.next_images(proposed_store, 1, "bob") == [image_id]
+    with pytest.raises(ui.gr.Error, match="queue 'later'"):
+        ui.next_images(proposed_store, 1, "bob", "later")
