@@ -5,6 +5,8 @@ Markdown: any user-given text in it (job and error messages) goes through annota
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 
 from annotator.text import escape
@@ -100,8 +102,9 @@ def corrections_note(frame: pd.DataFrame) -> str:
 
 
 def job_panel(store: Store, job_id: int | None = None) -> dict:
-    """A training job as the UI shows it: ``job_id`` (the one this page started), else the latest; another
-    job running meanwhile (from the command line or another page) is named under it."""
+    """A training job as the UI shows it: ``job_id`` (the one this page started), else the latest; a failed one
+    with the last lines of its log (``log_tail``); another job running meanwhile (from the command line or
+    another page) is named under it."""
     other = jobs.running(store, "train")  # (this also fails jobs whose process is gone, before reading)
     j = jobs.get(store, job_id) if job_id is not None else None
     j = j or jobs.latest(store, "train")
@@ -114,11 +117,23 @@ def job_panel(store: Store, job_id: int | None = None) -> dict:
         text += " · " + ", ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in d["losses"].items())
     if j.state == "done" and j.result_version_id is not None:
         text += "\n\n" + version_verdict(store, j.result_version_id)
+    if j.state == "failed":
+        text += log_tail(store, j.id)
     if other is not None and other.id != j.id:
         text += (f"\n\nAnother fine-tune is running: job {other.id} ({escape(other.message)}), started from the "
                  "command line or another page.")
     curve = pd.DataFrame(d.get("curve", []), columns=["iteration", "loss"]) if d.get("curve") else empty
     return {"markdown": text, "percent": round(100 * (j.progress or 0), 1), "curve": curve, "state": j.state}
+
+
+def log_tail(store: Store, job_id: int) -> str:
+    """The last lines of a job's log (model.api.job_log_tail), HTML-escaped in a <pre> block for under the
+    job's message; "" when it left no log (a job run from the command line)."""
+    lines = api.job_log_tail(store, job_id)
+    if not lines:
+        return ""
+    return (f"\n\nThe last lines of its log (jobs/job-{job_id}.log in the store's folder):\n\n"
+            "<pre>" + html.escape("\n".join(lines), quote=False) + "</pre>")
 
 
 def progress_html(percent: float) -> str:
