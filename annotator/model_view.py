@@ -1,10 +1,11 @@
-"""The model view's data: the training job's progress, version table, AP and correction plots.
+"""The model view's data: the training job's progress, version table, AP and correction plots, who did what.
 
 Plain functions over the store and model.api (no gradio), called by the UI and the tests. They return
 Markdown: any user-given text in it (job and error messages) goes through annotator.text.escape."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 
 import pandas as pd
@@ -12,7 +13,8 @@ import pandas as pd
 from annotator.text import escape
 from db import jobs
 from db.errors import UserError
-from db.stats import ReviewStats
+from db.schema import utcnow
+from db.stats import ReviewStats, labeler_stats
 from db.store import Store
 from model import api
 
@@ -68,10 +70,28 @@ def _num(v: float | None, digits: int = 2):
 def review_rows(stats: list[ReviewStats]) -> list[list]:
     """The review measures per model version (``db.stats.review_stats``; docs/loop.md says how to read them)."""
     return [[label, r.images, r.proposals,
-             "" if r.share_unchanged is None else f"{100 * r.share_unchanged:.0f}%", _num(r.mean_iou, 3),
+             _percent(r.share_unchanged), _num(r.mean_iou, 3),
              _num(r.per_image(r.keypoints_moved)), _num(r.per_image(r.rejected)), _num(r.per_image(r.drawn)),
              _num(r.per_image(r.assisted)), _num(r.per_image(r.seconds), 1)]
             for label, r in zip(_review_labels(stats), stats)]
+
+
+LABELER_HEADERS = ["day (UTC)", "labeler", "images saved", "seconds / image", "saves judged",
+                   "sent back (of judged saves)", "proposals reviewed", "accepted unchanged (of proposals)"]
+LABELER_DAYS = 30  # days the Model tab shows (app.py stats --by-user shows any)
+
+
+def labeler_rows(store: Store, days: int = LABELER_DAYS, today: dt.date | None = None) -> list[list]:
+    """Who did what (``db.stats.labeler_stats``): one row per labeler and day (UTC) of the last ``days`` days
+    up to ``today``, newest first."""
+    today = today or utcnow().date()
+    return [[d.day.isoformat(), d.user, d.images_saved, _num(d.seconds_per_image, 1), d.judged,
+             _percent(d.sent_back_share), d.proposals, _percent(d.accepted_unchanged_share)]
+            for d in labeler_stats(store, since=today - dt.timedelta(days=days - 1))]
+
+
+def _percent(share: float | None) -> str:
+    return "" if share is None else f"{100 * share:.0f}%"
 
 
 def corrections_frame(stats: list[ReviewStats]) -> pd.DataFrame:

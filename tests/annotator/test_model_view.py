@@ -107,3 +107,17 @@ def test_the_log_tail_reads_only_the_end_of_a_large_log(store, monkeypatch):
     assert model_view.api.job_log_tail(store, jid) == ["the end \ufffd"]
     assert read == [model_view.api.LOG_TAIL_BYTES]
     assert model_view.api.job_log_tail(store, jid + 1) == []  # no log (a job from the command line)
+
+
+def test_who_did_what_shows_each_labeler_and_day_of_the_last_days(store):
+    from tests.db.test_labeler_stats import DAY1, DAY2, two_labelers_two_days
+
+    two_labelers_two_days(store)
+    assert len(model_view.LABELER_HEADERS) == len(model_view.labeler_rows(store, today=DAY2)[0])
+    assert model_view.labeler_rows(store, today=DAY2) == [
+        ["2026-03-02", "alice", 1, 5.0, 0, "", 1, "100%"],
+        ["2026-03-02", "bob", 1, 40.0, 0, "", 0, ""],
+        ["2026-03-01", "alice", 2, 45.0, 3, "33%", 4, "75%"],
+        ["2026-03-01", "bob", 1, 20.0, 1, "100%", 2, "0%"]]
+    assert [r[0] for r in model_view.labeler_rows(store, days=1, today=DAY2)] == ["2026-03-02"] * 2
+    assert model_view.labeler_rows(store, today=DAY1 + (DAY2 - DAY1) * 40) == []  # all older than 30 days
