@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,13 @@ def _store_args(p: argparse.ArgumentParser, top: bool = False) -> None:
 def _upload_arg(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--max-upload-mb", type=float, default=None if top else argparse.SUPPRESS, metavar="MB",
                    help="refuse UI uploads larger than this many MiB (default 2048, i.e. 2 GiB)")
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="print the store's counts")
     _store_args(p)
+    p.add_argument("--by-user", action="store_true",
+                   help="who did what instead: per labeler and day (UTC), newest first: images saved, seconds per "
+                        "image, share of judged saves sent back, share of proposals accepted unchanged")
+    p.add_argument("--since", type=_day, default=None, metavar="YYYY-MM-DD", help="--by-user: from this day (UTC)")
+    p.add_argument("--until", type=_day, default=None, metavar="YYYY-MM-DD",
+                   help="--by-user: up to this day (UTC), included")
 
     p = sub.add_parser("propose", help="run the active model and write proposals to review")
     _store_args(p)
@@ -222,9 +236,13 @@ def cmd_export_coco(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from db.stats import stats
+    from db.stats import labeler_lines, labeler_stats, stats
 
-    print("\n".join(stats(open_store(args)).lines()))
+    store = open_store(args)
+    if args.by_user:
+        print("\n".join(labeler_lines(labeler_stats(store, args.since, args.until))))
+    else:
+        print("\n".join(stats(store).lines()))
     return 0
 
 

@@ -1,16 +1,20 @@
-"""The model view's data: the training job's progress, version table, AP and correction plots.
+"""The model view's data: the training job's progress, version table, AP and correction plots, who did what.
 
 Plain functions over the store and model.api (no gradio), called by the UI and the tests. They return
 Markdown: any user-given text in it (job and error messages) goes through annotator.text.escape."""
 
 from __future__ import annotations
 
+import datetime as dt
+import html
+
 import pandas as pd
 
 from annotator.text import escape
 from db import annotations, jobs, settings
 from db.errors import UserError
-from db.stats import ReviewStats
+from db.schema import utcnow
+from db.stats import ReviewStats, labeler_stats
 from db.store import Store
 from model import api
 
@@ -66,10 +70,28 @@ def _num(v: float | None, digits: int = 2):
 def review_rows(stats: list[ReviewStats]) -> list[list]:
     """The review measures per model version (``db.stats.review_stats``; docs/loop.md says how to read them)."""
     return [[label, r.images, r.proposals,
-             "" if r.share_unchanged is None else f"{100 * r.share_unchanged:.0f}%", _num(r.mean_iou, 3),
+             _percent(r.share_unchanged), _num(r.mean_iou, 3),
              _num(r.per_image(r.keypoints_moved)), _num(r.per_image(r.rejected)), _num(r.per_image(r.drawn)),
              _num(r.per_image(r.assisted)), _num(r.per_image(r.seconds), 1)]
             for label, r in zip(_review_labels(stats), stats)]
+
+
+LABELER_HEADERS = ["day (UTC)", "labeler", "images saved", "seconds / image", "saves judged",
+                   "sent back (of judged saves)", "proposals reviewed", "accepted unchanged (of proposals)"]
+LABELER_DAYS = 30  # days the Model tab shows (app.py stats --by-user shows any)
+
+
+def labeler_rows(store: Store, days: int = LABELER_DAYS, today: dt.date | None = None) -> list[list]:
+    """Who did what (``db.stats.labeler_stats``): one row per labeler and day (UTC) of the last ``days`` days
+    up to ``today``, newest first."""
+    today = today or utcnow().date()
+    return [[d.day.isoformat(), d.user, d.images_saved, _num(d.seconds_per_image, 1), d.judged,
+             _percent(d.sent_back_share), d.proposals, _percent(d.accepted_unchanged_share)]
+            for d in labeler_stats(store, since=today - dt.timedelta(days=days - 1))]
+
+
+def _percent(share: float | None) -> str:
+    return "" if share is None else f"{100 * share:.0f}%"
 
 
 def corrections_frame(stats: list[ReviewStats]) -> pd.DataFrame:
@@ -100,8 +122,9 @@ def corrections_note(frame: pd.DataFrame) -> str:
 
 
 def job_panel(store: Store, job_id: int | None = None) -> dict:
-    """A training job as the UI shows it: ``job_id`` (the one this page started), else the latest; another
-    job running meanwhile (from the command line or another page) is named under it."""
+    """A training job as the UI shows it: ``job_id`` (the one this page started), else the latest; a failed one
+    with the last lines of its log (``log_tail``); another job running meanwhile (from the command line or
+    another page) is named under it."""
     other = jobs.running(store, "train")  # (this also fails jobs whose process is gone, before reading)
     j = jobs.get(store, job_id) if job_id is not None else None
     j = j or jobs.latest(store, "train")
@@ -114,11 +137,23 @@ def job_panel(store: Store, job_id: int | None = None) -> dict:
         text += " · " + ", ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in d["losses"].items())
     if j.state == "done" and j.result_version_id is not None:
         text += "\n\n" + version_verdict(store, j.result_version_id)
+    if j.state == "failed":
+        text += log_tail(store, j.id)
     if other is not None and other.id != j.id:
         text += (f"\n\nAnother fine-tune is running: job {other.id} ({escape(other.message)}), started from the "
                  "command line or another page.")
     curve = pd.DataFrame(d.get("curve", []), columns=["iteration", "loss"]) if d.get("curve") else empty
     return {"markdown": text, "percent": round(100 * (j.progress or 0), 1), "curve": curve, "state": j.state}
+
+
+def log_tail(store: Store, job_id: int) -> str:
+    """The last lines of a job's log (model.api.job_log_tail), HTML-escaped in a <pre> block for under the
+    job's message; "" when it left no log (a job run from the command line)."""
+    lines = api.job_log_tail(store, job_id)
+    if not lines:
+        return ""
+    return (f"\n\nThe last lines of its log (jobs/job-{job_id}.log in the store's folder):\n\n"
+            "<pre>" + html.escape("\n".join(lines), quote=False) + "</pre>")
 
 
 def progress_html(percent: float) -> str:

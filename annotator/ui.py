@@ -858,6 +858,9 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follo
     reviews = gr.Dataframe(headers=model_view.REVIEW_HEADERS, interactive=False, elem_id="reviews-table",
                            label="Review measures per model version (from the saves in the Label tab)")
     fix_note = markdown(elem_id="corrections-note")
+    who = gr.Dataframe(headers=model_view.LABELER_HEADERS, interactive=False, elem_id="labelers-table",
+                       label=f"Who did what: per labeler and day, the last {model_view.LABELER_DAYS} days "
+                             "(app.py stats --by-user for any days)")
     timer = gr.Timer(2.0, active=True)
     last_state, mine = gr.State(None), gr.State(None)  # (job state, versions) last seen; the job this page started
 
@@ -865,7 +868,7 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follo
         stats = review_stats(store)  # read once for the two plots and the table
         fixes = model_view.corrections_frame(stats)
         return (model_view.version_rows(store), model_view.ap_frame(store), fixes, model_view.seconds_frame(stats),
-                model_view.review_rows(stats), model_view.corrections_note(fixes))
+                model_view.review_rows(stats), model_view.corrections_note(fixes), model_view.labeler_rows(store))
 
     def poll(last, job_id):
         j = model_view.job_panel(store, job_id)
@@ -882,7 +885,7 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follo
         text, new = model_view.start_job(store, e, m, sz, options)
         return ("" if new is not None else text), new if new is not None else job_id
 
-    table_outs = [versions, ap_plot, fix_plot, secs_plot, reviews, fix_note]
+    table_outs = [versions, ap_plot, fix_plot, secs_plot, reviews, fix_note, who]
     timer.tick(poll, [last_state, mine], [job_md, progress, loss_plot, last_state, follow_md] + table_outs)
 
     def auto_every(n, request: gr.Request):

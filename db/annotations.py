@@ -489,7 +489,9 @@ def give_verdict(store: Store, image_id: int, row_version: int, verdict: str, us
     """A reviewer's verdict on the image's labels as they were at ``row_version``: ``approved``, or
     ``sent_back`` (the image goes back to the labeling queue, in review, first in line). Refused when the labels
     changed since (SaveConflict), when the image is not done, or when ``user`` saved them last (a reviewer
-    judges others' work)."""
+    judges others' work). A verdict and a save of the image are serialized: the image row is locked before
+    the checks (FOR UPDATE on PostgreSQL; on SQLite the transaction holds the write lock from its start), so a
+    save either lands before (and the verdict is refused) or waits until the verdict is written."""
     if verdict not in VERDICTS:
         raise UserError(f"verdict {verdict!r}: one of {', '.join(VERDICTS)}")
     note = note.strip() if isinstance(note, str) else ""
@@ -498,7 +500,7 @@ def give_verdict(store: Store, image_id: int, row_version: int, verdict: str, us
     if verdict == "sent_back" and not note:
         raise UserError("say what to fix: sending labels back needs a note for the labeler")
     with store.transaction() as s:
-        im = s.get(Image, image_id)
+        im = s.get(Image, image_id, with_for_update=True)
         if im is None:
             raise UserError(f"no image with id {image_id}")
         if im.row_version != row_version:
@@ -512,8 +514,11 @@ def give_verdict(store: Store, image_id: int, row_version: int, verdict: str, us
             raise UserError(f"you ({user}) saved these labels last: another reviewer approves or sends them back")
         s.add(Verdict(image_id=image_id, row_version=row_version, verdict=verdict, note=note, user=user,
                       at=utcnow()))
-        if verdict == "sent_back":
-            s.execute(update(Image).where(Image.id == image_id).values(status="in_review"))
+        if verdict == "sent_back":  # (the row version checked again in the UPDATE itself)
+            res = s.execute(update(Image).where(Image.id == image_id, Image.row_version == row_version)
+                            .values(status="in_review"))
+            if res.rowcount != 1:
+                raise SaveConflict(f"image {image_id} changed in the store meanwhile; no verdict was recorded")
 
 
 @dataclasses.dataclass(frozen=True)

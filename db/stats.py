@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
-from sqlalchemy import func, select
+from sqlalchemy import Date, case, func, select
+from sqlalchemy.orm import aliased
 
 from db import annotations
-from db.schema import IMAGE_STATUSES, REVIEW_STATES, Annotation, Category, Image, Review
+from db.schema import IMAGE_STATUSES, REVIEW_STATES, Annotation, Category, Image, Review, Verdict
 from db.store import Store
 
 
@@ -99,3 +101,100 @@ def review_stats(store: Store) -> list[ReviewStats]:
         out.append(ReviewStats(vid, images, saves, proposals or 0, un or 0, ed or 0, rej or 0, drawn or 0,
                                assisted or 0, kp or 0, (iou_sum / iou_n) if iou_n else None, float(secs or 0.0)))
     return sorted(out, key=lambda r: (r.version_id is None, r.version_id or 0))
+
+
+@dataclasses.dataclass
+class LabelerDay:
+    """What one labeler saved in the Label tab on one day (UTC), from the Review row each save writes and the
+    reviewers' verdicts on those saves."""
+
+    user: str
+    day: dt.date
+    images_saved: int  # distinct images
+    saves: int
+    seconds: float  # active seconds (pauses between actions left out), summed
+    proposals: int  # model proposals reviewed
+    accepted_unchanged: int  # of those, accepted as the model made them
+    judged: int  # saves a reviewer approved or sent back
+    sent_back: int  # of those, saves sent back
+
+    @property
+    def seconds_per_image(self) -> float | None:
+        return self.seconds / self.images_saved if self.images_saved else None
+
+    @property
+    def sent_back_share(self) -> float | None:
+        """Of the saves a reviewer judged (not of all saves: most may not be judged yet), the share sent back."""
+        return self.sent_back / self.judged if self.judged else None
+
+    @property
+    def accepted_unchanged_share(self) -> float | None:
+        """Of the proposals reviewed, the share accepted unchanged."""
+        return self.accepted_unchanged / self.proposals if self.proposals else None
+
+
+def labeler_stats(store: Store, since: dt.date | None = None, until: dt.date | None = None) -> list[LabelerDay]:
+    """Per labeler and day (UTC) of the saves, from ``since`` to ``until`` (days, both included; None: no
+    bound), newest day first, then by name. Each verdict judges the save it was given on: the latest save of
+    its image at or before the verdict's time (a verdict needs the labels as they are, so no later save can
+    lie between them); a save counts as sent back when any verdict on it sent it back. Aggregated in the
+    database: one row per labeler and day comes back, whatever the number of saves."""
+    day = func.date(Review.saved_at, type_=Date)
+    window = []
+    if since is not None:
+        window.append(Review.saved_at >= dt.datetime.combine(since, dt.time()))
+    if until is not None:
+        window.append(Review.saved_at < dt.datetime.combine(until, dt.time()) + dt.timedelta(days=1))
+    with store.session() as s:
+        saves = s.execute(select(Review.user, day, func.count(func.distinct(Review.image_id)), func.count(),
+                                 func.sum(Review.active_seconds), func.sum(Review.proposals),
+                                 func.sum(Review.accepted_unchanged))
+                          .where(*window).group_by(Review.user, day)).all()
+        js = _judged_saves()
+        judged = {(user, d): (n, back) for user, d, n, back in s.execute(
+            select(Review.user, day, func.count(), func.sum(js.c.back)).join(js, js.c.review_id == Review.id)
+            .where(*window).group_by(Review.user, day)).all()}
+    out = [LabelerDay(user, d, images, n, float(secs or 0.0), props or 0, unchanged or 0,
+                      *(int(v or 0) for v in judged.get((user, d), (0, 0))))
+           for user, d, images, n, secs, props, unchanged in saves]
+    return sorted(out, key=lambda r: (-r.day.toordinal(), r.user))
+
+
+def _judged_saves():
+    """A subquery of the saves a reviewer judged: (review_id, back: 1 when a verdict sent it back, else 0).
+    Each verdict goes to the latest save of its image at or before it."""
+    r = aliased(Review)
+    save = (select(r.id).where(r.image_id == Verdict.image_id, r.saved_at <= Verdict.at)
+            .order_by(r.saved_at.desc(), r.id.desc()).limit(1).correlate(Verdict).scalar_subquery())
+    per_verdict = select(save.label("review_id"),
+                         case((Verdict.verdict == "sent_back", 1), else_=0).label("back")).subquery()
+    return (select(per_verdict.c.review_id, func.max(per_verdict.c.back).label("back"))
+            .where(per_verdict.c.review_id.is_not(None)).group_by(per_verdict.c.review_id).subquery())
+
+
+LABELER_COLUMNS = ("day (UTC)", "labeler", "images", "s/image", "judged", "sent back", "proposals", "unchanged")
+
+
+def labeler_lines(days: list[LabelerDay]) -> list[str]:
+    """``labeler_stats`` as a text table, one line per labeler and day, with a line saying what the shares are
+    of."""
+    if not days:
+        return ["no saves in the Label tab (in these days)"]
+    width = max(7, *(len(d.user) for d in days))
+    row = "{:<10}  {:<%d}  {:>6}  {:>7}  {:>6}  {:>9}  {:>9}  {:>9}" % width
+    out = [row.format(*LABELER_COLUMNS)]
+    out += [row.format(d.day.isoformat(), d.user, d.images_saved, _fixed(d.seconds_per_image, 1), d.judged,
+                       _percent(d.sent_back_share), d.proposals, _percent(d.accepted_unchanged_share))
+            for d in days]
+    out.append("images: distinct images saved; s/image: active seconds per image; judged: saves a reviewer "
+               "approved or sent back; sent back: of the judged saves; unchanged: of the proposals reviewed, "
+               "accepted as the model made them")
+    return out
+
+
+def _fixed(v: float | None, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +48,30 @@ class Settings:
         if self.db_url:
             return self.db_url
         return f"sqlite:///{(Path(self.store_dir) / 'labels.db').resolve()}"
+
+    def absolute(self) -> "Settings":
+        """These settings with the store folder, and a SQLite database file given by a relative path, made
+        absolute against the working folder: what a process started in another folder needs to open this
+        same store (a relative path would name another one there)."""
+        return dataclasses.replace(self, store_dir=Path(self.store_dir).resolve(), db_url=absolute_db_url(self.db_url))
+
+
+def sqlite_file(db_url: str) -> Path | None:
+    """The database file a SQLite URL names, as written (relative or absolute); None for any other URL (a
+    server's, an in-memory or a ``uri=true`` SQLite one)."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or url.query.get("uri"):
+        return None
+    return Path(url.database)
+
+
+def absolute_db_url(db_url: str | None) -> str | None:
+    """``db_url`` with a SQLite file's relative path made absolute against the working folder; any other URL
+    (and None) unchanged."""
+    path = sqlite_file(db_url) if db_url else None
+    if path is None or path.is_absolute():
+        return db_url
+    return make_url(db_url).set(database=str(path.resolve())).render_as_string(hide_password=False)
 
 
 def _sqlite_pragmas(busy_timeout_ms: int):

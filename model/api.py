@@ -33,7 +33,7 @@ __all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
            "list_versions", "training_data_problem", "active_version", "active_predictor", "predictor", "propose_images",
            "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box", "assist_point",
-           "assist_features", "assist_features_ready", "propose_worker", "skipped_lines"]
+           "assist_features", "assist_features_ready", "propose_worker", "skipped_lines", "job_log", "job_log_tail"]
 
 
 def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
@@ -117,15 +117,43 @@ def _duration(seconds: float) -> str:
     return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
 
 
+def job_log(store: Store, job_id: int) -> Path:
+    """The file a training process started from here writes its output to."""
+    return Path(store.settings.store_dir).resolve() / "jobs" / f"job-{job_id}.log"
+
+
+LOG_TAIL_LINES = 15
+LOG_TAIL_BYTES = 8192
+
+
+def job_log_tail(store: Store, job_id: int, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES) -> list[str]:
+    """The last ``lines`` lines of the job's log (``job_log``), read from at most its last ``max_bytes``
+    bytes (a line cut by that is left out); [] when there is no log (a job run from the command line)."""
+    try:
+        with open(job_log(store, job_id), "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - max_bytes))
+            data = f.read(max_bytes)
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace").splitlines()
+    if size > max_bytes and text:
+        text = text[1:]
+    return [line for line in text if line.strip()][-lines:]
+
+
 def start_training_process(store: Store, opts: TrainOptions) -> int:
-    """Start a fine-tune in a separate process (the UI stays responsive); returns the job id."""
+    """Start a fine-tune in a separate process (the UI stays responsive); returns the job id. The process opens
+    this store by absolute path (folder and SQLite file), whatever the working folder, and writes its output to
+    ``job_log``."""
     job_id = jobs.create(store, "train", dataclasses.asdict(opts))  # refused while another one runs
-    args = [sys.executable, "-m", "model.worker", "--store", str(store.settings.store_dir), "--job", str(job_id)]
-    if store.settings.db_url:
-        args += ["--db", store.settings.db_url]
-    log = Path(store.settings.store_dir) / "jobs"
-    log.mkdir(parents=True, exist_ok=True)
-    with open(log / f"job-{job_id}.log", "ab") as out:
+    settings = store.settings.absolute()
+    args = [sys.executable, "-m", "model.worker", "--store", str(settings.store_dir), "--job", str(job_id)]
+    if settings.db_url:
+        args += ["--db", settings.db_url]
+    log = job_log(store, job_id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
                                 start_new_session=True)
     # reaped when it ends, so a long-running UI does not collect a zombie process per fine-tune

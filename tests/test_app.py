@@ -28,6 +28,25 @@ def test_import_export_stats_cycle(make_store, tmp_path, synth_dir):
     assert len(json.loads(out.read_text())["images"]) == 12
 
 
+def test_stats_by_user_prints_one_row_per_labeler_and_day_newest_first(make_store, tmp_path):
+    from tests.db.test_labeler_stats import two_labelers_two_days
+
+    store = make_store(tmp_path / "st")
+    two_labelers_two_days(store)
+    store.close()
+    r = run(*cli_args(store.settings), "stats", "--by-user")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[1:5]] == [["2026-03-02", "alice"], ["2026-03-02", "bob"],
+                                                         ["2026-03-01", "alice"], ["2026-03-01", "bob"]]
+    assert lines[0].split()[:3] == ["day", "(UTC)", "labeler"] and lines[3].split()[2:] == ["2", "45.0", "3", "33%",
+                                                                                          "4", "75%"]
+    r = run(*cli_args(store.settings), "stats", "--by-user", "--since", "2026-03-02")
+    assert r.returncode == 0 and [line.split()[0] for line in r.stdout.splitlines()[1:-1]] == ["2026-03-02"] * 2
+    r = run(*cli_args(store.settings), "stats", "--by-user", "--until", "March 1st")
+    assert r.returncode == 2 and "'March 1st' is not a day (YYYY-MM-DD)" in r.stderr
+
+
 def test_user_mistakes_exit_nonzero_without_traceback(make_store, tmp_path, synth_dir):
     st = cli_args(make_store.settings(tmp_path / "st"))
     bad = tmp_path / "bad.json"

@@ -69,3 +69,55 @@ def test_an_empty_corrections_plot_says_why(store):
 def test_a_fine_tune_with_nothing_to_train_on_is_refused_before_a_job_starts(store):
     text, job = model_view.start_job(store, 1, None, "tiny")
     assert job is None and "no categories" in text and jobs.latest(store, "train") is None
+
+
+def test_a_failed_job_shows_the_escaped_tail_of_its_log(store):
+    jid = jobs.create(store, "train", {})
+    log = model_view.api.job_log(store, jid)
+    log.parent.mkdir(parents=True)
+    filler = "x" * 200  # more than the bytes read: only the file's tail is read
+    log.write_text("".join(f"line {k} {filler}\n" for k in range(100))
+                   + "Traceback (most recent call last):\n  File \"train.py\", line 3\n"
+                   + "".join(f"step {k}\n" for k in range(12)) + "ValueError: <img src=x onerror=alert(1)>\n")
+    jobs.set_state(store, jid, "running", "training")
+    assert "<pre>" not in model_view.job_panel(store)["markdown"]  # only a failed job shows its log
+    jobs.set_state(store, jid, "failed", "the job's process (4242) ended without finishing")
+    text = model_view.job_panel(store)["markdown"]
+    shown = text.split("<pre>", 1)[1].split("</pre>", 1)[0].splitlines()
+    assert len(shown) == model_view.api.LOG_TAIL_LINES == 15
+    assert shown[:2] == ["Traceback (most recent call last):", '  File "train.py", line 3']  # indentation kept
+    assert shown[-1] == "ValueError: &lt;img src=x onerror=alert(1)&gt;" and "<img" not in text
+    assert text.startswith(f"**Job {jid}: failed**") and f"jobs/job-{jid}.log" in text
+
+
+def test_the_log_tail_reads_only_the_end_of_a_large_log(store, monkeypatch):
+    jid = jobs.create(store, "train", {})
+    log = model_view.api.job_log(store, jid)
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"y" * 5_000_000 + b"\nthe end \xff\n")  # (a byte that is not UTF-8 is shown, not fatal)
+    read = []
+
+    def counting_open(*a, **k):
+        f = open(*a, **k)
+        whole = f.read
+        f.read = lambda n=-1: read.append(n) or whole(n)
+        return f
+
+    monkeypatch.setattr(model_view.api, "open", counting_open, raising=False)  # (the module's own open)
+    assert model_view.api.job_log_tail(store, jid) == ["the end \ufffd"]
+    assert read == [model_view.api.LOG_TAIL_BYTES]
+    assert model_view.api.job_log_tail(store, jid + 1) == []  # no log (a job from the command line)
+
+
+def test_who_did_what_shows_each_labeler_and_day_of_the_last_days(store):
+    from tests.db.test_labeler_stats import DAY1, DAY2, two_labelers_two_days
+
+    two_labelers_two_days(store)
+    assert len(model_view.LABELER_HEADERS) == len(model_view.labeler_rows(store, today=DAY2)[0])
+    assert model_view.labeler_rows(store, today=DAY2) == [
+        ["2026-03-02", "alice", 1, 5.0, 0, "", 1, "100%"],
+        ["2026-03-02", "bob", 1, 40.0, 0, "", 0, ""],
+        ["2026-03-01", "alice", 2, 45.0, 3, "33%", 4, "75%"],
+        ["2026-03-01", "bob", 1, 20.0, 1, "100%", 2, "0%"]]
+    assert [r[0] for r in model_view.labeler_rows(store, days=1, today=DAY2)] == ["2026-03-02"] * 2
+    assert model_view.labeler_rows(store, today=DAY1 + (DAY2 - DAY1) * 40) == []  # all older than 30 days
