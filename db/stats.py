@@ -168,7 +168,8 @@ def _judged_saves():
             .order_by(r.saved_at.desc(), r.id.desc()).limit(1).correlate(Verdict).scalar_subquery())
     per_verdict = select(save.label("review_id"),
                          case((Verdict.verdict == "sent_back", 1), else_=0).label("back")).subquery()
-    return (select(per_verdict.c.review_id, func.max(per_verdict.c.back).label("back"))
+    sent_back = case((func.sum(per_verdict.c.back) > 0, 1), else_=0)  # any of its verdicts sent it back
+    return (select(per_verdict.c.review_id, sent_back.label("back"))
             .where(per_verdict.c.review_id.is_not(None)).group_by(per_verdict.c.review_id).subquery())
 
 
