@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from tests.annotator.conftest import free_port
 # Chromium and the canvas helpers; importing them skips (or, in CI, fails) where Chromium is missing
-from tests.annotator.test_browser import (_open, canvas_state, drag, expect, idle, instance, key_over_canvas,
+from tests.annotator.test_browser import (ST, _open, canvas_state, drag, expect, idle, instance, key_over_canvas,
                                           launch, message)
 from tests.annotator.test_labeling import _busiest_image
 
@@ -149,8 +149,18 @@ def test_two_browsers_on_one_image_are_told_and_the_second_save_is_kept_for_revi
         assert _row(store, ann[z]) is None and np.any(m)
 
         other = next(i for i in range(1, 13) if i != image_id)
-        _open(b, other)  # bob moves on: alice's notice goes at her next poll
-        expect(a.locator("#label-canvas .mlc-presence")).to_have_text("", timeout=8_000)
+        _open(b, other)  # bob moves on: alice's notice goes at her next poll; she hears that he saved since
+        notice = a.locator("#label-canvas .mlc-presence")
+        expect(notice).not_to_contain_text("bob has this image open", timeout=8_000)
+        expect(notice).to_contain_text("This image's labels changed in the store since you opened it")
+        notice.get_by_role("button", name="Refresh (keeps your edits)").click()  # his labels, read again
+        idle(a)
+        expect(message(a)).to_contain_text("read this image's labels again")
+        from db import annotations
+
+        assert instance(a, x)["area"] == painted  # bob's paint
+        assert canvas_state(a, "S.data.instances.length") == len(annotations.load(store, image_id).annotations)
+        expect(notice).to_have_text("", timeout=8_000)
     finally:
         ctx_a.close()
         ctx_b.close()
@@ -173,3 +183,52 @@ def test_a_second_tab_of_the_same_browser_is_named_as_such(two_user_app, browser
         assert canvas_state(one, "S.presence.length") == 1
     finally:
         ctx.close()
+
+
+def _shown(page) -> int:
+    idle(page)
+    return canvas_state(page, "S.data.image_id")
+
+
+def _next(page) -> int:
+    before = canvas_state(page, "S.answerDrawnAt")
+    key_over_canvas(page, "n")
+    page.wait_for_function(f"(() => {{ const S = {ST}; return S.answerDrawnAt > {before}; }})()")
+    return _shown(page)
+
+
+def test_two_labelers_pressing_next_are_handed_different_images(two_user_app, browser):
+    from db import annotations, claims
+
+    store, url = two_user_app
+    ctx_a, a = _login(browser, url, "alice", "a-secret")
+    ctx_b, b = _login(browser, url, "bob", "b-secret")
+    try:
+        seen_a, seen_b = [_shown(a)], [_shown(b)]
+        for _ in range(3):
+            seen_a.append(_next(a))
+            seen_b.append(_next(b))
+            assert seen_a[-1] != seen_b[-1]  # never both on one image
+        assert not set(seen_a) & set(seen_b), (seen_a, seen_b)  # nor ever handed the same one
+        queue = annotations.queue(store)
+        for seen in (seen_a, seen_b):  # each walks forward through the queue, passing over the other's
+            assert seen == sorted(seen, key=queue.index)
+        assert claims.holder(store, seen_a[-1]).user == "alice" and claims.holder(store, seen_b[-1]).user == "bob"
+        assert claims.holder(store, seen_a[0]) is None  # she moved on: free again
+        # the Dataset tab says who holds what
+        a.get_by_role("tab", name="Dataset").click()
+        a.locator("#holds-panel").get_by_text("Who holds what").click()
+        a.locator("#refresh-store").click()
+        table = a.locator("#holds-table")
+        expect(table).to_contain_text("alice")
+        expect(table).to_contain_text(str(seen_b[-1]))
+        # the review queue's filters show with it
+        a.get_by_role("tab", name="Label").click()
+        expect(a.locator("#review-by")).to_be_hidden()
+        a.locator("#queue-filter input").click()
+        a.get_by_role("option", name=annotations.TO_REVIEW).click()
+        expect(a.locator("#review-by")).to_be_visible()
+        expect(a.locator("#review-days")).to_be_visible()
+    finally:
+        ctx_a.close()
+        ctx_b.close()
