@@ -195,9 +195,9 @@ class LabelTab:
             return self.outputs(page, via_event=False)[1]
 
     def open(self, image_id, page: Page | None, request=None, note: str = "", back: bool = False,
-             walk: list[int] | None = None):
-        """Open an image (saving unsaved edits of the current one first), or with ``walk`` (a queue's images in
-        the order to try) the first of them nobody else holds (db.claims). The page holds the image it shows
+             walk: list[int] | None = None, which: str = ""):
+        """Open an image (saving unsaved edits of the current one first), or with ``walk`` (the images of the
+        queue ``which`` in the order to try) the first of them nobody else holds and still in it (db.claims). The page holds the image it shows
         while it is on it. The page remembers the images it came through, so Previous (``back``) returns to
         the one before, whatever the queue's order now."""
         role = self.roles.role(request)  # read once: checked here, kept on the page for its review actions
@@ -214,7 +214,7 @@ class LabelTab:
         with self._slots(page.who), page.lock:  # one open at a time per page, two per login; of a burst (Next held
             if page.opens != mine:          # down) only the last one runs; the others leave the canvas be
                 return page, gr.skip()
-            out = self._open(image_id, page, role, user, note, back, walk)
+            out = self._open(image_id, page, role, user, note, back, walk, which)
         if page.session is not None:
             # registered outside the page's lock: making room ends other pages, taking their locks in turn
             self.pages.add(page)
@@ -245,12 +245,13 @@ class LabelTab:
                 slot = self._user_slots[user] = threading.BoundedSemaphore(OPENS_PER_USER)
             return slot
 
-    def _open(self, image_id, page: Page, role, user, note: str, back: bool, walk: list[int] | None = None):
+    def _open(self, image_id, page: Page, role, user, note: str, back: bool, walk: list[int] | None = None,
+              which: str = ""):
         msg = note
         ls = page.session
         holder = None
         if walk is not None:  # handed out: the first one nobody else holds, claimed for this person
-            got = claims.take(self.store, user, walk, claims.PAGE_SECONDS)
+            got = claims.take(self.store, user, walk, claims.PAGE_SECONDS, where=claims.still_in(which))
             image_id = got[0] if got else None
             mine = image_id is not None
         elif image_id is not None and not id_problem(image_id):  # picked by id: held if nobody else holds it
@@ -335,7 +336,7 @@ class LabelTab:
                 return self.outputs(page, "This is the first image in this queue.")
             return self.open(target, page, request, "This was the first image in this queue; here is the image "
                                                     "saved last.")
-        return self.open(None, page, request, walk=walk)
+        return self.open(None, page, request, walk=walk, which=which)
 
     def step(self, which, page, step, request=None, review: annotations.ReviewFilter | None = None):
         ls = page.session if page is not None else None
@@ -1030,7 +1031,8 @@ def next_images(store: Store, n, user: str = "", queue: str = "label", role: str
         if queue == "review":
             users.require(role, "review", user)
         ids = claims.queue_for(store, user, NEXT_QUEUES[queue])
-        return claims.take(store, user, ids, claims.API_SECONDS, n) if n else []
+        return claims.take(store, user, ids, claims.API_SECONDS, n, where=claims.still_in(NEXT_QUEUES[queue])) \
+            if n else []
     except UserError as e:
         raise gr.Error(str(e)) from None
 

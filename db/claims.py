@@ -23,11 +23,11 @@ import dataclasses
 import datetime as dt
 from typing import Iterable, Sequence
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 
 from db import annotations
 from db.errors import UserError
-from db.schema import Assignment, Claim, Image, utcnow
+from db.schema import Assignment, Claim, Image, Verdict, utcnow
 from db.store import Store
 
 PAGE_SECONDS = 300.0  # a page's claim without a sign of life (its presence poll renews it every minute)
@@ -81,12 +81,25 @@ def queue_for(store: Store, who: str, which: str = annotations.QUEUE_FILTERS[0],
     return ids
 
 
+def still_in(which: str) -> tuple:
+    """What an image must still be, when it is handed out, to belong to the queue ``which`` (the list was read
+    a moment before: another person may have finished it, or a reviewer judged it, since)."""
+    if which in LABELING:
+        return (Image.status != "done",)
+    if which == annotations.TO_REVIEW:
+        judged = select(Verdict.id).where(Verdict.image_id == Image.id, Verdict.row_version == Image.row_version)
+        return (Image.status == "done", Image.saved_at.is_not(None), ~judged.exists())
+    return ()
+
+
 def take(store: Store, who: str, candidates: Sequence[int], ttl: float, n: int = 1, *,
-         assigned: bool = True) -> list[int]:
+         assigned: bool = True, where: Sequence = ()) -> list[int]:
     """Claim for ``who``, for ``ttl`` seconds, the first ``n`` images of ``candidates`` (in that order) that
-    nobody else holds (a live claim, or with ``assigned`` an assignment to someone else); an image ``who``
-    holds already counts as free (its claim is renewed). Returns the images claimed, in ``candidates``' order;
-    fewer than ``n`` when the list runs out. Images gone from the store are passed over."""
+    nobody else holds (a live claim, or with ``assigned`` an assignment to someone else), that no proposal
+    worker is proposing on right now (its new proposals would refuse their save), and that still meet
+    ``where`` (conditions on Image, e.g. ``still_in(queue)``); an image ``who`` holds already counts as free
+    (its claim is renewed). Returns the images claimed, in ``candidates``' order; fewer than ``n`` when the list
+    runs out. Images gone from the store are passed over."""
     who = _name(who)
     out: list[int] = []
     ids = list(dict.fromkeys(int(i) for i in candidates))
@@ -105,7 +118,8 @@ def take(store: Store, who: str, candidates: Sequence[int], ttl: float, n: int =
             for image_id in chunk:
                 if image_id in blocked:
                     continue
-                lock = select(Image.id).where(Image.id == image_id)
+                lock = select(Image.id).where(Image.id == image_id, *where,
+                                              or_(Image.claimed_until.is_(None), Image.claimed_until < now))
                 if postgres:  # another person taking this image right now: pass over it, never wait
                     lock = lock.with_for_update(skip_locked=True)
                 if s.scalar(lock) is None:

@@ -121,3 +121,22 @@ def test_workers_pass_over_images_people_hold_and_take_the_queue_order(store, tm
     claims.release(store, "leo")
     assert annotations.claim_images(store, "w3", 3, 5, 600, order=order) == [order[0]]
     assert sorted(got + rest + [order[0]]) == sorted(ids)
+
+
+def test_an_image_finished_or_being_proposed_on_meanwhile_is_not_handed_out(store, synth_dir):
+    from db.coco_import import import_coco
+
+    import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
+    first = claims.LABELING[0]
+    queue = claims.queue_for(store, "ann")  # read a moment before bob finishes the first image
+    got = annotations.load(store, queue[0])
+    inst = Instances.from_rows(got.annotations, got.image.height, got.image.width)
+    annotations.save_review(store, queue[0], got.image.row_version, inst, "bob", states=["accepted"] * len(inst))
+    with store.transaction() as s:
+        s.add(ModelVersion(id=4, size="tiny", checkpoint="x.pt"))
+    assert annotations.claim_images(store, "worker", 4, 1, 600, order=queue) == [queue[1]]  # proposing on it
+    assert claims.take(store, "ann", queue, 600, where=claims.still_in(first)) == [queue[2]]
+    review = claims.queue_for(store, "rita", annotations.TO_REVIEW)
+    assert review == [queue[0]]
+    annotations.give_verdict(store, queue[0], got.image.row_version + 1, "approved", "rex")
+    assert claims.take(store, "rita", review, 600, where=claims.still_in(annotations.TO_REVIEW)) == []  # judged
