@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.team:
             print(f"{backend}: {a.labelers} labelers and 1 reviewer for {wall:.0f} s while a proposal worker ran")
             print(f"  verdicts: {tally.verdicts}; images labeled by two people: {len(two)}")
+            for image_id in two[:3]:  # what happened to them, in order
+                print(f"    image {image_id}: " + "; ".join(f"{e.at:%H:%M:%S.%f} {e.user} {e.what}"
+                                                         for e in annotations.history(store, image_id)))
         else:
             print(f"{backend}: {a.clients} clients for {wall:.0f} s while a fine-tune and a proposal worker ran")
         for name, xs in tally.latency.items():

@@ -305,19 +305,23 @@ def claim_images(store: Store, worker: str, version_id: int, n: int, ttl_seconds
     """Claim for ``worker``, until ``ttl_seconds`` from now, up to ``n`` images that are not done, were not yet
     proposed on by model version ``version_id``, are not claimed by another worker (an expired claim is free)
     and are not held by a person (a live db.claims claim: the image is open in their page, and new proposals
-    would refuse their save). Taken in the order of ``order`` (the labeling queue's: most needed first; only
-    images in it), else by id. Two workers never get the same image while a claim holds: on
-    PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED, so concurrent workers take different
-    images without waiting; on SQLite the writing transaction holds the database's write lock from its start,
-    so claims are taken one after the other. Writing the image's proposals (``write_proposals_of_images``)
+    would refuse their save), nor sent back by a reviewer (it waits for its labeler as it is). Taken in the
+    order of ``order`` (the labeling queue's: most needed first; only images in it), else by id. Two workers
+    never get the same image while a claim holds: on PostgreSQL the candidate rows are locked with FOR UPDATE
+    SKIP LOCKED, so concurrent workers take different images without waiting; on SQLite the writing transaction
+    holds the database's write lock from its start, so claims are taken one after the other. Writing the image's proposals (``write_proposals_of_images``)
     ends its claim."""
     if not worker or len(worker) > 200:
         raise UserError("a worker needs a name of 1 to 200 characters")
     now = utcnow()
     held = select(Claim.image_id).where(Claim.image_id == Image.id, Claim.until >= now).exists()
+    # labels a reviewer sent back wait for their labeler as they are: new proposals would move the row version
+    # on, and the verdict (and whose the image is) would no longer count
+    back = select(Verdict.id).where(Verdict.image_id == Image.id, Verdict.row_version == Image.row_version,
+                                    Verdict.verdict == "sent_back").exists()
     free = (Image.status != "done",
             or_(Image.proposed_version_id.is_(None), Image.proposed_version_id != version_id),
-            or_(Image.claimed_until.is_(None), Image.claimed_until < now), ~held)
+            or_(Image.claimed_until.is_(None), Image.claimed_until < now), ~held, ~back)
     n = max(0, int(n))
     with store.transaction() as s:
         postgres = s.get_bind().dialect.name == "postgresql"

@@ -140,3 +140,15 @@ def test_an_image_finished_or_being_proposed_on_meanwhile_is_not_handed_out(stor
     assert review == [queue[0]]
     annotations.give_verdict(store, queue[0], got.image.row_version + 1, "approved", "rex")
     assert claims.take(store, "rita", review, 600, where=claims.still_in(annotations.TO_REVIEW)) == []  # judged
+
+
+def test_labels_sent_back_are_not_proposed_again_under_their_labeler(store, tmp_path):
+    ids = _unlabeled(store, tmp_path, 2)
+    got = annotations.load(store, ids[0])
+    annotations.save_review(store, ids[0], got.image.row_version, Instances(12, 16), "ann")  # before any proposals
+    annotations.give_verdict(store, ids[0], got.image.row_version + 1, "sent_back", "rita", "empty?")
+    with store.transaction() as s:
+        s.add(ModelVersion(id=9, size="tiny", checkpoint="x.pt"))
+    assert annotations.claim_images(store, "w", 9, 5, 600) == [ids[1]]  # not the one waiting for ann
+    assert annotations.sent_back_to(store) == {ids[0]: "ann"}
+    assert claims.queue_for(store, "bob") == [ids[1]] and claims.queue_for(store, "ann")[0] == ids[0]
