@@ -255,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         worker.wait(timeout=60)
         demo.close()
         lost = []
+        back = set(annotations.sent_back(store))  # (team: a reviewer sent it back since: it waits, in review)
         for image_id in tally.saved:  # each image a client was told is saved: done, with its accepted label
             got = annotations.load(store, image_id)
-            if got.image.status != "done" or not any(a.review_state == "accepted" for a in got.annotations):
+            if (got.image.status != "done" and image_id not in back) or not any(
+                    a.review_state == "accepted" for a in got.annotations):
                 lost.append(image_id)
         locked = [e for e in tally.errors if "locked" in e.lower()]
         backend = "PostgreSQL" if a.db else "SQLite"
