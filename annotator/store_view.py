@@ -124,9 +124,11 @@ def upload_images(store: Store, paths: Sequence[str], user: str = "") -> str:
     return "\n".join(report.lines())
 
 
-def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_proposals: bool) -> str:
+def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_proposals: bool,
+                needs_review: bool = False, user: str = "import") -> str:
     """Import a COCO file whose images come as uploaded files or zips (unpacked into a temp folder under the
-    same size and zip-bomb limits as image imports)."""
+    same size and zip-bomb limits as image imports); ``needs_review``: its labels wait in the review queue as
+    saved by ``user``."""
     if not json_path:
         return "Choose a COCO JSON file first."
     skipped: list[tuple[str, str]] = []
@@ -142,7 +144,8 @@ def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_p
             else:
                 shutil.copyfile(p, root / p.name)
         try:
-            r = import_coco(store, json_path, root, as_proposals=as_proposals)
+            r = import_coco(store, json_path, root, as_proposals=as_proposals, needs_review=needs_review,
+                            user=user or "import")
         except CocoRejected as e:
             return "\n".join([str(e)] + [f"skipped: {n}: {why}" for n, why in skipped])
     return "\n".join([coco_summary(r)] + [f"skipped: {n}: {why}" for n, why in skipped])

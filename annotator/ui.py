@@ -692,6 +692,8 @@ def dataset_tab(store: Store, roles: Roles):
             coco_json = gr.File(label="COCO JSON", file_types=[".json"], type="filepath", elem_id="upload-coco")
             coco_images = gr.File(label="Its images (files or zip)", file_count="multiple", type="filepath")
             as_props = gr.Checkbox(label="Import as proposals to review")
+            needs_review = gr.Checkbox(label="Labels wait for a reviewer (else taken as reviewed)",
+                                       elem_id="import-needs-review")
             import_coco = gr.Button("Import COCO", elem_id="import-coco")
     report = gr.Textbox(label="Import report", lines=6, elem_id="import-report")
     with gr.Accordion("Categories", open=False, elem_id="categories-panel"):
@@ -739,12 +741,13 @@ def dataset_tab(store: Store, roles: Roles):
     def import_images(paths, request: gr.Request):
         return refused(roles, request, "import") or store_view.upload_images(store, paths or [])
 
-    def import_labels(j, im, a, request: gr.Request):
-        return refused(roles, request, "import") or store_view.upload_coco(store, j, im or [], a)
+    def import_labels(j, im, a, review, request: gr.Request):
+        return refused(roles, request, "import") or store_view.upload_coco(store, j, im or [], a, review,
+                                                                           roles.name(request))
 
     upload.click(import_images, inputs=files, outputs=report, api_name="import_images").then(
         refresh_all, g_page, outputs)
-    import_coco.click(import_labels, inputs=[coco_json, coco_images, as_props], outputs=report,
+    import_coco.click(import_labels, inputs=[coco_json, coco_images, as_props, needs_review], outputs=report,
                       api_name="import_coco").then(refresh_all, g_page, outputs)
 
     def save_cat(cid, name, sup, kps, skel):

@@ -178,3 +178,23 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     assert len(person) == 1 and person[0]["num_keypoints"] == 1
     for a in mine:
         assert coco.annToMask(a).sum() == a["area"]
+
+
+def test_propose_again_refreshes_the_open_image_in_place(app_with_model, page):
+    from db import annotations
+
+    store, url, image_id = app_with_model
+    page.goto(url)
+    expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
+    other = next(i for i in annotations.queue(store) if i != image_id)
+    _open(page, other)
+    page.locator("#btn-propose-again").click()
+    expect(message(page)).to_contain_text("new proposal(s) from the active model", timeout=60_000)
+    idle(page)
+    n = canvas_state(page, "S.data.instances.length")
+    assert n == len(annotations.load(store, other).annotations)  # the store's new proposals, drawn
+    if n:
+        key_over_canvas(page, "a")  # the page goes on (it used to say its session was gone, and go blank)
+        idle(page)
+        expect(message(page)).not_to_contain_text("gone")
+        assert any(it["state"] == "accepted" for it in canvas_state(page, "S.data.instances"))

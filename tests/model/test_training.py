@@ -372,3 +372,18 @@ def test_a_category_added_after_training_leaves_the_model_proposing_the_others(m
     categories.update_category(st, renamed, name="renamed")
     again = api.active_predictor(st, ModelOptions(device="cpu"), active)
     assert again is not active and renamed not in again.known
+
+
+def test_the_app_proposes_again_with_the_active_model_on_images_not_done(demo_store, trained):
+    from annotator.background import BackgroundProposer
+    from annotator.follow import Follower
+    from db import annotations
+
+    v = active_version(demo_store).id
+    done, total = annotations.proposal_progress(demo_store, v)
+    assert done < total
+    f = Follower(demo_store, BackgroundProposer(demo_store, ModelOptions(weights="none")), batch=3)
+    assert f.repropose_some() == 3  # the real model, under the proposer's lock
+    assert annotations.proposal_progress(demo_store, v) == (done + 3, total)
+    first = annotations.queue(demo_store)[0]  # most needed first
+    assert annotations.images(demo_store, [first])[first].proposed_version_id == v
