@@ -53,6 +53,8 @@ class Follower:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
+            if self.store.closed:  # (a test's store, or the app shutting down)
+                return
             try:
                 self.fine_tune_if_due()
                 while not self._stop.is_set() and self.repropose_some():
@@ -69,6 +71,9 @@ class Follower:
         with self.proposer.model_lock():
             p = self.proposer.predictor()
             if p is None or p.version is None:
+                return 0
+            done, total = annotations.proposal_progress(self.store, p.version.id)
+            if done >= total:  # (a read, before the claim's writing transaction)
                 return 0
             ids = annotations.claim_images(self.store, self.name, p.version.id, self.batch, CLAIM_SECONDS,
                                            order=annotations.queue(self.store))

@@ -116,6 +116,7 @@ class Store:
 
     def __init__(self, settings: Settings, *, migrate: bool = True):
         self.settings = settings
+        self.closed = False
         Path(settings.store_dir).mkdir(parents=True, exist_ok=True)
         settings.media_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(settings)
@@ -144,4 +145,7 @@ class Store:
         return self.settings.media_dir / media_path
 
     def close(self) -> None:
+        """Close the database connections; threads that poll the store (annotator.follow) stop at their next
+        look."""
+        self.closed = True
         self.engine.dispose()
