@@ -191,6 +191,9 @@ def _shown(page) -> int:
 
 
 def _next(page) -> int:
+    """Finish the image (reject what is left; moving on saves it) and press n."""
+    key_over_canvas(page, "R")
+    idle(page)
     before = canvas_state(page, "S.answerDrawnAt")
     key_over_canvas(page, "n")
     page.wait_for_function(f"(() => {{ const S = {ST}; return S.answerDrawnAt > {before}; }})()")
@@ -201,6 +204,7 @@ def test_two_labelers_pressing_next_are_handed_different_images(two_user_app, br
     from db import annotations, claims
 
     store, url = two_user_app
+    queue = annotations.queue(store)  # (before they finish any)
     ctx_a, a = _login(browser, url, "alice", "a-secret")
     ctx_b, b = _login(browser, url, "bob", "b-secret")
     try:
@@ -209,8 +213,7 @@ def test_two_labelers_pressing_next_are_handed_different_images(two_user_app, br
             seen_a.append(_next(a))
             seen_b.append(_next(b))
             assert seen_a[-1] != seen_b[-1]  # never both on one image
-        assert not set(seen_a) & set(seen_b), (seen_a, seen_b)  # nor ever handed the same one
-        queue = annotations.queue(store)
+        assert not set(seen_a) & set(seen_b), (seen_a, seen_b)  # nor ever handed one the other finished
         for seen in (seen_a, seen_b):  # each walks forward through the queue, passing over the other's
             assert seen == sorted(seen, key=queue.index)
         assert claims.holder(store, seen_a[-1]).user == "alice" and claims.holder(store, seen_b[-1]).user == "bob"
