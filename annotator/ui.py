@@ -426,7 +426,7 @@ class LabelTab:
             return "This image's labels changed in the store since you opened it (new proposals, or someone saved it)."
         active = self._active_version()
         if active is not None and im.status != "done" and im.proposed_version_id != active:
-            return f"Model version {active} is active, and these proposals are not from it."
+            return f"Model version {active} is active; this image has no proposals from it yet."
         return ""
 
     def _active_version(self) -> int | None:

@@ -192,6 +192,18 @@ def labeled_by_two(store: Store) -> list[int]:
                               .having(func.count(func.distinct(Review.user)) > 1)))
 
 
+def _ended(store: Store, job_id: int, timeout: float = 120.0) -> None:
+    """Wait for the cancelled fine-tune's process to stop (it writes into the store's folder until then)."""
+    from db import jobs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = jobs.get(store, job_id)
+        if j is None or j.state not in jobs.ACTIVE:
+            return
+        time.sleep(0.5)
+
+
 def _fresh_postgres(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -251,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.monotonic() - t0
         if job is not None:
             api.cancel(store, job)
+            _ended(store, job)
         worker.terminate()
         worker.wait(timeout=60)
         demo.close()
