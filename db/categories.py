@@ -93,6 +93,8 @@ def update_category(store: Store, category_id: int, *, name: str | None = None, 
                                                        Annotation.keypoints.is_not(None))
                               .values(keypoints=null(), num_keypoints=None))
             c.keypoints = keypoints or None
+            if skeleton is None:  # pairs past the new list would make an export that does not import again
+                c.skeleton = [p for p in (c.skeleton or []) if max(p) <= len(keypoints)] or None
         if skeleton is not None:
             c.skeleton = skeleton if c.keypoints else None
 
@@ -113,8 +115,8 @@ def _check_texts(name: str | None, supercategory: str | None, keypoints: list[st
         if text_problem(column, value):
             raise UserError(f"category {field} {value[:60]!r} {text_problem(column, value)}")
     for k in keypoints or []:
-        if unicode_problem(k) or "\x00" in k:
-            raise UserError(f"keypoint name {k[:60]!r} {unicode_problem(k) or 'holds a NUL character'}")
+        if unicode_problem(k):
+            raise UserError(f"keypoint name {k[:60]!r} {unicode_problem(k)}")
 
 
 def delete(store: Store, category_id: int, *, move_to: int | None = None, delete_annotations: bool = False) -> int:

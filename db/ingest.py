@@ -55,8 +55,10 @@ class Source:
 
 
 def _safe_zip_name(name: str) -> str | None:
+    """The entry's path inside the archive, or None when it escapes it (absolute, or through '..'). A drive
+    ('c:x.png') escapes nothing here: the rule for names (db.media.safe_file_name) makes it 'c_x.png'."""
     p = PurePosixPath(name.replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
+    if p.is_absolute() or ".." in p.parts:
         return None
     return str(p)
 
@@ -173,7 +175,8 @@ class Unpacker:
     the same rules as ingest (entries escaping the folder, over the size limit or expanding like a bomb are
     skipped unread) and one more: all the archives of one import together unpack at most
     ``settings.max_unpacked_bytes`` (entries of up to 1 MiB escape the ratio check, so many of them could
-    otherwise fill the disk from a small archive). Declared sizes are added up before anything is written,
+    otherwise fill the disk from a small archive; each entry counts at least a disk block, so a million
+    empty ones are refused too). Declared sizes are added up before anything is written,
     and reading stops where the limit is reached whatever the headers say. ``skipped``: (entry, reason)."""
 
     def __init__(self, dest: Path, settings: Settings):
@@ -193,8 +196,10 @@ class Unpacker:
             self._unpack(path, _zip_entries(zf, report, path.name, self.settings), report)
         self.skipped += report.skipped
 
+    BLOCK = 4096  # what the smallest file takes on disk: each entry counts at least this (many empty entries)
+
     def _unpack(self, path: Path, sources: list[Source], report: IngestReport) -> None:
-        declared = sum(src.size for src in sources)
+        declared = sum(max(src.size, self.BLOCK) for src in sources)
         if self.unpacked + declared > self.settings.max_unpacked_bytes:
             raise self._too_much(path, self.unpacked + declared)
         for src in sources:
@@ -221,7 +226,7 @@ class Unpacker:
             except OSError as e:
                 report.skipped.append((src.display, f"cannot be unpacked: {e.strerror or e}"))
                 continue
-            self.unpacked += len(data)
+            self.unpacked += max(len(data), self.BLOCK)
 
     def copy(self, path: Path) -> None:
         """Put one uploaded image file (not an archive) beside the unpacked ones, under its own name; one

@@ -264,8 +264,9 @@ def safe_file_name(name: str) -> str:
 
 def name_key(name: str) -> str:
     """``name`` as a file system that ignores case and Unicode normalisation sees it (macOS, Windows): two
-    names with one key are one file there."""
-    return unicodedata.normalize("NFC", name).casefold()
+    names with one key are one file there. Case is folded character by character, as those file systems do
+    ('ß' stays 'ß': 'straße.png' and 'strasse.png' are two files there too)."""
+    return "".join(low if len(low := ch.lower()) == 1 else ch for ch in unicodedata.normalize("NFC", name))
 
 
 class FileNames:

@@ -357,6 +357,16 @@ def test_file_names_that_would_be_one_file_on_some_file_system_are_refused(store
     assert "image id 3: field 'file_name'" in msg and says in msg and "image id 17's" in msg and "in the store" in msg
 
 
+def test_names_that_are_two_files_everywhere_both_go_in(store, tmp_path):
+    """Case is folded as file systems fold it, one character at a time: 'straße' and 'strasse' are two files on
+    macOS and Windows too."""
+    coco, d = _handmade(tmp_path)
+    (d / "a.png").rename(d / "straße.png")
+    (d / "b.png").rename(d / "strasse.png")
+    coco["images"][0]["file_name"], coco["images"][1]["file_name"] = "straße.png", "strasse.png"
+    assert import_coco(store, coco, d)["images"] == 2
+
+
 @pytest.mark.parametrize("name, says", [
     ("c:x.png", "is an absolute path"),
     ("a.png.", "ending in '.'"),

@@ -173,12 +173,14 @@ def test_names_are_made_to_follow_the_one_rule_or_the_file_is_skipped_by_name(st
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("dup.png", _png(np.full((8, 8, 3), 20, np.uint8)))
         zf.writestr("dup.png/inner.png", _png(np.full((8, 8, 3), 21, np.uint8)))
+        zf.writestr("d:2021-01-01T12:00:00.png", _png(np.full((8, 8, 3), 22, np.uint8)))  # (was "escapes its folder")
     r = ingest(store, [src, z], batch_size=2)
     names = sorted(n for _, n in r.added)
-    assert len(names) == 6 and not [n for n in names if file_name_problem(n)]
+    assert len(names) == 7 and not [n for n in names if file_name_problem(n)]
     assert "c_x.png" in names and "a.png" in names and "Photo.png" in names and "dup.png" in names
+    assert "d_2021-01-01T12:00:00.png" in names
     assert [n for n in names if n.startswith("photo_")] and [n for n in names if n.startswith("dup.png_")]
     assert [(n.rsplit("/", 1)[-1], why) for n, why in r.skipped] == [
         ("far.png", "its name is 1012 characters long, over the store's limit of 1000")]
     out = export(store, tmp_path / "out" / "o.json", images_dir=tmp_path / "out" / "images", all_images=True)
-    assert out["images"] == 6 and len([p for p in (tmp_path / "out" / "images").rglob("*") if p.is_file()]) == 6
+    assert out["images"] == 7 and len([p for p in (tmp_path / "out" / "images").rglob("*") if p.is_file()]) == 7

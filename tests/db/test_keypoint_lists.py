@@ -106,3 +106,10 @@ def test_category_texts_over_the_store_limits_are_refused_alike(store, field, va
     with pytest.raises(UserError, match=f"category {field} .* {says}"):
         cat_db.update_category(store, cid, **{field: value})
     assert [c.name for c in cat_db.all_categories(store)] == ["fine"]
+
+
+def test_a_shorter_keypoint_list_drops_the_skeleton_pairs_past_it(store):
+    """A skeleton pair past the list made an export that import refused ("pair index out of range")."""
+    hand = cat_db.add(store, "hand", keypoints=["wrist", "thumb", "index"], skeleton=[[1, 2], [2, 3]])
+    cat_db.update_category(store, hand, keypoints=["wrist", "thumb"])
+    assert [c.skeleton for c in cat_db.all_categories(store)] == [[[1, 2]]]
