@@ -506,6 +506,11 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, needs_revie
     the merge rule of ``import_coco``. Returns {"annotations": written, "left_out": proposals left out on done
     images, "done_kept": those images, "not_done": images already in the store that stay not done}."""
     now = utcnow()
+    # labels imported as labels wait for a reviewer only when asked; proposals wait for a labeler first
+    review = dict(saved_by=user, saved_at=now) if needs_review and not as_proposals else {}
+    # the images first, then the categories (the order of db.annotations.save_review: no two writers wait
+    # for each other in a circle)
+    skip, not_done = _merge_into_existing(s, sorted(reuse), as_proposals, review, now)
     _check_categories_unchanged(s, cats)
     have = set(s.scalars(select(Category.id)))
     new_cats = [dict(id=cid, name=c["name"], supercategory=c.get("supercategory", ""),
@@ -516,8 +521,6 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, needs_revie
     for key in ("info", "licenses"):
         if key in data and s.get(DatasetMeta, key) is None:
             s.add(DatasetMeta(key=key, value=data[key]))
-    # labels imported as labels wait for a reviewer only when asked; proposals wait for a labeler first
-    review = dict(saved_by=user, saved_at=now) if needs_review and not as_proposals else {}
     rows = []
     for iid, im in sorted(imgs.items()):
         if iid in reuse:
@@ -530,7 +533,6 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, needs_revie
                          **(review or dict(saved_by=None, saved_at=None))))
     if rows:
         s.execute(insert(Image), rows)
-    skip, not_done = _merge_into_existing(s, sorted(reuse), as_proposals, review, now)
     s.flush()
     source, state = ("model", "proposed") if as_proposals else ("human", "accepted")
     written = left_out = 0

@@ -113,3 +113,28 @@ def test_a_shorter_keypoint_list_drops_the_skeleton_pairs_past_it(store):
     hand = cat_db.add(store, "hand", keypoints=["wrist", "thumb", "index"], skeleton=[[1, 2], [2, 3]])
     cat_db.update_category(store, hand, keypoints=["wrist", "thumb"])
     assert [c.skeleton for c in cat_db.all_categories(store)] == [[[1, 2]]]
+
+
+def test_a_category_changed_during_an_import_refuses_the_import(store, tmp_path, monkeypatch):
+    """The file's annotations were checked against the store's list; an admin changes it before the rows are
+    written: the import is refused whole, naming the category, instead of storing lists that no longer fit."""
+    from db import coco_import
+
+    coco, d = _handmade(tmp_path)
+    coco["categories"].append({"id": 7, "name": "hand", "keypoints": ["wrist", "thumb"]})
+    import_coco(store, {**coco, "images": [], "annotations": []}, d)
+    coco["annotations"].append({"id": 70, "image_id": 17, "category_id": 7, "bbox": [1, 1, 4, 4], "area": 16,
+                                "keypoints": [2, 2, 2, 3, 3, 2]})
+    real = coco_import._check_against_store
+
+    def meanwhile(*a, **k):
+        got = real(*a, **k)
+        cat_db.update_category(store, 7, keypoints=["wrist"])  # no annotation holds keypoints of it yet
+        return got
+
+    monkeypatch.setattr(coco_import, "_check_against_store", meanwhile)
+    with pytest.raises(coco_import.CocoRejected, match="category id 7: field 'keypoints': 'hand' was changed in the "
+                                                       r"store during the import \(it lists 1 keypoint\(s\) now\)"):
+        import_coco(store, coco, d)
+    with store.session() as s:
+        assert s.query(Annotation).count() == 0
