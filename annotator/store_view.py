@@ -127,8 +127,9 @@ def upload_images(store: Store, paths: Sequence[str], user: str = "") -> str:
 def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_proposals: bool,
                 needs_review: bool = False, user: str = "import") -> str:
     """Import a COCO file whose images come as uploaded files or zips (unpacked into a temp folder under the
-    same size and zip-bomb limits as image imports); ``needs_review``: its labels wait in the review queue as
-    saved by ``user``."""
+    same size and zip-bomb limits as image imports, and at most ``Settings.max_unpacked_bytes`` for all the
+    zips together: db.ingest.Unpacker); ``needs_review``: its labels wait in the review queue as saved by
+    ``user``."""
     if not json_path:
         return "Choose a COCO JSON file first."
     with tempfile.TemporaryDirectory() as tmp:
