@@ -155,10 +155,14 @@ class LabelSession:
         self.instances._crops[:] = kept  # decoded once, above (each costs what its mask covers)
         self.reviewers = {a.id: (a.reviewed_by, a.reviewed_at) for a in good}  # who saved each row as it is
 
-    def refresh_categories(self) -> None:
+    def refresh_categories(self) -> str | None:
         """Read the categories again: one added, renamed or given keypoints in the Dataset tab shows up here
-        (the class lists) without reopening the image."""
+        (the class lists) without reopening the image. An unsaved keypoint list placed on a category's list
+        that has changed since is put on the new list by keypoint name (``_fit_keypoints``); returns what was
+        done then, else None."""
+        before = self.categories
         self.categories = _infos(cat_db.all_categories(self.store))
+        return self._fit_keypoints(before)
 
     # --- time spent ---------------------------------------------------------------------------------
     def _start_timing(self) -> None:
@@ -430,7 +434,8 @@ class LabelSession:
             raise UserError(f"({x:g}, {y:g}) is outside the {self.width}x{self.height} image")
         self.record([i])
         it = self._edited(i)
-        k = list(it.keypoints) if it.keypoints else [0.0] * (3 * len(cat.keypoints))
+        fits = it.keypoints and len(it.keypoints) == 3 * len(cat.keypoints)  # (a row stored before lists were checked)
+        k = list(it.keypoints) if fits else [0.0] * (3 * len(cat.keypoints))
         j = cat.keypoints.index(name)
         k[3 * j:3 * j + 3] = [0, 0, 0] if visibility == 0 else [round(float(x), 2), round(float(y), 2), visibility]
         it.keypoints = k
@@ -534,8 +539,14 @@ class LabelSession:
         self._activity(action=False)
         review = dict(review_summary(self.instances), user=user, opened_at=self.opened_at, saved_at=utcnow(),
                       active_seconds=round(self.active_seconds, 3), actions=self.actions)
-        annotations.save_review(self.store, self.image_id, self.row_version, self.instances, user, status=status,
-                                review=review)
+        try:
+            annotations.save_review(self.store, self.image_id, self.row_version, self.instances, user, status=status,
+                                    review=review)
+        except annotations.KeypointsDoNotFit as e:
+            done = self.refresh_categories()
+            raise UserError(f"{e}. " + (f"{done[0].upper() + done[1:]}; look them over and save again" if done else
+                                        "Place that instance's keypoints again (a new list is started on the "
+                                        "category's list as it is now), then save")) from None
         self._start_timing()
         for k, st in enumerate(self.instances.states):
             if not self.instances.deleted[k]:
@@ -548,6 +559,33 @@ class LabelSession:
         self.dirty = False
         self.edits.clear()
         return left
+
+    def _fit_keypoints(self, before: dict[int, CategoryInfo]) -> str | None:
+        """Each instance whose keypoint list fits its category's list in ``before`` but not the one read now:
+        its keypoints put on the new list by name (marked edited, so the save writes them), those whose names
+        are gone dropped. Returns what was done, for the person to check, or None when nothing was."""
+        moved = dropped = fixed = 0
+        for it in self.instances:
+            now, then = self.categories.get(it.category_id), before.get(it.category_id)
+            old = it.keypoints
+            if (it.deleted or old is None or now is None or then is None or len(old) == 3 * len(now.keypoints)
+                    or len(old) != 3 * len(then.keypoints)):
+                continue
+            k = [0] * (3 * len(now.keypoints))
+            for j, name in enumerate(then.keypoints):
+                if old[3 * j + 2] > 0 and name in now.keypoints:
+                    t = now.keypoints.index(name)
+                    k[3 * t:3 * t + 3] = old[3 * j:3 * j + 3]
+                    moved += 1
+                elif old[3 * j + 2] > 0:
+                    dropped += 1
+            it.keypoints, it.edited = k, True
+            fixed += 1
+        if not fixed:
+            return None
+        self.dirty = True
+        return (f"a category's keypoint list was changed: the unsaved keypoints of {fixed} instance(s) were put on "
+                f"the new list by name ({moved} kept, {dropped} dropped since their names are no longer listed)")
 
     def discard(self) -> None:
         """Forget every unsaved edit: the image's labels as the store has them now."""

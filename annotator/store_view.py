@@ -20,7 +20,7 @@ from db import annotations, claims, coco_export
 from db import categories as cat_db
 from db.coco_import import CocoRejected, import_coco, summary as coco_summary
 from db.errors import UserError
-from db.ingest import extract_zip, ingest
+from db.ingest import Unpacker, ingest
 from db import crops
 from db.instances import Instances
 from db.media import load_rgb
@@ -127,22 +127,24 @@ def upload_images(store: Store, paths: Sequence[str], user: str = "") -> str:
 def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_proposals: bool,
                 needs_review: bool = False, user: str = "import") -> str:
     """Import a COCO file whose images come as uploaded files or zips (unpacked into a temp folder under the
-    same size and zip-bomb limits as image imports); ``needs_review``: its labels wait in the review queue as
-    saved by ``user``."""
+    same size and zip-bomb limits as image imports, and at most ``Settings.max_unpacked_bytes`` for all the
+    zips together: db.ingest.Unpacker); ``needs_review``: its labels wait in the review queue as saved by
+    ``user``."""
     if not json_path:
         return "Choose a COCO JSON file first."
-    skipped: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        unpacker = Unpacker(root, store.settings)  # (one limit for all the archives together)
+        skipped = unpacker.skipped
         for p in images or []:
             p = Path(p)
             if p.suffix.lower() == ".zip":
                 try:
-                    skipped += extract_zip(p, root, store.settings)
+                    unpacker.add(p)
                 except UserError as e:
                     return str(e)
             else:
-                shutil.copyfile(p, root / p.name)
+                unpacker.copy(p)
         try:
             r = import_coco(store, json_path, root, as_proposals=as_proposals, needs_review=needs_review,
                             user=user or "import")

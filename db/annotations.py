@@ -40,6 +40,11 @@ class SaveConflict(UserError):
     again), or a row being saved is gone; nothing was written."""
 
 
+class KeypointsDoNotFit(UserError):
+    """A save holds a keypoint list that its category's list, as it is now, does not fit (the category's
+    keypoints were changed since the labels were read); nothing was written."""
+
+
 def is_heldout(image_id: int) -> bool:
     """Fixed held-out split by image id: stable as the store grows (Knuth's multiplicative hash)."""
     return ((image_id * 2654435761) % 2**32) % HELDOUT_EVERY == 0
@@ -105,7 +110,9 @@ def save_review(store: Store, image_id: int, row_version: int, instances: Instan
     every instance (``deleted`` ones are deleted, new ones inserted, ``edited`` ones rewritten, the rest get
     their review state), with ``states`` in place of ``instances.states`` when given. Only if the image's row
     version is still ``row_version`` and every row being saved still exists: otherwise SaveConflict, and
-    nothing is written. New instances get their ids from the database (set in ``instances.ann_ids``).
+    nothing is written. Every keypoint list written (new and edited instances) must fit its category's list as
+    it is at the save: otherwise KeypointsDoNotFit, naming the category and both counts, and nothing is
+    written. New instances get their ids from the database (set in ``instances.ann_ids``).
     ``review``: the columns of a Review row (what the labeler did, how long it took), written with it."""
     states = list(states if states is not None else instances.states)
     try:
@@ -128,6 +135,7 @@ def _save_review(store: Store, image_id: int, row_version: int, instances: Insta
         if res.rowcount != 1:
             raise SaveConflict(f"image {image_id} changed in the store since you opened it (saved from another "
                                "browser, or proposed again); nothing was written")
+        _check_keypoints_fit(s, instances)
         if status == "done":  # finished: nobody holds it any more (db.claims)
             s.execute(delete(Claim).where(Claim.image_id == image_id))
         existing = set(s.scalars(select(Annotation.id).where(Annotation.image_id == image_id)))
@@ -162,6 +170,30 @@ def _save_review(store: Store, image_id: int, row_version: int, instances: Insta
     for i, new_id in zip(new_at, ids):
         instances.ann_ids[i] = new_id
     return ids
+
+
+def _check_keypoints_fit(s, instances: Instances) -> None:
+    """Raises KeypointsDoNotFit when a keypoint list the save writes (a new or edited instance's) is not 3 values
+    per keypoint of its category as the store has it now. The categories are read under a share lock (FOR
+    SHARE on PostgreSQL; SQLite's writing transaction holds its lock from its start), so a change of their
+    keypoints (db.categories.update_category, which locks the row) waits for this save or goes first."""
+    written = [i for i in range(len(instances)) if not instances.deleted[i] and instances.keypoints[i] is not None
+               and (instances.ann_ids[i] is None or instances.edited[i])]
+    if not written:
+        return
+    ids = sorted({instances.category_ids[i] for i in written})
+    cats = {c.id: c for c in s.execute(select(Category.id, Category.name, Category.keypoints)
+                                       .where(Category.id.in_(ids)).with_for_update(read=True))}
+    for i in written:
+        cat = cats.get(instances.category_ids[i])
+        if cat is None:  # deleted meanwhile: the insert's foreign key refuses it (SaveConflict)
+            continue
+        k, n = len(cat.keypoints or []), len(instances.keypoints[i])
+        if n != 3 * k:
+            what = f"annotation {instances.ann_ids[i]}" if instances.ann_ids[i] is not None else "a new instance"
+            raise KeypointsDoNotFit(
+                f"category '{cat.name}' lists {k} keypoint(s) now, but {what} holds {n // 3} (placed on the list "
+                "as it was when the image was read: the category was changed since); nothing was written")
 
 
 def write_proposals(store: Store, image_id: int, proposals: Instances, model_version_id: int) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, null, select, update
 
 from db.errors import UserError
 from db.ids import advance_sequences, id_problem
-from db.schema import Annotation, Category, Image
+from db.schema import Annotation, Category, Image, text_problem, unicode_problem
 from db.store import Store
 
 
@@ -45,6 +45,7 @@ def add(store: Store, name: str, supercategory: str = "", keypoints: list[str] |
     name = (name or "").strip()
     if not name:
         raise UserError("a category needs a name")
+    _check_texts(name, supercategory, keypoints)
     with store.transaction() as s:
         if s.scalar(select(Category.id).where(Category.name == name)) is not None:
             raise UserError(f"a category named '{name}' exists already")
@@ -64,8 +65,13 @@ def add(store: Store, name: str, supercategory: str = "", keypoints: list[str] |
 
 def update_category(store: Store, category_id: int, *, name: str | None = None, supercategory: str | None = None,
                     keypoints: list[str] | None = None, skeleton: list[list[int]] | None = None) -> None:
+    """Change a category. Its keypoint names may be renamed at any time, but added or removed only while no
+    annotation holds a keypoint list (an empty list or JSON null holds none: those are cleared). The row is
+    locked first (FOR UPDATE on PostgreSQL), so a save of keypoints on it (db.annotations.save_review, which
+    checks them against the list as it is then) lands wholly before or after the change."""
+    _check_texts(name, supercategory, keypoints)
     with store.transaction() as s:
-        c = s.get(Category, category_id)
+        c = s.get(Category, category_id, with_for_update=True)
         if c is None:
             raise UserError(f"no category with id {category_id}")
         if name is not None and name.strip() and name.strip() != c.name:
@@ -77,13 +83,40 @@ def update_category(store: Store, category_id: int, *, name: str | None = None, 
         if keypoints is not None:
             if keypoints != list(c.keypoints or []):
                 used = s.scalar(select(func.count()).select_from(Annotation).where(
-                    Annotation.category_id == category_id, Annotation.keypoints.is_not(None)))
+                    Annotation.category_id == category_id, holds_keypoints(s)))
                 if used and len(keypoints) != len(c.keypoints or []):
-                    raise UserError(f"{used} annotation(s) of '{c.name}' hold keypoints in the current order; "
-                                    "rename keypoints, but do not add or remove them while labels use them")
+                    raise UserError(f"{used} annotation(s) of '{c.name}' hold keypoints in the current order (a "
+                                    f"list of {len(c.keypoints or [])}); rename keypoints, but do not add or remove "
+                                    f"them while labels use them (this list has {len(keypoints)})")
+                if not used:  # what remains are empty lists and JSON nulls, which would not fit the new list
+                    s.execute(update(Annotation).where(Annotation.category_id == category_id,
+                                                       Annotation.keypoints.is_not(None))
+                              .values(keypoints=null(), num_keypoints=None))
             c.keypoints = keypoints or None
+            if skeleton is None:  # pairs past the new list would make an export that does not import again
+                c.skeleton = [p for p in (c.skeleton or []) if max(p) <= len(keypoints)] or None
         if skeleton is not None:
             c.skeleton = skeleton if c.keypoints else None
+
+
+def holds_keypoints(s):
+    """An SQL condition: the annotation's keypoints column holds a list of at least one keypoint (not SQL
+    NULL, not JSON null, not an empty list), the same on SQLite and PostgreSQL."""
+    column = Annotation.keypoints
+    if s.get_bind().dialect.name == "sqlite":
+        return func.json_array_length(column) > 0  # (0 for JSON null and every other non-list)
+    return case((func.json_typeof(column) == "array", func.json_array_length(column)), else_=0) > 0
+
+
+def _check_texts(name: str | None, supercategory: str | None, keypoints: list[str] | None) -> None:
+    """The store's limits for a category's texts (db.schema.text_problem), named, before anything is written."""
+    for field, column, value in (("name", Category.name, (name or "").strip()),
+                                 ("supercategory", Category.supercategory, supercategory or "")):
+        if text_problem(column, value):
+            raise UserError(f"category {field} {value[:60]!r} {text_problem(column, value)}")
+    for k in keypoints or []:
+        if unicode_problem(k):
+            raise UserError(f"keypoint name {k[:60]!r} {unicode_problem(k)}")
 
 
 def delete(store: Store, category_id: int, *, move_to: int | None = None, delete_annotations: bool = False) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -17,7 +19,7 @@ from db import crops
 from db import masks
 from db.errors import UserError
 from db.instances import Instances
-from db.media import file_name_problem
+from db.media import FileNames, clash_text, file_name_problem
 from db.schema import Annotation, Category, DatasetMeta, Image
 from db.store import Store
 
@@ -118,7 +120,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def export(store: Store, out: str | Path, *, images_dir: str | Path | None = None,
            include_proposals: bool = False, seg_format: SegFormat = "asis", all_images: bool = False) -> dict[str, int]:
     """Write OUT.json (and copy images to ``images_dir``), or OUT.zip with annotations.json + images/; the
-    images as ``build`` chooses them."""
+    images as ``build`` chooses them. Every image's name is checked before anything is written
+    (``_name_problems``): an export either writes everything or nothing. Under ``images_dir`` no symbolic
+    link is ever followed (a link in the way is refused by name) and an existing file is replaced, never
+    written through."""
     out = Path(out)
     ds = build(store, include_proposals=include_proposals, seg_format=seg_format, all_images=all_images)
     blob = dumps(ds)
@@ -127,10 +132,12 @@ def export(store: Store, out: str | Path, *, images_dir: str | Path | None = Non
         files = [f for f in s.execute(select(Image.id, Image.file_name, Image.media_path).order_by(Image.id))
                  if f.id in written]
     if out.suffix.lower() == ".zip" or images_dir is not None:
-        for image_id, name, _ in files:  # a name stored before import checked them must not write elsewhere
-            if file_name_problem(name):
-                raise UserError(f"image {image_id}: file_name {name!r} {file_name_problem(name)}; nothing was "
-                                "written (rename it to export images)")
+        problems = _name_problems(files, Path(images_dir) if images_dir is not None and out.suffix.lower() != ".zip"
+                                  else None)
+        if problems:
+            shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+            raise UserError(f"{len(problems)} image(s) cannot be written, so nothing was written (the annotations "
+                            "alone export without --images-dir):\n  " + "\n  ".join(shown))
     if out.suffix.lower() == ".zip":
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".part")
@@ -146,9 +153,89 @@ def export(store: Store, out: str | Path, *, images_dir: str | Path | None = Non
         _atomic_write(out, blob)
         if images_dir is not None:
             root = Path(images_dir)
-            for _, name, media in files:
-                dest = root / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(store.media_file(media), dest)
+            root.mkdir(parents=True, exist_ok=True)
+            for image_id, name, media in files:
+                _write_under(root, name, store.media_file(media))
     return {"images": len(ds["images"]), "annotations": len(ds["annotations"]),
             "categories": len(ds["categories"]), "bytes": len(blob)}
+
+
+def _name_problems(files, root: Path | None) -> list[str]:
+    """Why each image cannot be written under its file name, by image id: a name against the rule
+    (db.media.file_name_problem: stored by an older version), two names that would be a file and a folder
+    at once, and, writing into the folder ``root``, a symbolic link or a file in the way on disk."""
+    problems = []
+    names = FileNames(fold=False)  # (what clashes on this machine; the import's rule keeps case apart too)
+    for image_id, name, _ in files:
+        why = file_name_problem(name)
+        if why is None and names.clash(name, image_id):
+            why = clash_text(name, names.clash(name, image_id))
+        if why is None and root is not None:
+            why = _in_the_way(root, name)
+        if why is not None:
+            problems.append(f"image {image_id}: file_name {name[:200]!r} {why}")
+        else:
+            names.add(name, image_id)
+    return problems
+
+
+def _in_the_way(root: Path, name: str) -> str | None:
+    """What on disk under ``root`` keeps ``name`` from being written there without following a link: a
+    symbolic link on its path (inside ``root``), a file where a folder is needed, a folder where the file
+    goes. None when nothing does."""
+    parts = name.split("/")
+    here = root
+    for k, part in enumerate(parts):
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            return f"cannot be looked at in {root}: {e.strerror or e}"
+        if stat.S_ISLNK(st.st_mode):
+            return f"meets the symbolic link {here} (an export never writes through links: move it away)"
+        if k < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return f"needs a folder where {here} is a file"
+        if k == len(parts) - 1 and not stat.S_ISREG(st.st_mode):
+            return f"would replace {here}, which is not a plain file"
+    return None
+
+
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _write_under(root: Path, name: str, src: Path) -> None:
+    """Copy ``src`` to ``root``/``name`` following no link below ``root``: each folder is opened relative to
+    the one above with O_NOFOLLOW (a link put there since the check is refused, not followed), and the file
+    is written as a new temporary file in its folder and renamed over the name (a link or hard link there is
+    replaced, never written through)."""
+    parts = name.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                os.mkdir(part, 0o777, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                nxt = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
+            except OSError as e:  # ELOOP or ENOTDIR: a link or a file came in the way after the check
+                raise UserError(f"{root / name}: {part!r} is not a folder here ({e.strerror}); the export stopped "
+                                "without writing through it") from None
+            os.close(fd)
+            fd = nxt
+        tmp = f".maskloop-{secrets.token_hex(8)}.part"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
+        try:
+            with os.fdopen(out, "wb") as f, open(src, "rb") as r:
+                shutil.copyfileobj(r, f, 1 << 20)
+            os.replace(tmp, parts[-1], src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=fd)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)

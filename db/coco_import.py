@@ -12,16 +12,16 @@ import numbers
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db import masks
 from db.errors import UserError
 from db.ids import advance_sequences, id_problem
 from db.instances import Instances
-from db.media import (BadImage, PreparedImage, file_name_problem, media_writer, prepare, read_file,
-                      shape_problem, write_new_media)
-from db.schema import MAX_ID, Annotation, Category, DatasetMeta, Image, utcnow
+from db.media import (BadImage, FileNames, PreparedImage, clash_text, file_name_problem, media_writer, prepare,
+                      read_file, shape_problem, write_new_media)
+from db.schema import MAX_ID, Annotation, Category, DatasetMeta, Image, text_problem, unicode_problem, utcnow
 from db.store import Store
 
 _IMAGE_FIELDS = {"id", "file_name", "width", "height"}
@@ -83,12 +83,17 @@ def _check_categories(raw: Any, ck: _Checker) -> dict[int, dict]:
         name = c.get("name")
         if not isinstance(name, str) or not name.strip():
             ck.bad(where, "name", "must be a non-empty string")
+        elif text_problem(Category.name, name):
+            ck.bad(where, "name", f"{name[:60]!r} {text_problem(Category.name, name)}")
         elif name in names:
             ck.bad(where, "name", f"'{name}' is also the name of category id {names[name]}")
         else:
             names[name] = cid
         if "supercategory" in c and not isinstance(c["supercategory"], str):
             ck.bad(where, "supercategory", "must be a string")
+        elif text_problem(Category.supercategory, c.get("supercategory", "")):
+            ck.bad(where, "supercategory", f"{c['supercategory'][:60]!r} "
+                                           f"{text_problem(Category.supercategory, c['supercategory'])}")
         kps = c.get("keypoints")
         if kps is not None and not (isinstance(kps, list) and all(isinstance(k, str) for k in kps)):
             ck.bad(where, "keypoints", "must be a list of keypoint names")
@@ -112,7 +117,7 @@ def _check_images(raw: Any, ck: _Checker, limits) -> dict[int, dict]:
     if not isinstance(raw, list):
         ck.bad("file", "images", "must be a list")
         return imgs
-    names: dict[str, int] = {}
+    names = FileNames()
     for i, im in enumerate(raw):
         if not isinstance(im, dict):
             ck.bad(f"images[{i}]", "-", "must be an object")
@@ -130,14 +135,14 @@ def _check_images(raw: Any, ck: _Checker, limits) -> dict[int, dict]:
         ok = True
         fn = im.get("file_name")
         if file_name_problem(fn):
-            ck.bad(where, "file_name", f"{fn!r} {file_name_problem(fn)}" if isinstance(fn, str) else
+            ck.bad(where, "file_name", f"{fn[:200]!r} {file_name_problem(fn)}" if isinstance(fn, str) else
                    "missing or not a string")
             ok = False
-        elif fn in names:
-            ck.bad(where, "file_name", f"'{fn}' is also the file of image id {names[fn]}")
+        elif names.clash(fn, iid):
+            ck.bad(where, "file_name", f"'{fn}' {clash_text(fn, names.clash(fn, iid))}")
             ok = False
         else:
-            names[fn] = iid
+            names.add(fn, iid)
         for f in ("width", "height"):
             if not _is_int(im.get(f)) or not 0 < im[f] <= _MAX_SIDE:
                 ck.bad(where, f, f"missing or not an integer in 1..{_MAX_SIDE}")
@@ -163,10 +168,13 @@ _HUGE = 2 ** 1023  # an integer beyond this is no number any float reader can ho
 
 def _unusable_number(value: Any, path: str = "", depth: int = 0) -> str | None:
     """Where the first unusable value inside ``value`` is, and why: NaN or infinity (Python's json reader
-    accepts NaN, Infinity and 1e999), an integer too large for any float, or nesting deeper than
-    _MAX_DEPTH. None when there is none."""
+    accepts NaN, Infinity and 1e999), an integer too large for any float, a string (or key) with a lone
+    surrogate (no UTF-8 file, so no export, could hold it), or nesting deeper than _MAX_DEPTH. None when
+    there is none."""
     if depth > _MAX_DEPTH:
         return f"{path or 'value'} is nested deeper than {_MAX_DEPTH} levels"
+    if isinstance(value, str):
+        return f"{path or 'value'} {unicode_problem(value)}" if unicode_problem(value) else None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path or 'value'} is NaN or infinite"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -180,6 +188,8 @@ def _unusable_number(value: Any, path: str = "", depth: int = 0) -> str | None:
                 return found
     elif isinstance(value, dict):
         for k, v in value.items():
+            if unicode_problem(k):
+                return f"{path or 'value'}: a key {unicode_problem(k)}"  # (the key itself cannot be shown)
             found = _unusable_number(v, f"{path}.{k}" if path else str(k), depth + 1)
             if found:
                 return found
@@ -189,8 +199,9 @@ def _unusable_number(value: Any, path: str = "", depth: int = 0) -> str | None:
 def _check_finite(entity: dict, where: str, ck: _Checker) -> bool:
     found = _unusable_number(entity)
     if found:
-        ck.bad(where, found.split(".")[0].split("[")[0].split(" ")[0], f"{found}; COCO JSON holds only "
-                                                                        "finite numbers of ordinary size")
+        rule = ("COCO JSON is UTF-8 text" if "surrogate" in found else
+                "COCO JSON holds only finite numbers of ordinary size")
+        ck.bad(where, found.split(".")[0].split("[")[0].split(" ")[0].rstrip(":"), f"{found}; {rule}")
     return found is None
 
 
@@ -263,10 +274,29 @@ def _check_annotations(raw: Any, imgs: dict, cats: dict, ck: _Checker) -> dict[i
     return anns
 
 
+class _SharedFloats(dict):
+    """``parse_float`` for json: each distinct number text becomes one float object, shared wherever it
+    occurs. A COCO file repeats its coordinates (a 60 MB polygon file holds 6.7 million floats but few
+    distinct values), so this holds it in a third of the memory, and parses it faster; at most LIMIT texts
+    are remembered, so a file of all-different numbers costs at most that much more."""
+
+    LIMIT = 1 << 18
+
+    def __missing__(self, text: str) -> float:
+        value = float(text)
+        if len(self) < self.LIMIT:
+            self[text] = value
+        return value
+
+
 def load_json(path: str | Path) -> Any:
+    """The parsed file, or CocoRejected naming why it cannot be read. Memory (measured by ``bench/store.py
+    --coco-mb``): the file's text while parsing (read as text once, not as bytes and then text) and the
+    parsed values, floats shared (``_SharedFloats``); nothing else holds a copy of the file."""
     try:
-        with open(path, "rb") as f:
-            return json.load(f)
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+        return json.loads(text, parse_float=_SharedFloats().__getitem__)
     except FileNotFoundError:
         raise CocoRejected([f"file: {path}: no such file"]) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -287,7 +317,19 @@ def import_coco(
 ) -> dict[str, int]:
     """Import a COCO instances or person_keypoints file. Raises CocoRejected, writing nothing. Labels imported
     as labels (not ``as_proposals``) wait for no reviewer unless ``needs_review``: then their images join the
-    review queue (db.annotations.awaiting_review) as saved by ``user``."""
+    review queue (db.annotations.awaiting_review) as saved by ``user``.
+
+    A category already in the store (same id and name) keeps the store's keypoint list and skeleton: the
+    file's annotations are checked against it, and a file category naming other keypoints is refused.
+
+    The merge rule for an image already in the store (same id, same bytes): its labels and proposals stay
+    and the file's annotations are added (the image's row version moves on, so an open page's save is
+    refused and kept for review). Imported as labels, it is done afterwards unless it still holds proposals
+    nobody reviewed: then it keeps its status (proposed, in review), so no unreviewed proposal is ever
+    exported under a done image as if it were background; a save waiting for a reviewer keeps waiting.
+    Imported as proposals (``as_proposals``), an image already done takes none of them (its labels are
+    finished: they are left out and counted in ``proposals_left_out``) and stays done; any other image
+    keeps its status (``new`` becomes ``proposed``)."""
     data = load_json(source) if not isinstance(source, dict) else source
     ck = _Checker()
     if not isinstance(data, dict):
@@ -301,6 +343,7 @@ def import_coco(
         if key in data:
             _check_finite({key: data[key]}, "file", ck)
     cats = _check_categories(data["categories"], ck)
+    cats = _as_after_import(store, cats, ck)
     imgs = _check_images(data["images"], ck, store.settings)
     anns = _check_annotations(data["annotations"], imgs, cats, ck)
     if ck.problems:
@@ -312,13 +355,44 @@ def import_coco(
         raise CocoRejected(ck.problems)
 
     with store.session() as s:
-        had = set(s.scalars(select(Category.id).where(Category.id.in_(list(cats)))))
         info_kept = "info" in data and s.get(DatasetMeta, "info") is not None
     with media_writer(store.settings) as journal:
-        _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user, journal)
-    return {"images": len(imgs), "annotations": len(anns), "categories": len(cats),
-            "categories_new": len(cats) - len(had), "categories_merged": len(had), "info_kept": info_kept,
-            "images_already_in_store": len(existing)}
+        wrote = _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user,
+                           journal)
+    merged = sum(1 for c in cats.values() if c.get("_in_store"))
+    return {"images": len(imgs), "annotations": wrote["annotations"], "categories": len(cats),
+            "categories_new": len(cats) - merged, "categories_merged": merged, "info_kept": info_kept,
+            "images_already_in_store": len(existing), "proposals_left_out": wrote["left_out"],
+            "done_images_left_as_they_were": wrote["done_kept"],
+            "images_waiting_for_proposals_to_be_reviewed": wrote["not_done"]}
+
+
+def _as_after_import(store: Store, cats: dict[int, dict], ck: _Checker) -> dict[int, dict]:
+    """The file's categories as the store will hold them after the import: one already in the store (same
+    id) keeps the store's keypoint list and skeleton (marked ``_in_store``), so the annotations are checked
+    against what they will belong to. A file category whose keypoint list is not the store's is refused by
+    id, naming both lists' counts (the file's annotations would not fit the store's list)."""
+    with store.session() as s:
+        have = {c.id: c for c in s.scalars(select(Category))}
+    out: dict[int, dict] = {}
+    for cid, c in cats.items():
+        row = have.get(cid)
+        if row is None:
+            out[cid] = c
+            continue
+        theirs, mine = list(row.keypoints or []), c.get("keypoints") or []
+        if mine and mine != theirs:
+            ck.bad(f"category id {cid}", "keypoints",
+                   f"lists {len(mine)} keypoint(s) ({_names(mine)}); the store's '{row.name}' lists {len(theirs)}"
+                   + (f" ({_names(theirs)})" if theirs else "") + ": the store's list is kept, so write the file's "
+                   "keypoints in the store's order (or change the category in the Dataset tab first)")
+        out[cid] = {**c, "keypoints": theirs or None, "skeleton": row.skeleton, "_in_store": True}
+    return out
+
+
+def _names(keypoints: list) -> str:
+    shown = ", ".join(str(k) for k in keypoints[:5])
+    return shown + (f", ... {len(keypoints) - 5} more" if len(keypoints) > 5 else "")
 
 
 def summary(result: dict) -> str:
@@ -329,20 +403,28 @@ def summary(result: dict) -> str:
     line = f"imported {result['images']} image(s), {result['annotations']} annotation(s), {cats}"
     if result.get("info_kept"):  # one dataset, one COCO info: the first file's
         line += "; the store keeps the COCO info of the first file imported (this file's info was not stored)"
+    if result.get("proposals_left_out"):
+        line += (f"; {result['proposals_left_out']} proposal(s) on {result['done_images_left_as_they_were']} "
+                 "image(s) already done were left out (finished labels take no proposals)")
+    if result.get("images_waiting_for_proposals_to_be_reviewed"):
+        line += (f"; {result['images_waiting_for_proposals_to_be_reviewed']} image(s) already in the store still "
+                 "hold proposals nobody reviewed, so they are not done yet")
     return line
 
 
-def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user, journal) -> None:
+def _write_all(store, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user,
+               journal) -> dict[str, int]:
     """Media files first (journaled), then every row in one transaction; a failure removes the media it
-    wrote, and a kill leaves them to the next start's clean-up."""
+    wrote, and a kill leaves them to the next start's clean-up. Returns what ``_write`` wrote."""
     written: list[Path] = []
     try:
         for p in prepared.values():
             if write_new_media(store.settings.media_dir, p, journal):
                 written.append(store.settings.media_dir / p.media_path)
         with store.transaction() as s:
-            _write(s, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user)
+            wrote = _write(s, data, cats, imgs, anns, prepared, existing, as_proposals, needs_review, user)
         journal.committed()
+        return wrote
     except IntegrityError as e:  # another import took an id or file name after the checks above
         for path in written:
             path.unlink(missing_ok=True)
@@ -406,11 +488,12 @@ def _check_against_store(store: Store, cats: dict, imgs: dict, anns: dict,
             elif row.content_hash in by_hash:
                 ck.bad(f"image id {by_hash[row.content_hash]}", "file_name",
                        f"the same file is already in the store as image id {row.id}")
-        names_in_store = dict(s.execute(select(Image.file_name, Image.id)).all())
+        in_store = FileNames(s.execute(select(Image.file_name, Image.id)))
         for iid, im in imgs.items():
-            other = names_in_store.get(im["file_name"])
-            if other is not None and other != iid:
-                ck.bad(f"image id {iid}", "file_name", f"'{im['file_name']}' is image id {other} in the store")
+            got = in_store.clash(im["file_name"], iid)
+            if got is not None:
+                ck.bad(f"image id {iid}", "file_name", f"'{im['file_name']}' {clash_text(im['file_name'], got)} "
+                                                       "in the store")
         ids = list(anns)
         for k in range(0, len(ids), 900):
             for aid in s.scalars(select(Annotation.id).where(Annotation.id.in_(ids[k:k + 900]))):
@@ -418,8 +501,17 @@ def _check_against_store(store: Store, cats: dict, imgs: dict, anns: dict,
     return reuse
 
 
-def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, needs_review, user) -> None:
+def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, needs_review, user) -> dict[str, int]:
+    """Every row of the import, in the transaction ``s``; the images already in the store (``reuse``) follow
+    the merge rule of ``import_coco``. Returns {"annotations": written, "left_out": proposals left out on done
+    images, "done_kept": those images, "not_done": images already in the store that stay not done}."""
     now = utcnow()
+    # labels imported as labels wait for a reviewer only when asked; proposals wait for a labeler first
+    review = dict(saved_by=user, saved_at=now) if needs_review and not as_proposals else {}
+    # the images first, then the categories (the order of db.annotations.save_review: no two writers wait
+    # for each other in a circle)
+    skip, not_done = _merge_into_existing(s, sorted(reuse), as_proposals, review, now)
+    _check_categories_unchanged(s, cats)
     have = set(s.scalars(select(Category.id)))
     new_cats = [dict(id=cid, name=c["name"], supercategory=c.get("supercategory", ""),
                      keypoints=c.get("keypoints"), skeleton=c.get("skeleton"))
@@ -429,10 +521,6 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, needs_revie
     for key in ("info", "licenses"):
         if key in data and s.get(DatasetMeta, key) is None:
             s.add(DatasetMeta(key=key, value=data[key]))
-    status = "proposed" if as_proposals else "done"
-    # labels imported as labels wait for a reviewer only when asked; proposals wait for a labeler first
-    saved = dict(saved_by=user, saved_at=now) if needs_review and not as_proposals else dict(saved_by=None,
-                                                                                              saved_at=None)
     rows = []
     for iid, im in sorted(imgs.items()):
         if iid in reuse:
@@ -440,31 +528,91 @@ def _write(s, data, cats, imgs, anns, prepared, reuse, as_proposals, needs_revie
         p = prepared[iid]
         extra = {k: v for k, v in im.items() if k not in _IMAGE_FIELDS} or None
         rows.append(dict(id=iid, file_name=im["file_name"], content_hash=p.content_hash, media_path=p.media_path,
-                         width=p.width, height=p.height, status=status, row_version=1, extra=extra,
-                         created_at=now, updated_at=now, **saved))
+                         width=p.width, height=p.height, status="proposed" if as_proposals else "done",
+                         row_version=1, extra=extra, created_at=now, updated_at=now,
+                         **(review or dict(saved_by=None, saved_at=None))))
     if rows:
         s.execute(insert(Image), rows)
-    if reuse:
-        s.execute(update(Image).where(Image.id.in_(sorted(reuse))).values(status=status, updated_at=now,
-                                                                         row_version=Image.row_version + 1, **saved))
     s.flush()
-    arows = []
-    by_image: dict[int, list[dict]] = {}
-    for aid, a in sorted(anns.items()):
-        seg = a.get("segmentation")
-        if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-            a = {**a, "segmentation": masks.to_compressed(seg)}  # stored (and exported) compressed
-        by_image.setdefault(a["image_id"], []).append(a)
     source, state = ("model", "proposed") if as_proposals else ("human", "accepted")
-    for image_id, group in by_image.items():
+    written = left_out = 0
+    batch: list[dict] = []
+    for image_id, group in _by_image(anns):
+        if image_id in skip:
+            left_out += len(group)
+            continue
         im = imgs[image_id]
         inst = Instances.from_coco(group, im["height"], im["width"], source=source, state=state)
         for i in range(len(inst)):
-            arows.append(dict(
+            batch.append(dict(
                 id=inst.ann_ids[i], image_id=image_id, **inst.row_values(i), source=source, score=inst.scores[i],
                 review_state=state, extra=inst.extras[i], created_by=user, reviewed_by="" if as_proposals else user,
                 created_at=now, reviewed_at=None if as_proposals else now))
-    arows.sort(key=lambda r: r["id"])
-    for k in range(0, len(arows), 5000):
-        s.execute(insert(Annotation), arows[k:k + 5000])
+        if len(batch) >= 5000:  # rows go in as they are made: the file's annotations are not held twice
+            s.execute(insert(Annotation), batch)
+            written, batch = written + len(batch), []
+    if batch:
+        s.execute(insert(Annotation), batch)
+        written += len(batch)
     advance_sequences(s, "categories", "images", "annotations")
+    return {"annotations": written, "left_out": left_out, "done_kept": len(skip), "not_done": not_done}
+
+
+def _by_image(anns: dict[int, dict]):
+    """(image id, its annotations by id) in image id order, an uncompressed RLE made compressed (stored and
+    exported so)."""
+    by_image: dict[int, list[dict]] = {}
+    for aid in sorted(anns):
+        a = anns[aid]
+        by_image.setdefault(a["image_id"], []).append(a)
+    for image_id in sorted(by_image):
+        group = by_image.pop(image_id)
+        for k, a in enumerate(group):
+            seg = a.get("segmentation")
+            if isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+                group[k] = {**a, "segmentation": masks.to_compressed(seg)}
+        yield image_id, group
+
+
+def _merge_into_existing(s, reuse: list[int], as_proposals: bool, review: dict, now) -> tuple[set[int], int]:
+    """The merge rule of ``import_coco`` for the images already in the store (locked in id order, as every
+    multi-image writer does). Returns the done images that take no proposals, and how many of the others
+    stay not done (labels imported onto an image holding unreviewed proposals)."""
+    if not reuse:
+        return set(), 0
+    status: dict[int, str] = {}
+    for k in range(0, len(reuse), 900):
+        status.update(s.execute(select(Image.id, Image.status).where(Image.id.in_(reuse[k:k + 900]))
+                                .order_by(Image.id).with_for_update()).all())
+    if as_proposals:
+        skip = {i for i in reuse if status.get(i) == "done"}
+        take = [i for i in reuse if i not in skip]
+        for k in range(0, len(take), 900):
+            s.execute(update(Image).where(Image.id.in_(take[k:k + 900]))
+                      .values(status=case((Image.status == "new", "proposed"), else_=Image.status),
+                              row_version=Image.row_version + 1, updated_at=now))
+        return skip, 0
+    pending: set[int] = set()
+    for k in range(0, len(reuse), 900):
+        pending.update(s.scalars(select(Annotation.image_id).where(Annotation.image_id.in_(reuse[k:k + 900]),
+                                                                   Annotation.review_state == "proposed")))
+    done = [i for i in reuse if i not in pending]
+    for ids, values in ((done, dict(status="done", **review)), (sorted(pending), {})):
+        for k in range(0, len(ids), 900):
+            s.execute(update(Image).where(Image.id.in_(ids[k:k + 900]))
+                      .values(row_version=Image.row_version + 1, updated_at=now, **values))
+    return set(), sum(1 for i in pending if status.get(i) != "done")
+
+
+def _check_categories_unchanged(s, cats: dict[int, dict]) -> None:
+    """The store's categories the file merges into still list the keypoints its annotations were checked
+    against (an admin may have changed one since): read under a lock that holds until the import commits
+    (FOR SHARE on PostgreSQL; SQLite's writing transaction holds its lock from its start)."""
+    merged = sorted(cid for cid, c in cats.items() if c.get("_in_store"))
+    for k in range(0, len(merged), 900):
+        for cid, name, kps in s.execute(select(Category.id, Category.name, Category.keypoints)
+                                        .where(Category.id.in_(merged[k:k + 900])).with_for_update(read=True)):
+            if list(kps or []) != list(cats[cid].get("keypoints") or []):
+                raise CocoRejected([f"category id {cid}: field 'keypoints': '{name}' was changed in the store "
+                                    f"during the import (it lists {len(kps or [])} keypoint(s) now); nothing was "
+                                    "imported: run the import again"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -17,8 +18,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from db.errors import UserError
-from db.media import (BadImage, media_exclusive, media_writer, prepare, read_file, safe_file_name,
-                      write_new_media)
+from db.media import (BadImage, FileNames, file_name_problem, media_exclusive, media_writer, prepare, read_file,
+                      safe_file_name, write_new_media)
 from db.schema import Image, utcnow
 from db.store import Settings, Store
 
@@ -43,16 +44,21 @@ class IngestReport:
 
 @dataclasses.dataclass
 class Source:
-    """One candidate file: a name for messages, the file name to store, and how to read it."""
+    """One candidate file: a name for messages, the file name to store, how to read it (``read(limit)``: its
+    bytes, BadImage past ``limit``; the store's limit for one image when not given), and its size as
+    declared (a zip entry's header) or found, for budgets."""
 
     display: str
     file_name: str
-    read: Callable[[], bytes]
+    read: Callable[..., bytes]
+    size: int = 0
 
 
 def _safe_zip_name(name: str) -> str | None:
+    """The entry's path inside the archive, or None when it escapes it (absolute, or through '..'). A drive
+    ('c:x.png') escapes nothing here: the rule for names (db.media.safe_file_name) makes it 'c_x.png'."""
     p = PurePosixPath(name.replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
+    if p.is_absolute() or ".." in p.parts:
         return None
     return str(p)
 
@@ -118,23 +124,31 @@ def _zip_sources(path: Path, report: IngestReport, name: str, settings: Settings
     except (zipfile.BadZipFile, OSError) as e:
         report.skipped.append((name, f"not a readable zip archive: {e}"))
         return
-    limit, ratio = settings.max_image_bytes, settings.max_zip_ratio
     with zf:
-        for info in sorted(zf.infolist(), key=lambda i: i.filename):
-            if info.is_dir():
-                continue
-            display = f"{name}:{info.filename}"
-            safe = _safe_zip_name(info.filename)
-            if safe is None:
-                report.skipped.append((display, "zip entry escapes its folder (absolute path or '..')"))
-                continue
-            if PurePosixPath(safe).name.startswith("__MACOSX") or "/__MACOSX/" in f"/{safe}":
-                continue
-            problem = zip_entry_problem(info, limit, ratio)
-            if problem:
-                report.skipped.append((display, problem))
-                continue
-            yield Source(display, safe, lambda info=info: read_zip_entry(zf, info, limit))
+        yield from _zip_entries(zf, report, name, settings)
+
+
+def _zip_entries(zf: zipfile.ZipFile, report: IngestReport, name: str, settings: Settings) -> list[Source]:
+    """The entries of the open archive ``zf`` that may be read, in name order; the others are named in
+    ``report`` with the reason."""
+    limit, ratio = settings.max_image_bytes, settings.max_zip_ratio
+    out = []
+    for info in sorted(zf.infolist(), key=lambda i: i.filename):
+        if info.is_dir():
+            continue
+        display = f"{name}:{info.filename}"
+        safe = _safe_zip_name(info.filename)
+        if safe is None:
+            report.skipped.append((display, "zip entry escapes its folder (absolute path or '..')"))
+            continue
+        if PurePosixPath(safe).name.startswith("__MACOSX") or "/__MACOSX/" in f"/{safe}":
+            continue
+        problem = zip_entry_problem(info, limit, ratio)
+        if problem:
+            report.skipped.append((display, problem))
+            continue
+        out.append(Source(display, safe, lambda lim=limit, info=info: read_zip_entry(zf, info, lim), info.file_size))
+    return out
 
 
 def zip_entry_problem(info: zipfile.ZipInfo, limit: int, ratio: int) -> str | None:
@@ -156,32 +170,105 @@ def read_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> by
     return data
 
 
-def extract_zip(path: Path, dest: Path, settings: Settings) -> list[tuple[str, str]]:
-    """Unpack an archive of images into ``dest`` (for a COCO import whose file names are relative paths),
-    under the same rules as ingest: entries escaping the folder, over the size limit or expanding like a
-    bomb are skipped unread. Returns (entry, reason) for each one skipped; raises UserError for an
-    unreadable archive."""
-    report = IngestReport()
-    for src in _zip_sources(path, report, path.name, settings):
-        target = dest / src.file_name
+class Unpacker:
+    """Unpacks archives of images into ``dest`` (for a COCO import whose file names are relative paths), under
+    the same rules as ingest (entries escaping the folder, over the size limit or expanding like a bomb are
+    skipped unread) and one more: all the archives of one import together unpack at most
+    ``settings.max_unpacked_bytes`` (entries of up to 1 MiB escape the ratio check, so many of them could
+    otherwise fill the disk from a small archive; each entry counts at least a disk block, so a million
+    empty ones are refused too). Declared sizes are added up before anything is written,
+    and reading stops where the limit is reached whatever the headers say. ``skipped``: (entry, reason)."""
+
+    def __init__(self, dest: Path, settings: Settings):
+        self.dest, self.settings = Path(dest), settings
+        self.unpacked = 0  # bytes written so far
+        self.skipped: list[tuple[str, str]] = []
+
+    def add(self, path: Path) -> None:
+        """Unpack one archive. Raises UserError for an unreadable archive and when the archives together
+        would unpack past the limit (then the import must not go on with part of its images)."""
+        report = IngestReport()
         try:
-            data = src.read()
-        except (BadImage, *READ_ERRORS) as e:
-            report.skipped.append((src.display, str(e)))
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    bad_archive = [(n, r) for n, r in report.skipped if n == path.name]
-    if bad_archive:
-        raise UserError(f"{bad_archive[0][0]}: {bad_archive[0][1]}")
-    return report.skipped
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise UserError(f"{path.name}: not a readable zip archive: {e}") from None
+        with zf:
+            self._unpack(path, _zip_entries(zf, report, path.name, self.settings), report)
+        self.skipped += report.skipped
+
+    BLOCK = 4096  # what the smallest file takes on disk: each entry counts at least this (many empty entries)
+
+    def _unpack(self, path: Path, sources: list[Source], report: IngestReport) -> None:
+        declared = sum(max(src.size, self.BLOCK) for src in sources)
+        if self.unpacked + declared > self.settings.max_unpacked_bytes:
+            raise self._too_much(path, self.unpacked + declared)
+        for src in sources:
+            left = self.settings.max_unpacked_bytes - self.unpacked
+            try:
+                data = src.read(min(self.settings.max_image_bytes, left))
+            except BadImage as e:
+                if left < self.settings.max_image_bytes:  # stopped by the total, not by the entry's own limit
+                    raise self._too_much(path, self.settings.max_unpacked_bytes + 1) from None
+                report.skipped.append((src.display, str(e)))
+                continue
+            except READ_ERRORS as e:
+                report.skipped.append((src.display, str(e)))
+                continue
+            target = self.dest / src.file_name
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "xb") as f:  # (never over another entry, never through a link)
+                    f.write(data)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                report.skipped.append((src.display, "another entry of that name, or a file where it needs a "
+                                                    "folder (a name is a file or a folder, not both)"))
+                continue
+            except OSError as e:
+                report.skipped.append((src.display, f"cannot be unpacked: {e.strerror or e}"))
+                continue
+            self.unpacked += max(len(data), self.BLOCK)
+
+    def copy(self, path: Path) -> None:
+        """Put one uploaded image file (not an archive) beside the unpacked ones, under its own name; one
+        whose name an entry took is skipped by name."""
+        try:
+            with open(path, "rb") as src, open(self.dest / path.name, "xb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (FileExistsError, IsADirectoryError):
+            self.skipped.append((path.name, "an unpacked entry has that name already"))
+
+    def _too_much(self, path: Path, size: int) -> UserError:
+        limit = self.settings.max_unpacked_bytes
+        return UserError(f"{path.name}: the archives of this import unpack to more than {limit // 2 ** 20} MiB "
+                         f"(max_unpacked_bytes; {size // 2 ** 20} MiB or more), so nothing was imported: import "
+                         "that many images from a folder (app.py import-coco FILE.json --images DIR)")
 
 
-def _unique_name(name: str, content_hash: str, taken: set[str]) -> str:
-    if name not in taken:
+def extract_zip(path: Path, dest: Path, settings: Settings) -> list[tuple[str, str]]:
+    """Unpack one archive of images into ``dest`` (``Unpacker``'s rules); returns (entry, reason) for each one
+    skipped; raises UserError for an unreadable archive or one past the limit of what may be unpacked."""
+    unpacker = Unpacker(dest, settings)
+    unpacker.add(path)
+    return unpacker.skipped
+
+
+def _unique_name(name: str, content_hash: str, taken: FileNames) -> str | None:
+    """``name``, or when it clashes with a name ``taken`` (db.media.FileNames: the same file where case is
+    ignored, or a file and a folder of one name), ``name`` with the start of the content hash added to one
+    of its parts (the file's own name first, then each folder's); None when no such name is free and valid."""
+    if taken.clash(name) is None:
         return name
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}_{content_hash[:8]}.{ext}" if dot else f"{name}_{content_hash[:8]}"
+    parts = name.split("/")
+    for n in (8, 16):
+        tag = content_hash[:n]
+        stem, dot, ext = parts[-1].rpartition(".")
+        leaf = f"{stem}_{tag}.{ext}" if dot and stem else f"{parts[-1]}_{tag}"
+        candidates = ["/".join(parts[:-1] + [leaf])]
+        candidates += ["/".join(parts[:k] + [f"{parts[k]}_{tag}"] + parts[k + 1:]) for k in range(len(parts) - 1)]
+        for c in candidates:
+            if taken.clash(c) is None and file_name_problem(c) is None:
+                return c
+    return None
 
 
 def ingest(
@@ -201,7 +288,7 @@ def ingest(
     report = IngestReport()
     with store.session() as s:
         known_hash = dict(s.execute(select(Image.content_hash, Image.id)).all())
-        taken = set(s.scalars(select(Image.file_name)))
+        taken = FileNames(s.execute(select(Image.file_name, Image.id)))
     batch: list[dict] = []
     shown_names: list[str] = []
     batch_hashes: set[str] = set()  # content hashes in ``batch``
@@ -231,6 +318,10 @@ def ingest(
         for n, src in enumerate(iter_sources(paths, report, store.settings, shown), start=1):
             if progress:
                 progress(n, src.display)
+            name = safe_file_name(src.file_name)
+            if file_name_problem(name):  # (the store's rule for names: an export writes the file under it)
+                report.skipped.append((src.display, f"its name {file_name_problem(name)}"))
+                continue
             try:
                 raw = src.read()
                 prepared = prepare(raw, store.settings.max_pixels, store.settings)
@@ -246,8 +337,12 @@ def ingest(
             if prepared.content_hash in new_ids or prepared.content_hash in batch_hashes:
                 repeats.append((src.display, prepared.content_hash))
                 continue
+            name = _unique_name(name, prepared.content_hash, taken)
+            if name is None:
+                report.skipped.append((src.display, "its name clashes with names in the store, and so does every "
+                                                    "name made from it"))
+                continue
             write_new_media(store.settings.media_dir, prepared, journal)
-            name = _unique_name(safe_file_name(src.file_name), prepared.content_hash, taken)
             taken.add(name)
             now = utcnow()
             batch.append(dict(file_name=name, content_hash=prepared.content_hash, media_path=prepared.media_path,
@@ -276,7 +371,10 @@ def _insert_one(store: Store, row: dict, display: str, report: IngestReport) -> 
             if same is not None:
                 report.duplicates.append((display, same))
                 return same
-            row = {**row, "file_name": _unique_name(row["file_name"], row["content_hash"], {row["file_name"]})}
+            other = _unique_name(row["file_name"], row["content_hash"], FileNames([(row["file_name"], None)]))
+            if other is None:
+                break
+            row = {**row, "file_name": other}
     report.skipped.append((display, "could not be written: its file name kept colliding with a concurrent import"))
     return None
 

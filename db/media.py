@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import tempfile
+import unicodedata
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,28 +211,113 @@ def media_exclusive(settings) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+MAX_NAME_PART_BYTES = 255  # what ext4, XFS, btrfs, APFS and NTFS hold in one name of a path
+
+
 def file_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be an image's file_name (None when it can). A file_name is where an export
-    writes the image, under its images folder or in its zip: a relative path of plain names joined by '/'
-    (no absolute path, '..', '.', empty part, trailing '/', backslash or control character)."""
+    """Why ``name`` cannot be an image's file_name (None when it can): the one rule for names, applied when
+    images come in (``import-images`` makes a name follow it or skips the file, a COCO file is refused), so
+    that an export can always write every image under its name, into a folder or a zip that unpacks on
+    Linux, macOS and Windows alike.
+
+    A file_name is a relative path of plain names joined by '/': no absolute path or drive ('C:'), no '..',
+    '.' or empty part, no trailing '/', no backslash, no control character or NUL, no lone surrogate, no
+    part ending in '.' or ' ' (Windows drops those, making 'a.png.' the file 'a.png'), no part over
+    MAX_NAME_PART_BYTES bytes of UTF-8, and at most ``Image.file_name``'s length in all. Names that
+    clash with each other (one a folder of another, or the same file where case or Unicode normalisation
+    is ignored) are ``FileNames``' business."""
+    from db.schema import Image, text_problem  # (schema is the column lengths' one source)
+
     if not isinstance(name, str) or not name:
         return "must be a non-empty string"
-    if len(name) > 1000:
-        return "is longer than 1000 characters"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name):
         return "holds a control character (a line break, tab or NUL)"
+    problem = text_problem(Image.file_name, name)
+    if problem:
+        return problem
     if "\\" in name:
         return "holds a backslash; use '/' between folders"
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
         return "is an absolute path; file names are relative to the images folder"
-    if any(part in ("", ".", "..") for part in name.split("/")):
-        return "holds an empty, '.' or '..' part (or ends with '/')"
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            return "holds an empty, '.' or '..' part (or ends with '/')"
+        if part[-1] in ". ":
+            return f"has a part ending in {part[-1]!r} ({part[:40]!r}), which Windows drops from file names"
+        if len(part.encode("utf-8")) > MAX_NAME_PART_BYTES:
+            return (f"has a part of {len(part.encode('utf-8'))} bytes, over the {MAX_NAME_PART_BYTES} bytes a "
+                    "file system holds in one name")
     return None
 
 
 def safe_file_name(name: str) -> str:
-    """A file name found on disk or in a zip made valid: control characters and backslashes become '_'."""
-    return "".join("_" if ord(ch) < 32 or ord(ch) == 127 or ch == "\\" else ch for ch in name)
+    """A file name found on disk or in a zip made to follow ``file_name_problem``'s rule where only its
+    characters break it: control characters, backslashes and a drive's ':' become '_', and a part loses the
+    dots and spaces at its end (as Windows would make it). What is still refused (a name too long) is
+    skipped by the import."""
+    out = "".join("_" if ord(ch) < 32 or 127 <= ord(ch) < 160 or ch == "\\" else ch for ch in name)
+    out = out.encode("utf-8", "replace").decode("utf-8")  # (a lone surrogate from an odd file system name)
+    if len(out) > 1 and out[1] == ":" and out[0].isalpha():
+        out = out[0] + "_" + out[2:]
+    return "/".join(p if p in ("", ".", "..") else p.rstrip(". ") or "_" for p in out.split("/"))
+
+
+def name_key(name: str) -> str:
+    """``name`` as a file system that ignores case and Unicode normalisation sees it (macOS, Windows): two
+    names with one key are one file there. Case is folded character by character, as those file systems do
+    ('ß' stays 'ß': 'straße.png' and 'strasse.png' are two files there too)."""
+    return "".join(low if len(low := ch.lower()) == 1 else ch for ch in unicodedata.normalize("NFC", name))
+
+
+class FileNames:
+    """The file names taken (by a store's images, a COCO file's, an export's), to find a new name's clash with
+    one of them before anything is written: the same file where case or Unicode normalisation is ignored
+    ('A.png' and 'a.png'), or one name a folder of another ('dup.png' and 'dup.png/inner.png'). Each name
+    has an owner (an image id) whose own names never clash with each other."""
+
+    def __init__(self, names=(), *, fold: bool = True):
+        """``fold``: names equal but for case or Unicode normalisation clash (what a name may be at import);
+        without, only names that clash on this machine's file system do (what an export checks)."""
+        self._key = name_key if fold else str
+        self._files: dict[str, tuple[str, object]] = {}  # key -> (name, owner)
+        self._folders: dict[str, tuple[str, object]] = {}  # key of a folder -> (a name under it, its owner)
+        for name, owner in names:
+            self.add(name, owner)
+
+    def clash(self, name: str, owner: object = None) -> tuple[str, object, str] | None:
+        """(the name taken, its owner, why) when ``name`` clashes with a name of another owner, else None."""
+        key = self._key(name)
+        got = self._files.get(key)
+        if got is not None and (got[1] != owner or owner is None):
+            return (*got, "the same file" if got[0] == name else
+                    "the same file on a file system that ignores case or Unicode normalisation (macOS, Windows)")
+        got = self._folders.get(key)
+        if got is not None and (got[1] != owner or owner is None):
+            return (*got, "a folder of it")
+        parts = key.split("/")
+        for k in range(1, len(parts)):
+            got = self._files.get("/".join(parts[:k]))
+            if got is not None and (got[1] != owner or owner is None):
+                return (*got, "a file where it needs a folder")
+        return None
+
+    def add(self, name: str, owner: object = None) -> None:
+        key = self._key(name)
+        self._files.setdefault(key, (name, owner))
+        parts = key.split("/")
+        for k in range(1, len(parts)):
+            self._folders.setdefault("/".join(parts[:k]), (name, owner))
+
+
+def clash_text(name: str, got: tuple[str, object, str], owner_word: str = "image id") -> str:
+    """A clash found by ``FileNames.clash`` in words, to follow the name: "is a folder of image id 17's ..." """
+    taken, owner, why = got
+    whose = f"{owner_word} {owner}'s " if owner is not None else ""
+    if why == "a folder of it":
+        return f"is a folder of {whose}'{taken}': a name is a file or a folder, not both"
+    if why == "a file where it needs a folder":
+        return f"lies in a folder that is {whose}file '{taken}': a name is a file or a folder, not both"
+    return f"is {why} as {whose}'{taken}'"
 
 
 def read_file(path: Path, limit: int) -> bytes:

@@ -77,6 +77,33 @@ IdType = BigInteger().with_variant(Integer(), "sqlite")
 MAX_ID = 2 ** 53 - 1
 
 
+def text_problem(column, value: str) -> str | None:
+    """Why the string ``value`` cannot be stored in the String ``column`` (e.g. ``Category.name``) alike on every
+    database, or None when it can. PostgreSQL refuses what SQLite would store: more characters than the
+    column's length, and a NUL; a lone surrogate (``"\\ud800"``) has no UTF-8 form, so neither database (nor
+    an exported file) can hold it. One answer on both databases, checked before writing."""
+    limit = getattr(column, "type", column).length
+    if limit is not None and len(value) > limit:
+        return f"is {len(value)} characters long, over the store's limit of {limit}"
+    if "\x00" in value:
+        return "holds a NUL character"
+    if unicode_problem(value):
+        return unicode_problem(value)
+    return None
+
+
+def unicode_problem(value: str) -> str | None:
+    """Why ``value`` has no UTF-8 form (a lone surrogate, which Python's json reader accepts from ``\\ud800``),
+    or None."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (an escape like \\ud800 that stands for no character)"
+    return None
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 

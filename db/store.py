@@ -32,6 +32,9 @@ class Settings:
     max_side: int = 32_767
     max_image_bytes: int = 512 * 2 ** 20  # an image file (or zip entry) larger than this is refused unread
     max_zip_ratio: int = 200  # a zip entry expanding more than this is refused unread (a zip bomb)
+    # what the archives of one COCO upload (its images, unpacked to a temporary folder) may unpack in all;
+    # past it the upload is refused whole before writing (db.ingest.Unpacker)
+    max_unpacked_bytes: int = 2 ** 30
     busy_timeout_ms: int = 30_000
     user: str = "local"
 

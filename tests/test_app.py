@@ -153,3 +153,26 @@ def test_assign_hands_images_to_a_labeler_and_imports_wait_for_review_only_when_
         assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run("assign", "--clear", "leo", *st)
     assert r.returncode == 0 and "took back 3" in r.stdout
+
+
+def test_texts_and_paths_over_the_store_limits_exit_2_or_are_skipped_alike_on_every_database(make_store, tmp_path):
+    """On PostgreSQL a 300-character category name made import-coco exit 1 with a DataError traceback, and a
+    path over 1000 characters made import-images lose its whole batch; SQLite stored both. Now: exit 2 naming
+    the problem, and the file skipped by name with the rest imported, on both."""
+    from PIL import Image
+
+    st = cli_args(make_store.settings(tmp_path / "st"))
+    src = tmp_path / "src"
+    deep = src / "/".join(["d" * 200] * 5)
+    deep.mkdir(parents=True)
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(deep / "far.png")
+    Image.new("RGB", (9, 9), (4, 5, 6)).save(src / "near.png")
+    coco = tmp_path / "c.json"
+    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "near.png", "width": 9, "height": 9}],
+                                "annotations": [], "categories": [{"id": 1, "name": "x" * 300}]}))
+    r = run("import-coco", str(coco), "--images", str(src), *st)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "category id 1: field 'name'" in r.stderr and "300 characters long, over the store's limit of 200" in r.stderr
+    r = run("import-images", str(src), *st)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "imported 1 image(s)" in r.stdout and "far.png: its name is 1012 characters long" in r.stdout

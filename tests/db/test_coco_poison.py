@@ -250,3 +250,132 @@ def test_an_odd_image_file_under_ordinary_sizes_is_refused_by_id(store, tmp_path
     coco["images"].append({"id": 78, "file_name": "thin.png", "width": 30, "height": 30})
     msg = _refused(store, coco, d)
     assert "image id 78: field 'file_name': 'thin.png': 3x300: a side of 3 pixel(s) is under the minimum" in msg
+
+
+# --- issue 21: keypoint lists, the store's text limits, names that clash ---------------------------------------
+
+
+def test_keypoints_are_checked_against_the_store_category_they_merge_into(store, tmp_path):
+    """A file category merged into the store's (same id and name) keeps the store's keypoint list: a file that
+    gives 'person' 1 keypoint (the store's has 17) or 'blob' 2 (it has none) is refused by id and field, its
+    annotations too, and nothing is written."""
+    from db import categories as cat_db
+
+    coco, d = _handmade(tmp_path)
+    import_coco(store, coco, d)
+    second = {"images": [{"id": 50, "file_name": "c.png", "width": 40, "height": 30}],
+              "categories": [{"id": 1, "name": "person", "keypoints": ["nose"]},
+                             {"id": 42, "name": "blob", "keypoints": ["a", "b"]}],
+              "annotations": [{"id": 60, "image_id": 50, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25,
+                               "keypoints": [2, 2, 2]},
+                              {"id": 61, "image_id": 50, "category_id": 42, "bbox": [1, 1, 5, 5], "area": 25,
+                               "keypoints": [2, 2, 2, 3, 3, 2]}]}
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(d / "c.png")
+    before = coco_export.dumps(coco_export.build(store))
+    with pytest.raises(CocoRejected) as e:
+        import_coco(store, second, d)
+    msg = str(e.value)
+    assert "category id 1: field 'keypoints': lists 1 keypoint(s) (nose); the store's 'person' lists 17" in msg
+    assert "category id 42: field 'keypoints': lists 2 keypoint(s) (a, b); the store's 'blob' lists 0" in msg
+    assert "annotation id 60: field 'keypoints': has 1 keypoints; category 1 ('person') lists 17" in msg
+    assert "annotation id 61: field 'keypoints': has 2 keypoints; category 42 ('blob') lists 0" in msg
+    assert coco_export.dumps(coco_export.build(store)) == before
+    # the same file without keypoint lists on its categories: the annotations are still checked against the store's
+    for c in second["categories"]:
+        del c["keypoints"]
+    msg = str(pytest.raises(CocoRejected, import_coco, store, second, d).value)
+    assert "annotation id 60: field 'keypoints': has 1 keypoints; category 1 ('person') lists 17" in msg
+    assert "category id 1" not in msg
+    # fitting the store's list, it goes in, and its export imports again
+    second["annotations"][0]["keypoints"] = [2, 2, 2] * 17
+    del second["annotations"][1]["keypoints"]
+    import_coco(store, second, d)
+    assert {a["id"]: len(a.get("keypoints", [])) for a in coco_export.build(store)["annotations"]}[60] == 51
+    assert [c.keypoints for c in cat_db.all_categories(store)][0] == [f"k{i}" for i in range(17)]
+
+
+@pytest.mark.parametrize("where, value, says", [
+    (("categories", 1, "name"), "n" * 300, "field 'name': 'nnn"),
+    (("categories", 1, "supercategory"), "s" * 300, "field 'supercategory': 'sss"),
+    (("categories", 1, "name"), "bl\x00ob", "field 'name': 'bl\\x00ob' holds a NUL character"),
+    (("categories", 1, "supercategory"), "th\x00ing", "field 'supercategory': 'th\\x00ing' holds a NUL character"),
+])
+def test_texts_over_the_store_limits_are_refused_alike_on_every_database(store, tmp_path, where, value, says):
+    """SQLite stored a 300-character category name or a NUL, where PostgreSQL failed with a DataError: the
+    limits come from the schema's columns and are checked before anything is written, on both."""
+    coco, d = _handmade(tmp_path)
+    coco[where[0]][where[1]][where[2]] = value
+    msg = _refused(store, coco, d)
+    assert f"category id 42: {says}" in msg
+    if len(value) == 300:
+        assert "is 300 characters long, over the store's limit of 200" in msg
+
+
+def test_a_lone_surrogate_anywhere_is_refused_by_id_and_field(store, tmp_path):
+    """Python's json reader takes "\\ud800", which neither database stores as text and no UTF-8 export can
+    hold (the export used to fail with UnicodeEncodeError)."""
+    coco, d = _handmade(tmp_path)
+    text = json.dumps(coco).replace('"name": "blob"', '"name": "bl\\ud800ob"').replace('"coco_url": "x"',
+                                                                                      '"coco_url": "\\udfff"')
+    (d / "annotations.json").write_text(text)
+    msg = _refused(store, d / "annotations.json", d)
+    assert "category id 42: field 'name'" in msg and "image id 17: field 'coco_url'" in msg
+    assert "lone surrogate" in msg
+
+
+def test_a_relative_path_over_the_store_limit_is_refused_by_id(store, tmp_path):
+    coco, d = _handmade(tmp_path)
+    coco["images"][0]["file_name"] = "/".join(["d" * 200] * 5) + "/a.png"  # 1006 characters
+    msg = _refused(store, coco, d)
+    assert "image id 17: field 'file_name'" in msg and "over the store's limit of 1000" in msg
+
+
+@pytest.mark.parametrize("first, second, says", [
+    ("dup.png", "dup.png/inner.png", "lies in a folder that is image id 17's file 'dup.png'"),
+    ("dup.png/inner.png", "dup.png", "is a folder of image id 17's 'dup.png/inner.png'"),
+    ("Photo.PNG", "photo.png", "the same file on a file system that ignores case"),
+    ("caf\u00e9.png", "cafe\u0301.png", "the same file on a file system that ignores case or Unicode normalisation"),
+])
+def test_file_names_that_would_be_one_file_on_some_file_system_are_refused(store, tmp_path, first, second, says):
+    """Names that an export cannot write side by side (a file and a folder of one name), or that unpack as one
+    file on macOS or Windows, are refused by id, within a file and against the store."""
+    coco, d = _handmade(tmp_path)
+    coco["images"][0]["file_name"], coco["images"][1]["file_name"] = first, second
+    msg = _refused(store, coco, d)
+    assert "image id 3: field 'file_name'" in msg and says in msg and "image id 17's" in msg
+    # against the store: the first image is in, the second comes in another file (from another folder)
+    for name, im, src in ((first, coco["images"][0], d / "a.png"), (second, coco["images"][1], d / "b.png")):
+        folder = tmp_path / name.replace("/", "_")
+        (folder / name).parent.mkdir(parents=True)
+        src.rename(folder / name)
+        part = {**coco, "images": [{**im, "file_name": name}],
+                "annotations": [a for a in coco["annotations"] if a["image_id"] == im["id"]]}
+        if name == first:
+            import_coco(store, part, folder)
+        else:
+            msg = str(pytest.raises(CocoRejected, import_coco, store, part, folder).value)
+    assert "image id 3: field 'file_name'" in msg and says in msg and "image id 17's" in msg and "in the store" in msg
+
+
+def test_names_that_are_two_files_everywhere_both_go_in(store, tmp_path):
+    """Case is folded as file systems fold it, one character at a time: 'straße' and 'strasse' are two files on
+    macOS and Windows too."""
+    coco, d = _handmade(tmp_path)
+    (d / "a.png").rename(d / "straße.png")
+    (d / "b.png").rename(d / "strasse.png")
+    coco["images"][0]["file_name"], coco["images"][1]["file_name"] = "straße.png", "strasse.png"
+    assert import_coco(store, coco, d)["images"] == 2
+
+
+@pytest.mark.parametrize("name, says", [
+    ("c:x.png", "is an absolute path"),
+    ("a.png.", "ending in '.'"),
+    ("folder /a.png", "ending in ' '"),
+    ("x" * 252 + "\u00e9.png", "over the 255 bytes"),
+    ("a\u0085.png", "control character"),
+])
+def test_names_no_export_could_write_everywhere_are_refused(store, tmp_path, name, says):
+    coco, d = _handmade(tmp_path)
+    coco["images"][0]["file_name"] = name
+    msg = _refused(store, coco, d)
+    assert "image id 17: field 'file_name'" in msg and says in msg

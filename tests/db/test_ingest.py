@@ -153,3 +153,34 @@ def test_the_shape_limits_are_settings(make_store, tmp_path):
     report = ingest(store, [tmp_path / "thin.png", tmp_path / "thinner.png"])
     assert [n for _, n in report.added] == ["thin.png"]
     assert "under the minimum of 2" in dict(report.skipped)[str(tmp_path / "thinner.png")]
+
+
+def test_names_are_made_to_follow_the_one_rule_or_the_file_is_skipped_by_name(store, tmp_path):
+    """import-images stored 'c:x.png' (after which every export with images was refused), 'dup.png' beside
+    'dup.png/inner.png' (an --images-dir export crashed part-way) and case-only twins (one file on macOS and
+    Windows): each now gets a name the export can always write, and a path over the store's 1000 characters
+    (which PostgreSQL refused, losing the whole batch) is skipped by name while the rest goes in."""
+    from db.coco_export import export
+    from db.media import file_name_problem
+
+    src = tmp_path / "src"
+    deep = src / "/".join(["d" * 200] * 5)
+    deep.mkdir(parents=True)
+    (deep / "far.png").write_bytes(_png(np.full((8, 8, 3), 9, np.uint8)))
+    for k, name in enumerate(["c:x.png", "a.png.", "Photo.png", "photo.png"]):
+        (src / name).write_bytes(_png(np.full((8, 8, 3), 10 + k, np.uint8)))
+    z = tmp_path / "pack.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("dup.png", _png(np.full((8, 8, 3), 20, np.uint8)))
+        zf.writestr("dup.png/inner.png", _png(np.full((8, 8, 3), 21, np.uint8)))
+        zf.writestr("d:2021-01-01T12:00:00.png", _png(np.full((8, 8, 3), 22, np.uint8)))  # (was "escapes its folder")
+    r = ingest(store, [src, z], batch_size=2)
+    names = sorted(n for _, n in r.added)
+    assert len(names) == 7 and not [n for n in names if file_name_problem(n)]
+    assert "c_x.png" in names and "a.png" in names and "Photo.png" in names and "dup.png" in names
+    assert "d_2021-01-01T12:00:00.png" in names
+    assert [n for n in names if n.startswith("photo_")] and [n for n in names if n.startswith("dup.png_")]
+    assert [(n.rsplit("/", 1)[-1], why) for n, why in r.skipped] == [
+        ("far.png", "its name is 1012 characters long, over the store's limit of 1000")]
+    out = export(store, tmp_path / "out" / "o.json", images_dir=tmp_path / "out" / "images", all_images=True)
+    assert out["images"] == 7 and len([p for p in (tmp_path / "out" / "images").rglob("*") if p.is_file()]) == 7

@@ -231,3 +231,81 @@ def test_fifos_and_broken_links_are_named_not_waited_on(store, tmp_path):
     assert "loop" in reasons[str(root / "loop_a")]
     r = ingest(store, [root / "pipe.png"])  # given directly: refused at once, not read
     assert "FIFO" in dict(r.skipped)[str(root / "pipe.png")]
+
+
+def test_the_archives_of_a_coco_upload_unpack_within_one_total(make_store, tmp_path):
+    """Entries of up to 1 MiB escape the ratio check: a 7 MB archive of many such entries wrote 1.2 GB to the
+    temporary folder. All the archives of one upload now unpack at most ``max_unpacked_bytes`` together,
+    counted from their declared sizes before anything is written; over it, the upload is refused whole."""
+    from annotator.store_view import upload_coco
+    from db.ingest import Unpacker
+
+    store = make_store(tmp_path / "st", max_unpacked_bytes=3 * 2 ** 20)
+    zips = []
+    for k in range(2):
+        z = tmp_path / f"part{k}.zip"
+        with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"a{k}.png", _png(k))
+            for j in range(2):
+                zf.writestr(f"pad{k}_{j}.bin", b"\0" * 2 ** 20)  # 1 MiB that deflates to about 1 KiB
+        zips.append(str(z))
+    coco = tmp_path / "c.json"
+    coco.write_text('{"images": [{"id": 1, "file_name": "a0.png", "width": 12, "height": 10}], '
+                    '"annotations": [], "categories": []}')
+    msg = upload_coco(store, str(coco), zips, False)
+    assert msg.startswith("part1.zip: the archives of this import unpack to more than 3 MiB (max_unpacked_bytes")
+    assert "nothing was imported" in msg
+    with store.session() as s:
+        assert s.query(ImageRow).count() == 0
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    unpacker = Unpacker(dest, store.settings)
+    unpacker.add(Path(zips[0]))  # one archive fits: 2 MiB and a PNG
+    with pytest.raises(Exception, match="unpack to more than 3 MiB"):
+        unpacker.add(Path(zips[1]))
+    assert sorted(p.name for p in dest.iterdir()) == ["a0.png", "pad0_0.bin", "pad0_1.bin"]  # nothing of the second
+    assert upload_coco(store, str(coco), zips[:1], False).startswith("imported 1 image(s)")
+
+
+def test_a_coco_upload_with_a_file_and_a_folder_of_one_name_skips_one_by_name(store, tmp_path):
+    """'dup.png' and 'dup.png/inner.png' in one archive crashed the upload's unpacking (FileExistsError)."""
+    from annotator.store_view import upload_coco
+
+    z = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("dup.png", _png(1))
+        zf.writestr("dup.png/inner.png", _png(2))
+    coco = tmp_path / "c.json"
+    coco.write_text('{"images": [{"id": 1, "file_name": "dup.png", "width": 12, "height": 10}], '
+                    '"annotations": [], "categories": []}')
+    msg = upload_coco(store, str(coco), [str(z)], False)
+    assert msg.startswith("imported 1 image(s)")
+    assert "skipped: imgs.zip:dup.png/inner.png: another entry of that name, or a file where it needs a folder" in msg
+
+
+def test_a_coco_file_is_parsed_within_its_memory_budget(tmp_path):
+    """A 60 MB COCO file needed 724 MB to import: the file was read as bytes, then text, then parsed with a
+    float object for each of its millions of coordinates. Now it is read as text once and each distinct
+    number text becomes one shared float; the parse allocates under 4x the file's size (it was 7.6x; the whole
+    import is measured by bench/store.py --coco-mb, docs/benchmarks.md)."""
+    import json
+    import tracemalloc
+
+    from db.coco_import import load_json
+
+    rng = np.random.default_rng(0)
+    anns = [{"id": k, "image_id": 1 + k // 10, "category_id": 1, "iscrowd": 0, "area": 50.5,
+             "bbox": [1.5, 2.25, 10.0, 8.0], "segmentation": [np.round(rng.uniform(0, 64, 64), 2).tolist()]}
+            for k in range(1, 8001)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"images": [], "annotations": anns, "categories": []}))
+    del anns
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        data = load_json(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * size, f"{peak / size:.1f}x the file's {size} bytes"
+    assert data == json.loads(path.read_text())  # the same values
