@@ -24,6 +24,7 @@ from typing import Awaitable, Callable, Container, Iterable, Mapping
 from starlette.requests import cookie_parser
 
 from db import users
+from db.errors import UserError
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,9 @@ def _cookies(request) -> dict:
         return {}
 
 
+UPLOAD_PATHS = ("/gradio_api/upload", "/gradio_api/process_recording")  # Gradio's routes that store files
+
+
 class LoginRequired:
     """ASGI middleware, installed when the app has accounts. For every HTTP request it
 
@@ -238,7 +242,10 @@ class LoginRequired:
       ``on_revoke`` told), so the request goes on as one without a login, refused wherever a login is needed;
     - refuses (401) a request that changes state (any method but GET/HEAD/OPTIONS, and the session heartbeat)
       without a login, except the login itself;
-    - registers the session a successful /login starts, and notes the login that logs out (``on_logout``)."""
+    - refuses (403) an upload from a login whose role may not import: uploads are only ever imported;
+    - registers the session a successful /login starts, and notes the login that logs out (``on_logout``).
+
+    The login's name goes on in ``scope["maskloop.login"]`` (annotator.limits counts uploads per login)."""
 
     OPEN_METHODS = {"GET", "HEAD", "OPTIONS"}
     GUARDED_GETS = ("/gradio_api/heartbeat/",)  # a GET that ends a session's state when it disconnects
@@ -256,8 +263,13 @@ class LoginRequired:
         leaving = _login_name(scope) if path.endswith("/logout") else None
         try:
             name, why = await self._standing(scope)
+            scope["maskloop.login"] = name
             if self._needs_login(scope) and name is None:
                 return await answer(send, 401, why or "Not authenticated")
+            if name is not None and scope["method"] == "POST" and path.endswith(UPLOAD_PATHS):
+                no = await asyncio.to_thread(self._may_not_upload, name)
+                if no:
+                    return await answer(send, 403, no)
             if path.endswith("/login"):
                 return await self._login(scope, receive, send)
             await self.app(scope, receive, send)
@@ -282,6 +294,13 @@ class LoginRequired:
         if self.on_revoke is not None:
             self.on_revoke(name, Sessions.key(token), why)
         return None, why
+
+    def _may_not_upload(self, name: str) -> str:
+        try:
+            self.roles.require_of(name, "import")
+        except UserError as e:
+            return f"uploading files is for importing them: {e}"
+        return ""
 
     async def _login(self, scope, receive, send):
         """Run Gradio's /login; when it hands out a token, register its session with the stamp the password

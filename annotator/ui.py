@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 
 from annotator import canvas, model_view, presence, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired, Roles, Sessions
+from annotator.limits import CACHE_CLEANUP, BodyLimits, UploadLedger, UploadLimits
 from annotator.background import BackgroundProposer
 from annotator.follow import Follower
 from annotator.labeling import LabelSession, SaveConflict
@@ -951,11 +952,6 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follo
     return tables, table_outs, timer, (train_row, activate_row)
 
 
-# Gradio keeps a copy of every upload and download (an export with images is a full copy of the dataset):
-# every 30 minutes, delete those older than an hour; all of them when the app closes.
-CACHE_CLEANUP = (1800, 3600)
-
-
 def build_app(store: Store, proposer: BackgroundProposer | None = None,
               exports: store_view.ExportFolder | None = None, options: ModelOptions | None = None,
               roles: Roles | None = None, follow: bool = True) -> gr.Blocks:
@@ -1122,6 +1118,8 @@ def _whole(value, what: str) -> int:
 
 
 DEFAULT_MAX_UPLOAD_MB = 2048  # uploads (images, zips, COCO files) larger than 2 GiB are refused
+DEFAULT_USER_UPLOAD_MB = 8192  # what one login may upload while Gradio keeps it (annotator.limits.UploadLimits)
+DEFAULT_USER_UPLOAD_FILES = 10_000
 
 
 def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
@@ -1139,18 +1137,33 @@ def has_login(store: Store, auth: list[str] | None) -> bool:
     return bool(parse_auth(auth or [])) or users.count(store) > 0
 
 
+def upload_limits(max_upload_mb: float | None = None, user_upload_mb: float | None = None,
+                  user_upload_files: int | None = None) -> tuple[int, UploadLimits]:
+    """(the largest file in bytes, each login's upload budget) from the command line's MiB and counts
+    (None: the defaults; a login may always upload at least one file of the largest size); UserError naming
+    a value that is not positive."""
+    mb = DEFAULT_MAX_UPLOAD_MB if max_upload_mb is None else max_upload_mb
+    per_user = max(DEFAULT_USER_UPLOAD_MB, mb) if user_upload_mb is None else user_upload_mb
+    files = DEFAULT_USER_UPLOAD_FILES if user_upload_files is None else user_upload_files
+    for option, value in (("--max-upload-mb", mb), ("--user-upload-mb", per_user), ("--user-upload-files", files)):
+        if not value > 0:
+            raise UserError(f"{option} must be a positive number, not {value}")
+    return int(mb * 2 ** 20), UploadLimits(bytes_per_login=int(per_user * 2 ** 20), files_per_login=int(files))
+
+
 def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[str] | None = None,
            share: bool = False, block: bool = True, max_upload_mb: float | None = None,
-           options: ModelOptions | None = None) -> gr.Blocks:
+           options: ModelOptions | None = None,
+           user_upload_mb: float | None = None, user_upload_files: int | None = None) -> gr.Blocks:
     """Serve the app. With ``auth`` (USER:PASSWORD strings: admins) or any account in the store's users table
     (app.py user add), a login is required for everything that changes state, every request is checked against
     the account as it is now (a removed account or a changed password ends the login at its next request),
-    each login may do what its role allows, and failed logins are answered
+    each login may do what its role allows, only roles that may import upload, and failed logins are answered
     slower and slower (annotator.access). Uploads larger than ``max_upload_mb`` MiB (default
-    DEFAULT_MAX_UPLOAD_MB) are refused."""
-    max_upload_mb = DEFAULT_MAX_UPLOAD_MB if max_upload_mb is None else max_upload_mb
-    if not max_upload_mb > 0:
-        raise UserError(f"--max-upload-mb must be a positive number of MiB, not {max_upload_mb}")
+    DEFAULT_MAX_UPLOAD_MB) are refused, and so are a login's uploads past ``user_upload_mb`` MiB or
+    ``user_upload_files`` files within the time Gradio keeps them; every request body has a cap
+    (annotator.limits)."""
+    max_file, budget = upload_limits(max_upload_mb, user_upload_mb, user_upload_files)
     accounts = parse_auth(auth or []) or []
     login = has_login(store, auth)
     roles = Roles(store, admins=[name for name, _ in accounts], login=login)
@@ -1171,10 +1184,10 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
         LoginRequired, sessions=sessions, roles=roles,
         on_logout=lambda name: label_tab.end_login(name, "you logged out: log in and reload the page"),
         on_revoke=lambda name, key, why: label_tab.end_session(key, f"{why}, and reload the page"))] if guard else []
+    middleware.append(Middleware(BodyLimits, ledger=UploadLedger(budget)))
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
-                prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True,
-                max_file_size=int(max_upload_mb * 2**20),
+                prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True, max_file_size=max_file,
                 app_kwargs={"lifespan": lifespan, "middleware": middleware})
     demo.login_guard = guard  # (its failed attempts by user name and by client)
     if block:  # our own line: Gradio's hint names its launch(share=True), the app's option is --share

@@ -1,19 +1,25 @@
 """Issue 21, access: every request is checked against the account as it is now (a removed account or a changed
-password is logged out at its next request, reads included)."""
+password is logged out at its next request, reads included); only roles that may import upload, within a
+budget per login; and request bodies are capped before they are read."""
 
+import json
+import socket
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 from gradio_client import Client
 
-from annotator import access
-from annotator.ui import launch
+from annotator import access, canvas, limits
+from annotator.ui import MAX_API_OPS, launch
 from db import annotations, users
 from db.coco_import import import_coco
 from db.schema import MAX_ID
 from tests.annotator.conftest import free_port
 
 PW = {"lena": "lena-labels", "ada": "ada-admins", "adam": "adam-admins", "root": "root-secret"}
+MAX_FILE, BUDGET, FILES = 0.2, 0.25, 4  # MiB per file, MiB and files per login
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +32,14 @@ def cheap_kdf():
 
 @pytest.fixture(scope="module")
 def access_app(tmp_path_factory, synth_dir, cheap_kdf, store_factory):
-    """The app with accounts in its store and an --auth admin."""
+    """The app with accounts in its store, an --auth admin, small upload limits and no trusted proxy."""
     store = store_factory(tmp_path_factory.mktemp("access"))
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
     for name, role in (("lena", "labeler"), ("ada", "admin"), ("adam", "admin")):
         users.add(store, name, role, PW[name])
     port = free_port()
-    demo = launch(store, port=port, block=False, auth=["root:root-secret"])
+    demo = launch(store, port=port, block=False, auth=["root:root-secret"], max_upload_mb=MAX_FILE,
+                  user_upload_mb=BUDGET, user_upload_files=FILES)
     yield demo, f"http://127.0.0.1:{port}", store
     demo.close()
     store_factory.release(store)
@@ -149,3 +156,128 @@ def test_canvas_image_needs_the_login_and_answers_a_bad_id_with_a_message(access
                       (0, "outside"), (99_999, "no image with id 99999")):
         r = _call(lena, demo, "canvas_image", bad)
         assert r.status_code == 200 and says in r.json()["error"] and len(r.json()["error"]) < 200, (bad, r.text[:300])
+
+
+def _multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = "maskloop-test-boundary"
+    parts = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{n}"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n" for n, data in files)
+    return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _raw(url: str, path: str, cookies: dict, content_type: str, chunks, declared: int | None = None) -> tuple[int, str, int]:
+    """POST ``chunks`` over a bare socket (chunked unless ``declared`` is given), stopping when the server
+    answers; returns (status, body, bytes sent)."""
+    host, port = url.split("//")[1].split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    framing = f"Content-Length: {declared}" if declared is not None else "Transfer-Encoding: chunked"
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{framing}\r\n"
+              f"Cookie: {cookie}\r\n\r\n".encode())
+    sent, got = 0, b""
+    try:
+        for chunk in chunks:
+            s.sendall(chunk if declared is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+            s.setblocking(False)
+            try:
+                got = s.recv(65536)
+            except BlockingIOError:
+                pass
+            s.setblocking(True)
+            if got:
+                break
+        else:
+            if declared is None:
+                s.sendall(b"0\r\n\r\n")
+    except OSError:  # the server closed the connection after answering
+        pass
+    s.settimeout(30)
+    while True:  # a refusal closes the connection after its answer
+        try:
+            more = s.recv(65536)
+        except OSError:
+            break
+        if not more:
+            break
+        got += more
+    s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode(errors="replace"), sent
+
+
+def test_only_roles_that_may_import_upload_within_a_count_and_size_per_login(access_app):
+    demo, url, _ = access_app
+    lena = _http(url, "lena")
+    r = lena.post("/gradio_api/upload", files={"files": ("a.png", b"x" * 100)})
+    assert r.status_code == 403 and "to import images needs the admin role; lena is a labeler" in r.json()["detail"]
+
+    ada = _http(url, "ada")
+    three = [("files", (f"{k}.png", b"%d" % k)) for k in range(3)]
+    assert len(ada.post("/gradio_api/upload", files=three).json()) == 3
+    assert ada.post("/gradio_api/upload", files={"files": ("3.png", b"3")}).status_code == 200
+    many = ada.post("/gradio_api/upload", files={"files": ("4.png", b"4")})  # the fifth file in the window
+    assert many.status_code == 429 and f"{FILES} files were uploaded by this login" in many.json()["detail"]
+    assert _http(url, "root").post("/gradio_api/upload", files={"files": ("r.png", b"r")}).status_code == 200
+
+    adam = _http(url, "adam")
+    size = int(0.15 * 2 ** 20)
+    assert adam.post("/gradio_api/upload", files={"files": ("big1.png", b"a" * size)}).status_code == 200
+    r = adam.post("/gradio_api/upload", files={"files": ("big2.png", b"b" * size)})  # declared: refused unread
+    assert r.status_code == 413 and "MiB left of this login's 0.25 MiB for 1.5 hours" in r.json()["detail"]
+
+
+def test_a_chunked_upload_past_the_budget_is_stopped_and_leaves_no_file(access_app, tmp_path):
+    demo, url, store = access_app
+    users.add(store, "ann", "admin", "ann-admins")
+    ann = _http(url, "ann", "ann-admins")
+    folder = Path(demo.app.uploaded_file_dir)
+    before = {p for p in folder.rglob("*") if p.is_file()}
+    body, ctype = _multipart([("c1.png", b"c" * 140_000), ("c2.png", b"d" * 140_000)])  # each under the file cap
+    status, text, sent = _raw(url, "/gradio_api/upload", dict(ann.cookies), ctype,
+                              (body[k:k + 16_384] for k in range(0, len(body), 16_384)))
+    assert status == 413 and "ran past this login's 0.25 MiB" in text
+    time.sleep(0.5)
+    assert {p for p in folder.rglob("*") if p.is_file()} == before  # Gradio deleted what it had begun to write
+    fits = ann.post("/gradio_api/upload", files={"files": ("fits.png", b"f" * 100_000)})
+    assert fits.status_code == 200  # the refused bytes were not counted
+
+
+def test_request_bodies_are_capped_before_they_are_read(access_app):
+    demo, url, _ = access_app
+    cookies = dict(_http(url, "lena").cookies)
+    status, text, sent = _raw(url, "/gradio_api/component_server", cookies, "application/json",
+                              iter([b"{" * 1000]), declared=600_000_000)
+    assert status == 413 and "more than 1,048,576 bytes; an edit message of the canvas" in text and sent == 1000
+    for path, cap, kind in (("/gradio_api/component_server", limits.CANVAS_BODY, "application/json"),
+                            ("/gradio_api/queue/join", limits.API_BODY, "application/json"),
+                            ("/gradio_api/call/label_image", limits.API_BODY, "application/json"),
+                            ("/login", limits.LOGIN_BODY, "application/x-www-form-urlencoded")):
+        status, text, sent = _raw(url, path, cookies, kind, (b"[" * 2 ** 20 for _ in range(600)))
+        assert status == 413 and f"more than {cap:,} bytes" in text, (path, status, text)
+        assert sent < cap + 16 * 2 ** 20, (path, sent)  # stopped near the cap, not after 600 MB
+
+
+def test_the_longest_edit_message_fits_the_canvas_cap_with_room_to_spare(access_app):
+    """The cap is measured: a stroke of the most points the canvas sends, each coordinate at its widest (2
+    decimals, canvas.js round2; up to 4 image sides off the picture on a 32767-pixel image, db.masks)."""
+    demo, url, _ = access_app
+    wide = -4 * 32767 - 0.99
+    stroke = {"token": "x" * 32, "seq": 2 ** 53, "op": "stroke", "radius": 1023.99, "index": 19_999, "erase": False,
+              "points": [[wide, wide]] * canvas.MAX_STROKE_POINTS, "min_score": 0.05}
+    polygon = dict(stroke, op="polygon", mode="subtract", points=[[wide, wide]] * canvas.MAX_POLYGON_POINTS)
+    for message in (stroke, polygon):
+        envelope = {"session_hash": "x" * 40, "component_id": 10 ** 6, "fn_name": "canvas_edit", "data": message}
+        assert 2 * len(json.dumps(envelope, separators=(",", ":"))) < limits.CANVAS_BODY
+        assert len(json.dumps(envelope)) < limits.CANVAS_BODY  # also as Python spaces it
+    r = _call(_http(url, "lena"), demo, "canvas_edit", stroke)
+    assert r.status_code == 200 and "session is gone" in r.json()["message"]  # through the cap, to the page check
+    ops = [{"op": "select", "index": 0}] * (MAX_API_OPS - 1) + [stroke]
+    assert 4 * len(json.dumps({"data": [1, ops]})) < limits.API_BODY  # /label_image: the most messages, a longest stroke
+
+
+def test_caps_hold_without_logins_too(running_app):
+    _, url = running_app
+    status, text, _ = _raw(url.rstrip("/"), "/gradio_api/component_server", {}, "application/json",
+                           iter([b"{"]), declared=600_000_000)
+    assert status == 413 and "an edit message of the canvas" in text

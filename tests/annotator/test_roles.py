@@ -111,7 +111,9 @@ def test_the_server_refuses_what_a_role_may_not_do_and_records_who_did_what(team
     with pytest.raises(Exception, match="needs the admin role"):
         lena.predict(False, False, False, api_name="/export")
     image = synth_dir / "synth_000001.png"
-    assert "needs the admin role" in lena.predict([handle_file(str(image))], api_name="/import_images")
+    with pytest.raises(Exception, match="403 Forbidden"):  # a labeler's file is refused at the upload itself
+        lena.predict([handle_file(str(image))], api_name="/import_images")
+    assert "needs the admin role" in lena.predict([], api_name="/import_images")  # and the import too
     assert "needs the admin role" in rita.predict("", "hacked", "", "", "", api_name="/save_cat_checked")
     assert "needs the admin role" in rita.predict("1", "", False, api_name="/delete_cat_checked")
     assert "needs the admin role" in lena.predict(1, 1, None, api_name="/start_job")
