@@ -30,6 +30,9 @@ def _ui_args(p: argparse.ArgumentParser, top: bool = False) -> None:
                         "8192 MiB, or --max-upload-mb if larger)")
     p.add_argument("--user-upload-files", type=int, default=d(None), metavar="N",
                    help="files one login may upload within 90 minutes (default 10000)")
+    p.add_argument("--trusted-proxy", action="append", default=d([]), metavar="ADDR",
+                   help="a reverse proxy (IP address or network) whose X-Forwarded-For names the client, for the "
+                        "login's per-client delays (repeatable; default none: the connecting address counts)")
 
 
 def _day(text: str) -> dt.date:
@@ -433,7 +436,7 @@ def cmd_ui(args) -> int:
     store = open_store(args)
     round0(store, args)
     launch(store, host=args.host, port=args.port, auth=args.auth, share=args.share, max_upload_mb=args.max_upload_mb,
-           options=model_options(args), user_upload_mb=args.user_upload_mb,
+           options=model_options(args), trusted_proxies=args.trusted_proxy, user_upload_mb=args.user_upload_mb,
            user_upload_files=args.user_upload_files)
     return 0
 

@@ -2,6 +2,10 @@
 answered slower and slower (per user name and per client address), every route that changes state closed until
 the login, and every request, reads included, checked against the account as it is now (``Sessions``).
 
+The client address is the socket's peer. A reverse proxy's ``X-Forwarded-For`` counts only when the peer is a
+proxy the admin named (``app.py --trusted-proxy``, ``forwarded_from``): otherwise any local client could make each
+guess come from a new address and never be slowed down.
+
 Gradio's ``/login`` route awaits an ``async`` auth callable on its event loop, so the delay is an
 ``asyncio.sleep``: other users' requests go on while a failed attempt waits. Attempts on one user name, and
 from one client, are answered one at a time, so parallel guesses wait in line instead of running side by
@@ -15,8 +19,10 @@ import contextlib
 import contextvars
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import os
 import threading
 import time
 from typing import Awaitable, Callable, Container, Iterable, Mapping
@@ -236,7 +242,7 @@ UPLOAD_PATHS = ("/gradio_api/upload", "/gradio_api/process_recording")  # Gradio
 class LoginRequired:
     """ASGI middleware, installed when the app has accounts. For every HTTP request it
 
-    - notes the client address for the login's delays;
+    - notes the client address for the login's delays (the socket's peer, or what a trusted proxy forwarded);
     - checks the login session the request carries against the account as it is now (``Sessions.why_not``): a
       session whose account was removed or whose password changed is ended there (Gradio's token forgotten,
       ``on_revoke`` told), so the request goes on as one without a login, refused wherever a login is needed;
@@ -368,4 +374,34 @@ async def answer(send, status: int, message: str) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+# --- who may reach the server --------------------------------------------------------------------------------
+def check_proxies(addresses: Iterable[str]) -> list[str]:
+    """The ``--trusted-proxy`` values as given (an IP address or a network such as 10.0.0.0/8); UserError
+    naming one that is neither."""
+    out = []
+    for a in addresses:
+        try:
+            ipaddress.ip_network(a, strict=False)
+        except ValueError:
+            raise UserError(f"--trusted-proxy {a!r}: an IP address (10.0.0.5) or a network (10.0.0.0/8)") from None
+        out.append(a)
+    return out
+
+
+@contextlib.contextmanager
+def forwarded_from(proxies: Iterable[str]):
+    """While Gradio makes its server: uvicorn takes the client address from ``X-Forwarded-For`` only for a peer
+    among ``proxies`` (none: the socket's peer always). Uvicorn reads this from FORWARDED_ALLOW_IPS when its
+    server is made and trusts 127.0.0.1 by default, which let any local client choose its own address."""
+    before = os.environ.get("FORWARDED_ALLOW_IPS")
+    os.environ["FORWARDED_ALLOW_IPS"] = ",".join(check_proxies(proxies))  # "" trusts nobody
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["FORWARDED_ALLOW_IPS"]
+        else:
+            os.environ["FORWARDED_ALLOW_IPS"] = before
 

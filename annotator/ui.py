@@ -15,7 +15,7 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from annotator import canvas, model_view, presence, store_view, text, view
+from annotator import access, canvas, model_view, presence, store_view, text, view
 from annotator.access import LoginGuard, LoginRequired, Roles, Sessions
 from annotator.limits import CACHE_CLEANUP, BodyLimits, UploadLedger, UploadLimits
 from annotator.background import BackgroundProposer
@@ -1153,19 +1153,21 @@ def upload_limits(max_upload_mb: float | None = None, user_upload_mb: float | No
 
 def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[str] | None = None,
            share: bool = False, block: bool = True, max_upload_mb: float | None = None,
-           options: ModelOptions | None = None,
+           options: ModelOptions | None = None, trusted_proxies: list[str] = (),
            user_upload_mb: float | None = None, user_upload_files: int | None = None) -> gr.Blocks:
     """Serve the app. With ``auth`` (USER:PASSWORD strings: admins) or any account in the store's users table
     (app.py user add), a login is required for everything that changes state, every request is checked against
     the account as it is now (a removed account or a changed password ends the login at its next request),
     each login may do what its role allows, only roles that may import upload, and failed logins are answered
-    slower and slower (annotator.access). Uploads larger than ``max_upload_mb`` MiB (default
+    slower and slower, per client: the socket's peer, or the address a proxy in ``trusted_proxies`` forwards
+    (annotator.access). Uploads larger than ``max_upload_mb`` MiB (default
     DEFAULT_MAX_UPLOAD_MB) are refused, and so are a login's uploads past ``user_upload_mb`` MiB or
     ``user_upload_files`` files within the time Gradio keeps them; every request body has a cap
     (annotator.limits)."""
     max_file, budget = upload_limits(max_upload_mb, user_upload_mb, user_upload_files)
     accounts = parse_auth(auth or []) or []
     login = has_login(store, auth)
+    proxies = access.check_proxies(trusted_proxies)
     roles = Roles(store, admins=[name for name, _ in accounts], login=login)
     sessions = roles.sessions = Sessions(roles.stamp_of) if login else None
     guard = LoginGuard(accounts, lookup=lambda name, pw: users.login_stamp(store, name, pw)) if login else None
@@ -1186,9 +1188,10 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
         on_revoke=lambda name, key, why: label_tab.end_session(key, f"{why}, and reload the page"))] if guard else []
     middleware.append(Middleware(BodyLimits, ledger=UploadLedger(budget)))
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
-                prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True, max_file_size=max_file,
-                app_kwargs={"lifespan": lifespan, "middleware": middleware})
+    with access.forwarded_from(proxies):  # uvicorn reads which peers may forward a client address now
+        demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
+                    prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True, max_file_size=max_file,
+                    app_kwargs={"lifespan": lifespan, "middleware": middleware})
     demo.login_guard = guard  # (its failed attempts by user name and by client)
     if block:  # our own line: Gradio's hint names its launch(share=True), the app's option is --share
         public = f"; public link {demo.share_url}" if share and demo.share_url else " (--share for a public link)"

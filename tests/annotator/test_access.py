@@ -1,8 +1,10 @@
 """Issue 21, access: every request is checked against the account as it is now (a removed account or a changed
 password is logged out at its next request, reads included); only roles that may import upload, within a
-budget per login; and request bodies are capped before they are read."""
+budget per login; request bodies are capped before they are read; the login's per-client delay counts the
+socket's peer unless a proxy the admin named forwards."""
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from annotator import access, canvas, limits
 from annotator.ui import MAX_API_OPS, launch
 from db import annotations, users
 from db.coco_import import import_coco
+from db.errors import UserError
 from db.schema import MAX_ID
 from tests.annotator.conftest import free_port
 
@@ -281,3 +284,27 @@ def test_caps_hold_without_logins_too(running_app):
     status, text, _ = _raw(url.rstrip("/"), "/gradio_api/component_server", {}, "application/json",
                            iter([b"{"]), declared=600_000_000)
     assert status == 413 and "an edit message of the canvas" in text
+
+
+def test_the_login_delay_counts_the_socket_peer_unless_a_named_proxy_forwards(access_app, tmp_path, store_factory):
+    demo, url, _ = access_app
+    forged = {"X-Forwarded-For": "203.0.113.9"}
+    assert httpx.post(url + "/login", data={"username": "lena", "password": "wrong"}, headers=forged).status_code == 400
+    clients = {k[1] for k in demo.login_guard._failures if k[0] == "client"}
+    assert "127.0.0.1" in clients and "203.0.113.9" not in clients
+
+    store = store_factory(tmp_path / "proxied")
+    before = os.environ.get("FORWARDED_ALLOW_IPS")
+    port = free_port()
+    proxied = launch(store, port=port, block=False, auth=["root:root-secret"], trusted_proxies=["127.0.0.1"])
+    try:
+        assert os.environ.get("FORWARDED_ALLOW_IPS") == before  # read by uvicorn when Gradio made its server
+        r = httpx.post(f"http://127.0.0.1:{port}/login", data={"username": "root", "password": "wrong"},
+                       headers=forged)
+        assert r.status_code == 400
+        assert {k[1] for k in proxied.login_guard._failures if k[0] == "client"} == {"203.0.113.9"}
+    finally:
+        proxied.close()
+        store_factory.release(store)
+    with pytest.raises(UserError, match="--trusted-proxy 'proxy.example': an IP address"):
+        access.check_proxies(["10.0.0.0/8", "::1", "proxy.example"])
