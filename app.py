@@ -33,6 +33,9 @@ def _ui_args(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--trusted-proxy", action="append", default=d([]), metavar="ADDR",
                    help="a reverse proxy (IP address or network) whose X-Forwarded-For names the client, for the "
                         "login's per-client delays (repeatable; default none: the connecting address counts)")
+    p.add_argument("--open-to-everyone-as-admin", action="store_true", default=d(False),
+                   help="serve --share or a --host other than this machine without a login (refused otherwise): "
+                        "everyone who reaches it is an admin")
 
 
 def _day(text: str) -> dt.date:
@@ -166,11 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_store(args):
+def open_store(args, first=None):
+    """The store; ``first(store)`` runs before anything is said (the recovery's notes)."""
     from db.recovery import recover
     from db.store import Settings, Store
 
     store = Store(Settings(store_dir=Path(args.store), db_url=args.db))
+    if first is not None:
+        first(store)
     for note in recover(store):  # after a crash or a kill: nothing half-done stays behind
         print(f"note: {note}", file=sys.stderr)
     return store
@@ -431,12 +437,19 @@ def cmd_demo(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from annotator.ui import launch
+    from annotator.access import door
+    from annotator.ui import has_login, launch
 
-    store = open_store(args)
+    def open_door(store):  # refused, or said on the first line, before anything else happens
+        said = door(args.host, args.share, has_login(store, args.auth), args.open_to_everyone_as_admin)
+        if said:
+            print(said, file=sys.stderr, flush=True)
+
+    store = open_store(args, first=open_door)
     round0(store, args)
     launch(store, host=args.host, port=args.port, auth=args.auth, share=args.share, max_upload_mb=args.max_upload_mb,
-           options=model_options(args), trusted_proxies=args.trusted_proxy, user_upload_mb=args.user_upload_mb,
+           options=model_options(args), trusted_proxies=args.trusted_proxy,
+           open_to_everyone=args.open_to_everyone_as_admin, user_upload_mb=args.user_upload_mb,
            user_upload_files=args.user_upload_files)
     return 0
 

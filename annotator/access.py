@@ -405,3 +405,31 @@ def forwarded_from(proxies: Iterable[str]):
         else:
             os.environ["FORWARDED_ALLOW_IPS"] = before
 
+
+OPEN_FLAG = "--open-to-everyone-as-admin"
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` (``--host``) serves only this machine: localhost or a loopback address."""
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve to anything
+
+
+def door(host: str, share: bool, login: bool, open_to_everyone: bool = False) -> str:
+    """Whether the server may start: "" when only this machine reaches it or a login is required; the line to
+    say first when it serves others without a login because the person said so (``open_to_everyone``);
+    UserError naming the way out otherwise. Without a login every visitor is an admin (import, export,
+    fine-tune, delete categories)."""
+    where = "a public --share link" if share else f"--host {host}"
+    if login or (loopback(host) and not share):
+        return ""
+    if open_to_everyone:
+        return (f"WARNING: no login: everyone who reaches this server ({where}) is an admin here and may import, "
+                f"export, fine-tune and delete ({OPEN_FLAG})")
+    raise UserError(f"refusing to serve {where} without a login: everyone who reached it would be an admin (import, "
+                    f"export, fine-tune, delete). Add an account (app.py user add NAME --role admin), or give --auth "
+                    f"USER:PASSWORD, or pass {OPEN_FLAG} to serve it open anyway")

@@ -1153,20 +1153,22 @@ def upload_limits(max_upload_mb: float | None = None, user_upload_mb: float | No
 
 def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[str] | None = None,
            share: bool = False, block: bool = True, max_upload_mb: float | None = None,
-           options: ModelOptions | None = None, trusted_proxies: list[str] = (),
+           options: ModelOptions | None = None, trusted_proxies: list[str] = (), open_to_everyone: bool = False,
            user_upload_mb: float | None = None, user_upload_files: int | None = None) -> gr.Blocks:
     """Serve the app. With ``auth`` (USER:PASSWORD strings: admins) or any account in the store's users table
     (app.py user add), a login is required for everything that changes state, every request is checked against
     the account as it is now (a removed account or a changed password ends the login at its next request),
     each login may do what its role allows, only roles that may import upload, and failed logins are answered
     slower and slower, per client: the socket's peer, or the address a proxy in ``trusted_proxies`` forwards
-    (annotator.access). Uploads larger than ``max_upload_mb`` MiB (default
+    (annotator.access). Without a login the server refuses to listen beyond this machine unless
+    ``open_to_everyone`` (access.door). Uploads larger than ``max_upload_mb`` MiB (default
     DEFAULT_MAX_UPLOAD_MB) are refused, and so are a login's uploads past ``user_upload_mb`` MiB or
     ``user_upload_files`` files within the time Gradio keeps them; every request body has a cap
     (annotator.limits)."""
     max_file, budget = upload_limits(max_upload_mb, user_upload_mb, user_upload_files)
     accounts = parse_auth(auth or []) or []
     login = has_login(store, auth)
+    access.door(host, share, login, open_to_everyone)
     proxies = access.check_proxies(trusted_proxies)
     roles = Roles(store, admins=[name for name, _ in accounts], login=login)
     sessions = roles.sessions = Sessions(roles.stamp_of) if login else None
@@ -1195,6 +1197,7 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
     demo.login_guard = guard  # (its failed attempts by user name and by client)
     if block:  # our own line: Gradio's hint names its launch(share=True), the app's option is --share
         public = f"; public link {demo.share_url}" if share and demo.share_url else " (--share for a public link)"
-        print(f"maskloop is running at {demo.local_url}{public}; Ctrl+C stops it", flush=True)
+        door = " (no login: everyone who reaches it is an admin)" if open_to_everyone and not login else ""
+        print(f"maskloop is running at {demo.local_url}{public}{door}; Ctrl+C stops it", flush=True)
         demo.block_thread()
     return demo

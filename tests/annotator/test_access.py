@@ -1,11 +1,14 @@
 """Issue 21, access: every request is checked against the account as it is now (a removed account or a changed
 password is logged out at its next request, reads included); only roles that may import upload, within a
 budget per login; request bodies are capped before they are read; the login's per-client delay counts the
-socket's peer unless a proxy the admin named forwards."""
+socket's peer unless a proxy the admin named forwards; and no server opens to others without a login unless
+told so by name."""
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +23,9 @@ from db.coco_import import import_coco
 from db.errors import UserError
 from db.schema import MAX_ID
 from tests.annotator.conftest import free_port
+from tests.stores import cli_args
 
+ROOT = Path(__file__).resolve().parents[2]
 PW = {"lena": "lena-labels", "ada": "ada-admins", "adam": "adam-admins", "root": "root-secret"}
 MAX_FILE, BUDGET, FILES = 0.2, 0.25, 4  # MiB per file, MiB and files per login
 
@@ -308,3 +313,40 @@ def test_the_login_delay_counts_the_socket_peer_unless_a_named_proxy_forwards(ac
         store_factory.release(store)
     with pytest.raises(UserError, match="--trusted-proxy 'proxy.example': an IP address"):
         access.check_proxies(["10.0.0.0/8", "::1", "proxy.example"])
+
+
+@pytest.mark.parametrize("host, share, login, flag, opens", [
+    ("127.0.0.1", False, False, False, ""), ("localhost", False, False, False, ""), ("::1", False, False, False, ""),
+    ("127.0.0.2", False, False, False, ""), ("0.0.0.0", False, True, False, ""), ("127.0.0.1", True, True, False, ""),
+    ("0.0.0.0", False, False, False, None), ("::", False, False, False, None), ("192.168.1.5", False, False, False, None),
+    ("labeling.example", False, False, False, None), ("127.0.0.1", True, False, False, None),
+    ("0.0.0.0", False, False, True, "WARNING"), ("127.0.0.1", True, False, True, "WARNING")])
+def test_a_server_reachable_by_others_needs_a_login_or_the_flag_that_says_so(host, share, login, flag, opens):
+    if opens is None:
+        with pytest.raises(UserError, match="without a login: everyone who reached it would be an admin"):
+            access.door(host, share, login, flag)
+    else:
+        said = access.door(host, share, login, flag)
+        assert said.startswith(opens) and (not said or access.OPEN_FLAG in said)
+
+
+def test_app_py_refuses_an_open_door_with_exit_2_and_says_an_open_one_first(make_store, tmp_path):
+    st = cli_args(make_store.settings(tmp_path / "st"))
+    app = [sys.executable, str(ROOT / "app.py"), *st, "--weights", "none"]
+    for where in (["--host", "0.0.0.0"], ["--share", "ui"]):
+        r = subprocess.run(app + where, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.splitlines()[0].startswith("error: refusing to serve ") and "--open-to-everyone-as-admin" in r.stderr
+    port = free_port()
+    p = subprocess.Popen(app + ["--host", "0.0.0.0", "--port", str(port), "--open-to-everyone-as-admin"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = p.stdout.readline()
+        assert first.startswith("WARNING: no login: everyone who reaches this server (--host 0.0.0.0) is an admin")
+        running = p.stdout.readline()
+        while running and "maskloop is running" not in running:
+            running = p.stdout.readline()
+        assert "everyone who reaches it is an admin" in running
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
