@@ -10,8 +10,8 @@ budget per login.
 | uploads (``/gradio_api/upload``) | what is left of the login's upload budget (``UploadLimits``); Gradio caps each file (``--max-upload-mb``) |
 | every other route (events, ``/label_image`` and the other APIs) | ``API_BODY`` |
 
-A refused body is answered 413 with a message naming the cap (429 once a login's upload count is spent);
-the app's own answer to the part it read is dropped. The exception that stops the reading is a
+A refused body is answered 413 with a message naming the cap (429 for an upload when the login's count of
+files is spent before it starts); the app's own answer to the part it read is dropped. The exception that stops the reading is a
 ``MultiPartException`` so that Gradio's upload parser deletes the files it had begun to write.
 """
 
@@ -48,13 +48,13 @@ class UploadLimits:
 
 
 class UploadLedger:
-    """Each login's uploads within the window, and the bytes of those still arriving (counted as they arrive,
-    so parallel uploads share one budget). Used on the server's event loop only."""
+    """Each login's uploads within the window, and the bytes and files of those still arriving (counted as they
+    arrive, so parallel uploads share one budget). Used on the server's event loop only."""
 
     def __init__(self, limits: UploadLimits = UploadLimits(), clock: Callable[[], float] = time.monotonic):
         self.limits, self.clock = limits, clock
         self._done: dict[str, collections.deque] = {}  # login -> deque of (time, bytes, files), oldest first
-        self._arriving: dict[str, int] = collections.defaultdict(int)
+        self._arriving: dict[str, list[int]] = {}  # login -> [bytes, files] of its uploads still arriving
 
     def _spent(self, who: str) -> tuple[int, int]:
         done = self._done.get(who)
@@ -69,41 +69,72 @@ class UploadLedger:
     def left(self, who: str) -> tuple[int, int]:
         """(bytes, files) ``who`` may still upload now."""
         nbytes, files = self._spent(who)
-        return (max(0, self.limits.bytes_per_login - nbytes - self._arriving.get(who, 0)),
-                max(0, self.limits.files_per_login - files))
+        arriving = self._arriving.get(who, (0, 0))
+        return (max(0, self.limits.bytes_per_login - nbytes - arriving[0]),
+                max(0, self.limits.files_per_login - files - arriving[1]))
 
-    def take(self, who: str, n: int) -> bool:
-        """``n`` more bytes of an upload of ``who`` arrived: False (and not counted) when they do not fit."""
-        if n > self.left(who)[0]:
-            return False
-        self._arriving[who] += n
-        return True
+    def take(self, who: str, nbytes: int, files: int) -> str:
+        """``nbytes`` and ``files`` more of an upload of ``who`` arrived: "" when they fit (they are counted),
+        else the refusal (and they are not)."""
+        left = self.left(who)
+        if files > left[1]:
+            return self._too_many()
+        if nbytes > left[0]:
+            return (f"upload refused: it ran past this login's {self.limits.bytes_per_login / MiB:g} MiB for "
+                    f"{self._hours()}; nothing of it was kept (app.py --user-upload-mb)")
+        arriving = self._arriving.setdefault(who, [0, 0])
+        arriving[0] += nbytes
+        arriving[1] += files
+        return ""
 
-    def settle(self, who: str, nbytes: int, files: int, kept: bool) -> None:
-        """An upload of ``who`` ended: its ``nbytes`` no longer arrive; counted when Gradio ``kept`` its files."""
-        self._arriving[who] -= nbytes
-        if self._arriving[who] <= 0:
-            del self._arriving[who]
-        if kept:
-            self._done.setdefault(who, collections.deque()).append((self.clock(), nbytes, files))
+    def settle(self, who: str, nbytes: int, files: int, kept: int | None) -> None:
+        """An upload of ``who`` ended: its ``nbytes`` and ``files`` no longer arrive; with ``kept`` (how many
+        files Gradio kept; None: it kept none) its bytes and those files count until the window passes."""
+        arriving = self._arriving.get(who)
+        if arriving is not None:
+            arriving[0] -= nbytes
+            arriving[1] -= files
+            if arriving[0] <= 0 and arriving[1] <= 0:
+                del self._arriving[who]
+        if kept is not None:
+            self._done.setdefault(who, collections.deque()).append((self.clock(), nbytes, kept))
 
     def refusal(self, who: str, declared: int | None) -> tuple[int, str]:
         """(status, message) refusing an upload that cannot fit before a byte of it is read, or (0, "")."""
         nbytes, files = self.left(who)
-        hours = self.limits.window / 3600
         if files <= 0:
-            return 429, (f"upload refused: {self.limits.files_per_login} files were uploaded by this login in the "
-                         f"last {hours:g} hours, the most it may; try again later (app.py --user-upload-files)")
+            return 429, self._too_many()
         if declared is not None and declared > nbytes:
             return 413, (f"upload refused: {declared / MiB:.1f} MiB is more than the {nbytes / MiB:.1f} MiB left of "
-                         f"this login's {self.limits.bytes_per_login / MiB:g} MiB for {hours:g} hours "
+                         f"this login's {self.limits.bytes_per_login / MiB:g} MiB for {self._hours()} "
                          "(app.py --user-upload-mb)")
         return 0, ""
 
-    def used_up(self) -> str:
-        """The refusal of an upload that ran past what was left while it arrived."""
-        return (f"upload refused: it ran past this login's {self.limits.bytes_per_login / MiB:g} MiB for "
-                f"{self.limits.window / 3600:g} hours; nothing of it was kept (app.py --user-upload-mb)")
+    def _hours(self) -> str:
+        return f"{self.limits.window / 3600:g} hours"
+
+    def _too_many(self) -> str:
+        return (f"upload refused: {self.limits.files_per_login} files were uploaded by this login in the last "
+                f"{self._hours()}, the most it may; nothing of this upload was kept; try again later (app.py "
+                "--user-upload-files)")
+
+
+class FileParts:
+    """Counts the files of a multipart body as it streams by: each ``filename`` of a part's headers (in any
+    case; the word anywhere else in the body counts too, which errs only on the side of the budget)."""
+
+    WORD = b"filename"
+
+    def __init__(self):
+        self.count, self._tail = 0, b""
+
+    def feed(self, chunk: bytes) -> int:
+        """The files that begin in ``chunk`` (a word split between two chunks counts once, in the second)."""
+        data = self._tail + chunk.lower()
+        found = data.count(self.WORD)
+        self._tail = data[-(len(self.WORD) - 1):]
+        self.count += found
+        return found
 
 
 class BodyRefused(MultiPartException):
@@ -133,9 +164,9 @@ class BodyLimits:
             return await answer(send, 413, why)
         seen = 0
 
-        def more(n: int) -> str:
+        def more(chunk: bytes) -> str:
             nonlocal seen
-            seen += n
+            seen += len(chunk)
             return why if seen > cap else ""
 
         await _capped(self.app, scope, receive, send, more)
@@ -145,20 +176,23 @@ class BodyLimits:
         status, why = self.ledger.refusal(who, _declared(scope))
         if status:
             return await answer(send, status, why)
-        got = 0
+        got, parts = 0, FileParts()
 
-        def more(n: int) -> str:
+        def more(chunk: bytes) -> str:
             nonlocal got
-            if not self.ledger.take(who, n):
-                return self.ledger.used_up()
-            got += n
+            files = parts.feed(chunk)
+            why = self.ledger.take(who, len(chunk), files)
+            if why:
+                parts.count -= files
+                return why
+            got += len(chunk)
             return ""
 
-        files: list = []
+        answer_body: list = []
         try:
-            status = await _capped(self.app, scope, receive, send, more, files)
+            status = await _capped(self.app, scope, receive, send, more, answer_body)
         finally:
-            self.ledger.settle(who, got, _count(files), kept=status == 200)
+            self.ledger.settle(who, got, parts.count, _count(answer_body) if status == 200 else None)
 
 
 def cap_for(path: str) -> tuple[int, str]:
@@ -180,16 +214,16 @@ def _declared(scope) -> int | None:
     return None
 
 
-async def _capped(app, scope, receive, send, more: Callable[[int], str], body: list | None = None) -> int:
-    """Run ``app`` while ``more(n)`` passes each chunk of n bytes of the request body ("" or why not). A chunk
-    that does not pass stops the reading (BodyRefused) and the answer is 413 with its message. With ``body``,
-    the chunks of the app's answer are collected there. Returns the answer's status."""
+async def _capped(app, scope, receive, send, more: Callable[[bytes], str], body: list | None = None) -> int:
+    """Run ``app`` while ``more(chunk)`` passes each chunk of the request body ("" or why not). A chunk that does
+    not pass stops the reading (BodyRefused) and the answer is 413 with its message. With ``body``, the chunks
+    of the app's answer are collected there. Returns the answer's status."""
     state = {"why": "", "status": 0}
 
     async def counted():
         message = await receive()
         if message["type"] == "http.request":
-            why = more(len(message.get("body", b"")))
+            why = more(message.get("body", b""))
             if why:
                 state["why"] = why
                 raise BodyRefused(why)

@@ -4,6 +4,7 @@ budget per login; request bodies are capped before they are read; the login's pe
 socket's peer unless a proxy the admin named forwards; and no server opens to others without a login unless
 told so by name."""
 
+import concurrent.futures
 import json
 import os
 import socket
@@ -233,6 +234,44 @@ def test_only_roles_that_may_import_upload_within_a_count_and_size_per_login(acc
     assert adam.post("/gradio_api/upload", files={"files": ("big1.png", b"a" * size)}).status_code == 200
     r = adam.post("/gradio_api/upload", files={"files": ("big2.png", b"b" * size)})  # declared: refused unread
     assert r.status_code == 413 and "MiB left of this login's 0.25 MiB for 1.5 hours" in r.json()["detail"]
+
+
+def test_parallel_uploads_share_one_budget_counted_as_their_files_arrive(access_app):
+    """Files are counted as their parts stream in, not when Gradio answers: 8 uploads of 2 files at once used
+    to be checked against the same count and all kept."""
+    demo, url, store = access_app
+    users.add(store, "pia", "admin", "pia-admins")
+    pia = _http(url, "pia", "pia-admins")
+
+    def upload(k):
+        return pia.post("/gradio_api/upload", files=[("files", (f"{k}-{j}.png", b"p" * 5000)) for j in range(2)])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(upload, range(8)))
+    kept = sum(len(r.json()) for r in answers if r.status_code == 200)
+    assert 2 <= kept <= FILES and {r.status_code for r in answers} <= {200, 413, 429}
+    refused = [r.json()["detail"] for r in answers if r.status_code != 200]
+    assert refused and all(f"{FILES} files were uploaded by this login" in why for why in refused)
+
+
+def test_the_ledger_counts_bytes_and_files_per_login_until_the_window_passes():
+    clock = [0.0]
+    ledger = limits.UploadLedger(limits.UploadLimits(bytes_per_login=1000, files_per_login=3, window=60),
+                                 clock=lambda: clock[0])
+    assert ledger.take("a", 600, 2) == "" and ledger.left("a") == (400, 1) and ledger.left("b") == (1000, 3)
+    assert "ran past this login's" in ledger.take("a", 500, 0)  # refused, and not counted
+    assert "3 files were uploaded" in ledger.take("a", 10, 2)
+    ledger.settle("a", 600, 2, kept=2)
+    assert ledger.left("a") == (400, 1) and ledger.refusal("a", 401)[0] == 413 and ledger.refusal("a", 400) == (0, "")
+    assert ledger.take("a", 100, 1) == ""
+    ledger.settle("a", 100, 1, kept=None)  # Gradio kept nothing of it (refused, cut off): it costs nothing
+    assert ledger.left("a") == (400, 1)
+    ledger.settle("a", 400, 1, kept=1)
+    assert ledger.refusal("a", None)[0] == 429
+    clock[0] = 61
+    assert ledger.left("a") == (1000, 3)
+    parts = limits.FileParts()
+    assert [parts.feed(c) for c in (b'name="files"; file', b'Name="x.png"\r\n', b"FILENAME=", b"")] == [0, 1, 1, 0]
 
 
 def test_a_chunked_upload_past_the_budget_is_stopped_and_leaves_no_file(access_app, tmp_path):
