@@ -10,6 +10,11 @@ budget per login.
 | uploads (``/gradio_api/upload``) | what is left of the login's upload budget (``UploadLimits``); Gradio caps each file (``--max-upload-mb``) |
 | every other route (events, ``/label_image`` and the other APIs) | ``API_BODY`` |
 
+An event's body (``/gradio_api/queue/join``, ``/call/...``, ``/run/...``) is read whole (under its cap) before the
+app sees it, and refused (400) when it gives a file by URL (a ``"path"`` of http:// or https://): Gradio
+would fetch such a file into its cache before the event's function could check the role, past the upload
+route and its budget. The page never sends one: its files are uploaded first.
+
 A refused body is answered 413 with a message naming the cap (429 for an upload when the login's count of
 files is spent before it starts); the app's own answer to the part it read is dropped. The exception that stops the reading is a
 ``MultiPartException`` so that Gradio's upload parser deletes the files it had begun to write.
@@ -17,6 +22,7 @@ files is spent before it starts); the app's own answer to the part it read is dr
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import json
@@ -162,6 +168,8 @@ class BodyLimits:
         declared = _declared(scope)
         if declared is not None and declared > cap:
             return await answer(send, 413, why)
+        if scope["method"] == "POST" and is_event(path):
+            return await self._event(scope, receive, send, cap, why)
         seen = 0
 
         def more(chunk: bytes) -> str:
@@ -170,6 +178,36 @@ class BodyLimits:
             return why if seen > cap else ""
 
         await _capped(self.app, scope, receive, send, more)
+
+    async def _event(self, scope, receive, send, cap: int, why: str):
+        """An event's body, read whole under ``cap``, then refused when it gives a file by URL, else handed on."""
+        chunks, n, last = [], 0, None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                last = message
+                break
+            chunks.append(message.get("body", b""))
+            n += len(chunks[-1])
+            if n > cap:
+                return await answer(send, 413, why)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        url = await asyncio.to_thread(file_by_url, body) if n > 2 ** 20 else file_by_url(body)
+        if url:
+            return await answer(send, 400, f"request refused: a file given by URL ({url[:100]}): the server fetches "
+                                           "no files; upload it (/gradio_api/upload) and give the path it answers")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return last or await receive()
+
+        await self.app(scope, replay, send)
 
     async def _upload(self, scope, receive, send):
         who = scope.get("maskloop.login") or f"client {(scope.get('client') or ('unknown',))[0]}"
@@ -202,6 +240,32 @@ def cap_for(path: str) -> tuple[int, str]:
     if path.endswith("/login"):
         return LOGIN_BODY, "a login"
     return API_BODY, "a call of the app"
+
+
+def is_event(path: str) -> bool:
+    """Whether ``path`` is one of Gradio's routes that run an event on the data it is sent (preprocessed:
+    files fetched)."""
+    return path.endswith("/gradio_api/queue/join") or any(
+        f"/gradio_api/{route}/" in path for route in ("call", "run", "api"))
+
+
+def file_by_url(body: bytes) -> str:
+    """The first ``"path"`` in a JSON body that is an http(s) URL (a file Gradio would fetch), or ""; "" for a
+    body that is not JSON (the app refuses it itself)."""
+    try:
+        stack = [json.loads(body)]
+    except (ValueError, RecursionError):
+        return ""
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and path[:8].lower().startswith(("http://", "https://")):
+                return path
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return ""
 
 
 def _declared(scope) -> int | None:

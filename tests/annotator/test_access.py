@@ -305,6 +305,24 @@ def test_request_bodies_are_capped_before_they_are_read(access_app):
         assert sent < cap + 16 * 2 ** 20, (path, sent)  # stopped near the cap, not after 600 MB
 
 
+def test_a_file_given_by_url_is_refused_before_gradio_would_fetch_it(access_app):
+    """Gradio fetches a file input given by URL into its cache before the event's function runs (and checks
+    the role): past the upload route, its role check and its budget. Refused as the request arrives."""
+    demo, url, _ = access_app
+    fn = next(i for i, d in enumerate(demo.config["dependencies"]) if d.get("api_name") == "import_images")
+    far = {"path": "https://198.51.100.7/ten-gigabytes.bin", "meta": {"_type": "gradio.FileData"}}
+    for name in ("lena", "ada"):
+        h = _http(url, name)
+        join = {"data": [[far]], "fn_index": fn, "session_hash": "by-url", "trigger_id": None, "event_data": None}
+        for path, body in (("/gradio_api/queue/join", json.dumps(join)),
+                           ("/gradio_api/call/import_images", json.dumps({"data": [[far]]})),
+                           ("/gradio_api/run/import_images", json.dumps({"data": [[far]]}).replace("h", "\\u0068"))):
+            r = h.post(path, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400 and "a file given by URL (https://198.51.100.7" in r.json()["detail"], (path, r.text)
+    assert limits.file_by_url(b'{"data": [{"path": "/tmp/gradio/x.png", "url": "http://127.0.0.1/x"}]}') == ""
+    assert limits.file_by_url(b"not json") == "" and limits.file_by_url(b"[" * 100_000) == ""
+
+
 def test_the_longest_edit_message_fits_the_canvas_cap_with_room_to_spare(access_app):
     """The cap is measured: a stroke of the most points the canvas sends, each coordinate at its widest (2
     decimals, canvas.js round2; up to 4 image sides off the picture on a 32767-pixel image, db.masks)."""
