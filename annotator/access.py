@@ -258,15 +258,14 @@ class LoginRequired:
 
     def __init__(self, app, sessions: Sessions, roles: Roles, on_logout=None, on_revoke=None):
         self.app, self.sessions, self.roles = app, sessions, roles
-        self.on_logout = on_logout  # called with the login's name after it logged out (its pages end)
-        self.on_revoke = on_revoke  # called with (name, Sessions.key, why) when a session was ended
+        self.on_logout = on_logout  # called (in a thread) with the login's name after it logged out
+        self.on_revoke = on_revoke  # called (in a thread) with (name, Sessions.key, why) when a session ended
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         token = _client.set((scope.get("client") or ("unknown",))[0])
         path = scope["path"].rstrip("/")
-        leaving = _login_name(scope) if path.endswith("/logout") else None
         try:
             name, why = await self._standing(scope)
             scope["maskloop.login"] = name
@@ -278,13 +277,14 @@ class LoginRequired:
                     return await answer(send, 403, no)
             if path.endswith("/login"):
                 return await self._login(scope, receive, send)
+            if path.endswith("/logout") and name is not None and self.on_logout is not None:
+                # its pages end before the answer (they free their claims: writes, off the event loop)
+                await asyncio.to_thread(self.on_logout, name)
             await self.app(scope, receive, send)
         finally:
             _client.reset(token)
-            if leaving:
+            if path.endswith("/logout"):  # Gradio forgot the login's tokens
                 self.sessions.keep_only(getattr(scope.get("app"), "tokens", {}))
-                if self.on_logout is not None:
-                    self.on_logout(leaving)
 
     async def _standing(self, scope) -> tuple[str | None, str]:
         """(the login the request carries, or None; why its session just ended, or "")."""
@@ -298,7 +298,7 @@ class LoginRequired:
         self.sessions.ended(token)
         log.info("login session of %r ended: %s", name, why)
         if self.on_revoke is not None:
-            self.on_revoke(name, Sessions.key(token), why)
+            await asyncio.to_thread(self.on_revoke, name, Sessions.key(token), why)
         return None, why
 
     def _may_not_upload(self, name: str) -> str:
@@ -349,12 +349,6 @@ def _session_token(scope) -> tuple[dict, str | None]:
         if cookies.get(n) in tokens:
             return tokens, cookies[n]
     return tokens, None
-
-
-def _login_name(scope) -> str | None:
-    """The login whose token of Gradio's (the cookies its /login route sets) the request carries, or None."""
-    tokens, token = _session_token(scope)
-    return tokens[token] if token is not None else None
 
 
 def _set_cookie(headers, name: str) -> str | None:

@@ -132,6 +132,18 @@ def test_a_changed_password_ends_the_sessions_opened_with_the_old_one_only(acces
     assert httpx.post(url + "/login", data={"username": "pat", "password": "pat-old-password"}).status_code == 400
 
 
+def test_logging_out_ends_the_logins_pages_and_its_session(access_app):
+    demo, url, store = access_app
+    users.add(store, "lou", "labeler", "lou-labels")
+    lou = _client(url, "lou", "lou-labels")
+    page = lou.predict(api_name="/first")
+    h = _as(url, lou)
+    assert h.get("/logout", follow_redirects=False).status_code == 302
+    assert page["token"] not in demo.label_tab.pages and "logged out" in demo.label_tab.pages.why_ended(page["token"])
+    assert h.get("/gradio_api/login_check").status_code == 401
+    assert _call(h, demo, "canvas_image", 1).status_code == 401
+
+
 def test_a_session_stands_on_the_stamp_of_the_hash_its_password_was_checked_against(store, cheap_kdf):
     """The stamp is taken with the very check of the password: a change between the check and the session's
     registration cannot leave the old password's session standing."""
