@@ -181,12 +181,11 @@ class BodyLimits:
 
     async def _event(self, scope, receive, send, cap: int, why: str):
         """An event's body, read whole under ``cap``, then refused when it gives a file by URL, else handed on."""
-        chunks, n, last = [], 0, None
+        chunks, n = [], 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                last = message
-                break
+            if message["type"] != "http.request":  # the client went away: nothing to answer
+                return
             chunks.append(message.get("body", b""))
             n += len(chunks[-1])
             if n > cap:
@@ -205,7 +204,7 @@ class BodyLimits:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return last or await receive()
+            return await receive()
 
         await self.app(scope, replay, send)
 
