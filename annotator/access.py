@@ -249,7 +249,7 @@ class LoginRequired:
     - refuses (401) a request that changes state (any method but GET/HEAD/OPTIONS, and the session heartbeat)
       without a login, except the login itself;
     - refuses (403) an upload from a login whose role may not import: uploads are only ever imported;
-    - registers the session a successful /login starts, and notes the login that logs out (``on_logout``).
+    - registers the session a successful /login starts, and tells ``on_logout`` of a login that logs out.
 
     The login's name goes on in ``scope["maskloop.login"]`` (annotator.limits counts uploads per login)."""
 
@@ -258,7 +258,7 @@ class LoginRequired:
 
     def __init__(self, app, sessions: Sessions, roles: Roles, on_logout=None, on_revoke=None):
         self.app, self.sessions, self.roles = app, sessions, roles
-        self.on_logout = on_logout  # called (in a thread) with the login's name after it logged out
+        self.on_logout = on_logout  # called (in a thread) with the login's name as it logs out, before the answer
         self.on_revoke = on_revoke  # called (in a thread) with (name, Sessions.key, why) when a session ended
 
     async def __call__(self, scope, receive, send):
