@@ -20,9 +20,22 @@ def _store_args(p: argparse.ArgumentParser, top: bool = False) -> None:
                    help="database URL (e.g. postgresql+psycopg://...) instead of the store's SQLite file")
 
 
-def _upload_arg(p: argparse.ArgumentParser, top: bool = False) -> None:
-    p.add_argument("--max-upload-mb", type=float, default=None if top else argparse.SUPPRESS, metavar="MB",
+def _ui_args(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """The UI's options, on the top level and on `ui` (suppressed there, so they work before or after it)."""
+    d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
+    p.add_argument("--max-upload-mb", type=float, default=d(None), metavar="MB",
                    help="refuse UI uploads larger than this many MiB (default 2048, i.e. 2 GiB)")
+    p.add_argument("--user-upload-mb", type=float, default=d(None), metavar="MB",
+                   help="what one login may upload within 90 minutes, as long as the UI keeps uploads (default "
+                        "8192 MiB, or --max-upload-mb if larger)")
+    p.add_argument("--user-upload-files", type=int, default=d(None), metavar="N",
+                   help="files one login may upload within 90 minutes (default 10000)")
+    p.add_argument("--trusted-proxy", action="append", default=d([]), metavar="ADDR",
+                   help="a reverse proxy (IP address or network) whose X-Forwarded-For names the client, for the "
+                        "login's per-client delays (repeatable; default none: the connecting address counts)")
+    p.add_argument("--open-to-everyone-as-admin", action="store_true", default=d(False),
+                   help="serve --share or a --host other than this machine without a login (refused otherwise): "
+                        "everyone who reaches it is an admin")
 
 
 def _day(text: str) -> dt.date:
@@ -40,12 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
                         help="an admin account for the login (repeatable); accounts with roles: app.py user add")
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
-    _upload_arg(parser, top=True)
+    _ui_args(parser, top=True)
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("ui", help="start the labeling UI (the default)")
     _store_args(p)
-    _upload_arg(p)
+    _ui_args(p)
 
     p = sub.add_parser("import-images", help="import image files, folders (recursive) and zip archives")
     _store_args(p)
@@ -156,11 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_store(args):
+def open_store(args, first=None):
+    """The store; ``first(store)`` runs before anything is said (the recovery's notes)."""
     from db.recovery import recover
     from db.store import Settings, Store
 
     store = Store(Settings(store_dir=Path(args.store), db_url=args.db))
+    if first is not None:
+        first(store)
     for note in recover(store):  # after a crash or a kill: nothing half-done stays behind
         print(f"note: {note}", file=sys.stderr)
     return store
@@ -421,12 +437,20 @@ def cmd_demo(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from annotator.ui import launch
+    from annotator.access import door
+    from annotator.ui import has_login, launch
 
-    store = open_store(args)
+    def open_door(store):  # refused, or said on the first line, before anything else happens
+        said = door(args.host, args.share, has_login(store, args.auth), args.open_to_everyone_as_admin)
+        if said:
+            print(said, file=sys.stderr, flush=True)
+
+    store = open_store(args, first=open_door)
     round0(store, args)
     launch(store, host=args.host, port=args.port, auth=args.auth, share=args.share, max_upload_mb=args.max_upload_mb,
-           options=model_options(args))
+           options=model_options(args), trusted_proxies=args.trusted_proxy,
+           open_to_everyone=args.open_to_everyone_as_admin, user_upload_mb=args.user_upload_mb,
+           user_upload_files=args.user_upload_files)
     return 0
 
 

@@ -52,6 +52,7 @@ class Page:
     next: list[int] = dataclasses.field(default_factory=list)  # the queue's next image (the browser prefetches it)
     display_cache: dict = dataclasses.field(default_factory=dict)  # mask crops as sent, the image's history
     browser: str | None = None  # the Gradio session (browser tab) it belongs to
+    login: str = ""  # the login session it was opened in (annotator.access.Sessions.key; "" without logins)
     ended: str = ""  # why the page ended, when it did
     last_used: float = 0.0
     opens: int = 0  # opens asked for by this page (annotator.ui: a burst runs only its last)

@@ -15,8 +15,9 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from annotator import canvas, model_view, presence, store_view, text, view
-from annotator.access import LoginGuard, LoginRequired, Roles
+from annotator import access, canvas, model_view, presence, store_view, text, view
+from annotator.access import LoginGuard, LoginRequired, Roles, Sessions
+from annotator.limits import CACHE_CLEANUP, BodyLimits, UploadLedger, UploadLimits
 from annotator.background import BackgroundProposer
 from annotator.follow import Follower
 from annotator.labeling import LabelSession, SaveConflict
@@ -178,13 +179,34 @@ class LabelTab:
             return page, {"fetch": True, "token": page.token, "rev": data["rev"], "image_id": data["image_id"]}
         return page, data
 
-    def canvas_fetch(self, message) -> dict:
+    def _page_of(self, message, request=None, use: bool = True) -> Page | None:
+        """The open page a canvas call's ``token`` names, when the call comes from that page's login (a token
+        alone opens nobody else's page); None otherwise."""
+        token = message.get("token") if isinstance(message, dict) else None
+        page = self.pages.get(token, use=use)
+        if page is not None and self.roles.login and self.roles.login_of(request) != page.user:
+            return None
+        return page
+
+    def _may_not_label(self, page: Page) -> str:
+        """"" while the page's login may label (its role read again: a changed role or a removed account counts
+        at once), else why not."""
+        page.role = self.roles.role_of(page.user)
+        try:
+            users.require(page.role, "label", page.user if self.roles.login else "")
+        except UserError as e:
+            return str(e)
+        return ""
+
+    def canvas_fetch(self, message, request=None) -> dict:
         """The canvas's server function for the data of an image with very many instances, which a label
         event announced instead of sending (``fetch``)."""
-        token = message.get("token") if isinstance(message, dict) else None
-        page = self.pages.get(token)
+        page = self._page_of(message, request)
         if page is None:
             return {"message": "this page's labeling session is gone: reload the page", "ended": True}
+        no = self._may_not_label(page)
+        if no:
+            return {"message": no}
         with page.lock:
             data = page.display_cache.pop("outbox", None)
             if data is not None and data["rev"] == message.get("rev"):
@@ -207,7 +229,7 @@ class LabelTab:
         except UserError as e:
             return self.outputs(page, str(e))
         if page is None:
-            page = self._page_for(getattr(request, "session_hash", None), user, role)
+            page = self._page_for(getattr(request, "session_hash", None), user, role, self.roles.session_key(request))
         with page.lock:
             page.opens += 1
             mine = page.opens
@@ -220,15 +242,16 @@ class LabelTab:
             self.pages.add(page)
         return out
 
-    def _page_for(self, browser: str | None, user: str, role) -> Page:
+    def _page_for(self, browser: str | None, user: str, role, login: str = "") -> Page:
         """The page of this browser tab: a new one, or the one an event of the same tab made a moment ago
-        (the page's first events, the page load and the tab's select, run at once and both start without it)."""
+        (the page's first events, the page load and the tab's select, run at once and both start without it).
+        ``login``: the login session it is opened in (its pages end with it)."""
         with self._slots_lock:
             page = self._tabs.get(browser) if browser else None
-            if page is None or page.user != user:
+            if page is None or page.user != user or page.login != login:
                 token = secrets.token_urlsafe(24)
                 # without logins every browser is "local": each tab then has budgets of its own
-                page = Page(token, user=user, role=role, browser=browser,
+                page = Page(token, user=user, role=role, browser=browser, login=login,
                             owner=user if self.roles.login else f"tab {browser or token}")
                 if browser:
                     self._tabs[browser] = page
@@ -368,19 +391,17 @@ class LabelTab:
 
         return self.act(apply, page, via_event=False, delta=True)
 
-    def canvas_edit(self, message) -> dict:
+    def canvas_edit(self, message, request=None) -> dict:
         """The canvas's server function for an edit: the message applied to the open page holding the
         message's ``token``, and the canvas data it answers with."""
-        token = message.get("token") if isinstance(message, dict) else None
-        page = self.pages.get(token)
+        page = self._page_of(message, request)
         if page is None:
+            token = message.get("token") if isinstance(message, dict) else None
             return {"message": self.pages.why_ended(token) or "this page's labeling session is gone (the server "
                     "restarted?): reload the page", "ended": True}
-        page.role = self.roles.role_of(page.user)  # read again: a changed role or a removed account counts at once
-        try:
-            users.require(page.role, "label", page.user if self.roles.login else "")
-        except UserError as e:
-            return self._answer(page, str(e))
+        no = self._may_not_label(page)
+        if no:
+            return self._answer(page, no)
         wait = self.rate.take(page.who, EditRate.cost(message))
         if wait:
             with page.lock:
@@ -400,11 +421,15 @@ class LabelTab:
         with page.lock:
             return self.outputs(page, message, via_event=False, delta=True)[1]
 
-    def canvas_presence(self, message) -> dict:
+    def canvas_presence(self, message, request=None) -> dict:
         """The canvas's server function, every few seconds: this page is still on its image, and who else is
-        (annotator.presence). A page that goes away (``leaving``) ends: what it held is freed."""
-        token = message.get("token") if isinstance(message, dict) else None
-        page = self.pages.get(token, use=False)
+        (annotator.presence). A page that goes away (``leaving``), or whose login may no longer label, ends:
+        what it held is freed, and nobody is told it is still there."""
+        page = self._page_of(message, request, use=False)
+        no = self._may_not_label(page) if page is not None else ""
+        if no:
+            self.pages.end(page.token, f"{no}: {RELOAD}")
+            page = None
         out = self.presence.poll(message, page)
         if page is not None and isinstance(message, dict) and message.get("leaving") is True:
             self.pages.end(page.token, f"this page was closed: {RELOAD}")
@@ -456,15 +481,26 @@ class LabelTab:
         return self.pages.end_where(lambda p: p.browser == session_hash, "this page was closed: reload it")
 
     def end_login(self, user: str, why: str) -> int:
-        """A login logged out, lost its account or its password changed: its pages end."""
+        """A login logged out: its pages end."""
         return self.pages.end_where(lambda p: p.user == user, why)
 
-    def picture(self, image_id) -> dict:
-        """The canvas's server function: the image's pixels, once per opened image; {"image_id", "error"} naming
-        why when it cannot be sent (a raised error reaches the page as a bare HTTP 500, without its message)."""
-        if isinstance(image_id, bool) or not isinstance(image_id, (int, float)) or image_id != int(image_id):
-            raise gr.Error(f"image id {image_id!r} is not an integer")
-        image_id = int(image_id)
+    def end_session(self, key: str, why: str) -> int:
+        """A login session ended (its account removed, its password changed: annotator.access.Sessions): the
+        pages opened in it end."""
+        return self.pages.end_where(lambda p: p.login == key, why) if key else 0
+
+    def picture(self, image_id, request=None) -> dict:
+        """The canvas's server function: the image's pixels, once per opened image, for a login that may label;
+        {"image_id", "error"} naming why when it cannot be sent (a raised error reaches the page as a bare
+        HTTP 500, without its message)."""
+        try:
+            self.roles.require(request, "label")
+            image_id = _whole(image_id, "image id")
+            problem = id_problem(image_id)
+            if problem:
+                raise UserError(f"no image with id {image_id}: {problem}")
+        except UserError as e:
+            return {"image_id": None, "error": str(e)}
         if image_id not in self._pictures:
             try:
                 pic = canvas.picture(self.store, image_id)
@@ -484,17 +520,18 @@ class LabelTab:
         store = self.store
         sess = gr.State(None)
 
-        def canvas_image(image_id):  # canvas.js: server.canvas_image(id), once per opened image
-            return self.picture(image_id)
+        # Gradio hands a server function the HTTP request (its login's session cookie) only when annotated so
+        def canvas_image(image_id, request: gr.Request):  # canvas.js: server.canvas_image(id), once per opened image
+            return self.picture(image_id, request)
 
-        def canvas_edit(message):  # canvas.js: server.canvas_edit(message), per edit
-            return self.canvas_edit(message)
+        def canvas_edit(message, request: gr.Request):  # canvas.js: server.canvas_edit(message), per edit
+            return self.canvas_edit(message, request)
 
-        def canvas_presence(message):  # canvas.js: server.canvas_presence({token, browser}), every 3 s
-            return self.canvas_presence(message)
+        def canvas_presence(message, request: gr.Request):  # canvas.js: server.canvas_presence({token, browser}), every 3 s
+            return self.canvas_presence(message, request)
 
-        def canvas_fetch(message):  # canvas.js: server.canvas_fetch({token, rev}), for very many instances
-            return self.canvas_fetch(message)
+        def canvas_fetch(message, request: gr.Request):  # canvas.js: server.canvas_fetch({token, rev}), many instances
+            return self.canvas_fetch(message, request)
 
         with gr.Row(equal_height=True):
             which = gr.Dropdown(view.QUEUE_FILTERS, value=view.QUEUE_FILTERS[0], label="Queue", scale=2,
@@ -915,11 +952,6 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follo
     return tables, table_outs, timer, (train_row, activate_row)
 
 
-# Gradio keeps a copy of every upload and download (an export with images is a full copy of the dataset):
-# every 30 minutes, delete those older than an hour; all of them when the app closes.
-CACHE_CLEANUP = (1800, 3600)
-
-
 def build_app(store: Store, proposer: BackgroundProposer | None = None,
               exports: store_view.ExportFolder | None = None, options: ModelOptions | None = None,
               roles: Roles | None = None, follow: bool = True) -> gr.Blocks:
@@ -1080,11 +1112,14 @@ def _whole(value, what: str) -> int:
     """A JSON number that must be an integer (clients may send 3.0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
             float("inf"), float("-inf")) or value != int(value):
-        raise UserError(f"{what} {value!r} is not an integer")
+        shown = repr(value)
+        raise UserError(f"{what} {shown if len(shown) <= 60 else shown[:57] + '...'} is not an integer")
     return int(value)
 
 
 DEFAULT_MAX_UPLOAD_MB = 2048  # uploads (images, zips, COCO files) larger than 2 GiB are refused
+DEFAULT_USER_UPLOAD_MB = 8192  # what one login may upload while Gradio keeps it (annotator.limits.UploadLimits)
+DEFAULT_USER_UPLOAD_FILES = 10_000
 
 
 def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
@@ -1097,20 +1132,47 @@ def parse_auth(pairs: list[str]) -> list[tuple[str, str]] | None:
     return out or None
 
 
+def has_login(store: Store, auth: list[str] | None) -> bool:
+    """Whether the UI asks for a login: admins given with ``--auth``, or any account in the store."""
+    return bool(parse_auth(auth or [])) or users.count(store) > 0
+
+
+def upload_limits(max_upload_mb: float | None = None, user_upload_mb: float | None = None,
+                  user_upload_files: int | None = None) -> tuple[int, UploadLimits]:
+    """(the largest file in bytes, each login's upload budget) from the command line's MiB and counts
+    (None: the defaults; a login may always upload at least one file of the largest size); UserError naming
+    a value that is not positive."""
+    mb = DEFAULT_MAX_UPLOAD_MB if max_upload_mb is None else max_upload_mb
+    per_user = max(DEFAULT_USER_UPLOAD_MB, mb) if user_upload_mb is None else user_upload_mb
+    files = DEFAULT_USER_UPLOAD_FILES if user_upload_files is None else user_upload_files
+    for option, value in (("--max-upload-mb", mb), ("--user-upload-mb", per_user), ("--user-upload-files", files)):
+        if not value > 0:
+            raise UserError(f"{option} must be a positive number, not {value}")
+    return int(mb * 2 ** 20), UploadLimits(bytes_per_login=int(per_user * 2 ** 20), files_per_login=int(files))
+
+
 def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[str] | None = None,
            share: bool = False, block: bool = True, max_upload_mb: float | None = None,
-           options: ModelOptions | None = None) -> gr.Blocks:
+           options: ModelOptions | None = None, trusted_proxies: list[str] = (), open_to_everyone: bool = False,
+           user_upload_mb: float | None = None, user_upload_files: int | None = None) -> gr.Blocks:
     """Serve the app. With ``auth`` (USER:PASSWORD strings: admins) or any account in the store's users table
-    (app.py user add), a login is required for everything that changes state, each login may do what its role
-    allows, and failed logins are answered slower and slower (annotator.access). Uploads larger than
-    ``max_upload_mb`` MiB (default DEFAULT_MAX_UPLOAD_MB) are refused."""
-    max_upload_mb = DEFAULT_MAX_UPLOAD_MB if max_upload_mb is None else max_upload_mb
-    if not max_upload_mb > 0:
-        raise UserError(f"--max-upload-mb must be a positive number of MiB, not {max_upload_mb}")
+    (app.py user add), a login is required for everything that changes state, every request is checked against
+    the account as it is now (a removed account or a changed password ends the login at its next request),
+    each login may do what its role allows, only roles that may import upload, and failed logins are answered
+    slower and slower, per client: the socket's peer, or the address a proxy in ``trusted_proxies`` forwards
+    (annotator.access). Without a login the server refuses to listen beyond this machine unless
+    ``open_to_everyone`` (access.door). Uploads larger than ``max_upload_mb`` MiB (default
+    DEFAULT_MAX_UPLOAD_MB) are refused, and so are a login's uploads past ``user_upload_mb`` MiB or
+    ``user_upload_files`` files within the time Gradio keeps them; every request body has a cap
+    (annotator.limits)."""
+    max_file, budget = upload_limits(max_upload_mb, user_upload_mb, user_upload_files)
     accounts = parse_auth(auth or []) or []
-    login = bool(accounts) or users.count(store) > 0  # any account in the store: a login is required
+    login = has_login(store, auth)
+    access.door(host, share, login, open_to_everyone)
+    proxies = access.check_proxies(trusted_proxies)
     roles = Roles(store, admins=[name for name, _ in accounts], login=login)
-    guard = LoginGuard(accounts, lookup=lambda name, pw: users.login(store, name, pw)) if login else None
+    sessions = roles.sessions = Sessions(roles.stamp_of) if login else None
+    guard = LoginGuard(accounts, lookup=lambda name, pw: users.login_stamp(store, name, pw)) if login else None
     exports = store_view.ExportFolder()
 
     @contextlib.asynccontextmanager
@@ -1122,16 +1184,20 @@ def launch(store: Store, host: str = "127.0.0.1", port: int = 7860, auth: list[s
 
     demo = build_app(store, exports=exports, options=options, roles=roles)
     label_tab = demo.label_tab
+    middleware = [Middleware(
+        LoginRequired, sessions=sessions, roles=roles,
+        on_logout=lambda name: label_tab.end_login(name, "you logged out: log in and reload the page"),
+        on_revoke=lambda name, key, why: label_tab.end_session(key, f"{why}, and reload the page"))] if guard else []
+    middleware.append(Middleware(BodyLimits, ledger=UploadLedger(budget)))
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
-                prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True,
-                max_file_size=int(max_upload_mb * 2**20),
-                app_kwargs={"lifespan": lifespan, "middleware": [Middleware(
-                    LoginRequired, on_logout=lambda name: label_tab.end_login(name, "you logged out: log in and "
-                                                                                    "reload the page"))]
-                    if guard else []})
+    with access.forwarded_from(proxies):  # uvicorn reads which peers may forward a client address now
+        demo.launch(server_name=host, server_port=port, auth=guard.check if guard else None, share=share,
+                    prevent_thread_lock=True, show_error=True, head=HOTKEYS_JS, quiet=True, max_file_size=max_file,
+                    app_kwargs={"lifespan": lifespan, "middleware": middleware})
+    demo.login_guard = guard  # (its failed attempts by user name and by client)
     if block:  # our own line: Gradio's hint names its launch(share=True), the app's option is --share
         public = f"; public link {demo.share_url}" if share and demo.share_url else " (--share for a public link)"
-        print(f"maskloop is running at {demo.local_url}{public}; Ctrl+C stops it", flush=True)
+        door = " (no login: everyone who reaches it is an admin)" if open_to_everyone and not login else ""
+        print(f"maskloop is running at {demo.local_url}{public}{door}; Ctrl+C stops it", flush=True)
         demo.block_thread()
     return demo

@@ -2,6 +2,10 @@
 
 - A password is stored as a scrypt hash (RFC 7914, Python's ``hashlib.scrypt``) with its own random salt and
   its cost parameters, ``scrypt$N$r$p$salt$hash`` (base64), never as itself.
+- A login's *stamp* is derived from the stored hash (``stamp``): it changes when the password is set again
+  (a new salt each time) and is gone with the account, so a login session that keeps the stamp it logged in
+  with knows, on its next request, that it no longer stands (annotator.access.Sessions). It is kept on the
+  server only; it is not a secret the browser holds.
 - Roles build on each other: a *labeler* labels; a *reviewer* also approves or sends back others' work; an
   *admin* also imports, trains, activates models, edits categories and exports. ``require`` is the one check
   every server entry point makes (the UI only hides what a role cannot do).
@@ -172,8 +176,31 @@ def role_of(store: Store, name: str | None) -> str | None:
         return s.scalar(select(User.role).where(User.name == name))
 
 
+def _stored_hash(store: Store, name) -> str | None:
+    if not isinstance(name, str):
+        return None
+    with store.session() as s:
+        return s.scalar(select(User.password_hash).where(User.name == name))
+
+
+def _stamp(stored: str) -> str:
+    return hashlib.sha256(stored.encode("utf-8")).hexdigest()[:32]
+
+
+def stamp(store: Store, name) -> str | None:
+    """The account's stamp as it is now (see the module's docstring), or None when there is no such account."""
+    stored = _stored_hash(store, name)
+    return None if stored is None else _stamp(stored)
+
+
+def login_stamp(store: Store, name, password) -> str | None:
+    """The stamp of the account ``name`` when ``password`` is its password, else None (as long to answer
+    either way). The stamp is that of the very hash the password was checked against, so a password changed
+    meanwhile gives a stamp that no longer stands."""
+    stored = _stored_hash(store, name)
+    return _stamp(stored) if verify_password(password, stored) else None
+
+
 def login(store: Store, name: str, password: str) -> bool:
     """Whether ``name`` has an account here and ``password`` is its password (as long to answer either way)."""
-    with store.session() as s:
-        stored = s.scalar(select(User.password_hash).where(User.name == name)) if isinstance(name, str) else None
-    return verify_password(password, stored)
+    return login_stamp(store, name, password) is not None

@@ -186,17 +186,18 @@ def test_an_open_untouched_tab_still_idles_and_an_ended_page_is_told_why(propose
     clock = Clock()
     tab.pages.clock = clock
     image_id = _busiest_image(proposed_store)
+    ann = SimpleNamespace(username="ann")  # the login the canvas's calls carry
     page, data = tab.open(image_id, None, request=SimpleNamespace(username="ann", session_hash="t1"))
     for _ in range(30):  # the canvas's presence poll every 3 s: the tab is there, nobody uses it
         clock.t += 3
-        tab.canvas_presence({"token": data["token"], "browser": "b"})
-    gone = tab.canvas_edit({"token": data["token"], "op": "accept", "index": 0, "seq": 1})
+        tab.canvas_presence({"token": data["token"], "browser": "b"}, ann)
+    gone = tab.canvas_edit({"token": data["token"], "op": "accept", "index": 0, "seq": 1}, ann)
     assert gone["ended"] and "idle for over 1 minutes" in gone["message"]
     a, da = tab.open(image_id, None, request=SimpleNamespace(username="ann", session_hash="t2"))
     b, db_ = tab.open(image_id, None, request=SimpleNamespace(username="ann", session_hash="t3"))
-    said = tab.canvas_edit({"token": da["token"], "op": "view", "seq": 1})
+    said = tab.canvas_edit({"token": da["token"], "op": "view", "seq": 1}, ann)
     assert said["ended"] and "more than 1 pages open" in said["message"]
-    huge = tab.canvas_edit({"token": db_["token"], "op": "accept", "index": 0, "seq": 10 ** 30})
+    huge = tab.canvas_edit({"token": db_["token"], "op": "accept", "index": 0, "seq": 10 ** 30}, ann)
     assert huge["seq"] == 2 ** 53  # answered with a number JSON holds exactly, never an exception
 
 

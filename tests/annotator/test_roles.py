@@ -63,21 +63,22 @@ def test_the_label_tab_refuses_a_removed_account_and_checks_the_role_of_each_ver
     ls, data = tab.open(1, None, _Req("lena"))
     assert (ls.user, ls.role) == ("lena", "labeler")
     for op in ({"op": "reject_rest"}, {"op": "save"}):
-        tab.canvas_edit(dict(op, token=ls.token))
-    answer = tab.canvas_edit({"op": "approve", "token": ls.token})
+        tab.canvas_edit(dict(op, token=ls.token), _Req("lena"))  # (the canvas's calls carry the login)
+    answer = tab.canvas_edit({"op": "approve", "token": ls.token}, _Req("lena"))
     assert "needs the reviewer role; lena is a labeler" in answer["message"]
     assert [h["user"] for h in answer["history"]] == ["lena"]
     rita, _ = tab.open(1, None, _Req("rita"))
-    answer = tab.canvas_edit({"op": "send_back", "note": "<b>the dog</b> is missing", "token": rita.token})
+    answer = tab.canvas_edit({"op": "send_back", "note": "<b>the dog</b> is missing", "token": rita.token}, _Req("rita"))
     assert "sent back" in answer["message"] and answer["status"] == "in_review"
     assert answer["history"][-1]["user"] == "rita" and answer["history"][-1]["current"]
     assert answer["history"][-1]["what"] == "sent back: <b>the dog</b> is missing"  # text; canvas.js sets textContent
-    bad = tab.canvas_edit({"op": "send_back", "note": ["not", "text"], "token": rita.token})
+    bad = tab.canvas_edit({"op": "send_back", "note": ["not", "text"], "token": rita.token}, _Req("rita"))
     assert "note must be text" in bad["message"]
     users.set_role(store, "rita", "labeler")  # an open page follows a changed role, and a removed account
-    assert "needs the reviewer role" in tab.canvas_edit({"op": "approve", "token": rita.token})["message"]
+    assert "needs the reviewer role" in tab.canvas_edit({"op": "approve", "token": rita.token}, _Req("rita"))["message"]
+    assert "session is gone" in tab.canvas_edit({"op": "save", "token": rita.token}, _Req("lena"))["message"]
     users.remove(store, "rita")
-    gone = tab.canvas_edit({"op": "save", "token": rita.token})
+    gone = tab.canvas_edit({"op": "save", "token": rita.token}, _Req("rita"))
     assert "rita has no account" in gone["message"]
 
 
@@ -110,7 +111,9 @@ def test_the_server_refuses_what_a_role_may_not_do_and_records_who_did_what(team
     with pytest.raises(Exception, match="needs the admin role"):
         lena.predict(False, False, False, api_name="/export")
     image = synth_dir / "synth_000001.png"
-    assert "needs the admin role" in lena.predict([handle_file(str(image))], api_name="/import_images")
+    with pytest.raises(Exception, match="403 Forbidden"):  # a labeler's file is refused at the upload itself
+        lena.predict([handle_file(str(image))], api_name="/import_images")
+    assert "needs the admin role" in lena.predict([], api_name="/import_images")  # and the import too
     assert "needs the admin role" in rita.predict("", "hacked", "", "", "", api_name="/save_cat_checked")
     assert "needs the admin role" in rita.predict("1", "", False, api_name="/delete_cat_checked")
     assert "needs the admin role" in lena.predict(1, 1, None, api_name="/start_job")
@@ -184,7 +187,7 @@ def test_the_login_checks_store_accounts_off_the_event_loop_and_delays_failures(
 
     def lookup(name, password):
         seen.append(threading.current_thread() is not loop_thread[0])
-        return users.login(store, name, password)
+        return users.login_stamp(store, name, password)
 
     async def sleep(s):
         waits.append(s)
