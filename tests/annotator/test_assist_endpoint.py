@@ -6,6 +6,8 @@ from gradio_client import Client
 from pycocotools import mask as coco_mask
 from sqlalchemy import func, select
 
+pytestmark = pytest.mark.model_only  # not in the PostgreSQL pass: a model's data, tested elsewhere on it
+
 
 def test_assist_box_answers_and_writes_nothing(app_with_model):
     from db.schema import Annotation

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.model_only]  # not in the PostgreSQL pass: a model's data, tested elsewhere on it
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("MASKLOOP_REQUIRE_BROWSER"):

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from tests.annotator.test_browser import (ST, _open, canvas_state, drag, expect, idle, instance,  # noqa: F401
                                           key_over_canvas, message, page, to_screen)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.model_only]  # not in the PostgreSQL pass: a model's data, tested elsewhere on it
 
 
 def _saved(store, image_id: int, ann_id: int):

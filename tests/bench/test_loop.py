@@ -10,6 +10,8 @@ from PIL import Image
 from bench import loop
 from bench.loop import BOX_S, CLICK_S, DRAW_S, Seen, Truth, plan_image
 
+pytestmark = pytest.mark.model_only  # not in the PostgreSQL pass: a model's data, tested elsewhere on it
+
 
 def _square(x0, y0, side, size=64):
     m = np.zeros((size, size), bool)

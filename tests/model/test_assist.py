@@ -19,6 +19,8 @@ from model.options import ModelOptions
 from model.predict import Predictor, images_to_propose
 from model.train import TrainOptions, fine_tune
 
+pytestmark = pytest.mark.model_only  # not in the PostgreSQL pass: a model's data, tested elsewhere on it
+
 OPTIONS = ModelOptions(weights="none")
 
 

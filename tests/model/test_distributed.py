@@ -14,6 +14,8 @@ from db.schema import Job, ModelVersion
 from model.data import AspectBatches
 from tests.stores import cli_args
 
+pytestmark = pytest.mark.model_only  # not in the PostgreSQL pass: a model's data, tested elsewhere on it
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -22,6 +22,8 @@ from model.options import ModelOptions
 from model.predict import Predictor, active_version, images_to_propose, propose
 from model.train import TrainOptions, activate, fine_tune, list_versions
 
+pytestmark = pytest.mark.model_only  # not in the PostgreSQL pass: a model's data, tested elsewhere on it
+
 
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory, store_factory):
@@ -124,7 +126,6 @@ def test_activate_any_version(demo_store, trained):
 
 
 @pytest.mark.slow
-@pytest.mark.model_only  # not in the PostgreSQL pass: the shorter training tests here cover the database side
 def test_tiny_model_learns_in_370_iterations_and_beats_untrained(make_store, tmp_path):
     """A fixed number of iterations, not a time limit, so a busy machine trains the same model (slower): 10
     epochs of 150 images, 370 iterations, segm AP 0.40 on 2026-11-25 (168 s on the developer VM)."""
