@@ -58,7 +58,6 @@ class Tally:
         self.saved: dict[int, str] = {}  # image id -> the client told its save went through
         self.refused = 0
         self.errors: list[str] = []
-        self.handed: dict[int, list[str]] = {}  # team mode: image id -> who was handed it and saved
         self.verdicts: dict[str, int] = {}
 
     def time(self, name: str, fn):
@@ -70,6 +69,23 @@ class Tally:
                 self.latency[name].append(time.perf_counter() - t)
 
 
+def label_once(client, image_id: int, rng: random.Random, cid: int, tally: Tally, finish: tuple = ()) -> None:
+    """Label one image as a client does (accept all, a new triangle of category ``cid``, the ops ``finish``,
+    save) and count the answer: saved, refused (someone else saved it first) or an error."""
+    x, y = rng.uniform(2, 40), rng.uniform(2, 40)
+    ops = [{"op": "accept_all"}, {"op": "polygon", "points": [[x, y], [x + 20, y], [x + 10, y + 18]], "category": cid},
+           *finish, {"op": "save"}]
+    got = tally.time("/label_image", lambda: client.predict(image_id, ops, api_name="/label_image"))
+    said = got["messages"][-1]
+    with tally.lock:
+        if said.startswith(f"saved image {image_id}"):
+            tally.saved[image_id] = said
+        elif "changed in the store since you opened it" in said:
+            tally.refused += 1
+        else:
+            tally.errors.append(said)
+
+
 def client_loop(url: str, k: int, cid: int, deadline: float, tally: Tally) -> None:
     rng = random.Random(k)
     client = Client(url, verbose=False)
@@ -78,20 +94,8 @@ def client_loop(url: str, k: int, cid: int, deadline: float, tally: Tally) -> No
             queue = tally.time("/next_images", lambda: client.predict(40, api_name="/next_images"))
             if not queue:
                 return
-            image_id = rng.choice(queue)  # several clients may pick the same image: that is the point
-            x, y = rng.uniform(2, 40), rng.uniform(2, 40)
-            ops = [{"op": "accept_all"},
-                   {"op": "polygon", "points": [[x, y], [x + 20, y], [x + 10, y + 18]], "category": cid},
-                   {"op": "save"}]
-            got = tally.time("/label_image", lambda: client.predict(image_id, ops, api_name="/label_image"))
-            said = got["messages"][-1]
-            with tally.lock:
-                if said.startswith(f"saved image {image_id}"):
-                    tally.saved[image_id] = said
-                elif "changed in the store since you opened it" in said:
-                    tally.refused += 1
-                else:
-                    tally.errors.append(said)
+            # several clients may pick the same image: that is the point
+            label_once(client, rng.choice(queue), rng, cid, tally)
         except Exception as e:  # what reached the client
             with tally.lock:
                 tally.errors.append(f"{type(e).__name__}: {e}")
@@ -110,21 +114,7 @@ def labeler_loop(url: str, name: str, cid: int, deadline: float, tally: Tally) -
             if not got:
                 time.sleep(0.5)
                 continue
-            image_id = got[0]
-            x, y = rng.uniform(2, 40), rng.uniform(2, 40)
-            ops = [{"op": "accept_all"},
-                   {"op": "polygon", "points": [[x, y], [x + 20, y], [x + 10, y + 18]], "category": cid},
-                   {"op": "reject_rest"}, {"op": "save"}]
-            out = tally.time("/label_image", lambda: client.predict(image_id, ops, api_name="/label_image"))
-            said = out["messages"][-1]
-            with tally.lock:
-                tally.handed.setdefault(image_id, []).append(name)
-                if said.startswith(f"saved image {image_id}"):
-                    tally.saved[image_id] = said
-                elif "changed in the store since you opened it" in said:
-                    tally.refused += 1
-                else:
-                    tally.errors.append(said)
+            label_once(client, got[0], rng, cid, tally, finish=({"op": "reject_rest"},))
         except Exception as e:  # what reached the client
             with tally.lock:
                 tally.errors.append(f"{type(e).__name__}: {e}")
