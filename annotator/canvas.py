@@ -340,6 +340,9 @@ def _again(ls: LabelSession, assist: Any, only_if_outdated: bool) -> str:
     are not the active model's), then the labels read again with this person's unsaved changes kept on top
     (annotator.conflicts.ConflictReview.refresh)."""
     said = ""
+    if not only_if_outdated and ls.status == "done":  # (new proposals on finished labels would go unreviewed)
+        raise UserError(f"image {ls.image_id} is done: its labels are finished, and proposals are for images still "
+                        "to label")
     if assist is not None and (not only_if_outdated or assist.outdated(ls.image_id) is not None):
         r = assist.propose_now(ls.image_id)
         said = f"{r['proposals']} new proposal(s) from the active model; "

@@ -665,10 +665,12 @@ def review_filter(by, days) -> annotations.ReviewFilter:
     return annotations.ReviewFilter(by, since, until)
 
 
-def held_note(image_id: int, h: claims.Holder) -> str:
-    """What a person opening an image someone else holds is told."""
+def held_note(image_id: int, h: claims.Holder, writing: bool = False) -> str:
+    """What a person opening (or, through /label_image, ``writing``) an image someone else holds is told."""
     how = "assigned to" if h.assigned else "handed to"
     until = "" if h.until is None else f" until {h.until:%H:%M} UTC unless they keep working on it"
+    if writing:
+        return f"image {image_id} is {how} {h.user}{until}: nothing was applied (/next_images hands you images)"
     return (f"image {image_id} is {how} {text.escape(h.user)}{until}: you can look, but if you both save, the "
             "second save is refused (and kept for review)")
 
@@ -1057,11 +1059,12 @@ def next_images(store: Store, n, user: str = "", queue: str = "label", role: str
     (``queue`` "label": every image not done, in a fixed shuffled order, what the Label tab's Next button walks
     through by default) or of the review queue ("review": saves awaiting a verdict, newest first; reviewers
     only). Only images nobody else holds, claimed for the user for claims.API_SECONDS (15 minutes; asking again
-    renews the claims on the ones still in the queue), so two people never get the same image. A save that
+    renews the claims on the ones still in the queue), so two people never get the same image; one person holds
+    at most claims.MAX_PER_PERSON (20) at once. A save that
     finishes an image, or a verdict, ends its claim (/label_image)."""
     try:
-        n = max(0, min(_whole(n, "n"), 1_000))
-        if queue not in NEXT_QUEUES:
+        n = max(0, min(_whole(n, "n"), claims.MAX_PER_PERSON))
+        if not isinstance(queue, str) or queue not in NEXT_QUEUES:
             raise UserError(f"queue {queue!r}: one of {', '.join(NEXT_QUEUES)}")
         if queue == "review":
             users.require(role, "review", user)
@@ -1082,7 +1085,8 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
     ``{"op": "class", ...}``, ``{"op": "assist", "box": [...]}``, ..., ``{"op": "save"}``; see
     annotator/canvas.py), as the logged-in user, and answer what each said. Without a final save nothing is
     written; a save refused because someone else saved the image meanwhile says so and writes nothing.
-    A bad message is refused by name and nothing after it is applied."""
+    A bad message is refused by name and nothing after it is applied. An image handed to someone else (a live
+    claim: db.claims) is refused whole: /next_images hands out images of one's own."""
     try:
         image_id = _whole(image_id, "image id")
         problem = id_problem(image_id)
@@ -1090,6 +1094,9 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
             raise UserError(f"no image with id {image_id}: {problem}")
         if not isinstance(ops, list) or len(ops) > MAX_API_OPS:
             raise UserError(f"ops must be a list of at most {MAX_API_OPS} edit messages")
+        holder = claims.holder(store, image_id, other_than=user)
+        if holder is not None and not holder.assigned:  # (an assignment only steers the queues)
+            raise UserError(held_note(image_id, holder, writing=True))
         # the call's own page, freed when it answers (nothing of it is kept between calls)
         page = Page("", user=user, role=role, session=LabelSession(store, image_id))  # (refuses a missing id)
         said = []

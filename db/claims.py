@@ -33,6 +33,7 @@ from db.store import Store
 PAGE_SECONDS = 300.0  # a page's claim without a sign of life (its presence poll renews it every minute)
 API_SECONDS = 900.0  # a claim handed out by /next_images (no page to renew it)
 RENEW_EVERY = 60.0  # seconds between renewals of a page's claim
+MAX_PER_PERSON = 20  # live claims one person may hold: nobody takes the whole queue (their own are renewed)
 CHUNK = 200  # candidates read per query
 MAX_NAME = 200
 
@@ -98,11 +99,14 @@ def take(store: Store, who: str, candidates: Sequence[int], ttl: float, n: int =
     nobody else holds (a live claim, or with ``assigned`` an assignment to someone else), that no proposal
     worker is proposing on right now (its new proposals would refuse their save), and that still meet
     ``where`` (conditions on Image, e.g. ``still_in(queue)``); an image ``who`` holds already counts as free
-    (its claim is renewed). Returns the images claimed, in ``candidates``' order; fewer than ``n`` when the list
+    (its claim is renewed). One person holds at most MAX_PER_PERSON images at once. Returns the images claimed, in ``candidates``' order; fewer than ``n`` when the list
     runs out. Images gone from the store are passed over."""
     who = _name(who)
     out: list[int] = []
     ids = list(dict.fromkeys(int(i) for i in candidates))
+    with store.session() as s:
+        mine = set(s.scalars(select(Claim.image_id).where(Claim.user == who, Claim.until >= utcnow())))
+    room = MAX_PER_PERSON - len(mine)  # new claims this person may still take
     for k in range(0, len(ids), CHUNK):
         if len(out) >= n:
             break
@@ -116,7 +120,7 @@ def take(store: Store, who: str, candidates: Sequence[int], ttl: float, n: int =
                 blocked |= set(s.scalars(select(Assignment.image_id).where(Assignment.image_id.in_(chunk),
                                                                           Assignment.user != who)))
             for image_id in chunk:
-                if image_id in blocked:
+                if image_id in blocked or (image_id not in mine and room <= 0):
                     continue
                 lock = select(Image.id).where(Image.id == image_id, *where,
                                               or_(Image.claimed_until.is_(None), Image.claimed_until < now))
@@ -129,6 +133,7 @@ def take(store: Store, who: str, candidates: Sequence[int], ttl: float, n: int =
                     if holder is not None and holder.user != who and holder.until >= now:
                         continue
                 _put(s, image_id, who, now, ttl)
+                room -= image_id not in mine
                 out.append(image_id)
                 if len(out) >= n:
                     break
@@ -191,6 +196,10 @@ def assign(store: Store, user: str, image_ids: Iterable[int], by: str) -> int:
     user = _name(user)
     if not user.strip():
         raise UserError("assign to whom? give a user name")
+    from db import users
+
+    if users.count(store) and users.role_of(store, user) is None:  # with logins: only to an account
+        raise UserError(f"no account named {user!r} (app.py user list); nothing assigned")
     ids = sorted(set(int(i) for i in image_ids))
     now = utcnow()
     with store.transaction() as s:

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db.errors import UserError
-from db.schema import ROLES, User
+from db.schema import ROLES, Assignment, Claim, User
 from db.store import Store
 
 # OWASP's minimum for scrypt: N=2^17, r=8, p=1 (128 MiB of memory, about a third of a second a hash)
@@ -154,9 +154,12 @@ def set_password(store: Store, name: str, password: str) -> None:
 
 
 def remove(store: Store, name: str) -> None:
+    """Remove the account; the images it held or was assigned are free for the others at once."""
     with store.transaction() as s:
         if s.execute(delete(User).where(User.name == name)).rowcount != 1:
             raise UserError(f"no user {name!r}")
+        s.execute(delete(Claim).where(Claim.user == name))
+        s.execute(delete(Assignment).where(Assignment.user == name))
 
 
 def accounts(store: Store) -> list[Account]:

@@ -129,3 +129,26 @@ def test_labels_sent_back_go_back_to_whoever_saved_them_and_reviewers_are_handed
     assert ui.next_images(proposed_store, 1, "bob") == [image_id]
     with pytest.raises(ui.gr.Error, match="queue 'later'"):
         ui.next_images(proposed_store, 1, "bob", "later")
+
+
+def test_nobody_takes_the_whole_queue_or_writes_to_an_image_handed_to_someone_else(proposed_store, monkeypatch):
+    from db import users
+
+    mine = ui.next_images(proposed_store, 10 ** 30, "ann")
+    assert len(mine) == min(claims.MAX_PER_PERSON, len(annotations.queue(proposed_store)))
+    assert ui.next_images(proposed_store, 5, "ann") == mine[:5]  # her own, renewed: no more taken
+    with pytest.raises(ui.gr.Error, match=f"image {mine[0]} is handed to ann"):
+        ui.label_image(proposed_store, None, mine[0], [{"op": "save"}], "bob")
+    with pytest.raises(ui.gr.Error, match="queue"):
+        ui.next_images(proposed_store, 1, "bob", {"a": 1})
+    done = mine[1]
+    ui.label_image(proposed_store, None, done, [{"op": "reject_rest"}, {"op": "save"}], "ann")
+    with pytest.raises(ui.gr.Error, match="is done: its labels are finished"):
+        ui.label_image(proposed_store, None, done, [{"op": "propose_again"}], "ann")
+    monkeypatch.setattr(users, "SCRYPT_N", 2 ** 10)
+    users.add(proposed_store, "ann", "labeler", "ann-password")
+    with pytest.raises(UserError, match="no account named 'ghost'"):
+        claims.assign(proposed_store, "ghost", [done], by="boss")
+    claims.assign(proposed_store, "ann", [mine[2]], by="boss")
+    users.remove(proposed_store, "ann")  # her claims and assignments go with her account
+    assert claims.who_holds_what(proposed_store) == []
