@@ -125,7 +125,8 @@ def take(store: Store, who: str, candidates: Sequence[int], ttl: float, n: int =
                 lock = select(Image.id).where(Image.id == image_id, *where,
                                               or_(Image.claimed_until.is_(None), Image.claimed_until < now))
                 if postgres:  # another person taking this image right now: pass over it, never wait
-                    lock = lock.with_for_update(skip_locked=True)
+                    lock = lock.with_for_update(skip_locked=True, key_share=True)
+                    # (FOR NO KEY UPDATE: a row that a new claim or review row only refers to is not passed over)
                 if s.scalar(lock) is None:
                     continue
                 if postgres:  # under the lock: a claim committed since the read above counts
