@@ -261,13 +261,6 @@ def who_holds_what(store: Store, shown: int = 5) -> list[PersonHolds]:
             for u in sorted(set(by) | set(counts))]
 
 
-def forget_expired(store: Store, older_than: float = 86400.0) -> int:
-    """Delete claims expired for over ``older_than`` seconds (an expired claim holds nothing; this only keeps
-    the table small)."""
-    with store.transaction() as s:
-        return s.execute(delete(Claim).where(Claim.until < utcnow() - dt.timedelta(seconds=older_than))).rowcount
-
-
 
 MAX_LISTED_IDS = 100_000
 

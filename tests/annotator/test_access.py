@@ -25,18 +25,11 @@ from db.errors import UserError
 from db.schema import MAX_ID
 from tests.annotator.conftest import free_port
 from tests.stores import cli_args
+from tests.annotator.test_roles import cheap_kdf  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 PW = {"lena": "lena-labels", "ada": "ada-admins", "adam": "adam-admins", "root": "root-secret"}
 MAX_FILE, BUDGET, FILES = 0.2, 0.25, 4  # MiB per file, MiB and files per login
-
-
-@pytest.fixture(scope="module")
-def cheap_kdf():
-    mp = pytest.MonkeyPatch()
-    mp.setattr(users, "SCRYPT_N", 2 ** 10)  # verify reads the cost from each stored hash
-    yield
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
