@@ -126,8 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune the model on the accepted labels")
     _store_args(p)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training labels (default: as many as fit in --max-minutes; 10 without it)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="train for this long (the learning-rate schedule is planned over it), or stop at --epochs "
+                        "if that comes first")
     p.add_argument("--size", choices=["full", "tiny"], default=None,
                    help="model configuration (default: the active model's; tiny when there is none)")
     p.add_argument("--promote", choices=["better", "always"], default="better")
@@ -330,7 +333,7 @@ def _propose_worker(store, options, args) -> int:
 
 
 def cmd_train(args) -> int:
-    from model.api import TrainOptions, quality_verdict, skipped_lines, train_job
+    from model.api import DEFAULT_EPOCHS, TrainOptions, quality_verdict, skipped_lines, train_job
 
     store = open_store(args)
     # a tiny model never starts from the COCO networks: no download to try, nothing to say
@@ -358,7 +361,9 @@ def cmd_train(args) -> int:
 
     def echo(p):
         if not said["started"]:  # the job exists now (a second one is refused before this)
-            print(f"fine-tuning for {opts.epochs} epoch(s){limit}; the held-out evaluation follows", file=sys.stderr)
+            what = (f"for {opts.max_minutes:g} min" if opts.epochs is None and opts.max_minutes else
+                    f"for {opts.epochs or DEFAULT_EPOCHS} epoch(s){limit}")
+            print(f"fine-tuning {what}; the held-out evaluation follows", file=sys.stderr)
             said["started"] = True
         if not tty:  # a log: one plain line per phase and every 30 s
             now = time.monotonic()

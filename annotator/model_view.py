@@ -194,12 +194,22 @@ def start_job(store: Store, epochs, minutes, size,
     if problem:  # refused here, not by a job that fails seconds later (a running job is named below)
         return escape(problem), None
     try:
-        opts = api.TrainOptions(epochs=int(epochs or 10), max_minutes=float(minutes) if minutes else None,
+        opts = api.TrainOptions(epochs=_whole(epochs), max_minutes=float(minutes) if minutes else None,
                                 size=size or None, device=options.device, weights=options.weights)
         job_id = api.start_training_process(store, opts)
     except UserError as e:
         return escape(e), None
     return f"**Job {job_id}: queued** — starting the training process", job_id
+
+
+def _whole(value) -> int | None:
+    """A number field's value as a whole number; blank (or 0) is None."""
+    if value in (None, "", 0):
+        return None
+    f = float(value)
+    if not f.is_integer():
+        raise UserError(f"epochs {value!r}: give a whole number, or leave it blank to train for the minutes given")
+    return int(f)
 
 
 def cancel_latest(store: Store) -> str:

@@ -869,8 +869,9 @@ def export_tab(store: Store, exports: store_view.ExportFolder, roles: Roles):
 
 def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follower | None = None):
     with gr.Row() as train_row:
-        epochs = gr.Number(value=10, label="Epochs", precision=0, elem_id="train-epochs")
-        minutes = gr.Number(value=5, label="At most minutes", elem_id="train-minutes")
+        minutes = gr.Number(value=5, label="Minutes to train", elem_id="train-minutes", minimum=0)
+        epochs = gr.Number(value=None, label="Or stop after epochs (blank: use the minutes)", precision=0,
+                           elem_id="train-epochs", minimum=0)
         size = gr.Radio(["tiny", "full"], value=None, label="Size (blank: the active model's)", elem_id="train-size")
         start = gr.Button("Fine-tune", variant="primary", elem_id="btn-finetune")
         cancel = gr.Button("Cancel", variant="stop", elem_id="btn-cancel")

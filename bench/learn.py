@@ -83,6 +83,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["maskloop", "plain"], default=None)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="maskloop side only: train this many epochs instead of the minutes (to compare settings "
+                         "at equal iterations on a busy machine; not a time-budget figure)")
     ap.add_argument("--data", choices=["shapes", "demo"], default="shapes",
                     help="shapes: model.synthetic.make_shapes_coco (default); demo: the demo's generator")
     a = ap.parse_args()
@@ -93,8 +96,8 @@ def main() -> None:
         print(f"{n_train} training images, {n_held} held out, {a.image_size} px; {a.minutes} minutes each", flush=True)
         if a.only in (None, "maskloop"):
             t = time.monotonic()
-            r = fine_tune(store, TrainOptions(size="tiny", epochs=10_000, max_minutes=a.minutes, seed=a.seed,
-                                              device="cpu"))
+            r = fine_tune(store, TrainOptions(size="tiny", epochs=a.epochs,
+                                              max_minutes=None if a.epochs else a.minutes, seed=a.seed, device="cpu"))
             results["maskloop"] = (r.metrics, r.iterations, time.monotonic() - t)
             print(f"maskloop fine_tune: {r.iterations} iterations, {time.monotonic() - t:.0f} s with evaluation: "
                   f"{_fmt(r.metrics)}", flush=True)

@@ -77,6 +77,7 @@ DRAW_S, BOX_S, CLICK_S = 79.0, 7.0, 1.0
 ACCEPT_IOU, ACCEPT_OKS, MATCH_IOU = 0.85, 0.75, 0.5
 PROPOSE_MIN_SCORE = 0.3  # app.py propose's default --min-score; the canvas shows every proposal (min score 0)
 WORSE_BY = 0.01  # a promoted version whose test segm AP is this much under the one it replaced is "worse"
+MISSED_BY = 0.02  # a refused version whose test segm AP is this much over the active one's was "missed"
 
 
 # --- effort accounting --------------------------------------------------------------------------------------
@@ -415,7 +416,7 @@ def train_round(store: Store, data: Data, options: api.ModelOptions, a, r: int, 
     worse = bool(res.promoted and before.get("segm") is not None
                  and new_test.get("segm", 0.0) < before["segm"] - WORSE_BY)
     missed = bool(not res.promoted and new_test.get("segm") is not None
-                  and new_test["segm"] > (before.get("segm") or 0.0) + WORSE_BY)
+                  and new_test["segm"] > (before.get("segm") or 0.0) + MISSED_BY)
     proposed = {}
     if res.promoted:
         proposed = api.propose_images(store, annotations.images_to_propose(store), options,
@@ -438,7 +439,9 @@ def _fmt(m: dict) -> str:
 
 # --- the report -----------------------------------------------------------------------------------------------
 
-def report(results: dict, a, seconds: float, out: Path) -> None:
+def report(results: dict, a, seconds: float, out: Path, runs: dict[int, dict] | None = None) -> None:
+    """docs/loop.md: with ``runs`` (several seeds), the targets over the seeds first, then the first seed in
+    full and every seed's fine-tunes."""
     plots = out.parent / out.stem
     main, rand = results["shuffled"], results.get("uncertainty")
     last = main["rounds"][-1]
@@ -457,24 +460,30 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
         f"on {platform.node() or 'this machine'} ({platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, CPU), in {seconds / 60:.1f} minutes. {a.rounds} rounds of {a.per_round} images, "
         f"a fine-tune of about {a.iterations} iterations (`--size tiny`) after each round but the last, "
-        f"{a.pool} images in the pool and {a.test} in the fixed test set, {a.size} px, seed {a.seed}.",
+        f"{a.pool} images in the pool and {a.test} in the fixed test set, {a.size} px, "
+        + (f"seeds {', '.join(map(str, runs))} (each its own data, labeler order and training)." if runs else
+           f"seed {a.seed}."),
         "",
         "How the simulated labeler decides and what each action costs: the docstring of `bench/loop.py` (unit "
         f"costs: drawing an instance {DRAW_S:.0f} s, a box {BOX_S:.0f} s, a click {CLICK_S:.0f} s, repainting "
         f"a share of an object that share of {DRAW_S:.0f} s). Accepted unchanged: mask IoU >= {ACCEPT_IOU}, the "
         f"right class, keypoint OKS >= {ACCEPT_OKS}.",
         "",
+    ]
+    if runs:
+        lines += over_seeds(runs) + [f"# Seed {a.seed} in full", ""]
+    lines += [
         "## Against the targets",
         "",
         f"- Effort per image in the last round: {last['effort']['seconds']:.1f} s against {last['unassisted']['seconds']:.1f} s "
-        f"unassisted: {ratio:.2f} of it (target: at most 0.33)." if ratio is not None else "- No last round.",
+        f"unassisted: {ratio:.2f} of it (target: at most 0.25)." if ratio is not None else "- No last round.",
         f"- Test segm AP by round: {', '.join('-' if x is None else f'{x:.3f}' for x in segm)}: "
         + ("rising round over round." if rising else
            ("not rising every round: it never falls, and stays where it was in a round whose fine-tune was not "
             "promoted." if not falling else "falling in some round.") if rising is False else "one round only."),
         f"- Versions promoted that were worse on the test set (by more than {WORSE_BY}): "
         + (", ".join(map(str, worse)) if worse else "none") + ".",
-        f"- Versions not promoted that were better on the test set (by more than {WORSE_BY}): "
+        f"- Versions not promoted that were better on the test set (by more than {MISSED_BY}): "
         + (", ".join(map(str, missed)) if missed else "none") + ".",
     ]
     if rand is not None:
@@ -490,13 +499,14 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
               "split of the store decides promotion; the test set only reports):", "",
               "| arm | after round | version | iterations | seconds | promoted | its test segm AP | active's before | reason |",
               "|---|---|---|---|---|---|---|---|---|"]
-    for arm_name, arm in results.items():
-        for row in arm["rounds"]:
-            t = row.get("train")
-            if t:
-                lines.append(f"| {arm_name} | {row['round']} | {t['version']} | {t['iterations']} | {t['seconds']:.0f} | "
-                             f"{'yes' if t['promoted'] else 'no'} | {_ap(t['test_new'])} | {_ap(row['test'])} | "
-                             f"{t['reason']} |")
+    for seed, arms in (runs or {a.seed: results}).items():
+        for arm_name, arm in arms.items():
+            for row in arm["rounds"]:
+                t = row.get("train")
+                if t:
+                    lines.append(f"| {arm_name}{f' (seed {seed})' if runs else ''} | {row['round']} | {t['version']} | "
+                                 f"{t['iterations']} | {t['seconds']:.0f} | {'yes' if t['promoted'] else 'no'} | "
+                                 f"{_ap(t['test_new'])} | {_ap(row['test'])} | {t['reason']} |")
     lines += ["", "## The product's own review measures for the same saves (default queue)", "",
               "What the Model tab shows, computed from the review rows the saves above wrote (seconds here are the "
               "simulation's compute time, not a person's):", "",
@@ -513,6 +523,10 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
                      "v1 only, no fine-tuning": [(x, row["fixed"]["seconds"] if row["fixed"] else None)
                                                  for x, row in zip(xs, main["rounds"])]}
     ap_series = {"shuffled queue": [(x, row["test"].get("segm")) for x, row in zip(xs, main["rounds"])]}
+    for seed, arms in (runs or {}).items():
+        if seed != a.seed:
+            ap_series[f"shuffled queue, seed {seed}"] = [(row["round"], row["test"].get("segm"))
+                                                         for row in arms["shuffled"]["rounds"]]
     if rand is not None:
         effort_series["maskloop (uncertain first)"] = [(row["round"], row["effort"]["seconds"]) for row in rand["rounds"]]
         ap_series["uncertain first"] = [(row["round"], row["test"].get("segm")) for row in rand["rounds"]]
@@ -539,7 +553,7 @@ def report(results: dict, a, seconds: float, out: Path) -> None:
               "makes later versions look worse than they are.",
               ""]
     out.write_text("\n".join(lines), encoding="utf-8")
-    (plots / "results.json").write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
+    (plots / "results.json").write_text(json.dumps(runs or results, indent=1, default=float), encoding="utf-8")
 
 
 def _ap(m: dict) -> str:
@@ -573,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=60, help="images in the fixed test set")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None,
+                    help="several seeds, comma-separated (e.g. 0,1,2): each runs the whole loop on its own data; "
+                         "the report opens with the targets over the seeds (mean and spread), then seed by seed")
     ap.add_argument("--orders", default="shuffled,uncertainty", help="queue orders to run, comma-separated")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 images, 8 iterations: a smoke test")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "loop.md")
@@ -584,20 +601,79 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--orders: shuffled first, then optionally uncertainty")
     if min(a.rounds, a.per_round, a.iterations, a.pool, a.test) < 1 or a.rounds * a.per_round > a.pool:
         ap.error("--rounds x --per-round must fit in --pool, every count at least 1")
-    torch.manual_seed(a.seed)
+    try:
+        seeds = [int(x) for x in a.seeds.split(",") if x.strip()] if a.seeds else [a.seed]
+    except ValueError:
+        ap.error(f"--seeds {a.seeds!r}: whole numbers, comma-separated")
+    if not seeds or len(set(seeds)) != len(seeds):
+        ap.error("--seeds: at least one, none twice")
     t0 = time.monotonic()
 
     def log(msg: str) -> None:
         print(f"{time.monotonic() - t0:7.0f}s {msg}", flush=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        data = make_data(root, a.pool, a.test, a.size, a.seed)
-        results = {o: run_arm(o, data, root, a, with_fixed_baseline=o == "shuffled", log=log) for o in orders}
+    runs = {}
+    for seed in seeds:
+        a.seed = seed
+        torch.manual_seed(seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            data = make_data(root, a.pool, a.test, a.size, seed)
+            runs[seed] = {o: run_arm(o, data, root, a, with_fixed_baseline=o == "shuffled", log=log) for o in orders}
+        log(f"seed {seed} done")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    report(results, a, time.monotonic() - t0, a.out)
+    a.seed = seeds[0]
+    report(runs[seeds[0]], a, time.monotonic() - t0, a.out, runs if len(seeds) > 1 else None)
     log(f"wrote {a.out}")
     return 0
+
+
+def over_seeds(runs: dict[int, dict]) -> list[str]:
+    """The targets over several seeds: the last round's effort against unassisted, test segm AP by round,
+    and the promotion decisions the test set disagrees with; mean and spread (sample standard deviation,
+    min to max), seed by seed."""
+    def spread(xs: list[float]) -> str:
+        xs = [x for x in xs if x is not None]
+        if not xs:
+            return "-"
+        sd = float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+        return f"{np.mean(xs):.3f} ± {sd:.3f} ({min(xs):.3f} to {max(xs):.3f})"
+
+    ratios, rises, worse, missed, rows = [], [], [], [], []
+    for seed, arms in runs.items():
+        arm = arms["shuffled"]
+        last = arm["rounds"][-1]
+        ratio = last["effort"]["seconds"] / last["unassisted"]["seconds"] if last["unassisted"]["seconds"] else None
+        segm = [row["test"].get("segm") if row["test"] else None for row in arm["rounds"]]
+        known = [x for x in segm if x is not None]
+        rise = all(b > x for x, b in zip(known, known[1:]))
+        trains = [row["train"] for row in arm["rounds"] if row.get("train")]
+        w = [f"v{t['version']}" for t in trains if t["worse"]]
+        m = [f"v{t['version']}" for t in trains if t["missed"]]
+        ratios.append(ratio)
+        rises.append(rise)
+        worse += w
+        missed += m
+        rows.append(f"| {seed} | {'-' if ratio is None else f'{ratio:.3f}'} | "
+                    f"{', '.join('-' if x is None else f'{x:.3f}' for x in segm)} | {'yes' if rise else 'no'} | "
+                    f"{sum(t['promoted'] for t in trains)} of {len(trains)} | {', '.join(w) or 'none'} | "
+                    f"{', '.join(m) or 'none'} |")
+    n_rounds = max(len(arms["shuffled"]["rounds"]) for arms in runs.values())
+    per_round = [spread([arms["shuffled"]["rounds"][k]["test"].get("segm")
+                         for arms in runs.values() if k < len(arms["shuffled"]["rounds"])
+                         and arms["shuffled"]["rounds"][k]["test"]]) for k in range(n_rounds)]
+    return [
+        f"## Over {len(runs)} seeds (the default shuffled queue)", "",
+        f"- Last-round effort against unassisted: {spread(ratios)} (target: at most 0.25 in every seed).",
+        f"- Test segm AP rising in every round that had a model before it: {sum(rises)} of {len(runs)} seeds.",
+        f"- Promoted versions worse on the test set by more than {WORSE_BY}: {len(worse)} (target: none).",
+        f"- Refused versions better on the test set by more than {MISSED_BY}: {len(missed)} (target: none).",
+        "", "Test segm AP by round (mean ± sample standard deviation, min to max, over the seeds): "
+        + "; ".join(f"round {k + 1}: {v}" for k, v in enumerate(per_round)) + ".", "",
+        "| seed | last-round effort / unassisted | test segm AP by round | rising | promoted | promoted but worse "
+        "| refused but better |", "|---|---|---|---|---|---|---|"] + rows + [
+        "", "Each seed's fine-tunes, with the share of held-out resamples that decided them, are in the "
+        "*Fine-tunes* tables below.", ""]
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ from model.demo import fill_demo
 from model.options import ModelOptions
 from model.data import UnusableImage, read_pixels, store_category_map
 from model.predict import Predictor, active_version, ensure_round0, images_to_propose, propose
-from model.train import (Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions,
+from model.train import (DEFAULT_EPOCHS, Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions,
                          training_data_problem)
 
-__all__ = ["ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor", "Instances", "quality_verdict",
+__all__ = ["DEFAULT_EPOCHS", "ModelOptions", "TrainOptions", "TrainResult", "Progress", "Predictor", "Instances", "quality_verdict",
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
            "list_versions", "training_data_problem", "active_version", "active_predictor", "predictor", "propose_images",
            "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box", "assist_point",
@@ -77,7 +77,7 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
     except BaseException as e:
         jobs.set_state(store, job_id, "failed", f"{type(e).__name__}: {e}")
         raise
-    verdict = "promoted to active" if result.promoted else "not promoted (not better than the active model beyond the noise)"
+    verdict = "promoted to active" if result.promoted else "not promoted (not better than the active model on the held-out images: see the version's reason)"
     left_out = (f"; {len(result.skipped)} image(s) the model cannot use were left out (the Dataset tab lists them)"
                 if result.skipped else "")
     jobs.set_state(store, job_id, "done", f"version {result.version_id} {verdict}{left_out}", progress=1.0,

@@ -46,8 +46,10 @@ def instances_from_output(out: dict[str, torch.Tensor], height: int, width: int,
     boxes, scores = boxes_t.cpu().numpy(), pick(out["scores"]).float().cpu().numpy()
     labels = labels[keep]
     if "mask_probs" in out:
-        crops, x0, y0 = paste_masks(pick(out["mask_probs"]), boxes_t, height, width, mask_threshold)
-        rles: list = mask_codec.encode_crops(crops, x0, y0, height, width)
+        rles: list = [None] * len(keep)
+        for at, crops, x0, y0 in paste_masks(pick(out["mask_probs"]), boxes_t, height, width, mask_threshold):
+            for j, rle in zip(at, mask_codec.encode_crops(crops, x0, y0, height, width)):
+                rles[j] = rle
     elif "masks" in out:  # full-size probabilities: thresholded and made column-major on the device
         binary = (pick(out["masks"])[:, 0] > mask_threshold).transpose(1, 2).contiguous().cpu().numpy()
         zero = np.zeros(len(keep), np.int64)
@@ -149,16 +151,18 @@ def merge_person_keypoints(inst: Instances, kp_out: dict[str, torch.Tensor], per
 
 
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int, threshold: float = 0.5,
-                max_elements: int = 1 << 25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                max_elements: int = 1 << 25) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """The mask head's (N, M, M) probabilities resized into their boxes (N, 4, xyxy in image pixels) and
     thresholded, as torchvision's ``paste_masks_in_image`` does mask by mask (a one-pixel zero border, the
-    box scaled to match, truncated to whole pixels, bilinear resize, the part inside the image), but for all
-    masks at once on their device and only over each box: returns ``(crops, x0, y0)``, the crops (N, Wc, Hc)
-    bool column-major on the host (one copy), for ``db.masks.encode_crops``. Chunks keep the work under
-    ``max_elements`` values."""
+    box scaled to match, truncated to whole pixels, bilinear resize, the part inside the image), but many
+    masks at once on their device and only over each box. Returns groups ``(at, crops, x0, y0)``: the
+    positions ``at`` of the group's masks among the N, their crops (k, Wc, Hc) bool column-major on the host,
+    for ``db.masks.encode_crops``, and their top-left corners. A group holds masks of like crop size (sorted
+    by size), so one full-image detection among many small ones does not make every crop image-sized, and
+    no group holds more than ``max_elements`` values (a crop larger than that is a group of its own)."""
     n, m = probs.shape[0], probs.shape[-1]
     if n == 0:
-        return np.zeros((0, 0, 0), bool), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return []
     dev = probs.device
     padded = torch.nn.functional.pad(probs.reshape(n, m, m).float(), (1, 1, 1, 1))
     p = m + 2
@@ -172,30 +176,56 @@ def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: in
     x0, x1 = bx0.clamp(min=0), (bx1 + 1).clamp(max=width)
     y0, y1 = by0.clamp(min=0), (by1 + 1).clamp(max=height)
     cw, ch = (x1 - x0).clamp(min=0), (y1 - y0).clamp(min=0)
-    wc, hc = int(cw.max()), int(ch.max())  # one host sync for the crop size
-    out = torch.zeros((n, wc, hc), dtype=torch.bool, device=dev)
-    step = max(1, max_elements // max(1, max(p, hc) * max(wc, 1)))
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        # source coordinates of each output column (row) in the padded mask, as bilinear resizing with
-        # align_corners=False computes them: scale * (i + 0.5) - 0.5, never below 0
-        u = (x0[s:e, None] - bx0[s:e, None]) + torch.arange(wc, device=dev)[None]  # (k, wc) in the resized box
-        v = (y0[s:e, None] - by0[s:e, None]) + torch.arange(hc, device=dev)[None]
-        sx = ((float(p) / bw[s:e, None].float()) * (u.float() + 0.5) - 0.5).clamp(min=0)
-        sy = ((float(p) / bh[s:e, None].float()) * (v.float() + 0.5) - 0.5).clamp(min=0)
-        ix0, iy0 = sx.to(torch.int64).clamp(max=p - 1), sy.to(torch.int64).clamp(max=p - 1)
-        lx, ly = sx - ix0, sy - iy0
-        ix1, iy1 = (ix0 + 1).clamp(max=p - 1), (iy0 + 1).clamp(max=p - 1)
-        src = padded[s:e]  # (k, p, p): rows y, columns x
-        k = e - s
-        # along x for every padded row, then along y: (k, p, wc) -> (k, hc, wc)
-        gx0 = torch.gather(src, 2, ix0[:, None, :].expand(k, p, wc))
-        gx1 = torch.gather(src, 2, ix1[:, None, :].expand(k, p, wc))
-        rows = gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]
-        gy0 = torch.gather(rows, 1, iy0[:, :, None].expand(k, hc, wc))
-        gy1 = torch.gather(rows, 1, iy1[:, :, None].expand(k, hc, wc))
-        val = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
-        inside = ((torch.arange(wc, device=dev)[None, None, :] < cw[s:e, None, None])
-                  & (torch.arange(hc, device=dev)[None, :, None] < ch[s:e, None, None]))
-        out[s:e] = ((val > threshold) & inside).transpose(1, 2)  # column-major crops
-    return out.cpu().numpy(), x0.cpu().numpy(), y0.cpu().numpy()
+    sizes = torch.stack([cw, ch]).cpu().numpy()  # one host sync for the crop sizes
+    x0_h, y0_h = x0.cpu().numpy(), y0.cpu().numpy()
+    groups = []
+    for at in _like_sized(sizes[0], sizes[1], max_elements, p):
+        sel = torch.as_tensor(at, device=dev)
+        wc, hc = int(sizes[0][at].max()), int(sizes[1][at].max())
+        crops = _paste(padded.index_select(0, sel), bx0[sel], by0[sel], bw[sel], bh[sel], x0[sel], y0[sel],
+                       cw[sel], ch[sel], wc, hc, threshold)
+        groups.append((at, crops.cpu().numpy(), x0_h[at], y0_h[at]))
+    return groups
+
+
+def _like_sized(cw: np.ndarray, ch: np.ndarray, max_elements: int, rows: int) -> list[np.ndarray]:
+    """Positions grouped for pasting: sorted by crop area, a group grows while its allocation (k x widest x
+    tallest, at least ``rows`` tall: the resize's intermediate) stays under ``max_elements`` and under twice
+    its crops' own pixels plus 4096 a crop (a little padding, not a full image's worth for a small box)."""
+    order = np.argsort(cw.astype(np.int64) * ch, kind="stable")
+    groups, cur, w, h, area = [], [], 0, 0, 0
+    for i in order:
+        nw, nh, na = max(w, int(cw[i])), max(h, int(ch[i])), area + int(cw[i]) * int(ch[i])
+        alloc = (len(cur) + 1) * nw * max(nh, rows)
+        if cur and (alloc > max_elements or alloc > 2 * na + 4096 * (len(cur) + 1)):
+            groups.append(np.array(cur, np.int64))
+            cur, nw, nh, na = [], int(cw[i]), int(ch[i]), int(cw[i]) * int(ch[i])
+        cur.append(int(i))
+        w, h, area = nw, nh, na
+    if cur:
+        groups.append(np.array(cur, np.int64))
+    return groups
+
+
+def _paste(padded, bx0, by0, bw, bh, x0, y0, cw, ch, wc: int, hc: int, threshold: float) -> torch.Tensor:
+    """One group of ``paste_masks``: (k, wc, hc) bool column-major crops on the masks' device."""
+    dev, p, k = padded.device, padded.shape[-1], padded.shape[0]
+    # source coordinates of each output column (row) in the padded mask, as bilinear resizing with
+    # align_corners=False computes them: scale * (i + 0.5) - 0.5, never below 0
+    u = (x0[:, None] - bx0[:, None]) + torch.arange(wc, device=dev)[None]  # (k, wc) in the resized box
+    v = (y0[:, None] - by0[:, None]) + torch.arange(hc, device=dev)[None]
+    sx = ((float(p) / bw[:, None].float()) * (u.float() + 0.5) - 0.5).clamp(min=0)
+    sy = ((float(p) / bh[:, None].float()) * (v.float() + 0.5) - 0.5).clamp(min=0)
+    ix0, iy0 = sx.to(torch.int64).clamp(max=p - 1), sy.to(torch.int64).clamp(max=p - 1)
+    lx, ly = sx - ix0, sy - iy0
+    ix1, iy1 = (ix0 + 1).clamp(max=p - 1), (iy0 + 1).clamp(max=p - 1)
+    # along x for every padded row, then along y: (k, p, wc) -> (k, hc, wc)
+    gx0 = torch.gather(padded, 2, ix0[:, None, :].expand(k, p, wc))
+    gx1 = torch.gather(padded, 2, ix1[:, None, :].expand(k, p, wc))
+    rows = gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]
+    gy0 = torch.gather(rows, 1, iy0[:, :, None].expand(k, hc, wc))
+    gy1 = torch.gather(rows, 1, iy1[:, :, None].expand(k, hc, wc))
+    val = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
+    inside = ((torch.arange(wc, device=dev)[None, None, :] < cw[:, None, None])
+              & (torch.arange(hc, device=dev)[None, :, None] < ch[:, None, None]))
+    return ((val > threshold) & inside).transpose(1, 2)  # column-major crops

@@ -179,21 +179,24 @@ class Comparison:
     share: float  # of resamples in which the new model scored higher
     resamples: int
     images: int
+    needs: float = 0.9  # the share it needed
 
     def reason(self) -> str:
         return (f"better than the active model on {100 * self.share:.0f} % of {self.resamples} resamples of the "
-                f"{self.images} held-out images (promotion needs {100 * PROMOTE_SHARE:.0f} %)")
+                f"{self.images} held-out images (promotion needs {100 * self.needs:.0f} %)")
 
 
-PROMOTE_SHARE = 0.9
+PROMOTE_SHARE = 0.9  # a new start (another size, other weights) must beat the active model beyond the noise
+CONTINUE_SHARE = 0.5  # a continuation of the active model on at least its labels: not worse, point for point
 RESAMPLES = 200
 
 
-def better_beyond_noise(new: Evaluation, old: Evaluation, resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
+def better_beyond_noise(new: Evaluation, old: Evaluation, resamples: int = RESAMPLES, seed: int = 0,
+                        needs: float = PROMOTE_SHARE) -> Comparison:
     """Is ``new`` better than ``old`` beyond the noise of the held-out split? A paired bootstrap: the
     held-out images are resampled with replacement ``resamples`` times, both models scored (the mean of
     their APs, ``summary_score``) on each resample, and ``new`` wins when it scores higher on at least
-    ``PROMOTE_SHARE`` of them. Both evaluations must be of the same held-out images."""
+    ``needs`` of them. Both evaluations must be of the same held-out images."""
     n = new.n_images
     if n != old.n_images:
         raise ValueError("the two evaluations are of different held-out images")
@@ -204,7 +207,7 @@ def better_beyond_noise(new: Evaluation, old: Evaluation, resamples: int = RESAM
         a, b = summary_score(new.resampled(idx)), summary_score(old.resampled(idx))
         wins += a is not None and (b is None or a > b)
     share = wins / max(1, resamples)
-    return Comparison(share >= PROMOTE_SHARE, share, resamples, n)
+    return Comparison(share >= needs, share, resamples, n, needs)
 
 
 def summary_score(metrics: dict[str, float | None] | None) -> float | None:

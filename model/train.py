@@ -36,7 +36,7 @@ class Cancelled(Exception):
 
 @dataclasses.dataclass
 class TrainOptions:
-    epochs: int = 10
+    epochs: int | None = None  # None: as many as fit in max_minutes (DEFAULT_EPOCHS without a time limit)
     max_minutes: float | None = None
     size: str | None = None  # None: the active model's size (tiny when there is none)
     promote: str = "better"  # better | always
@@ -50,6 +50,15 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     weights: str = "coco"  # round-0 weights (ModelOptions.weights): a full model starts from them
+
+    def __post_init__(self):
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or self.epochs < 1):
+            raise UserError(f"epochs {self.epochs!r}: give a whole number of at least 1, or leave it out to train "
+                            "for the minutes given")
+        if self.max_minutes is not None and not (isinstance(self.max_minutes, (int, float))
+                                                 and math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise UserError(f"max minutes {self.max_minutes!r}: give a positive number of minutes")
 
     @property
     def model_options(self) -> ModelOptions:
@@ -79,6 +88,17 @@ class TrainResult:
 
 
 PLAN_PROBE = 8  # iterations timed to plan a run that a time limit binds
+REPLAN_AT = (PLAN_PROBE, 4 * PLAN_PROBE, 16 * PLAN_PROBE)  # the plan is made again from the rate so far
+DEFAULT_EPOCHS = 10  # without --epochs and without a time limit
+UNBOUNDED = 10 ** 9  # iterations of a run that only its time limit ends
+
+
+def iterations_for(opts: TrainOptions, batches_per_epoch: int) -> int:
+    """The most iterations a run may take: its epochs; with a time limit and no epochs, as many as fit in
+    the time (the plan is made from the measured rate, ``train_loop``); neither: DEFAULT_EPOCHS."""
+    if opts.epochs is None and opts.max_minutes:
+        return UNBOUNDED
+    return max(1, (opts.epochs or DEFAULT_EPOCHS) * batches_per_epoch)
 
 
 def lr_factor(it: int, planned: int, warmup: int) -> float:
@@ -94,8 +114,10 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     """Iterate over ``loader`` until ``total_iters`` or the deadline; returns the loss curve [[it, loss]].
 
     With a deadline, the first ``PLAN_PROBE`` iterations are timed and the run is planned to the number of
-    iterations that fit (never more than ``total_iters``): the schedule decays over that plan. One host
-    sync per iteration (the losses, read once for the curve, the progress and the divergence check). With
+    iterations that fit (never more than ``total_iters``), planned again at each of ``REPLAN_AT`` from the
+    rate since the plan before (the first iterations are slow: allocators, caches): the schedule decays over
+    that plan. One host sync per iteration (the losses, read once for the curve, the progress and the
+    divergence check). With
     ``dist`` (several processes) the processes agree every iteration on the plan and on a cancel. An image the
     loader could not read (``TrainDataset`` gives None for it) is left out of its batch and named in
     ``skipped`` (image id -> reason); a batch left empty is no iteration."""
@@ -110,15 +132,16 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
             optim = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay)
     else:
         raise UserError(f"--optimizer {opts.optimizer!r}: choose adamw or sgd")
-    warm = max(1, min(opts.warmup_iters, total_iters // 5))
     planned = total_iters
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda it: lr_factor(it, planned, warm))
+    sched = torch.optim.lr_scheduler.LambdaLR(  # (reads ``planned`` as it is planned again)
+        optim, lambda it: lr_factor(it, planned, max(1, min(opts.warmup_iters, planned // 5))))
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     model.train().to(device)
     curve: list[list[float]] = []
     it = 0
     t0 = time.monotonic()
+    mark, pace = (t0, 0), 0.0  # (time, iteration) of the last plan; seconds per iteration since the one before
     while it < planned:
         for images, targets in loader:
             if any(i is None for i in images):
@@ -146,17 +169,20 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
             scaler.update()
             sched.step()
             it += 1
-            elapsed = max(time.monotonic() - t0, 1e-6)
-            if deadline is not None and it == min(PLAN_PROBE, planned):  # plan to what the time limit allows
-                planned = min(total_iters, it + max(0, int((deadline - time.monotonic()) / (elapsed / it))))
+            now = time.monotonic()
+            elapsed = max(now - t0, 1e-6)
+            rate = pace or elapsed / it
+            if deadline is not None and it in REPLAN_AT:  # plan to what the time limit allows, at the rate
+                pace = max(now - mark[0], 1e-6) / (it - mark[1])  # since the last plan (the first are slow)
+                mark, rate = (now, it), pace
+                planned = min(total_iters, it + max(0, int((deadline - now) / rate)))
             curve.append([it, round(values[0], 5)])
-            rate = elapsed / it
             remaining = planned - it
             if deadline is not None:
                 remaining = min(remaining, max(0, int((deadline - time.monotonic()) / rate)))
             cancel = False
             try:
-                after_step(Progress(it, planned, {k: round(v, 4) for k, v in zip(losses, values[1:])},
+                after_step(Progress(it, it + remaining, {k: round(v, 4) for k, v in zip(losses, values[1:])},
                                     elapsed, remaining * rate))
             except Cancelled:
                 cancel = True
@@ -263,7 +289,7 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
     if config.size == "full" and pretrained:
         freeze_pretrained(model)  # as torchvision's references fine-tune: frozen BatchNorm and stem
     loader = train_loader(TrainDataset(train_samples, cmap, augment=True), opts, device, dist)
-    total = max(1, opts.epochs * len(loader))
+    total = iterations_for(opts, len(loader))
     deadline = time.monotonic() + opts.max_minutes * 60 if opts.max_minutes else None
 
     def after_step(p: Progress) -> None:
@@ -282,7 +308,7 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
         return None  # rank 0 evaluates and writes the version
 
     if on_progress is not None:
-        on_progress(Progress(len(curve), total, {}, time.monotonic() - t_start, 0.0, phase="evaluating"))
+        on_progress(Progress(len(curve), len(curve), {}, time.monotonic() - t_start, 0.0, phase="evaluating"))
     set_eval_size(model, config)
     new_pred = Predictor(cmap, net=model, device=opts.device)
     evaluation = comparison = None
@@ -312,7 +338,10 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
         before = ev.coco_evaluation(old_gt, old_dets, old_pred.cmap, only=shared)
     metrics = evaluation.metrics if evaluation is not None else {}
     baseline = before.metrics if before is not None else None
-    promoted, why = _should_promote(opts.promote, comparison, before, active, warnings, old_pred)
+    # a continuation: the active version trained further on at least the labels it had (the bar is lower)
+    continues = (parent is not None and active is not None and parent.id == active.id
+                 and sum(smp.image_id not in skipped for smp in train_samples) >= (active.images_used or 0))
+    promoted, why = _should_promote(opts.promote, comparison, before, active, warnings, old_pred, continues)
     if why:
         metrics = metrics | {"promotion": why}
 
@@ -414,9 +443,14 @@ def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: 
 
 
 def _should_promote(mode: str, new: ev.Evaluation | None, old: ev.Evaluation | None, active: ModelVersion | None,
-                    warnings: list[str], old_pred: Predictor | None = None) -> tuple[bool, str]:
-    """Whether the new version becomes active, and why (shown with the version): with ``better``, only when
-    it beats the active one beyond the noise of the held-out split (``evaluate.better_beyond_noise``). When
+                    warnings: list[str], old_pred: Predictor | None = None,
+                    continues: bool = False) -> tuple[bool, str]:
+    """Whether the new version becomes active, and why (shown with the version): with ``better``, a new
+    start only when it beats the active one beyond the noise of the held-out split
+    (``evaluate.better_beyond_noise``: on ``PROMOTE_SHARE`` of the resamples); a continuation (``continues``:
+    the active version trained further on at least the labels it had, what every fine-tune of the loop is)
+    when it scores higher on ``CONTINUE_SHARE`` of them: more labels rarely make a model worse, and the
+    stricter bar refused versions that were better on a test set in 3 of 10 fine-tunes (docs/loop.md). When
     the store's categories changed since the active version was trained, both are compared on the
     categories both know, and the new one (which knows them all) wins unless the active one is better there
     beyond the noise. An active version that cannot be evaluated at all is replaced, and that is said."""
@@ -440,8 +474,9 @@ def _should_promote(mode: str, new: ev.Evaluation | None, old: ev.Evaluation | N
             return False, (f"{where} better on {100 * c.share:.0f} % of {c.resamples} resamples of the {c.images} "
                            f"held-out images; make this version active to propose the new categories")
         return True, f"{where} better on only {100 * c.share:.0f} % of {c.resamples} resamples"
-    c = ev.better_beyond_noise(new, old)
-    return c.better, c.reason()
+    c = ev.better_beyond_noise(new, old, needs=ev.CONTINUE_SHARE if continues else ev.PROMOTE_SHARE)
+    return c.better, c.reason() + (f" (a continuation of version {active.id} on at least its labels)"
+                                   if continues else "")
 
 
 def _thin(curve: list[list[float]], keep: int = 400) -> list[list[float]]:

@@ -96,3 +96,29 @@ def test_quick_run_writes_the_report_and_its_plots(make_store, tmp_path, monkeyp
     for name in ("effort.png", "ap.png"):
         with Image.open(tmp_path / "loop" / name) as im:
             assert im.size == (720, 420)
+
+
+def _round(k, seconds, unassisted, segm, train=None):
+    return {"round": k, "effort": {"seconds": seconds}, "unassisted": {"seconds": unassisted},
+            "test": {} if segm is None else {"segm": segm}, **({"train": train} if train else {})}
+
+
+def _train(version, promoted, worse=False, missed=False):
+    return {"version": version, "promoted": promoted, "worse": worse, "missed": missed}
+
+
+def test_the_targets_over_seeds_count_every_seed():
+    runs = {
+        0: {"shuffled": {"rounds": [_round(1, 100, 100, None, _train(1, True)),
+                                    _round(2, 50, 100, 0.2, _train(2, True)), _round(3, 20, 100, 0.3)]}},
+        1: {"shuffled": {"rounds": [_round(1, 100, 100, None, _train(1, True)),
+                                    _round(2, 60, 100, 0.25, _train(2, False, missed=True)),
+                                    _round(3, 30, 100, 0.25)]}},
+    }
+    text = "\n".join(loop.over_seeds(runs))
+    assert "## Over 2 seeds" in text
+    assert "0.250 ± 0.071 (0.200 to 0.300)" in text  # last-round effort 0.2 and 0.3 of unassisted
+    assert "rising in every round that had a model before it: 1 of 2 seeds" in text
+    assert "Refused versions better on the test set by more than 0.02: 1 (target: none)" in text
+    assert "| 1 | 0.300 | -, 0.250, 0.250 | no | 1 of 2 | none | v2 |" in text
+    assert "round 2: 0.225 ± 0.035 (0.200 to 0.250)" in text

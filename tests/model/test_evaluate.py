@@ -74,3 +74,18 @@ def test_a_gain_that_is_luck_of_the_images_is_noise():
     assert ev.summary_score(high.metrics) > ev.summary_score(low.metrics)
     c = ev.better_beyond_noise(high, low)
     assert not c.better and 0 < c.share < ev.PROMOTE_SHARE
+
+
+def test_a_continuation_needs_only_to_score_higher_than_the_active_model_more_often_than_not():
+    """The bar for the active version trained further on at least its labels (CONTINUE_SHARE) is lower than
+    for a new start (PROMOTE_SHARE); an equal model passes neither, a worse one neither."""
+    cmap = _cmap()
+    gt, a = _case(n_images=12, shift=4.0, seed=3, det_seed=1)
+    _, b = _case(n_images=12, shift=4.5, seed=3, det_seed=2)  # a little worse: higher on 88 % of resamples
+    better, worse = ev.coco_evaluation(gt, a, cmap), ev.coco_evaluation(gt, b, cmap)
+    new_start = ev.better_beyond_noise(better, worse)
+    cont = ev.better_beyond_noise(better, worse, needs=ev.CONTINUE_SHARE)
+    assert cont.share == new_start.share and ev.CONTINUE_SHARE <= cont.share < ev.PROMOTE_SHARE
+    assert cont.better and not new_start.better and "promotion needs 50 %" in cont.reason()
+    assert not ev.better_beyond_noise(worse, better, needs=ev.CONTINUE_SHARE).better
+    assert not ev.better_beyond_noise(better, ev.coco_evaluation(gt, a, cmap), needs=ev.CONTINUE_SHARE).better

@@ -137,6 +137,8 @@ def test_tiny_model_learns_in_370_iterations_and_beats_untrained(make_store, tmp
     print(f"tiny model after {r.iterations} iterations ({r.seconds:.0f} s with evaluation): {r.metrics}")
     assert r.metrics["segm"] >= 0.3, r.metrics
     assert r.promoted and r.metrics["segm"] > r.parent_metrics["segm"]
+    assert f"a continuation of version {untrained.version_id} on at least its labels" in r.metrics["promotion"]
+    assert "promotion needs 50 %" in r.metrics["promotion"]
     assert active_version(st).id == r.version_id
     # no accuracy lost to the fast path: the same weights run as plain torchvision score the same
     fast = Predictor.for_version(st, ModelOptions(device="cpu"))
@@ -346,8 +348,40 @@ def test_a_time_limit_plans_the_iterations_that_fit(demo_store, monkeypatch):
     model = train_mod.build(train_mod.get("tiny"), train_mod.store_category_map(demo_store))
     model.register_forward_pre_hook(lambda m, args: clock.__setitem__(0, clock[0] + 2.0))  # 2 s an iteration
     curve = train_mod.train_loop(model, loader * 1000, TrainOptions(), 1000, torch.device("cpu"), 1060.0, step)
-    # planned after the timed first iterations: the 30 of 1000 that fit in 60 s (the probe's own time counts)
-    assert seen[0] == 1000 and seen[-1] == 30 and len(curve) == 30
+    # the 30 of 1000 that fit in 60 s (the probe's own time counts), said from the first iteration on
+    assert seen[0] == 30 and seen[-1] == 30 and len(curve) == 30
+
+
+def test_minutes_without_epochs_train_for_the_minutes(demo_store, monkeypatch):
+    """--max-minutes alone uses its time (it used to stop at the default 10 epochs), and the plan follows the
+    measured rate: iterations that get faster after the first ones are planned again (at 32 and 128)."""
+    assert train_mod.iterations_for(TrainOptions(), 7) == 70  # neither: the default 10 epochs
+    assert train_mod.iterations_for(TrainOptions(epochs=2, max_minutes=5), 7) == 14  # epochs first, if sooner
+    assert train_mod.iterations_for(TrainOptions(max_minutes=5), 7) == train_mod.UNBOUNDED
+    clock = [1000.0]
+    monkeypatch.setattr(train_mod.time, "monotonic", lambda: clock[0])
+    loader = [([torch.rand(3, 64, 64)], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                                          "masks": torch.zeros(0, 64, 64, dtype=torch.uint8),
+                                          "keypoints": torch.zeros(0, 17, 3)}])]
+    model = train_mod.build(train_mod.get("tiny"), train_mod.store_category_map(demo_store))
+    calls = [0]
+
+    def tick(m, args):  # 5 s for each of the first 8 iterations, then 1 s
+        calls[0] += 1
+        clock[0] += 5.0 if calls[0] <= 8 else 1.0
+
+    model.register_forward_pre_hook(tick)
+    opts = TrainOptions(max_minutes=4)
+    curve = train_mod.train_loop(model, loader, opts, train_mod.iterations_for(opts, len(loader)),
+                                 torch.device("cpu"), 1000.0 + 240, lambda p: None)
+    assert len(curve) == 8 + 200  # 40 s for the first 8, then 1 s each to the end of the 4 minutes
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(epochs=2.5), dict(max_minutes=float("nan")),
+                                 dict(max_minutes=-1), dict(max_minutes=float("inf"))])
+def test_training_options_that_make_no_sense_are_refused_by_name(bad):
+    with pytest.raises(UserError, match="epochs|minutes"):
+        TrainOptions(**bad)
 
 
 def test_a_category_added_after_training_leaves_the_model_proposing_the_others(make_store, tmp_path):
