@@ -333,7 +333,7 @@ def _propose_worker(store, options, args) -> int:
 
 
 def cmd_train(args) -> int:
-    from model.api import DEFAULT_EPOCHS, TrainOptions, quality_verdict, skipped_lines, train_job
+    from model.api import DEFAULT_EPOCHS, TrainOptions, measured, quality_verdict, skipped_lines, train_job
 
     store = open_store(args)
     # a tiny model never starts from the COCO networks: no download to try, nothing to say
@@ -396,7 +396,10 @@ def cmd_train(args) -> int:
     print(f"verdict: {quality_verdict(r.metrics)}")
     why = r.metrics.get("promotion")
     print(("promoted to active" if r.promoted else "not promoted: not better than the active model beyond the "
-           "noise (app.py activate VERSION to use it anyway)") + (f"; {why}" if why else ""))
+           f"noise (app.py activate {r.version_id} to use it anyway)" if measured(r.metrics) else
+           "not promoted: no held-out labels to compare it with the active version on (label some of the held-out "
+           f"images, one in five by id, and train again; or app.py activate {r.version_id})")
+          + (f"; {why}" if why else ""))
     return 1 if r.skipped else 0
 
 

@@ -168,6 +168,9 @@ def version_verdict(store: Store, version_id: int) -> str:
     v = next((v for v in api.list_versions(store) if v.id == version_id), None)
     if v is None:
         return ""
+    if not v.promoted and not api.measured(v.metrics):
+        return (f"Version {v.id} was **not promoted: there are no held-out labels to compare it with the active "
+                f"version on**. {heldout_advice(store, v.id, v.is_active)}")
     parts = []
     for k in ("bbox", "segm", "keypoints"):
         new, old = (v.metrics or {}).get(k), (v.parent_metrics or {}).get(k)
@@ -180,6 +183,30 @@ def version_verdict(store: Store, version_id: int) -> str:
         verdict += f" ({escape(why)})"
     return (f"Version {v.id} on the held-out images: " + ", ".join(parts or ["no held-out labels"])
             + f" — **{verdict}**; {api.quality_verdict(v.metrics)}")
+
+
+def heldout_advice(store: Store, version_id: int, active: bool = False) -> str:
+    """What to do about a fine-tune that had no held-out labels to be judged on (a small store's first ones):
+    label held-out images, named from the store (db.annotations.heldout_split), or add images until one is
+    held out; or make the version active by hand (unless ``active``: it is already)."""
+    split = annotations.heldout_split(store)
+    if split.labeled:
+        todo = (f"{split.labeled} held-out image(s) have labels now: fine-tune again, and the new version is "
+                "compared with the active one on them and promoted when it is better.")
+    elif split.to_label:
+        names = ", ".join(f"image **{im.id}** ({escape(im.file_name)})" for im in split.to_label)
+        todo = ("One image in five is held out for this comparison and never trained on; none of them has labels "
+                f"yet. Label and save at least one of {names} (type its id under *Image id* in the Label tab and "
+                "click *Open*), then fine-tune again: the new version is compared with the active one and promoted "
+                "when it is better.")
+    else:
+        todo = (f"None of the store's {split.images} image(s) is held out to compare versions on (one in five is, "
+                f"chosen by its id): import at least {split.next_id - split.last_id} more image(s), so that image "
+                f"**{split.next_id}** exists and is held out; label and save it, then fine-tune again.")
+    if active:
+        return todo + f" Version {version_id} has been made active since."
+    return (todo + f" Or use version {version_id} now: type **{version_id}** under *Version* below and click "
+            "**Make active**.")
 
 
 def start(store: Store, epochs, minutes, size, options: api.ModelOptions | None = None) -> str:

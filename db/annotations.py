@@ -618,6 +618,41 @@ def training_label_count(store: Store) -> int:
     return sum(n for image_id, n in rows if not is_heldout(image_id))
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldoutSplit:
+    """Where the fixed held-out split (``is_heldout``) stands, for saying what a fine-tune needs to be judged."""
+
+    labeled: int  # held-out images done with accepted labels: what the evaluation of a fine-tune uses
+    to_label: list[ImageRecord]  # the first few held-out images not done yet, by id
+    images: int  # images in the store
+    last_id: int  # the store's highest image id (0: none)
+    next_id: int  # the first id past it that will be held out
+
+
+def heldout_split(store: Store, show: int = 3) -> HeldoutSplit:
+    """The held-out split as it is now: its labeled images (counted over the done images with accepted labels,
+    as ``training_label_count`` counts the others) and the first ``show`` held-out images still to label
+    (read by id until they are found, about five images per one shown, at most ``50 * show`` images)."""
+    with store.session() as s:
+        done = s.scalars(select(Annotation.image_id).join(Image, Image.id == Annotation.image_id)
+                         .where(Image.status == "done", Annotation.review_state == "accepted").distinct()).all()
+        to_label: list[ImageRecord] = []
+        after, pages = 0, 0
+        while len(to_label) < show and pages < 5:  # a page of images not done at a time, from the lowest id
+            pages += 1
+            page = s.scalars(select(Image).where(Image.status != "done", Image.id > after).order_by(Image.id)
+                             .limit(10 * show)).all()
+            to_label += [_record(im) for im in page if is_heldout(im.id)][:show - len(to_label)]
+            if len(page) < 10 * show:
+                break
+            after = page[-1].id
+        count, last = s.execute(select(func.count(Image.id), func.max(Image.id))).one()
+    next_id = (last or 0) + 1
+    while not is_heldout(next_id):
+        next_id += 1
+    return HeldoutSplit(sum(is_heldout(i) for i in done), to_label, count, last or 0, next_id)
+
+
 def labeled_images(store: Store, heldout: bool) -> list[LabeledImage]:
     """Images marked done, with their accepted labels (rejected proposals are never labels; a done image's
     unlabeled area is background). ``heldout`` picks the fixed held-out split or the training split. A row

@@ -23,6 +23,7 @@ from db.schema import ModelVersion
 from model.assist import ROUND0_REFUSED, Assistant
 from model.build import WeightsUnavailable
 from model.demo import fill_demo
+from model.evaluate import summary_score
 from model.options import ModelOptions
 from model.data import UnusableImage, read_pixels, store_category_map
 from model.predict import Predictor, active_version, ensure_round0, images_to_propose, propose
@@ -33,7 +34,8 @@ __all__ = ["DEFAULT_EPOCHS", "ModelOptions", "TrainOptions", "TrainResult", "Pro
            "WeightsUnavailable", "ensure_round0", "train_job", "start_training_process", "cancel", "activate",
            "list_versions", "training_data_problem", "active_version", "active_predictor", "predictor", "propose_images",
            "images_to_propose", "fill_demo", "Assistant", "assistant", "assist_box", "assist_point",
-           "assist_features", "assist_features_ready", "propose_worker", "skipped_lines", "job_log", "job_log_tail"]
+           "assist_features", "assist_features_ready", "propose_worker", "skipped_lines", "job_log", "job_log_tail",
+           "measured"]
 
 
 def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
@@ -77,12 +79,20 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
     except BaseException as e:
         jobs.set_state(store, job_id, "failed", f"{type(e).__name__}: {e}")
         raise
-    verdict = "promoted to active" if result.promoted else "not promoted (not better than the active model on the held-out images: see the version's reason)"
+    verdict = ("promoted to active" if result.promoted else "not promoted (not better than the active model on the "
+               "held-out images: see the version's reason)" if measured(result.metrics) else "not promoted: no "
+               "held-out labels to compare it with the active version on")
     left_out = (f"; {len(result.skipped)} image(s) the model cannot use were left out (the Dataset tab lists them)"
                 if result.skipped else "")
     jobs.set_state(store, job_id, "done", f"version {result.version_id} {verdict}{left_out}", progress=1.0,
                    result_version_id=result.version_id)
     return result
+
+
+def measured(metrics: dict | None) -> bool:
+    """Whether a version's metrics hold an AP, so that it could be compared with another version; False when
+    the store had no held-out labels (then a fine-tune is never promoted by itself: ``model.train``)."""
+    return summary_score(metrics) is not None
 
 
 def quality_verdict(metrics: dict | None) -> str:

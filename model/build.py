@@ -300,13 +300,19 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def load_coco_nets(weights: str = "coco") -> CocoNets:
+def load_coco_nets(weights: str = "coco", config: ModelConfig | None = None) -> CocoNets:
     """``coco``: torchvision's weights API (downloads once into the torch hub cache). A path: a local
     state dict of ``maskrcnn_resnet50_fpn_v2`` (COCO, 91 classes); keypoints still come from torchvision.
+    Both networks look at images as a fine-tuned model of ``config`` (default: the full configuration) does:
+    its test size, RPN proposals and detections per image (the full configuration's are torchvision's own).
     Raises WeightsUnavailable with one clear line when they cannot be had (offline)."""
     from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights, MaskRCNN_ResNet50_FPN_V2_Weights
 
     mw, kw = MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1, KeypointRCNN_ResNet50_FPN_Weights.COCO_V1
+    config = config or get("full")
+    sizes = dict(min_size=config.min_size_test, max_size=config.max_size,
+                 rpn_pre_nms_top_n_test=config.rpn_pre_nms_test, rpn_post_nms_top_n_test=config.rpn_post_nms_test,
+                 box_detections_per_img=config.detections_per_image)
     inst = None
     if weights != "coco":  # a local file: a wrong one is the user's mistake, named as such
         try:
@@ -315,7 +321,7 @@ def load_coco_nets(weights: str = "coco") -> CocoNets:
             raise UserError(f"--weights {weights}: no such file") from None
         except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
             raise UserError(f"--weights {weights}: not a file torch can read ({_first_line(e, 160)})") from None
-        inst = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)
+        inst = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91, **sizes)
         try:
             inst.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - wrong keys or shapes, or not a dict at all
@@ -328,8 +334,8 @@ def load_coco_nets(weights: str = "coco") -> CocoNets:
             "(offline?); proposals start after the first fine-tune (app.py train --size tiny)")
     try:
         if inst is None:
-            inst = maskrcnn_resnet50_fpn_v2(weights=mw)
-        kp = keypointrcnn_resnet50_fpn(weights=kw)
+            inst = maskrcnn_resnet50_fpn_v2(weights=mw, **sizes)
+        kp = keypointrcnn_resnet50_fpn(weights=kw, **sizes)
     except Exception as e:  # noqa: BLE001 - offline, proxy, disk: all mean the same to the user
         raise WeightsUnavailable(
             f"COCO weights could not be loaded ({type(e).__name__}: {str(e)[:120]}); proposals start after "

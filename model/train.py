@@ -459,7 +459,8 @@ def _should_promote(mode: str, new: ev.Evaluation | None, old: ev.Evaluation | N
     if mode != "better":
         raise UserError(f"--promote {mode!r}: choose better or always")
     if new is None or ev.summary_score(new.metrics) is None:
-        warnings.append("no held-out labels to compare on: not promoted (use --promote always)")
+        warnings.append("no held-out labels to compare it with the active version on: not promoted (make it active "
+                        "by hand: Make active in the Model tab, or app.py activate; or train with --promote always)")
         return False, ""
     if old is None:
         return True, f"the active version {active.id} could not be evaluated (see the note), so it was replaced"

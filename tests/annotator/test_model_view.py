@@ -121,3 +121,49 @@ def test_who_did_what_shows_each_labeler_and_day_of_the_last_days(store):
         ["2026-03-01", "bob", 1, 20.0, 1, "100%", 2, "0%"]]
     assert [r[0] for r in model_view.labeler_rows(store, days=1, today=DAY2)] == ["2026-03-02"] * 2
     assert model_view.labeler_rows(store, today=DAY1 + (DAY2 - DAY1) * 40) == []  # all older than 30 days
+
+
+def test_a_fine_tune_with_no_held_out_labels_says_what_to_do(store):
+    """A small store's first fine-tunes have nothing held out to be judged on and are never promoted by
+    themselves: the verdict names what to label (or import), computed from the store, and the button to use
+    the version anyway."""
+    from db.annotations import heldout_split, is_heldout
+    from db.schema import Category
+    from tests.helpers import legacy_image
+
+    with store.transaction() as s:
+        s.add(Category(id=7, name="widget"))
+        s.add(ModelVersion(id=1, size="full", checkpoint="coco", is_active=True, promoted=True))
+        s.add(ModelVersion(id=2, size="full", checkpoint="b.pt", parent_id=1, metrics={"heldout_images": 0},
+                           promoted=False, note="no held-out labels to compare it with the active version on"))
+
+    def image(i, **kw):  # ids given: a sequence is not moved on by them (PostgreSQL)
+        legacy_image(store, 8, 8, name=f"im{i}.png", media=False, image_id=i, **kw)
+
+    for i in range(1, 5):
+        image(i, status="done", category_id=7)
+    assert [i for i in range(1, 14) if is_heldout(i)] == [11, 12, 13]  # the split's rule, by id
+    text = model_view.version_verdict(store, 2)
+    assert text.startswith("Version 2 was **not promoted: there are no held-out labels to compare it with")
+    assert ("None of the store's 4 image(s) is held out to compare versions on (one in five is, chosen by its id): "
+            "import at least 7 more image(s), so that image **11** exists and is held out") in text
+    assert text.endswith("Or use version 2 now: type **2** under *Version* below and click **Make active**.")
+
+    for i in range(5, 14):
+        image(i)
+    split = heldout_split(store)
+    assert (split.labeled, [im.id for im in split.to_label], split.images, split.last_id) == (0, [11, 12, 13], 13, 13)
+    text = model_view.version_verdict(store, 2)
+    assert (r"Label and save at least one of image **11** (im11\.png), image **12** (im12\.png), image **13** "
+            r"(im13\.png) (type its id under *Image id* in the Label tab and click *Open*), then fine-tune again") in text
+
+    image(24, status="done", category_id=7)  # a held-out image labeled since
+    with store.transaction() as s:
+        s.get(ModelVersion, 1).is_active, s.get(ModelVersion, 2).is_active = False, True
+    text = model_view.version_verdict(store, 2)
+    assert "1 held-out image(s) have labels now: fine-tune again" in text
+    assert text.endswith("Version 2 has been made active since.") and "Make active" not in text
+    with store.transaction() as s:  # a version measured on held-out labels keeps its verdict
+        s.add(ModelVersion(id=3, size="full", checkpoint="c.pt", parent_id=1, metrics={"segm": 0.2, "bbox": 0.3},
+                           parent_metrics={"segm": 0.25}, promoted=False))
+    assert "not promoted: the active model is at least as good" in model_view.version_verdict(store, 3)
