@@ -35,6 +35,35 @@ def synthetic_store(root: Path, images: int, image_size: int, labeled: int = 0, 
     return store
 
 
+def crowded_store(root: Path, images: int, image_size: int, max_objects: int = 4, fmt: str = "png",
+                  seed: int = 0) -> Store:
+    """A store of ``images`` unlabeled synthetic images of ``image_size`` px (the demo's objects, up to
+    ``max_objects`` each, the later occluding the earlier), saved as ``fmt`` (png, or jpeg at quality 90 as
+    a camera writes them), with the demo's categories (what the prepared checkpoints know)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from db.coco_import import import_coco
+    from model.synthetic import CATEGORIES, make_image
+
+    rng = np.random.default_rng(seed)
+    src = root / "src"
+    src.mkdir(parents=True)
+    ext = {"png": "png", "jpeg": "jpg"}[fmt]
+    listed = []
+    for k in range(images):
+        pix, _ = make_image(rng, image_size, max_objects=max_objects)
+        name = f"crowd_{k + 1:05d}.{ext}"
+        Image.fromarray(pix).save(src / name, **({"quality": 90} if fmt == "jpeg" else {}))
+        listed.append({"id": k + 1, "file_name": name, "width": image_size, "height": image_size})
+    store = Store(Settings(store_dir=root / "store"))
+    import_coco(store, {"images": listed, "annotations": [], "categories": json.loads(json.dumps(CATEGORIES))}, src,
+                user="bench")
+    return store
+
+
 def checkpoint(size: str, image_size: int, iters: int, device: str = "auto") -> Path:
     """The cached checkpoint of a ``size`` model trained ``iters`` iterations (batch 4, the project's loop)
     on 96 labeled synthetic images of ``image_size`` px (seed 1: other images than the benchmarks run on)."""

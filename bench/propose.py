@@ -39,7 +39,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.prepared import checkpoint, synthetic_store  # noqa: E402
+from bench.prepared import checkpoint, crowded_store  # noqa: E402
 from db import annotations  # noqa: E402
 from db.media import load_rgb  # noqa: E402
 from db.schema import ModelVersion  # noqa: E402
@@ -83,6 +83,28 @@ class Baseline:
         return out
 
 
+def agreement(plain_out: list[list[dict]], pred: Predictor, store, ids: list[int], min_score: float) -> str:
+    """How alike the two sides' results are: detections of each, and the mask IoU of each baseline detection
+    with maskloop's best match of the same class (maskloop may decode a JPEG at reduced size: equal work must
+    still give the same proposals)."""
+    rows = annotations.images(store, ids)
+    ious, n_plain, n_ours = [], 0, 0
+    for iid, dets in zip(ids, plain_out):
+        im = rows[iid]
+        pix = pred.read(store.media_file(im.media_path), im.height, im.width)
+        ours = pred.predict([pix], min_score, [(im.height, im.width)])[0]
+        n_plain, n_ours = n_plain + len(dets), n_ours + len(ours)
+        mine = [(c, mask_utils.frPyObjects(r, im.height, im.width) if isinstance(r["counts"], list) else r)
+                for c, r in zip(ours.category_ids, ours.segmentations)]
+        for d in dets:
+            same = [r for c, r in mine if c == d["category_id"]]
+            ious.append(float(mask_utils.iou([d["segmentation"]], same, [0] * len(same)).max()) if same else 0.0)
+    mean = statistics.mean(ious) if ious else float("nan")
+    share = sum(x >= 0.9 for x in ious) / max(1, len(ious))
+    return (f"baseline {n_plain}, maskloop {n_ours}; each baseline mask's best maskloop match: mean IoU {mean:.3f}, "
+            f"{100 * share:.0f} % at IoU >= 0.9")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="tiny")
@@ -93,11 +115,14 @@ def main() -> None:
     ap.add_argument("--min-score", type=float, default=0.3, help="app.py propose's default")
     ap.add_argument("--prep-iters", type=int, default=300, help="training iterations of the prepared checkpoint")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--objects", type=int, default=4, help="at most this many objects per image (the demo's)")
+    ap.add_argument("--format", choices=["png", "jpeg"], default="png",
+                    help="how the image files are stored (jpeg: quality 90, as cameras write photos)")
     a = ap.parse_args()
     device = pick_device(a.device)
     ck = checkpoint(a.size, a.image_size, a.prep_iters, a.device)
     with tempfile.TemporaryDirectory() as tmp:
-        store = synthetic_store(Path(tmp), a.images, a.image_size)
+        store = crowded_store(Path(tmp), a.images, a.image_size, a.objects, a.format)
         cmap = store_category_map(store)
         ids = annotations.image_ids(store)
         paths = [store.media_file(r.media_path) for r in annotations.images(store, ids).values()]
@@ -114,6 +139,8 @@ def main() -> None:
         plain_net.roi_heads.__class__ = RoIHeads  # torchvision's own heads, same weights
         plain_net.roi_heads.score_thresh = a.min_score  # box_score_thresh, as a careful user passes it
         mb.set_eval_size(plain_net, config)
+        if device.type == "cuda":  # as maskloop's side on a GPU: NHWC for the fp16 convolutions
+            plain_net.to(memory_format=torch.channels_last)
         plain = Baseline(plain_net.eval().to(device), cmap, device, a.min_score)
 
         def ours_latency() -> list[float]:
@@ -147,7 +174,8 @@ def main() -> None:
             plain_batch.rle_chars = sum(len(d["segmentation"]["counts"]) for g in got for d in g)
             return time.perf_counter() - t
 
-        ours_latency(), plain_latency()  # warm-up (allocators, caches, lazy inits)
+        ours_latency(), plain_latency(), ours_batch(), plain_batch()  # warm-up (allocators, caches, lazy inits)
+        agree = agreement(plain.run(paths, a.batch_size), fast[a.batch_size], store, ids, a.min_score)
         rows = []
         for r in range(a.repeats):
             order = [("plain", plain_latency, plain_batch), ("ours", ours_latency, ours_batch)]
@@ -167,6 +195,7 @@ def main() -> None:
     print(f"size {a.size}, {len(ids)} images of {a.image_size}px, checkpoint {ck.name}, min score {a.min_score}; "
           f"{plain_batch.detections} detections per pass (mean RLE {plain_batch.rle_chars / max(1, plain_batch.detections):.0f} "
           f"characters), maskloop wrote {ours_batch.proposals} rows")
+    print(f"the two sides' detections: {agree}")
 
     def pct(v, q):
         return float(np.percentile(v, q))

@@ -350,15 +350,20 @@ def write_media(media_dir: Path, prepared: PreparedImage) -> Path:
     return dest
 
 
-def load_rgb(path: Path, at_least: int | None = None) -> Image.Image:
+def load_rgb(path: Path, at_least: int | None = None, fit: tuple[int, int] | None = None) -> Image.Image:
     """A stored media file as an RGB image (already oriented at ingest). With ``at_least`` (pixels), a JPEG
     may be decoded at a reduced scale (1/2, 1/4 or 1/8) whose sides stay at least that large: for a
-    thumbnail, a 24 MP photo is then never decoded whole."""
+    thumbnail, a 24 MP photo is then never decoded whole. With ``fit`` (width, height), at the most reduced
+    of those scales that is still at least that wide and that tall (a network that shrinks the image anyway)."""
     with Image.open(path) as img:
-        if at_least is not None and img.format == "JPEG":
+        if img.format == "JPEG" and (at_least is not None or fit is not None):
             w, h = img.size
-            k = max(1, max(w, h) // max(1, int(at_least)))
-            img.draft("RGB", (max(1, w // k), max(1, h // k)))
+            if fit is not None:
+                want = (max(1, min(w, int(fit[0]))), max(1, min(h, int(fit[1]))))
+            else:
+                k = max(1, max(w, h) // max(1, int(at_least)))
+                want = (max(1, w // k), max(1, h // k))
+            img.draft("RGB", want)
         return img.convert("RGB")
 
 

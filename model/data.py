@@ -51,16 +51,22 @@ class UnusableImage(UserError):
     (db.annotations.record_problems) by whoever skips it."""
 
 
-def read_pixels(path, height: int, width: int) -> np.ndarray:
+def read_pixels(path, height: int, width: int, fit: tuple[int, int] | None = None) -> np.ndarray:
     """A stored image's pixels (H, W, 3 uint8), or UnusableImage naming why they cannot be had: its media file
-    is missing or cannot be decoded, or it is not of the size the store has for it."""
+    is missing or cannot be decoded, or it is not of the size the store has for it. With ``fit`` (width,
+    height), a JPEG may come decoded at 1/2, 1/4 or 1/8 of its size, still at least that large
+    (``db.media.load_rgb``): for a network that shrinks it to about that size anyway."""
     try:
-        pix = np.asarray(load_rgb(path))
+        pix = np.asarray(load_rgb(path, fit=fit))
     except FileNotFoundError:
         raise UnusableImage(f"its media file is missing ({path})") from None
     except Exception as e:  # noqa: BLE001 - whatever the decoder says, this image is the one that fails
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise UnusableImage(f"its media file cannot be read ({type(e).__name__}: {first})") from None
+    if fit is not None and pix.shape[:2] != (height, width):  # decoded at a reduced scale: 1/k, sides rounded up
+        k = round(width / max(1, pix.shape[1]))
+        if k in (2, 4, 8) and pix.shape[:2] == (-(-height // k), -(-width // k)):
+            return pix
     if pix.shape[:2] != (height, width):
         raise UnusableImage(f"its media file is {pix.shape[1]}x{pix.shape[0]}, not {width}x{height} as the store "
                             "says")

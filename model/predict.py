@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -139,14 +140,37 @@ class Predictor:
                 return why
         return None
 
-    def predict_each(self, pixels: Sequence[np.ndarray], min_score: float | None = None
+    def decode_fit(self, height: int, width: int) -> tuple[int, int]:
+        """The (width, height) a ``height`` x ``width`` image must at least be decoded at for this model: the
+        size its networks' transforms shrink it to (torchvision's ``GeneralizedRCNNTransform``: the shorter
+        side to ``min_size``, the longer at most ``max_size``), so a photo decoded at 1/2, 1/4 or 1/8 of its
+        size (``model.data.read_pixels``' ``fit``) gives the network the same input size. A model that
+        enlarges the image needs it whole."""
+        nets = [self.net] if self.net is not None else [self.coco.instances, self.coco.keypoints]
+        fw, fh = 1, 1
+        for n in nets:
+            short, long = min(height, width), max(height, width)
+            scale = min(float(n.transform.min_size[-1]) / short, float(n.transform.max_size) / long)
+            if scale >= 1.0:
+                return width, height
+            fw, fh = max(fw, math.ceil(width * scale) + 1), max(fh, math.ceil(height * scale) + 1)
+        return min(width, fw), min(height, fh)
+
+    def read(self, path, height: int, width: int) -> np.ndarray:
+        """A stored image's pixels as this model needs them: a JPEG photo decoded at the reduced scale its
+        transform makes no use of beyond (``decode_fit``); ``predict`` with ``sizes`` maps its results back to
+        the stored image's pixels. UnusableImage when they cannot be had."""
+        return read_pixels(path, height, width, fit=self.decode_fit(height, width))
+
+    def predict_each(self, pixels: Sequence[np.ndarray], min_score: float | None = None,
+                     sizes: Sequence[tuple[int, int]] | None = None
                      ) -> tuple[list[Instances | None], dict[int, str]]:
         """``predict``, where an image the network fails on does not take the others with it: when a batch
         fails, each image is tried alone. Returns the proposals per image (None for a failed one) and the
         reason per failed position. When every image of several fails alone too, the model (or the device) is
         what fails, not the images: that error is raised."""
         try:
-            return list(self.predict(pixels, min_score)), {}
+            return list(self.predict(pixels, min_score, sizes)), {}
         except Exception as e:  # noqa: BLE001 - sorted out image by image below
             if len(pixels) == 1:
                 return [None], {0: "the model failed on it: " + _one_line(e)}
@@ -156,7 +180,7 @@ class Predictor:
         failed: dict[int, str] = {}
         for k, p in enumerate(pixels):
             try:
-                out += self.predict([p], min_score)
+                out += self.predict([p], min_score, None if sizes is None else [sizes[k]])
             except Exception as e:  # noqa: BLE001 - this image is one the model fails on
                 out.append(None)
                 failed[k] = "the model failed on it: " + _one_line(e)
@@ -167,34 +191,37 @@ class Predictor:
     DEFAULT_SCORE = 0.05  # torchvision's box_score_thresh: what evaluation sees
 
     @torch.inference_mode()
-    def predict(self, pixels: Sequence[np.ndarray], min_score: float | None = None) -> list[Instances]:
+    def predict(self, pixels: Sequence[np.ndarray], min_score: float | None = None,
+                sizes: Sequence[tuple[int, int]] | None = None) -> list[Instances]:
         """Proposals for each image (H, W, 3 uint8): one Instances per image, boxes xywh, RLE masks.
 
         Detections scored below ``min_score`` (default ``DEFAULT_SCORE``) are dropped before the mask and
-        keypoint heads, so they are never computed, pasted, copied or encoded."""
+        keypoint heads, so they are never computed, pasted, copied or encoded. ``sizes`` (height, width per
+        image): the stored images' sizes when ``pixels`` were decoded smaller (``read``); boxes, masks and
+        keypoints come in those images' pixels."""
         score = self.DEFAULT_SCORE if min_score is None else float(min_score)
+        sizes = [tuple(p.shape[:2]) for p in pixels] if sizes is None else [tuple(map(int, s)) for s in sizes]
         out: list[Instances] = []
         with self._lock:  # the score threshold is the heads' setting while this call runs
             for k in range(0, len(pixels), self.batch_size):
-                chunk = pixels[k:k + self.batch_size]
-                batch = [upload(p, self.device) for p in chunk]
+                batch = [upload(p, self.device) for p in pixels[k:k + self.batch_size]]
+                original = sizes[k:k + self.batch_size]
                 with _autocast(self.device):
                     if self.coco is not None:
-                        out += self._predict_coco(batch, score)
+                        out += self._predict_coco(batch, score, original)
                     else:
                         slices = self.cmap.keypoint_slices
-                        out += [instances_from_output(r, int(p.shape[0]), int(p.shape[1]), self.category_of,
-                                                      slices.get)
-                                for r, p in zip(detect(self.net, batch, score), chunk)]
+                        found = detect(self.net, batch, score, original)
+                        out += [instances_from_output(r, h, w, self.category_of, slices.get)
+                                for r, (h, w) in zip(found, original)]
         return out
 
-    def _predict_coco(self, batch, score: float) -> list[Instances]:
-        inst = detect(self.coco.instances, batch, score)
-        kp = (detect(self.coco.keypoints, batch, min(score, 0.5)) if self._person_id is not None
+    def _predict_coco(self, batch, score: float, original: list[tuple[int, int]]) -> list[Instances]:
+        inst = detect(self.coco.instances, batch, score, original)
+        kp = (detect(self.coco.keypoints, batch, min(score, 0.5), original) if self._person_id is not None
               else [None] * len(batch))
         preds = []
-        for r, k, img in zip(inst, kp, batch):
-            h, w = img.shape[-2:]
+        for r, k, (h, w) in zip(inst, kp, original):
             p = instances_from_output(r, h, w, self._coco_label_to_cat.get, lambda lab: None)
             if k is not None:
                 p = merge_person_keypoints(p, k, self._person_id)
@@ -220,13 +247,16 @@ def _channels_last(net: torch.nn.Module) -> bool:
     return not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
 
 
-def detect(net: torch.nn.Module, images: list[torch.Tensor], min_score: float) -> list[dict[str, torch.Tensor]]:
+def detect(net: torch.nn.Module, images: list[torch.Tensor], min_score: float,
+           original: Sequence[tuple[int, int]] | None = None) -> list[dict[str, torch.Tensor]]:
     """torchvision's detector forward (transform, backbone, RPN, heads) with the score threshold applied
     before the mask and keypoint heads, and masks left as the head's (N, M, M) probabilities under
     ``mask_probs`` instead of pasted one by one into full images (``convert.instances_from_output`` pastes
     them all at once, only over their boxes). Boxes and keypoints are in the original images' pixels. The
-    threshold is the heads' setting while it runs: callers serialise their calls (``Predictor`` holds a lock)."""
-    original = [tuple(int(v) for v in img.shape[-2:]) for img in images]
+    threshold is the heads' setting while it runs: callers serialise their calls (``Predictor`` holds a lock).
+    ``original``: the (height, width) the results are in, when the images were decoded smaller."""
+    if original is None:
+        original = [tuple(int(v) for v in img.shape[-2:]) for img in images]
     heads = net.roi_heads
     kept = heads.score_thresh
     heads.score_thresh = min_score
@@ -314,7 +344,8 @@ def propose(store: Store, image_ids: Sequence[int], predictor: Predictor, *, min
     def pixels_of(image_id: int) -> np.ndarray | str:
         """The image's pixels, or why they cannot be had."""
         try:
-            return read_pixels(store.media_file(rows[image_id].media_path), rows[image_id].height, rows[image_id].width)
+            return predictor.read(store.media_file(rows[image_id].media_path), rows[image_id].height,
+                                  rows[image_id].width)
         except UnusableImage as e:
             return str(e)
 
@@ -322,7 +353,8 @@ def propose(store: Store, image_ids: Sequence[int], predictor: Predictor, *, min
         """The chunk's proposals by image id, and the images left out with their reasons."""
         bad = {i: p for i, p in zip(chunk_ids, pixels) if isinstance(p, str)}
         good = [(i, p) for i, p in zip(chunk_ids, pixels) if not isinstance(p, str)]
-        preds, failed = predictor.predict_each([p for _, p in good], min_score) if good else ([], {})
+        sizes = [(rows[i].height, rows[i].width) for i, _ in good]
+        preds, failed = predictor.predict_each([p for _, p in good], min_score, sizes) if good else ([], {})
         bad.update((good[k][0], why) for k, why in failed.items())
         skipped.update(bad)
         return {i: p for (i, _), p in zip(good, preds) if p is not None}, bad

@@ -157,10 +157,10 @@ def test_one_image_the_network_fails_on_is_skipped_alone_and_a_broken_model_stil
     pred = Predictor.for_version(st, OPTIONS)
     real = pred.predict
 
-    def flaky(pixels, min_score=None):
+    def flaky(pixels, min_score=None, sizes=None):
         if any(p.shape[:2] == (41, 43) for p in pixels):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return real(pixels, min_score)
+        return real(pixels, min_score, sizes)
 
     pred.predict = flaky
     r = propose(st, [good[0], bad, *good[1:]], pred, min_score=0.0, chunk=4)
@@ -168,7 +168,7 @@ def test_one_image_the_network_fails_on_is_skipped_alone_and_a_broken_model_stil
     assert "the model failed on it" in _problem(st, bad)
     assert r["proposals"] > 0 and all(_problem(st, i) is None for i in good)
 
-    def broken(pixels, min_score=None):
+    def broken(pixels, min_score=None, sizes=None):
         raise RuntimeError("the device is gone")
 
     pred.predict = broken
