@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from db.compare import keypoint_sigmas
 from model.categories import CategoryMap
-from model.data import Sample, UnusableImage, read_pixels
+from model.data import Sample, UnusableImage
 
 
 def ground_truth(samples: Sequence[Sample], cmap: CategoryMap) -> dict:
@@ -151,11 +151,12 @@ def detections(predictor, samples: Sequence[Sample], skipped: dict[int, str] | N
                 why = predictor.input_problem(s.height, s.width)
                 if why:
                     raise UnusableImage(why)
-                pixels.append(read_pixels(s.path, s.height, s.width))
+                pixels.append(predictor.read(s.path, s.height, s.width))  # (a photo: at the model's scale)
                 chunk.append(s)
             except UnusableImage as e:
                 skipped[s.image_id] = str(e)
-        preds, failed = predictor.predict_each(pixels) if pixels else ([], {})
+        sizes = [(s.height, s.width) for s in chunk]
+        preds, failed = predictor.predict_each(pixels, None, sizes) if pixels else ([], {})
         for j, (s, p) in enumerate(zip(chunk, preds)):
             if j in failed:
                 skipped[s.image_id] = failed[j]
