@@ -357,7 +357,7 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
     model, pretrained = _initial_model(store, opts, config, cmap, parent, warnings)
     if config.size == "full" and pretrained:
         freeze_pretrained(model)  # as torchvision's references fine-tune: frozen BatchNorm and stem
-    loader = train_loader(TrainDataset(train_samples, cmap, augment=True), opts, device, dist)
+    loader = train_loader(TrainDataset(train_samples, cmap, augment=True, config=config), opts, device, dist)
     total = max(1, opts.epochs * len(loader))
     deadline = time.monotonic() + opts.max_minutes * 60 if opts.max_minutes else None
 
@@ -373,6 +373,7 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
                         "--size tiny; the active model is unchanged") from None
     finally:
         record()  # the files the loader could not read
+    del loader  # its worker processes (kept from epoch to epoch) end here, before the evaluation
     if dist is not None and not dist.main:
         return None  # rank 0 evaluates and writes the version; this process leaves without waiting for it
 
@@ -492,11 +493,12 @@ def training_data_problem(store: Store) -> str | None:
 
 def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device,
                  dist: Dist | None = None) -> torch.utils.data.DataLoader:
-    """Shuffled batches of like-oriented images (``AspectBatches``) from worker processes where there are cores to spare (none on a 2-core machine:
-    they would take the cores the training uses), pinned for a GPU. The shuffle and each worker's random
-    augmentation come from ``opts.seed`` (torch seeds worker k from the loader's generator). With ``dist``, a
+    """Shuffled batches of like-oriented images (``AspectBatches``) from worker processes where there are cores
+    to spare (``loader_workers``), pinned for a GPU. The workers stay from epoch to epoch: the caller deletes
+    the loader when training ends, which ends them. The shuffle and each worker's random augmentation come
+    from ``opts.seed`` (torch seeds worker k from the loader's generator). With ``dist``, a
     ``DistributedSampler`` gives each process its share, batched the same way (full batches only)."""
-    workers = min(4, max(0, (os.cpu_count() or 1) - 2))
+    workers = loader_workers(dist)
     order = torch.Generator().manual_seed(opts.seed)
     share = None
     if dist is not None:  # this process's share of each epoch; every process then has as many batches
@@ -507,6 +509,14 @@ def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device,
     return torch.utils.data.DataLoader(
         ds, batch_sampler=batches, collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(opts.seed + 1))
+
+
+def loader_workers(dist: Dist | None = None) -> int:
+    """Loader worker processes for one training process: its share of the cores it may run on (its CPU
+    affinity, shared with the other training processes of this machine), less two (the training loop, and
+    the rest), at most 4. None on a 2-core machine: they would take the cores the training uses."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, max(0, cores // (dist.local_world if dist is not None else 1) - 2))
 
 
 def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: CategoryMap,

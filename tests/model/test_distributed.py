@@ -215,6 +215,18 @@ def test_every_trainable_parameter_gets_a_gradient_from_any_batch():
         assert [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
+def test_loader_workers_follow_the_cpu_affinity_and_the_processes_on_the_machine(monkeypatch):
+    from model import train as train_mod
+    from model.distributed import Dist
+
+    monkeypatch.setattr(train_mod.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert train_mod.loader_workers() == 4
+    assert train_mod.loader_workers(Dist(0, 4, 0, 4)) == 0  # 2 cores each: no room for workers
+    assert train_mod.loader_workers(Dist(0, 2, 0, 2)) == 2
+    monkeypatch.setattr(train_mod.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert train_mod.loader_workers() == 0
+
+
 def test_only_rank_0_registers_round_0(store, monkeypatch):
     """Under torchrun every process ran app.py train's round 0 (N downloads, N active versions); now rank 0
     alone does, and the others train with rank 0's active version (model.train._active_everywhere)."""
