@@ -64,7 +64,7 @@ class Assistant:
     def cached_bytes(self) -> int:
         """What the cached features take (device memory on a GPU)."""
         with self._lock:
-            return sum(_nbytes(f) for f in self._cache.values())
+            return sum(feature_bytes(f) for f in self._cache.values())
 
     def _autocast(self):
         return _autocast(self.predictor.device)
@@ -102,9 +102,9 @@ class Assistant:
         entry = Features(maps, tuple(images.image_sizes[0]), tuple(pixels.shape[:2]), tuple(batch.shape[-2:]))
         with self._lock:
             self._cache[key] = entry
-            held = sum(_nbytes(f) for f in self._cache.values())
+            held = sum(feature_bytes(f) for f in self._cache.values())
             while len(self._cache) > 1 and (len(self._cache) > self._size or held > self._budget):
-                held -= _nbytes(self._cache.popitem(last=False)[1])
+                held -= feature_bytes(self._cache.popitem(last=False)[1])
         return entry
 
     @torch.inference_mode()
@@ -221,5 +221,6 @@ class Assistant:
         return inst
 
 
-def _nbytes(f: Features) -> int:
+def feature_bytes(f: Features) -> int:
+    """What one image's cached maps take."""
     return sum(t.numel() * t.element_size() for t in f.maps.values())
