@@ -207,32 +207,37 @@ def m_stroke(tmp: Path) -> dict:
             "over_limit_refused": refused, "over_limit_ms": (time.perf_counter() - t) * 1000}
 
 
-def m_train(tmp: Path, n_images: int) -> dict:
-    import torch
-
-    from db.annotations import save_review
+def labeled_photos(tmp: Path, n_images: int, width: int, height: int, per_image: int, radius: tuple[int, int]):
+    """A new store of ``n_images`` synthetic photo JPEGs (model.synthetic), each with ``per_image`` accepted
+    instances and marked done (the image files it was made from deleted)."""
+    from db.annotations import load, save_review
     from db.categories import add as add_category
     from db.ingest import ingest
     from db.store import Settings, Store
-    from model import data
     from model.synthetic import photo_instances, write_photo
+
+    store = Store(Settings(store_dir=tmp / "store"))
+    files = [write_photo(tmp / f"f{k:04d}.jpg", width, height, seed=k) for k in range(n_images)]
+    ids = [i for i, _ in ingest(store, files).added]
+    cid = add_category(store, "blob", "", [], [])
+    for k, image_id in enumerate(ids):
+        inst = photo_instances(width, height, per_image, cid, seed=k, radius=radius)
+        for i in range(len(inst)):
+            inst.states[i], inst.sources[i], inst.scores[i] = "accepted", "human", None
+        save_review(store, image_id, load(store, image_id).image.row_version, inst, "bench", status="done")
+    for f in files:
+        f.unlink()
+    return store
+
+
+def m_train(tmp: Path, n_images: int) -> dict:
+    import torch
+
+    from model import data
     from model.train import TrainOptions, train_loader
 
     torch.set_num_threads(2)
-    store = Store(Settings(store_dir=tmp / "store"))
-    files = [write_photo(tmp / f"f{k:04d}.jpg", 1920, 1080, seed=k) for k in range(n_images)]
-    ids = [i for i, _ in ingest(store, files).added]
-    cid = add_category(store, "blob", "", [], [])
-    from db.annotations import load
-
-    for k, image_id in enumerate(ids):
-        inst = photo_instances(1920, 1080, 15, cid, seed=k, radius=(40, 200))
-        for i in range(len(inst)):
-            inst.states[i], inst.sources[i], inst.scores[i] = "accepted", "human", None
-        got = load(store, image_id)
-        save_review(store, image_id, got.image.row_version, inst, "bench", status="done")
-    for f in files:
-        f.unlink()
+    store = labeled_photos(tmp, n_images, 1920, 1080, 15, (40, 200))
     samples = data.labeled_samples(store, heldout=False)
     cmap = data.store_category_map(store)
     ds = data.TrainDataset(samples, cmap)
@@ -258,29 +263,14 @@ def m_photo_train(tmp: Path) -> dict:
     runs them (on the CPU: the images take the way they take to a GPU, less the pinned copy)."""
     import torch
 
-    from db.annotations import load, save_review
-    from db.categories import add as add_category
-    from db.ingest import ingest
-    from db.store import Settings, Store
     from model import data
     from model.build import build
     from model.config import get
-    from model.synthetic import photo_instances, write_photo
     from model.train import TrainOptions, train_loader, train_loop
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    store = Store(Settings(store_dir=tmp / "store"))
-    files = [write_photo(tmp / f"p{k}.jpg", 6000, 4000, seed=k) for k in range(4)]
-    ids = [i for i, _ in ingest(store, files).added]
-    cid = add_category(store, "blob", "", [], [])
-    for k, image_id in enumerate(ids):
-        inst = photo_instances(6000, 4000, 5, cid, seed=k, radius=(150, 900))
-        for i in range(len(inst)):
-            inst.states[i], inst.sources[i], inst.scores[i] = "accepted", "human", None
-        save_review(store, image_id, load(store, image_id).image.row_version, inst, "bench", status="done")
-    for f in files:
-        f.unlink()
+    store = labeled_photos(tmp, 4, 6000, 4000, 5, (150, 900))
     samples = data.labeled_samples(store, heldout=False)
     cmap = data.store_category_map(store)
     config = get("tiny")
