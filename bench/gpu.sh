@@ -58,11 +58,14 @@ else
     assist=(--size full --image-size 800 --images 3 --boxes 30 --device cuda)
 fi
 
-step() {  # name, command...: its output to the screen and to LOGS/name.log
+failed=()
+step() {  # name, command...: its output to the screen and to LOGS/name.log; a failure does not stop the others
     local name=$1; shift
     echo "== $name: $*"
     local t0=$SECONDS
-    "$@" 2>&1 | tee "$LOGS/$name.log"
+    if ! "$@" 2>&1 | tee "$LOGS/$name.log"; then
+        failed+=("$name")
+    fi
     echo "== $name: $((SECONDS - t0)) s"
 }
 step propose "$PY" bench/gpu.py peak bench/propose.py "${propose[@]}"
@@ -71,3 +74,7 @@ step assist "$PY" bench/assist.py "${assist[@]}"
 "$PY" bench/gpu.py table "$LOGS" | tee "$LOGS/table.md"
 if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then cp "$LOGS"/*.log "$LOGS/table.md" "$OUT"/; fi
 echo "(logs in $LOGS)"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "failed: ${failed[*]} (their rows show ?; see their logs)" >&2
+    exit 1
+fi
