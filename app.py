@@ -335,23 +335,26 @@ def _propose_worker(store, options, args) -> int:
 def cmd_train(args) -> int:
     from model.api import DEFAULT_EPOCHS, TrainOptions, measured, quality_verdict, skipped_lines, train_job
 
+    from model.distributed import from_env
+
     store = open_store(args)
+    opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
+                        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device,
+                        weights=args.weights)
+    dist = from_env()
+    if dist is not None and not dist.main:  # under torchrun: rank 0 registers round 0, runs the job and
+        from model.train import Cancelled, fine_tune  # reports; this one trains (with rank 0's active version)
+
+        try:
+            fine_tune(store, opts)
+        except Cancelled:
+            return 1
+        return 0
     # a tiny model never starts from the COCO networks: no download to try, nothing to say
     offline = round0(store, args, say=False) if args.size != "tiny" else None
     if offline and args.size == "full":
         print("note: the COCO weights could not be downloaded (offline?): the full model starts from scratch "
               "and needs many more labels; --size tiny trains in minutes", file=sys.stderr)
-    opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
-                        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device,
-                        weights=args.weights)
-    from model.distributed import from_env
-
-    dist = from_env()
-    if dist is not None and not dist.main:  # under torchrun: rank 0 runs the job and reports, this one trains
-        from model.train import fine_tune
-
-        fine_tune(store, opts)
-        return 0
     from tqdm import tqdm
 
     limit = f", stopping after {opts.max_minutes:g} min at the latest" if opts.max_minutes else ""

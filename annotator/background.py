@@ -53,9 +53,10 @@ class BackgroundProposer:
         return self._predictor
 
     def assistant(self):
-        """The active model's assist (keeping its cached features while that version stays active). None: no
-        model; UserError: a round-0 model, which cannot be prompted. Call with the lock held."""
-        self._assistant = api.assistant(self.store, self.options, self._assistant)
+        """The active model's assist (keeping its cached features while that version stays active), on the
+        network of ``predictor()``: one copy of it in memory for proposals and assist. None: no model;
+        UserError: a round-0 model, which cannot be prompted. Call with the lock held."""
+        self._assistant = api.assistant(self.store, self.options, self._assistant, self.predictor)
         return self._assistant
 
     def want(self, image_ids: Iterable[int]) -> None:

@@ -65,7 +65,7 @@ def plain_loop(store: Store, minutes: float, seed: int) -> tuple[dict, int]:
     it, end = 0, time.monotonic() + 60 * minutes
     while time.monotonic() < end:
         for images, targets in loader:
-            loss = sum(net(list(images), list(targets)).values())
+            loss = sum(net([i.float().div(255) for i in images], list(targets)).values())  # (uint8 images)
             opt.zero_grad()
             loss.backward()
             opt.step()

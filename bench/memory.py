@@ -23,6 +23,8 @@ Measures (the store is built once per measure, before the first reading):
 - train: peak RSS of one pass of fine-tuning's data (model.data.TrainDataset through model.train.train_loader:
   each image decoded, its targets made: full-frame masks for the loss) over 60 and over 600 labeled 1920x1080
   images with 15 instances each; the samples are checked to hold no decoded mask afterwards.
+- photo_train: peak RSS of a short training on 24 MP photos (4 synthetic 6000x4000 JPEGs, 5 instances each, the
+  tiny model, 3 iterations of batch 2, through model.train.train_loader and train_loop as fine-tuning runs them).
 """
 
 from __future__ import annotations
@@ -205,32 +207,37 @@ def m_stroke(tmp: Path) -> dict:
             "over_limit_refused": refused, "over_limit_ms": (time.perf_counter() - t) * 1000}
 
 
-def m_train(tmp: Path, n_images: int) -> dict:
-    import torch
-
-    from db.annotations import save_review
+def labeled_photos(tmp: Path, n_images: int, width: int, height: int, per_image: int, radius: tuple[int, int]):
+    """A new store of ``n_images`` synthetic photo JPEGs (model.synthetic), each with ``per_image`` accepted
+    instances and marked done (the image files it was made from deleted)."""
+    from db.annotations import load, save_review
     from db.categories import add as add_category
     from db.ingest import ingest
     from db.store import Settings, Store
-    from model import data
     from model.synthetic import photo_instances, write_photo
+
+    store = Store(Settings(store_dir=tmp / "store"))
+    files = [write_photo(tmp / f"f{k:04d}.jpg", width, height, seed=k) for k in range(n_images)]
+    ids = [i for i, _ in ingest(store, files).added]
+    cid = add_category(store, "blob", "", [], [])
+    for k, image_id in enumerate(ids):
+        inst = photo_instances(width, height, per_image, cid, seed=k, radius=radius)
+        for i in range(len(inst)):
+            inst.states[i], inst.sources[i], inst.scores[i] = "accepted", "human", None
+        save_review(store, image_id, load(store, image_id).image.row_version, inst, "bench", status="done")
+    for f in files:
+        f.unlink()
+    return store
+
+
+def m_train(tmp: Path, n_images: int) -> dict:
+    import torch
+
+    from model import data
     from model.train import TrainOptions, train_loader
 
     torch.set_num_threads(2)
-    store = Store(Settings(store_dir=tmp / "store"))
-    files = [write_photo(tmp / f"f{k:04d}.jpg", 1920, 1080, seed=k) for k in range(n_images)]
-    ids = [i for i, _ in ingest(store, files).added]
-    cid = add_category(store, "blob", "", [], [])
-    from db.annotations import load
-
-    for k, image_id in enumerate(ids):
-        inst = photo_instances(1920, 1080, 15, cid, seed=k, radius=(40, 200))
-        for i in range(len(inst)):
-            inst.states[i], inst.sources[i], inst.scores[i] = "accepted", "human", None
-        got = load(store, image_id)
-        save_review(store, image_id, got.image.row_version, inst, "bench", status="done")
-    for f in files:
-        f.unlink()
+    store = labeled_photos(tmp, n_images, 1920, 1080, 15, (40, 200))
     samples = data.labeled_samples(store, heldout=False)
     cmap = data.store_category_map(store)
     ds = data.TrainDataset(samples, cmap)
@@ -248,6 +255,36 @@ def m_train(tmp: Path, n_images: int) -> dict:
     return {"labeled_images": len(samples), "instances": sum(len(s.instances) for s in samples), "seen": seen,
             "peak_rss_mb": top / MB, "peak_growth_mb": (top - base) / MB, "seconds": secs,
             "decoded_masks_kept": decoded}
+
+
+def m_photo_train(tmp: Path) -> dict:
+    """Peak RSS of a short training on 24 MP photos: four synthetic 6000x4000 JPEGs with 5 instances each,
+    the tiny model, 3 iterations of batch 2 through model.train.train_loader and train_loop as fine_tune
+    runs them (on the CPU: the images take the way they take to a GPU, less the pinned copy)."""
+    import torch
+
+    from model import data
+    from model.build import build
+    from model.config import get
+    from model.train import TrainOptions, train_loader, train_loop
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    store = labeled_photos(tmp, 4, 6000, 4000, 5, (150, 900))
+    samples = data.labeled_samples(store, heldout=False)
+    cmap = data.store_category_map(store)
+    config = get("tiny")
+    model = build(config, cmap)
+    opts = TrainOptions(batch_size=2)
+    loader = train_loader(data.TrainDataset(samples, cmap, config=config), opts, torch.device("cpu"))
+    base = settle()
+    reset_peak()
+    t = time.perf_counter()
+    curve = train_loop(model, loader, opts, 3, torch.device("cpu"), None, lambda p: None)
+    secs = time.perf_counter() - t
+    top = peak()
+    return {"images": len(samples), "iterations": len(curve), "rss_before_mb": base / MB, "peak_rss_mb": top / MB,
+            "peak_growth_mb": (top - base) / MB, "seconds": secs}
 
 
 ANN = """
@@ -323,7 +360,8 @@ def m_queue(tmp: Path) -> dict:
 
 
 MEASURES = {"page": m_page, "edits": m_edits, "label_image": m_label_image, "many": m_many, "stroke": m_stroke,
-            "queue": m_queue, "train60": lambda tmp: m_train(tmp, 60), "train600": lambda tmp: m_train(tmp, 600)}
+            "queue": m_queue, "train60": lambda tmp: m_train(tmp, 60), "train600": lambda tmp: m_train(tmp, 600),
+            "photo_train": m_photo_train}
 
 
 def main() -> None:

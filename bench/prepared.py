@@ -80,7 +80,7 @@ def checkpoint(size: str, image_size: int, iters: int, device: str = "auto") -> 
         config = get(size)
         torch.manual_seed(0)
         model = mb.build(config, cmap)
-        loader = torch.utils.data.DataLoader(TrainDataset(labeled_samples(store, heldout=False), cmap),
+        loader = torch.utils.data.DataLoader(TrainDataset(labeled_samples(store, heldout=False), cmap, config=config),
                                              batch_size=4, shuffle=True, collate_fn=collate, drop_last=True)
         train_loop(model, loader, TrainOptions(device=device), iters, pick_device(device), None, lambda p: None)
         mb.save_checkpoint(path, model.cpu(), config, cmap)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -176,6 +177,13 @@ class ModelVersion(Base):
     category_map: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    # at most one active version, whoever writes one (a unique index over the active rows alone): a second
+    # one is refused by the database, not left to every writer's care
+    __table_args__ = (
+        Index("uq_model_versions_one_active", "is_active", unique=True, sqlite_where=text("is_active"),
+              postgresql_where=text("is_active")),
+    )
 
 
 class Annotation(Base):

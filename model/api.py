@@ -176,14 +176,18 @@ def cancel(store: Store, job_id: int) -> None:
     jobs.request_cancel(store, job_id)
 
 
-def assistant(store: Store, options: ModelOptions, current: Assistant | None = None) -> Assistant | None:
+def assistant(store: Store, options: ModelOptions, current: Assistant | None = None,
+              predictor: Callable[[], Predictor | None] | None = None) -> Assistant | None:
     """A box-assist for the active model version, reusing ``current`` (and its cached image features) while
-    that version stays active. None when there is no model yet; UserError for the round-0 COCO networks,
-    refused before they are loaded."""
+    that version stays active. ``predictor``: gives the caller's own predictor of the active version (a
+    proposer's, ``active_predictor``), whose network the assist then shares instead of loading a second copy.
+    None when there is no model yet; UserError for the round-0 COCO networks, refused before they are
+    loaded."""
     v = active_version(store)
     if v is not None and v.checkpoint == "coco":
         raise UserError(ROUND0_REFUSED)
-    p = active_predictor(store, options, current.predictor if current is not None else None)
+    p = (predictor() if predictor is not None
+         else active_predictor(store, options, current.predictor if current is not None else None))
     if p is None:
         return None
     return current if current is not None and current.predictor is p else Assistant(p)

@@ -27,7 +27,7 @@ from db.instances import Instances
 from model.convert import instances_from_output
 from model.data import UnusableImage
 
-from model.predict import Predictor, upload
+from model.predict import Predictor, _autocast, _channels_last, upload
 
 ROUND0_REFUSED = ("assist needs a fine-tuned model: the round-0 COCO networks cannot be prompted with a box or a "
                   "point here; fine-tune once (Model tab or app.py train)")
@@ -41,18 +41,33 @@ class Features(NamedTuple):
     padded: tuple[int, int]  # (height, width) of the padded batch the backbone saw (the RPN's anchor strides)
 
 
-class Assistant:
-    """Answers box and point prompts with one predictor's network; keeps the features of the last few images
-    (enough for the open image and the next ones warmed ahead of it)."""
+CACHE_BYTES = 512 * 2 ** 20
 
-    def __init__(self, predictor: Predictor, cache_images: int = 6):
+
+class Assistant:
+    """Answers box and point prompts with one predictor's network (shared with it: one copy in memory; its
+    users take turns, annotator.background's one-model-run-at-a-time lock); keeps the features of the last few
+    images (enough for the open image and the next ones warmed ahead of it), at most ``cache_images`` of them
+    and ``cache_bytes`` together (the last one is kept whatever its size). On CUDA the network runs under
+    fp16 autocast, as proposals do (model.predict), so the cached maps are fp16: the full model's maps of an
+    800 x 1333 image take about 45 MB, against 90 MB in float32 on the CPU."""
+
+    def __init__(self, predictor: Predictor, cache_images: int = 6, cache_bytes: int = CACHE_BYTES):
         if predictor.net is None:
             raise UserError(ROUND0_REFUSED)
         self.predictor = predictor
         self.net = predictor.net
         self._cache: collections.OrderedDict = collections.OrderedDict()
-        self._size = cache_images
+        self._size, self._budget = cache_images, cache_bytes
         self._lock = threading.Lock()
+
+    def cached_bytes(self) -> int:
+        """What the cached features take (device memory on a GPU)."""
+        with self._lock:
+            return sum(feature_bytes(f) for f in self._cache.values())
+
+    def _autocast(self):
+        return _autocast(self.predictor.device)
 
     def has_features(self, key) -> bool:
         """Whether the features of ``key`` are cached (without counting as a use)."""
@@ -79,12 +94,17 @@ class Assistant:
             images, _ = net.transform([upload(pixels, device)])
         except RuntimeError as e:
             raise UnusableImage(f"the model cannot look at this {w}x{h} image ({str(e).splitlines()[0]})") from None
-        entry = Features(net.backbone(images.tensors), tuple(images.image_sizes[0]), tuple(pixels.shape[:2]),
-                         tuple(images.tensors.shape[-2:]))
+        batch = images.tensors
+        if _channels_last(net):
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            maps = net.backbone(batch)
+        entry = Features(maps, tuple(images.image_sizes[0]), tuple(pixels.shape[:2]), tuple(batch.shape[-2:]))
         with self._lock:
             self._cache[key] = entry
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+            held = sum(feature_bytes(f) for f in self._cache.values())
+            while len(self._cache) > 1 and (len(self._cache) > self._size or held > self._budget):
+                held -= feature_bytes(self._cache.popitem(last=False)[1])
         return entry
 
     @torch.inference_mode()
@@ -108,7 +128,8 @@ class Assistant:
         heads = self.net.roi_heads
         ry, rx = f.size[0] / f.original[0], f.size[1] / f.original[1]
         boxes = torch.tensor([[x0 * rx, y0 * ry, x1 * rx, y1 * ry]], dtype=torch.float32, device=self.predictor.device)
-        logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(f.maps, [boxes], [f.size])))
+        with self._autocast():
+            logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(f.maps, [boxes], [f.size])))
         probs = torch.softmax(logits.float(), -1)[0]
         usable = self._usable(probs.shape[0], probs.device)
         label = (self._label(category_id) if category_id is not None
@@ -139,8 +160,10 @@ class Assistant:
         nothing = UserError(f"the model sees nothing at ({x:g}, {y:g}); drag a box around the object instead")
         if len(proposals[0]) == 0:  # (decode would not give one row of boxes per proposal)
             raise nothing
-        logits, deltas = heads.box_predictor(heads.box_head(heads.box_roi_pool(f.maps, proposals, [f.size])))
-        boxes = box_ops.clip_boxes_to_image(heads.box_coder.decode(deltas, proposals), f.size)  # (P, classes, 4)
+        with self._autocast():
+            logits, deltas = heads.box_predictor(heads.box_head(heads.box_roi_pool(f.maps, proposals, [f.size])))
+        proposals = [p.float() for p in proposals]  # (P, classes, 4):
+        boxes = box_ops.clip_boxes_to_image(heads.box_coder.decode(deltas.float(), proposals), f.size)
         scores = torch.softmax(logits.float(), -1)
         px, py = x * f.size[1] / f.original[1], y * f.size[0] / f.original[0]
         covers = ((boxes[..., 0] <= px) & (px <= boxes[..., 2]) & (boxes[..., 1] <= py) & (py <= boxes[..., 3])
@@ -161,7 +184,8 @@ class Assistant:
         device and dtype come from the features), so a one-element tensor expanded to that shape stands in
         for the pixels, which are not kept."""
         stand_in = torch.empty((), device=self.predictor.device).expand(1, 3, *f.padded)
-        return self.net.rpn(ImageList(stand_in, [f.size]), f.maps)[0][0]
+        with self._autocast():
+            return self.net.rpn(ImageList(stand_in, [f.size]), f.maps)[0][0]
 
     def _check_category(self, category_id: int | None) -> None:
         p = self.predictor
@@ -183,13 +207,20 @@ class Assistant:
         (one box, xyxy in the resized image's pixels), as one assist instance of ``score``."""
         cmap, heads, size = self.predictor.cmap, self.net.roi_heads, f.size
         out = {"boxes": boxes, "labels": torch.tensor([label]), "scores": score}
-        mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(f.maps, [boxes], [size])))
-        if heads.has_keypoint() and label in cmap.keypoint_slices:
-            kp_logits = heads.keypoint_predictor(heads.keypoint_head(heads.keypoint_roi_pool(f.maps, [boxes], [size])))
-            out["keypoints"] = keypointrcnn_inference(kp_logits, [boxes])[0][0]
+        with self._autocast():
+            mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(f.maps, [boxes], [size])))
+            kp_logits = (heads.keypoint_predictor(heads.keypoint_head(heads.keypoint_roi_pool(f.maps, [boxes], [size])))
+                         if heads.has_keypoint() and label in cmap.keypoint_slices else None)
+        if kp_logits is not None:
+            out["keypoints"] = keypointrcnn_inference(kp_logits.float(), [boxes])[0][0]
         out = self.net.transform.postprocess([out], [size], [f.original])[0]  # boxes, keypoints to the image
-        out["mask_probs"] = mask_logits[:, label].sigmoid()  # pasted into the box by instances_from_output
+        out["mask_probs"] = mask_logits[:, label].float().sigmoid()  # pasted into the box by instances_from_output
         inst = instances_from_output(out, size_hw[0], size_hw[1], self.predictor.category_of,
                                      cmap.keypoint_slices.get if "keypoints" in out else (lambda lab: None))
         inst.sources[0] = "assist"
         return inst
+
+
+def feature_bytes(f: Features) -> int:
+    """What one image's cached maps take."""
+    return sum(t.numel() * t.element_size() for t in f.maps.values())

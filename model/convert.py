@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from db import crops
 from db import masks as mask_codec
 from db.instances import Instances
 from model.categories import CategoryMap
@@ -78,11 +79,16 @@ def add_detection(inst: Instances, category_id: int, box_xyxy, score: float, rle
     return i
 
 
-def targets_from_instances(inst: Instances, cmap: CategoryMap) -> dict[str, torch.Tensor]:
+def targets_from_instances(inst: Instances, cmap: CategoryMap,
+                           size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
     """Training targets: xyxy boxes, contiguous labels, uint8 masks, (N, K, 3) keypoints over every
     keypoint category's channels. Crowd regions, unknown categories and boxes under a pixel are left out; a
-    box- or keypoint-only label gets its box as mask."""
+    box- or keypoint-only label gets its box as mask. With ``size`` (height, width): the targets of the image
+    resized to that size, boxes and keypoints scaled and masks resampled as torchvision's transform does
+    (``mask_at``: no frame of the image's own size is made)."""
     h, w = inst.height, inst.width
+    oh, ow = size if size is not None else (h, w)
+    sx, sy = ow / w, oh / h
     boxes, labels, masks, kps = [], [], [], []
     slices = cmap.keypoint_slices
     for i in range(len(inst)):
@@ -93,27 +99,55 @@ def targets_from_instances(inst: Instances, cmap: CategoryMap) -> dict[str, torc
         if bw < 1 or bh < 1:
             continue
         label = cmap.label(cid)
-        m = inst.mask(i)
-        if m is None:  # keypoint- or box-only label: the box stands in for the mask
-            m = np.zeros((h, w), bool)
-            m[int(y):int(np.ceil(y + bh)), int(x):int(np.ceil(x + bw))] = True
         k = np.zeros((cmap.num_keypoints, 3), np.float32)
         given = inst.keypoints_xyv(i)
         if given is not None and label in slices:
             k[slices[label]] = given[: slices[label].stop - slices[label].start]
-        boxes.append([x, y, x + bw, y + bh])
+        k[:, 0] *= sx
+        k[:, 1] *= sy
+        boxes.append([x * sx, y * sy, (x + bw) * sx, (y + bh) * sy])
         labels.append(label)
-        masks.append(m)
+        masks.append(mask_at(inst, i, oh, ow))
         kps.append(k)
     t = {
         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         "labels": torch.tensor(labels, dtype=torch.int64),
-        "masks": torch.from_numpy(np.stack(masks).astype(np.uint8)) if masks
-        else torch.zeros((0, h, w), dtype=torch.uint8),
+        "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, oh, ow), dtype=torch.uint8),
     }
     if cmap.num_keypoints:
         t["keypoints"] = torch.from_numpy(np.stack(kps)) if kps else torch.zeros((0, cmap.num_keypoints, 3))
     return t
+
+
+def mask_at(inst: Instances, i: int, height: int, width: int) -> np.ndarray:
+    """Instance ``i``'s mask as a uint8 (``height``, ``width``) frame of its image resized to that size,
+    sampled as torch's nearest interpolation samples the full mask (what torchvision's transform does to
+    mask targets), but made from the mask's crop (decoded now, not kept on the instance): no frame of the
+    image's own size. A box- or keypoint-only instance gets its box."""
+    h, w = inst.height, inst.width
+    seg = inst.segmentations[i]
+    if seg:
+        c = crops.decode_crop(seg, h, w)
+        x0, y0, m = c.x, c.y, c.m
+    else:  # the box stands in for the mask
+        x, y, bw, bh = (float(v) for v in inst.bboxes[i])
+        x0, y0 = max(0, int(x)), max(0, int(y))
+        m = np.ones((max(0, min(h, int(np.ceil(y + bh))) - y0), max(0, min(w, int(np.ceil(x + bw))) - x0)), bool)
+    rows, cols = _nearest(h, height), _nearest(w, width)
+    r = np.flatnonzero((rows >= y0) & (rows < y0 + m.shape[0]))
+    c = np.flatnonzero((cols >= x0) & (cols < x0 + m.shape[1]))
+    out = np.zeros((height, width), np.uint8)
+    if r.size and c.size:
+        out[np.ix_(r, c)] = m[np.ix_(rows[r] - y0, cols[c] - x0)]
+    return out
+
+
+def _nearest(n_in: int, n_out: int) -> np.ndarray:
+    """For each of ``n_out`` samples, the index of the one of ``n_in`` that torch's nearest interpolation takes."""
+    if n_in == n_out:
+        return np.arange(n_in)
+    src = torch.nn.functional.interpolate(torch.arange(n_in, dtype=torch.float32)[None, None], size=n_out)
+    return src[0, 0].numpy().astype(np.int64)
 
 
 def merge_person_keypoints(inst: Instances, kp_out: dict[str, torch.Tensor], person_id: int,

@@ -6,6 +6,8 @@ Boxes: the store holds COCO xywh; tensors hold xyxy. Category ids <-> contiguous
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ from db.media import load_rgb
 from db.schema import Category
 from db.store import Store
 from model.categories import CategoryMap
+from model.config import ModelConfig
 from model.convert import targets_from_instances
 
 def store_category_map(store: Store) -> CategoryMap:
@@ -77,9 +80,34 @@ def image_tensor(pix: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pix, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
-def target_for(sample: Sample, cmap: CategoryMap) -> dict[str, torch.Tensor]:
-    """A sample's torchvision targets (model.convert.targets_from_instances)."""
-    return targets_from_instances(sample.instances, cmap)
+def train_size(config: ModelConfig, height: int, width: int) -> tuple[int, int]:
+    """The largest (height, width) the network's transform (torchvision's GeneralizedRCNNTransform) gives a
+    ``height`` x ``width`` image in training: its largest ``min_size_train`` on the shorter side, at most
+    ``max_size`` on the longer, floored as its resize floors; never larger than the image."""
+    scale = min(1.0, max(config.min_size_train) / min(height, width), config.max_size / max(height, width))
+    if scale >= 1.0:
+        return height, width
+    return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+
+
+def resized_image(pix: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """An (H, W, 3) uint8 image as a (3, h, w) uint8 tensor of ``size`` (h, w), resampled as the network's
+    transform resamples (bilinear, corners not aligned, no antialiasing), on uint8 (never a float copy of
+    the whole photo)."""
+    if tuple(pix.shape[:2]) == tuple(size):
+        return torch.from_numpy(np.array(pix, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+    with warnings.catch_warnings():  # a decoded image is read-only; interpolate only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        hwc = torch.from_numpy(np.asarray(pix, dtype=np.uint8))
+    small = torch.nn.functional.interpolate(hwc.permute(2, 0, 1)[None], size=size, mode="bilinear",
+                                            align_corners=False, antialias=False)  # (channels-last: fast)
+    return small[0].contiguous()
+
+
+def target_for(sample: Sample, cmap: CategoryMap, size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """A sample's torchvision targets (model.convert.targets_from_instances), for its image resized to
+    ``size`` (height, width) when given."""
+    return targets_from_instances(sample.instances, cmap, size)
 
 
 def hflip(img: torch.Tensor, target: dict[str, torch.Tensor], flip_perm: list[int]):
@@ -102,10 +130,17 @@ def hflip(img: torch.Tensor, target: dict[str, torch.Tensor], flip_perm: list[in
 class TrainDataset(torch.utils.data.Dataset):
     """Labeled samples as (image, target) with random horizontal flips. The flips come from torch's random
     generator: in the main process the run's seeded one, in a loader worker the one torch seeds per worker
-    from the loader's generator, so workers do not repeat each other's flips and a run is reproducible."""
+    from the loader's generator, so workers do not repeat each other's flips and a run is reproducible.
 
-    def __init__(self, samples: list[Sample], cmap: CategoryMap, augment: bool = True):
-        self.samples, self.cmap, self.augment = samples, cmap, augment
+    Images are (3, H, W) uint8 (a quarter of float's bytes through the loader's workers and pinned memory;
+    the training loop makes them float on the device). With ``config``, each image and its targets come
+    already resized to the largest size the network's transform gives it in training (``train_size``): a
+    24 MP photo travels as about 1 MP, its masks as frames of that size, and the transform, choosing among
+    ``min_size_train``, then only shrinks it a little further."""
+
+    def __init__(self, samples: list[Sample], cmap: CategoryMap, augment: bool = True,
+                 config: ModelConfig | None = None):
+        self.samples, self.cmap, self.augment, self.config = samples, cmap, augment, config
         self.flip_perm = cmap.flip_permutation()
 
     def __len__(self) -> int:
@@ -115,11 +150,12 @@ class TrainDataset(torch.utils.data.Dataset):
         """(image, target); for an image that cannot be read, (None, {"skipped": (image id, reason)}), which the
         training loop leaves out of its batch (model.train.train_loop)."""
         s = self.samples[i]
+        size = train_size(self.config, s.height, s.width) if self.config is not None else (s.height, s.width)
         try:
-            img = image_tensor(read_pixels(s.path, s.height, s.width))
+            img = resized_image(read_pixels(s.path, s.height, s.width), size)
         except UnusableImage as e:
             return None, {"skipped": (s.image_id, str(e))}
-        t = target_for(s, self.cmap)
+        t = target_for(s, self.cmap, size)
         if self.augment and float(torch.rand(())) < 0.5:
             img, t = hflip(img, t, self.flip_perm)
         return img, t

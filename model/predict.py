@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from db import annotations
 from db.errors import UserError
@@ -307,9 +308,12 @@ def ensure_round0(store: Store, options: ModelOptions) -> ModelVersion | None:
 
 
 def _register(store: Store, mv: ModelVersion) -> ModelVersion:
-    with store.transaction() as s:
-        mv.is_active, mv.promoted = True, True
-        s.add(mv)
+    try:
+        with store.transaction() as s:
+            mv.is_active, mv.promoted = True, True
+            s.add(mv)
+    except IntegrityError:  # another process registered one first (one active version: db.schema)
+        return active_version(store)
     return mv
 
 

@@ -8,10 +8,11 @@ import math
 import os
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from db import annotations
 from db.errors import UserError
@@ -113,26 +114,24 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
                dist: Dist | None = None, skipped: dict[int, str] | None = None) -> list[list[float]]:
     """Iterate over ``loader`` until ``total_iters`` or the deadline; returns the loss curve [[it, loss]].
 
-    With a deadline, the first ``PLAN_PROBE`` iterations are timed and the run is planned to the number of
-    iterations that fit (never more than ``total_iters``), planned again at each of ``REPLAN_AT`` from the
-    rate since the plan before (the first iterations are slow: allocators, caches): the schedule decays over
-    that plan. One host sync per iteration (the losses, read once for the curve, the progress and the
-    divergence check). With
-    ``dist`` (several processes) the processes agree every iteration on the plan and on a cancel. An image the
-    loader could not read (``TrainDataset`` gives None for it) is left out of its batch and named in
-    ``skipped`` (image id -> reason); a batch left empty is no iteration."""
+    Images come as uint8 (``TrainDataset``) and are made float on the device (a quarter of the bytes through
+    pinned memory and the copy); float images are taken as they are. With a deadline, the first
+    ``PLAN_PROBE`` iterations are timed and the run is planned to the number of iterations that fit (never
+    more than ``total_iters``), planned again at each of ``REPLAN_AT`` from the rate since the plan before
+    (the first iterations are slow: allocators, caches): the schedule decays over that plan. One host sync per iteration (the losses,
+    read once for the curve, the progress and the divergence check). An image the loader could not read
+    (``TrainDataset`` gives None for it) is left out of its batch and named in ``skipped`` (image id ->
+    reason); a batch left empty is no iteration.
+
+    With ``dist`` (several processes) the processes agree once per iteration, between the forward and the
+    backward pass (``Dist.agree``), on rank 0's plan, on a cancel, on whether every loss is finite and on
+    whether any of them failed (in the forward pass, or loading the next batch, which is loaded ahead for
+    that), and stop or raise together: no process is left in the backward pass's all_reduce, nor in the
+    collectives DDP runs at the start of a forward pass, waiting for one that stopped. A batch left empty
+    there is a failure."""
     params = [p for p in model.parameters() if p.requires_grad]
-    lr = opts.lr or (1e-3 if opts.optimizer == "adamw" else 0.02 * opts.batch_size / 16)
-    if opts.optimizer == "sgd":
-        optim = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=opts.weight_decay)
-    elif opts.optimizer == "adamw":
-        try:  # the fused kernel is several times faster where this torch build has it
-            optim = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay, fused=True)
-        except (RuntimeError, TypeError):
-            optim = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay)
-    else:
-        raise UserError(f"--optimizer {opts.optimizer!r}: choose adamw or sgd")
-    planned = total_iters
+    optim = _optimizer(params, opts)
+    planned = plan = total_iters  # planned: what every process runs; plan: rank 0's latest, agreed next
     sched = torch.optim.lr_scheduler.LambdaLR(  # (reads ``planned`` as it is planned again)
         optim, lambda it: lr_factor(it, planned, max(1, min(opts.warmup_iters, planned // 5))))
     amp = device.type == "cuda"
@@ -140,59 +139,154 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     model.train().to(device)
     curve: list[list[float]] = []
     it = 0
+    cancel = False
+    feed = _batches(loader, device, skipped, dist is not None)
+    batch = next(feed)
+    if dist is not None and dist.agree(plan, False, True, batch.failure is not None, device).failed:
+        _raise_failure(dist, batch.failure, it)
     t0 = time.monotonic()
     mark, pace = (t0, 0), 0.0  # (time, iteration) of the last plan; seconds per iteration since the one before
     while it < planned:
-        for images, targets in loader:
-            if any(i is None for i in images):
-                images, targets, unread = _readable(images, targets)
-                if skipped is not None:
-                    skipped.update(unread)
-                if not images:
-                    if dist is not None:  # the other processes are waiting in this iteration's collectives
-                        raise UserError("no image of a batch of one of the training processes could be read ("
-                                        + "; ".join(f"image {i}: {why}" for i, why in unread.items()) + ")")
-                    continue
-            images = [i.to(device, non_blocking=True) for i in images]
-            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-                losses = model(images, targets)
-                loss = sum(v * (opts.keypoint_loss_weight if k == "loss_keypoint" else 1.0) for k, v in losses.items())
-            values = torch.stack([loss.detach().float()] + [v.detach().float() for v in losses.values()]).tolist()
-            if not math.isfinite(values[0]):
-                raise UserError(f"training diverged at iteration {it} (loss {values[0]}); try a lower --lr")
-            optim.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optim)
-            torch.nn.utils.clip_grad_norm_(params, opts.clip_norm)
-            scaler.step(optim)
-            scaler.update()
-            sched.step()
-            it += 1
-            now = time.monotonic()
-            elapsed = max(now - t0, 1e-6)
-            rate = pace or elapsed / it
-            if deadline is not None and it in REPLAN_AT:  # plan to what the time limit allows, at the rate
-                pace = max(now - mark[0], 1e-6) / (it - mark[1])  # since the last plan (the first are slow)
-                mark, rate = (now, it), pace
-                planned = min(total_iters, it + max(0, int((deadline - now) / rate)))
-            curve.append([it, round(values[0], 5)])
-            remaining = planned - it
-            if deadline is not None:
-                remaining = min(remaining, max(0, int((deadline - time.monotonic()) / rate)))
-            cancel = False
+        failure, values, ahead = batch.failure, None, None
+        if failure is None:
             try:
-                after_step(Progress(it, it + remaining, {k: round(v, 4) for k, v in zip(losses, values[1:])},
-                                    elapsed, remaining * rate))
-            except Cancelled:
-                cancel = True
-            if dist is not None:  # every process stops at the same iteration
-                planned, cancel = dist.agree(planned, cancel, device)
-            if cancel:
+                with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                    losses = model(batch.images, batch.targets)
+                    loss = sum(v * (opts.keypoint_loss_weight if k == "loss_keypoint" else 1.0)
+                               for k, v in losses.items())
+                values = torch.stack([loss.detach().float()] + [v.detach().float() for v in losses.values()]).tolist()
+            except Exception as e:  # noqa: BLE001 - with several processes, said to the others first
+                if dist is None:
+                    raise
+                failure = e
+        finite = values is not None and math.isfinite(values[0])
+        if dist is not None:  # every process stops, or raises, at the same iteration
+            ahead = next(feed)
+            v = dist.agree(plan, cancel, finite, failure is not None or ahead.failure is not None, device)
+            planned = v.planned
+            if v.failed:
+                _raise_failure(dist, failure or ahead.failure, it)
+            if v.diverged:
+                raise UserError(f"training diverged at iteration {it} (the loss of {v.diverged} of the "
+                                f"{dist.world} training processes is not finite); try a lower --lr")
+            if v.cancel:
                 raise Cancelled()
-            if it >= planned or (dist is None and deadline is not None and time.monotonic() >= deadline):
+            if it >= planned:  # rank 0 planned to stop here (a time limit, known after its probe)
                 return curve
+        elif not finite:
+            raise UserError(f"training diverged at iteration {it} (loss {values[0]}); try a lower --lr")
+        optim.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optim)
+        torch.nn.utils.clip_grad_norm_(params, opts.clip_norm)
+        scaler.step(optim)
+        scaler.update()
+        sched.step()
+        it += 1
+        now = time.monotonic()
+        elapsed = max(now - t0, 1e-6)
+        rate = pace or elapsed / it
+        if deadline is not None and it in REPLAN_AT:  # plan to what the time limit allows, at the rate
+            pace = max(now - mark[0], 1e-6) / (it - mark[1])  # since the last plan (the first are slow)
+            mark, rate = (now, it), pace
+            plan = min(total_iters, it + max(0, int((deadline - now) / rate)))
+            if dist is None:
+                planned = plan
+        curve.append([it, round(values[0], 5)])
+        remaining = plan - it
+        if deadline is not None:
+            remaining = min(remaining, max(0, int((deadline - time.monotonic()) / rate)))
+        try:
+            after_step(Progress(it, it + remaining, {k: round(v, 4) for k, v in zip(losses, values[1:])},
+                                elapsed, remaining * rate))
+        except Cancelled:
+            cancel = True  # (several processes: the others hear of it at the next agreement)
+        if cancel and (dist is None or it >= planned):
+            raise Cancelled()  # (after the last iteration no process waits for another)
+        if it >= planned or (dist is None and deadline is not None and time.monotonic() >= deadline):
+            return curve
+        batch = ahead if ahead is not None else next(feed)
     return curve
+
+
+class _Batch(NamedTuple):
+    images: list | None
+    targets: list | None
+    failure: Exception | None = None  # (several processes) why this process has no batch
+
+
+def _batches(loader, device: torch.device, skipped: dict[int, str] | None, several: bool) -> Iterator[_Batch]:
+    """The loader's batches, epoch after epoch, on the device, without the images it could not read (named
+    in ``skipped``). Alone, an error is raised and a batch left empty is passed over; with ``several``
+    processes, either is given as the batch's ``failure`` (to be agreed on before anyone goes on)."""
+    while True:
+        batches, n = iter(loader), 0
+        while True:
+            try:
+                try:
+                    images, targets = next(batches)
+                except StopIteration:
+                    break
+                if any(i is None for i in images):
+                    images, targets, unread = _readable(images, targets)
+                    if skipped is not None:
+                        skipped.update(unread)
+                    if not images:
+                        if not several:
+                            continue
+                        raise UserError("no image of its batch could be read ("
+                                        + "; ".join(f"image {i}: {why}" for i, why in unread.items()) + ")")
+                images = [_on_device(i, device) for i in images]
+                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+            except Exception as e:  # noqa: BLE001 - with several processes, said to the others first
+                if not several:
+                    raise
+                n += 1
+                yield _Batch(None, None, e)
+                continue
+            n += 1
+            yield _Batch(images, targets)
+        if n == 0:  # (several processes: each has as many batches, DistributedSampler's shares)
+            raise UserError("no batch to train on: no image of the training split could be read, or there are "
+                            "fewer labeled training images than one batch for each training process")
+
+
+def _optimizer(params: list[torch.nn.Parameter], opts: TrainOptions) -> torch.optim.Optimizer:
+    lr = opts.lr or (1e-3 if opts.optimizer == "adamw" else 0.02 * opts.batch_size / 16)
+    if opts.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=opts.weight_decay)
+    if opts.optimizer == "adamw":
+        return adamw(params, lr=lr, weight_decay=opts.weight_decay)
+    raise UserError(f"--optimizer {opts.optimizer!r}: choose adamw or sgd")
+
+
+def adamw(params, **kw) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where this torch build has it for the parameters' device (several times
+    faster on a GPU), else torch's default implementation."""
+    try:
+        return torch.optim.AdamW(params, fused=True, **kw)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, **kw)
+
+
+def _on_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """An image on the device as the float (3, H, W) in [0, 1] the networks take (uint8 is converted there)."""
+    image = image.to(device, non_blocking=True)
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image
+
+
+def _raise_failure(dist: Dist, mine: Exception | None, it: int) -> None:
+    """Raise, on every process at once, the failure one or more of them had before the backward pass: a
+    process raises its own error; the others a UserError naming each failed process and its error."""
+    said = dist.failures(None if mine is None else f"{type(mine).__name__}: {_first_line(mine)}")
+    if mine is not None:
+        raise mine
+    raise UserError(f"training stopped at iteration {it}: " + "; ".join(
+        f"training process {rank} of {dist.world} failed ({why})" for rank, why in said))
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:limit]
 
 
 def _readable(images, targets) -> tuple[list, list, dict[int, str]]:
@@ -245,9 +339,13 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
         if on_progress is not None and on_progress(Progress(0, 0, {}, time.monotonic() - t_start, 0.0, phase=name)):
             raise Cancelled()
 
+    device = pick_device(opts.device)
+    if dist is not None:  # the processes meet first (rank 0 may come late, from its round-0 download)
+        device = dist.device(device)
+        dist.start(device)
     phase("reading the labels")
     cmap = store_category_map(store)
-    active = active_version(store)
+    active = _active_everywhere(store, dist)
     size = opts.size or (active.size if active is not None else "tiny")
     config = get(size)
     # images with nothing to label (every proposal rejected, or none) train as background: rejecting a
@@ -279,16 +377,12 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
     warnings += [w for smp in train_samples + heldout for w in smp.skipped]
 
     parent = active if active is not None and active.size == size else None
-    device = pick_device(opts.device)
-    if dist is not None:
-        device = dist.device(device)
-        dist.start(device)
     torch.manual_seed(opts.seed)  # (every rank builds the same network)
     phase("building the model")
     model, pretrained = _initial_model(store, opts, config, cmap, parent, warnings)
     if config.size == "full" and pretrained:
         freeze_pretrained(model)  # as torchvision's references fine-tune: frozen BatchNorm and stem
-    loader = train_loader(TrainDataset(train_samples, cmap, augment=True), opts, device, dist)
+    loader = train_loader(TrainDataset(train_samples, cmap, augment=True, config=config), opts, device, dist)
     total = iterations_for(opts, len(loader))
     deadline = time.monotonic() + opts.max_minutes * 60 if opts.max_minutes else None
 
@@ -304,8 +398,9 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
                         "--size tiny; the active model is unchanged") from None
     finally:
         record()  # the files the loader could not read
+    del loader  # its worker processes (kept from epoch to epoch) end here, before the evaluation
     if dist is not None and not dist.main:
-        return None  # rank 0 evaluates and writes the version
+        return None  # rank 0 evaluates and writes the version; this process leaves without waiting for it
 
     if on_progress is not None:
         on_progress(Progress(len(curve), len(curve), {}, time.monotonic() - t_start, 0.0, phase="evaluating"))
@@ -352,21 +447,50 @@ def _fine_tune(store: Store, opts: TrainOptions, on_progress: Callable[[Progress
     used = [smp.image_id for smp in every_train + every_heldout if smp.problem and smp.image_id not in skipped]
     name = f"{size}-{uuid.uuid4().hex[:12]}.pt"
     save_checkpoint(store.settings.models_dir / name, model.cpu(), config, cmap)
-    with store.transaction() as s:
-        mv = ModelVersion(parent_id=parent.id if parent else None, size=size, checkpoint=name,
-                          images_used=sum(smp.image_id not in skipped for smp in train_samples),
-                          train_seconds=round(time.monotonic() - t_start, 2),
-                          loss_curve=_thin(curve), metrics=metrics | {"heldout_images": len(heldout)},
-                          parent_metrics=baseline, category_map=cmap.to_dict(), promoted=promoted,
-                          is_active=promoted, note="; ".join(warnings))
-        if promoted:
-            s.execute(update(ModelVersion).values(is_active=False))
-        s.add(mv)
-        s.flush()
-        vid = mv.id
+    row = dict(parent_id=parent.id if parent else None, size=size, checkpoint=name,
+               images_used=sum(smp.image_id not in skipped for smp in train_samples),
+               train_seconds=round(time.monotonic() - t_start, 2), loss_curve=_thin(curve),
+               metrics=metrics | {"heldout_images": len(heldout)}, parent_metrics=baseline,
+               category_map=cmap.to_dict(), promoted=promoted, is_active=promoted, note="; ".join(warnings))
+    vid = _versions_change(store, lambda s: _added(s, ModelVersion(**row)), deactivate=promoted)
     record()  # the held-out images the evaluation left out
     annotations.clear_problems(store, used)  # looked at this time: what was recorded on them is past
     return TrainResult(vid, promoted, metrics, baseline, len(curve), time.monotonic() - t_start, warnings, skipped)
+
+
+def _active_everywhere(store: Store, dist: Dist | None) -> ModelVersion | None:
+    """The active version; with several processes, rank 0's on every one of them (another may have become
+    active between their reads, and the version decides the network every process builds)."""
+    active = active_version(store)
+    if dist is None:
+        return active
+    vid = dist.share(active.id if active is not None else None)
+    if active is not None and active.id == vid:
+        return active
+    with store.session() as s:
+        return s.get(ModelVersion, vid) if vid is not None else None
+
+
+def _versions_change(store: Store, change: Callable[[Any], Any], deactivate: bool) -> Any:
+    """``change(session)`` in one transaction, after which (with ``deactivate``) every other version stops being
+    active. The database holds at most one active version (db.schema.ModelVersion): an activation by another
+    process that commits between this one's deactivation and its commit makes it fail on that rule, and it is
+    tried again, then after the other."""
+    for attempt in range(3):
+        try:
+            with store.transaction() as s:
+                if deactivate:
+                    s.execute(update(ModelVersion).where(ModelVersion.is_active).values(is_active=False))
+                return change(s)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+
+
+def _added(s, mv: ModelVersion) -> int:
+    s.add(mv)
+    s.flush()
+    return mv.id
 
 
 def _cannot_look(pred: Predictor, smp: Sample, version: ModelVersion, skipped: dict[int, str]) -> bool:
@@ -397,11 +521,12 @@ def training_data_problem(store: Store) -> str | None:
 
 def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device,
                  dist: Dist | None = None) -> torch.utils.data.DataLoader:
-    """Shuffled batches of like-oriented images (``AspectBatches``) from worker processes where there are cores to spare (none on a 2-core machine:
-    they would take the cores the training uses), pinned for a GPU. The shuffle and each worker's random
-    augmentation come from ``opts.seed`` (torch seeds worker k from the loader's generator). With ``dist``, a
+    """Shuffled batches of like-oriented images (``AspectBatches``) from worker processes where there are cores
+    to spare (``loader_workers``), pinned for a GPU. The workers stay from epoch to epoch: the caller deletes
+    the loader when training ends, which ends them. The shuffle and each worker's random augmentation come
+    from ``opts.seed`` (torch seeds worker k from the loader's generator). With ``dist``, a
     ``DistributedSampler`` gives each process its share, batched the same way (full batches only)."""
-    workers = min(4, max(0, (os.cpu_count() or 1) - 2))
+    workers = loader_workers(dist)
     order = torch.Generator().manual_seed(opts.seed)
     share = None
     if dist is not None:  # this process's share of each epoch; every process then has as many batches
@@ -412,6 +537,14 @@ def train_loader(ds: TrainDataset, opts: TrainOptions, device: torch.device,
     return torch.utils.data.DataLoader(
         ds, batch_sampler=batches, collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(opts.seed + 1))
+
+
+def loader_workers(dist: Dist | None = None) -> int:
+    """Loader worker processes for one training process: its share of the cores it may run on (its CPU
+    affinity, shared with the other training processes of this machine), less two (the training loop, and
+    the rest), at most 4. None on a 2-core machine: they would take the cores the training uses."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, max(0, cores // (dist.local_world if dist is not None else 1) - 2))
 
 
 def _initial_model(store: Store, opts: TrainOptions, config: ModelConfig, cmap: CategoryMap,
@@ -501,8 +634,10 @@ def activate(store: Store, version_id: int) -> ModelVersion:
         if not mv.checkpoint:
             raise UserError(f"model version {version_id} has no checkpoint to load")
         verify_checkpoint(store.settings.models_dir / mv.checkpoint, store_category_map(store), partial=True)
-    with store.transaction() as s:
+
+    def make_active(s) -> ModelVersion:
         mv = s.get(ModelVersion, version_id)
-        s.execute(update(ModelVersion).values(is_active=False))
         mv.is_active = True
-    return mv
+        return mv
+
+    return _versions_change(store, make_active, deactivate=True)

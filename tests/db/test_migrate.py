@@ -96,3 +96,28 @@ def test_a_store_made_by_the_first_release_upgrades_with_its_data(make_store, tm
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []  # the upgraded store has exactly the current schema
     st.close()
+
+
+def test_a_store_with_several_active_versions_keeps_the_first_active(make_store, tmp_path):
+    """Before migration 0008 every process of a torchrun fine-tune registered its own active round-0 version;
+    the upgrade leaves the first active (the one the app found) and the database refuses a second."""
+    import datetime as dt
+
+    from sqlalchemy.exc import IntegrityError
+
+    st = make_store(tmp_path / "old", migrate=False)
+    upgrade(st.engine, "0007")
+    now = dt.datetime(2026, 12, 1, 12, 0, 0)
+    with st.engine.begin() as conn:
+        for vid in (1, 2, 3):
+            conn.execute(text("INSERT INTO model_versions (id, size, checkpoint, is_active, promoted, images_used, "
+                              "train_seconds, note, created_at) VALUES (:id, 'full', 'coco', :yes, :yes, 0, 0.0, "
+                              "'', :t)"), {"id": vid, "t": now, "yes": True})
+    upgrade(st.engine)
+    with st.engine.connect() as conn:
+        active = conn.execute(text("SELECT id FROM model_versions WHERE is_active = :yes ORDER BY id"),
+                              {"yes": True}).scalars().all()
+    assert active == [1]
+    with pytest.raises(IntegrityError), st.engine.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET is_active = :yes WHERE id = 3"), {"yes": True})
+    st.close()

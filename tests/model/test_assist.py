@@ -236,3 +236,55 @@ def test_assist_features_are_cached_once_under_concurrent_prompts(small_store, h
     for t in threads:
         t.join()
     assert errors == [] and calls == [] and len(set(results)) == 1
+
+
+def test_the_proposals_and_the_assist_share_one_network(small_store):
+    """The UI process held two copies of the network, one for proposals and one for the assist."""
+    from annotator.background import BackgroundProposer
+
+    bp = BackgroundProposer(small_store, OPTIONS)
+    with bp.model_lock():
+        helper, proposer = bp.assistant(), bp.predictor()
+        assert helper.predictor is proposer and helper.net is proposer.net
+        assert bp.assistant() is helper  # (and its cache) while the version stays active
+
+
+def test_the_feature_cache_is_bounded_by_bytes_and_keeps_the_last_image(small_store):
+    from model.assist import Assistant
+
+    ids = _all_images(small_store)[:4]
+    pred = Predictor.for_version(small_store, OPTIONS)
+    one = Assistant(pred)
+    f = one.features(("k", ids[0]), lambda: np.asarray(load_rgb(small_store.media_file(_media(small_store, ids[0])))))
+    size = sum(t.numel() * t.element_size() for t in f.maps.values())
+    assert one.cached_bytes() == size and all(t.dtype == torch.float32 for t in f.maps.values())  # (CPU: float32)
+    for budget, kept in ((int(2.5 * size), 2), (0, 1)):
+        helper = Assistant(pred, cache_images=6, cache_bytes=budget)
+        for i in ids:
+            helper.features(("k", i), lambda i=i: np.asarray(load_rgb(small_store.media_file(_media(small_store, i)))))
+        assert [helper.has_features(("k", i)) for i in ids] == [False] * (4 - kept) + [True] * kept
+        assert helper.cached_bytes() <= max(budget, size)
+
+
+def _media(store, image_id: int) -> str:
+    with store.session() as s:
+        return s.get(Image, image_id).media_path
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_cuda_the_assist_runs_in_fp16_and_answers_as_in_float32(small_store):
+    """On a GPU: the cached maps are fp16 (half the memory) and a box gets the mask it gets in float32."""
+    from model.assist import Assistant
+
+    image_id, _, mask, _ = _largest_object(small_store)
+    ys, xs = np.nonzero(mask)
+    box = [float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1]
+    load = lambda: np.asarray(load_rgb(small_store.media_file(_media(small_store, image_id))))  # noqa: E731
+    answers = {}
+    for device in ("cuda", "cpu"):
+        helper = Assistant(Predictor.for_version(small_store, ModelOptions(weights="none", device=device)))
+        f = helper.features(("k", image_id), load)
+        assert all(t.dtype == (torch.float16 if device == "cuda" else torch.float32) for t in f.maps.values())
+        inst = helper.box(("k", image_id), load, mask.shape, box)
+        answers[device] = decode(inst.segmentations[0], *mask.shape)
+    assert iou(answers["cuda"], answers["cpu"]) > 0.9

@@ -320,7 +320,7 @@ def test_a_run_is_reproducible_from_its_seed(make_store, tmp_path):
     curves = []
     for k in range(2):  # two stores with the same labels (a second run in one store would start from the first)
         st = make_store(tmp_path / f"seeded{k}")
-        fill_demo(st, n_images=10, labeled_train=8, size=64, seed=2)
+        fill_demo(st, n_images=12, labeled_train=8, size=64, seed=2)  # (images 11 and 12 are held out)
         r = fine_tune(st, TrainOptions(epochs=2, size="tiny", seed=7))
         with st.session() as s:
             curves.append(s.get(ModelVersion, r.version_id).loss_curve)
@@ -431,7 +431,8 @@ def test_a_jpeg_photo_is_decoded_at_the_reduced_scale_the_model_shrinks_it_to(de
 
     from model.data import read_pixels
 
-    pred = Predictor.for_version(demo_store, ModelOptions(device="cpu"))
+    version = next(v for v in list_versions(demo_store) if v.id == trained.version_id)
+    pred = Predictor.for_version(demo_store, ModelOptions(device="cpu"), version)
     im = next(iter(demo_store_images(demo_store)))
     small = np.asarray(PILImage.open(demo_store.media_file(im.media_path)).convert("RGB"))
     photo = tmp_path / "photo.jpg"
@@ -472,3 +473,24 @@ def demo_store_images(store):
 
     ids = annotations.image_ids(store)
     return annotations.images(store, ids[:1]).values()
+
+
+def test_the_loaders_workers_end_before_the_evaluation(make_store, tmp_path, monkeypatch):
+    """The loader's workers stay from epoch to epoch (persistent), and end once training is done: they held
+    their memory (and their prefetched batches) through the whole evaluation."""
+    import multiprocessing
+
+    st = make_store(tmp_path / "w")
+    fill_demo(st, n_images=12, labeled_train=8, size=64, seed=2)  # (images 11 and 12 are held out)
+    before = len(multiprocessing.active_children())
+    monkeypatch.setattr(train_mod, "loader_workers", lambda dist=None: 2)
+    seen = []
+    real = train_mod.ev.detections
+
+    def detections(*a, **k):
+        seen.append(len(multiprocessing.active_children()) - before)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod.ev, "detections", detections)
+    r = fine_tune(st, TrainOptions(epochs=2, size="tiny", batch_size=4))
+    assert r.iterations >= 2 and seen and seen[0] == 0
