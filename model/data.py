@@ -80,12 +80,17 @@ def image_tensor(pix: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pix, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
+SHRINK_UNDER = 0.5  # an image the network shrinks less than this (at most twice its size) travels as it is
+
+
 def train_size(config: ModelConfig, height: int, width: int) -> tuple[int, int]:
     """The largest (height, width) the network's transform (torchvision's GeneralizedRCNNTransform) gives a
     ``height`` x ``width`` image in training: its largest ``min_size_train`` on the shorter side, at most
-    ``max_size`` on the longer, floored as its resize floors; never larger than the image."""
+    ``max_size`` on the longer, floored as its resize floors. An image the network shrinks by less than
+    half keeps its size: it is small enough to travel, and the transform's one resize (with scale jitter)
+    is then all the resampling it gets, as before photo-size images were shrunk here."""
     scale = min(1.0, max(config.min_size_train) / min(height, width), config.max_size / max(height, width))
-    if scale >= 1.0:
+    if scale >= SHRINK_UNDER:
         return height, width
     return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
 

@@ -69,6 +69,9 @@ def test_a_photo_travels_at_the_training_size_with_its_targets_as_the_transform_
     sample = Sample(1, str(path), w, h, inst)
     size = train_size(TINY, h, w)
     assert size == (112, 168)  # the largest of min_size_train (112) on the short side: 700 x 466 * 112 / 466
+    # an image the network shrinks by less than half travels as it is (one resampling, the transform's)
+    assert train_size(TINY, 128, 128) == (128, 128) and train_size(TINY, 200, 300) == (200, 300)
+    assert train_size(TINY, 230, 300) == (112, 146)
     img, t = TrainDataset([sample], cmap, augment=False, config=TINY)[0]
     assert img.dtype == torch.uint8 and img.shape == (3, *size)
     full = targets_from_instances(inst, cmap)
