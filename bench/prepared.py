@@ -36,10 +36,11 @@ def synthetic_store(root: Path, images: int, image_size: int, labeled: int = 0, 
 
 
 def crowded_store(root: Path, images: int, image_size: int, max_objects: int = 4, fmt: str = "png",
-                  seed: int = 0) -> Store:
+                  seed: int = 0) -> tuple[Store, dict]:
     """A store of ``images`` unlabeled synthetic images of ``image_size`` px (the demo's objects, up to
     ``max_objects`` each, the later occluding the earlier), saved as ``fmt`` (png, or jpeg at quality 90 as
-    a camera writes them), with the demo's categories (what the prepared checkpoints know)."""
+    a camera writes them), with the demo's categories (what the prepared checkpoints know); and their exact
+    labels as a COCO dict (the store's image ids), to score proposals on."""
     import json
 
     import numpy as np
@@ -52,16 +53,31 @@ def crowded_store(root: Path, images: int, image_size: int, max_objects: int = 4
     src = root / "src"
     src.mkdir(parents=True)
     ext = {"png": "png", "jpeg": "jpg"}[fmt]
-    listed = []
+    from db import annotations
+    from db.instances import Instances
+
+    listed, truth = [], []
     for k in range(images):
-        pix, _ = make_image(rng, image_size, max_objects=max_objects)
+        pix, objs = make_image(rng, image_size, max_objects=max_objects)
         name = f"crowd_{k + 1:05d}.{ext}"
         Image.fromarray(pix).save(src / name, **({"quality": 90} if fmt == "jpeg" else {}))
         listed.append({"id": k + 1, "file_name": name, "width": image_size, "height": image_size})
+        inst = Instances(image_size, image_size)
+        for o in objs:
+            inst.add(o["category_id"], [0, 0, 0, 0], mask=o["mask"], keypoints=o["keypoints"])
+        truth.append(inst)
     store = Store(Settings(store_dir=root / "store"))
-    import_coco(store, {"images": listed, "annotations": [], "categories": json.loads(json.dumps(CATEGORIES))}, src,
-                user="bench")
-    return store
+    cats = json.loads(json.dumps(CATEGORIES))
+    import_coco(store, {"images": listed, "annotations": [], "categories": cats}, src, user="bench")
+    by_name = {r.file_name: iid for iid, r in annotations.images(store, annotations.image_ids(store)).items()}
+    anns, aid = [], 1
+    for im, inst in zip(listed, truth):
+        for a in inst.to_coco(by_name[im["file_name"]]):
+            anns.append(a | {"id": aid})
+            aid += 1
+    gt = {"images": [im | {"id": by_name[im["file_name"]]} for im in listed], "annotations": anns,
+          "categories": [{k: v for k, v in c.items() if k in ("id", "name", "keypoints")} for c in cats]}
+    return store, gt
 
 
 def checkpoint(size: str, image_size: int, iters: int, device: str = "auto") -> Path:

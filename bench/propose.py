@@ -83,26 +83,53 @@ class Baseline:
         return out
 
 
-def agreement(plain_out: list[list[dict]], pred: Predictor, store, ids: list[int], min_score: float) -> str:
-    """How alike the two sides' results are: detections of each, and the mask IoU of each baseline detection
-    with maskloop's best match of the same class (maskloop may decode a JPEG at reduced size: equal work must
-    still give the same proposals)."""
+def standin_net(size: str, cmap, torch_home: Path) -> torch.nn.Module:
+    """A ``size`` network started from stand-in COCO weights (``model.standin``), as a fine-tune from COCO
+    starts it: the real loading path (``load_coco_nets``, ``init_from_coco``) from a temporary TORCH_HOME."""
+    import os
+
+    from model import standin
+
+    standin.write(torch_home)
+    os.environ["TORCH_HOME"] = str(torch_home)
+    net = mb.build(mb.get(size), cmap)
+    mb.init_from_coco(net, mb.load_coco_nets("coco", mb.get(size)), cmap)
+    return net
+
+
+def agreement(plain_out: list[list[dict]], pred: Predictor, store, ids: list[int], min_score: float,
+              truth: dict) -> str:
+    """How alike the two sides' results are, and how good: detections of each, the mask IoU of each baseline
+    detection with maskloop's best match of the same class, and each side's COCO AP against the images'
+    exact labels (maskloop decodes a JPEG photo at reduced size: equal work must give proposals as good)."""
+    from model import evaluate as ev
+
     rows = annotations.images(store, ids)
-    ious, n_plain, n_ours = [], 0, 0
+    ious, mine_all, theirs_all = [], [], []
     for iid, dets in zip(ids, plain_out):
         im = rows[iid]
         pix = pred.read(store.media_file(im.media_path), im.height, im.width)
         ours = pred.predict([pix], min_score, [(im.height, im.width)])[0]
-        n_plain, n_ours = n_plain + len(dets), n_ours + len(ours)
-        mine = [(c, mask_utils.frPyObjects(r, im.height, im.width) if isinstance(r["counts"], list) else r)
-                for c, r in zip(ours.category_ids, ours.segmentations)]
+        mine_all += ours.to_coco(iid, with_score=True)
         for d in dets:
-            same = [r for c, r in mine if c == d["category_id"]]
-            ious.append(float(mask_utils.iou([d["segmentation"]], same, [0] * len(same)).max()) if same else 0.0)
+            x0, y0, x1, y1 = d["bbox"]
+            rle = dict(d["segmentation"], counts=d["segmentation"]["counts"].decode("ascii"))
+            theirs_all.append({"image_id": iid, "category_id": d["category_id"], "score": d["score"],
+                               "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": rle,
+                               **({"keypoints": d["keypoints"]} if d["keypoints"] else {})})
+            same = [m["segmentation"] for m in mine_all if m["image_id"] == iid and m["category_id"] == d["category_id"]]
+            ious.append(float(mask_utils.iou([rle], same, [0] * len(same)).max()) if same else 0.0)
     mean = statistics.mean(ious) if ious else float("nan")
     share = sum(x >= 0.9 for x in ious) / max(1, len(ious))
-    return (f"baseline {n_plain}, maskloop {n_ours}; each baseline mask's best maskloop match: mean IoU {mean:.3f}, "
-            f"{100 * share:.0f} % at IoU >= 0.9")
+    cmap = pred.cmap
+
+    def aps(dets: list[dict]) -> str:
+        m = ev.coco_evaluation(truth, dets, cmap).metrics
+        return " / ".join("-" if m.get(k) is None else f"{m[k]:.3f}" for k in ("segm", "bbox", "keypoints"))
+
+    return (f"baseline {len(theirs_all)}, maskloop {len(mine_all)}; each baseline mask's best maskloop match: mean "
+            f"IoU {mean:.3f}, {100 * share:.0f} % at IoU >= 0.9; AP against the exact labels (segm / bbox / "
+            f"keypoints): baseline {aps(theirs_all)}, maskloop {aps(mine_all)}")
 
 
 def main() -> None:
@@ -115,21 +142,29 @@ def main() -> None:
     ap.add_argument("--min-score", type=float, default=0.3, help="app.py propose's default")
     ap.add_argument("--prep-iters", type=int, default=300, help="training iterations of the prepared checkpoint")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--weights", choices=["prepared", "standin"], default="prepared",
+                    help="prepared: a checkpoint trained on this kind of data (bench/prepared.py); standin: the "
+                         "network started from stand-in COCO weights (model/standin.py: random, so every "
+                         "detection slot fills, the most post-processing; --size full, whose training would "
+                         "take hours on a CPU)")
     ap.add_argument("--objects", type=int, default=4, help="at most this many objects per image (the demo's)")
     ap.add_argument("--format", choices=["png", "jpeg"], default="png",
                     help="how the image files are stored (jpeg: quality 90, as cameras write photos)")
     a = ap.parse_args()
     device = pick_device(a.device)
-    ck = checkpoint(a.size, a.image_size, a.prep_iters, a.device)
+    ck = checkpoint(a.size, a.image_size, a.prep_iters, a.device) if a.weights == "prepared" else None
     with tempfile.TemporaryDirectory() as tmp:
-        store = crowded_store(Path(tmp), a.images, a.image_size, a.objects, a.format)
+        store, truth = crowded_store(Path(tmp), a.images, a.image_size, a.objects, a.format)
         cmap = store_category_map(store)
         ids = annotations.image_ids(store)
         paths = [store.media_file(r.media_path) for r in annotations.images(store, ids).values()]
-        net, config, _ = mb.load_checkpoint(ck, cmap)
+        if ck is not None:
+            net, config, _ = mb.load_checkpoint(ck, cmap)
+        else:
+            net, config = standin_net(a.size, cmap, Path(tmp) / "torch_home"), mb.get(a.size)
         mb.set_eval_size(net, config)
         with store.transaction() as s:  # the version the proposal rows name
-            mv = ModelVersion(size=a.size, checkpoint=ck.name, category_map=cmap.to_dict())
+            mv = ModelVersion(size=a.size, checkpoint=ck.name if ck else "standin", category_map=cmap.to_dict())
             s.add(mv)
             s.flush()
             version = types.SimpleNamespace(id=mv.id)
@@ -175,7 +210,7 @@ def main() -> None:
             return time.perf_counter() - t
 
         ours_latency(), plain_latency(), ours_batch(), plain_batch()  # warm-up (allocators, caches, lazy inits)
-        agree = agreement(plain.run(paths, a.batch_size), fast[a.batch_size], store, ids, a.min_score)
+        agree = agreement(plain.run(paths, a.batch_size), fast[a.batch_size], store, ids, a.min_score, truth)
         rows = []
         for r in range(a.repeats):
             order = [("plain", plain_latency, plain_batch), ("ours", ours_latency, ours_batch)]
@@ -192,7 +227,7 @@ def main() -> None:
 
     dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\ndevice: {dev}; torch {torch.__version__}; python {platform.python_version()}")
-    print(f"size {a.size}, {len(ids)} images of {a.image_size}px, checkpoint {ck.name}, min score {a.min_score}; "
+    print(f"size {a.size}, {len(ids)} images of {a.image_size}px, {ck.name if ck else 'stand-in COCO weights'}, min score {a.min_score}; "
           f"{plain_batch.detections} detections per pass (mean RLE {plain_batch.rle_chars / max(1, plain_batch.detections):.0f} "
           f"characters), maskloop wrote {ours_batch.proposals} rows")
     print(f"the two sides' detections: {agree}")
