@@ -399,7 +399,7 @@ def run_arm(order: str, data: Data, root: Path, a, with_fixed_baseline: bool, lo
 
     reviews = [dataclasses.asdict(s) | {"share_unchanged": s.share_unchanged} for s in review_stats(store)]
     store.close()
-    return {"order": order, "rounds": rounds, "reviews": reviews}
+    return {"order": order, "seed": a.seed, "rounds": rounds, "reviews": reviews}
 
 
 def train_round(store: Store, data: Data, options: api.ModelOptions, a, r: int, before: dict, log, name: str) -> dict:
@@ -458,7 +458,8 @@ def report(results: dict, a, seconds: float, out: Path, runs: dict[int, dict] | 
         "",
         f"Written by `bench/loop.py` on {time.strftime('%Y-%m-%d')}: `{' '.join(['python bench/loop.py'] + sys.argv[1:])}`",
         f"on {platform.node() or 'this machine'} ({platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, CPU), in {seconds / 60:.1f} minutes. {a.rounds} rounds of {a.per_round} images, "
+        f"{torch.__version__}, CPU), " + (f"in {seconds / 60:.1f} minutes. " if seconds else "from saved results (`--from`). ")
+        + f"{a.rounds} rounds of {a.per_round} images, "
         f"a fine-tune of about {a.iterations} iterations (`--size tiny`) after each round but the last, "
         f"{a.pool} images in the pool and {a.test} in the fixed test set, {a.size} px, "
         + (f"seeds {', '.join(map(str, runs))} (each its own data, labeler order and training)." if runs else
@@ -593,7 +594,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--orders", default="shuffled,uncertainty", help="queue orders to run, comma-separated")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 images, 8 iterations: a smoke test")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "loop.md")
+    ap.add_argument("--from", dest="saved", type=Path, nargs="+", default=None,
+                    help="write the report from saved results (the results.json of earlier runs, of the same "
+                         "settings), without running: a seed run again replaces the same seed of a file before it")
     a = ap.parse_args(argv)
+    if a.saved:
+        runs = {}
+        for path in a.saved:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if "shuffled" in data:  # one seed's arms
+                runs[int(data["shuffled"]["seed"])] = data
+            else:
+                runs.update({int(k): v for k, v in data.items()})
+        first = min(runs)
+        a.seed = first
+        report(runs[first], a, 0.0, a.out, runs if len(runs) > 1 else None)
+        print(f"wrote {a.out} from {len(runs)} seed(s) of saved results")
+        return 0
     if a.quick:
         a.rounds, a.per_round, a.iterations, a.pool, a.test = 2, 4, 8, 12, 6
     orders = [o.strip() for o in a.orders.split(",") if o.strip()]

@@ -646,7 +646,8 @@ def heldout_split(store: Store, show: int = 3) -> HeldoutSplit:
             if len(page) < 10 * show:
                 break
             after = page[-1].id
-        count, last = s.execute(select(func.count(Image.id), func.max(Image.id))).one()
+        count = s.scalar(select(func.count(Image.id)))
+        last = s.scalar(select(Image.id).order_by(Image.id.desc()).limit(1))  # (the next ids: an estimate)
     next_id = (last or 0) + 1
     while not is_heldout(next_id):
         next_id += 1

@@ -188,7 +188,7 @@ class Comparison:
 
 
 PROMOTE_SHARE = 0.9  # a new start (another size, other weights) must beat the active model beyond the noise
-CONTINUE_SHARE = 0.5  # a continuation of the active model on at least its labels: not worse, point for point
+CONTINUE_SHARE = 0.1  # a continuation of the active model on at least its labels: unless it is worse beyond it
 RESAMPLES = 200
 
 

@@ -96,6 +96,12 @@ def test_quick_run_writes_the_report_and_its_plots(make_store, tmp_path, monkeyp
     for name in ("effort.png", "ap.png"):
         with Image.open(tmp_path / "loop" / name) as im:
             assert im.size == (720, 420)
+    # the report again from the saved results, without running: the same tables
+    again = tmp_path / "again.md"
+    assert loop.main(["--quick", "--from", str(tmp_path / "loop" / "results.json"), "--out", str(again)]) == 0
+    cut = text.index("## Per round (the default queue: a fixed shuffle)")
+    redone = again.read_text().replace("](again/", "](loop/")  # (its plots beside it)
+    assert redone[redone.index("## Per round (the default"):] == text[cut:]
 
 
 def _round(k, seconds, unassisted, segm, train=None):
