@@ -1,6 +1,6 @@
 """The model view's data without a browser: job progress as every browser sees it, verdict, tables."""
 
-
+import pytest
 
 from db import jobs
 from db.schema import ModelVersion
@@ -167,3 +167,13 @@ def test_a_fine_tune_with_no_held_out_labels_says_what_to_do(store):
         s.add(ModelVersion(id=3, size="full", checkpoint="c.pt", parent_id=1, metrics={"segm": 0.2, "bbox": 0.3},
                            parent_metrics={"segm": 0.25}, promoted=False))
     assert "not promoted: the active model is at least as good" in model_view.version_verdict(store, 3)
+
+
+def test_the_fine_tune_form_trains_for_the_minutes_when_epochs_are_blank():
+    from db.errors import UserError
+    from annotator.model_view import _whole
+
+    assert _whole(None) is None and _whole("") is None and _whole(0) is None  # blank: the minutes decide
+    assert _whole(3.0) == 3
+    with pytest.raises(UserError, match="whole number"):
+        _whole(2.5)
