@@ -230,12 +230,12 @@ def start_job(store: Store, epochs, minutes, size,
 
 
 def _whole(value) -> int | None:
-    """A number field's value as a whole number; blank (or 0) is None."""
+    """A number field's value as a whole number; blank or 0 is None (the minutes decide)."""
     if value in (None, "", 0):
         return None
     f = float(value)
     if not f.is_integer():
-        raise UserError(f"epochs {value!r}: give a whole number, or leave it blank to train for the minutes given")
+        raise UserError(f"epochs {value!r}: give a whole number, or 0 to train for the minutes given")
     return int(f)
 
 

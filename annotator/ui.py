@@ -870,7 +870,7 @@ def export_tab(store: Store, exports: store_view.ExportFolder, roles: Roles):
 def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follower | None = None):
     with gr.Row() as train_row:
         minutes = gr.Number(value=5, label="Minutes to train", elem_id="train-minutes", minimum=0)
-        epochs = gr.Number(value=None, label="Or stop after epochs (blank: use the minutes)", precision=0,
+        epochs = gr.Number(value=0, label="Or stop after epochs (0: train for the minutes)", precision=0,
                            elem_id="train-epochs", minimum=0)
         size = gr.Radio(["tiny", "full"], value=None, label="Size (blank: the active model's)", elem_id="train-size")
         start = gr.Button("Fine-tune", variant="primary", elem_id="btn-finetune")
