@@ -89,7 +89,7 @@ class TrainResult:
 
 
 PLAN_PROBE = 8  # iterations timed to plan a run that a time limit binds
-REPLAN_AT = (PLAN_PROBE, 4 * PLAN_PROBE, 16 * PLAN_PROBE)  # the plan is made again from the rate so far
+PLANS = 3  # the plan from the probe, then again after a quarter of what is left (at least PLAN_PROBE), twice
 DEFAULT_EPOCHS = 10  # without --epochs and without a time limit
 UNBOUNDED = 10 ** 9  # iterations of a run that only its time limit ends
 
@@ -117,9 +117,10 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
     Images come as uint8 (``TrainDataset``) and are made float on the device (a quarter of the bytes through
     pinned memory and the copy); float images are taken as they are. With a deadline, the first
     ``PLAN_PROBE`` iterations are timed and the run is planned to the number of iterations that fit (never
-    more than ``total_iters``), planned again at each of ``REPLAN_AT`` from the rate since the plan before
-    (the first iterations are slow: allocators, caches): the schedule decays over that plan. One host sync per iteration (the losses,
-    read once for the curve, the progress and the divergence check). An image the loader could not read
+    more than ``total_iters``), then planned again after a quarter of what was left (``PLANS`` plans in
+    all), from the rate since the plan before (the first iterations are slow: allocators, caches): the
+    schedule decays over that plan. One host sync per iteration (the losses, read once for the curve, the
+    progress and the divergence check). An image the loader could not read
     (``TrainDataset`` gives None for it) is left out of its batch and named in ``skipped`` (image id ->
     reason); a batch left empty is no iteration.
 
@@ -146,6 +147,7 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
         _raise_failure(dist, batch.failure, it)
     t0 = time.monotonic()
     mark, pace = (t0, 0), 0.0  # (time, iteration) of the last plan; seconds per iteration since the one before
+    next_plan, plans = PLAN_PROBE, 0
     while it < planned:
         failure, values, ahead = batch.failure, None, None
         if failure is None:
@@ -186,10 +188,12 @@ def train_loop(model: torch.nn.Module, loader, opts: TrainOptions, total_iters: 
         now = time.monotonic()
         elapsed = max(now - t0, 1e-6)
         rate = pace or elapsed / it
-        if deadline is not None and it in REPLAN_AT:  # plan to what the time limit allows, at the rate
-            pace = max(now - mark[0], 1e-6) / (it - mark[1])  # since the last plan (the first are slow)
+        if deadline is not None and it == next_plan and plans < PLANS:  # plan to what the time allows, at the
+            pace = max(now - mark[0], 1e-6) / (it - mark[1])  # rate since the last plan (the first are slow)
             mark, rate = (now, it), pace
             plan = min(total_iters, it + max(0, int((deadline - now) / rate)))
+            plans += 1
+            next_plan = it + max(PLAN_PROBE, (plan - it) // 4)
             if dist is None:
                 planned = plan
         curve.append([it, round(values[0], 5)])

@@ -359,7 +359,8 @@ def test_a_time_limit_plans_the_iterations_that_fit(demo_store, monkeypatch):
 
 def test_minutes_without_epochs_train_for_the_minutes(demo_store, monkeypatch):
     """--max-minutes alone uses its time (it used to stop at the default 10 epochs), and the plan follows the
-    measured rate: iterations that get faster after the first ones are planned again (at 32 and 128)."""
+    measured rate: iterations that get faster after the first ones are planned again (after a quarter of
+    what the first plan left, and once more)."""
     assert train_mod.iterations_for(TrainOptions(), 7) == 70  # neither: the default 10 epochs
     assert train_mod.iterations_for(TrainOptions(epochs=2, max_minutes=5), 7) == 14  # epochs first, if sooner
     assert train_mod.iterations_for(TrainOptions(max_minutes=5), 7) == train_mod.UNBOUNDED
@@ -376,10 +377,11 @@ def test_minutes_without_epochs_train_for_the_minutes(demo_store, monkeypatch):
         clock[0] += 5.0 if calls[0] <= 8 else 1.0
 
     model.register_forward_pre_hook(tick)
-    opts = TrainOptions(max_minutes=4)
+    opts = TrainOptions(max_minutes=2)
     curve = train_mod.train_loop(model, loader, opts, train_mod.iterations_for(opts, len(loader)),
-                                 torch.device("cpu"), 1000.0 + 240, lambda p: None)
-    assert len(curve) == 8 + 200  # 40 s for the first 8, then 1 s each to the end of the 4 minutes
+                                 torch.device("cpu"), 1000.0 + 120, lambda p: None)
+    # 40 s for the first 8 (planned: 24 in all), then 1 s each to the end of the 2 minutes (planned again at 16)
+    assert len(curve) == 8 + 80
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(epochs=2.5), dict(max_minutes=float("nan")),
