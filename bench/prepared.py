@@ -38,45 +38,30 @@ def synthetic_store(root: Path, images: int, image_size: int, labeled: int = 0, 
 def crowded_store(root: Path, images: int, image_size: int, max_objects: int = 4, fmt: str = "png",
                   seed: int = 0) -> tuple[Store, dict]:
     """A store of ``images`` unlabeled synthetic images of ``image_size`` px (the demo's objects, up to
-    ``max_objects`` each, the later occluding the earlier), saved as ``fmt`` (png, or jpeg at quality 90 as
-    a camera writes them), with the demo's categories (what the prepared checkpoints know); and their exact
-    labels as a COCO dict (the store's image ids), to score proposals on."""
-    import json
-
-    import numpy as np
+    ``max_objects`` each, the later occluding the earlier: ``model.synthetic.make_coco``), saved as ``fmt``
+    (png, or jpeg at quality 90 as a camera writes them), with the demo's categories (what the prepared
+    checkpoints know); and their exact labels as a COCO dict of the store's image ids, to score proposals on."""
     from PIL import Image
 
+    from db import annotations
     from db.coco_import import import_coco
-    from model.synthetic import CATEGORIES, make_image
+    from model.synthetic import make_coco
 
-    rng = np.random.default_rng(seed)
+    files, truth = make_coco(images, size=image_size, seed=seed, max_objects=max_objects, prefix="crowd")
     src = root / "src"
     src.mkdir(parents=True)
-    ext = {"png": "png", "jpeg": "jpg"}[fmt]
-    from db import annotations
-    from db.instances import Instances
-
-    listed, truth = [], []
-    for k in range(images):
-        pix, objs = make_image(rng, image_size, max_objects=max_objects)
-        name = f"crowd_{k + 1:05d}.{ext}"
-        Image.fromarray(pix).save(src / name, **({"quality": 90} if fmt == "jpeg" else {}))
-        listed.append({"id": k + 1, "file_name": name, "width": image_size, "height": image_size})
-        inst = Instances(image_size, image_size)
-        for o in objs:
-            inst.add(o["category_id"], [0, 0, 0, 0], mask=o["mask"], keypoints=o["keypoints"])
-        truth.append(inst)
+    renamed = {}
+    for name, pix in files:
+        renamed[name] = name if fmt == "png" else name[:-len(".png")] + ".jpg"
+        Image.fromarray(pix).save(src / renamed[name], **({"quality": 90} if fmt == "jpeg" else {}))
+    listed = [im | {"file_name": renamed[im["file_name"]]} for im in truth["images"]]
     store = Store(Settings(store_dir=root / "store"))
-    cats = json.loads(json.dumps(CATEGORIES))
-    import_coco(store, {"images": listed, "annotations": [], "categories": cats}, src, user="bench")
-    by_name = {r.file_name: iid for iid, r in annotations.images(store, annotations.image_ids(store)).items()}
-    anns, aid = [], 1
-    for im, inst in zip(listed, truth):
-        for a in inst.to_coco(by_name[im["file_name"]]):
-            anns.append(a | {"id": aid})
-            aid += 1
-    gt = {"images": [im | {"id": by_name[im["file_name"]]} for im in listed], "annotations": anns,
-          "categories": [{k: v for k, v in c.items() if k in ("id", "name", "keypoints")} for c in cats]}
+    import_coco(store, {"images": listed, "annotations": [], "categories": truth["categories"]}, src, user="bench")
+    ids = {r.file_name: iid for iid, r in annotations.images(store, annotations.image_ids(store)).items()}
+    old_to_new = {im["id"]: ids[im["file_name"]] for im in listed}
+    gt = {"images": [im | {"id": old_to_new[im["id"]]} for im in listed],
+          "annotations": [a | {"image_id": old_to_new[a["image_id"]]} for a in truth["annotations"]],
+          "categories": [{k: v for k, v in c.items() if k in ("id", "name", "keypoints")} for c in truth["categories"]]}
     return store, gt
 
 

@@ -133,14 +133,16 @@ def make_image(rng: np.random.Generator, size: int = 128, max_objects: int = 4, 
 
 
 def make_coco(n_images: int, *, size: int = 128, seed: int = 0, first_image_id: int = 1,
-              first_ann_id: int = 1, prefix: str = "synth") -> tuple[list[tuple[str, np.ndarray]], dict]:
-    """``n_images`` synthetic images and their COCO dataset (masks as compressed RLE)."""
+              first_ann_id: int = 1, prefix: str = "synth", max_objects: int = 4
+              ) -> tuple[list[tuple[str, np.ndarray]], dict]:
+    """``n_images`` synthetic images (up to ``max_objects`` objects each) and their COCO dataset (masks as
+    compressed RLE)."""
     rng = np.random.default_rng(seed)
     files, images, anns = [], [], []
     aid = first_ann_id
     for k in range(n_images):
         iid = first_image_id + k
-        pix, objs = make_image(rng, size)
+        pix, objs = make_image(rng, size, max_objects=max_objects)
         name = f"{prefix}_{iid:06d}.png"
         files.append((name, pix))
         images.append({"id": iid, "file_name": name, "width": size, "height": size})
