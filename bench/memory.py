@@ -23,6 +23,9 @@ Measures (the store is built once per measure, before the first reading):
 - train: peak RSS of one pass of fine-tuning's data (model.data.TrainDataset through model.train.train_loader:
   each image decoded, its targets made: full-frame masks for the loss) over 60 and over 600 labeled 1920x1080
   images with 15 instances each; the samples are checked to hold no decoded mask afterwards.
+- propose / propose_whole: proposals on the 6000x4000 photo with the tiny model, every detection slot kept
+  (50 masks at photo size): peak RSS growth and seconds of one call; the photo decoded at the network's scale
+  (PIL draft), or whole (as before issue 22).
 - photo_train: peak RSS of a short training on 24 MP photos (4 synthetic 6000x4000 JPEGs, 5 instances each, the
   tiny model, 3 iterations of batch 2, through model.train.train_loader and train_loop as fine-tuning runs them).
 """
@@ -287,6 +290,40 @@ def m_photo_train(tmp: Path) -> dict:
             "peak_growth_mb": (top - base) / MB, "seconds": secs}
 
 
+def m_propose(tmp: Path, whole: bool = False) -> dict:
+    """Proposals on the 24 MP photo (model.predict.propose, as app.py propose runs it): the tiny model,
+    untrained, every detection slot kept (min score 0: 50 masks pasted and encoded at photo size, the
+    worst case); peak RSS growth and seconds of one call after a warm-up. ``whole``: the photo decoded
+    whole, as before issue 22, instead of at the scale the network shrinks it to."""
+    import torch
+
+    from model.build import build, set_eval_size
+    from model.config import get
+    from model.data import read_pixels, store_category_map
+    from model.predict import Predictor, propose
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    store, image_id = photo_store(tmp)
+    config = get("tiny")
+    net = build(config, store_category_map(store))
+    set_eval_size(net, config)
+
+    class Whole(Predictor):
+        def read(self, path, height, width):
+            return read_pixels(path, height, width)
+
+    pred = (Whole if whole else Predictor)(store_category_map(store), net=net, device="cpu", batch_size=1)
+    propose(store, [image_id], pred, min_score=0.0, chunk=1)  # warm-up
+    base = settle()
+    reset_peak()
+    t = time.perf_counter()
+    r = propose(store, [image_id], pred, min_score=0.0, chunk=1)
+    secs = time.perf_counter() - t
+    top = peak()
+    return {"proposals": r["proposals"], "peak_growth_mb": (top - base) / MB, "seconds": secs}
+
+
 ANN = """
 import sys
 from gradio_client import Client
@@ -361,7 +398,7 @@ def m_queue(tmp: Path) -> dict:
 
 MEASURES = {"page": m_page, "edits": m_edits, "label_image": m_label_image, "many": m_many, "stroke": m_stroke,
             "queue": m_queue, "train60": lambda tmp: m_train(tmp, 60), "train600": lambda tmp: m_train(tmp, 600),
-            "photo_train": m_photo_train}
+            "photo_train": m_photo_train, "propose": m_propose, "propose_whole": lambda tmp: m_propose(tmp, True)}
 
 
 def main() -> None:
