@@ -241,25 +241,37 @@ def _like_sized(cw: np.ndarray, ch: np.ndarray, max_elements: int, rows: int) ->
     return groups
 
 
-def _paste(padded, bx0, by0, bw, bh, x0, y0, cw, ch, wc: int, hc: int, threshold: float) -> torch.Tensor:
-    """One group of ``paste_masks``: (k, wc, hc) bool column-major crops on the masks' device."""
+def _paste(padded, bx0, by0, bw, bh, x0, y0, cw, ch, wc: int, hc: int, threshold: float,
+           rows_at_once: int = 1 << 22) -> torch.Tensor:
+    """One group of ``paste_masks``: (k, wc, hc) bool column-major crops on the masks' device. The resize is
+    separable: along x once for every padded row, then along y a band of output rows at a time (at most
+    ``rows_at_once`` values of float work per band), so a crop as large as a 24 MP photo needs no full-size
+    float arrays."""
     dev, p, k = padded.device, padded.shape[-1], padded.shape[0]
     # source coordinates of each output column (row) in the padded mask, as bilinear resizing with
     # align_corners=False computes them: scale * (i + 0.5) - 0.5, never below 0
     u = (x0[:, None] - bx0[:, None]) + torch.arange(wc, device=dev)[None]  # (k, wc) in the resized box
-    v = (y0[:, None] - by0[:, None]) + torch.arange(hc, device=dev)[None]
     sx = ((float(p) / bw[:, None].float()) * (u.float() + 0.5) - 0.5).clamp(min=0)
-    sy = ((float(p) / bh[:, None].float()) * (v.float() + 0.5) - 0.5).clamp(min=0)
-    ix0, iy0 = sx.to(torch.int64).clamp(max=p - 1), sy.to(torch.int64).clamp(max=p - 1)
-    lx, ly = sx - ix0, sy - iy0
-    ix1, iy1 = (ix0 + 1).clamp(max=p - 1), (iy0 + 1).clamp(max=p - 1)
-    # along x for every padded row, then along y: (k, p, wc) -> (k, hc, wc)
+    ix0 = sx.to(torch.int64).clamp(max=p - 1)
+    lx = sx - ix0
+    ix1 = (ix0 + 1).clamp(max=p - 1)
+    # along x for every padded row: (k, p, wc)
     gx0 = torch.gather(padded, 2, ix0[:, None, :].expand(k, p, wc))
     gx1 = torch.gather(padded, 2, ix1[:, None, :].expand(k, p, wc))
     rows = gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]
-    gy0 = torch.gather(rows, 1, iy0[:, :, None].expand(k, hc, wc))
-    gy1 = torch.gather(rows, 1, iy1[:, :, None].expand(k, hc, wc))
-    val = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
-    inside = ((torch.arange(wc, device=dev)[None, None, :] < cw[:, None, None])
-              & (torch.arange(hc, device=dev)[None, :, None] < ch[:, None, None]))
-    return ((val > threshold) & inside).transpose(1, 2)  # column-major crops
+    out = torch.empty((k, hc, wc), dtype=torch.bool, device=dev)
+    cols_inside = torch.arange(wc, device=dev)[None, None, :] < cw[:, None, None]
+    band = max(1, rows_at_once // max(1, k * wc))
+    for r0 in range(0, hc, band):  # then along y, a band of output rows at a time: (k, rows, wc)
+        r1 = min(hc, r0 + band)
+        v = (y0[:, None] - by0[:, None]) + torch.arange(r0, r1, device=dev)[None]
+        sy = ((float(p) / bh[:, None].float()) * (v.float() + 0.5) - 0.5).clamp(min=0)
+        iy0 = sy.to(torch.int64).clamp(max=p - 1)
+        ly = sy - iy0
+        iy1 = (iy0 + 1).clamp(max=p - 1)
+        gy0 = torch.gather(rows, 1, iy0[:, :, None].expand(k, r1 - r0, wc))
+        gy1 = torch.gather(rows, 1, iy1[:, :, None].expand(k, r1 - r0, wc))
+        val = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
+        inside = cols_inside & (torch.arange(r0, r1, device=dev)[None, :, None] < ch[:, None, None])
+        out[:, r0:r1] = (val > threshold) & inside
+    return out.transpose(1, 2)  # column-major crops

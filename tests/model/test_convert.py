@@ -79,3 +79,14 @@ def test_output_with_mask_probabilities_or_pasted_masks_gives_the_same_instances
     b = instances_from_output(base | {"masks": pasted}, 60, 80, cat, lambda lab: None)
     assert a.category_ids == b.category_ids == [10, 20, 10]
     assert a.segmentations == b.segmentations and a.bboxes == b.bboxes
+
+
+def test_pasting_in_bands_of_rows_gives_the_same_masks(monkeypatch):
+    from model import convert
+
+    gen = torch.Generator().manual_seed(11)
+    probs, boxes = torch.rand(6, 28, 28, generator=gen), _boxes(6, 300, 400, gen)
+    whole = _encoded(paste_masks(probs, boxes, 300, 400), 6, 300, 400)
+    paste = convert._paste
+    monkeypatch.setattr(convert, "_paste", lambda *a, **kw: paste(*a, rows_at_once=500, **kw))  # a few rows a band
+    assert _encoded(paste_masks(probs, boxes, 300, 400), 6, 300, 400) == whole
