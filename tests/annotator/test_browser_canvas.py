@@ -275,7 +275,7 @@ def test_after_opening_an_id_with_enter_the_review_keys_label_again(app_with_mod
     store, url, _ = app_with_model
     page.goto(url)
     expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
-    image_id = _fresh_image(store, USED)
+    image_id = _fresh_image(store, USED, accept=_with_proposals(store))
     page.wait_for_function(f"{ST} && {ST}.answerDrawnAt > 0")
     box = page.locator("#jump-id").get_by_role("textbox")
     box.fill(str(image_id))
