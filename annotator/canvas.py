@@ -16,15 +16,16 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 import numpy as np
 from PIL import Image as PILImage
 from pycocotools import mask as coco_mask
 
 from annotator.labeling import LabelSession, SaveConflict
+from annotator.messages import BOX, FLAG, INT, NUM, TEXT, Field, fields, one_of, points_upto, whole_in
 from annotator.page import Page
 from annotator.render import color
 from db import annotations
@@ -210,42 +211,7 @@ def _history(page: Page) -> list[dict[str, Any]]:
     return cached[1]
 
 
-# --- edit messages ---------------------------------------------------------------------------------------
-def _number(msg: dict, key: str) -> float:
-    v = msg.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise UserError(f"edit message: {key} must be a finite number, not {v!r}")
-    return float(v)
-
-
-def _index(msg: dict, key: str = "index", optional: bool = False) -> int | None:
-    v = msg.get(key)
-    if v is None and optional:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
-        raise UserError(f"edit message: {key} must be an integer, not {v!r}")
-    return int(v)
-
-
-def _xy_list(msg: dict, key: str, limit: int) -> list[tuple[float, float]]:
-    pts = msg.get(key)
-    if not isinstance(pts, list) or not pts or len(pts) > limit:
-        raise UserError(f"edit message: {key} must be a list of 1 to {limit} points")
-    out = []
-    for p in pts:
-        if not (isinstance(p, (list, tuple)) and len(p) == 2):
-            raise UserError(f"edit message: {p!r} is not an [x, y] point")
-        out.append((_number({"v": p[0]}, "v"), _number({"v": p[1]}, "v")))
-    return out
-
-
-def _box(msg: dict) -> list[float]:
-    b = msg.get("box")
-    if not isinstance(b, list) or len(b) != 4:
-        raise UserError("edit message: box must be [x0, y0, x1, y1]")
-    return [_number({"v": v}, "v") for v in b]
-
-
+# --- edit messages: each operation's fields (annotator.messages) and what it does ------------------------
 def found_instance(ls: LabelSession, got: dict) -> Instances:
     """An assist answer (the /assist_box dict) as one Instances of this image, source 'assist', made by the
     version that answered (so the save's review counts for it)."""
@@ -255,70 +221,57 @@ def found_instance(ls: LabelSession, got: dict) -> Instances:
     return found
 
 
-def _stroke(ls: LabelSession, msg: dict) -> str:
+def _stroke(ls: LabelSession, m: dict) -> str:
     """A brush or eraser stroke: the pointer path in image pixels and its radius, painted at full
     resolution on the selected instance (with none selected, the brush starts a new one of ``category``)."""
-    points, radius = _xy_list(msg, "points", MAX_STROKE_POINTS), _number(msg, "radius")
-    erase, index = bool(msg.get("erase")), _index(msg, optional=True)
-    if index is None:
-        if erase:
+    if m["index"] is None:
+        if m["erase"]:
             raise UserError("select an instance to erase from")
-        cid = _index(msg, "category", optional=True)
-        if cid is None:
+        if m["category"] is None:
             raise UserError("select an instance to paint on, or choose the class of a new instance")
-        i = ls.new_instance(cid, stroke=(points, radius))
-        return f"new instance #{i}"
-    ls.paint(points, radius, erase=erase, index=index)
-    return "erased" if erase else "painted"
+        return f"new instance #{ls.new_instance(m['category'], stroke=(m['points'], m['radius']))}"
+    ls.paint(m["points"], m["radius"], erase=m["erase"], index=m["index"])
+    return "erased" if m["erase"] else "painted"
 
 
-def _polygon(ls: LabelSession, msg: dict) -> str:
-    points = _xy_list(msg, "points", MAX_POLYGON_POINTS)
-    mode, index = msg.get("mode"), _index(msg, optional=True)
-    if mode == "new" or (mode in ("auto", None) and index is None):
-        cid = _index(msg, "category", optional=True)
-        if cid is None:
+def _polygon(ls: LabelSession, m: dict) -> str:
+    mode, index = m["mode"], m["index"]
+    if mode == "new" or (mode == "auto" and index is None):
+        if m["category"] is None:
             raise UserError("choose the class of the new instance first")
-        return f"new instance #{ls.new_instance(cid, polygon=points)}"
-    if mode not in ("add", "subtract", "auto", None):
-        raise UserError(f"edit message: polygon mode {mode!r} is not new, add or subtract")
-    ls.polygon(points, subtract=mode == "subtract", index=index)
+        return f"new instance #{ls.new_instance(m['category'], polygon=m['points'])}"
+    ls.polygon(m["points"], subtract=mode == "subtract", index=index)
     return "polygon subtracted" if mode == "subtract" else "polygon added"
 
 
-def _box_edit(ls: LabelSession, msg: dict, assist: Assist | None, page: Page) -> str:
+def _box_edit(ls: LabelSession, m: dict, assist: Assist | None, page: Page) -> str:
     """A box drawn or its handles dragged. An assist answer nobody has touched yet is asked again for the
     new box; any other instance gets the box (its mask cut to it)."""
-    index, (x0, y0, x1, y1) = _index(msg), _box(msg)
-    i = ls._need(index)
+    i = ls._need(m["index"])
     it = ls.instances[i]
     if it.source == "assist" and it.state == "proposed" and assist is not None:
-        got = assist.assist_box(ls.image_id, [x0, y0, x1, y1], None)
+        got = assist.assist_box(ls.image_id, m["box"], None)
         ls.replace_found(i, found_instance(ls, got))
         return f"assist ran again on the new box: {ls.categories[got['category_id']].name} ({got['score']:.2f})"
-    ls.set_box(x0, y0, x1, y1, index=i)
+    ls.set_box(*m["box"], index=i)
     return "box set"
 
 
-def _assist(ls: LabelSession, msg: dict, assist: Assist | None, page: Page) -> str:
+def _assist(ls: LabelSession, m: dict, assist: Assist | None, page: Page) -> str:
     if assist is None:
         raise UserError("box assist is not available here")
-    cid = _index(msg, "category", optional=True)
-    if msg["op"] == "assist":
-        got = assist.assist_box(ls.image_id, _box(msg), cid)
+    if "box" in m:
+        got = assist.assist_box(ls.image_id, m["box"], m["category"])
     else:
-        got = assist.assist_point(ls.image_id, _number(msg, "x"), _number(msg, "y"), cid)
+        got = assist.assist_point(ls.image_id, m["x"], m["y"], m["category"])
     i = ls.add_found(found_instance(ls, got))
     name = ls.categories[got["category_id"]].name
     return f"assist found #{i} {name} (score {got['score']:.2f}): accept (a), edit it, or drag its box"
 
 
-def _keypoint(ls: LabelSession, msg: dict) -> str:
-    name, v = msg.get("name"), _index(msg, "v")
-    if not isinstance(name, str):
-        raise UserError("edit message: name must be the keypoint's name")
-    ls.set_keypoint(name, _number(msg, "x"), _number(msg, "y"), v, index=_index(msg))
-    return f"{name} {'removed' if v == 0 else 'placed'}"
+def _keypoint(ls: LabelSession, m: dict) -> str:
+    ls.set_keypoint(m["name"], m["x"], m["y"], m["v"], index=m["index"])
+    return f"{m['name']} {'removed' if m['v'] == 0 else 'placed'}"
 
 
 def _save(ls: LabelSession, page: Page) -> str:
@@ -356,67 +309,82 @@ def _discard(ls: LabelSession) -> str:
     return "your unsaved edits are discarded"
 
 
-def _review(ls: LabelSession, state: str, msg: dict) -> str:
-    nxt = ls.review(state, _index(msg))
+def _review(ls: LabelSession, state: str, index: int) -> str:
+    nxt = ls.review(state, index)
     return f"{state}; " + ("next: #%d" % nxt if nxt is not None else "no unreviewed proposals left")
 
 
-def _verdict(ls: LabelSession, verdict: str, msg: dict, page: Page) -> str:
-    note = msg.get("note", "")
-    if not isinstance(note, str):
-        raise UserError(f"edit message: note must be text, not {note!r}")
-    return ls.give_verdict(verdict, page.user, page.role, note)
+def _class(ls: LabelSession, m: dict) -> str:
+    ls.set_class(m["category"], index=m["index"])
+    return f"class set to {ls.categories[m['category']].name}"
 
 
-def _class(ls: LabelSession, msg: dict) -> str:
-    ls.set_class(_index(msg, "category"), index=_index(msg))
-    return f"class set to {ls.categories[_index(msg, 'category')].name}"
+@dataclass(frozen=True)
+class Op:
+    """One edit operation: what it does (with the page's labels, the message's checked fields, the assist
+    model or None, and the page) and its fields (annotator.messages)."""
+    run: Callable[[LabelSession, dict, Assist | None, Page], str | None]
+    fields: dict[str, Field] = field(default_factory=dict)
 
 
+STROKE = points_upto(MAX_STROKE_POINTS)
+POLYGON = points_upto(MAX_POLYGON_POINTS)
+AT = {"x": NUM, "y": NUM}
+WHICH = {"index": INT}  # the instance it acts on (its index in the canvas data)
+NOTE = {"note": TEXT.or_("")}
 OPS = {
-    "class": lambda ls, m, a, p: _class(ls, m),
-    "select": lambda ls, m, a, p: ls.select(_index(m, optional=True)) or "",
-    "view": lambda ls, m, a, p: "",
-    "accept": lambda ls, m, a, p: _review(ls, "accepted", m),
-    "reject": lambda ls, m, a, p: _review(ls, "rejected", m),
-    "accept_all": lambda ls, m, a, p: f"accepted {ls.accept_all_shown(ls.min_score)}",
-    "reject_rest": lambda ls, m, a, p: f"rejected {ls.reject_rest()} unreviewed proposal(s)",
-    "delete": lambda ls, m, a, p: ls.delete(_index(m)) or "deleted",
-    "stroke": lambda ls, m, a, p: _stroke(ls, m),
-    "polygon": lambda ls, m, a, p: _polygon(ls, m),
-    "vertex": lambda ls, m, a, p: ls.move_vertex(_index(m, "part"), _index(m, "vertex"), _number(m, "x"),
-                                              _number(m, "y"), index=_index(m)) or "vertex moved",
-    "box": _box_edit,
-    "keypoint": lambda ls, m, a, p: _keypoint(ls, m),
-    "assist": _assist,
-    "assist_point": _assist,
-    "box_from_mask": lambda ls, m, a, p: ls.box_from_mask(_index(m, optional=True)) or "box fitted to the mask",
-    "save": lambda ls, m, a, p: _save(ls, p),
-    "approve": lambda ls, m, a, p: _verdict(ls, "approved", m, p),
-    "send_back": lambda ls, m, a, p: _verdict(ls, "sent_back", m, p),
-    "discard": lambda ls, m, a, p: _discard(ls),
-    "refresh": lambda ls, m, a, p: _again(ls, a, only_if_outdated=True),
-    "propose_again": lambda ls, m, a, p: _again(ls, a, only_if_outdated=False),
-    "undo": lambda ls, m, a, p: "" if ls.undo() else "nothing to undo",
-    "redo": lambda ls, m, a, p: "" if ls.redo() else "nothing to redo",
+    "class": Op(lambda ls, m, a, p: _class(ls, m), {**WHICH, "category": INT}),
+    "select": Op(lambda ls, m, a, p: ls.select(m["index"]), {"index": INT.opt}),
+    "view": Op(lambda ls, m, a, p: ""),
+    "accept": Op(lambda ls, m, a, p: _review(ls, "accepted", m["index"]), WHICH),
+    "reject": Op(lambda ls, m, a, p: _review(ls, "rejected", m["index"]), WHICH),
+    "accept_all": Op(lambda ls, m, a, p: f"accepted {ls.accept_all_shown(ls.min_score)}"),
+    "reject_rest": Op(lambda ls, m, a, p: f"rejected {ls.reject_rest()} unreviewed proposal(s)"),
+    "delete": Op(lambda ls, m, a, p: ls.delete(m["index"]) or "deleted", WHICH),
+    "stroke": Op(lambda ls, m, a, p: _stroke(ls, m),
+                 {"points": Field(STROKE), "radius": NUM, "erase": FLAG.or_(False), "index": INT.opt,
+                  "category": INT.opt}),
+    "polygon": Op(lambda ls, m, a, p: _polygon(ls, m),
+                  {"points": Field(POLYGON), "mode": Field(one_of("new", "add", "subtract", "auto")).or_("auto"),
+                   "index": INT.opt, "category": INT.opt}),
+    "vertex": Op(lambda ls, m, a, p: ls.move_vertex(m["part"], m["vertex"], m["x"], m["y"], index=m["index"])
+                 or "vertex moved", {**WHICH, "part": INT, "vertex": INT, **AT}),
+    "box": Op(_box_edit, {**WHICH, "box": BOX}),
+    "keypoint": Op(lambda ls, m, a, p: _keypoint(ls, m),
+                   {**WHICH, "name": TEXT, **AT, "v": Field(whole_in(0, 2))}),
+    "assist": Op(_assist, {"box": BOX, "category": INT.opt}),
+    "assist_point": Op(_assist, {**AT, "category": INT.opt}),
+    "box_from_mask": Op(lambda ls, m, a, p: ls.box_from_mask(m["index"]) or "box fitted to the mask",
+                        {"index": INT.opt}),
+    "save": Op(lambda ls, m, a, p: _save(ls, p)),
+    "approve": Op(lambda ls, m, a, p: ls.give_verdict("approved", p.user, p.role, m["note"]), NOTE),
+    "send_back": Op(lambda ls, m, a, p: ls.give_verdict("sent_back", p.user, p.role, m["note"]), NOTE),
+    "discard": Op(lambda ls, m, a, p: _discard(ls)),
+    "refresh": Op(lambda ls, m, a, p: _again(ls, a, only_if_outdated=True)),
+    "propose_again": Op(lambda ls, m, a, p: _again(ls, a, only_if_outdated=False)),
+    "undo": Op(lambda ls, m, a, p: "" if ls.undo() else "nothing to undo"),
+    "redo": Op(lambda ls, m, a, p: "" if ls.redo() else "nothing to redo"),
     # after a refused save: this person's edits, listed next to the labels saved meanwhile ({"item": key})
-    "reapply": lambda ls, m, a, p: ls.conflicts.reapply(_index(m, "item")),
-    "drop_mine": lambda ls, m, a, p: ls.conflicts.drop(_index(m, "item")),
-    "reapply_all": lambda ls, m, a, p: ls.conflicts.reapply_all(),
-    "drop_all": lambda ls, m, a, p: ls.conflicts.drop_all(),
+    "reapply": Op(lambda ls, m, a, p: ls.conflicts.reapply(m["item"]), {"item": INT}),
+    "drop_mine": Op(lambda ls, m, a, p: ls.conflicts.drop(m["item"]), {"item": INT}),
+    "reapply_all": Op(lambda ls, m, a, p: ls.conflicts.reapply_all()),
+    "drop_all": Op(lambda ls, m, a, p: ls.conflicts.drop_all()),
 }
+VIEW = {"min_score": NUM.opt}  # any message may carry the canvas's minimum score to show
 
 
 def apply(page: Page, msg: Any, assist: Assist | None = None) -> str:
     """Apply one edit message from the canvas to the page's open image; returns what to tell the person. Bad
-    messages and refused edits raise UserError naming the problem; nothing changes then."""
+    messages (a field missing or of the wrong kind: annotator.messages) and refused edits raise UserError
+    naming the problem; nothing changes then."""
     ls = page.session
     if ls is None:
         raise UserError(page.ended or "open an image first")
     op = msg.get("op") if isinstance(msg, dict) else msg
     if not isinstance(msg, dict) or not isinstance(op, str) or op not in OPS:
         raise UserError(f"unknown canvas action {str(op)[:80]!r}")
-    if "min_score" in msg:
-        ms = _number(msg, "min_score")
-        ls.min_score = min(max(ms, 0.0), 1.0)
-    return OPS[msg["op"]](ls, msg, assist, page) or ""
+    checked = fields(OPS[op].fields, msg)  # (every field first: a bad one changes nothing)
+    min_score = fields(VIEW, msg)["min_score"]
+    if min_score is not None:
+        ls.min_score = min(max(min_score, 0.0), 1.0)
+    return OPS[op].run(ls, checked, assist, page) or ""

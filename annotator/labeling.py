@@ -259,9 +259,12 @@ class LabelSession:
         return sum(1 for it in self.instances if not it.deleted and it.state == "proposed")
 
     def _need(self, index: int | None) -> int:
-        index = self.selected if index is None else index
-        if index is None or not (0 <= index < len(self.instances)) or self.instances[index].deleted:
-            raise UserError("select an instance first (click it, or pick it in the list)")
+        if index is None:
+            index = self.selected
+            if index is None:
+                raise UserError("select an instance first (click it, or pick it in the list)")
+        if not (0 <= index < len(self.instances)) or self.instances[index].deleted:
+            raise UserError(f"no instance #{index}: select one that is shown (click it, or pick it in the list)")
         return index
 
     # --- review -------------------------------------------------------------------------------------

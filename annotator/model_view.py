@@ -10,6 +10,7 @@ import html
 
 import pandas as pd
 
+from annotator.messages import whole_text
 from annotator.text import escape
 from db import annotations, jobs, settings
 from db.errors import UserError
@@ -231,12 +232,11 @@ def start_job(store: Store, epochs, minutes, size,
 
 def _whole(value) -> int | None:
     """A number field's value as a whole number; blank or 0 is None (the minutes decide)."""
-    if value in (None, "", 0):
-        return None
-    f = float(value)
-    if not f.is_integer():
-        raise UserError(f"epochs {value!r}: give a whole number, or 0 to train for the minutes given")
-    return int(f)
+    try:
+        n = whole_text(value, "epochs")
+    except UserError:
+        raise UserError(f"epochs {value!r}: give a whole number, or 0 to train for the minutes given") from None
+    return n or None
 
 
 def cancel_latest(store: Store) -> str:

@@ -21,6 +21,7 @@ from annotator.limits import CACHE_CLEANUP, BodyLimits, UploadLedger, UploadLimi
 from annotator.background import BackgroundProposer
 from annotator.follow import Follower
 from annotator.labeling import LabelSession, SaveConflict
+from annotator.messages import whole, whole_text as id_field
 from annotator.page import RELOAD, EditRate, Page, PageLimits, Pages
 from db import annotations, claims, settings, users
 from db import categories as cat_db
@@ -495,7 +496,7 @@ class LabelTab:
         HTTP 500, without its message)."""
         try:
             self.roles.require(request, "label")
-            image_id = _whole(image_id, "image id")
+            image_id = whole(image_id, "image id")
             problem = id_problem(image_id)
             if problem:
                 raise UserError(f"no image with id {image_id}: {problem}")
@@ -673,20 +674,6 @@ def held_note(image_id: int, h: claims.Holder, writing: bool = False) -> str:
         return f"image {image_id} is {how} {h.user}{until}: nothing was applied (/next_images hands you images)"
     return (f"image {image_id} is {how} {text.escape(h.user)}{until}: you can look, but if you both save, the "
             "second save is refused (and kept for review)")
-
-
-def id_field(text, what: str) -> int | None:
-    """An id typed into a text field (Gradio 6.31's Number shows 0 when empty, so id fields are text):
-    None when blank, else a whole number, or UserError naming the field."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return None
-    try:
-        value = float(text)
-        if value.is_integer() and abs(value) < 2 ** 63:
-            return int(value)
-    except (TypeError, ValueError):
-        pass
-    raise UserError(f"{what} {text!r} is not a whole number")
 
 
 def dataset_tab(store: Store, roles: Roles):
@@ -1046,8 +1033,8 @@ def assist_box(proposer: BackgroundProposer, image_id: int, box: list[float], ca
     "score", "bbox" (xywh), "segmentation" (COCO RLE, counts a string), "keypoints" (flat x, y, v, or
     null)}: the active model's instance for exactly that box. Writes nothing; bad input gets a message."""
     try:
-        return proposer.assist_box(_whole(image_id, "image id"), box,
-                                   None if category_id is None else _whole(category_id, "category id"))
+        return proposer.assist_box(whole(image_id, "image id"), box,
+                                   None if category_id is None else whole(category_id, "category id"))
     except UserError as e:
         raise gr.Error(str(e)) from None
 
@@ -1064,7 +1051,7 @@ def next_images(store: Store, n, user: str = "", queue: str = "label", role: str
     at most claims.MAX_PER_PERSON (20) at once. A save that
     finishes an image, or a verdict, ends its claim (/label_image)."""
     try:
-        n = max(0, min(_whole(n, "n"), claims.MAX_PER_PERSON))
+        n = max(0, min(whole(n, "n"), claims.MAX_PER_PERSON))
         if not isinstance(queue, str) or queue not in NEXT_QUEUES:
             raise UserError(f"queue {queue!r}: one of {', '.join(NEXT_QUEUES)}")
         if queue == "review":
@@ -1089,7 +1076,7 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
     A bad message is refused by name and nothing after it is applied. An image handed to someone else (a live
     claim: db.claims) is refused whole: /next_images hands out images of one's own."""
     try:
-        image_id = _whole(image_id, "image id")
+        image_id = whole(image_id, "image id")
         problem = id_problem(image_id)
         if problem:
             raise UserError(f"no image with id {image_id}: {problem}")
@@ -1114,15 +1101,6 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
         return {"messages": said, "status": page.session.status, "instances": len(page.session.visible(0.0))}
     except UserError as e:
         raise gr.Error(str(e)) from None
-
-
-def _whole(value, what: str) -> int:
-    """A JSON number that must be an integer (clients may send 3.0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
-            float("inf"), float("-inf")) or value != int(value):
-        shown = repr(value)
-        raise UserError(f"{what} {shown if len(shown) <= 60 else shown[:57] + '...'} is not an integer")
-    return int(value)
 
 
 DEFAULT_MAX_UPLOAD_MB = 2048  # uploads (images, zips, COCO files) larger than 2 GiB are refused

@@ -73,7 +73,7 @@ def test_the_label_tab_refuses_a_removed_account_and_checks_the_role_of_each_ver
     assert answer["history"][-1]["user"] == "rita" and answer["history"][-1]["current"]
     assert answer["history"][-1]["what"] == "sent back: <b>the dog</b> is missing"  # text; canvas.js sets textContent
     bad = tab.canvas_edit({"op": "send_back", "note": ["not", "text"], "token": rita.token}, _Req("rita"))
-    assert "note must be text" in bad["message"]
+    assert "is not text" in bad["message"]
     users.set_role(store, "rita", "labeler")  # an open page follows a changed role, and a removed account
     assert "needs the reviewer role" in tab.canvas_edit({"op": "approve", "token": rita.token}, _Req("rita"))["message"]
     assert "session is gone" in tab.canvas_edit({"op": "save", "token": rita.token}, _Req("lena"))["message"]
