@@ -135,3 +135,11 @@ def test_a_skeleton_template_follows_the_categorys_labeled_instances():
     spread = skeleton.default(names)
     assert len(set(spread)) == 3 and all(0 <= x <= 1 and 0 <= y <= 1 for x, y in spread)
     assert skeleton.placed([(0.5, 0.25)], [40, 20, 0, 100]) == [20.0, 40.0, 2]
+
+
+def test_a_region_costs_its_login_edit_rate_in_proportion_to_its_crop():
+    from annotator.page import EditRate
+
+    big, small = {"op": "region", "w": 2048, "h": 2048}, {"op": "region", "w": 10, "h": 10}
+    assert EditRate.cost(big) == pytest.approx(0.1 + 2048 * 2048 / 1e7) and EditRate.cost(small) < 0.11
+    assert EditRate.cost({"op": "region", "w": "x", "h": True}) == 0.1  # (refused later, by name)
