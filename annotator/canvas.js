@@ -1032,7 +1032,7 @@ const Wand = {
       w: bx1 - bx0, h: by1 - by0, counts});
     S.gesture.wand = null;
   },
-  leave() { S.gesture.wand = null; },
+  leave() { S.gesture.wand = null; S.picture.wandPixels = null; },  // (a window's pixels: up to 16 MB)
   underlay() {  // the region, in image pixels
     const R = S.gesture.wand;
     if (R) { ctx.globalAlpha = 0.8; ctx.drawImage(R.image, R.win[0] + R.box[0], R.win[1] + R.box[1]); ctx.globalAlpha = 1; }
@@ -1119,11 +1119,9 @@ function review(op) {  // shown at once, so quick repeated keys each review the 
   local('review');
 }
 function rejectRest() {  // every proposal left rejected: a rejected instance is hidden, so it is no longer selected
-  const seq = send('reject_rest');
-  for (const it of S.data.instances) if (it.state === 'proposed') showUntilAnswered(seq, it.i, 'state', 'rejected');
+  send('reject_rest');
   const it = inst(S.selection.index);
-  if (it && it.state === 'rejected') S.selection.index = null;  // (the server does the same)
-  refreshToolbar();
+  if (it && it.state === 'proposed') { S.selection.index = null; refreshToolbar(false); }  // (the server does the same)
   local('review');
 }
 S.act = (op, fields) => {  // the page's buttons (Save, Accept, Undo, ...) act here, queued behind the edits on their way
