@@ -333,23 +333,16 @@ def _propose_worker(store, options, args) -> int:
 
 
 def cmd_train(args) -> int:
-    from model.api import DEFAULT_EPOCHS, TrainOptions, measured, quality_verdict, skipped_lines, train_job
-
-    from model.distributed import from_env
+    from model.api import (DEFAULT_EPOCHS, TrainOptions, measured, quality_verdict, skipped_lines, train_as_other_rank,
+                           train_job)
 
     store = open_store(args)
     opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
                         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device,
                         weights=args.weights)
-    dist = from_env()
-    if dist is not None and not dist.main:  # under torchrun: rank 0 registers round 0, runs the job and
-        from model.train import Cancelled, fine_tune  # reports; this one trains (with rank 0's active version)
-
-        try:
-            fine_tune(store, opts)
-        except Cancelled:
-            return 1
-        return 0
+    other = train_as_other_rank(store, opts)  # under torchrun, a rank but 0: it trains beside rank 0, which reports
+    if other is not None:
+        return 0 if other else 1
     # a tiny model never starts from the COCO networks: no download to try, nothing to say
     offline = round0(store, args, say=False) if args.size != "tiny" else None
     if offline and args.size == "full":
@@ -449,7 +442,7 @@ def cmd_demo(args) -> int:
 
 def cmd_ui(args) -> int:
     from annotator.access import door
-    from annotator.ui import has_login, launch
+    from annotator.server import has_login, launch
 
     def open_door(store):  # refused, or said on the first line, before anything else happens
         said = door(args.host, args.share, has_login(store, args.auth), args.open_to_everyone_as_admin)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -25,7 +25,18 @@ from PIL import Image as PILImage
 from pycocotools import mask as coco_mask
 
 from annotator.labeling import LabelSession, SaveConflict
-from annotator.messages import BOX, FLAG, INT, NUM, TEXT, Field, fields, one_of, points_upto, whole_in
+from annotator.messages import (
+    BOX,
+    FLAG,
+    INT,
+    NUM,
+    TEXT,
+    Field,
+    fields,
+    one_of,
+    points_upto,
+    whole_in,
+)
 from annotator.page import Page
 from annotator.render import color
 from db import annotations
@@ -136,7 +147,7 @@ def _refused(page: Page, used: dict) -> list[dict[str, Any]]:
 
 
 MANY_INSTANCES = 2000  # an image with more: answered with the instances that changed (``delta``), and its
-# labels reach the page by the canvas's own call rather than through a label event (annotator.ui)
+# labels reach the page by the canvas's own call rather than through a label event (annotator.label_tab)
 
 
 def payload(page: Page, message: str = "", delta: bool = False) -> dict[str, Any]:

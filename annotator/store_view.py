@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image as PILImage
 
 from annotator.render import CannotDraw, check_drawable, draw_instances
-from db import annotations, claims, coco_export
+from db import annotations, claims, coco_export, crops
 from db import categories as cat_db
-from db.coco_import import CocoRejected, import_coco, summary as coco_summary
+from db.coco_import import CocoRejected, import_coco
+from db.coco_import import summary as coco_summary
 from db.errors import UserError
 from db.ingest import Unpacker, ingest
-from db import crops
 from db.instances import Instances
 from db.media import load_rgb
 from db.schema import Annotation
@@ -185,11 +185,6 @@ class ExportFolder:
         if self.current is not None:
             shutil.rmtree(self.current, ignore_errors=True)
             self.current = None
-
-
-def category_choices(store: Store) -> list[tuple[str, int]]:
-    """Dropdown choices: ("name (id)", id), by id."""
-    return [(f"{c.name} ({c.id})", c.id) for c in cat_db.all_categories(store)]
 
 
 def categories_rows(store: Store) -> list[list]:

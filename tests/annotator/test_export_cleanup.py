@@ -28,7 +28,7 @@ def test_two_exports_in_a_row_leave_one_folder(store, synth_dir, tmp_path):
 
 @pytest.fixture
 def app_in_temp(store, synth_dir, tmp_path, monkeypatch):
-    from annotator.ui import launch
+    from annotator.server import launch
 
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp puts export folders
