@@ -46,7 +46,9 @@ def _day(text: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="app.py", description="maskloop: label instance masks and keypoints")
+    called = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    parser = argparse.ArgumentParser(prog="maskloop" if called == "maskloop" else "app.py",  # (the console script)
+                                     description="maskloop: label instance masks and keypoints")
     _store_args(parser, top=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)

@@ -176,3 +176,18 @@ def test_texts_and_paths_over_the_store_limits_exit_2_or_are_skipped_alike_on_ev
     r = run("import-images", str(src), *st)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "imported 1 image(s)" in r.stdout and "far.png: its name is 1012 characters long" in r.stdout
+
+
+def test_the_maskloop_console_script_runs_the_same_commands_as_app_py(make_store, tmp_path):
+    """pip installs a ``maskloop`` command next to the interpreter (pyproject's [project.scripts])."""
+    import shutil
+
+    exe = shutil.which("maskloop", path=str(Path(sys.executable).parent))
+    assert exe, "no maskloop command next to the interpreter: pip install -e . makes it"
+    st = cli_args(make_store.settings(tmp_path / "s"))
+    got = subprocess.run([exe, *st, "stats"], capture_output=True, text=True, timeout=120)
+    via_app = run(*st, "stats")
+    assert got.returncode == via_app.returncode == 0, got.stderr
+    assert got.stdout == via_app.stdout and "images" in got.stdout
+    helped = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.stdout.startswith("usage: maskloop ") and "export" in helped.stdout
