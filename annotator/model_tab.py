@@ -47,7 +47,7 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follo
                                  elem_id="ap-plot", sort="x", y_lim=[0, 1])
         fix_plot = gr.ScatterPlot(x="version", y="value", color="measure", sort="x", y_lim=[0, 1],
                                   label="How much labelers changed proposals", elem_id="corrections-plot")
-        secs_plot = gr.ScatterPlot(x="version", y="seconds per image", sort="x",
+        secs_plot = gr.ScatterPlot(x="version", y="seconds per image", sort="x", y_axis_format=".3~g",
                                    label="Seconds of labeling per image", elem_id="seconds-plot")
     reviews = gr.Dataframe(headers=model_view.REVIEW_HEADERS, interactive=False, elem_id="reviews-table",
                            label="Review measures per model version (from the saves in the Label tab)")
@@ -61,7 +61,9 @@ def model_tab(store: Store, options: ModelOptions, roles: Roles, follower: Follo
     def tables():
         stats = review_stats(store)  # read once for the two plots and the table
         fixes = model_view.corrections_frame(stats)
-        return (model_view.version_rows(store), model_view.ap_frame(store), fixes, model_view.seconds_frame(stats),
+        secs = model_view.seconds_frame(stats)
+        return (model_view.version_rows(store), model_view.ap_frame(store), fixes,
+                gr.ScatterPlot(secs, y_lim=model_view.seconds_axis(secs)),
                 model_view.review_rows(stats), model_view.corrections_note(fixes), model_view.labeler_rows(store))
 
     def poll(last, job_id):
