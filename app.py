@@ -251,6 +251,8 @@ def cmd_export_coco(args) -> int:
                seg_format=fmt)
     print(f"wrote {args.out}: {r['images']} image(s), {r['annotations']} annotation(s), "
           f"{r['categories']} categor(y/ies)")
+    for line in r["notes"]:
+        print(line)
     return 0
 
 
