@@ -154,7 +154,13 @@ def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_p
 
 
 def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
-                all_images: bool = False, fmt: str = "coco") -> tuple[str, list[str]]:
+                all_images: bool = False, fmt: str = "coco") -> str:
+    """Write the export into ``out_dir``; returns the file's path for download (``export_with_notes``)."""
+    return export_with_notes(store, with_images, include_proposals, out_dir, all_images, fmt)[0]
+
+
+def export_with_notes(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
+                      all_images: bool = False, fmt: str = "coco") -> tuple[str, list[str]]:
     """Write the export into ``out_dir`` as ``fmt`` ("coco" or "yolo": a zip holding its images whatever
     ``with_images`` says); returns the file's path for download and the summary's notes (what was left out)."""
     if fmt == "yolo":
@@ -183,7 +189,7 @@ class ExportFolder:
         with self._lock:
             self._remove()
             self.current = Path(tempfile.mkdtemp(prefix="maskloop-export-", dir=self.parent))
-            path, self.notes = export_file(store, with_images, include_proposals, self.current, all_images, fmt)
+            path, self.notes = export_with_notes(store, with_images, include_proposals, self.current, all_images, fmt)
             return path
 
     def close(self) -> None:
