@@ -88,18 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "of USER only, when given)")
     g.add_argument("--list", action="store_true", help="list who holds and who is assigned what")
 
-    p = sub.add_parser("export-coco", help="export the dataset as COCO JSON (OUT.zip: with images)")
+    p = sub.add_parser("export", aliases=["export-coco"],
+                       help="export the dataset as COCO JSON (OUT.zip: with images) or as a YOLO dataset (a new "
+                            "folder OUT, or OUT.zip); export-coco is export --format coco")
     _store_args(p)
     p.add_argument("out")
-    p.add_argument("--images-dir", default=None, help="also copy the images into this folder")
+    p.add_argument("--format", choices=["coco", "yolo"], default="coco", help="coco (default) or yolo")
+    p.add_argument("--yolo-task", choices=["auto", "seg", "pose"], default=None,
+                   help="--format yolo: seg (polygons, every category), pose (box and keypoints, the categories "
+                        "with keypoints) or auto (default: pose when every category has keypoints, else seg)")
+    p.add_argument("--images-dir", default=None, help="--format coco: also copy the images into this folder")
     p.add_argument("--include-proposals", action="store_true",
                    help="add unreviewed proposals, with score, and the images they are on")
     p.add_argument("--all-images", action="store_true",
                    help="write every image, also those not labeled yet (COCO reads an image without "
                         "annotations as a negative: by default only images whose labels are done are written)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--polygons", action="store_true", help="convert masks to polygons (crowd regions stay RLE)")
-    g.add_argument("--rle", action="store_true", help="convert polygons to RLE")
+    g.add_argument("--polygons", action="store_true",
+                   help="--format coco: convert masks to polygons where the polygons give back the mask's very "
+                        "pixels (a mask with a hole, and crowd regions, stay RLE; the summary names them)")
+    g.add_argument("--rle", action="store_true", help="--format coco: convert polygons to RLE")
 
     p = sub.add_parser("stats", help="print the store's counts")
     _store_args(p)
@@ -243,16 +251,32 @@ def cmd_import_coco(args) -> int:
     return 0
 
 
-def cmd_export_coco(args) -> int:
-    from db.coco_export import export
+def cmd_export(args) -> int:
+    from db import coco_export, yolo_export
+    from db.errors import UserError
 
-    store = open_store(args)
-    fmt = "polygons" if args.polygons else "rle" if args.rle else "asis"
-    r = export(store, args.out, images_dir=args.images_dir, include_proposals=args.include_proposals,
-               all_images=args.all_images,
-               seg_format=fmt)
-    print(f"wrote {args.out}: {r['images']} image(s), {r['annotations']} annotation(s), "
-          f"{r['categories']} categor(y/ies)")
+    if args.format == "yolo":
+        wrong = [o for o, v in (("--images-dir", args.images_dir), ("--polygons", args.polygons),
+                                ("--rle", args.rle)) if v]
+        if wrong:
+            raise UserError(f"{', '.join(wrong)}: only for --format coco (a YOLO export always holds its images "
+                            "and polygons)")
+        store = open_store(args)
+        r = yolo_export.export(store, args.out, task=args.yolo_task or "auto",
+                               include_proposals=args.include_proposals, all_images=args.all_images)
+        print(f"wrote {args.out}: YOLO {r['task']}, {r['images']} image(s), {r['objects']} object(s), "
+              f"{r['classes']} class(es)")
+    else:
+        if args.yolo_task:
+            raise UserError("--yolo-task: only for --format yolo")
+        store = open_store(args)
+        fmt = "polygons" if args.polygons else "rle" if args.rle else "asis"
+        r = coco_export.export(store, args.out, images_dir=args.images_dir, include_proposals=args.include_proposals,
+                               all_images=args.all_images, seg_format=fmt)
+        print(f"wrote {args.out}: {r['images']} image(s), {r['annotations']} annotation(s), "
+              f"{r['categories']} categor(y/ies)")
+    for line in r["notes"]:
+        print(line)
     return 0
 
 
@@ -532,7 +556,8 @@ COMMANDS = {
     "ui": cmd_ui,
     "import-images": cmd_import_images,
     "import-coco": cmd_import_coco,
-    "export-coco": cmd_export_coco,
+    "export": cmd_export,
+    "export-coco": cmd_export,  # (the old name: export --format coco)
     "stats": cmd_stats,
     "propose": cmd_propose,
     "train": cmd_train,

@@ -7,6 +7,7 @@ import gradio as gr
 from annotator import store_view
 from annotator.access import Roles
 from annotator.widgets import markdown, refused
+from db.errors import UserError
 from db.store import Store
 
 
@@ -23,15 +24,23 @@ def export_tab(store: Store, exports: store_view.ExportFolder, roles: Roles):
             include_props = gr.Checkbox(label="Include unreviewed proposals (with score) and their images",
                                         elem_id="export-proposals")
             all_images = gr.Checkbox(label="Every image, also those not labeled yet", elem_id="export-all-images")
-        go = gr.Button("Prepare COCO export", elem_id="export-button")
+            fmt = gr.Radio([("COCO", "coco"), ("YOLO (Ultralytics: a zip with images/, labels/, data.yaml)", "yolo")],
+                           value="coco", label="Format", elem_id="export-format")
+        go = gr.Button("Prepare export", elem_id="export-button")
         out = gr.File(label="Download", elem_id="export-file")
     # one export at a time: preparing one deletes the previous folder, after Gradio copied its file
-    def prepare(wi, ip, ai, request: gr.Request):
+    def prepare(wi, ip, ai, f, request: gr.Request):
         no = refused(roles, request, "export")
         if no:
             raise gr.Error(no)
-        return exports.prepare(store, wi, ip, ai)
+        try:
+            path = exports.prepare(store, wi, ip, ai, f or "coco")
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+        for line in exports.notes:
+            gr.Info(line)
+        return path
 
-    go.click(prepare, inputs=[with_images, include_props, all_images], outputs=out, api_name="export",
+    go.click(prepare, inputs=[with_images, include_props, all_images, fmt], outputs=out, api_name="export",
              concurrency_limit=1)
     return tools, not_yours

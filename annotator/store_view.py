@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from annotator.render import CannotDraw, check_drawable, draw_instances
-from db import annotations, claims, coco_export, crops
+from db import annotations, claims, coco_export, crops, yolo_export
 from db import categories as cat_db
 from db.coco_import import CocoRejected, import_coco
 from db.coco_import import summary as coco_summary
@@ -154,28 +154,43 @@ def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_p
 
 
 def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
-                all_images: bool = False) -> str:
-    """Write the export into ``out_dir``; returns the file's path for download."""
-    name = "coco_dataset.zip" if with_images else "coco_annotations.json"
-    coco_export.export(store, Path(out_dir) / name, include_proposals=include_proposals, all_images=all_images)
-    return str(Path(out_dir) / name)
+                all_images: bool = False, fmt: str = "coco") -> str:
+    """Write the export into ``out_dir``; returns the file's path for download (``export_with_notes``)."""
+    return export_with_notes(store, with_images, include_proposals, out_dir, all_images, fmt)[0]
+
+
+def export_with_notes(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
+                      all_images: bool = False, fmt: str = "coco") -> tuple[str, list[str]]:
+    """Write the export into ``out_dir`` as ``fmt`` ("coco" or "yolo": a zip holding its images whatever
+    ``with_images`` says); returns the file's path for download and the summary's notes (what was left out)."""
+    if fmt == "yolo":
+        path = Path(out_dir) / "yolo_dataset.zip"
+        r = yolo_export.export(store, path, include_proposals=include_proposals, all_images=all_images)
+    else:
+        path = Path(out_dir) / ("coco_dataset.zip" if with_images else "coco_annotations.json")
+        r = coco_export.export(store, path, include_proposals=include_proposals, all_images=all_images)
+    return str(path), r["notes"]
 
 
 class ExportFolder:
     """The UI's latest export, in its own temporary folder under ``parent`` (the system's temp folder by
     default). Preparing an export deletes the previous one's folder; ``close`` (at app shutdown) deletes the
-    last. Gradio copies the returned file into its cache, whose cleanup ``gr.Blocks(delete_cache=...)`` owns."""
+    last. Gradio copies the returned file into its cache, whose cleanup ``gr.Blocks(delete_cache=...)`` owns.
+    ``notes``: the latest export's summary lines beyond its counts."""
 
     def __init__(self, parent: str | Path | None = None):
         self.parent = parent
         self.current: Path | None = None
+        self.notes: list[str] = []
         self._lock = threading.Lock()
 
-    def prepare(self, store: Store, with_images: bool, include_proposals: bool, all_images: bool = False) -> str:
+    def prepare(self, store: Store, with_images: bool, include_proposals: bool, all_images: bool = False,
+                fmt: str = "coco") -> str:
         with self._lock:
             self._remove()
             self.current = Path(tempfile.mkdtemp(prefix="maskloop-export-", dir=self.parent))
-            return export_file(store, with_images, include_proposals, self.current, all_images)
+            path, self.notes = export_with_notes(store, with_images, include_proposals, self.current, all_images, fmt)
+            return path
 
     def close(self) -> None:
         with self._lock:
