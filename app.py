@@ -46,6 +46,8 @@ def _day(text: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from db.formats import FORMATS
+
     called = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(prog="maskloop" if called == "maskloop" else "app.py",  # (the console script)
                                      description="maskloop: label instance masks and keypoints")
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "folder OUT, or OUT.zip); export-coco is export --format coco")
     _store_args(p)
     p.add_argument("out")
-    p.add_argument("--format", choices=["coco", "yolo"], default="coco", help="coco (default) or yolo")
+    p.add_argument("--format", choices=list(FORMATS), default="coco", help="coco (default) or yolo")
     p.add_argument("--yolo-task", choices=["auto", "seg", "pose"], default=None,
                    help="--format yolo: seg (polygons, every category), pose (box and keypoints, the categories "
                         "with keypoints) or auto (default: pose when every category has keypoints, else seg)")
@@ -252,29 +254,22 @@ def cmd_import_coco(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from db import coco_export, yolo_export
     from db.errors import UserError
+    from db.formats import FORMATS
 
-    if args.format == "yolo":
-        wrong = [o for o, v in (("--images-dir", args.images_dir), ("--polygons", args.polygons),
-                                ("--rle", args.rle)) if v]
-        if wrong:
-            raise UserError(f"{', '.join(wrong)}: only for --format coco (a YOLO export always holds its images "
-                            "and polygons)")
-        store = open_store(args)
-        r = yolo_export.export(store, args.out, task=args.yolo_task or "auto",
-                               include_proposals=args.include_proposals, all_images=args.all_images)
-        print(f"wrote {args.out}: YOLO {r['task']}, {r['images']} image(s), {r['objects']} object(s), "
-              f"{r['classes']} class(es)")
-    else:
-        if args.yolo_task:
-            raise UserError("--yolo-task: only for --format yolo")
-        store = open_store(args)
-        fmt = "polygons" if args.polygons else "rle" if args.rle else "asis"
-        r = coco_export.export(store, args.out, images_dir=args.images_dir, include_proposals=args.include_proposals,
-                               all_images=args.all_images, seg_format=fmt)
-        print(f"wrote {args.out}: {r['images']} image(s), {r['annotations']} annotation(s), "
-              f"{r['categories']} categor(y/ies)")
+    given = {"coco": {"--images-dir": args.images_dir, "--polygons": args.polygons, "--rle": args.rle},
+             "yolo": {"--yolo-task": args.yolo_task}}  # each format's own options, as typed
+    wrong = [o for fmt, opts in given.items() if fmt != args.format for o, v in opts.items() if v]
+    if wrong:
+        raise UserError(f"{', '.join(wrong)}: not an option of --format {args.format}"
+                        + (" (a YOLO export always holds its images and polygons)" if args.format == "yolo" else ""))
+    options = {"coco": lambda: {"images_dir": args.images_dir,
+                                "seg_format": "polygons" if args.polygons else "rle" if args.rle else "asis"},
+               "yolo": lambda: {"task": args.yolo_task or "auto"}}[args.format]()
+    f = FORMATS[args.format]
+    store = open_store(args)
+    r = f.export(store, args.out, include_proposals=args.include_proposals, all_images=args.all_images, **options)
+    print(f"wrote {args.out}: {f.summary(r)}")
     for line in r["notes"]:
         print(line)
     return 0

@@ -8,6 +8,7 @@ from annotator import store_view
 from annotator.access import Roles
 from annotator.widgets import markdown, refused
 from db.errors import UserError
+from db.formats import FORMATS
 from db.store import Store
 
 
@@ -24,8 +25,8 @@ def export_tab(store: Store, exports: store_view.ExportFolder, roles: Roles):
             include_props = gr.Checkbox(label="Include unreviewed proposals (with score) and their images",
                                         elem_id="export-proposals")
             all_images = gr.Checkbox(label="Every image, also those not labeled yet", elem_id="export-all-images")
-            fmt = gr.Radio([("COCO", "coco"), ("YOLO (Ultralytics: a zip with images/, labels/, data.yaml)", "yolo")],
-                           value="coco", label="Format", elem_id="export-format")
+            fmt = gr.Radio([(f.label, f.name) for f in FORMATS.values()], value="coco", label="Format",
+                           elem_id="export-format")
         go = gr.Button("Prepare export", elem_id="export-button")
         out = gr.File(label="Download", elem_id="export-file")
     # one export at a time: preparing one deletes the previous folder, after Gradio copied its file

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from annotator.render import CannotDraw, check_drawable, draw_instances
-from db import annotations, claims, coco_export, crops, yolo_export
+from db import annotations, claims, crops, formats
 from db import categories as cat_db
 from db.coco_import import CocoRejected, import_coco
 from db.coco_import import summary as coco_summary
@@ -161,14 +161,12 @@ def export_file(store: Store, with_images: bool, include_proposals: bool, out_di
 
 def export_with_notes(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
                       all_images: bool = False, fmt: str = "coco") -> tuple[str, list[str]]:
-    """Write the export into ``out_dir`` as ``fmt`` ("coco" or "yolo": a zip holding its images whatever
-    ``with_images`` says); returns the file's path for download and the summary's notes (what was left out)."""
-    if fmt == "yolo":
-        path = Path(out_dir) / "yolo_dataset.zip"
-        r = yolo_export.export(store, path, include_proposals=include_proposals, all_images=all_images)
-    else:
-        path = Path(out_dir) / ("coco_dataset.zip" if with_images else "coco_annotations.json")
-        r = coco_export.export(store, path, include_proposals=include_proposals, all_images=all_images)
+    """Write the export into ``out_dir`` as ``fmt`` (a name of ``db.formats.FORMATS``: COCO as JSON or as a zip
+    with its images, YOLO a zip with its images whatever ``with_images`` says); returns the file's path for
+    download and the summary's notes (what was left out)."""
+    f = formats.named(fmt)
+    path = Path(out_dir) / f.download(with_images)
+    r = f.export(store, path, include_proposals=include_proposals, all_images=all_images)
     return str(path), r["notes"]
 
 
