@@ -649,11 +649,7 @@ def review_filter(by, days) -> annotations.ReviewFilter:
     return annotations.ReviewFilter(by, since, until)
 
 
-def held_note(image_id: int, h: claims.Holder, writing: bool = False) -> str:
-    """What a person opening (or, through /label_image, ``writing``) an image someone else holds is told."""
-    how = "assigned to" if h.assigned else "handed to"
-    until = "" if h.until is None else f" until {h.until:%H:%M} UTC unless they keep working on it"
-    if writing:
-        return f"image {image_id} is {how} {h.user}{until}: nothing was applied (/next_images hands you images)"
-    return (f"image {image_id} is {how} {text.escape(h.user)}{until}: you can look, but if you both save, the "
+def held_note(image_id: int, h: claims.Holder) -> str:
+    """What a person opening an image someone else holds is told (Markdown)."""
+    return (f"image {image_id} is {h.how} {text.escape(h.user)}{h.until_text}: you can look, but if you both save, the "
             "second save is refused (and kept for review)")

@@ -8,7 +8,6 @@ import gradio as gr
 from annotator import canvas
 from annotator.access import Roles
 from annotator.background import BackgroundProposer
-from annotator.label_tab import held_note
 from annotator.labeling import LabelSession
 from annotator.messages import whole
 from annotator.page import EditRate, Page
@@ -75,7 +74,8 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
             raise UserError(f"ops must be a list of at most {MAX_API_OPS} edit messages")
         holder = claims.holder(store, image_id, other_than=user)
         if holder is not None and not holder.assigned:  # (an assignment only steers the queues)
-            raise UserError(held_note(image_id, holder, writing=True))
+            raise UserError(f"image {image_id} is {holder.how} {holder.user}{holder.until_text}: nothing was applied "
+                            "(/next_images hands you images)")
         # the call's own page, freed when it answers (nothing of it is kept between calls)
         page = Page("", user=user, role=role, session=LabelSession(store, image_id))  # (refuses a missing id)
         said = []

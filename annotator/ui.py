@@ -1,5 +1,7 @@
-"""The Gradio application. Callbacks are thin: they call plain functions in annotator/ (labeling, view,
-store_view), db/ and model.api, which the tests call too."""
+"""The page, put together: the Label, Dataset, Model and Export tabs (annotator/label_tab.py, dataset_tab.py,
+model_tab.py, export_tab.py), the HTTP routes (annotator/routes.py) and what each role sees. Launching it, with
+logins and limits, is annotator/server.py. Callbacks are thin: they call plain functions in annotator/
+(labeling, canvas, store_view, model_view), db/ and model.api, which the tests call too."""
 
 from __future__ import annotations
 

@@ -179,6 +179,14 @@ class Holder:
     until: dt.datetime | None  # None: an assignment
     assigned: bool
 
+    @property
+    def how(self) -> str:
+        return "assigned to" if self.assigned else "handed to"
+
+    @property
+    def until_text(self) -> str:
+        return "" if self.until is None else f" until {self.until:%H:%M} UTC unless they keep working on it"
+
 
 def holder(store: Store, image_id: int, other_than: str | None = None) -> Holder | None:
     """Who holds the image now (a live claim first, else an assignment), unless it is ``other_than``."""
