@@ -1,39 +1,42 @@
-// maskloop's labeling canvas: the body of gr.HTML's js_on_load (element, props, trigger, watch, server).
+// maskloop's labeling canvas: the body of gr.HTML's js_on_load (element, props, trigger, watch, server), with
+// KEYMAP, keyId and typingInto in front of it (annotator/keymap.py: the page's one keymap, as data).
 // The browser draws the image and the instances (masks from COCO RLE crops, boxes, keypoints), hit-tests,
 // zooms and pans by itself; every edit travels to the server as one small message (a direct server-function
-// call, server.canvas_edit, applied by annotator/canvas.py apply()); the answer, like every label event's
-// new props.value, and the server's answer (props.value) is what is drawn next.
-// How a stroke becomes a mask: Stroke below collects the pointer path in image pixels; canvas.py's _stroke
-// hands it to LabelSession.paint.
+// call, server.canvas_edit, applied by annotator/canvas.py apply()); the server's answer (like every label
+// event's new props.value) is what is drawn next.
+// Each tool is one object in TOOLS (pointer down/move/up, its preview, its own keys, its cursor); the core
+// below hands it the pointer and the keys and never asks which tool is on. The state is in named parts:
+// S.view (zoom and pan), S.selection, S.gesture (the drag in progress, a shape being drawn), S.queue (the edit
+// messages on their way, in order, and what is shown of them until they are answered).
+// How a stroke becomes a mask: the brush's object collects the pointer path in image pixels; canvas.py's _stroke
+// hands it to LabelSession.paint. How a wand's click becomes a mask: growRegion below, then canvas.py's _region.
 // Two browsers on one image: a notice says who else has it open (server.canvas_presence, polled), and after a
 // refused save the list shows "Your refused edits" (props.value.pending) next to theirs, hatched on the picture.
 
-const TOOLS = [
-  ['select', 'v', 'select; drag a box handle, polygon vertex or keypoint of the selected instance; drag empty space to pan'],
-  ['brush', 'b', 'brush: drag to paint the selected mask ([ and ] size); with nothing selected, a new instance'],
-  ['eraser', 'e', 'eraser: drag to erase from the selected mask ([ and ] size)'],
-  ['polygon', 'g', 'polygon: click vertices; click the first vertex or Enter closes, Escape cancels'],
-  ['box', 'm', 'box: drag a new box for the selected instance'],
-  ['keypoint', 'k', 'keypoint: click to place the chosen keypoint of the selected instance'],
-  ['assist', 'x', 'assist: drag a rough box around an object (or click it): the model finds it'],
-];
+const BINDINGS = new Map();  // key id -> its binding (annotator/keymap.py)
+for (const b of KEYMAP) for (const k of b.keys) BINDINGS.set(k, b);
+const TOOL_KEYS = KEYMAP.filter((b) => b.action.startsWith('tool:'));  // toolbar order
 const root = element.querySelector('.mlc-root');
 root.innerHTML = `
 <div class="mlc-bar">
-  <span class="mlc-tools">${TOOLS.map(([t, k, h]) =>
-    `<button type="button" data-tool="${t}" title="${h}">${t} <kbd>${k}</kbd></button>`).join('')}</span>
+  <span class="mlc-tools">${TOOL_KEYS.map((b) =>
+    `<button type="button" data-tool="${b.action.slice(5)}">${b.action.slice(5)} <kbd>${b.keys[0]}</kbd></button>`).join('')}</span>
   <label title="the selected instance's class (changing it sets it); with nothing selected, the class of a new
-    instance (brush, polygon, assist; for assist, blank lets the model decide)"><span class="mlc-class-l">class</span>
-    <select class="mlc-class"></select></label>
+    instance (brush, polygon, wand, assist; for assist, blank lets the model decide); keys 1 to 9 pick it"><span
+    class="mlc-class-l">class</span> <select class="mlc-class"></select></label>
   <label class="mlc-polywrap">polygon <select class="mlc-polymode">
     <option value="auto">add to selected / new</option><option value="new">new instance</option>
     <option value="add">add to selected</option><option value="subtract">subtract from selected</option></select></label>
+  <label class="mlc-wandwrap" title="how far a pixel's colour may be from the clicked one's (0 to 255 in each of
+    red, green and blue; [ and ] change it)">tolerance <input type="range" class="mlc-tol" min="0" max="128" step="1"
+    value="24"> <span class="mlc-tol-v">24</span> <select class="mlc-wandmode"><option value="add">add to selected / new</option>
+    <option value="subtract">subtract from selected</option></select></label>
   <label class="mlc-kpwrap">keypoint <select class="mlc-kp"></select></label>
   <label title="hide proposals scoring below this">min score <input type="range" class="mlc-score" min="0" max="1"
     step="0.05" value="0"> <span class="mlc-score-v">0.00</span></label>
   <label>opacity <input type="range" class="mlc-opacity" min="0" max="1" step="0.05" value="0.5"></label>
   <button type="button" class="mlc-fit" title="fit the image (f)">fit <kbd>f</kbd></button>
-  <button type="button" class="mlc-one" title="one image pixel per screen pixel (1)">1:1 <kbd>1</kbd></button>
+  <button type="button" class="mlc-one" title="one image pixel per screen pixel (0)">1:1 <kbd>0</kbd></button>
 </div>
 <div class="mlc-info"></div>
 <div class="mlc-presence" role="status"></div>
@@ -43,18 +46,25 @@ root.innerHTML = `
 <div class="mlc-verdict"></div>
 <details class="mlc-history"><summary></summary><ol></ol></details>
 <div class="mlc-status"><span class="mlc-pos"></span><span class="mlc-zoom"></span><span class="mlc-busy"></span><span class="mlc-hint"></span></div>`;
+root.querySelectorAll('[data-tool]').forEach((el) => {
+  el.title = TOOL_KEYS.find((b) => b.action === 'tool:' + el.dataset.tool).help;
+});
 
 const canvas = root.querySelector('canvas');
 const ctx = canvas.getContext('2d');
 const $ = (sel) => root.querySelector(sel);
 const HANDLE = 7;  // screen pixels within which a handle is grabbed
 const S = {
-  data: null, byIndex: new Map(), imageId: null, levels: [], loading: 0, prefetched: null, layer: null,
-  view: {s: 1, tx: 0, ty: 0}, tool: 'select', newClass: '', radius: 10, minScore: 0, opacity: 0.5,
-  selected: null, hover: null, hoverKp: null, over: false, space: false,
-  seq: 0, rev: 0, afterFrame: [], reviewed: [], sentAt: new Map(), answered: [], outbox: [], inflight: null, whenIdle: [], masks: new Map(), drag: null, poly: [], strokes: [], pointer: null,
-  timings: [], inputAt: null, inputKind: null, frames: 0, fitted: false,
-  pending: [], hoverItem: null, pickedItem: null, presence: [], polling: false,
+  data: null, byIndex: new Map(), imageId: null, rev: 0, pending: [], presence: [], polling: false,  // as the server sent it
+  picture: {levels: [], loading: 0, prefetched: null, fitted: false, layer: null, masks: new Map()},  // pixels, decoded masks
+  view: {s: 1, tx: 0, ty: 0},  // zoom and pan: screen = image * s + t
+  tool: 'select',
+  settings: {newClass: '', radius: 10, minScore: 0, opacity: 0.5, tolerance: 24},
+  selection: {index: null, hover: null, hoverKp: null, hoverItem: null, pickedItem: null},
+  gesture: {drag: null, poly: [], wand: null, pointer: null, over: false, space: false},
+  // the edit messages: sent one at a time, in order; `local` and `strokes` show edits until they are answered
+  queue: {seq: 0, outbox: [], inflight: null, sentAt: new Map(), answered: [], local: [], strokes: [], whenIdle: []},
+  timings: [], inputAt: null, inputKind: null, frames: 0, afterFrame: [], answerPending: false, answerDrawnAt: 0,
 };
 root.__maskloop = S;  // tests and bench/canvas.py read timings and state here
 
@@ -64,12 +74,11 @@ const toScreen = (x, y) => [x * S.view.s + S.view.tx, y * S.view.s + S.view.ty];
 const inst = (i) => (i == null ? null : S.byIndex.get(i) || null);
 const cat = (it) => (it && S.data ? S.data.categories[String(it.category_id)] : null);
 function shown(it) {  // as LabelSession.visible: low-score model proposals hide, accepted ones always show
-  return !(it.source === 'model' && it.state !== 'accepted' && it.score != null && it.score < S.minScore);
+  return !(it.source === 'model' && it.state !== 'accepted' && it.score != null && it.score < S.settings.minScore);
 }
 const drawn = () => (S.data ? S.data.instances.filter((it) => shown(it) && it.state !== 'rejected') : []);
 function rgb(hex) { return [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16)); }
 function kpSide(name) { return /^left|_left|^l_/i.test(name) ? '#3b82f6' : /^right|_right|^r_/i.test(name) ? '#f97316' : '#22c55e'; }
-
 // --- masks: COCO compressed RLE of the mask's bounding crop, decoded once per mask ------------------------
 function rleRuns(s) {  // pycocotools' rleFrString: 5-bit groups, 0x20 = more, sign at 0x10, delta from m-2
   const cnts = [];
@@ -136,8 +145,8 @@ function paintHatch(it, entry) {  // a refused edit's mask: an outline of colour
 function insideOf(it) {  // {inside, painted}: the crop decoded once, cached by its content and colour
   if (!it.mask) return null;
   const key = `${it.color}|${it.mask.x},${it.mask.y},${it.mask.w},${it.mask.h}|${it.mask.counts}`;
-  let e = S.masks.get(key);
-  if (!e) { e = {inside: decodeMask(it.mask), painted: {}}; S.masks.set(key, e); }
+  let e = S.picture.masks.get(key);
+  if (!e) { e = {inside: decodeMask(it.mask), painted: {}}; S.picture.masks.set(key, e); }
   e.used = true;
   return e;
 }
@@ -185,25 +194,25 @@ async function halves(full, stillWanted) {  // smaller copies, for drawing a big
 }
 function prefetch(ids) {  // the next image in the queue, decoded (with its smaller copies) while this one is labeled
   const id = ids && ids.length ? ids[0] : null;
-  if (id == null || id === S.imageId || (S.prefetched && S.prefetched.id === id)) return;
+  if (id == null || id === S.imageId || (S.picture.prefetched && S.picture.prefetched.id === id)) return;
   const mine = {id};
   mine.levels = decodePicture(id).then(async (full) => {
     if (!full) return null;
-    const rest = await halves(full, () => S.prefetched === mine);
+    const rest = await halves(full, () => S.picture.prefetched === mine);
     return rest ? [{s: 1, bmp: full}].concat(rest) : null;
   }).catch(() => null);
-  S.prefetched = mine;
+  S.picture.prefetched = mine;
 }
 async function loadImage(imageId) {
-  const token = ++S.loading;
-  S.levels = [];
-  S.fitted = false;
-  if (S.prefetched && S.prefetched.id === imageId) {  // decoded while the last image was labeled
-    const levels = await S.prefetched.levels;
-    S.prefetched = null;
-    if (token !== S.loading) return;
+  const token = ++S.picture.loading;
+  S.picture.levels = [];
+  S.picture.fitted = false;
+  if (S.picture.prefetched && S.picture.prefetched.id === imageId) {  // decoded while the last image was labeled
+    const levels = await S.picture.prefetched.levels;
+    S.picture.prefetched = null;
+    if (token !== S.picture.loading) return;
     if (levels) {
-      S.levels = levels;
+      S.picture.levels = levels;
       fit();
       requestDraw();
       if (S.data) prefetch(S.data.next);
@@ -214,21 +223,21 @@ async function loadImage(imageId) {
   try {
     full = await decodePicture(imageId);
   } catch (err) {  // said where the labels' messages go: the picture stays empty, never silently
-    if (token === S.loading) $('.mlc-message').textContent = String(err.message || err);
+    if (token === S.picture.loading) $('.mlc-message').textContent = String(err.message || err);
     return;
   }
-  if (token !== S.loading || !full) return;
-  S.levels = [{s: 1, bmp: full}];
+  if (token !== S.picture.loading || !full) return;
+  S.picture.levels = [{s: 1, bmp: full}];
   fit();
-  const rest = await halves(full, () => token === S.loading);
+  const rest = await halves(full, () => token === S.picture.loading);
   if (!rest) return;
-  S.levels = S.levels.concat(rest);
+  S.picture.levels = S.picture.levels.concat(rest);
   requestDraw();
   if (S.data) prefetch(S.data.next);
 }
 function imageLevel() {  // the smallest copy with at least one pixel per screen pixel
-  let best = S.levels[0];
-  for (const lv of S.levels) if (lv.s >= S.view.s * (window.devicePixelRatio || 1)) best = lv;
+  let best = S.picture.levels[0];
+  for (const lv of S.picture.levels) if (lv.s >= S.view.s * (window.devicePixelRatio || 1)) best = lv;
   return best;
 }
 
@@ -247,7 +256,7 @@ function fit() {
   const [W, H] = size();
   const s = Math.min(W / S.data.width, H / S.data.height) * 0.98;
   S.view = {s, tx: (W - S.data.width * s) / 2, ty: (H - S.data.height * s) / 2};
-  S.fitted = true;
+  S.picture.fitted = true;
   requestDraw();
 }
 function zoomAt(sx, sy, s) {
@@ -258,9 +267,10 @@ function zoomAt(sx, sy, s) {
 }
 function oneToOne() {
   const [W, H] = size();
-  const p = S.pointer || {x: W / 2, y: H / 2};
+  const p = S.gesture.pointer || {x: W / 2, y: H / 2};
   zoomAt(p.x, p.y, 1 / (window.devicePixelRatio || 1));
 }
+
 
 // --- drawing ---------------------------------------------------------------------------------------------
 let drawPending = false;
@@ -269,21 +279,17 @@ function requestDraw() {
   drawPending = true;
   requestAnimationFrame(() => { drawPending = false; draw(); });
 }
+const dragOf = (on, i) => { const d = S.gesture.drag; return d && d.on === on && d.index === i ? d : null; };
 function boxOf(it) {  // xyxy, live while its handles are dragged
-  if (S.drag && S.drag.kind === 'handle' && S.drag.index === it.i) return S.drag.box;
+  const d = dragOf(DRAGS.handle, it.i);
+  if (d) return d.box;
   const [x, y, w, h] = it.bbox;
   return [x, y, x + w, y + h];
 }
-function keypointsOf(it) {
-  if (S.drag && S.drag.kind === 'kp' && S.drag.index === it.i) return S.drag.kps;
-  return it.keypoints;
-}
-function polygonsOf(it) {
-  if (S.drag && S.drag.kind === 'vertex' && S.drag.index === it.i) return S.drag.polygons;
-  return it.polygons;
-}
+function keypointsOf(it) { const d = dragOf(DRAGS.kp, it.i); return d ? d.kps : it.keypoints; }
+function polygonsOf(it) { const d = dragOf(DRAGS.vertex, it.i); return d ? d.polygons : it.polygons; }
 function draw() {
-  const [W, H] = size(), dpr = window.devicePixelRatio || 1, {s, tx, ty} = S.view;
+  const [W, H] = size(), dpr = window.devicePixelRatio || 1, {s, tx, ty} = S.view, sel = S.selection.index;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = '#1e1e1e';
   ctx.fillRect(0, 0, canvas.width, canvas.height);
@@ -295,15 +301,15 @@ function draw() {
     ctx.drawImage(lv.bmp, 0, 0, S.data.width, S.data.height);
   }
   ctx.imageSmoothingEnabled = false;
-  const list = drawn(), many = list.length > MANY;
+  const list = drawn(), many = list.length > MANY, hover = S.selection.hover;
   if (many) {  // one cached layer of every mask, then the selected and hovered ones on top
     ctx.drawImage(layerOf(list).canvas, 0, 0, S.data.width, S.data.height);
   }
-  for (const it of many ? [inst(S.hover), inst(S.selected)].filter((x) => x && shown(x)) : list) {
+  for (const it of many ? [inst(hover), inst(sel)].filter((x) => x && shown(x)) : list) {
     const e = maskOf(it);
     if (!e) continue;
-    const emph = it.i === S.selected ? 1.8 : it.i === S.hover ? 1.4 : 1;
-    ctx.globalAlpha = Math.min(1, S.opacity * 2 * emph * (it.i === S.selected ? 1 : 0.85));
+    const emph = it.i === sel ? 1.8 : it.i === hover ? 1.4 : 1;
+    ctx.globalAlpha = Math.min(1, S.settings.opacity * 2 * emph * (it.i === sel ? 1 : 0.85));
     ctx.drawImage(e.painted[it.state === 'proposed' ? 'p' : 'a'], it.mask.x, it.mask.y);
   }
   for (const p of S.pending) {  // this person's refused edits, hatched over the labels saved meanwhile
@@ -313,7 +319,8 @@ function draw() {
     ctx.drawImage(e.painted.h, p.mask.x, p.mask.y);
   }
   ctx.globalAlpha = 0.55;
-  for (const st of S.strokes.concat(S.drag && S.drag.kind === 'stroke' ? [S.drag] : [])) {  // strokes not yet applied
+  const d = S.gesture.drag;
+  for (const st of S.queue.strokes.concat(d && d.pts ? [d] : [])) {  // strokes not yet applied
     ctx.strokeStyle = st.erase ? '#000000' : (inst(st.index) || {color: '#ffffff'}).color;
     ctx.fillStyle = ctx.strokeStyle;
     ctx.lineWidth = 2 * st.r; ctx.lineCap = 'round'; ctx.lineJoin = 'round';
@@ -322,23 +329,25 @@ function draw() {
     if (st.pts.length === 1) { ctx.arc(st.pts[0][0], st.pts[0][1], st.r, 0, 2 * Math.PI); ctx.fill(); } else ctx.stroke();
   }
   ctx.globalAlpha = 1;
+  const tool = TOOLS[S.tool];
+  if (tool.underlay) tool.underlay();  // drawn in image pixels (the wand's region)
   // everything below is drawn in screen pixels, so lines and labels stay readable at any zoom
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.imageSmoothingEnabled = true;
   ctx.font = '12px sans-serif';
   let tags = 0;
   for (const it of list) {
-    const [x0, y0, x1, y1] = boxOf(it), [a, b] = toScreen(x0, y0), [c, d] = toScreen(x1, y1);
-    const sel = it.i === S.selected;
-    if (many && !sel && it.i !== S.hover && (c < 0 || d < 0 || a > W || b > H || (c - a < 3 && d - b < 3))) continue;
+    const [x0, y0, x1, y1] = boxOf(it), [a, b] = toScreen(x0, y0), [c, e] = toScreen(x1, y1);
+    const on = it.i === sel;
+    if (many && !on && it.i !== hover && (c < 0 || e < 0 || a > W || b > H || (c - a < 3 && e - b < 3))) continue;
     ctx.setLineDash(it.state === 'proposed' ? [6, 4] : []);
-    ctx.lineWidth = sel ? 3 : it.i === S.hover ? 2 : 1.5;
+    ctx.lineWidth = on ? 3 : it.i === hover ? 2 : 1.5;
     ctx.strokeStyle = it.color;
-    ctx.strokeRect(a, b, c - a, d - b);
-    if (sel) { ctx.setLineDash([]); ctx.lineWidth = 1; ctx.strokeStyle = '#ffffff'; ctx.strokeRect(a - 2, b - 2, c - a + 4, d - b + 4); }
+    ctx.strokeRect(a, b, c - a, e - b);
+    if (on) { ctx.setLineDash([]); ctx.lineWidth = 1; ctx.strokeStyle = '#ffffff'; ctx.strokeRect(a - 2, b - 2, c - a + 4, e - b + 4); }
     ctx.setLineDash([]);
-    drawKeypoints(it, sel);
-    if (many && !sel && it.i !== S.hover && (c - a < TAG_MIN || ++tags > MAX_TAGS)) continue;  // unreadable crowds
+    drawKeypoints(it, on);
+    if (many && !on && it.i !== hover && (c - a < TAG_MIN || ++tags > MAX_TAGS)) continue;  // unreadable crowds
     const label = `#${it.i} ${it.name}` + (it.score != null && it.state === 'proposed' ? ` ${it.score.toFixed(2)}` : '') +
       (it.state === 'accepted' ? ' ✓' : '');
     const tw = ctx.measureText(label).width;
@@ -348,9 +357,9 @@ function draw() {
     ctx.fillText(label, a + 3, Math.max(11, b - 4));
   }
   drawRefused();
-  const sel = inst(S.selected);
-  if (sel && shown(sel)) drawHandles(sel);
-  drawGesture();
+  const picked = inst(sel);
+  if (picked && shown(picked)) drawHandles(picked);
+  if (tool.preview) tool.preview();  // the tool's own gesture: a rectangle, a polygon being drawn, the brush
   finishDraw();
 }
 const MAX_BRUSH = 1024;  // image pixels: the server's limit on a brush's radius (annotator.labeling)
@@ -358,8 +367,10 @@ const MANY = 400;  // more instances drawn than this: masks from one cached laye
 const TAG_MIN = 40, MAX_TAGS = 200;  // with many instances: a tag only on a box this wide, at most this many
 const LAYER_PIXELS = 16e6;  // the layer's size at most (a larger image's layer is scaled down)
 function layerOf(list) {  // every drawn mask in one bitmap, rebuilt only when the labels or the view's filters change
-  const key = `${S.data.image_id}|${S.rev}|${S.opacity}|${S.minScore}|${S.reviewed.map((r) => r.i + r.state).join()}`;
-  if (S.layer && S.layer.key === key) return S.layer;
+  const shownStates = S.queue.local.filter((r) => r.field === 'state').map((r) => r.i + r.value).join();
+  const key = `${S.data.image_id}|${S.rev}|${S.settings.opacity}|${S.settings.minScore}|${shownStates}`;
+  const P = S.picture;
+  if (P.layer && P.layer.key === key) return P.layer;
   const W = S.data.width, H = S.data.height, f = Math.min(1, Math.sqrt(LAYER_PIXELS / (W * H)));
   const lw = Math.max(1, Math.round(W * f)), lh = Math.max(1, Math.round(H * f));
   const im = new ImageData(lw, lh), d = im.data;
@@ -367,7 +378,7 @@ function layerOf(list) {  // every drawn mask in one bitmap, rebuilt only when t
     const e = insideOf(it);
     if (!e) continue;
     const m = it.mask, [r, g, b] = rgb(it.color);
-    const a = Math.round(Math.min(1, S.opacity * 2 * 0.85) * (it.state === 'proposed' ? 70 : 140));
+    const a = Math.round(Math.min(1, S.settings.opacity * 2 * 0.85) * (it.state === 'proposed' ? 70 : 140));
     for (let y = 0; y < m.h; y++) {
       const ly = Math.min(lh - 1, Math.floor((m.y + y) * f));
       for (let x = 0; x < m.w; x++) {
@@ -380,12 +391,12 @@ function layerOf(list) {  // every drawn mask in one bitmap, rebuilt only when t
   const canvas2 = document.createElement('canvas');
   canvas2.width = lw; canvas2.height = lh;
   canvas2.getContext('2d').putImageData(im, 0, 0);
-  S.layer = {key, canvas: canvas2};
-  return S.layer;
+  P.layer = {key, canvas: canvas2};
+  return P.layer;
 }
 function hotItem(p) {  // a refused edit pointed at in the list, or whose instance is pointed at on the picture
-  const j = p.theirs ? p.theirs.i : null;
-  return p.item === S.hoverItem || p.item === S.pickedItem || (j != null && (j === S.hover || j === S.selected));
+  const j = p.theirs ? p.theirs.i : null, L = S.selection;
+  return p.item === L.hoverItem || p.item === L.pickedItem || (j != null && (j === L.hover || j === L.index));
 }
 function drawRefused() {  // boxes of the refused edits, dashed finer than proposals; a deletion crosses theirs out
   for (const p of S.pending) {
@@ -424,7 +435,7 @@ function drawKeypoints(it, sel) {
     ctx.strokeStyle = sel ? '#ffffff' : '#000000';
     ctx.lineWidth = 1.5;
     ctx.beginPath(); ctx.arc(a, b, sel ? 5 : 3.5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
-    if (S.hoverKp && S.hoverKp.index === it.i && S.hoverKp.j === j) {
+    if (S.selection.hoverKp && S.selection.hoverKp.index === it.i && S.selection.hoverKp.j === j) {
       ctx.fillStyle = 'rgba(0,0,0,0.7)';
       const label = name + (k[3 * j + 2] === 1 ? ' (occluded)' : '');
       ctx.fillRect(a + 7, b - 8, ctx.measureText(label).width + 6, 16);
@@ -456,27 +467,10 @@ function drawHandles(it) {
     }
   }
 }
-function drawGesture() {
-  if (S.poly.length) {  // the polygon being drawn, its vertices as handles
-    ctx.strokeStyle = '#ffff00'; ctx.fillStyle = '#ffff00'; ctx.lineWidth = 1.5;
-    ctx.beginPath();
-    S.poly.forEach(([x, y], k) => { const [a, b] = toScreen(x, y); if (k) ctx.lineTo(a, b); else ctx.moveTo(a, b); });
-    if (S.pointer) ctx.lineTo(S.pointer.x, S.pointer.y);
-    ctx.stroke();
-    S.poly.forEach(([x, y], k) => {
-      const [a, b] = toScreen(x, y);
-      ctx.beginPath(); ctx.arc(a, b, k === 0 ? 6 : 4, 0, 2 * Math.PI); ctx.fill();
-    });
-  }
-  if (S.drag && S.drag.kind === 'rect') {
-    const [a, b] = toScreen(S.drag.x0, S.drag.y0), [c, d] = toScreen(S.drag.x1, S.drag.y1);
-    ctx.setLineDash([5, 3]); ctx.strokeStyle = S.tool === 'assist' ? '#00ffff' : '#ffff00'; ctx.lineWidth = 2;
-    ctx.strokeRect(a, b, c - a, d - b); ctx.setLineDash([]);
-  }
-  if ((S.tool === 'brush' || S.tool === 'eraser') && S.pointer && S.over) {
-    ctx.strokeStyle = S.tool === 'eraser' ? '#ff5555' : '#ffffff'; ctx.lineWidth = 1;
-    ctx.beginPath(); ctx.arc(S.pointer.x, S.pointer.y, S.radius, 0, 2 * Math.PI); ctx.stroke();
-  }
+function drawRect(d, colour) {  // a rectangle being dragged (box, assist, keypoint skeleton)
+  const [a, b] = toScreen(d.x0, d.y0), [c, e] = toScreen(d.x1, d.y1);
+  ctx.setLineDash([5, 3]); ctx.strokeStyle = colour; ctx.lineWidth = 2;
+  ctx.strokeRect(a, b, c - a, e - b); ctx.setLineDash([]);
 }
 function finishDraw() {
   S.frames++;
@@ -486,32 +480,38 @@ function finishDraw() {
   }
   if (S.answerPending) { S.answerPending = false; S.answerDrawnAt = performance.now(); }
   if (S.afterFrame.length) { const later = S.afterFrame; S.afterFrame = []; setTimeout(() => later.forEach((fn) => fn()), 0); }
-  for (const a of S.answered) S.timings.push({kind: 'server:' + a.op, ms: performance.now() - a.t, seq: a.seq, wire: a.got - a.t});
-  S.answered = [];
+  for (const a of S.queue.answered) S.timings.push({kind: 'server:' + a.op, ms: performance.now() - a.t, seq: a.seq, wire: a.got - a.t});
+  S.queue.answered = [];
   $('.mlc-zoom').textContent = S.data ? `zoom ${(S.view.s * 100).toFixed(S.view.s < 0.1 ? 1 : 0)}%` : '';
-  $('.mlc-busy').textContent = S.sentAt.size ? 'saving…' : '';
+  $('.mlc-busy').textContent = S.queue.sentAt.size ? 'saving…' : '';
 }
 function local(kind) { S.inputAt = performance.now(); S.inputKind = kind; requestDraw(); }
 
 // --- messages to the server ------------------------------------------------------------------------------
 function send(op, fields) {  // one message at a time, in order: the next leaves when the last is answered
-  const seq = ++S.seq;
-  S.sentAt.set(seq, {t: performance.now(), op});
-  S.outbox.push(Object.assign({op, seq, min_score: S.minScore}, fields || {}));
+  const Q = S.queue, seq = ++Q.seq;
+  Q.sentAt.set(seq, {t: performance.now(), op});
+  Q.outbox.push(Object.assign({op, seq, min_score: S.settings.minScore}, fields || {}));
   pump();
   requestDraw();
   return seq;
 }
+function showUntilAnswered(seq, i, key, value) {  // an edit's effect shown at once, until its answer replaces it
+  const it = inst(i);
+  S.queue.local.push({seq, i, field: key, value, obj: it, was: it ? it[key] : undefined});
+  if (it) it[key] = value;
+}
 function pump() {
-  if (S.inflight) return;
-  const msg = S.outbox.shift();
-  if (!msg) { const idle = S.whenIdle; S.whenIdle = []; idle.forEach((fn) => fn()); return; }
-  S.inflight = msg.seq;
+  const Q = S.queue;
+  if (Q.inflight) return;
+  const msg = Q.outbox.shift();
+  if (!msg) { const idle = Q.whenIdle; Q.whenIdle = []; idle.forEach((fn) => fn()); return; }
+  Q.inflight = msg.seq;
   setTimeout(() => {  // no answer (the server failed: Gradio shows its error): do not block the next edits
-    if (S.inflight === msg.seq) { S.inflight = null; S.sentAt.delete(msg.seq); hint('the server did not answer that edit'); pump(); }
+    if (Q.inflight === msg.seq) { Q.inflight = null; Q.sentAt.delete(msg.seq); hint('the server did not answer that edit'); pump(); }
   }, 20000);
   const failed = (why) => {  // the picture and the labels stay as they are; the person is told
-    if (S.inflight === msg.seq) { S.inflight = null; S.sentAt.delete(msg.seq); pump(); }
+    if (Q.inflight === msg.seq) { Q.inflight = null; Q.sentAt.delete(msg.seq); pump(); }
     hint(why);
   };
   server.canvas_edit(Object.assign({token: S.data ? S.data.token : ''}, msg)).then((data) => {
@@ -519,35 +519,43 @@ function pump() {
     else failed('that edit got no answer (logged out in another tab, or the server failed): reload the page');
   }).catch((err) => failed('that edit failed on the server: ' + err));
 }
+const queueIdle = () => !S.queue.inflight && !S.queue.outbox.length;
 function whenIdle(fn) {  // after every queued edit is answered (saving, moving on)
-  if (!S.inflight && !S.outbox.length) fn(); else S.whenIdle.push(fn);
+  if (queueIdle()) fn(); else S.queue.whenIdle.push(fn);
+}
+function clickButton(id) {  // one of the page's buttons (Gradio wraps some in a container with that id)
+  const b = document.getElementById(id), el = b && (b.tagName === 'BUTTON' ? b : b.querySelector('button'));
+  if (el) el.click();
 }
 function hint(text) { $('.mlc-hint').textContent = text; }
-function chosenClass() { return S.newClass === '' ? null : Number(S.newClass); }
+function chosenClass() { return S.settings.newClass === '' ? null : Number(S.settings.newClass); }
 function select(i, tell = true) {
-  S.selected = i;
+  S.selection.index = i;
   refreshToolbar(false);
   local('select');
   if (tell) S.afterFrame.push(() => send('select', {index: i}));  // the server hears of it after the frame
 }
+function round2(v) { return Math.round(v * 100) / 100; }
 
 // --- toolbar ---------------------------------------------------------------------------------------------
 function setTool(t) {
+  const before = TOOLS[S.tool];
+  if (before && before.leave) before.leave();
   S.tool = t;
-  if (t !== 'polygon') S.poly = [];
+  const tool = TOOLS[t];
   root.querySelectorAll('[data-tool]').forEach((b) => b.classList.toggle('on', b.dataset.tool === t));
-  $('.mlc-polywrap').style.display = t === 'polygon' ? '' : 'none';
+  for (const other of Object.values(TOOLS)) if (other.bar) $(other.bar).style.display = other === tool ? '' : 'none';
   showKeypointChoice();
-  hint((TOOLS.find((x) => x[0] === t) || [, , ''])[2]);
-  canvas.style.cursor = t === 'select' ? 'default' : 'crosshair';
+  hint(TOOL_KEYS.find((b) => b.action === 'tool:' + t).help);
+  canvas.style.cursor = tool.cursor;
   requestDraw();
 }
 function showKeypointChoice() {  // only for a selected instance whose class has keypoints
-  const c = cat(inst(S.selected)), any = !!(c && c.keypoints && c.keypoints.length);
-  $('.mlc-kpwrap').style.display = any && (S.tool === 'keypoint' || S.tool === 'select') ? '' : 'none';
+  const c = cat(inst(S.selection.index)), any = !!(c && c.keypoints && c.keypoints.length);
+  $('.mlc-kpwrap').style.display = any && TOOLS[S.tool].keypoints ? '' : 'none';
 }
 function refreshToolbar(rebuildList = true) {
-  const cls = $('.mlc-class'), kp = $('.mlc-kp'), it = inst(S.selected);
+  const cls = $('.mlc-class'), kp = $('.mlc-kp'), it = inst(S.selection.index);
   if (S.data) {
     const want = Object.entries(S.data.categories).map(([id, c]) => id + ':' + c.name).join('|');
     if (cls.dataset.cats !== want) {
@@ -563,7 +571,7 @@ function refreshToolbar(rebuildList = true) {
   // the class field shows the selected instance's class, else the class for new instances
   $('.mlc-class-l').textContent = it ? `class of #${it.i}` : 'new instance class';
   cls.options[0].hidden = !!it;
-  cls.value = it ? String(it.category_id) : S.newClass;
+  cls.value = it ? String(it.category_id) : S.settings.newClass;
   const c = cat(it), names = (c && c.keypoints) || [];
   const keep = kp.value;
   kp.innerHTML = '';
@@ -582,7 +590,7 @@ function refreshToolbar(rebuildList = true) {
   if (rebuildList) refreshList();
   else {
     $('.mlc-list').querySelectorAll('.mlc-row').forEach((r) => {
-      const on = Number(r.dataset.index) === S.selected;
+      const on = Number(r.dataset.index) === S.selection.index;
       r.classList.toggle('sel', on);
       if (on) r.scrollIntoView({block: 'nearest'});
     });
@@ -598,9 +606,9 @@ function refreshList() {  // the instance list beside the picture: what is drawn
   let hidden = 0, listed = 0, more = 0;
   for (const it of S.data.instances) {
     if (!shown(it)) { hidden++; continue; }
-    if (++listed > LIST_ROWS && it.i !== S.selected) { more++; continue; }
+    if (++listed > LIST_ROWS && it.i !== S.selection.index) { more++; continue; }
     const row = document.createElement('div');
-    row.className = 'mlc-row' + (it.i === S.selected ? ' sel' : '') + ' ' + it.state;
+    row.className = 'mlc-row' + (it.i === S.selection.index ? ' sel' : '') + ' ' + it.state;
     row.dataset.index = String(it.i);
     const sw = document.createElement('span');
     sw.className = 'sw'; sw.style.background = it.color;
@@ -668,11 +676,11 @@ function refusedSection() {  // "Your refused edits": each beside the other pers
     btns.appendChild(button('Drop', 'keep theirs', 'drop_mine', {item: p.item}));
     row.appendChild(btns);
     const theirsShown = th && !th.deleted && inst(th.i) ? th.i : null;
-    row.addEventListener('mouseenter', () => { S.hoverItem = p.item; S.hover = theirsShown; markItems(); local('hover'); });
-    row.addEventListener('mouseleave', () => { S.hoverItem = null; S.hover = null; markItems(); local('hover'); });
+    row.addEventListener('mouseenter', () => { S.selection.hoverItem = p.item; S.selection.hover = theirsShown; markItems(); local('hover'); });
+    row.addEventListener('mouseleave', () => { S.selection.hoverItem = null; S.selection.hover = null; markItems(); local('hover'); });
     row.addEventListener('click', () => {  // picks the pair: theirs selected on the picture, yours highlighted
-      S.pickedItem = S.pickedItem === p.item ? null : p.item;
-      if (S.pickedItem != null && theirsShown != null) select(theirsShown);
+      S.selection.pickedItem = S.selection.pickedItem === p.item ? null : p.item;
+      if (S.selection.pickedItem != null && theirsShown != null) select(theirsShown);
       markItems(); requestDraw();
     });
     box.appendChild(row);
@@ -685,179 +693,402 @@ function markItems() {
     r.classList.toggle('hot', !!p && hotItem(p));
   });
 }
-$('.mlc-class').addEventListener('change', (e) => {
-  const v = e.target.value, it = inst(S.selected);
-  if (it && v !== '') send('class', {index: it.i, category: Number(v)});
-  else S.newClass = v;
-});
+function pickClass(v) {  // the class menu's choice: the selected instance's class, else the class of new ones
+  const it = inst(S.selection.index);
+  if (it && v !== '') { if (Number(v) !== it.category_id) send('class', {index: it.i, category: Number(v)}); }
+  else S.settings.newClass = v;
+  $('.mlc-class').value = it && v !== '' ? v : S.settings.newClass;
+}
+function backToPicture(e) { e.target.blur(); root.focus({preventScroll: true}); }  // the keys label again
+$('.mlc-class').addEventListener('change', (e) => { pickClass(e.target.value); backToPicture(e); });
 root.querySelectorAll('[data-tool]').forEach((b) => b.addEventListener('click', () => setTool(b.dataset.tool)));
 $('.mlc-fit').addEventListener('click', () => { fit(); local('fit'); });
 $('.mlc-one').addEventListener('click', () => { oneToOne(); local('zoom'); });
 let scoreTimer = null;
 $('.mlc-score').addEventListener('input', (e) => {
-  S.minScore = Number(e.target.value);
-  $('.mlc-score-v').textContent = S.minScore.toFixed(2);
+  S.settings.minScore = Number(e.target.value);
+  $('.mlc-score-v').textContent = S.settings.minScore.toFixed(2);
   refreshList();
   local('score');
   clearTimeout(scoreTimer);  // the server needs it for "accept all shown" and the instance list
   scoreTimer = setTimeout(() => send('view'), 300);
 });
-$('.mlc-opacity').addEventListener('input', (e) => { S.opacity = Number(e.target.value); local('opacity'); });
+$('.mlc-opacity').addEventListener('input', (e) => { S.settings.opacity = Number(e.target.value); local('opacity'); });
+$('.mlc-tol').addEventListener('input', (e) => setTolerance(Number(e.target.value)));
+for (const sel of ['.mlc-score', '.mlc-opacity', '.mlc-tol', '.mlc-polymode', '.mlc-wandmode', '.mlc-kp']) {
+  $(sel).addEventListener('change', backToPicture);  // a slider or menu let go of: the keys label again
+}
 
-// --- pointer ---------------------------------------------------------------------------------------------
+// --- pointer: the core hands each gesture to the current tool's object ------------------------------------
+// A drag is {on, sx, sy, moved, ...}: `on` is the object whose move(d, ev) and up(d, ev) it calls (a tool, or
+// one of DRAGS: the handles of the selected instance, which select, box and keypoint share, and a pan). An
+// event `ev` is {e, p: {x, y} in screen pixels, x, y in image pixels}.
 function pointerAt(e) {
   const r = canvas.getBoundingClientRect();
   return {x: e.clientX - r.left, y: e.clientY - r.top};
 }
+function eventAt(e) { const p = pointerAt(e), [x, y] = toImage(p.x, p.y); return {e, p, x, y}; }
 function near(sx, sy, x, y) { const [a, b] = toScreen(x, y); return Math.hypot(a - sx, b - sy) <= HANDLE; }
+function startDrag(on, ev, fields) { S.gesture.drag = Object.assign({on, sx: ev.p.x, sy: ev.p.y, moved: false}, fields || {}); }
 function grab(sx, sy) {  // a handle of the selected instance under the pointer: keypoint, vertex, box handle
-  const it = inst(S.selected);
+  const it = inst(S.selection.index);
   if (!it || !shown(it)) return null;
   const k = it.keypoints;
   if (k) for (let j = 0; 3 * j < k.length; j++) {
-    if (k[3 * j + 2] && near(sx, sy, k[3 * j], k[3 * j + 1])) return {kind: 'kp', index: it.i, j, kps: k.slice()};
+    if (k[3 * j + 2] && near(sx, sy, k[3 * j], k[3 * j + 1])) return {on: DRAGS.kp, index: it.i, j, kps: k.slice()};
   }
   if (it.polygons) for (let part = 0; part < it.polygons.length; part++) {
     const poly = it.polygons[part];
     for (let v = 0; v + 1 < poly.length; v += 2) {
       if (near(sx, sy, poly[v], poly[v + 1])) {
-        return {kind: 'vertex', index: it.i, part, vertex: v / 2, polygons: it.polygons.map((p) => p.slice())};
+        return {on: DRAGS.vertex, index: it.i, part, vertex: v / 2, polygons: it.polygons.map((p) => p.slice())};
       }
     }
   }
   for (const [name, [x, y]] of Object.entries(boxHandles(boxOf(it)))) {
-    if (near(sx, sy, x, y)) return {kind: 'handle', index: it.i, name, box: boxOf(it).slice()};
+    if (near(sx, sy, x, y)) return {on: DRAGS.handle, index: it.i, name, box: boxOf(it).slice()};
   }
   return null;
 }
 function keypointAt(sx, sy) {  // any drawn instance's keypoint under the pointer (the selected one first)
-  const list = drawn().sort((a, b) => (b.i === S.selected) - (a.i === S.selected));
+  const sel = S.selection.index, list = drawn().sort((a, b) => (b.i === sel) - (a.i === sel));
   for (const it of list) {
     const k = it.keypoints;
     if (k) for (let j = 0; 3 * j < k.length; j++) if (k[3 * j + 2] && near(sx, sy, k[3 * j], k[3 * j + 1])) return {index: it.i, j};
   }
   return null;
 }
+function tapped(ev) { const t = TOOLS[S.tool]; (t.tap ? t : Select).tap(ev); }  // a handle pressed and let go, not moved
+const DRAGS = {
+  pan: {
+    move(d, ev) { S.view = {s: S.view.s, tx: d.view.tx + ev.p.x - d.sx, ty: d.view.ty + ev.p.y - d.sy}; local('pan'); },
+    up() {},
+  },
+  kp: {
+    move(d, ev) { d.kps[3 * d.j] = ev.x; d.kps[3 * d.j + 1] = ev.y; local('drag'); },
+    up(d, ev) {
+      if (!d.moved) return tapped(ev);
+      const it = inst(d.index), name = cat(it).keypoints[d.j];
+      const seq = send('keypoint', {index: d.index, name, x: round2(d.kps[3 * d.j]), y: round2(d.kps[3 * d.j + 1]),
+        v: it.keypoints[3 * d.j + 2] || 2});
+      showUntilAnswered(seq, d.index, 'keypoints', d.kps);  // shown where it was dropped until the server answers
+    },
+  },
+  vertex: {
+    move(d, ev) { d.polygons[d.part][2 * d.vertex] = ev.x; d.polygons[d.part][2 * d.vertex + 1] = ev.y; local('drag'); },
+    up(d, ev) {
+      if (!d.moved) return tapped(ev);
+      const seq = send('vertex', {index: d.index, part: d.part, vertex: d.vertex, x: round2(ev.x), y: round2(ev.y)});
+      showUntilAnswered(seq, d.index, 'polygons', d.polygons);
+    },
+  },
+  handle: {  // a box handle: inward cuts the mask; outward asks the model (canvas.py's _box_edit)
+    move(d, ev) {
+      const b = d.box;
+      if (d.name.includes('w')) b[0] = ev.x;
+      if (d.name.includes('e')) b[2] = ev.x;
+      if (d.name.includes('n')) b[1] = ev.y;
+      if (d.name.includes('s')) b[3] = ev.y;
+      local('drag');
+    },
+    up(d, ev) {
+      if (!d.moved) return tapped(ev);
+      const seq = send('box', {index: d.index, box: d.box.map(round2)});
+      const [x0, y0, x1, y1] = d.box;  // shown until answered: a refusal puts the box back
+      showUntilAnswered(seq, d.index, 'bbox', [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)]);
+    },
+  },
+};
+
+// --- tools: one object each (down/move/up, preview, keys, cursor); their keys are looked up in KEYMAP -----
+const Select = {
+  cursor: 'default', grabs: true, keypoints: true,
+  down(ev, returning) { startDrag(this, ev, {view: {...S.view}, returning}); },
+  move(d, ev) { if (d.moved) { d.on = DRAGS.pan; DRAGS.pan.move(d, ev); } },  // dragging empty space pans
+  up(d, ev) {
+    if (d.returning) hint('the keys work on the picture again (that click only took the focus back)');
+    else this.tap(ev);
+  },
+  tap(ev) { select(hitTest(ev.x, ev.y)); },
+};
+function paintTool(erase) {  // the brush and the eraser: a stroke is the pointer's path and a radius
+  return {
+    cursor: 'crosshair', hovers: true,
+    down(ev) {
+      startDrag(this, ev, {erase, index: S.selection.index, r: Math.min(MAX_BRUSH, S.settings.radius / S.view.s), pts: [[ev.x, ev.y]]});
+      local('stroke');
+    },
+    move(d, ev) { d.pts.push([ev.x, ev.y]); local('stroke'); },
+    up(d) {
+      d.seq = send('stroke', {points: d.pts.map(([a, b]) => [round2(a), round2(b)]), radius: round2(d.r),
+        erase: d.erase, index: d.index, category: chosenClass()});
+      S.queue.strokes.push(d);
+      local('stroke');
+    },
+    preview() {
+      const p = S.gesture.pointer;
+      if (!p || !S.gesture.over) return;
+      ctx.strokeStyle = erase ? '#ff5555' : '#ffffff'; ctx.lineWidth = 1;
+      ctx.beginPath(); ctx.arc(p.x, p.y, S.settings.radius, 0, 2 * Math.PI); ctx.stroke();
+    },
+  };
+}
+const Polygon = {
+  cursor: 'crosshair', bar: '.mlc-polywrap',
+  get hovers() { return S.gesture.poly.length > 0; },  // the edge to the pointer follows it
+  down(ev) { startDrag(this, ev); },
+  move() {},
+  up(d, ev) {
+    const poly = S.gesture.poly;
+    if (poly.length >= 3 && near(ev.p.x, ev.p.y, poly[0][0], poly[0][1])) return this.keys.commit();
+    poly.push([ev.x, ev.y]); local('vertex');
+  },
+  leave() { S.gesture.poly = []; },
+  preview() {  // the polygon being drawn, its vertices as handles
+    const poly = S.gesture.poly, p = S.gesture.pointer;
+    if (!poly.length) return;
+    ctx.strokeStyle = '#ffff00'; ctx.fillStyle = '#ffff00'; ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    poly.forEach(([x, y], k) => { const [a, b] = toScreen(x, y); if (k) ctx.lineTo(a, b); else ctx.moveTo(a, b); });
+    if (p) ctx.lineTo(p.x, p.y);
+    ctx.stroke();
+    poly.forEach(([x, y], k) => {
+      const [a, b] = toScreen(x, y);
+      ctx.beginPath(); ctx.arc(a, b, k === 0 ? 6 : 4, 0, 2 * Math.PI); ctx.fill();
+    });
+  },
+  keys: {
+    commit() {
+      const poly = S.gesture.poly;
+      if (!poly.length) return false;
+      if (poly.length < 3) { hint('a polygon needs at least 3 vertices'); return; }
+      send('polygon', {points: poly.map(([a, b]) => [round2(a), round2(b)]), mode: $('.mlc-polymode').value,
+        index: S.selection.index, category: chosenClass()});
+      S.gesture.poly = [];
+    },
+    cancel() { if (!S.gesture.poly.length) return false; S.gesture.poly = []; requestDraw(); },
+  },
+};
+function rectTool(colour, fields) {  // a tool that drags a rectangle (box, assist, keypoint's skeleton)
+  return Object.assign({
+    cursor: 'crosshair',
+    down(ev) { startDrag(this, ev, {x0: ev.x, y0: ev.y, x1: ev.x, y1: ev.y}); },
+    move(d, ev) { d.x1 = ev.x; d.y1 = ev.y; requestDraw(); },
+    up(d, ev) { if (d.moved) this.dragged([d.x0, d.y0, ev.x, ev.y].map(round2), ev); else this.tap(ev); },
+    preview() { const d = S.gesture.drag; if (d && d.on === this && d.moved) drawRect(d, colour); },
+  }, fields);
+}
+const Box = rectTool('#ffff00', {
+  grabs: true,
+  dragged(box) {
+    if (S.selection.index == null) hint('select an instance first; to find a missed object, use assist (x)');
+    else send('box', {index: S.selection.index, box});
+  },
+  tap(ev) { Select.tap(ev); },
+});
+const Assist = rectTool('#00ffff', {
+  dragged(box) { send('assist', {box, category: chosenClass()}); hint('asking the model…'); },
+  tap(ev) { send('assist_point', {x: round2(ev.x), y: round2(ev.y), category: chosenClass()}); hint('asking the model…'); },
+});
+const Keypoint = rectTool('#22c55e', {
+  grabs: true, keypoints: true,
+  tap(ev) {  // the chosen keypoint placed here; the choice steps on to the next one still missing
+    const it = inst(S.selection.index), c = cat(it), kp = $('.mlc-kp'), name = kp.value;
+    if (!it || !name) { hint('select an instance whose class has keypoints, then choose the keypoint'); return; }
+    send('keypoint', {index: it.i, name, x: round2(ev.x), y: round2(ev.y), v: 2});
+    const names = c.keypoints, j = names.indexOf(name), k = it.keypoints || [];
+    for (let step = 1; step < names.length; step++) {
+      const t = (j + step) % names.length;
+      if (!(k[3 * t + 2] > 0)) { kp.value = names[t]; break; }
+    }
+  },
+  dragged(box) {  // the whole skeleton laid out in the box (canvas.py's _skeleton), then its points are dragged
+    const it = inst(S.selection.index), c = cat(it);
+    if (!it || !(c && c.keypoints && c.keypoints.length)) { hint('select an instance whose class has keypoints first'); return; }
+    send('skeleton', {index: it.i, box});
+  },
+});
+
+// the magic wand: a region of similar colour grown from the clicked pixel, in the browser, on the picture's own
+// pixels; shown, then sent as one `region` message (a COCO RLE of its crop) that adds to the selected mask
+const WAND_SIDE = 2048;  // image pixels: the region grows within the part on screen, at most this a side
+const MAX_REGION_COUNTS = 400000;  // characters of the region's RLE at most (canvas.py's limit)
+function wandWindow(x, y) {  // [x0, y0, x1, y1]: on screen, in the image, at most WAND_SIDE a side around (x, y)
+  const [W, H] = size(), [ax, ay] = toImage(0, 0), [bx, by] = toImage(W, H), half = WAND_SIDE / 2;
+  const x0 = Math.max(0, Math.floor(ax), Math.floor(x) - half), y0 = Math.max(0, Math.floor(ay), Math.floor(y) - half);
+  const x1 = Math.min(S.data.width, Math.ceil(bx), Math.floor(x) + half), y1 = Math.min(S.data.height, Math.ceil(by), Math.floor(y) + half);
+  return [x0, y0, x1, y1];
+}
+function wandPixels(win) {  // the picture's RGBA pixels in the window (read once per window and image)
+  const key = `${S.imageId}|${win}`, P = S.picture;
+  if (P.wandPixels && P.wandPixels.key === key) return P.wandPixels.px;
+  const full = P.levels[0], [x0, y0, x1, y1] = win, w = x1 - x0, h = y1 - y0;
+  const c = document.createElement('canvas');
+  c.width = w; c.height = h;
+  const g = c.getContext('2d', {willReadFrequently: true});
+  g.drawImage(full.bmp, x0, y0, w, h, 0, 0, w, h);
+  P.wandPixels = {key, px: g.getImageData(0, 0, w, h).data};
+  return P.wandPixels.px;
+}
+function growRegion(seed, win, tol) {  // 4-connected flood fill: each channel within tol of the seed pixel's
+  const [x0, y0, x1, y1] = win, w = x1 - x0, h = y1 - y0, px = wandPixels(win);
+  const inside = new Uint8Array(w * h), stack = new Int32Array(w * h);
+  const s = (Math.floor(seed[1]) - y0) * w + (Math.floor(seed[0]) - x0);
+  const r0 = px[4 * s], g0 = px[4 * s + 1], b0 = px[4 * s + 2];
+  const like = (k) => !inside[k] && Math.abs(px[4 * k] - r0) <= tol && Math.abs(px[4 * k + 1] - g0) <= tol &&
+    Math.abs(px[4 * k + 2] - b0) <= tol;
+  let top = 0, area = 0, bx0 = w, by0 = h, bx1 = -1, by1 = -1;
+  inside[s] = 1; stack[top++] = s;
+  while (top) {
+    const k = stack[--top], x = k % w, y = (k - x) / w;
+    area++;
+    if (x < bx0) bx0 = x; if (x > bx1) bx1 = x; if (y < by0) by0 = y; if (y > by1) by1 = y;
+    if (x > 0 && like(k - 1)) { inside[k - 1] = 1; stack[top++] = k - 1; }
+    if (x < w - 1 && like(k + 1)) { inside[k + 1] = 1; stack[top++] = k + 1; }
+    if (y > 0 && like(k - w)) { inside[k - w] = 1; stack[top++] = k - w; }
+    if (y < h - 1 && like(k + w)) { inside[k + w] = 1; stack[top++] = k + w; }
+  }
+  const cut = (bx0 === 0 && x0 > 0) || (by0 === 0 && y0 > 0) || (bx1 === w - 1 && x1 < S.data.width) ||
+    (by1 === h - 1 && y1 < S.data.height);  // it reached the window's edge inside the image
+  return {seed, win, tol, inside, w, area, cut, box: [bx0, by0, bx1 + 1, by1 + 1]};
+}
+function regionRLE(R) {  // the region's tight crop as COCO compressed RLE (column-major; pycocotools' rleToString)
+  const [bx0, by0, bx1, by1] = R.box, cnts = [];
+  let prev = 0, run = 0;
+  for (let x = bx0; x < bx1; x++) {
+    for (let y = by0; y < by1; y++) {
+      const v = R.inside[y * R.w + x];
+      if (v !== prev) { cnts.push(run); run = 0; prev = v; }
+      run++;
+    }
+  }
+  cnts.push(run);
+  const out = [];
+  for (let i = 0; i < cnts.length; i++) {
+    let x = cnts[i] - (i > 2 ? cnts[i - 2] : 0), more = 1;
+    while (more) {
+      let c = x & 0x1f;
+      x >>= 5;
+      more = (c & 0x10) ? x !== -1 : x !== 0;
+      if (more) c |= 0x20;
+      out.push(c + 48);
+    }
+  }
+  let s = '';
+  for (let k = 0; k < out.length; k += 8192) s += String.fromCharCode.apply(null, out.slice(k, k + 8192));
+  return s;
+}
+function regionImage(R) {  // the region as a tinted bitmap of its crop, with its outline, for the preview
+  const [bx0, by0, bx1, by1] = R.box, w = bx1 - bx0, h = by1 - by0, c = document.createElement('canvas');
+  c.width = w; c.height = h;
+  const im = new ImageData(w, h), d = im.data, at = (x, y) => R.inside[(by0 + y) * R.w + bx0 + x];
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (!at(x, y)) continue;
+      const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 || !at(x - 1, y) || !at(x + 1, y) || !at(x, y - 1) || !at(x, y + 1);
+      const o = 4 * (y * w + x);
+      d[o] = 255; d[o + 1] = edge ? 255 : 0; d[o + 2] = 255; d[o + 3] = edge ? 255 : 110;
+    }
+  }
+  c.getContext('2d').putImageData(im, 0, 0);
+  return c;
+}
+function setTolerance(t) {
+  S.settings.tolerance = Math.max(0, Math.min(128, Math.round(t)));
+  $('.mlc-tol').value = String(S.settings.tolerance); $('.mlc-tol-v').textContent = String(S.settings.tolerance);
+  const R = S.gesture.wand;
+  if (R) Wand.grow(R.seed, R.win, R.alt);  // the shown region follows the tolerance
+}
+const Wand = {
+  cursor: 'crosshair', bar: '.mlc-wandwrap',
+  down(ev) { startDrag(this, ev, {alt: ev.e.altKey}); },
+  move() {},
+  up(d, ev) {
+    const R = S.gesture.wand, [bx0, by0, bx1, by1] = R ? R.box : [];
+    const x = R && Math.floor(ev.x) - R.win[0], y = R && Math.floor(ev.y) - R.win[1];
+    if (R && x >= bx0 && x < bx1 && y >= by0 && y < by1 && R.inside[y * R.w + x]) return this.apply(d.alt || R.alt);
+    if (ev.x < 0 || ev.y < 0 || ev.x >= S.data.width || ev.y >= S.data.height) return;
+    if (!S.picture.levels.length || S.picture.levels[0].s !== 1) { hint('the picture is still loading'); return; }
+    this.grow([ev.x, ev.y], wandWindow(ev.x, ev.y), d.alt);
+  },
+  grow(seed, win, alt) {
+    const t = performance.now(), R = growRegion(seed, win, S.settings.tolerance);
+    R.alt = alt;
+    R.image = regionImage(R);
+    S.gesture.wand = R;
+    S.timings.push({kind: 'wand', ms: performance.now() - t});
+    hint(`region of ${R.area} px (tolerance ${R.tol})` + (R.cut ? `: cut at the edge of the part searched (what is on screen, at ` +
+      `most ${WAND_SIDE} px a side around the click; zoom or pan and click again for more)` : '') +
+      ': click inside it or Enter to ' + (alt || $('.mlc-wandmode').value === 'subtract' ? 'subtract it' : 'add it') +
+      ', Escape to drop it');
+    local('wand');
+  },
+  apply(alt) {
+    const R = S.gesture.wand, subtract = alt || $('.mlc-wandmode').value === 'subtract';
+    const counts = regionRLE(R);
+    if (counts.length > MAX_REGION_COUNTS) { hint('that region is too ragged to send: raise the tolerance, or zoom in'); return; }
+    const [bx0, by0, bx1, by1] = R.box;
+    send('region', {index: S.selection.index, category: chosenClass(), subtract, x0: R.win[0] + bx0, y0: R.win[1] + by0,
+      w: bx1 - bx0, h: by1 - by0, counts});
+    S.gesture.wand = null;
+  },
+  leave() { S.gesture.wand = null; },
+  underlay() {  // the region, in image pixels
+    const R = S.gesture.wand;
+    if (R) { ctx.globalAlpha = 0.8; ctx.drawImage(R.image, R.win[0] + R.box[0], R.win[1] + R.box[1]); ctx.globalAlpha = 1; }
+  },
+  keys: {
+    commit() { if (!S.gesture.wand) return false; Wand.apply(false); },
+    cancel() { if (!S.gesture.wand) return false; S.gesture.wand = null; hint(''); requestDraw(); },
+    smaller() { setTolerance(S.settings.tolerance - 4); },
+    larger() { setTolerance(S.settings.tolerance + 4); },
+  },
+};
+const TOOLS = {select: Select, brush: paintTool(false), eraser: paintTool(true), polygon: Polygon, box: Box,
+  keypoint: Keypoint, assist: Assist, wand: Wand};
+
 canvas.addEventListener('contextmenu', (e) => e.preventDefault());
+const TEXT_FIELD = (t) => t && t !== root && (t.tagName === 'TEXTAREA' || t.isContentEditable ||
+  (t.tagName === 'INPUT' && !['checkbox', 'radio', 'button', 'submit'].includes(t.type)));
 canvas.addEventListener('pointerdown', (e) => {
   if (!S.data) return;
+  const returning = TEXT_FIELD(document.activeElement);  // this click gives the focus back from a field or a slider
   root.focus({preventScroll: true});
-  const p = pointerAt(e), [x, y] = toImage(p.x, p.y);
+  const ev = eventAt(e);
   canvas.setPointerCapture(e.pointerId);
-  if (e.button === 1 || S.space) { S.drag = {kind: 'pan', sx: p.x, sy: p.y, view: {...S.view}}; return; }
-  if (e.button === 2) { const h = keypointAt(p.x, p.y); if (h) cycleVisibility(h); return; }
+  if (e.button === 1 || S.gesture.space) { startDrag(DRAGS.pan, ev, {view: {...S.view}}); return; }
+  if (e.button === 2) { const h = keypointAt(ev.p.x, ev.p.y); if (h) cycleVisibility(h); return; }
   if (e.button !== 0) return;
-  const g = (S.tool === 'select' || S.tool === 'keypoint' || S.tool === 'box') ? grab(p.x, p.y) : null;
-  if (g) { S.drag = Object.assign(g, {sx: p.x, sy: p.y, moved: false}); return; }
-  if (S.tool === 'brush' || S.tool === 'eraser') {
-    S.drag = {kind: 'stroke', erase: S.tool === 'eraser', index: S.selected, r: Math.min(MAX_BRUSH, S.radius / S.view.s),
-      pts: [[x, y]]};
-    local('stroke');
-  } else if (S.tool === 'box' || S.tool === 'assist') {
-    S.drag = {kind: 'rect', x0: x, y0: y, x1: x, y1: y, sx: p.x, sy: p.y};
-  } else {
-    S.drag = {kind: 'click', sx: p.x, sy: p.y, view: {...S.view}, moved: false};
-  }
+  const tool = TOOLS[S.tool], g = tool.grabs ? grab(ev.p.x, ev.p.y) : null;
+  if (g) { S.gesture.drag = Object.assign(g, {sx: ev.p.x, sy: ev.p.y, moved: false}); return; }
+  tool.down(ev, returning);
 });
 canvas.addEventListener('pointermove', (e) => {
-  const p = pointerAt(e);
-  S.pointer = p;
-  const [x, y] = toImage(p.x, p.y);
-  $('.mlc-pos').textContent = S.data ? `x ${x.toFixed(1)}  y ${y.toFixed(1)}` : '';
-  const d = S.drag;
+  const ev = eventAt(e), G = S.gesture, L = S.selection;
+  G.pointer = ev.p;
+  $('.mlc-pos').textContent = S.data ? `x ${ev.x.toFixed(1)}  y ${ev.y.toFixed(1)}` : '';
+  const d = G.drag;
   if (!d) {
-    const h = keypointAt(p.x, p.y), i = h ? h.index : hitTest(x, y);
-    const changed = i !== S.hover || JSON.stringify(h) !== JSON.stringify(S.hoverKp);
-    S.hover = i; S.hoverKp = h;
+    const h = keypointAt(ev.p.x, ev.p.y), i = h ? h.index : hitTest(ev.x, ev.y);
+    const changed = i !== L.hover || JSON.stringify(h) !== JSON.stringify(L.hoverKp);
+    L.hover = i; L.hoverKp = h;
     if (changed) { const it = inst(i); hint(it ? `#${it.i} ${it.name} · ${it.state}${it.score != null ? ' · ' + it.score.toFixed(2) : ''}` : ''); markItems(); local('hover'); }
-    else if (S.tool === 'brush' || S.tool === 'eraser' || S.poly.length) requestDraw();
+    else if (TOOLS[S.tool].hovers) requestDraw();
     return;
   }
-  const far = Math.hypot(p.x - (d.sx ?? p.x), p.y - (d.sy ?? p.y)) > 3;
-  if (d.kind === 'click' && far && S.tool === 'select') d.kind = 'pan';
-  if (d.kind === 'pan') {
-    S.view = {s: S.view.s, tx: d.view.tx + p.x - d.sx, ty: d.view.ty + p.y - d.sy};
-    local('pan');
-  } else if (d.kind === 'stroke') {
-    d.pts.push([x, y]);
-    local('stroke');
-  } else if (d.kind === 'rect') {
-    d.x1 = x; d.y1 = y; requestDraw();
-  } else if (d.kind === 'kp') {
-    d.moved = d.moved || far;
-    d.kps[3 * d.j] = x; d.kps[3 * d.j + 1] = y; local('drag');
-  } else if (d.kind === 'vertex') {
-    d.moved = d.moved || far;
-    d.polygons[d.part][2 * d.vertex] = x; d.polygons[d.part][2 * d.vertex + 1] = y; local('drag');
-  } else if (d.kind === 'handle') {
-    d.moved = d.moved || far;
-    const b = d.box;
-    if (d.name.includes('w')) b[0] = x;
-    if (d.name.includes('e')) b[2] = x;
-    if (d.name.includes('n')) b[1] = y;
-    if (d.name.includes('s')) b[3] = y;
-    local('drag');
-  }
+  d.moved = d.moved || Math.hypot(ev.p.x - d.sx, ev.p.y - d.sy) > 3;
+  d.on.move(d, ev);
 });
 canvas.addEventListener('pointerup', (e) => {
-  const d = S.drag;
-  S.drag = null;
+  const d = S.gesture.drag;
+  S.gesture.drag = null;
   if (!d || !S.data) return;
-  const p = pointerAt(e), [x, y] = toImage(p.x, p.y);
-  if (d.kind === 'stroke') {
-    d.seq = send('stroke', {points: d.pts.map(([a, b]) => [round2(a), round2(b)]), radius: round2(d.r),
-      erase: d.erase, index: d.index, category: chosenClass()});
-    S.strokes.push(d);
-    local('stroke');
-  } else if (d.kind === 'rect') {
-    const box = [d.x0, d.y0, x, y].map(round2), tiny = Math.hypot(p.x - d.sx, p.y - d.sy) < 4;
-    if (S.tool === 'assist') {
-      if (tiny) send('assist_point', {x: round2(x), y: round2(y), category: chosenClass()});
-      else send('assist', {box, category: chosenClass()});
-      hint('asking the model…');
-    } else if (!tiny) {
-      if (S.selected == null) hint('select an instance first; to find a missed object, use assist (x)');
-      else send('box', {index: S.selected, box});
-    }
-  } else if (d.kind === 'kp' && d.moved) {
-    const it = inst(d.index), name = cat(it).keypoints[d.j];
-    send('keypoint', {index: d.index, name, x: round2(d.kps[3 * d.j]), y: round2(d.kps[3 * d.j + 1]),
-      v: it.keypoints[3 * d.j + 2] || 2});
-    it.keypoints = d.kps;  // shown where it was dropped until the server answers
-  } else if (d.kind === 'vertex' && d.moved) {
-    send('vertex', {index: d.index, part: d.part, vertex: d.vertex, x: round2(x), y: round2(y)});
-    inst(d.index).polygons = d.polygons;
-  } else if (d.kind === 'handle' && d.moved) {
-    send('box', {index: d.index, box: d.box.map(round2)});
-    const [x0, y0, x1, y1] = d.box;
-    inst(d.index).bbox = [Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0)];
-  } else if (d.kind === 'click' || ((d.kind === 'kp' || d.kind === 'vertex' || d.kind === 'handle') && !d.moved)) {
-    click(x, y, p);
-  }
+  d.on.up(d, eventAt(e));
   requestDraw();
 });
-function round2(v) { return Math.round(v * 100) / 100; }
-function click(x, y, p) {
-  if (S.tool === 'polygon') {
-    if (S.poly.length >= 3 && near(p.x, p.y, S.poly[0][0], S.poly[0][1])) return closePolygon();
-    S.poly.push([x, y]); local('vertex');
-  } else if (S.tool === 'keypoint') {
-    const it = inst(S.selected), name = $('.mlc-kp').value;
-    if (!it || !name) { hint('select an instance whose class has keypoints, then choose the keypoint'); return; }
-    send('keypoint', {index: it.i, name, x: round2(x), y: round2(y), v: 2});
-  } else {
-    select(hitTest(x, y));
-  }
-}
-function closePolygon() {
-  if (S.poly.length < 3) { hint('a polygon needs at least 3 vertices'); return; }
-  send('polygon', {points: S.poly.map(([a, b]) => [round2(a), round2(b)]), mode: $('.mlc-polymode').value,
-    index: S.selected, category: chosenClass()});
-  S.poly = [];
-}
 function cycleVisibility(h) {  // visible (2) <-> occluded (1)
   const it = inst(h.index), c = cat(it), k = it.keypoints;
-  if (h.index !== S.selected) select(h.index);
+  if (h.index !== S.selection.index) select(h.index);
   send('keypoint', {index: h.index, name: c.keypoints[h.j], x: k[3 * h.j], y: k[3 * h.j + 1], v: k[3 * h.j + 2] === 2 ? 1 : 2});
 }
 canvas.addEventListener('wheel', (e) => {
@@ -867,32 +1098,42 @@ canvas.addEventListener('wheel', (e) => {
   zoomAt(p.x, p.y, S.view.s * Math.exp(-e.deltaY * 0.0015));
   local('zoom');
 }, {passive: false});
-canvas.addEventListener('pointerenter', () => { S.over = true; });
-canvas.addEventListener('pointerleave', () => { S.over = false; S.hover = null; S.hoverKp = null; requestDraw(); });
+canvas.addEventListener('pointerenter', () => { S.gesture.over = true; });
+canvas.addEventListener('pointerleave', () => {
+  S.gesture.over = false; S.selection.hover = null; S.selection.hoverKp = null; requestDraw();
+});
 
-// --- keyboard: while the pointer is over the canvas or it has the focus ----------------------------------
+// --- keyboard: every key is looked up in KEYMAP; the current tool's own keys first, then the canvas's -----
 function nextUnreviewed(exclude) {  // as LabelSession.next_unreviewed: the best-scored shown proposal left
   const todo = S.data.instances.filter((it) => shown(it) && it.state === 'proposed' && it.i !== exclude);
   todo.sort((a, b) => (b.score || 0) - (a.score || 0) || a.i - b.i);
   return todo.length ? todo[0].i : null;
 }
 function review(op) {  // shown at once, so quick repeated keys each review the next instance
-  const it = inst(S.selected);
+  const it = inst(S.selection.index);
   if (!it) return;
   const seq = send(op, {index: it.i});
-  it.state = op === 'accept' ? 'accepted' : 'rejected';  // until the server's answer confirms it
-  S.reviewed.push({seq, i: it.i, state: it.state});
-  S.selected = nextUnreviewed(it.i);
+  showUntilAnswered(seq, it.i, 'state', op === 'accept' ? 'accepted' : 'rejected');
+  S.selection.index = nextUnreviewed(it.i);
+  refreshToolbar();
+  local('review');
+}
+function rejectRest() {  // every proposal left rejected: a rejected instance is hidden, so it is no longer selected
+  const seq = send('reject_rest');
+  for (const it of S.data.instances) if (it.state === 'proposed') showUntilAnswered(seq, it.i, 'state', 'rejected');
+  const it = inst(S.selection.index);
+  if (it && it.state === 'rejected') S.selection.index = null;  // (the server does the same)
   refreshToolbar();
   local('review');
 }
 S.act = (op, fields) => {  // the page's buttons (Save, Accept, Undo, ...) act here, queued behind the edits on their way
   if (!S.data) { $('.mlc-message').textContent = 'Open an image first.'; return; }
   const needs = ['accept', 'reject', 'delete', 'box_from_mask'].includes(op);
-  if (needs && S.selected == null) {
+  if (needs && S.selection.index == null) {
     $('.mlc-message').textContent = 'select an instance first (click it, Tab, or pick it in the list)';
   } else if (op === 'accept' || op === 'reject') review(op);
-  else send(op, needs ? {index: S.selected} : (fields || {}));
+  else if (op === 'reject_rest') rejectRest();
+  else send(op, needs ? {index: S.selection.index} : (fields || {}));
 };
 function showHistory(events) {  // who did what to this image: saves and reviewers' verdicts, oldest first
   const list = Array.isArray(events) ? events : [];
@@ -914,53 +1155,65 @@ function showHistory(events) {  // who did what to this image: saves and reviewe
 function cycle(step) {
   const list = drawn().map((it) => it.i);
   if (!list.length) return;
-  const k = list.indexOf(S.selected);
+  const k = list.indexOf(S.selection.index);
   select(list[k < 0 ? (step > 0 ? 0 : list.length - 1) : (k + step + list.length) % list.length]);
 }
+function brushSize(f) {  // on screen, at most the server's limit in image pixels at this zoom
+  const o = S.settings;
+  o.radius = Math.max(1, Math.min(200, MAX_BRUSH * S.view.s, o.radius * f));
+  hint(`brush radius ${o.radius.toFixed(0)} px (${(o.radius / S.view.s).toFixed(0)} image px)`); requestDraw();
+}
+const ACTIONS = {  // what a key does (annotator/keymap.py names the action); false: not done, the key goes on
+  next_instance: () => cycle(1),
+  prev_instance: () => cycle(-1),
+  accept: () => (S.selection.index == null ? false : review('accept')),
+  reject: () => (S.selection.index == null ? false : review('reject')),
+  accept_all: () => send('accept_all'),
+  reject_rest: () => rejectRest(),
+  delete: () => (S.selection.index == null ? false : send('delete', {index: S.selection.index})),
+  save: () => S.act('save'),
+  undo: () => send('undo'),
+  redo: () => send('redo'),
+  smaller: () => brushSize(0.8),
+  larger: () => brushSize(1.25),
+  class: (e) => {  // the nth class of the class menu
+    const o = $('.mlc-class').options, n = Number(e.key);
+    if (n >= o.length) { hint(`there is no class ${n} in the class menu`); return; }
+    pickClass(o[n].value);
+    hint(`class: ${o[n].textContent}`);
+  },
+  commit: () => false,
+  cancel: () => { if (S.gesture.drag) { S.gesture.drag = null; requestDraw(); } else select(null); },
+  occlude: () => { const h = S.selection.hoverKp; if (h) cycleVisibility(h); },
+  fit: () => { fit(); local('fit'); },
+  one_to_one: () => { oneToOne(); local('zoom'); },
+  pan: () => { S.gesture.space = true; },
+};
+for (const t of Object.keys(TOOLS)) ACTIONS['tool:' + t] = () => setTool(t);
+S.keymap = (() => {  // checked by tests: every action the table names is done here, and nothing is done that it does not name
+  const named = new Set(KEYMAP.map((b) => b.action));
+  const done = new Set(Object.keys(ACTIONS));
+  for (const t of Object.values(TOOLS)) for (const a of Object.keys(t.keys || {})) done.add(a);
+  return {unhandled: KEYMAP.filter((b) => b.canvas && !done.has(b.action)).map((b) => b.action),
+    unbound: [...done].filter((a) => !named.has(a)), tools: Object.keys(TOOLS)};
+})();
 function onKey(e) {
-  const t = e.target;
-  if (t && (t.tagName === 'INPUT' && t.type !== 'range' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
-  if (!S.data || !(S.over || root.contains(document.activeElement))) return;
-  const k = e.key, ctrl = e.ctrlKey || e.metaKey;
-  const moving = {n: 'btn-next', p: 'btn-prev', ArrowRight: 'btn-next', ArrowLeft: 'btn-prev'}[k];
-  if (moving && !ctrl) {  // the page's key handler clicks the button, after the edits still on their way
-    if (S.inflight == null && !S.outbox.length) return;
-    e.preventDefault(); e.stopImmediatePropagation();
-    whenIdle(() => { const b = document.getElementById(moving); const el = b && (b.tagName === 'BUTTON' ? b : b.querySelector('button')); if (el) el.click(); });
+  if (typingInto(e.target, e) || !S.data) return;
+  const b = BINDINGS.get(keyId(e));
+  if (!b) return;
+  const stop = () => { e.preventDefault(); e.stopImmediatePropagation(); };
+  if (!b.canvas) {  // the page's key (it clicks the button): after the edits still on their way
+    if (b.button && !queueIdle()) { stop(); whenIdle(() => clickButton(b.button)); }
     return;
   }
-  let done = true;
-  if (k === ' ') S.space = true;
-  else if (k === 'Tab') cycle(e.shiftKey ? -1 : 1);
-  else if (ctrl && (k === 'z' || k === 'Z')) send(e.shiftKey ? 'redo' : 'undo');
-  else if (ctrl && (k === 's' || k === 'S')) S.act('save');
-  else if (ctrl) done = false;
-  else if (k === 'a' && S.selected != null) review('accept');
-  else if (k === 'r' && S.selected != null) review('reject');
-  else if (k === 'A') send('accept_all');
-  else if (k === 'R') send('reject_rest');
-  else if (k === 's') S.act('save');
-  else if ((k === 'Delete' || k === 'Backspace') && S.selected != null) send('delete', {index: S.selected});
-  else if (k === 'z') send('undo');
-  else if (k === 'y') send('redo');
-  else if (k === '[' || k === ']') {  // on screen, at most the server's limit in image pixels at this zoom
-    S.radius = Math.max(1, Math.min(200, MAX_BRUSH * S.view.s, S.radius * (k === ']' ? 1.25 : 0.8)));
-    hint(`brush radius ${S.radius.toFixed(0)} px (${(S.radius / S.view.s).toFixed(0)} image px)`); requestDraw();
+  if (!(S.gesture.over || root.contains(document.activeElement))) return;
+  const own = TOOLS[S.tool].keys || {};
+  for (const fn of [own[b.action], ACTIONS[b.action]]) {
+    if (fn && fn(e) !== false) { stop(); return; }
   }
-  else if (k === 'f') { fit(); local('fit'); }
-  else if (k === '1') { oneToOne(); local('zoom'); }
-  else if (k === 'Enter' && S.poly.length) closePolygon();
-  else if (k === 'Escape') { if (S.poly.length || S.drag) { S.poly = []; S.drag = null; } else select(null); requestDraw(); }
-  else if (k === 'o') { const h = S.hoverKp; if (h) cycleVisibility(h); }
-  else {
-    const tool = TOOLS.find((x) => x[1] === k);
-    if (tool) setTool(tool[0]); else done = false;
-  }
-  if (done) { e.preventDefault(); e.stopImmediatePropagation(); }
 }
 window.addEventListener('keydown', onKey, true);
-window.addEventListener('keyup', (e) => { if (e.key === ' ') S.space = false; }, true);
-
+window.addEventListener('keyup', (e) => { const b = BINDINGS.get(keyId(e)); if (b && b.action === 'pan') S.gesture.space = false; }, true);
 // --- what the server sends -------------------------------------------------------------------------------
 function merged(data) {  // an answer holding only the instances that changed (an image with very many), merged
   if (!data || !data.delta) return data;
@@ -980,8 +1233,9 @@ function receive(data) {
   S.answerPending = true;  // the next frame draws a server answer (bench/canvas.py times buttons with it)
   hint('');
   $('.mlc-message').textContent = (data && data.message) || '';
+  const P = S.picture, Q = S.queue, L = S.selection;
   if (!data || typeof data !== 'object' || data.image_id == null) {
-    S.data = null; S.byIndex = new Map(); S.imageId = null; S.levels = []; S.pending = []; $('.mlc-info').textContent = '';
+    S.data = null; S.byIndex = new Map(); S.imageId = null; P.levels = []; S.pending = []; $('.mlc-info').textContent = '';
     showPresence([]); showHistory([]); refreshList(); requestDraw(); return;
   }
   $('.mlc-info').textContent = `Image ${data.image_id} · ${data.file_name} · ${data.width}×${data.height} · status ` +
@@ -991,28 +1245,34 @@ function receive(data) {
   S.rev = data.rev;
   S.data = data;
   S.pending = data.pending || [];
-  if (!S.pending.some((p) => p.item === S.pickedItem)) S.pickedItem = null;
-  if (!S.pending.some((p) => p.item === S.hoverItem)) S.hoverItem = null;
+  if (!S.pending.some((p) => p.item === L.pickedItem)) L.pickedItem = null;
+  if (!S.pending.some((p) => p.item === L.hoverItem)) L.hoverItem = null;
   S.byIndex = new Map(data.instances.map((it) => [it.i, it]));
   if (newImage) {
-    S.imageId = data.image_id; S.masks.clear(); S.poly = []; S.strokes = []; S.drag = null;
+    S.imageId = data.image_id; P.masks.clear(); P.wandPixels = null; Q.strokes = []; Q.local = [];
+    S.gesture.poly = []; S.gesture.wand = null; S.gesture.drag = null;
     showPresence([]); pollPresence();  // the opener hears at once who else is on this image
-    S.selected = data.selected;
-    S.minScore = data.min_score || 0;
-    $('.mlc-score').value = String(S.minScore); $('.mlc-score-v').textContent = S.minScore.toFixed(2);
+    L.index = data.selected;
+    S.settings.minScore = data.min_score || 0;
+    $('.mlc-score').value = String(S.settings.minScore); $('.mlc-score-v').textContent = S.settings.minScore.toFixed(2);
+    const jump = document.activeElement;  // an id typed and opened: the keys go back to labeling
+    if (jump && jump.closest && jump.closest('#jump-id')) { jump.blur(); root.focus({preventScroll: true}); }
     loadImage(data.image_id).catch((err) => hint('the image could not be shown: ' + err));
   }
-  for (const [seq, sent] of [...S.sentAt]) {  // server actions: from the input to the redrawn answer
-    if (seq <= data.seq) { S.answered.push(Object.assign({seq, got: performance.now()}, sent)); S.sentAt.delete(seq); }
+  for (const [seq, sent] of [...Q.sentAt]) {  // server actions: from the input to the redrawn answer
+    if (seq <= data.seq) { Q.answered.push(Object.assign({seq, got: performance.now()}, sent)); Q.sentAt.delete(seq); }
   }
-  if (data.seq >= S.seq) S.selected = data.selected;  // no local change is waiting for an answer
-  if (S.inflight != null && data.seq >= S.inflight) { S.inflight = null; setTimeout(pump, 0); }
-  S.strokes = S.strokes.filter((st) => st.seq > data.seq);
-  S.reviewed = newImage ? [] : S.reviewed.filter((r) => r.seq > data.seq);  // reviews still on their way
-  for (const r of S.reviewed) { const it = inst(r.i); if (it) it.state = r.state; }
-  for (const [key, e] of S.masks) { if (!e.used) S.masks.delete(key); else e.used = false; }
+  if (data.seq >= Q.seq) L.index = data.selected;  // no local change is waiting for an answer
+  if (Q.inflight != null && data.seq >= Q.inflight) { Q.inflight = null; setTimeout(pump, 0); }
+  Q.strokes = Q.strokes.filter((st) => st.seq > data.seq);
+  for (const r of Q.local.slice().reverse()) {  // answered: an instance the answer left out gets its value back
+    if (r.seq <= data.seq && S.byIndex.get(r.i) === r.obj) r.obj[r.field] = r.was;
+  }
+  Q.local = Q.local.filter((r) => r.seq > data.seq);  // edits still on their way: shown over the answer
+  for (const r of Q.local) { const it = inst(r.i); if (it) { if (it !== r.obj) { r.obj = it; r.was = it[r.field]; } it[r.field] = r.value; } }
+  for (const [key, e] of P.masks) { if (!e.used) P.masks.delete(key); else e.used = false; }
   refreshToolbar();
-  if (!S.fitted && S.levels.length) fit();
+  if (!P.fitted && P.levels.length) fit();
   requestDraw();
 }
 function fetchLabels(token, rev) {  // the whole of the labels by a direct call (rev: the announced answer, or null)
@@ -1033,7 +1293,7 @@ watch('value', () => {
 new ResizeObserver(() => { if (S.data) requestDraw(); }).observe(canvas);
 window.addEventListener('resize', () => requestDraw());
 window.addEventListener('beforeunload', (e) => {  // leaving the page with unsaved edits asks first
-  if ((S.data && S.data.dirty) || S.outbox.length || S.inflight != null) { e.preventDefault(); e.returnValue = ''; }
+  if ((S.data && S.data.dirty) || S.queue.outbox.length || S.queue.inflight != null) { e.preventDefault(); e.returnValue = ''; }
 });
 // --- who else has this image open: polled, shown as a notice above the picture ---------------------------
 const BROWSER = (() => {  // this browser's own id (tabs share it): "another tab" or "another browser"

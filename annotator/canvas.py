@@ -7,8 +7,10 @@
 - ``apply(page, message, assist)``: one edit message from the browser (a stroke, a moved vertex, box or
   keypoint, a review key, an assist box or click, re-applying or dropping an edit a save refused) applied
   through the labeling logic, which stays the source of truth (undo, save, conflicts). How a stroke becomes
-  a mask: ``Stroke`` in canvas.js collects the pointer path and radius in image pixels; ``_stroke`` here
-  hands it to ``LabelSession.paint``.
+  a mask: the brush's object in canvas.js collects the pointer path and radius in image pixels; ``_stroke``
+  here hands it to ``LabelSession.paint``. A region (the magic wand's) arrives as one ``region`` message, a
+  COCO RLE of its crop, checked by ``_region``.
+- ``JS``: canvas.js with the page's keymap (annotator.keymap) in front of it, as data.
 """
 
 from __future__ import annotations
@@ -24,29 +26,20 @@ import numpy as np
 from PIL import Image as PILImage
 from pycocotools import mask as coco_mask
 
+from annotator import keymap, skeleton
 from annotator.labeling import LabelSession, SaveConflict
-from annotator.messages import (
-    BOX,
-    FLAG,
-    INT,
-    NUM,
-    TEXT,
-    Field,
-    fields,
-    one_of,
-    points_upto,
-    whole_in,
-)
+from annotator.messages import BOX, FLAG, INT, NUM, TEXT, Field, fields, one_of, points_upto, text, whole_in
 from annotator.page import Page
 from annotator.render import color
-from db import annotations
+from db import annotations, crops
 from db.errors import UserError
+from db.masks import MaskError
 from db.instances import Instances
 from db.media import browser_ready, load_rgb
 from db.store import Store
 
 HERE = Path(__file__).parent
-JS = (HERE / "canvas.js").read_text(encoding="utf-8")
+JS = keymap.canvas_prelude() + (HERE / "canvas.js").read_text(encoding="utf-8")  # the keymap as data in front
 CSS = (HERE / "canvas.css").read_text(encoding="utf-8")
 TEMPLATE = '<div class="mlc-root" tabindex="0"></div>'  # static: canvas.js builds the toolbar and canvas in it
 JS_STATE = "document.querySelector('#label-canvas .mlc-root').__maskloop"  # canvas.js's state and act()
@@ -54,6 +47,9 @@ JS_STATE = "document.querySelector('#label-canvas .mlc-root').__maskloop"  # can
 LOSSLESS_PIXELS = 2_000_000  # images up to this many pixels go to the browser as PNG, larger as JPEG
 MAX_STROKE_POINTS = 20_000
 MAX_POLYGON_POINTS = 10_000
+MAX_REGION_SIDE = 2048  # a region's crop at most this a side (canvas.js's WAND_SIDE: the wand's window)
+MAX_REGION_PIXELS = MAX_REGION_SIDE ** 2
+MAX_REGION_COUNTS = 400_000  # characters of a region's RLE (canvas.js refuses more): well under CANVAS_BODY
 
 
 class Assist(Protocol):
@@ -257,15 +253,66 @@ def _polygon(ls: LabelSession, m: dict) -> str:
 
 def _box_edit(ls: LabelSession, m: dict, assist: Assist | None, page: Page) -> str:
     """A box drawn or its handles dragged. An assist answer nobody has touched yet is asked again for the
-    new box; any other instance gets the box (its mask cut to it)."""
+    new box, keeping its class. Any other instance with a mask: a box inside the mask's cuts the mask to it;
+    a box reaching outside it asks the model for the object in the new box (its class kept) and the mask is
+    replaced (one undo step), and without a model it is refused (LabelSession.set_box says why). Without a
+    mask the instance just gets the box."""
     i = ls._need(m["index"])
     it = ls.instances[i]
     if it.source == "assist" and it.state == "proposed" and assist is not None:
-        got = assist.assist_box(ls.image_id, m["box"], None)
+        got = assist.assist_box(ls.image_id, m["box"], it.category_id)
         ls.replace_found(i, found_instance(ls, got))
         return f"assist ran again on the new box: {ls.categories[got['category_id']].name} ({got['score']:.2f})"
+    if assist is not None and it.crop is not None and ls.box_grows(i, *m["box"]):
+        found = found_instance(ls, assist.assist_box(ls.image_id, m["box"], it.category_id))
+        crop = found.crop(0)
+        if crop is None or crop.empty():
+            raise UserError("the model found nothing in the larger box; nothing was changed (paint the missing part "
+                            "with the brush)")
+        ls.replace_mask(crop, index=i)
+        return f"the model found the {ls.categories[it.category_id].name} in the larger box: its mask is replaced (z undoes)"
     ls.set_box(*m["box"], index=i)
     return "box set"
+
+
+def _region(ls: LabelSession, m: dict) -> str:
+    """A region (the magic wand's: canvas.js growRegion) as COCO compressed RLE (column-major) of its crop at
+    (x0, y0), w x h: checked against the image and the limits, then added to (or with ``subtract`` taken from)
+    the selected instance's mask like a stroke, or with none selected a new instance of ``category``."""
+    x0, y0, w, h = m["x0"], m["y0"], m["w"], m["h"]
+    if w * h > MAX_REGION_PIXELS:
+        raise UserError(f"edit message: a region of {w}x{h} pixels is over the limit of {MAX_REGION_PIXELS:,}")
+    if x0 + w > ls.width or y0 + h > ls.height:
+        raise UserError(f"edit message: the region {w}x{h} at ({x0}, {y0}) reaches outside the "
+                        f"{ls.width}x{ls.height} image")
+    try:
+        crop = crops.decode_crop({"size": [h, w], "counts": m["counts"]}, h, w)
+    except MaskError as e:
+        raise UserError(f"edit message: counts: {e}") from None
+    region = crops.Crop(x0 + crop.x, y0 + crop.y, crop.m)
+    if region.empty():
+        raise UserError("the region is empty")
+    if m["index"] is None:
+        if m["subtract"]:
+            raise UserError("select an instance to subtract the region from")
+        if m["category"] is None:
+            raise UserError("select an instance to add the region to, or choose the class of a new instance")
+        return f"new instance #{ls.new_instance(m['category'], region=region)} ({region.area()} px)"
+    ls.region(region, subtract=m["subtract"], index=m["index"])
+    return f"region of {region.area()} px {'subtracted' if m['subtract'] else 'added'}"
+
+
+def _skeleton(ls: LabelSession, m: dict) -> str:
+    """The selected instance's whole skeleton laid out in a box (annotator.skeleton): as the category's labeled
+    instances are, else a default layout; the points are then dragged into place."""
+    i = ls._need(m["index"])
+    cid = ls.instances.category_ids[i]
+    names = ls.categories[cid].keypoints
+    if not names:
+        raise UserError(f"category '{ls.categories[cid].name}' has no keypoints")
+    layout, source = skeleton.template(ls, cid)
+    ls.place_keypoints(skeleton.placed(layout, m["box"]), index=i)
+    return f"{len(names)} keypoints placed ({source}): drag each into place"
 
 
 def _assist(ls: LabelSession, m: dict, assist: Assist | None, page: Page) -> str:
@@ -363,6 +410,12 @@ OPS = {
     "box": Op(_box_edit, {**WHICH, "box": BOX}),
     "keypoint": Op(lambda ls, m, a, p: _keypoint(ls, m),
                    {**WHICH, "name": TEXT, **AT, "v": Field(whole_in(0, 2))}),
+    "region": Op(lambda ls, m, a, p: _region(ls, m),
+                 {"x0": Field(whole_in(0, 2 ** 31)), "y0": Field(whole_in(0, 2 ** 31)),
+                  "w": Field(whole_in(1, MAX_REGION_SIDE)), "h": Field(whole_in(1, MAX_REGION_SIDE)),
+                  "counts": Field(lambda v, what: text(v, what, MAX_REGION_COUNTS)), "subtract": FLAG.or_(False),
+                  "index": INT.opt, "category": INT.opt}),
+    "skeleton": Op(lambda ls, m, a, p: _skeleton(ls, m), {**WHICH, "box": BOX}),
     "assist": Op(_assist, {"box": BOX, "category": INT.opt}),
     "assist_point": Op(_assist, {**AT, "category": INT.opt}),
     "box_from_mask": Op(lambda ls, m, a, p: ls.box_from_mask(m["index"]) or "box fitted to the mask",

@@ -12,7 +12,7 @@ import weakref
 
 import gradio as gr
 
-from annotator import canvas, presence, text
+from annotator import canvas, keymap, presence, text
 from annotator.access import Roles
 from annotator.background import BackgroundProposer
 from annotator.labeling import LabelSession, SaveConflict
@@ -30,42 +30,9 @@ log = logging.getLogger(__name__)
 
 
 MAX_SEQ = 2 ** 53  # a canvas message's sequence number is at most this (JSON's exact integers)
-
-
 OPENS_PER_USER = 2  # opens of one login that run at once; the rest of its opens wait their turn
 
-
-SHORTCUTS = """
-| key | action |
-|---|---|
-| `Tab` / `Shift+Tab` | select the next / previous instance |
-| `a` | accept the selected instance and go to the next unreviewed one |
-| `r` | reject the selected instance and go to the next unreviewed one |
-| `Shift+A` | accept every unreviewed proposal shown (at or above the min score) |
-| `Shift+R` | reject the rest: every proposal still unreviewed |
-| `Delete` | delete the selected instance |
-| `s` or `Ctrl+S` | save |
-| `n` or `→` / `p` or `←` | next / previous image (moving on saves) |
-| `z` or `Ctrl+Z` / `y` or `Ctrl+Shift+Z` | undo / redo |
-| `v` `b` `e` `g` `m` `k` `x` | tools: select, brush, eraser, polygon, box, keypoint, assist |
-| `[` / `]` | brush and eraser smaller / larger |
-| `Enter` / `Escape` | close the polygon / cancel it (or deselect) |
-| `o` or right click | keypoint under the pointer: visible ⇄ occluded |
-| wheel | zoom around the pointer |
-| `Space`+drag, middle drag, or drag empty space with *select* | pan |
-| `f` / `1` | fit the image / one image pixel per screen pixel |
-
-The canvas keys work while the pointer is over the picture (or after clicking it).
-
-**Tools.** *select*: click an instance; drag a handle of the selected one: its box corners and edges, its
-polygon's vertices, its keypoints. *brush* / *eraser*: drag over the selected mask (with nothing selected the
-brush draws a new instance of the chosen class). *polygon*: click vertices, click the first one or press
-Enter to close; it adds to the selected mask, subtracts, or becomes a new instance (the toolbar's choice).
-*box*: drag a new box for the selected instance. *keypoint*: choose the keypoint in the toolbar, click where
-it is. *assist*: drag a rough box around an object the proposals missed (or just click it): the active
-model's heads find its mask (and keypoints) in exactly that box; it arrives selected, to accept (`a`) or
-edit; dragging its box handles asks the model again.
-
+SHORTCUTS = keymap.help_markdown() + """
 **Saving** never decides for you: a proposal nobody accepted or rejected stays a proposal and the image
 stays in review until none are left (`Shift+R` rejects the rest). *Discard my edits* goes back to what was
 last saved.
@@ -78,32 +45,7 @@ keeps theirs; then save. Undo takes a re-apply or drop back.
 """
 
 
-HOTKEYS_JS = """
-<script>
-document.addEventListener('keydown', (e) => {
-  const t = e.target;
-  if (e.key === 'Enter' && t && t.closest && t.closest('#jump-id')) {  // an id typed and opened: the keys go back
-    setTimeout(() => t.blur(), 0);                                      // to labeling (a, r, ...), not the box
-    return;
-  }
-  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
-  const k = e.key;
-  const ctrl = e.ctrlKey || e.metaKey;
-  let id = null;
-  if (ctrl && (k === 's' || k === 'S')) id = 'btn-save';
-  else if (ctrl && e.shiftKey && (k === 'z' || k === 'Z')) id = 'btn-redo';
-  else if (ctrl && (k === 'z' || k === 'Z')) id = 'btn-undo';
-  else if (ctrl) return;
-  else id = {a: 'btn-accept', r: 'btn-reject', A: 'btn-accept-all', R: 'btn-reject-rest', Delete: 'btn-delete',
-             n: 'btn-next', ArrowRight: 'btn-next', p: 'btn-prev', ArrowLeft: 'btn-prev', s: 'btn-save',
-             z: 'btn-undo', y: 'btn-redo'}[k] || null;
-  if (!id) return;
-  const root = document.getElementById(id);
-  const el = root && (root.tagName === 'BUTTON' ? root : root.querySelector('button'));
-  if (el) { e.preventDefault(); el.click(); }
-});
-</script>
-"""
+HOTKEYS_JS = keymap.page_script()  # the page's keys: the buttons they click, from the one keymap
 
 
 class LabelTab:

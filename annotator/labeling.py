@@ -77,6 +77,10 @@ def _thin(points: list[tuple[float, float]], spacing: float) -> list[tuple[float
     return out
 
 
+BOX_GROWS = ("a box reaching outside the mask cannot grow the mask by itself: with a model, the box asks it for the "
+             "object in the larger box; without one, paint the missing part with the brush (b); nothing was changed")
+
+
 def _not_empty(mask: crops.Crop, what: str) -> crops.Crop:
     """An edited mask must keep a pixel: an instance with an empty mask would be saved and exported as a
     zero-area annotation. Deleting the instance is the way to remove it."""
@@ -272,6 +276,8 @@ class LabelSession:
             self.record(idx)
             for i in idx:
                 self.instances[i].state = "rejected"
+        if self.selected in idx:  # a rejected instance is hidden: the next key or stroke must not edit it
+            self.selected = None
         return len(idx)
 
     def delete(self, index: int | None = None) -> None:
@@ -387,12 +393,53 @@ class LabelSession:
         if crop is not None:
             crop = _not_empty(crops.within(crop, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
                               "that box")
+            if self.box_grows(i, x0, y0, x1, y1):
+                raise UserError(BOX_GROWS)
         self.record([i])
         it = self._edited(i)
         if crop is not None:
             it.crop = crop
         else:
             it.bbox = [x0, y0, x1 - x0, y1 - y0]
+
+    def box_grows(self, i: int, x0: float, y0: float, x1: float, y1: float) -> bool:
+        """Whether the box (two corners) reaches outside instance ``i``'s box by more than half a pixel: a
+        mask cannot follow it there by itself (annotator.canvas asks the model for the larger box)."""
+        bx, by, bw, bh = self.instances.bboxes[i]
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        return x0 < bx - 0.5 or y0 < by - 0.5 or x1 > bx + bw + 0.5 or y1 > by + bh + 0.5
+
+    def replace_mask(self, crop: crops.Crop, index: int | None = None) -> None:
+        """Put ``crop`` in place of the instance's mask (the class and keypoints stay); one undo step."""
+        i = self._need(index)
+        crop = _not_empty(crops.clip(crop, self.height, self.width), "that mask")
+        self.record([i])
+        self._edited(i).crop = crop
+
+    def region(self, crop: crops.Crop, subtract: bool = False, index: int | None = None) -> None:
+        """Add (or subtract) a region given as a crop (the magic wand's) to the selected instance's mask; one
+        undo step, as a stroke."""
+        i = self._need(index)
+        self._apply(i, crops.clip(crop, self.height, self.width), subtract)
+
+    def place_keypoints(self, keypoints: Sequence[float], index: int | None = None) -> None:
+        """Set all of the instance's keypoints at once (a skeleton laid out in a box): [x, y, v] * K on its
+        category's list, each inside the image; one undo step."""
+        i = self._need(index)
+        cat = self.categories[self.instances[i].category_id]
+        if len(keypoints) != 3 * len(cat.keypoints) or not cat.keypoints:
+            raise UserError(f"category '{cat.name}' has {len(cat.keypoints)} keypoints, not {len(keypoints) // 3}")
+        k = []
+        for j in range(len(cat.keypoints)):
+            x, y, v = keypoints[3 * j:3 * j + 3]
+            if v not in (0, 1, 2):
+                raise UserError("visibility is 0 (not labeled), 1 (occluded) or 2 (visible)")
+            ((x, y),) = _points([(x, y)])
+            x, y = min(max(x, 0.0), float(self.width)), min(max(y, 0.0), float(self.height))
+            k += [0, 0, 0] if v == 0 else [round(x, 2), round(y, 2), int(v)]
+        self.record([i])
+        self._edited(i).keypoints = k
 
     def box_from_mask(self, index: int | None = None) -> None:
         i = self._need(index)
@@ -470,14 +517,21 @@ class LabelSession:
         self.instances.set_polygons(i, polygons)
 
     def new_instance(self, category_id: int, *, polygon: Sequence[tuple[float, float]] | None = None,
-                     mask: np.ndarray | None = None, stroke: tuple[Sequence[tuple[float, float]], float] | None = None) -> int:
-        """Draw a new instance (polygon, brush stroke or mask) of a category; it is selected."""
+                     mask: np.ndarray | None = None, stroke: tuple[Sequence[tuple[float, float]], float] | None = None,
+                     region: crops.Crop | None = None) -> int:
+        """Draw a new instance (polygon, brush stroke, a region's crop or mask) of a category; it is selected.
+        A polygon stays the instance's polygon (its vertices can be moved: ``move_vertex``)."""
         if category_id not in self.categories:
             raise UserError("choose the new instance's class first")
+        outline = None
         if polygon is not None:
             if len(polygon) < 3:
                 raise UserError(f"a polygon needs at least 3 points; {len(polygon)} placed")
+            outline = [[round(min(max(v, 0.0), float(self.width if k % 2 == 0 else self.height)), 2)
+                        for p in _points(polygon) for k, v in enumerate(p)]]  # (its vertices, inside the image)
             m = self._polygon_mask(polygon)
+        elif region is not None:
+            m = crops.tight(crops.clip(region, self.height, self.width))
         elif stroke is not None:
             m = self._stroke(*stroke)
         elif mask is not None:
@@ -492,6 +546,13 @@ class LabelSession:
         self.record([i])
         self.instances.add(category_id, [0, 0, 0, 0], source="human", state="accepted")
         self.instances.set_crop(i, m)
+        if outline is not None:
+            try:
+                mask_codec.check(outline, self.height, self.width)
+                if not crops.decode_crop(outline, self.height, self.width).empty():
+                    self.instances.set_polygons(i, outline)  # (else the mask drawn above stays, as RLE)
+            except mask_codec.MaskError:
+                pass
         self.instances[i].edited = True
         self.selected = i
         return i

@@ -19,11 +19,7 @@ from db.store import Store
 from model.api import ModelOptions
 
 DEFAULT_MAX_UPLOAD_MB = 2048  # uploads (images, zips, COCO files) larger than 2 GiB are refused
-
-
 DEFAULT_USER_UPLOAD_MB = 8192  # what one login may upload while Gradio keeps it (annotator.limits.UploadLimits)
-
-
 DEFAULT_USER_UPLOAD_FILES = 10_000
 
 

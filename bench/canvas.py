@@ -34,8 +34,8 @@ from db.coco_import import import_coco  # noqa: E402
 from db.store import Settings, Store  # noqa: E402
 
 ST = "document.querySelector('#label-canvas .mlc-root').__maskloop"
-IDLE = (f"(() => {{ const S = {ST}; return S && S.data && S.levels.length > 0 && S.sentAt.size === 0 && "
-        "!S.outbox.length && S.inflight == null; })()")
+IDLE = (f"(() => {{ const S = {ST}; return S && S.data && S.picture.levels.length > 0 && S.queue.sentAt.size === 0 && "
+        "!S.queue.outbox.length && S.queue.inflight == null; })()")
 
 
 def measured(browser, store, measure, *args):
@@ -210,7 +210,7 @@ def measure_huge(page, url: str) -> str:
     page.goto(url)
     page.wait_for_selector("#label-canvas canvas")
     c.idle()
-    page.wait_for_function(f"{ST}.levels.length > 3", timeout=60_000)
+    page.wait_for_function(f"{ST}.picture.levels.length > 3", timeout=60_000)
     opened = page.evaluate("window.__long.slice()")
     box = page.locator("#label-canvas canvas").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2

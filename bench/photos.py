@@ -85,7 +85,7 @@ def measure_next(page, url: str, repeats: int) -> list[float]:
     c = Canvas(page)
     page.goto(url)
     page.wait_for_selector("#label-canvas canvas")
-    page.wait_for_function(f"{ST} && {ST}.levels.length > 0", timeout=120_000)
+    page.wait_for_function(f"{ST} && {ST}.picture.levels.length > 0", timeout=120_000)
     c.idle()
     out, arrived = [], []
     for _ in range(repeats):
@@ -95,7 +95,7 @@ def measure_next(page, url: str, repeats: int) -> list[float]:
         page.keyboard.press("n")
         page.wait_for_function(f"{ST}.imageId !== {before}", timeout=120_000, polling=5)
         arrived.append(page.evaluate(f"() => performance.now() - {ST}.__t0"))
-        page.wait_for_function(f"(() => {{ const S = {ST}; return S.imageId !== {before} && S.levels.length > 0; }})()",
+        page.wait_for_function(f"(() => {{ const S = {ST}; return S.imageId !== {before} && S.picture.levels.length > 0; }})()",
                                timeout=120_000)
         # the first frame after the picture arrived: the next animation frame's end
         ms = page.evaluate(f"""() => new Promise((done) => requestAnimationFrame(() =>
@@ -112,7 +112,7 @@ def measure_many(page, url: str) -> tuple[float, list[float], list[float], float
         window.__long.push(e.duration); }).observe({type: 'longtask', buffered: true});""")
     page.goto(url)
     page.wait_for_selector("#label-canvas canvas")
-    page.wait_for_function(f"{ST} && {ST}.data && {ST}.data.instances.length > 10000 && {ST}.levels.length > 0",
+    page.wait_for_function(f"{ST} && {ST}.data && {ST}.data.instances.length > 10000 && {ST}.picture.levels.length > 0",
                            timeout=180_000)
     c.idle()
     page.wait_for_timeout(500)

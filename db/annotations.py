@@ -718,3 +718,14 @@ def page_of_images(store: Store, page: int, page_size: int) -> Page:
 def annotations_per_category(store: Store) -> dict[int, int]:
     with store.session() as s:
         return dict(s.execute(select(Annotation.category_id, func.count()).group_by(Annotation.category_id)).all())
+
+
+def keypoint_examples(store: Store, category_id: int, limit: int = 200) -> list[tuple[list, list]]:
+    """(bbox xywh, keypoints) of the category's latest accepted annotations that have keypoints placed, at most
+    ``limit`` (a skeleton template is laid out from them: annotator.skeleton)."""
+    with store.session() as s:
+        rows = s.execute(select(Annotation.bbox, Annotation.keypoints)
+                         .where(Annotation.category_id == category_id, Annotation.review_state == "accepted",
+                                Annotation.num_keypoints > 0)
+                         .order_by(Annotation.id.desc()).limit(limit)).all()
+    return [(list(b), list(k)) for b, k in rows if b and k]

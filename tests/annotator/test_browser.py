@@ -49,8 +49,8 @@ def canvas_state(page, expr: str):
 
 def idle(page) -> None:
     """Every edit the canvas sent has been answered and drawn."""
-    page.wait_for_function(f"(() => {{ const S = {ST}; return S && S.data && S.levels.length > 0 && "
-                           "S.sentAt.size === 0 && !S.outbox.length && S.inflight == null; })()")
+    page.wait_for_function(f"(() => {{ const S = {ST}; return S && S.data && S.picture.levels.length > 0 && "
+                           "S.queue.sentAt.size === 0 && !S.queue.outbox.length && S.queue.inflight == null; })()")
 
 
 def to_screen(page, x: float, y: float) -> tuple[float, float]:
@@ -100,13 +100,13 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     page.goto(url)
     expect(page.locator("#label-canvas canvas")).to_be_visible(timeout=60_000)
     _open(page, image_id)
-    first = canvas_state(page, "S.selected")
+    first = canvas_state(page, "S.selection.index")
     assert first is not None  # opening selects the best unreviewed proposal
 
     key_over_canvas(page, "a")  # accept, and the next unreviewed one is selected
     idle(page)
     assert instance(page, first)["state"] == "accepted"
-    second = canvas_state(page, "S.selected")
+    second = canvas_state(page, "S.selection.index")
     assert second not in (None, first)
     key_over_canvas(page, "r")
     idle(page)
@@ -126,7 +126,7 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     key_over_canvas(page, "Enter")
     idle(page)
     expect(message(page)).to_contain_text("new instance #")
-    person = canvas_state(page, "S.selected")
+    person = canvas_state(page, "S.selection.index")
     key_over_canvas(page, "k")
     expect(page.locator("#label-canvas .mlc-kp")).to_have_value("nose")
     page.mouse.click(*to_screen(page, 100, 90))

@@ -67,7 +67,7 @@ def _start(page, url, store) -> int:
 def test_brush_drag_adds_pixels_and_eraser_drag_removes_them(app_with_model, page):
     store, url, _ = app_with_model
     image_id = _start(page, url, store)
-    sel = canvas_state(page, "S.selected")
+    sel = canvas_state(page, "S.selection.index")
     before = instance(page, sel)["area"]
     key_over_canvas(page, "b")
     drag(page, [(2, 64), (60, 64)])  # a stroke across the left half of the image
@@ -105,26 +105,16 @@ def test_polygon_vertex_drag_moves_it_and_undo_restores(app_with_model, page):
     page.mouse.click(*to_screen(page, 10, 10))  # clicking the first vertex closes it
     idle(page)
     expect(message(page)).to_contain_text("new instance #")
-    i = canvas_state(page, "S.selected")
+    i = canvas_state(page, "S.selection.index")
     assert instance(page, i)["source"] == "human"
-    # a hand-drawn polygon is stored as a mask; a polygon annotation's vertices are handles: make one by import
-    from db.instances import Instances
-    from annotator.labeling import LabelSession
-
-    key_over_canvas(page, "s")  # (the remaining proposals stay proposals)
-    expect(message(page)).to_contain_text("saved image")
-    ls = LabelSession(store, image_id)
-    ls.add_found(Instances.from_coco([{"category_id": 3, "bbox": [60, 60, 40, 40],
-                                       "segmentation": [[60, 60, 100, 60, 100, 100, 60, 100]]}], 128, 128))
-    ls.save("test")
-    _open(page, image_id)
-    poly = next(it for it in canvas_state(page, "S.data.instances") if it["polygons"])
-    page.locator(f"#label-canvas .mlc-row[data-index='{poly['i']}']").click()
+    # a polygon drawn here keeps its vertices as handles (it used to become a mask without any)
+    assert instance(page, i)["polygons"] == [[10, 10, 40, 10, 40, 40]]
+    poly = {"i": i}
     key_over_canvas(page, "v")
-    drag(page, [(100, 100), (115, 118)])  # drag the third vertex
+    drag(page, [(40, 40), (55, 58)])  # drag the third vertex
     idle(page)
     moved = instance(page, poly["i"])["polygons"][0]
-    assert moved[4:6] == [115, 118] and moved[:4] == [60, 60, 100, 60]
+    assert moved[4:6] == [55, 58] and moved[:4] == [10, 10, 40, 10]
     view_before = canvas_state(page, "S.view")
     page.mouse.move(*to_screen(page, 64, 64))
     page.mouse.wheel(0, -400)  # zoom in around the pointer: the view changes, the labels do not
@@ -134,7 +124,13 @@ def test_polygon_vertex_drag_moves_it_and_undo_restores(app_with_model, page):
     assert instance(page, poly["i"])["polygons"][0] == moved
     key_over_canvas(page, "z")  # undo the vertex move
     idle(page)
-    assert instance(page, poly["i"])["polygons"][0] == [60, 60, 100, 60, 100, 100, 60, 100]
+    assert instance(page, poly["i"])["polygons"][0] == [10, 10, 40, 10, 40, 40]
+    key_over_canvas(page, "s")  # saved as the polygon it is
+    expect(message(page)).to_contain_text("saved image")
+    from annotator.labeling import LabelSession
+
+    saved = LabelSession(store, image_id).instances
+    assert [[10, 10, 40, 10, 40, 40]] in [saved.polygons(k) for k in range(len(saved))]
 
 
 def test_keypoint_drag_moves_it_and_right_click_marks_it_occluded(app_with_model, page):
@@ -145,7 +141,7 @@ def test_keypoint_drag_moves_it_and_right_click_marks_it_occluded(app_with_model
     key_over_canvas(page, "b")
     drag(page, [(50, 50), (70, 70)])  # a new person from a brush stroke
     idle(page)
-    i = canvas_state(page, "S.selected")
+    i = canvas_state(page, "S.selection.index")
     key_over_canvas(page, "k")
     page.locator("#label-canvas .mlc-kp").select_option("left_eye")
     page.mouse.click(*to_screen(page, 60, 55))
@@ -208,7 +204,7 @@ def test_assist_box_drag_finds_the_object_drawn_in_the_image(app_with_model, pag
     drag(page, [(max(0, x - 3), max(0, y - 3)), (min(127, x + w + 3), min(127, y + h + 3))])
     idle(page)
     expect(message(page)).to_contain_text("assist found")
-    found = instance(page, canvas_state(page, "S.selected"))
+    found = instance(page, canvas_state(page, "S.selection.index"))
     assert found["source"] == "assist" and found["state"] == "proposed"
     m = found["mask"]
     crop = coco_mask.decode({"size": [m["h"], m["w"]], "counts": m["counts"].encode()}) > 0
@@ -282,7 +278,7 @@ def test_after_opening_an_id_with_enter_the_review_keys_label_again(app_with_mod
     box.press("Enter")  # the keyboard way: the focus was left in the box, so `a` typed into it
     page.wait_for_function(f"{ST}.imageId === {image_id}")
     idle(page)
-    sel = canvas_state(page, "S.selected")
+    sel = canvas_state(page, "S.selection.index")
     page.keyboard.press("a")
     idle(page)
     assert instance(page, sel)["state"] == "accepted" and box.input_value() == str(image_id)

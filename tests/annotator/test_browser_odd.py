@@ -33,6 +33,6 @@ def test_the_page_names_why_a_picture_cannot_be_shown_and_draws_a_thin_strip(run
             f"image {wide} (wide.png, 70000x40) cannot be shown: a side over 32767 pixels is wider than a browser "
             "canvas")
         _jump(page, thin)
-        page.wait_for_function(f"{ST}.levels.length > 0 && {ST}.levels[0].bmp.height === 5000")
+        page.wait_for_function(f"{ST}.picture.levels.length > 0 && {ST}.picture.levels[0].bmp.height === 5000")
         expect(page.locator("#label-canvas .mlc-message")).to_have_text("")
         browser.close()

@@ -178,6 +178,7 @@ def test_bad_messages_are_named_and_change_nothing(ls, msg, says):
 def test_assist_answers_become_a_selected_instance_and_a_moved_box_asks_again(ls):
     calls = []
     cid = ls.instances.category_ids[0]
+    other = next(c for c in ls.categories if c != cid)
     rle = coco_mask.encode(np.asfortranarray(np.pad(np.ones((10, 10), np.uint8), ((20, ls.height - 30), (20, ls.width - 30)))))
 
     def answer(box):
@@ -192,13 +193,27 @@ def test_assist_answers_become_a_selected_instance_and_a_moved_box_asks_again(ls
     assert "assist found" in msg and ls.selected == n and ls.instances[n].source == "assist"
     assert ls.instances.model_version_ids[n] == 7 and ls.instances.extras[n] is None  # made by, not an extra field
     canvas.apply(page_of(ls), {"op": "box", "index": n, "box": [10, 10, 40, 40]}, helper)  # handles dragged: asked again
-    assert calls[-1] == ("box", [10.0, 10.0, 40.0, 40.0], None) and len(ls.instances) == n + 1
+    assert calls[-1] == ("box", [10.0, 10.0, 40.0, 40.0], cid) and len(ls.instances) == n + 1  # its class kept
     assert ls.instances[n].source == "assist" and ls.instances[n].state == "proposed"
     canvas.apply(page_of(ls), {"op": "assist_point", "x": 25, "y": 25, "category": cid}, helper)
     assert calls[-1] == ("point", 25.0, 25.0, cid) and len(ls.instances) == n + 2
     canvas.apply(page_of(ls), {"op": "accept", "index": n})
     canvas.apply(page_of(ls), {"op": "box", "index": n, "box": [20, 20, 25, 25]}, helper)  # accepted: a plain box edit
     assert len(calls) == 3 and ls.instances.bboxes[n] == [20.0, 20.0, 5.0, 5.0]
+    canvas.apply(page_of(ls), {"op": "class", "index": n, "category": other})  # the person's class, then outward:
+    msg = canvas.apply(page_of(ls), {"op": "box", "index": n, "box": [15, 15, 35, 35]}, helper)  # the model is asked
+    assert calls[-1] == ("box", [15.0, 15.0, 35.0, 35.0], other) and "its mask is replaced" in msg
+    assert ls.instances.bboxes[n] == [20.0, 20.0, 10.0, 10.0] and ls.instances.category_ids[n] == other
+    canvas.apply(page_of(ls), {"op": "undo"})
+    assert ls.instances.bboxes[n] == [20.0, 20.0, 5.0, 5.0]
+
+
+def test_a_box_reaching_outside_the_mask_without_a_model_is_refused_and_changes_nothing(ls):
+    x, y, w, h = ls.instances.bboxes[0]
+    before = ls.instances.segmentations[0]
+    with pytest.raises(UserError, match="cannot grow the mask by itself"):
+        canvas.apply(page_of(ls), {"op": "box", "index": 0, "box": [x, y, x + w + 5, y + h]})
+    assert ls.instances.segmentations[0] == before and not ls.dirty
 
 
 def test_edits_that_would_leave_a_mask_empty_are_refused(ls):
