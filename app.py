@@ -46,7 +46,11 @@ def _day(text: str) -> dt.date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="app.py", description="maskloop: label instance masks and keypoints")
+    from db.formats import FORMATS
+
+    called = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    parser = argparse.ArgumentParser(prog="maskloop" if called == "maskloop" else "app.py",  # (the console script)
+                                     description="maskloop: label instance masks and keypoints")
     _store_args(parser, top=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
@@ -86,18 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "of USER only, when given)")
     g.add_argument("--list", action="store_true", help="list who holds and who is assigned what")
 
-    p = sub.add_parser("export-coco", help="export the dataset as COCO JSON (OUT.zip: with images)")
+    p = sub.add_parser("export", aliases=["export-coco"],
+                       help="export the dataset as COCO JSON (OUT.zip: with images) or as a YOLO dataset (a new "
+                            "folder OUT, or OUT.zip); export-coco is export --format coco")
     _store_args(p)
     p.add_argument("out")
-    p.add_argument("--images-dir", default=None, help="also copy the images into this folder")
+    p.add_argument("--format", choices=list(FORMATS), default="coco", help="coco (default) or yolo")
+    p.add_argument("--yolo-task", choices=["auto", "seg", "pose"], default=None,
+                   help="--format yolo: seg (polygons, every category), pose (box and keypoints, the categories "
+                        "with keypoints) or auto (default: pose when every category has keypoints, else seg)")
+    p.add_argument("--images-dir", default=None, help="--format coco: also copy the images into this folder")
     p.add_argument("--include-proposals", action="store_true",
                    help="add unreviewed proposals, with score, and the images they are on")
     p.add_argument("--all-images", action="store_true",
                    help="write every image, also those not labeled yet (COCO reads an image without "
                         "annotations as a negative: by default only images whose labels are done are written)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--polygons", action="store_true", help="convert masks to polygons (crowd regions stay RLE)")
-    g.add_argument("--rle", action="store_true", help="convert polygons to RLE")
+    g.add_argument("--polygons", action="store_true",
+                   help="--format coco: convert masks to polygons where the polygons give back the mask's very "
+                        "pixels (a mask with a hole, and crowd regions, stay RLE; the summary names them)")
+    g.add_argument("--rle", action="store_true", help="--format coco: convert polygons to RLE")
 
     p = sub.add_parser("stats", help="print the store's counts")
     _store_args(p)
@@ -241,16 +253,25 @@ def cmd_import_coco(args) -> int:
     return 0
 
 
-def cmd_export_coco(args) -> int:
-    from db.coco_export import export
+def cmd_export(args) -> int:
+    from db.errors import UserError
+    from db.formats import FORMATS
 
+    given = {"coco": {"--images-dir": args.images_dir, "--polygons": args.polygons, "--rle": args.rle},
+             "yolo": {"--yolo-task": args.yolo_task}}  # each format's own options, as typed
+    wrong = [o for fmt, opts in given.items() if fmt != args.format for o, v in opts.items() if v]
+    if wrong:
+        raise UserError(f"{', '.join(wrong)}: not an option of --format {args.format}"
+                        + (" (a YOLO export always holds its images and polygons)" if args.format == "yolo" else ""))
+    options = {"coco": lambda: {"images_dir": args.images_dir,
+                                "seg_format": "polygons" if args.polygons else "rle" if args.rle else "asis"},
+               "yolo": lambda: {"task": args.yolo_task or "auto"}}[args.format]()
+    f = FORMATS[args.format]
     store = open_store(args)
-    fmt = "polygons" if args.polygons else "rle" if args.rle else "asis"
-    r = export(store, args.out, images_dir=args.images_dir, include_proposals=args.include_proposals,
-               all_images=args.all_images,
-               seg_format=fmt)
-    print(f"wrote {args.out}: {r['images']} image(s), {r['annotations']} annotation(s), "
-          f"{r['categories']} categor(y/ies)")
+    r = f.export(store, args.out, include_proposals=args.include_proposals, all_images=args.all_images, **options)
+    print(f"wrote {args.out}: {f.summary(r)}")
+    for line in r["notes"]:
+        print(line)
     return 0
 
 
@@ -333,23 +354,16 @@ def _propose_worker(store, options, args) -> int:
 
 
 def cmd_train(args) -> int:
-    from model.api import DEFAULT_EPOCHS, TrainOptions, measured, quality_verdict, skipped_lines, train_job
-
-    from model.distributed import from_env
+    from model.api import (DEFAULT_EPOCHS, TrainOptions, measured, quality_verdict, skipped_lines, train_as_other_rank,
+                           train_job)
 
     store = open_store(args)
     opts = TrainOptions(epochs=args.epochs, max_minutes=args.max_minutes, size=args.size, promote=args.promote,
                         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, device=args.device,
                         weights=args.weights)
-    dist = from_env()
-    if dist is not None and not dist.main:  # under torchrun: rank 0 registers round 0, runs the job and
-        from model.train import Cancelled, fine_tune  # reports; this one trains (with rank 0's active version)
-
-        try:
-            fine_tune(store, opts)
-        except Cancelled:
-            return 1
-        return 0
+    other = train_as_other_rank(store, opts)  # under torchrun, a rank but 0: it trains beside rank 0, which reports
+    if other is not None:
+        return 0 if other else 1
     # a tiny model never starts from the COCO networks: no download to try, nothing to say
     offline = round0(store, args, say=False) if args.size != "tiny" else None
     if offline and args.size == "full":
@@ -449,7 +463,7 @@ def cmd_demo(args) -> int:
 
 def cmd_ui(args) -> int:
     from annotator.access import door
-    from annotator.ui import has_login, launch
+    from annotator.server import has_login, launch
 
     def open_door(store):  # refused, or said on the first line, before anything else happens
         said = door(args.host, args.share, has_login(store, args.auth), args.open_to_everyone_as_admin)
@@ -537,7 +551,8 @@ COMMANDS = {
     "ui": cmd_ui,
     "import-images": cmd_import_images,
     "import-coco": cmd_import_coco,
-    "export-coco": cmd_export_coco,
+    "export": cmd_export,
+    "export-coco": cmd_export,  # (the old name: export --format coco)
     "stats": cmd_stats,
     "propose": cmd_propose,
     "train": cmd_train,

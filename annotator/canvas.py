@@ -18,8 +18,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -143,7 +143,7 @@ def _refused(page: Page, used: dict) -> list[dict[str, Any]]:
 
 
 MANY_INSTANCES = 2000  # an image with more: answered with the instances that changed (``delta``), and its
-# labels reach the page by the canvas's own call rather than through a label event (annotator.ui)
+# labels reach the page by the canvas's own call rather than through a label event (annotator.label_tab)
 
 
 def payload(page: Page, message: str = "", delta: bool = False) -> dict[str, Any]:

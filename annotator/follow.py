@@ -12,7 +12,7 @@ its one-model-run-at-a-time lock. Every few seconds it:
    yields to the person's own work: nothing while proposals for the next images or assist features wait.
 
 A page whose image was passed over (it is open) hears of the newer model through its presence poll and
-refreshes in place (annotator.ui LabelTab._news, the canvas's "refresh" op).
+refreshes in place (annotator.label_tab LabelTab._news, the canvas's "refresh" op).
 """
 
 from __future__ import annotations

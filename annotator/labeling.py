@@ -18,17 +18,14 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image as PILImage, ImageDraw
+from PIL import Image as PILImage
+from PIL import ImageDraw
 
 from annotator.conflicts import KIND_NAMES, ConflictReview, Refused  # noqa: F401 - re-exported
 from annotator.history import DEFAULT_BUDGET, NOTHING, EditHistory
-from db import annotations
-from db import claims
+from db import annotations, claims, compare, crops, users
 from db import categories as cat_db
-from db import compare
-from db import crops
 from db import masks as mask_codec
-from db import users
 from db.annotations import SaveConflict
 from db.errors import UserError
 from db.instances import Instance, Instances
@@ -225,24 +222,6 @@ class LabelSession:
         self._activity()
         self.selected = index
 
-    def select_at(self, x: float, y: float, min_score: float = 0.0) -> int | None:
-        """The smallest visible instance whose mask (or box, without a mask) holds the point."""
-        ((x, y),) = _points([(x, y)])
-        self._activity()
-        hits = []
-        for i in self.visible(min_score):
-            it = self.instances[i]
-            if it.state == "rejected":
-                continue
-            bx, by, bw, bh = it.bbox
-            inside = bx <= x <= bx + bw and by <= y <= by + bh  # (a mask is decoded only under the point)
-            crop = it.crop if inside else None
-            if crop is not None and 0 <= x < self.width and 0 <= y < self.height:
-                inside = crop.at(x, y)
-            if inside:
-                hits.append((it.area, i))
-        self.selected = min(hits)[1] if hits else None
-        return self.selected
 
     def next_unreviewed(self) -> int | None:
         """The shown, unreviewed proposal to look at next: the highest score first (never the selected one
@@ -490,15 +469,6 @@ class LabelSession:
         k[3 * j:3 * j + 3] = [0, 0, 0] if visibility == 0 else [round(float(x), 2), round(float(y), 2), visibility]
         it.keypoints = k
 
-    def set_keypoint_visibility(self, name: str, visibility: int, index: int | None = None) -> None:
-        i = self._need(index)
-        it = self.instances[i]
-        cat = self.categories[it.category_id]
-        j = cat.keypoints.index(name) if name in cat.keypoints else None
-        if j is None or not it.keypoints or (it.keypoints[3 * j + 2] == 0 and visibility != 0):
-            raise UserError(f"place keypoint '{name}' first")
-        x, y = it.keypoints[3 * j], it.keypoints[3 * j + 1]
-        self.set_keypoint(name, x, y, visibility, i)
 
     def add_found(self, found: Instances) -> int:
         """Add the single instance ``found`` (e.g. what box assist saw) as a new instance, selected and

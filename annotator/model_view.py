@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import math
 
 import pandas as pd
 
@@ -108,6 +109,16 @@ def corrections_frame(stats: list[ReviewStats]) -> pd.DataFrame:
 def seconds_frame(stats: list[ReviewStats]) -> pd.DataFrame:
     return pd.DataFrame([(label, r.per_image(r.seconds)) for label, r in zip(_review_labels(stats), stats)
                          if r.images], columns=["version", "seconds per image"])
+
+
+def seconds_axis(frame: pd.DataFrame) -> list[float]:
+    """The seconds plot's y axis: from 0 to a round number above the slowest version, so that one version (or
+    several alike) shows as a point inside the plot with readable ticks, not on a collapsed axis of raw floats."""
+    top = float(frame["seconds per image"].max()) if len(frame) else 0.0
+    if not math.isfinite(top) or top <= 0:
+        return [0, 10]
+    step = 10 ** math.floor(math.log10(top * 1.2))
+    return [0, math.ceil(top * 1.2 / step) * step]
 
 
 def corrections_note(frame: pd.DataFrame) -> str:

@@ -55,7 +55,7 @@ class Page:
     login: str = ""  # the login session it was opened in (annotator.access.Sessions.key; "" without logins)
     ended: str = ""  # why the page ended, when it did
     last_used: float = 0.0
-    opens: int = 0  # opens asked for by this page (annotator.ui: a burst runs only its last)
+    opens: int = 0  # opens asked for by this page (annotator.label_tab: a burst runs only its last)
     claimed: int | None = None  # the image this page holds for its user (db.claims), if any
     claim_renewed: float = 0.0  # when (time.monotonic) the page last renewed that claim
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)  # one request at a time

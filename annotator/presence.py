@@ -2,7 +2,7 @@
 saves collide (the second save is refused and kept for review: annotator.conflicts).
 
 One small registry in the server's memory, owned by the Label tab: each page is one entry under its secret
-token (annotator.ui), with the image it shows, its user and the browser it runs in. ``LabelTab.open`` enters
+token (annotator.label_tab), with the image it shows, its user and the browser it runs in. ``LabelTab.open`` enters
 a page when it opens an image; the canvas polls ``poll`` every few seconds (the heartbeat, and the answer:
 who else is on the image). An entry not heard of for ``ttl`` seconds is gone (a closed tab); at most ``cap``
 entries are kept, the longest silent dropped first. A server restart forgets everything, and the pages enter

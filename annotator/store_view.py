@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image as PILImage
 
 from annotator.render import CannotDraw, check_drawable, draw_instances
-from db import annotations, claims, coco_export
+from db import annotations, claims, crops, formats
 from db import categories as cat_db
-from db.coco_import import CocoRejected, import_coco, summary as coco_summary
+from db.coco_import import CocoRejected, import_coco
+from db.coco_import import summary as coco_summary
 from db.errors import UserError
 from db.ingest import Unpacker, ingest
-from db import crops
 from db.instances import Instances
 from db.media import load_rgb
 from db.schema import Annotation
@@ -154,28 +154,41 @@ def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_p
 
 
 def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
-                all_images: bool = False) -> str:
-    """Write the export into ``out_dir``; returns the file's path for download."""
-    name = "coco_dataset.zip" if with_images else "coco_annotations.json"
-    coco_export.export(store, Path(out_dir) / name, include_proposals=include_proposals, all_images=all_images)
-    return str(Path(out_dir) / name)
+                all_images: bool = False, fmt: str = "coco") -> str:
+    """Write the export into ``out_dir``; returns the file's path for download (``export_with_notes``)."""
+    return export_with_notes(store, with_images, include_proposals, out_dir, all_images, fmt)[0]
+
+
+def export_with_notes(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
+                      all_images: bool = False, fmt: str = "coco") -> tuple[str, list[str]]:
+    """Write the export into ``out_dir`` as ``fmt`` (a name of ``db.formats.FORMATS``: COCO as JSON or as a zip
+    with its images, YOLO a zip with its images whatever ``with_images`` says); returns the file's path for
+    download and the summary's notes (what was left out)."""
+    f = formats.named(fmt)
+    path = Path(out_dir) / f.download(with_images)
+    r = f.export(store, path, include_proposals=include_proposals, all_images=all_images)
+    return str(path), r["notes"]
 
 
 class ExportFolder:
     """The UI's latest export, in its own temporary folder under ``parent`` (the system's temp folder by
     default). Preparing an export deletes the previous one's folder; ``close`` (at app shutdown) deletes the
-    last. Gradio copies the returned file into its cache, whose cleanup ``gr.Blocks(delete_cache=...)`` owns."""
+    last. Gradio copies the returned file into its cache, whose cleanup ``gr.Blocks(delete_cache=...)`` owns.
+    ``notes``: the latest export's summary lines beyond its counts."""
 
     def __init__(self, parent: str | Path | None = None):
         self.parent = parent
         self.current: Path | None = None
+        self.notes: list[str] = []
         self._lock = threading.Lock()
 
-    def prepare(self, store: Store, with_images: bool, include_proposals: bool, all_images: bool = False) -> str:
+    def prepare(self, store: Store, with_images: bool, include_proposals: bool, all_images: bool = False,
+                fmt: str = "coco") -> str:
         with self._lock:
             self._remove()
             self.current = Path(tempfile.mkdtemp(prefix="maskloop-export-", dir=self.parent))
-            return export_file(store, with_images, include_proposals, self.current, all_images)
+            path, self.notes = export_with_notes(store, with_images, include_proposals, self.current, all_images, fmt)
+            return path
 
     def close(self) -> None:
         with self._lock:
@@ -185,11 +198,6 @@ class ExportFolder:
         if self.current is not None:
             shutil.rmtree(self.current, ignore_errors=True)
             self.current = None
-
-
-def category_choices(store: Store) -> list[tuple[str, int]]:
-    """Dropdown choices: ("name (id)", id), by id."""
-    return [(f"{c.name} ({c.id})", c.id) for c in cat_db.all_categories(store)]
 
 
 def categories_rows(store: Store) -> list[list]:

@@ -4,7 +4,7 @@ Gradio renders ``gr.Markdown`` values as Markdown with HTML allowed, so a file n
 supercategory, keypoint or user name, or a message quoting one, that is put into a Markdown value as it
 is can inject HTML (``<img src=...>`` fetches a URL chosen by whoever named the file) or formatting. Every
 such string goes through ``escape``; messages are plain text and are escaped whole. LaTeX is off in every
-Markdown component (``annotator.ui.markdown``), so text between dollar signs stays text. Components that show
+Markdown component (``annotator.widgets.markdown``), so text between dollar signs stays text. Components that show
 plain text (Textbox, Dataframe cells, Dropdown choices, Gallery captions) need nothing."""
 
 from __future__ import annotations

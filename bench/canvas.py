@@ -40,7 +40,7 @@ IDLE = (f"(() => {{ const S = {ST}; return S && S.data && S.picture.levels.lengt
 
 def measured(browser, store, measure, *args):
     """``measure(page, url, *args)`` on a fresh page (1440x900) of the app serving ``store``; the app stops after."""
-    from annotator.ui import launch
+    from annotator.server import launch
 
     port = free_port()
     demo = launch(store, port=port, block=False)

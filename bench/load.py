@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from gradio_client import Client  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from annotator.ui import launch  # noqa: E402
+from annotator.server import launch  # noqa: E402
 from db import annotations  # noqa: E402
 from db.categories import all_categories  # noqa: E402
 from db.store import Settings, Store  # noqa: E402

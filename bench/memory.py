@@ -6,12 +6,12 @@ one JSON line; the parent prints the table that docs/benchmarks.md quotes.
     .venv/bin/python bench/memory.py --only page edits
 
 Measures (the store is built once per measure, before the first reading):
-- page: server RSS per open Label page (annotator.ui.LabelTab.open, as the browser's Open does: labels, canvas
+- page: server RSS per open Label page (annotator.label_tab.LabelTab.open, as the browser's Open does: labels, canvas
   data, display cache) of a 6000x4000 JPEG with 20 proposals; 10 pages, each its own (the page budget would
   end none of them).
 - edits: RSS per accept or reject (40 of them, undo steps kept) and per brush stroke (100 strokes of radius 40
   over 60 points on one proposal, each path painted then erased), on that photo.
-- label_image: /label_image (annotator.ui.label_image) with 500 messages (accepts, rejects and strokes) on the
+- label_image: /label_image (annotator.routes.label_image) with 500 messages (accepts, rejects and strokes) on the
   photo: peak RSS growth during the call, and what is still held after it.
 - many: an image of 640x480 with 20,000 annotations: open in the Label tab (session + canvas data) and its
   gallery page (annotator.store_view.gallery): seconds and peak RSS growth each.
@@ -90,7 +90,7 @@ def photo_store(root: Path):
 
 # --- the measures -----------------------------------------------------------------------------------------
 def m_page(tmp: Path) -> dict:
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     store, image_id = photo_store(tmp)
     tab = LabelTab(store, _stub())
@@ -136,7 +136,7 @@ def m_edits(tmp: Path) -> dict:
 
 
 def m_label_image(tmp: Path) -> dict:
-    from annotator.ui import label_image
+    from annotator.routes import label_image
 
     store, image_id = photo_store(tmp)
     ops = []

@@ -2,7 +2,7 @@
 
 - A **claim** (``Claim``) is taken when an image is handed to a person: by the labeling or review queue (Next,
   the page's first image), by ``/next_images``, or when they open an image nobody holds. It lasts ``ttl``
-  seconds and is renewed while their page is open (annotator.ui: the canvas's presence poll); it ends when
+  seconds and is renewed while their page is open (annotator.label_tab: the canvas's presence poll); it ends when
   they save the image as done, move on to another one, close the page or log out, or when it expires. While
   it holds, the queues hand the image to nobody else, and no background proposal run replaces its proposals
   (db.annotations.claim_images).
@@ -178,6 +178,14 @@ class Holder:
     user: str
     until: dt.datetime | None  # None: an assignment
     assigned: bool
+
+    @property
+    def how(self) -> str:
+        return "assigned to" if self.assigned else "handed to"
+
+    @property
+    def until_text(self) -> str:
+        return "" if self.until is None else f" until {self.until:%H:%M} UTC unless they keep working on it"
 
 
 def holder(store: Store, image_id: int, other_than: str | None = None) -> Holder | None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from db.masks import MaskError, check, counts_string, encode_crops, iou, mask_to_polygons, rle_counts, to_rle
+from db.masks import (MaskError, check, counts_string, decode, encode_crops, iou, mask_to_polygons, rle_counts,
+                      to_rle)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -207,6 +208,31 @@ def crop_to_polygons(c: Crop) -> list[list[float]]:
     """``mask_to_polygons`` of the mask a crop holds, in image coordinates."""
     polys = mask_to_polygons(c.m)
     return [[v + (c.x if k % 2 == 0 else c.y) for k, v in enumerate(p)] for p in polys]
+
+
+def polygons_differ(c: Crop, polygons: list[list[float]], height: int, width: int) -> str | None:
+    """Why ``polygons`` (image coordinates, around ``c``) do not give back the mask ``c`` holds when
+    pycocotools rasterizes them, as every COCO reader does; None when they give back exactly its pixels.
+    Rasterized over the crop's box and a pixel around it (within the image), never a full frame: polygons
+    traced from a crop lie inside its box, and rasterizing is the same shifted by whole pixels."""
+    if c.m.size == 0 and not polygons:
+        return None
+    x0, y0, x1, y1 = _frame(c)
+    if polygons:
+        px = [v for p in polygons for v in p[0::2]]
+        py = [v for p in polygons for v in p[1::2]]
+        x0, y0 = min(x0, math.floor(min(px))), min(y0, math.floor(min(py)))
+        x1, y1 = max(x1, math.ceil(max(px))), max(y1, math.ceil(max(py)))
+    x0, y0, x1, y1 = max(0, x0 - 1), max(0, y0 - 1), min(width, x1 + 1), min(height, y1 + 1)
+    shifted = [[v - (x0 if k % 2 == 0 else y0) for k, v in enumerate(p)] for p in polygons]
+    drawn = decode(shifted, y1 - y0, x1 - x0)
+    want = c.window(x0, y0, x1, y1)
+    extra, missing = int(np.count_nonzero(drawn & ~want)), int(np.count_nonzero(want & ~drawn))
+    if not extra and not missing:
+        return None
+    if not missing:
+        return f"a hole: its polygons would fill {extra} pixel(s) the mask leaves out"
+    return f"polygons differ: {extra + missing} pixel(s) differ from the mask"
 
 
 BATCH_BAND_BYTES = 64 * 2 ** 20  # decoding fills at most this many bytes of crops at once

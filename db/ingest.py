@@ -244,14 +244,6 @@ class Unpacker:
                          "that many images from a folder (app.py import-coco FILE.json --images DIR)")
 
 
-def extract_zip(path: Path, dest: Path, settings: Settings) -> list[tuple[str, str]]:
-    """Unpack one archive of images into ``dest`` (``Unpacker``'s rules); returns (entry, reason) for each one
-    skipped; raises UserError for an unreadable archive or one past the limit of what may be unpacked."""
-    unpacker = Unpacker(dest, settings)
-    unpacker.add(path)
-    return unpacker.skipped
-
-
 def _unique_name(name: str, content_hash: str, taken: FileNames) -> str | None:
     """``name``, or when it clashes with a name ``taken`` (db.media.FileNames: the same file where case is
     ignored, or a file and a folder of one name), ``name`` with the start of the content hash added to one

@@ -315,9 +315,12 @@ class Instances:
         return None if k is None else np.asarray(k, np.float64).reshape(-1, 3)
 
     # --- COCO and rows ---------------------------------------------------------------------------------
-    def coco(self, i: int, image_id: int, *, with_score: bool = False, segmentation: Any = ...) -> dict[str, Any]:
+    def coco(self, i: int, image_id: int, *, with_score: bool = False, segmentation: Any = ...,
+             keypoint_slots: int | None = None) -> dict[str, Any]:
         """Instance ``i`` as a COCO annotation dict, keys in COCO's order, extras after (sorted). The one
-        place such a dict is built."""
+        place such a dict is built. ``keypoint_slots``: K of the instance's category when it has keypoints;
+        an instance without any then gets K unlabeled ones (``[0, 0, 0] * K``, ``num_keypoints`` 0), as COCO's
+        person_keypoints files have them, so that pycocotools' keypoint evaluation reads every annotation."""
         seg = self.segmentations[i] if segmentation is ... else segmentation
         d: dict[str, Any] = {}
         if self.ann_ids[i] is not None:
@@ -327,6 +330,9 @@ class Instances:
         if self.keypoints[i] is not None:
             d["keypoints"] = self.keypoints[i]
             d["num_keypoints"] = self.num_keypoints_of(i)
+        elif keypoint_slots:
+            d["keypoints"] = [0] * (3 * keypoint_slots)
+            d["num_keypoints"] = 0
         if with_score and self.scores[i] is not None:
             d["score"] = self.scores[i]
         extra = self.extras[i]

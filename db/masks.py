@@ -346,6 +346,13 @@ def _boundary_edges(mask: np.ndarray) -> dict[tuple[int, int], list[tuple[int, i
 
 def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
     """Bool mask -> COCO polygons (one per outer boundary; holes are filled)."""
+    return [p for p, hole in mask_to_rings(mask) if not hole]
+
+
+def mask_to_rings(mask: np.ndarray) -> list[tuple[list[float], bool]]:
+    """Bool mask -> every boundary of it as (polygon, is_hole): outer boundaries and the boundaries of its
+    holes (which run the other way round), vertices on pixel corners. Filled by the even-odd rule, all of them
+    together give back exactly the mask's pixels."""
     nxt = _boundary_edges(mask)
     loops: list[list[tuple[int, int]]] = []
     while nxt:
@@ -370,13 +377,13 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
             loop.append(cur)
         if len(loop) >= 3:
             loops.append(loop)
-    polys = []
+    rings = []
     for loop in loops:
         pts = _drop_collinear(loop)
-        if len(pts) < 3 or _signed_area(pts) <= 0:  # holes run the other way round
+        if len(pts) < 3:
             continue
-        polys.append([float(v) for p in pts for v in p])
-    return polys
+        rings.append(([float(v) for p in pts for v in p], _signed_area(pts) <= 0))  # holes run the other way
+    return rings
 
 
 def _turn_rank(d_in: tuple[int, int], d_out: tuple[int, int]) -> int:

@@ -33,8 +33,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 IMAGE_STATUSES = ("new", "proposed", "in_review", "done")
 REVIEW_STATES = ("proposed", "accepted", "rejected")
-SOURCES = ("model", "human")
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 ROLES = ("labeler", "reviewer", "admin")  # each may do what the one before it may, and more (db/users.py)
 VERDICTS = ("approved", "sent_back")
 
@@ -198,7 +196,7 @@ class Annotation(Base):
     iscrowd: Mapped[int] = mapped_column(Integer, default=0)
     keypoints: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
     num_keypoints: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
-    source: Mapped[str] = mapped_column(String(10), default="human")
+    source: Mapped[str] = mapped_column(String(10), default="human")  # "model", "human" or "assist"
     score: Mapped[Optional[float]] = mapped_column(FiniteFloat, nullable=True)
     model_version_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("model_versions.id"), nullable=True

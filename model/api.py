@@ -1,6 +1,7 @@
-"""The one narrow interface the annotator and app.py use to reach the model: round 0, proposals, training
-jobs in a separate process, model versions, the demo store. Job state lives in the database, not in this
-process; a training job's row holds every setting its worker needs."""
+"""The model as the rest of the project reaches it: annotator/ imports no other model module, and app.py none
+either. Round 0, proposals (batched, and as a worker process), box and point assist, training jobs (in a
+separate process, or this one under torchrun), model versions, the demo store. Job state lives in the
+database, not in this process; a training job's row holds every setting its worker needs."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from model.build import WeightsUnavailable
 from model.demo import fill_demo
 from model.evaluate import summary_score
 from model.options import ModelOptions
+from model.distributed import from_env
 from model.data import UnusableImage, read_pixels, store_category_map
 from model.predict import Predictor, active_version, ensure_round0, images_to_propose, propose
 from model.train import (DEFAULT_EPOCHS, Cancelled, Progress, TrainOptions, TrainResult, activate, fine_tune, list_versions,
@@ -87,6 +89,20 @@ def train_job(store: Store, opts: TrainOptions, job_id: int | None = None,
     jobs.set_state(store, job_id, "done", f"version {result.version_id} {verdict}{left_out}", progress=1.0,
                    result_version_id=result.version_id)
     return result
+
+
+def train_as_other_rank(store: Store, opts: TrainOptions) -> bool | None:
+    """Under torchrun, on a rank other than 0: train alongside rank 0 (which registers round 0, runs the job and
+    reports) and answer False when the job was cancelled, True when it ended; None in any other process (no
+    torchrun, or its rank 0): the caller runs the job itself (``train_job``)."""
+    dist = from_env()
+    if dist is None or dist.main:
+        return None
+    try:
+        fine_tune(store, opts)
+    except Cancelled:
+        return False
+    return True
 
 
 def measured(metrics: dict | None) -> bool:

@@ -28,9 +28,6 @@ class ModelConfig:
     box_positive_fraction: float = 0.25
     detections_per_image: int = 100
 
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 FULL = ModelConfig(
     size="full", backbone="resnet50", fpn_channels=256, min_size_train=(640, 672, 704, 736, 768, 800),

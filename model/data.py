@@ -1,6 +1,6 @@
-"""All conversion between the store's COCO rows and tensors sits here.
-
-Boxes: the store holds COCO xywh; tensors hold xyxy. Category ids <-> contiguous labels via CategoryMap.
+"""Training and evaluation data from the store: the labeled samples of each split, an image's pixels read
+(at the network's scale where it would shrink them anyway) and resized on uint8, the training dataset with its
+flips, and the batches of like-shaped images. Labels become tensors in model.convert, the one place for that.
 """
 
 from __future__ import annotations
@@ -74,10 +74,6 @@ def read_pixels(path, height: int, width: int, fit: tuple[int, int] | None = Non
         raise UnusableImage(f"its media file is {pix.shape[1]}x{pix.shape[0]}, not {width}x{height} as the store "
                             "says")
     return pix
-
-
-def image_tensor(pix: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(pix, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
 SHRINK_UNDER = 0.5  # an image the network shrinks less than this (at most twice its size) travels as it is

@@ -28,6 +28,25 @@ def test_import_export_stats_cycle(make_store, tmp_path, synth_dir):
     assert len(json.loads(out.read_text())["images"]) == 12
 
 
+def test_export_yolo_and_its_mistakes(make_store, tmp_path, synth_dir):
+    """``export --format yolo`` writes the dataset; a folder holding files, or a COCO-only option, is refused by
+    name with exit 2 and nothing written; ``export --format coco`` is what ``export-coco`` was."""
+    st = cli_args(make_store.settings(tmp_path / "st"))
+    assert run("import-coco", str(synth_dir / "annotations.json"), "--images", str(synth_dir), *st).returncode == 0
+    out = tmp_path / "yolo"
+    r = run("export", "--format", "yolo", str(out), *st)
+    assert r.returncode == 0, r.stderr
+    assert "YOLO seg, 12 image(s)" in r.stdout and (out / "data.yaml").is_file()
+    assert len(list((out / "labels").iterdir())) == 12
+    r = run("export", "--format", "yolo", str(out), *st)
+    assert r.returncode == 2 and "holds files already" in r.stderr and "Traceback" not in r.stderr
+    r = run("export", "--format", "yolo", "--polygons", str(tmp_path / "y2"), *st)
+    assert r.returncode == 2 and "--polygons: not an option of --format yolo" in r.stderr
+    assert not (tmp_path / "y2").exists()
+    r = run("export", "--format", "coco", str(tmp_path / "c.json"), "--polygons", *st)
+    assert r.returncode == 0 and "stayed RLE" in r.stdout  # the synthetic people's holes
+
+
 def test_stats_by_user_prints_one_row_per_labeler_and_day_newest_first(make_store, tmp_path):
     from tests.db.test_labeler_stats import two_labelers_two_days
 
@@ -176,3 +195,18 @@ def test_texts_and_paths_over_the_store_limits_exit_2_or_are_skipped_alike_on_ev
     r = run("import-images", str(src), *st)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "imported 1 image(s)" in r.stdout and "far.png: its name is 1012 characters long" in r.stdout
+
+
+def test_the_maskloop_console_script_runs_the_same_commands_as_app_py(make_store, tmp_path):
+    """pip installs a ``maskloop`` command next to the interpreter (pyproject's [project.scripts])."""
+    import shutil
+
+    exe = shutil.which("maskloop", path=str(Path(sys.executable).parent))
+    assert exe, "no maskloop command next to the interpreter: pip install -e . makes it"
+    st = cli_args(make_store.settings(tmp_path / "s"))
+    got = subprocess.run([exe, *st, "stats"], capture_output=True, text=True, timeout=120)
+    via_app = run(*st, "stats")
+    assert got.returncode == via_app.returncode == 0, got.stderr
+    assert got.stdout == via_app.stdout and "images" in got.stdout
+    helped = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.stdout.startswith("usage: maskloop ") and "export" in helped.stdout

@@ -15,7 +15,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def running_app(tmp_path_factory, store_factory):
     """The full app on a temporary store holding synthetic images, launched on a free local port."""
-    from annotator.ui import launch
+    from annotator.server import launch
     from model.demo import fill_demo
 
     store = store_factory(tmp_path_factory.mktemp("app"))
@@ -33,7 +33,7 @@ def app_with_model(tmp_path_factory, store_factory):
     tests); yields (store, url, an image with at least two proposals)."""
     from sqlalchemy import func, select
 
-    from annotator.ui import launch
+    from annotator.server import launch
     from db.schema import Annotation
     from model.api import ModelOptions, propose_images
     from model.demo import fill_demo

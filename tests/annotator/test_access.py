@@ -18,7 +18,8 @@ import pytest
 from gradio_client import Client
 
 from annotator import access, canvas, limits
-from annotator.ui import MAX_API_OPS, launch
+from annotator.routes import MAX_API_OPS
+from annotator.server import launch
 from db import annotations, users
 from db.coco_import import import_coco
 from db.errors import UserError

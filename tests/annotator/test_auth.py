@@ -68,7 +68,7 @@ def test_a_waiting_attempt_holds_up_only_its_own_name_and_client():
 
 @pytest.fixture(scope="module")
 def auth_app(tmp_path_factory, synth_dir, store_factory):
-    from annotator.ui import launch
+    from annotator.server import launch
 
     store = store_factory(tmp_path_factory.mktemp("auth"))
     import_coco(store, synth_dir / "annotations.json", synth_dir)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def roles_url(tmp_path_factory, synth_dir, cheap_kdf, store_factory):  # noqa: F811
-    from annotator.ui import launch
+    from annotator.server import launch
     from db.coco_import import import_coco
 
     store = store_factory(tmp_path_factory.mktemp("roles"))

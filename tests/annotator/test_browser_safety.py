@@ -19,7 +19,7 @@ HOSTILE = f"<img src={TRAP} onerror=alert(1)> $$\\Huge{{BIG}}$$"
 def hostile_app(tmp_path_factory, synth_dir, store_factory):
     """A store whose image 1's file name and whose category and keypoint names hold HTML; gallery calls counted."""
     from annotator import store_view
-    from annotator.ui import launch
+    from annotator.server import launch
     from db.coco_import import import_coco
     from db.schema import Category, Image
 
@@ -76,7 +76,7 @@ def test_hostile_names_are_shown_as_text(hostile_app, page):
 
 @pytest.fixture(scope="module")
 def login_app(tmp_path_factory, synth_dir, store_factory):
-    from annotator.ui import launch
+    from annotator.server import launch
     from db.coco_import import import_coco
 
     store = store_factory(tmp_path_factory.mktemp("login"))

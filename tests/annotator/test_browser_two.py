@@ -21,7 +21,7 @@ SHOTS = os.environ.get("MASKLOOP_SHOTS")  # a folder: the test saves its screens
 
 @pytest.fixture(scope="module")
 def two_user_app(tmp_path_factory, synth_dir, store_factory):
-    from annotator.ui import launch
+    from annotator.server import launch
     from db.coco_import import import_coco
 
     store = store_factory(tmp_path_factory.mktemp("two"))

@@ -1,16 +1,18 @@
 """The canvas's Python side: the data the browser draws from, and every edit message it sends, applied
 through the labeling logic (the browser itself is driven in test_browser_canvas.py)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
-from types import SimpleNamespace
 
 from annotator import canvas
 from annotator.labeling import LabelSession
+from db import annotations
 from db.errors import UserError
-from tests.annotator.test_labeling import _busiest_image, _rows, proposed_store  # noqa: F401 - fixture
 from tests.annotator.pages import page_of
+from tests.annotator.test_labeling import _busiest_image, _rows, proposed_store  # noqa: F401 - fixture
 
 
 @pytest.fixture
@@ -229,7 +231,7 @@ def test_edits_that_would_leave_a_mask_empty_are_refused(ls):
 
 
 def test_the_label_tab_names_an_impossible_image_id_and_keeps_the_open_image(ls):
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(ls.store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     for bad in (10 ** 20, 0, -3):
@@ -240,7 +242,7 @@ def test_the_label_tab_names_an_impossible_image_id_and_keeps_the_open_image(ls)
 
 
 def test_a_canvas_edit_that_fails_on_the_server_is_answered_with_a_message(ls, monkeypatch):
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(ls.store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     ls2, data = tab.open(ls.image_id, None)
@@ -251,7 +253,7 @@ def test_a_canvas_edit_that_fails_on_the_server_is_answered_with_a_message(ls, m
 
 
 def test_saving_from_the_canvas_records_the_pages_login(ls, proposed_store):
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(ls.store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     _, data = tab.open(ls.image_id, None, request=SimpleNamespace(username="alice", session_hash="x"))
@@ -263,30 +265,29 @@ def test_saving_from_the_canvas_records_the_pages_login(ls, proposed_store):
 
 
 def test_previous_returns_to_the_image_this_page_came_from(proposed_store):
-    from annotator import view
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
-    order = view.queue(proposed_store)
+    order = annotations.queue(proposed_store)
     page, _ = tab.open(order[2], None)
     page, _ = tab.open(order[0], page)
-    page, _ = tab.step(view.QUEUE_FILTERS[0], page, +1)
+    page, _ = tab.step(annotations.QUEUE_FILTERS[0], page, +1)
     assert page.session.image_id == order[1]
-    page, _ = tab.step(view.QUEUE_FILTERS[0], page, -1)  # back, not the queue's neighbour
+    page, _ = tab.step(annotations.QUEUE_FILTERS[0], page, -1)  # back, not the queue's neighbour
     assert page.session.image_id == order[0]
-    page, _ = tab.step(view.QUEUE_FILTERS[0], page, -1)
+    page, _ = tab.step(annotations.QUEUE_FILTERS[0], page, -1)
     assert page.session.image_id == order[2]
 
 
 def test_an_empty_store_points_to_the_dataset_tab(store):
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     assert "import some in the Dataset tab" in tab.open(None, None)[1]["message"]
 
 
 def test_a_category_added_meanwhile_reaches_the_class_list(ls):
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
     from db import categories
 
     tab = LabelTab(ls.store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
@@ -301,18 +302,17 @@ def test_a_category_added_meanwhile_reaches_the_class_list(ls):
 
 
 def test_previous_from_the_first_image_goes_to_the_image_saved_last(proposed_store):
-    from annotator import view
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
-    order = view.queue(proposed_store)
+    order = annotations.queue(proposed_store)
     first, _ = tab.open(order[0], None)
     first.trail = []  # a page that came through no other image
-    page, answer = tab.step(view.QUEUE_FILTERS[0], first, -1)
+    page, answer = tab.step(annotations.QUEUE_FILTERS[0], first, -1)
     assert page.session.image_id == order[0] and answer["message"] == "This is the first image in this queue."
     saved = LabelSession(proposed_store, order[3])
     canvas.apply(page_of(saved), {"op": "accept_all"})
     saved.save("alice")  # done: out of the queue, which still starts at order[0]
-    assert view.queue(proposed_store)[0] == order[0]
-    page, answer = tab.step(view.QUEUE_FILTERS[0], first, -1)
+    assert annotations.queue(proposed_store)[0] == order[0]
+    page, answer = tab.step(annotations.QUEUE_FILTERS[0], first, -1)
     assert page.session.image_id == order[3] and "This was the first image in this queue" in answer["message"]

@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 
 from annotator import canvas
 from db import annotations
-from annotator.ui import LabelTab
+from annotator.label_tab import LabelTab
 from db.errors import UserError
 from tests.helpers import legacy_image
 

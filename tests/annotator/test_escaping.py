@@ -8,7 +8,7 @@ from sqlalchemy import update
 from tests.annotator.pages import page_of
 from annotator import model_view, text
 from annotator.labeling import LabelSession
-from annotator.ui import LabelTab
+from annotator.label_tab import LabelTab
 from db import jobs
 from db.coco_import import import_coco
 from db.errors import UserError

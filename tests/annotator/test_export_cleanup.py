@@ -26,9 +26,22 @@ def test_two_exports_in_a_row_leave_one_folder(store, synth_dir, tmp_path):
     assert _folders(tmp_path) == []
 
 
+def test_a_yolo_export_is_one_zip_in_the_folder_and_says_what_it_left_out(store, synth_dir, tmp_path):
+    import zipfile
+
+    import_coco(store, synth_dir / "annotations.json", synth_dir)
+    exports = store_view.ExportFolder(tmp_path)
+    got = Path(exports.prepare(store, with_images=False, include_proposals=False, fmt="yolo"))
+    assert got.name == "yolo_dataset.zip" and [p.name for p in got.parent.iterdir()] == [got.name]
+    with zipfile.ZipFile(got) as z:
+        assert "data.yaml" in z.namelist() and sum(n.startswith("images/") for n in z.namelist()) == 12
+    assert exports.notes == []  # nothing left out of the synthetic store
+    exports.close()
+
+
 @pytest.fixture
 def app_in_temp(store, synth_dir, tmp_path, monkeypatch):
-    from annotator.ui import launch
+    from annotator.server import launch
 
     import_coco(store, synth_dir / "annotations.json", synth_dir)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp puts export folders

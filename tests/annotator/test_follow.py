@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from annotator import follow, model_view
-from annotator.ui import LabelTab
+from annotator.label_tab import LabelTab
 from db import annotations, claims, jobs, settings
 from db.errors import UserError
 from db.instances import Instances
@@ -102,7 +102,7 @@ def test_a_fine_tune_starts_by_itself_after_every_n_saved_images_never_two_at_on
         settings.set_fine_tune_every(proposed_store, "2.5")
     assert "every 2 newly saved" in model_view.set_auto_fine_tune(proposed_store, 2)
     ids = annotations.queue(proposed_store)
-    from annotator.ui import label_image
+    from annotator.routes import label_image
 
     label_image(proposed_store, None, ids[0], [{"op": "reject_rest"}, {"op": "save"}], "ann")
     assert f.fine_tune_if_due() is None  # 1 of 2

@@ -5,7 +5,7 @@ same at run time: test_browser_tools.py reads canvas.js's S.keymap)."""
 import re
 from pathlib import Path
 
-from annotator import canvas, keymap, ui
+from annotator import canvas, keymap, label_tab
 
 JS = (Path(canvas.__file__).parent / "canvas.js").read_text(encoding="utf-8")
 
@@ -19,7 +19,7 @@ def test_no_key_is_bound_twice_and_every_tool_has_one_key():
 
 
 def test_the_help_lists_every_binding_with_its_keys():
-    help_ = ui.SHORTCUTS
+    help_ = label_tab.SHORTCUTS
     rows = [line for line in help_.splitlines() if line.startswith("| `")]
     for b in keymap.BINDINGS:
         row = next((r for r in rows if all(f"`{keymap.display(k)}`" in r for k in b.keys)), None)
@@ -31,8 +31,8 @@ def test_the_help_lists_every_binding_with_its_keys():
 
 
 def test_the_page_keys_click_buttons_of_the_label_tab_from_the_same_table():
-    script = ui.HOTKEYS_JS
-    source = Path(ui.__file__).read_text(encoding="utf-8")
+    script = label_tab.HOTKEYS_JS
+    source = Path(label_tab.__file__).read_text(encoding="utf-8")
     for b in keymap.BINDINGS:
         if b.button:
             assert f'elem_id="{b.button}"' in source, b.button

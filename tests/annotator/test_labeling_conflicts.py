@@ -103,7 +103,7 @@ def test_one_undecodable_row_never_hides_the_others(proposed_store):
 
 
 def test_label_tab_keeps_edits_on_conflict_and_stays_on_the_image(proposed_store):
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     class NoProposer:
         last_error = ""
@@ -276,7 +276,7 @@ def test_refused_edits_the_same_as_theirs_are_not_listed(proposed_store):
     lambda ls: ls.paint([(3.0, 3.0)], float("inf")),
     lambda ls: ls.polygon([(0, 0), (2 ** 63, 0), (5, 5)]),
     lambda ls: ls.set_box(0, 0, float("nan"), 5),
-    lambda ls: ls.select_at(float("inf"), 1),
+    lambda ls: ls.set_keypoint("nose", float("inf"), 1),
 ])
 def test_malformed_coordinates_are_refused_with_a_message(proposed_store, edit):
     from db.errors import UserError

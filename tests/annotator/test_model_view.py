@@ -177,3 +177,13 @@ def test_the_fine_tune_form_trains_for_the_minutes_when_epochs_are_blank():
     assert _whole(3.0) == 3
     with pytest.raises(UserError, match="whole number"):
         _whole(2.5)
+
+
+def test_the_seconds_plot_axis_holds_one_version_inside_it_with_round_ticks():
+    import pandas as pd
+
+    frame = lambda *v: pd.DataFrame([(f"v{i}", s) for i, s in enumerate(v, 1)], columns=["version", "seconds per image"])
+    assert model_view.seconds_axis(frame(12.3)) == [0, 20]  # 12.3 * 1.2 = 14.76: up to the next 10
+    assert model_view.seconds_axis(frame(12.3, 95.0)) == [0, 200]
+    assert model_view.seconds_axis(frame(0.4)) == [0, 0.5]
+    assert model_view.seconds_axis(frame()) == [0, 10] and model_view.seconds_axis(frame(float("nan"))) == [0, 10]

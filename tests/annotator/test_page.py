@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from annotator.labeling import LabelSession
 from annotator.page import Page, PageLimits, Pages
+from db import annotations
 from tests.annotator.test_labeling import _busiest_image, proposed_store  # noqa: F401 - fixture
 
 
@@ -78,8 +79,7 @@ def test_logout_and_a_closed_tab_end_their_pages(proposed_store):
 
 
 def test_the_label_tab_answers_an_ended_page_with_reload_and_opening_again_works(proposed_store):
-    from annotator import view
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None),
                    limits=PageLimits(idle_seconds=60))
@@ -92,13 +92,13 @@ def test_the_label_tab_answers_an_ended_page_with_reload_and_opening_again_works
     clock.t += 120
     gone = tab.canvas_edit({"token": token, "op": "accept", "index": 0, "seq": 2})
     assert gone["ended"] and "reload the page" in gone["message"] and page.session is None
-    _, data = tab.step(view.QUEUE_FILTERS[0], page, +1)  # Next from the same page starts it afresh
+    _, data = tab.step(annotations.QUEUE_FILTERS[0], page, +1)  # Next from the same page starts it afresh
     assert page.session is not None and data["token"] == token
     assert tab.end_browser("h1") == 1 and page.session is None  # the tab closed
 
 
 def test_label_image_keeps_nothing_after_it_answers(proposed_store):
-    from annotator.ui import label_image
+    from annotator.routes import label_image
 
     seen = []
     real = LabelSession.__init__
@@ -136,7 +136,7 @@ def test_each_login_edits_within_its_rate_and_heavy_strokes_cost_more():
 
 def test_the_label_tab_refuses_a_flood_of_edits_and_applies_nothing_of_it(proposed_store):
     from annotator.page import EditRate
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     tab.rate = EditRate(per_second=0.001, burst=0.35, clock=Clock())
@@ -149,12 +149,11 @@ def test_the_label_tab_refuses_a_flood_of_edits_and_applies_nothing_of_it(propos
 def test_many_users_opening_and_editing_at_once_within_small_budgets_never_deadlock(proposed_store):
     import threading
 
-    from annotator import view
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None),
                    limits=PageLimits(max_pages=3, max_per_user=1))
-    ids = view.queue(proposed_store)[:6]
+    ids = annotations.queue(proposed_store)[:6]
     errors = []
 
     def user(k: int):
@@ -179,7 +178,7 @@ def test_many_users_opening_and_editing_at_once_within_small_budgets_never_deadl
 
 def test_an_open_untouched_tab_still_idles_and_an_ended_page_is_told_why(proposed_store):
     from annotator.access import Roles
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None),
                    Roles(proposed_store, admins=["ann"], login=True), limits=PageLimits(idle_seconds=60, max_per_user=1))
@@ -202,7 +201,7 @@ def test_an_open_untouched_tab_still_idles_and_an_ended_page_is_told_why(propose
 
 
 def test_without_logins_each_tab_has_budgets_of_its_own(proposed_store):
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None),
                    limits=PageLimits(max_per_user=1))

@@ -93,7 +93,7 @@ def test_a_poll_is_a_heartbeat_and_refuses_what_it_does_not_know():
 
 
 def test_the_label_tab_tells_the_page_already_there_and_the_one_opening(proposed_store):
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
 
     store = proposed_store
     image_id = _busiest_image(store)

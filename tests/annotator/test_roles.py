@@ -12,7 +12,7 @@ from gradio_client import Client, handle_file
 
 from annotator.access import Roles
 from annotator.labeling import LabelSession
-from annotator.ui import LabelTab
+from annotator.label_tab import LabelTab
 from db import annotations, users
 from db.coco_import import import_coco
 from db.errors import UserError
@@ -85,7 +85,7 @@ def test_the_label_tab_refuses_a_removed_account_and_checks_the_role_of_each_ver
 @pytest.fixture(scope="module")
 def team_app(tmp_path_factory, synth_dir, cheap_kdf, store_factory):
     """The app with three accounts in its store (a login is then required) plus an --auth admin."""
-    from annotator.ui import launch
+    from annotator.server import launch
 
     store = store_factory(tmp_path_factory.mktemp("team"))
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)

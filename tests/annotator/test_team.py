@@ -6,11 +6,12 @@ import datetime as dt
 import threading
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 from sqlalchemy import update
 
-from annotator import ui
-from annotator.ui import LabelTab
+from annotator import routes
+from annotator.label_tab import ANYONE, LabelTab, review_filter
 from db import annotations, claims
 from db.errors import UserError
 from db.schema import Claim, utcnow
@@ -86,65 +87,65 @@ def test_many_labelers_walking_at_once_never_share_an_image(proposed_store):
 
 
 def test_next_images_hands_each_caller_its_own_images_until_they_are_done(proposed_store):
-    a = ui.next_images(proposed_store, 3, "ann")
-    b = ui.next_images(proposed_store, 3, "bob")
+    a = routes.next_images(proposed_store, 3, "ann")
+    b = routes.next_images(proposed_store, 3, "bob")
     assert len(a) == 3 and len(b) == 3 and not set(a) & set(b)
-    assert ui.next_images(proposed_store, 3, "ann") == a  # asked again: the same ones, renewed
-    out = ui.label_image(proposed_store, None, a[0], [{"op": "reject_rest"}, {"op": "save"}], "ann")
+    assert routes.next_images(proposed_store, 3, "ann") == a  # asked again: the same ones, renewed
+    out = routes.label_image(proposed_store, None, a[0], [{"op": "reject_rest"}, {"op": "save"}], "ann")
     assert out["status"] == "done" and claims.holder(proposed_store, a[0]) is None
-    assert a[0] not in ui.next_images(proposed_store, 3, "ann")
+    assert a[0] not in routes.next_images(proposed_store, 3, "ann")
 
 
 def test_the_review_queue_is_saves_awaiting_a_verdict_newest_first_by_labeler_and_day(proposed_store):
     ids = annotations.queue(proposed_store)[:3]
     for image_id, who in zip(ids, ("ann", "bob", "ann")):
-        ui.label_image(proposed_store, None, image_id, [{"op": "reject_rest"}, {"op": "save"}], who)
+        routes.label_image(proposed_store, None, image_id, [{"op": "reject_rest"}, {"op": "save"}], who)
     assert annotations.queue(proposed_store, annotations.TO_REVIEW) == ids[::-1]
-    assert annotations.queue(proposed_store, annotations.TO_REVIEW, ui.review_filter("ann", "")) == [ids[2], ids[0]]
+    assert annotations.queue(proposed_store, annotations.TO_REVIEW, review_filter("ann", "")) == [ids[2], ids[0]]
     today = dt.datetime.now(dt.timezone.utc).date()
-    assert annotations.queue(proposed_store, annotations.TO_REVIEW, ui.review_filter(ui.ANYONE, f"..{today}")) \
+    assert annotations.queue(proposed_store, annotations.TO_REVIEW, review_filter(ANYONE, f"..{today}")) \
         == ids[::-1]
     yesterday = today - dt.timedelta(days=1)
-    assert annotations.queue(proposed_store, annotations.TO_REVIEW, ui.review_filter("bob", str(yesterday))) == []
+    assert annotations.queue(proposed_store, annotations.TO_REVIEW, review_filter("bob", str(yesterday))) == []
     assert annotations.savers(proposed_store) == ["ann", "bob"]
     for bad, why in (("2026-13-01", "a date like"), ("2026-12-05..2026-12-01", "ends before it starts")):
         with pytest.raises(UserError, match=why):
-            ui.review_filter(None, bad)
+            review_filter(None, bad)
 
 
 def test_labels_sent_back_go_back_to_whoever_saved_them_and_reviewers_are_handed_saves(proposed_store):
-    (image_id,) = ui.next_images(proposed_store, 1, "ann")
-    ui.label_image(proposed_store, None, image_id, [{"op": "reject_rest"}, {"op": "save"}], "ann")
-    with pytest.raises(ui.gr.Error, match="needs the reviewer role"):
-        ui.next_images(proposed_store, 5, "bob", "review", role="labeler")
-    assert ui.next_images(proposed_store, 5, "rita", "review", role="reviewer") == [image_id]
-    assert ui.next_images(proposed_store, 5, "rex", "review", role="reviewer") == []  # rita has it
-    ui.label_image(proposed_store, None, image_id, [{"op": "send_back", "note": "the dog's tail"}], "rita",
+    (image_id,) = routes.next_images(proposed_store, 1, "ann")
+    routes.label_image(proposed_store, None, image_id, [{"op": "reject_rest"}, {"op": "save"}], "ann")
+    with pytest.raises(gr.Error, match="needs the reviewer role"):
+        routes.next_images(proposed_store, 5, "bob", "review", role="labeler")
+    assert routes.next_images(proposed_store, 5, "rita", "review", role="reviewer") == [image_id]
+    assert routes.next_images(proposed_store, 5, "rex", "review", role="reviewer") == []  # rita has it
+    routes.label_image(proposed_store, None, image_id, [{"op": "send_back", "note": "the dog's tail"}], "rita",
                    role="reviewer")
     assert claims.holder(proposed_store, image_id) is None  # judged: let go
-    assert image_id not in ui.next_images(proposed_store, 50, "bob")  # not bob's to fix
-    assert ui.next_images(proposed_store, 1, "ann") == [image_id]  # ann's, first in her queue
+    assert image_id not in routes.next_images(proposed_store, 50, "bob")  # not bob's to fix
+    assert routes.next_images(proposed_store, 1, "ann") == [image_id]  # ann's, first in her queue
     claims.release(proposed_store, "ann")
     claims.assign(proposed_store, "bob", [image_id], by="boss")  # unless an admin hands it to someone else
-    assert ui.next_images(proposed_store, 1, "bob") == [image_id]
-    with pytest.raises(ui.gr.Error, match="queue 'later'"):
-        ui.next_images(proposed_store, 1, "bob", "later")
+    assert routes.next_images(proposed_store, 1, "bob") == [image_id]
+    with pytest.raises(gr.Error, match="queue 'later'"):
+        routes.next_images(proposed_store, 1, "bob", "later")
 
 
 def test_nobody_takes_the_whole_queue_or_writes_to_an_image_handed_to_someone_else(proposed_store, monkeypatch):
     from db import users
 
-    mine = ui.next_images(proposed_store, 10 ** 30, "ann")
+    mine = routes.next_images(proposed_store, 10 ** 30, "ann")
     assert len(mine) == min(claims.MAX_PER_PERSON, len(annotations.queue(proposed_store)))
-    assert ui.next_images(proposed_store, 5, "ann") == mine[:5]  # her own, renewed: no more taken
-    with pytest.raises(ui.gr.Error, match=f"image {mine[0]} is handed to ann"):
-        ui.label_image(proposed_store, None, mine[0], [{"op": "save"}], "bob")
-    with pytest.raises(ui.gr.Error, match="queue"):
-        ui.next_images(proposed_store, 1, "bob", {"a": 1})
+    assert routes.next_images(proposed_store, 5, "ann") == mine[:5]  # her own, renewed: no more taken
+    with pytest.raises(gr.Error, match=f"image {mine[0]} is handed to ann"):
+        routes.label_image(proposed_store, None, mine[0], [{"op": "save"}], "bob")
+    with pytest.raises(gr.Error, match="queue"):
+        routes.next_images(proposed_store, 1, "bob", {"a": 1})
     done = mine[1]
-    ui.label_image(proposed_store, None, done, [{"op": "reject_rest"}, {"op": "save"}], "ann")
-    with pytest.raises(ui.gr.Error, match="is done: its labels are finished"):
-        ui.label_image(proposed_store, None, done, [{"op": "propose_again"}], "ann")
+    routes.label_image(proposed_store, None, done, [{"op": "reject_rest"}, {"op": "save"}], "ann")
+    with pytest.raises(gr.Error, match="is done: its labels are finished"):
+        routes.label_image(proposed_store, None, done, [{"op": "propose_again"}], "ann")
     monkeypatch.setattr(users, "SCRYPT_N", 2 ** 10)
     users.add(proposed_store, "ann", "labeler", "ann-password")
     with pytest.raises(UserError, match="no account named 'ghost'"):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from db import coco_export
+from db import coco_export, export
 from db.coco_import import import_coco
 from db.errors import UserError
 from db.schema import Image as ImageRow
@@ -57,11 +57,11 @@ def test_a_link_put_in_the_way_after_the_check_is_not_followed(store, tmp_path):
     (root / "real").mkdir(parents=True)
     os.symlink(tmp_path, root / "sub")
     with pytest.raises(UserError, match="'sub' is not a folder here"):
-        coco_export._write_under(root, "sub/victim.txt", src)
+        export.write_under(root, "sub/victim.txt", src)
     os.symlink(victim, root / "a.png")
     os.link(victim, root / "real" / "hard.png")
-    coco_export._write_under(root, "a.png", src)
-    coco_export._write_under(root, "real/hard.png", src)
+    export.write_under(root, "a.png", src)
+    export.write_under(root, "real/hard.png", src)
     assert victim.read_text() == "keep me"
     assert not (root / "a.png").is_symlink() and (root / "a.png").read_bytes() == b"image bytes"
     assert (root / "real" / "hard.png").read_bytes() == b"image bytes"

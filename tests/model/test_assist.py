@@ -13,7 +13,7 @@ from db.masks import decode, iou
 from db.media import load_rgb
 from db.schema import Annotation, Image, ModelVersion
 from model import api, predict
-from model.data import image_tensor, store_category_map
+from model.data import store_category_map
 from model.demo import fill_demo
 from model.options import ModelOptions
 from model.predict import Predictor, images_to_propose
@@ -87,7 +87,7 @@ def test_point_picks_the_best_detection_of_the_full_network_covering_it(small_st
     full = Predictor.for_version(small_store, OPTIONS).net  # its own copy: the assist's net is left as it is
     full.roi_heads.score_thresh = 0.0
     with torch.inference_mode():
-        det = full([image_tensor(pix)])[0]
+        det = full([torch.from_numpy(pix.copy()).permute(2, 0, 1).float() / 255])[0]
     b = det["boxes"]
     covering = (b[:, 0] <= x) & (x <= b[:, 2]) & (b[:, 1] <= y) & (y <= b[:, 3])
     assert covering.any()
@@ -106,7 +106,7 @@ def test_rpn_on_cached_features_gives_the_full_runs_proposals(small_store, helpe
     f = helper.features(("test", image_id), lambda: pix)
     net = helper.net
     with torch.inference_mode():
-        images, _ = net.transform([image_tensor(pix)])
+        images, _ = net.transform([torch.from_numpy(pix.copy()).permute(2, 0, 1).float() / 255])
         expected = net.rpn(images, net.backbone(images.tensors))[0][0]
     assert f.padded == tuple(images.tensors.shape[-2:])
     assert torch.equal(helper.proposals(f), expected)

@@ -197,7 +197,6 @@ def test_box_assist_answers_for_exactly_the_box_with_cached_features(demo_store,
     from db.masks import decode, iou
     from db.media import load_rgb
     from model import api
-    from model.data import image_tensor
 
     helper = api.assistant(demo_store, ModelOptions(weights="none"))
     image_id = images_to_propose(demo_store)[0]
@@ -206,7 +205,7 @@ def test_box_assist_answers_for_exactly_the_box_with_cached_features(demo_store,
     net, cmap = helper.predictor.net, helper.predictor.cmap
     net.roi_heads.score_thresh = 0.0
     with torch.inference_mode():
-        det = net([image_tensor(pix)])[0]
+        det = net([torch.from_numpy(pix.copy()).permute(2, 0, 1).float() / 255])[0]
     box, label = det["boxes"][0].tolist(), int(det["labels"][0])
     own = (det["masks"][0, 0] > 0.5).numpy()
     loads = []
@@ -255,7 +254,7 @@ def test_box_assist_refuses_bad_input_with_a_message(demo_store, trained, args, 
 def test_assist_tool_in_the_label_tab_adds_a_selected_instance_that_saves_as_assist(demo_store, trained):
     from annotator.background import BackgroundProposer
     from annotator.labeling import LabelSession
-    from annotator.ui import LabelTab
+    from annotator.label_tab import LabelTab
     from tests.annotator.pages import page_of
 
     tab = LabelTab(demo_store, BackgroundProposer(demo_store, ModelOptions(weights="none")))

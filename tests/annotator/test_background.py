@@ -1,11 +1,11 @@
-"""Queue order and the background proposer."""
+"""The background proposer, and the queue order it proposes in (db.annotations.queue)."""
 
 import time
 
 from sqlalchemy import select, update
 
-from annotator import view
 from annotator.background import BackgroundProposer
+from db import annotations
 from db.coco_import import import_coco
 from db.schema import Annotation, Image
 
@@ -14,12 +14,12 @@ def test_the_default_queue_is_a_fixed_shuffle_of_every_image_not_done(store, syn
     import_coco(store, synth_dir / "annotations.json", synth_dir, as_proposals=True)
     with store.transaction() as s:
         s.execute(update(Image).where(Image.id == 7).values(status="done"))
-    q = view.queue(store)
+    q = annotations.queue(store)
     assert sorted(q) == [i for i in range(1, 13) if i != 7]
-    assert q != sorted(q) and q == view.queue(store)  # shuffled, and the same order each time
+    assert q != sorted(q) and q == annotations.queue(store)  # shuffled, and the same order each time
     with store.transaction() as s:
         s.execute(update(Image).where(Image.id == q[0]).values(status="done"))
-    assert view.queue(store) == q[1:]  # an image done leaves the order of the rest as it was
+    assert annotations.queue(store) == q[1:]  # an image done leaves the order of the rest as it was
 
 
 def test_queue_puts_unlabeled_first_most_uncertain_first(store, synth_dir):
@@ -30,11 +30,10 @@ def test_queue_puts_unlabeled_first_most_uncertain_first(store, synth_dir):
             s.execute(update(Annotation).where(Annotation.image_id == iid).values(score=sc))
         s.execute(update(Annotation).where(Annotation.image_id.in_([5, 6])).values(score=None))
         s.execute(update(Image).where(Image.id == 7).values(status="done"))
-    q = view.queue(store, view.annotations.UNCERTAIN_FIRST)
+    q = annotations.queue(store, annotations.UNCERTAIN_FIRST)
     assert q[:4] == [2, 4, 3, 1]  # |mean - 0.5|: 0.02, 0.05, 0.2, 0.4
     assert 7 not in q and {5, 6} <= set(q[4:])
-    assert view.queue(store, "done") == [7]
-    assert view.neighbour(q, q[0], 1) == q[1] and view.neighbour(q, q[0], -1) is None
+    assert annotations.queue(store, "done") == [7]
 
 
 def test_background_proposer_fills_the_next_images(make_store, tmp_path):
