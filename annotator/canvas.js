@@ -996,9 +996,15 @@ function regionImage(R) {  // the region as a tinted bitmap of its crop, with it
 function setTolerance(t) {
   S.settings.tolerance = Math.max(0, Math.min(128, Math.round(t)));
   $('.mlc-tol').value = String(S.settings.tolerance); $('.mlc-tol-v').textContent = String(S.settings.tolerance);
-  const R = S.gesture.wand;
-  if (R) Wand.grow(R.seed, R.win, R.alt);  // the shown region follows the tolerance
+  if (!S.gesture.wand || regrowing) return;
+  regrowing = true;  // the shown region follows the tolerance, grown again at most once a frame (a 4 MP
+  requestAnimationFrame(() => {  // region takes a few hundred ms: a slider dragged over it must not queue them)
+    regrowing = false;
+    const R = S.gesture.wand;
+    if (R) Wand.grow(R.seed, R.win, R.alt);
+  });
 }
+let regrowing = false;
 const Wand = {
   cursor: 'crosshair', bar: '.mlc-wandwrap',
   down(ev) { startDrag(this, ev, {alt: ev.e.altKey}); },

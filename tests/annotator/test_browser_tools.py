@@ -84,6 +84,10 @@ def test_the_magic_wand_labels_a_flat_coloured_shape(app_with_model, page, tmp_p
     page.wait_for_function(f"{ST}.gesture.wand && {ST}.gesture.wand.area > 0")
     assert canvas_state(page, "S.gesture.wand.area") == int((disc & ~square).sum())
     assert canvas_state(page, "S.queue.seq") == canvas_state(page, "S.data.seq")
+    key_over_canvas(page, "]")  # the wand's own key: a higher tolerance, the region grown again (the same flat shape)
+    page.wait_for_function(f"{ST}.gesture.wand && {ST}.gesture.wand.tol === 28")
+    assert canvas_state(page, "S.gesture.wand.area") == int((disc & ~square).sum())
+    assert page.locator("#label-canvas .mlc-tol").input_value() == "28"
     key_over_canvas(page, "Enter")  # applied: one region message, a new disc
     idle(page)
     expect(message(page)).to_contain_text("new instance #")
