@@ -912,7 +912,7 @@ const Keypoint = rectTool('#22c55e', {
 // the magic wand: a region of similar colour grown from the clicked pixel, in the browser, on the picture's own
 // pixels; shown, then sent as one `region` message (a COCO RLE of its crop) that adds to the selected mask
 const WAND_SIDE = 2048;  // image pixels: the region grows within the part on screen, at most this a side
-const MAX_REGION_COUNTS = 400000;  // characters of the region's RLE at most (canvas.py's limit)
+const MAX_REGION_COUNTS = 200000;  // characters of the region's RLE at most (canvas.py's limit)
 function wandWindow(x, y) {  // [x0, y0, x1, y1]: on screen, in the image, at most WAND_SIDE a side around (x, y)
   const [W, H] = size(), [ax, ay] = toImage(0, 0), [bx, by] = toImage(W, H), half = WAND_SIDE / 2;
   const x0 = Math.max(0, Math.floor(ax), Math.floor(x) - half), y0 = Math.max(0, Math.floor(ay), Math.floor(y) - half);

@@ -49,7 +49,7 @@ MAX_STROKE_POINTS = 20_000
 MAX_POLYGON_POINTS = 10_000
 MAX_REGION_SIDE = 2048  # a region's crop at most this a side (canvas.js's WAND_SIDE: the wand's window)
 MAX_REGION_PIXELS = MAX_REGION_SIDE ** 2
-MAX_REGION_COUNTS = 400_000  # characters of a region's RLE (canvas.js refuses more): well under CANVAS_BODY
+MAX_REGION_COUNTS = 200_000  # characters of a region's RLE (canvas.js refuses more): twice its JSON (a backslash is 2) fits CANVAS_BODY
 
 
 class Assist(Protocol):

@@ -337,7 +337,10 @@ def test_the_longest_edit_message_fits_the_canvas_cap_with_room_to_spare(access_
     stroke = {"token": "x" * 32, "seq": 2 ** 53, "op": "stroke", "radius": 1023.99, "index": 19_999, "erase": False,
               "points": [[wide, wide]] * canvas.MAX_STROKE_POINTS, "min_score": 0.05}
     polygon = dict(stroke, op="polygon", mode="subtract", points=[[wide, wide]] * canvas.MAX_POLYGON_POINTS)
-    for message in (stroke, polygon):
+    region = {"token": "x" * 32, "seq": 2 ** 53, "op": "region", "x0": 32767, "y0": 32767, "w": 2048, "h": 2048,
+              "index": 19_999, "category": 2 ** 53, "subtract": False, "min_score": 0.05,
+              "counts": "\\" * canvas.MAX_REGION_COUNTS}  # (a backslash is two characters in JSON)
+    for message in (stroke, polygon, region):
         envelope = {"session_hash": "x" * 40, "component_id": 10 ** 6, "fn_name": "canvas_edit", "data": message}
         assert 2 * len(json.dumps(envelope, separators=(",", ":"))) < limits.CANVAS_BODY
         assert len(json.dumps(envelope)) < limits.CANVAS_BODY  # also as Python spaces it
