@@ -271,7 +271,11 @@ def _box_edit(ls: LabelSession, m: dict, assist: Assist | None, page: Page) -> s
                             "with the brush)")
         ls.replace_mask(crop, index=i)
         return f"the model found the {ls.categories[it.category_id].name} in the larger box: its mask is replaced (z undoes)"
+    grows = it.crop is not None and ls.box_grows(i, *m["box"])
     ls.set_box(*m["box"], index=i)
+    if grows:
+        return ("the mask is cut to the box where the box is inside it; outside it a mask cannot grow without a model: "
+                "paint the rest with the brush (b)")
     return "box set"
 
 

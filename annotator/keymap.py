@@ -50,8 +50,8 @@ BINDINGS: tuple[Binding, ...] = (
     Binding(("v",), "tool:select", "select: click an instance; drag a handle of the selected one (its box's corners "
             "and edges, its polygon's vertices, its keypoints); drag empty space to pan. Dragging a box handle "
             "inward cuts the mask to the box; outward asks the model for the object in the larger box (the mask is "
-            "replaced, the class kept; undo brings the old one back); without a model that is refused and the "
-            "handle goes back: paint the missing part with the brush"),
+            "replaced, the class kept; undo brings the old one back); without a model only the inward part is "
+            "done (an outward drag is refused and the handle goes back): paint the missing part with the brush"),
     Binding(("b",), "tool:brush", "brush: drag to paint the selected mask ([ and ] size); with nothing selected, "
             "a new instance of the chosen class"),
     Binding(("e",), "tool:eraser", "eraser: drag to erase from the selected mask ([ and ] size)"),

@@ -382,7 +382,9 @@ class LabelSession:
         self._edited(i).crop = crop
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float, index: int | None = None) -> None:
-        """Set the box from two corners; a mask is cut to the new box."""
+        """Set the box from two corners; a mask is cut to the new box. A mask cannot grow by itself: a box only
+        reaching outside it (a handle dragged outward) is refused, naming what can (annotator.canvas asks the
+        model for the larger box)."""
         i = self._need(index)
         (x0, y0), (x1, y1) = _points([(x0, y0), (x1, y1)])
         x0, x1 = sorted((max(0.0, min(x0, self.width)), max(0.0, min(x1, self.width))))
@@ -391,10 +393,10 @@ class LabelSession:
             raise UserError("the box is empty: click two opposite corners")
         crop = self.instances[i].crop
         if crop is not None:
-            crop = _not_empty(crops.within(crop, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))),
-                              "that box")
-            if self.box_grows(i, x0, y0, x1, y1):
-                raise UserError(BOX_GROWS)
+            cut = _not_empty(crops.within(crop, int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))), "that box")
+            if self.box_grows(i, x0, y0, x1, y1) and crops.pixels_differing(crop, cut) == 0:
+                raise UserError(BOX_GROWS)  # (only outward: it would change nothing; partly inward cuts there)
+            crop = cut
         self.record([i])
         it = self._edited(i)
         if crop is not None:

@@ -143,3 +143,11 @@ def test_a_region_costs_its_login_edit_rate_in_proportion_to_its_crop():
     big, small = {"op": "region", "w": 2048, "h": 2048}, {"op": "region", "w": 10, "h": 10}
     assert EditRate.cost(big) == pytest.approx(0.1 + 2048 * 2048 / 1e7) and EditRate.cost(small) < 0.11
     assert EditRate.cost({"op": "region", "w": "x", "h": True}) == 0.1  # (refused later, by name)
+
+
+def test_a_box_partly_inside_the_mask_without_a_model_cuts_it_there_and_says_the_rest_cannot_grow(ls):
+    x, y, w, h = ls.instances.bboxes[0]
+    msg = canvas.apply(page_of(ls), {"op": "box", "index": 0, "box": [x, y, x + w / 2, y + h + 10]})
+    assert "cut to the box where the box is inside it" in msg and "cannot grow without a model" in msg
+    bx, by, bw, bh = ls.instances.bboxes[0]
+    assert bx + bw <= x + w / 2 + 1 and by + bh <= y + h
