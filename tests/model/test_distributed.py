@@ -232,11 +232,10 @@ def test_only_rank_0_registers_round_0(store, monkeypatch):
     alone does, and the others train with rank 0's active version (model.train._active_everywhere)."""
     import app
     from model import api
-    from model import train as train_mod
 
     calls = []
     monkeypatch.setattr(app, "round0", lambda *a, **k: calls.append("round0"))
-    monkeypatch.setattr(train_mod, "fine_tune", lambda *a, **k: calls.append("fine_tune"))
+    monkeypatch.setattr(api, "fine_tune", lambda *a, **k: calls.append("fine_tune"))  # (api.train_as_other_rank)
     monkeypatch.setattr(api, "train_job", lambda *a, **k: calls.append("train_job"))
     argv = [*cli_args(store.settings), "train", "--size", "full", "--device", "cpu"]
     monkeypatch.setenv("WORLD_SIZE", "2")
