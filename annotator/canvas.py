@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -27,14 +28,26 @@ from PIL import Image as PILImage
 from pycocotools import mask as coco_mask
 
 from annotator import keymap, skeleton
-from annotator.labeling import LabelSession, SaveConflict
-from annotator.messages import BOX, FLAG, INT, NUM, TEXT, Field, fields, one_of, points_upto, text, whole_in
+from annotator.labeling import MAX_BRUSH_RADIUS, LabelSession, SaveConflict, stroke_work
+from annotator.messages import (
+    BOX,
+    FLAG,
+    INT,
+    NUM,
+    TEXT,
+    Field,
+    fields,
+    one_of,
+    points_upto,
+    text,
+    whole_in,
+)
 from annotator.page import Page
 from annotator.render import color
 from db import annotations, crops
 from db.errors import UserError
-from db.masks import MaskError
 from db.instances import Instances
+from db.masks import MaskError
 from db.media import browser_ready, load_rgb
 from db.store import Store
 
@@ -387,6 +400,45 @@ class Op:
     model or None, and the page) and its fields (annotator.messages)."""
     run: Callable[[LabelSession, dict, Assist | None, Page], str | None]
     fields: dict[str, Field] = field(default_factory=dict)
+    cost: float | Callable[[dict], float] = 0.1  # of its login's edit rate (``cost``): a click's tenth of a unit
+
+
+RUNS_THE_MODEL = 1.0  # what runs the model (assist, proposals) or writes (save) costs a unit of the edit rate
+PER_UNIT = 1e7  # what paints pixels costs a unit more per 10 million pixels it may cover
+
+
+def _stroke_cost(message: dict) -> float:
+    """A brush stroke's: the pixels its dabs may cover (read as leniently as can be: a bad message is refused
+    later, by name, at a tenth of a unit)."""
+    points, radius = message.get("points"), message.get("radius")
+    if not isinstance(points, list) or isinstance(radius, bool) or not isinstance(radius, (int, float)):
+        return 0.1
+    try:
+        xy = np.asarray(points[:100_000], dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        return 0.1
+    if not np.isfinite(xy).all() or not math.isfinite(radius):
+        return 0.1
+    return 0.1 + stroke_work(xy, min(float(radius), MAX_BRUSH_RADIUS)) / PER_UNIT
+
+
+def _region_cost(message: dict) -> float:
+    """The magic wand's: the pixels of its crop (2048 x 2048 at most)."""
+    w, h = message.get("w"), message.get("h")
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16 for v in (w, h))
+    return 0.1 + (w * h / PER_UNIT if ok else 0.0)
+
+
+def _polygon_cost(message: dict) -> float:
+    """A polygon's: the pixels of its box, which its fill may cover."""
+    try:
+        xy = np.asarray(message.get("points")[:MAX_POLYGON_POINTS], dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError, AttributeError):
+        return 0.1
+    if not len(xy) or not np.isfinite(xy).all():
+        return 0.1
+    w, h = np.clip(np.ptp(xy, axis=0), 0, 1 << 16)
+    return 0.1 + float(w * h) / PER_UNIT
 
 
 STROKE = points_upto(MAX_STROKE_POINTS)
@@ -405,31 +457,31 @@ OPS = {
     "delete": Op(lambda ls, m, a, p: ls.delete(m["index"]) or "deleted", WHICH),
     "stroke": Op(lambda ls, m, a, p: _stroke(ls, m),
                  {"points": Field(STROKE), "radius": NUM, "erase": FLAG.or_(False), "index": INT.opt,
-                  "category": INT.opt}),
+                  "category": INT.opt}, cost=_stroke_cost),
     "polygon": Op(lambda ls, m, a, p: _polygon(ls, m),
                   {"points": Field(POLYGON), "mode": Field(one_of("new", "add", "subtract", "auto")).or_("auto"),
-                   "index": INT.opt, "category": INT.opt}),
+                   "index": INT.opt, "category": INT.opt}, cost=_polygon_cost),
     "vertex": Op(lambda ls, m, a, p: ls.move_vertex(m["part"], m["vertex"], m["x"], m["y"], index=m["index"])
                  or "vertex moved", {**WHICH, "part": INT, "vertex": INT, **AT}),
-    "box": Op(_box_edit, {**WHICH, "box": BOX}),
+    "box": Op(_box_edit, {**WHICH, "box": BOX}, cost=RUNS_THE_MODEL),
     "keypoint": Op(lambda ls, m, a, p: _keypoint(ls, m),
                    {**WHICH, "name": TEXT, **AT, "v": Field(whole_in(0, 2))}),
     "region": Op(lambda ls, m, a, p: _region(ls, m),
                  {"x0": Field(whole_in(0, 2 ** 31)), "y0": Field(whole_in(0, 2 ** 31)),
                   "w": Field(whole_in(1, MAX_REGION_SIDE)), "h": Field(whole_in(1, MAX_REGION_SIDE)),
                   "counts": Field(lambda v, what: text(v, what, MAX_REGION_COUNTS)), "subtract": FLAG.or_(False),
-                  "index": INT.opt, "category": INT.opt}),
+                  "index": INT.opt, "category": INT.opt}, cost=_region_cost),
     "skeleton": Op(lambda ls, m, a, p: _skeleton(ls, m), {**WHICH, "box": BOX}),
-    "assist": Op(_assist, {"box": BOX, "category": INT.opt}),
-    "assist_point": Op(_assist, {**AT, "category": INT.opt}),
+    "assist": Op(_assist, {"box": BOX, "category": INT.opt}, cost=RUNS_THE_MODEL),
+    "assist_point": Op(_assist, {**AT, "category": INT.opt}, cost=RUNS_THE_MODEL),
     "box_from_mask": Op(lambda ls, m, a, p: ls.box_from_mask(m["index"]) or "box fitted to the mask",
                         {"index": INT.opt}),
-    "save": Op(lambda ls, m, a, p: _save(ls, p)),
+    "save": Op(lambda ls, m, a, p: _save(ls, p), cost=RUNS_THE_MODEL),
     "approve": Op(lambda ls, m, a, p: ls.give_verdict("approved", p.user, p.role, m["note"]), NOTE),
     "send_back": Op(lambda ls, m, a, p: ls.give_verdict("sent_back", p.user, p.role, m["note"]), NOTE),
     "discard": Op(lambda ls, m, a, p: _discard(ls)),
-    "refresh": Op(lambda ls, m, a, p: _again(ls, a, only_if_outdated=True)),
-    "propose_again": Op(lambda ls, m, a, p: _again(ls, a, only_if_outdated=False)),
+    "refresh": Op(lambda ls, m, a, p: _again(ls, a, only_if_outdated=True), cost=RUNS_THE_MODEL),
+    "propose_again": Op(lambda ls, m, a, p: _again(ls, a, only_if_outdated=False), cost=RUNS_THE_MODEL),
     "undo": Op(lambda ls, m, a, p: "" if ls.undo() else "nothing to undo"),
     "redo": Op(lambda ls, m, a, p: "" if ls.redo() else "nothing to redo"),
     # after a refused save: this person's edits, listed next to the labels saved meanwhile ({"item": key})
@@ -439,6 +491,15 @@ OPS = {
     "drop_all": Op(lambda ls, m, a, p: ls.conflicts.drop_all()),
 }
 VIEW = {"min_score": NUM.opt}  # any message may carry the canvas's minimum score to show
+
+
+def cost(message: Any) -> float:
+    """What one edit message costs of its login's edit rate (``annotator.page.EditRate``): its operation's
+    ``cost`` (a tenth of a unit for a click; see ``Op``), read before the message is checked."""
+    op = OPS.get(message.get("op")) if isinstance(message, dict) and isinstance(message.get("op"), str) else None
+    if op is None:
+        return 0.1
+    return op.cost(message) if callable(op.cost) else op.cost
 
 
 def apply(page: Page, msg: Any, assist: Assist | None = None) -> str:

@@ -328,7 +328,7 @@ class LabelTab:
         no = self._may_not_label(page)
         if no:
             return self._answer(page, no)
-        wait = self.rate.take(page.who, EditRate.cost(message))
+        wait = self.rate.take(page.who, canvas.cost(message))
         if wait:
             with page.lock:
                 if isinstance(message.get("seq"), int):

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import threading
 import time
 from typing import Any, Callable
 
-import numpy as np
-
 from annotator.history import DEFAULT_BUDGET
-from annotator.labeling import MAX_BRUSH_RADIUS, LabelSession, stroke_work
+from annotator.labeling import LabelSession
 
 RELOAD = "reload the page to go on labeling"
 
@@ -193,31 +190,6 @@ class EditRate:
         self.per_second, self.burst, self.clock = per_second, burst, clock
         self._left: dict[str, tuple[float, float]] = {}  # user -> (units left, when)
         self._lock = threading.Lock()
-
-    @staticmethod
-    def cost(message: Any) -> float:
-        """What one edit message costs: a tenth of a unit (an accept takes about a millisecond), a unit for
-        what runs the model (assist) or writes (save), and for a brush stroke a unit more per 10 million
-        pixels its dabs may cover."""
-        op = message.get("op") if isinstance(message, dict) else None
-        if op in ("assist", "assist_point", "box", "save", "refresh", "propose_again"):
-            return 1.0
-        if op == "region":  # the magic wand's: a unit more per 10 million pixels of its crop (4 MP at most)
-            w, h = message.get("w"), message.get("h")
-            ok = all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16 for v in (w, h))
-            return 0.1 + (w * h / 1e7 if ok else 0.0)
-        if op != "stroke":
-            return 0.1
-        points, radius = message.get("points"), message.get("radius")
-        if not isinstance(points, list) or isinstance(radius, bool) or not isinstance(radius, (int, float)):
-            return 0.1
-        try:
-            xy = np.asarray(points[:100_000], dtype=np.float64).reshape(-1, 2)
-        except (TypeError, ValueError):
-            return 0.1  # refused later, by name
-        if not np.isfinite(xy).all() or not math.isfinite(radius):
-            return 0.1
-        return 0.1 + stroke_work(xy, min(float(radius), MAX_BRUSH_RADIUS)) / 1e7
 
     def take(self, user: str, cost: float) -> float:
         """Charge ``cost`` to ``user``; 0.0 when allowed, else the seconds to wait (nothing is charged)."""

@@ -80,7 +80,7 @@ def label_image(store: Store, proposer: BackgroundProposer, image_id, ops, user:
         page = Page("", user=user, role=role, session=LabelSession(store, image_id))  # (refuses a missing id)
         said = []
         for k, op in enumerate(ops):
-            wait = rate.take(user, EditRate.cost(op)) if rate is not None else 0.0
+            wait = rate.take(user, canvas.cost(op)) if rate is not None else 0.0
             if wait:
                 raise UserError(f"edit message {k}: too many edits too fast (nothing after message {k - 1} was "
                                 f"applied, and nothing was saved unless a save came before); try again in "

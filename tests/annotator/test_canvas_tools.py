@@ -138,11 +138,10 @@ def test_a_skeleton_template_follows_the_categorys_labeled_instances():
 
 
 def test_a_region_costs_its_login_edit_rate_in_proportion_to_its_crop():
-    from annotator.page import EditRate
 
     big, small = {"op": "region", "w": 2048, "h": 2048}, {"op": "region", "w": 10, "h": 10}
-    assert EditRate.cost(big) == pytest.approx(0.1 + 2048 * 2048 / 1e7) and EditRate.cost(small) < 0.11
-    assert EditRate.cost({"op": "region", "w": "x", "h": True}) == 0.1  # (refused later, by name)
+    assert canvas.cost(big) == pytest.approx(0.1 + 2048 * 2048 / 1e7) and canvas.cost(small) < 0.11
+    assert canvas.cost({"op": "region", "w": "x", "h": True}) == 0.1  # (refused later, by name)
 
 
 def test_a_box_partly_inside_the_mask_without_a_model_cuts_it_there_and_says_the_rest_cannot_grow(ls):

@@ -69,3 +69,17 @@ def test_every_edit_operation_declares_its_fields_with_the_shared_kinds():
         assert callable(spec.run), op
         for name, f in spec.fields.items():
             assert isinstance(f, Field) and callable(f.check), (op, name)
+
+
+def test_each_operation_says_what_it_costs_of_the_edit_rate():
+    """An operation's cost sits next to its fields (canvas.OPS): a click a tenth of a unit, the model or a save a
+    unit, painting in proportion to the pixels it may cover; a malformed message a tenth (refused later)."""
+    assert canvas.cost({"op": "accept", "index": 0}) == 0.1 and canvas.cost({"op": "save"}) == 1.0
+    assert canvas.cost({"op": "assist", "box": [0, 0, 5, 5]}) == 1.0 and canvas.cost("save") == 0.1
+    big = {"op": "polygon", "points": [[0, 0], [4000, 0], [4000, 3000]], "mode": "new", "category": 1}
+    assert canvas.cost(big) == pytest.approx(0.1 + 4000 * 3000 / 1e7)
+    assert canvas.cost({"op": "polygon", "points": [[0, math.nan]]}) == 0.1
+    assert canvas.cost({"op": "polygon", "points": 7}) == 0.1 and canvas.cost({"op": "fly"}) == 0.1
+    for op in canvas.OPS.values():
+        c = op.cost({}) if callable(op.cost) else op.cost
+        assert 0.1 <= c <= 1.0  # (an empty message: each cost function reads leniently)

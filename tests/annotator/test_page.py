@@ -6,6 +6,7 @@ import gc
 import weakref
 from types import SimpleNamespace
 
+from annotator import canvas
 from annotator.labeling import LabelSession
 from annotator.page import Page, PageLimits, Pages
 from db import annotations
@@ -124,19 +125,19 @@ def test_each_login_edits_within_its_rate_and_heavy_strokes_cost_more():
     clock = Clock()
     rate = EditRate(per_second=10, burst=20, clock=clock)
     accept = {"op": "accept", "index": 0}
-    assert all(rate.take("ann", EditRate.cost(accept)) == 0 for _ in range(195))  # a tenth of a unit each
-    assert any(rate.take("ann", EditRate.cost(accept)) > 0 for _ in range(10))
+    assert all(rate.take("ann", canvas.cost(accept)) == 0 for _ in range(195))  # a tenth of a unit each
+    assert any(rate.take("ann", canvas.cost(accept)) > 0 for _ in range(10))
     assert rate.take("bob", 1.0) == 0  # bob has a budget of his own
     big = {"op": "stroke", "radius": 1024, "points": [[0, 0]] * 30}
-    assert EditRate.cost(big) > 10 and EditRate.cost({"op": "stroke", "radius": 10, "points": [[0, 0]] * 50}) < 0.2
+    assert canvas.cost(big) > 10 and canvas.cost({"op": "stroke", "radius": 10, "points": [[0, 0]] * 50}) < 0.2
     clock.t += 2
-    assert rate.take("ann", EditRate.cost(big)) == 0 and rate.take("ann", EditRate.cost(big)) > 0
-    assert EditRate.cost({"op": "stroke", "radius": float("nan"), "points": "x"}) == 0.1  # refused later, by name
+    assert rate.take("ann", canvas.cost(big)) == 0 and rate.take("ann", canvas.cost(big)) > 0
+    assert canvas.cost({"op": "stroke", "radius": float("nan"), "points": "x"}) == 0.1  # refused later, by name
 
 
 def test_the_label_tab_refuses_a_flood_of_edits_and_applies_nothing_of_it(proposed_store):
-    from annotator.page import EditRate
     from annotator.label_tab import LabelTab
+    from annotator.page import EditRate
 
     tab = LabelTab(proposed_store, SimpleNamespace(last_error="", want=lambda ids: None, warm=lambda ids: None))
     tab.rate = EditRate(per_second=0.001, burst=0.35, clock=Clock())
