@@ -259,13 +259,13 @@ def cmd_export(args) -> int:
 
     given = {"coco": {"--images-dir": args.images_dir, "--polygons": args.polygons, "--rle": args.rle},
              "yolo": {"--yolo-task": args.yolo_task}}  # each format's own options, as typed
-    wrong = [o for fmt, opts in given.items() if fmt != args.format for o, v in opts.items() if v]
+    wrong = [o for fmt, opts in given.items() if fmt != args.format for o, v in opts.items() if v]  # another's
     if wrong:
         raise UserError(f"{', '.join(wrong)}: not an option of --format {args.format}"
                         + (" (a YOLO export always holds its images and polygons)" if args.format == "yolo" else ""))
     options = {"coco": lambda: {"images_dir": args.images_dir,
                                 "seg_format": "polygons" if args.polygons else "rle" if args.rle else "asis"},
-               "yolo": lambda: {"task": args.yolo_task or "auto"}}[args.format]()
+               "yolo": lambda: {"task": args.yolo_task or "auto"}}.get(args.format, dict)()  # (a format of none)
     f = FORMATS[args.format]
     store = open_store(args)
     r = f.export(store, args.out, include_proposals=args.include_proposals, all_images=args.all_images, **options)

@@ -1053,8 +1053,10 @@ const Wand = {
 // A tool: cursor; down(ev, returning), move(d, ev), up(d, ev) for its drags; optional tap(ev) (a handle pressed,
 // not moved), grabs (the selected instance's handles are dragged first), hovers (redraw as the pointer moves),
 // preview() in screen pixels and underlay() in image pixels, keys {action: fn} (KEYMAP's actions it takes
-// before the canvas's own), bar (its toolbar part), keypoints (the keypoint choice shows), leave(). Adding one:
-// its object, its name here, and its `tool:<name>` line in annotator/keymap.py.
+// before the canvas's own), bar (its toolbar part: its own, shown only while it is the tool), keypoints (the
+// keypoint choice shows), leave(). Adding one: its object, its name here, and its `tool:<name>` line in
+// annotator/keymap.py; a new kind of edit also needs its operation in canvas.py's OPS (fields, what it runs
+// through LabelSession, its cost of the edit rate).
 const TOOLS = {select: Select, brush: paintTool(false), eraser: paintTool(true), polygon: Polygon, box: Box,
   keypoint: Keypoint, assist: Assist, wand: Wand};
 

@@ -9,7 +9,8 @@
   through the labeling logic, which stays the source of truth (undo, save, conflicts). How a stroke becomes
   a mask: the brush's object in canvas.js collects the pointer path and radius in image pixels; ``_stroke``
   here hands it to ``LabelSession.paint``. A region (the magic wand's) arrives as one ``region`` message, a
-  COCO RLE of its crop, checked by ``_region``.
+  COCO RLE of its crop, checked by ``_region``. Every operation is one line of ``OPS``: what it runs, its
+  fields (each checked by its kind: annotator.messages) and its cost of the login's edit rate (``cost``).
 - ``JS``: canvas.js with the page's keymap (annotator.keymap) in front of it, as data.
 """
 

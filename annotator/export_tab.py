@@ -16,8 +16,8 @@ def export_tab(store: Store, exports: store_view.ExportFolder, roles: Roles):
     """The Export tab; returns (its tools, the note shown instead to a role that may not export)."""
     not_yours = markdown("Exporting the dataset needs the admin role.", visible=False, elem_id="export-not-yours")
     with gr.Column(elem_id="export-tools") as tools:
-        markdown("COCO reads an image without annotations as a *negative* example (nothing to find in it), so "
-                 "by default only images whose labels are **done** are written (a done image with no objects is "
+        markdown("COCO and YOLO read an image without annotations as a *negative* example (nothing to find in "
+                 "it), so by default only images whose labels are **done** are written (a done image with no objects is "
                  "a true negative). Images still new, proposed or in review would turn their unlabeled objects "
                  "into false negatives for whoever trains on the file.")
         with gr.Row():

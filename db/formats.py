@@ -3,7 +3,9 @@ module that turns each image's ``Instances`` into its own files through ``db.exp
 annotations) and writer (atomic files, zip or folder, name checks): ``db/coco_export.py`` and
 ``db/yolo_export.py`` are the examples. Adding one: its module with ``export(store, out, *,
 include_proposals, all_images, **its options) -> dict`` (the counts, and ``notes``: lines for the summary),
-and its line in ``FORMATS``."""
+and its line in ``FORMATS``; the Export tab then offers it (with the common options only). Options of its own
+on the command line: their flags in app.py's ``export`` parser and its entries in ``cmd_export``'s ``given``
+(refused with another format) and ``options`` (its keyword arguments)."""
 
 from __future__ import annotations
 
