@@ -44,7 +44,7 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
             with gr.Tab("Dataset", id="dataset") as dataset:
                 (refresh_counts, counts), (show_page, g_page, page_outs), (gallery, g_ids), admin_parts = \
                     dataset_tab(store, roles)
-            with gr.Tab("Model", id="model"):
+            with gr.Tab("Model", id="model") as model_page:
                 tables, t_outs, _, train_parts = model_tab(store, options, roles, follower)
             with gr.Tab("Export", id="export"):
                 export_parts = export_tab(store, exports, roles)
@@ -82,6 +82,9 @@ def build_app(store: Store, proposer: BackgroundProposer | None = None,
         demo.unload(closed)
         dataset.select(show_page, g_page, page_outs)  # the gallery is drawn when the tab is opened, not on load
         demo.load(tables, outputs=t_outs)
+        # drawn again when the tab is shown: a plot drawn while its tab was hidden has no size to lay out in (one
+        # version's points went missing and its values became the axis's ticks)
+        model_page.select(tables, outputs=t_outs)
     demo.label_tab = label_tab  # its open pages (launch ends a login's pages when it logs out)
     demo.follower = follower
     return demo

@@ -150,6 +150,12 @@ def test_label_fine_tune_and_export_in_a_real_browser(app_with_model, page, tmp_
     assert instance(page, person)["keypoints"][:3] == [100, 90, 2]
 
     page.get_by_role("tab", name="Model").click()
+    # the saves above, drawn as soon as the tab shows: one version's points, and round ticks (a plot drawn while
+    # its tab was hidden lost its points and took the values for its ticks)
+    for plot in ("#corrections-plot", "#seconds-plot"):
+        page.wait_for_function(f"document.querySelectorAll('{plot} svg .mark-symbol path').length > 0")
+        ticks = page.locator(f"{plot} svg .role-axis-label text").evaluate_all("ts => ts.map(t => t.textContent)")
+        assert all(re.fullmatch(r"v\d+|\d+(\.\d{1,2})?", t) for t in ticks), (plot, ticks)
     page.locator("#train-minutes input").fill("0.1")
     expect(page.locator("#train-epochs input")).to_have_value("0")  # 0: the 6 seconds decide, not epochs
     page.locator("#btn-finetune").click()
