@@ -242,15 +242,22 @@ def found_instance(ls: LabelSession, got: dict) -> Instances:
     return found
 
 
+def _new(ls: LabelSession, m: dict, takes_away: bool, from_what: str, to_what: str, **shape) -> int:
+    """An edit with nothing selected: one that takes pixels away (``takes_away``) is refused, one that adds
+    them becomes a new instance of the message's ``category`` (refused without one); its index."""
+    if takes_away:
+        raise UserError(f"select an instance to {from_what}")
+    if m["category"] is None:
+        raise UserError(f"select an instance to {to_what}, or choose the class of a new instance")
+    return ls.new_instance(m["category"], **shape)
+
+
 def _stroke(ls: LabelSession, m: dict) -> str:
     """A brush or eraser stroke: the pointer path in image pixels and its radius, painted at full
     resolution on the selected instance (with none selected, the brush starts a new one of ``category``)."""
     if m["index"] is None:
-        if m["erase"]:
-            raise UserError("select an instance to erase from")
-        if m["category"] is None:
-            raise UserError("select an instance to paint on, or choose the class of a new instance")
-        return f"new instance #{ls.new_instance(m['category'], stroke=(m['points'], m['radius']))}"
+        i = _new(ls, m, m["erase"], "erase from", "paint on", stroke=(m["points"], m["radius"]))
+        return f"new instance #{i}"
     ls.paint(m["points"], m["radius"], erase=m["erase"], index=m["index"])
     return "erased" if m["erase"] else "painted"
 
@@ -311,11 +318,8 @@ def _region(ls: LabelSession, m: dict) -> str:
     if region.empty():
         raise UserError("the region is empty")
     if m["index"] is None:
-        if m["subtract"]:
-            raise UserError("select an instance to subtract the region from")
-        if m["category"] is None:
-            raise UserError("select an instance to add the region to, or choose the class of a new instance")
-        return f"new instance #{ls.new_instance(m['category'], region=region)} ({region.area()} px)"
+        i = _new(ls, m, m["subtract"], "subtract the region from", "add the region to", region=region)
+        return f"new instance #{i} ({region.area()} px)"
     ls.region(region, subtract=m["subtract"], index=m["index"])
     return f"region of {region.area()} px {'subtracted' if m['subtract'] else 'added'}"
 
