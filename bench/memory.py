@@ -45,6 +45,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from pycocotools import mask as coco_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -131,7 +132,32 @@ def m_edits(tmp: Path) -> dict:
         canvas.payload(page)
     ms = (time.perf_counter() - t) * 1000 / 100
     per_stroke = (settle() - base) / 100
+    # the magic wand's largest region (a 2048x2048 crop: a disc, as the canvas sends it, a COCO RLE of its crop),
+    # added then taken away, on the same proposal; then polygons of 200 vertices over a 1500 px box, added
+    side = 2048
+    yy, xx = np.mgrid[:side, :side]
+    disc = np.asfortranarray(((yy - side / 2) ** 2 + (xx - side / 2) ** 2 < (side / 2 - 8) ** 2).astype(np.uint8))
+    counts = coco_mask.encode(disc)["counts"].decode("ascii")
+    x0, y0 = int(max(0, min(x, 6000 - side))), int(max(0, min(y, 4000 - side)))
+    base = settle()
+    t = time.perf_counter()
+    for k in range(40):
+        canvas.apply(page, {"op": "region", "index": i, "x0": x0, "y0": y0, "w": side, "h": side, "counts": counts,
+                            "subtract": bool(k % 2)})
+        canvas.payload(page)
+    ms_region = (time.perf_counter() - t) * 1000 / 40
+    per_region = (settle() - base) / 40
+    ring = [[3000 + 750 * np.cos(a), 2000 + 750 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 200, endpoint=False)]
+    base = settle()
+    t = time.perf_counter()
+    for k in range(40):
+        canvas.apply(page, {"op": "polygon", "index": i, "mode": "add" if k % 2 else "subtract", "points": ring})
+        canvas.payload(page)
+    ms_polygon = (time.perf_counter() - t) * 1000 / 40
+    per_polygon = (settle() - base) / 40
     return {"rss_per_review_mb": per_review / MB, "rss_per_stroke_mb": per_stroke / MB, "ms_per_stroke": ms,
+            "rss_per_region_mb": per_region / MB, "ms_per_region": ms_region,
+            "rss_per_polygon_mb": per_polygon / MB, "ms_per_polygon": ms_polygon,
             "undo_steps": len(ls.edits), "history_mb": ls.edits.nbytes / MB}
 
 
