@@ -153,13 +153,7 @@ def upload_coco(store: Store, json_path: str | None, images: Sequence[str], as_p
     return "\n".join([coco_summary(r)] + [f"skipped: {n}: {why}" for n, why in skipped])
 
 
-def export_file(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
-                all_images: bool = False, fmt: str = "coco") -> str:
-    """Write the export into ``out_dir``; returns the file's path for download (``export_with_notes``)."""
-    return export_with_notes(store, with_images, include_proposals, out_dir, all_images, fmt)[0]
-
-
-def export_with_notes(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
+def export(store: Store, with_images: bool, include_proposals: bool, out_dir: str | Path,
                       all_images: bool = False, fmt: str = "coco") -> tuple[str, list[str]]:
     """Write the export into ``out_dir`` as ``fmt`` (a name of ``db.formats.FORMATS``: COCO as JSON or as a zip
     with its images, YOLO a zip with its images whatever ``with_images`` says); returns the file's path for
@@ -187,7 +181,7 @@ class ExportFolder:
         with self._lock:
             self._remove()
             self.current = Path(tempfile.mkdtemp(prefix="maskloop-export-", dir=self.parent))
-            path, self.notes = export_with_notes(store, with_images, include_proposals, self.current, all_images, fmt)
+            path, self.notes = export(store, with_images, include_proposals, self.current, all_images, fmt)
             return path
 
     def close(self) -> None:

@@ -24,11 +24,11 @@ def test_upload_reports_bad_files_and_export_downloads(store, synth_dir, tmp_pat
     bad.write_bytes(b"nope")
     msg = store_view.upload_images(store, [str(synth_dir / "synth_000001.png"), str(bad)])
     assert "imported 1 image(s)" in msg and "bad.png: not an image" in msg
-    path = store_view.export_file(store, with_images=True, include_proposals=False, out_dir=str(tmp_path))
+    path, _ = store_view.export(store, with_images=True, include_proposals=False, out_dir=str(tmp_path))
     with zipfile.ZipFile(path) as z:
         assert z.namelist() == ["annotations.json"]  # a new image is no negative example: not written
-    path = store_view.export_file(store, with_images=True, include_proposals=False, out_dir=str(tmp_path / "all"),
-                                  all_images=True)
+    path, _ = store_view.export(store, with_images=True, include_proposals=False, out_dir=str(tmp_path / "all"),
+                                all_images=True)
     with zipfile.ZipFile(path) as z:
         assert "images/synth_000001.png" in z.namelist()
 
